@@ -1,0 +1,262 @@
+"""Proxy benchmark: tag-gate against nginx proxy_pass, interleaved in one run.
+
+Method (../shared/docs/perf-anchors.md §2): an origin nginx (1 worker) serves the
+pages; the servers under test each get CPU 1 to themselves (edge nginx with
+`proxy_pass` and a keep-alive pool, and tag-gate), while wrk and the origin share
+CPU 0. Every round runs every (page, target) pair once in rotating order; the figures
+are medians over the rounds, and the ratios are taken against nginx in the same run.
+
+Targets:
+  nginx          nginx proxy_pass (the reference)
+  tag-gate       tag-gate pass-through: the same pages served as text/plain (not HTML)
+  tag-gate-html  tag-gate with the HTML gate, no consent (every tag acted on); only
+                 when the gate is available (--html)
+
+Usage:  python bench/proxy_bench.py [--rounds 3] [--seconds 10] [--conns 50] [--html] [--ttfb]
+It installs nginx and wrk with apt-get when they are missing (needs root), runs
+everything on 127.0.0.1 and removes its scratch directory at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pages
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def ensure_tools() -> None:
+    missing = [
+        tool
+        for tool in ("nginx", "wrk")
+        if not (shutil.which(tool) or Path("/usr/sbin/nginx").exists() and tool == "nginx")
+    ]
+    if not missing:
+        return
+    print(f"installing {', '.join(missing)} with apt-get ...", flush=True)
+    pkgs = ["nginx-light" if t == "nginx" else t for t in missing]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *pkgs], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def nginx_bin() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def nginx_conf(run: Path, name: str, cpu_mask: str, body: str) -> Path:
+    temp = "".join(f"{k}_temp_path {run}/{name}_{k};\n  " for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = run / f"{name}.conf"
+    conf.write_text(
+        f"""worker_processes 1;
+worker_cpu_affinity {cpu_mask};
+worker_rlimit_nofile 20000;
+pid {run}/{name}.pid;
+error_log {run}/{name}-error.log warn;
+daemon off;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 1000000; keepalive_timeout 65;
+  gzip off;
+  {temp}
+  {body}
+}}
+"""
+    )
+    return conf
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    def ms(s: str) -> float:
+        m = re.match(r"([\d.]+)(us|ms|s)", s)
+        assert m, s
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
+    p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Socket errors:.*|Non-2xx or 3xx responses: \d+", text)
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": 1.0 if errors else 0.0}
+
+
+def run_wrk(url: str, seconds: int, conns: int, headers: list[str]) -> dict[str, float]:
+    cmd = ["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 30)
+    return parse_wrk(out.stdout)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--conns", type=int, default=50)
+    ap.add_argument("--html", action="store_true", help="also measure the HTML gate (tag-gate-html)")
+    ap.add_argument("--json", metavar="FILE", help="write the medians as JSON")
+    args = ap.parse_args()
+    ensure_tools()
+
+    scratch = Path(tempfile.mkdtemp(prefix="tag-gate-bench-"))
+    www, run = scratch / "www", scratch / "run"
+    (www / "pass").mkdir(parents=True)
+    (www / "html").mkdir(parents=True)
+    run.mkdir()
+    # nginx workers run as an unprivileged user: let them read the pages.
+    for folder in (scratch, www, www / "pass", www / "html", run):
+        folder.chmod(0o755)
+    files = {"2KB": pages.make_small_page(), "100KB": pages.make_page(100 * 1024)}
+    for name, data in files.items():
+        (www / "pass" / f"{name}.html").write_bytes(data)
+        (www / "html" / f"{name}.html").write_bytes(data)
+
+    origin_port, edge_port, tg_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        origin = nginx_conf(
+            run,
+            "origin",
+            "01",
+            f"""types {{ }}
+  server {{ listen 127.0.0.1:{origin_port} backlog=4096; root {www};
+    location /pass/ {{ default_type text/plain; }}
+    location /html/ {{ default_type text/html; }} }}""",
+        )
+        edge = nginx_conf(
+            run,
+            "edge",
+            "10",
+            f"""upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 256; }}
+  server {{ listen 127.0.0.1:{edge_port} backlog=4096;
+    proxy_http_version 1.1; proxy_set_header Connection "";
+    location / {{ proxy_pass http://origin; }} }}""",
+        )
+        for conf in (origin, edge):
+            procs.append(subprocess.Popen([nginx_bin(), "-c", str(conf), "-e", str(run / "nginx-stderr.log")]))
+        tg_env = dict(os.environ, TAG_GATE_ADMIN_LISTEN=f"127.0.0.1:{admin_port}")
+        procs.append(
+            subprocess.Popen(
+                [
+                    "taskset",
+                    "-c",
+                    "1",
+                    sys.executable,
+                    "-m",
+                    "proxy",
+                    "serve",
+                    "--listen",
+                    f"127.0.0.1:{tg_port}",
+                    "--upstream",
+                    f"http://127.0.0.1:{origin_port}",
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=REPO,
+                env=tg_env,
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        for port in (origin_port, edge_port, tg_port):
+            wait_port(port)
+
+        targets = {"nginx": (edge_port, "pass"), "tag-gate": (tg_port, "pass")}
+        if args.html:
+            targets["tag-gate-html"] = (tg_port, "html")
+        print(f"warm-up: 3 s per target and page ({len(targets)} targets)", flush=True)
+        for _name, (port, kind) in targets.items():
+            for page in files:
+                run_wrk(f"http://127.0.0.1:{port}/{kind}/{page}.html", 3, args.conns, [])
+        results: dict[tuple[str, str], list[dict[str, float]]] = {}
+        keys = [(page, t) for page in files for t in targets]
+        for rnd in range(args.rounds):
+            order = keys[rnd % len(keys) :] + keys[: rnd % len(keys)]
+            for page, target in order:
+                port, kind = targets[target]
+                r = run_wrk(f"http://127.0.0.1:{port}/{kind}/{page}.html", args.seconds, args.conns, [])
+                results.setdefault((page, target), []).append(r)
+                print(
+                    f"round {rnd + 1} {page:>5} {target:14} {r['rps']:9.0f} req/s  p50 {r['p50']:7.2f} ms"
+                    f"  p99 {r['p99']:7.2f} ms{'  ERRORS' if r['errors'] else ''}",
+                    flush=True,
+                )
+                time.sleep(0.5)
+
+        summary: dict[str, dict[str, float]] = {}
+        print(
+            f"\nmedians over {args.rounds} rounds, {args.seconds} s each, {args.conns} connections "
+            "(server under test on CPU 1; wrk and origin on CPU 0)"
+        )
+        print(
+            f"{'page':>5} {'target':14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'req/s vs nginx':>15} {'p50 x':>6} {'p99 x':>6}"
+        )
+        for page in files:
+            base = results[(page, "nginx")]
+            b_rps = statistics.median(r["rps"] for r in base)
+            b_p50 = statistics.median(r["p50"] for r in base)
+            b_p99 = statistics.median(r["p99"] for r in base)
+            for target in targets:
+                rs = results[(page, target)]
+                rps = statistics.median(r["rps"] for r in rs)
+                p50 = statistics.median(r["p50"] for r in rs)
+                p99 = statistics.median(r["p99"] for r in rs)
+                summary[f"{page}/{target}"] = {
+                    "rps": rps,
+                    "p50_ms": p50,
+                    "p99_ms": p99,
+                    "rps_ratio": rps / b_rps,
+                }
+                print(
+                    f"{page:>5} {target:14} {rps:9.0f} {p50:8.2f} {p99:8.2f} {rps / b_rps:15.2f}"
+                    f" {p50 / b_p50:6.1f} {p99 / b_p99:6.1f}"
+                )
+        if args.json:
+            Path(args.json).write_text(json.dumps(summary, indent=1))
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM if p.args[0] != nginx_bin() else signal.SIGQUIT)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

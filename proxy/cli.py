@@ -1,0 +1,157 @@
+"""The `tag-gate` command: argument parsing and sub-commands only.
+
+Every failure an operator can cause (bad flag, bad config, port in use) ends with one
+clear line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from . import __version__
+from .config import Config, ConfigError, check_runnable, load_config, with_overrides
+
+ENV_VARS = {
+    "config": "TAG_GATE_CONFIG",
+    "listen": "TAG_GATE_LISTEN",
+    "upstream": "TAG_GATE_UPSTREAM",
+    "admin_listen": "TAG_GATE_ADMIN_LISTEN",
+}
+"""Environment variables read by `serve`, for containers; flags win over them."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the command's --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(
+        prog="tag-gate",
+        description=(
+            "A consent-aware reverse proxy. It sits in front of a website, reads the visitor's "
+            "consent from the cookie their consent manager writes, and removes refused trackers "
+            "and cookies on the wire."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"tag-gate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the proxy",
+        description=(
+            "Run the proxy in front of UPSTREAM. Settings come from the config file, then the "
+            "environment, then flags (flags win). Without a config file, built-in defaults apply: "
+            "listen 0.0.0.0:8080, admin (health, readiness, metrics) on 127.0.0.1:9090."
+        ),
+    )
+    serve.add_argument("--config", metavar="FILE", help=f"TOML config file (env {ENV_VARS['config']})")
+    serve.add_argument("--listen", metavar="HOST:PORT", help=f"public address (env {ENV_VARS['listen']})")
+    serve.add_argument(
+        "--upstream", metavar="URL", help=f"the site, e.g. http://127.0.0.1:8000 (env {ENV_VARS['upstream']})"
+    )
+    serve.add_argument(
+        "--admin-listen",
+        metavar="HOST:PORT",
+        help=f"admin address for /healthz /readyz /metrics, or 'off' (env {ENV_VARS['admin_listen']})",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate a config file",
+        description="Validate a config file and print every problem with its TOML path. Exit 1 on any problem.",
+    )
+    check.add_argument("file", metavar="FILE")
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail(message: str, status: int = 1) -> int:
+    sys.stderr.write(f"tag-gate: {message}\n")
+    return status
+
+
+def _serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Config:
+    path = args.config or environ.get(ENV_VARS["config"]) or None
+    config = load_config(path)
+    overrides: dict[str, tuple[str, str]] = {}
+    for key in ("listen", "upstream", "admin_listen"):
+        flag = getattr(args, key)
+        if flag is not None:
+            overrides[key] = (f"--{key.replace('_', '-')}", flag)
+        elif environ.get(ENV_VARS[key]):
+            overrides[key] = (ENV_VARS[key], environ[ENV_VARS[key]])
+    config = with_overrides(config, overrides)
+    problems = check_runnable(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config = _serve_config(args, dict(os.environ))
+    except ConfigError as exc:
+        for line in exc.problems:
+            sys.stderr.write(f"tag-gate: {line}\n")
+        return 1
+    _setup_logging(args.log_level)
+
+    import uvloop
+
+    from .service import ServeError, serve
+
+    try:
+        return uvloop.run(serve(config))
+    except ServeError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line)
+        print(f"{len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''} found")
+        return 1
+    print(f"{config.source}: ok")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": _cmd_serve,
+    "check-config": _cmd_check_config,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `tag-gate` console script; returns the exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""Prometheus metrics, one registry per running proxy.
+
+Label values come from small fixed sets (status class, error kind, category, action),
+never from paths, hosts or cookie values, so the series count stays bounded whatever
+the traffic. Children for every known label value are resolved once here so the
+request path only calls `.inc()` / `.observe()`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from . import __version__
+
+STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+UPSTREAM_ERROR_KINDS: Final = (
+    "connect",
+    "timeout",
+    "header_overflow",
+    "invalid_response",
+    "disconnect",
+    "body_aborted",
+)
+LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Every metric tag-gate exports, registered in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "tag_gate_requests",
+            "Requests answered on the public listener, by status class.",
+            ["status_class"],
+            registry=r,
+        )
+        self.by_status_class = [self.requests.labels(c) for c in STATUS_CLASSES]
+        self.upstream_errors = Counter("tag_gate_upstream_errors", "Upstream failures, by kind.", ["kind"], registry=r)
+        self.upstream_error = {k: self.upstream_errors.labels(k) for k in UPSTREAM_ERROR_KINDS}
+        self.latency = Histogram(
+            "tag_gate_request_duration_seconds",
+            "Time from request head to the last response byte, public listener.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("tag_gate_in_flight_requests", "Requests being handled.", registry=r)
+        self.client_disconnects = Counter(
+            "tag_gate_client_disconnects",
+            "Requests whose client went away before the response ended.",
+            registry=r,
+        )
+        self.header_timeouts = Counter(
+            "tag_gate_header_timeouts",
+            "Connections closed because the request head did not arrive in time (slow clients).",
+            registry=r,
+        )
+        self.rejected = Counter(
+            "tag_gate_rejected_requests",
+            "Requests refused before forwarding, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.websockets = Gauge("tag_gate_websockets_open", "WebSocket relays open.", registry=r)
+        self.loop_lag = Gauge(
+            "tag_gate_event_loop_lag_seconds", "How late the last periodic event-loop tick ran.", registry=r
+        )
+        self.ready = Gauge("tag_gate_ready", "1 when ready to serve, 0 while starting or draining.", registry=r)
+        info = Gauge("tag_gate_info", "Build information.", ["version"], registry=r)
+        info.labels(__version__).set(1)
+
+    def count_status(self, status: int) -> None:
+        index = status // 100 - 1
+        if 0 <= index < 5:
+            self.by_status_class[index].inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,202 @@
+"""Running tag-gate: listeners, readiness, signals and the graceful drain.
+
+Lifecycle contract:
+- start: check the runtime (C HTTP parser), open the upstream pool, bind the public and
+  admin listeners, then report ready;
+- SIGTERM: readiness goes false at once; the public listener keeps accepting for
+  `timeouts.shutdown_delay` (so a load balancer can notice); then it stops listening,
+  idle connections close, in-flight requests get up to `timeouts.grace` seconds to
+  finish, stragglers are cancelled, and the process exits 0;
+- SIGINT (Ctrl-C) does the same without the delay; a second signal during the delay
+  ends the delay at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Final
+
+from aiohttp import web
+
+from .admin import make_admin_app
+from .app import AccessLog, ProxyHandler, ProxyServer, ProxyState, close_session, start_session
+from .config import Address, Config
+from .metrics import Metrics
+
+log = logging.getLogger("tag_gate")
+
+ASSET_TYPES: Final = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+"""Files under proxy/data/public/ served at /__tag-gate/<name>, by suffix."""
+
+
+class ServeError(Exception):
+    """tag-gate cannot start; the message is one line for the operator."""
+
+
+def check_http_parser() -> str | None:
+    """A problem message when aiohttp runs on its pure-Python HTTP parser.
+
+    Most historical aiohttp request-smuggling bugs lived in that parser, which is used
+    when the C extension is missing or AIOHTTP_NO_EXTENSIONS is set.
+    """
+    from aiohttp import http_parser
+
+    if http_parser.HttpRequestParser.__module__ != "aiohttp._http_parser":
+        return (
+            "aiohttp is using its pure-Python HTTP parser (C extension missing or AIOHTTP_NO_EXTENSIONS set); "
+            "tag-gate refuses to run on it: reinstall aiohttp with its binary wheel"
+        )
+    return None
+
+
+def load_assets() -> dict[str, tuple[bytes, str]]:
+    assets: dict[str, tuple[bytes, str]] = {}
+    folder = resources.files("proxy") / "data" / "public"
+    if not folder.is_dir():
+        return assets
+    for entry in folder.iterdir():
+        suffix = "." + entry.name.rpartition(".")[2]
+        if entry.is_file() and suffix in ASSET_TYPES:
+            assets[entry.name] = (entry.read_bytes(), ASSET_TYPES[suffix])
+    return assets
+
+
+class Service:
+    """The running listeners for one config."""
+
+    def __init__(self, config: Config, *, access_log: AccessLog | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        out = sys.stdout if config.server.access_log else None
+        self.state = ProxyState(config=config, metrics=self.metrics, access_log=access_log or AccessLog(out))
+        self._runner: web.ServerRunner | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self.public_address: Address | None = None
+        self.admin_address: Address | None = None
+        self._lag_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        problem = check_http_parser()
+        if problem:
+            raise ServeError(problem)
+        cfg = self.config
+        self.state.assets = load_assets()
+        await start_session(self.state)
+        handler = ProxyHandler(self.state)
+        server = ProxyServer(handler, cfg, self.metrics)
+        public_sock = await self._listen(cfg.server.listen, "public")
+        admin_sock = None
+        if cfg.server.admin_listen is not None:
+            admin_sock = await self._listen(cfg.server.admin_listen, "admin")
+        self._runner = web.ServerRunner(server, shutdown_timeout=cfg.timeouts.grace)
+        await self._runner.setup()
+        await web.SockSite(self._runner, public_sock).start()
+        self.public_address = _address_of(public_sock, cfg.server.listen)
+        if admin_sock is not None and cfg.server.admin_listen is not None:
+            self._admin_runner = web.AppRunner(make_admin_app(self.state), access_log=None, shutdown_timeout=1.0)
+            await self._admin_runner.setup()
+            await web.SockSite(self._admin_runner, admin_sock).start()
+            self.admin_address = _address_of(admin_sock, cfg.server.admin_listen)
+        self._lag_task = asyncio.ensure_future(self._watch_loop_lag())
+        self.state.ready = True
+        self.metrics.ready.set(1)
+
+    async def _listen(self, address: Address, role: str) -> socket.socket:
+        """A bound, listening socket, or a one-line ServeError (after cleaning up)."""
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            family = infos[0][0]
+            return socket.create_server((address.host, address.port), family=family, backlog=1024)
+        except (OSError, IndexError) as exc:
+            await self.stop(grace=0)
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ServeError(f"cannot listen on {address} ({role} listener): {reason}") from None
+
+    async def _watch_loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = 0.5
+        while True:
+            before = loop.time()
+            await asyncio.sleep(interval)
+            self.metrics.loop_lag.set(max(0.0, loop.time() - before - interval))
+
+    async def drain(self, delay: float) -> None:
+        """Readiness off; keep serving for `delay` seconds so routing can move away."""
+        self.state.ready = False
+        self.metrics.ready.set(0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop listening, let in-flight requests finish (up to the grace period), close."""
+        self.state.ready = False
+        self.metrics.ready.set(0)
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
+        if self._runner is not None:
+            if grace is not None:
+                self._runner._shutdown_timeout = grace
+            await self._runner.cleanup()
+            self._runner = None
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+            self._admin_runner = None
+        await close_session(self.state)
+        self.state.access_log.flush()
+
+
+def _address_of(sock: socket.socket, wanted: Address) -> Address:
+    """The address actually bound (port 0 becomes the port the kernel chose)."""
+    return Address(wanted.host, sock.getsockname()[1])
+
+
+async def serve(config: Config, *, on_ready: Callable[[Service], Awaitable[None] | None] | None = None) -> int:
+    """Run until SIGTERM or SIGINT, then drain; returns the exit status."""
+    service = Service(config)
+    await service.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            log.warning("second signal: stopping without waiting")
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    log.info(
+        "tag-gate listening on %s, forwarding to %s%s",
+        service.public_address,
+        config.server.upstream.url if config.server.upstream else "?",
+        f"; admin on {service.admin_address}" if service.admin_address else "",
+    )
+    if on_ready is not None:
+        result = on_ready(service)
+        if result is not None:
+            await result
+    await stop.wait()
+    first = received[0]
+    log.info("received %s: draining", signal.Signals(first).name)
+    if first == signal.SIGTERM and len(received) == 1:
+        drain = asyncio.ensure_future(service.drain(config.timeouts.shutdown_delay))
+        stop.clear()
+        waiter = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((drain, waiter), return_when=asyncio.FIRST_COMPLETED)
+        drain.cancel()
+        waiter.cancel()
+    await service.stop(grace=0 if len(received) > 1 else config.timeouts.grace)
+    log.info("tag-gate stopped")
+    return 0
