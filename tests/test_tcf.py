@@ -15,6 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.categories import ESSENTIAL
+from proxy.consent import ConsentSettings, categories_from_purposes, read_consent, read_tcf
 from proxy.tcf import (
     MAX_TC_STRING_CHARS,
     PublisherRestriction,
@@ -461,3 +463,36 @@ def test_malformed_vectors_raise_value_error(vectors: Vectors, record_count: Rec
     assert not accepted, f"accepted malformed vectors: {accepted}"
     assert malformed
     record_count("tcf vectors", len(malformed))
+
+
+def _cookie_forms(tc_string: str) -> dict[str, str]:
+    return {
+        "raw": tc_string,
+        "percent-encoded": "".join(f"%{ord(c):02X}" for c in tc_string),
+        "double-quoted": f'"{tc_string}"',
+    }
+
+
+def test_vectors_as_cookie_values(vectors: Vectors, record_count: Record) -> None:
+    """Raw, percent-encoded and quoted `euconsent-v2` values must be read as the same
+    string. Every character is percent-encoded, so the per-cookie cap is raised to fit."""
+    settings = ConsentSettings(max_cookie_bytes=3 * MAX_TC_STRING_CHARS)
+    problems = []
+    checked = 0
+    for vector in vectors:
+        if vector.get("expected_error"):
+            want_granted, want_reason = frozenset({ESSENTIAL}), "malformed"
+            want_reading_granted: frozenset[str] = frozenset()
+        else:
+            want_reading_granted = categories_from_purposes(vector["expected"]["purposesConsent"], settings)
+            want_granted, want_reason = want_reading_granted | {ESSENTIAL}, "ok"
+        for form, value in _cookie_forms(vector["tc_string"]).items():
+            reading = read_tcf(value, settings)
+            state = read_consent(f"euconsent-v2={value}", None, settings)
+            got = (reading.granted, reading.decided, state.granted, state.source, state.reason)
+            want = (want_reading_granted, want_reason == "ok", want_granted, "tcf", want_reason)
+            if got != want:
+                problems.append(f"{vector['id']} {form}: got {got}, want {want}")
+            checked += 1
+    assert not problems, "\n".join(problems)
+    record_count("tcf vectors as cookies", checked)
