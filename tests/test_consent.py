@@ -6,9 +6,11 @@ import base64
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -16,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import proxy.consent
 from proxy.categories import ADVERTISING, ANALYTICS, BUILTIN_CATEGORIES, ESSENTIAL, FUNCTIONAL, SOCIAL
 from proxy.consent import (
     DEFAULT_SETTINGS,
@@ -878,3 +881,191 @@ def test_pure_modules_do_not_import_io_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- proxy/data/bridge.js ---------------------------------------------------------------
+
+BRIDGE = Path(proxy.consent.__file__).parent / "data" / "bridge.js"
+
+
+def test_bridge_script_is_small_strict_and_eval_free() -> None:
+    source = BRIDGE.read_text("utf-8")
+    assert len(source.encode()) < 4096
+    assert "'use strict';" in source
+    assert not re.search(r"\beval\b|\bFunction\(|setTimeout\(\s*['\"]", source)
+
+
+# Runs bridge.js in a node `vm` context with a fake window, document.cookie, localStorage
+# and CMP objects, then prints the final tg_consent value and every cookie write.
+_BRIDGE_HARNESS = r"""
+'use strict';
+const fs = require('fs');
+const vm = require('vm');
+const source = fs.readFileSync(process.argv[2], 'utf8');
+
+function env(protocol) {
+  const target = new EventTarget();
+  const writes = [];
+  let jar = null;
+  const storage = {};
+  const ctx = {
+    location: { protocol },
+    localStorage: storage,
+    document: {
+      readyState: 'complete',
+      currentScript: null,
+      get cookie() { return jar === null ? 'other=1' : 'other=1; tg_consent=' + jar; },
+      set cookie(line) {
+        writes.push(line);
+        const m = line.match(/^tg_consent=([^;]*);.*max-age=(\d+)/);
+        jar = m[2] === '0' ? null : m[1];
+      },
+    },
+    addEventListener: target.addEventListener.bind(target),
+    Promise, Object, Array, Set, String, RegExp,
+  };
+  ctx.window = ctx;
+  const fire = (name, detail) => target.dispatchEvent(new CustomEvent(name, { detail }));
+  return { ctx, fire, storage, writes, cookie: () => jar };
+}
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+const scenarios = {
+  async uc_event_explicit(e) {
+    e.run();
+    e.fire('ucEvent', { event: 'consent_status', type: 'explicit',
+      ucCategory: { essential: true, functional: false, marketing: true, statistics: null, constructor: true } });
+  },
+  async uc_event_implicit(e) {
+    e.run();
+    e.fire('ucEvent', { event: 'consent_status', type: 'explicit', ucCategory: { statistics: true } });
+    e.fire('ucEvent', { event: 'consent_status', type: 'implicit', ucCategory: { statistics: true } });
+  },
+  async uc_v3_mixed(e) {
+    e.ctx.__ucCmp = { getConsentDetails: async () => ({ services: {
+      a: { category: 'statistics', consent: { given: true, type: 'EXPLICIT' } },
+      b: { category: 'marketing', consent: { given: true, type: 'IMPLICIT' } },
+      c: { category: 'functional', consent: { given: true, type: 'EXPLICIT' } },
+      d: { category: 'functional', consent: { given: false, type: 'EXPLICIT' } } } }) };
+    e.run();
+  },
+  async uc_v3_implicit_only(e) {
+    e.ctx.__ucCmp = { getConsentDetails: async () => ({ services: {
+      a: { category: 'statistics', consent: { given: true, type: 'IMPLICIT' } } } }) };
+    e.run();
+  },
+  async uc_v2_pull(e) {
+    e.storage.uc_user_interaction = 'true';
+    e.ctx.UC_UI = { isInitialized: () => true, getServicesBaseInfo: () => [
+      { categorySlug: 'statistics', consent: { status: true } },
+      { categorySlug: 'marketing', consent: { status: true } },
+      { categorySlug: 'marketing', consent: { status: false } },
+      { categorySlug: 'preferences', consent: { status: true } }] };
+    e.run();
+  },
+  async uc_v2_no_interaction(e) {
+    e.ctx.UC_UI = { isInitialized: () => true, getServicesBaseInfo: () => [
+      { categorySlug: 'statistics', consent: { status: true } }] };
+    e.run();
+  },
+  async uc_v2_accept_button(e) {
+    let status = false;
+    e.ctx.UC_UI = { isInitialized: () => true, getServicesBaseInfo: async () => [
+      { categorySlug: 'statistics', consent: { status } }] };
+    e.run();
+    await tick();
+    status = true;
+    e.fire('UC_UI_CMP_EVENT', { source: 'FIRST_LAYER', type: 'ACCEPT_ALL' });
+  },
+  async osano_opt_out(e) {
+    e.ctx.Osano = { cm: osano({ ESSENTIAL: 'ACCEPT', ANALYTICS: 'ACCEPT', MARKETING: 'ACCEPT', OPT_OUT: 'ACCEPT' }) };
+    e.run();
+  },
+  async osano_all(e) {
+    e.ctx.Osano = { cm: osano({ ESSENTIAL: 'ACCEPT', ANALYTICS: 'ACCEPT', MARKETING: 'ACCEPT',
+      PERSONALIZATION: 'DENY', STORAGE: 'ACCEPT', OPT_OUT: 'DENY' }) };
+    e.run();
+  },
+  async osano_undecided(e) {
+    e.ctx.Osano = { cm: osano(undefined) };
+    e.run();
+  },
+  async osano_saved_later(e) {
+    const cm = osano(undefined);
+    e.ctx.Osano = { cm };
+    e.run();
+    cm.consent = { ANALYTICS: 'DENY', MARKETING: 'ACCEPT' };
+    cm.emit('osano-cm-consent-saved', cm.consent);
+  },
+  async nothing(e) { e.run(); },
+};
+
+function osano(initial) {
+  const listeners = {};
+  const cm = {
+    consent: initial,
+    getConsent() { return cm.consent; },
+    addEventListener(name, f) {
+      (listeners[name] = listeners[name] || []).push(f);
+      if (name === 'osano-cm-initialized') f(cm.consent);
+    },
+    emit(name, arg) { (listeners[name] || []).forEach((f) => f(arg)); },
+  };
+  return cm;
+}
+
+(async () => {
+  const out = {};
+  for (const [name, play] of Object.entries(scenarios)) {
+    for (const protocol of ['https:', 'http:']) {
+      const e = env(protocol);
+      e.run = () => vm.runInNewContext(source, e.ctx);
+      await play(e);
+      for (let i = 0; i < 5; i++) await tick();
+      out[name + ' ' + protocol] = { cookie: e.cookie(), writes: e.writes };
+    }
+  }
+  process.stdout.write(JSON.stringify(out));
+})().catch((err) => { console.error(err); process.exit(1); });
+"""
+
+BRIDGE_SCENARIOS = {
+    # Usercentrics v2 window event: null (mixed) and false refuse; unknown keys ignored
+    "uc_event_explicit": "advertising.social",
+    # an implicit consent_status after an explicit one removes the cookie
+    "uc_event_implicit": None,
+    # v3 getConsentDetails: IMPLICIT grants do not count; one refused service refuses
+    "uc_v3_mixed": "analytics",
+    "uc_v3_implicit_only": None,
+    # v2 getServicesBaseInfo after an interaction; refusal wins inside "marketing"
+    "uc_v2_pull": "analytics.functional",
+    "uc_v2_no_interaction": None,
+    # an ACCEPT_ALL button event counts as a choice before UC stores it
+    "uc_v2_accept_button": "analytics",
+    # Osano OPT_OUT=ACCEPT refuses advertising even with MARKETING accepted
+    "osano_opt_out": "analytics.social",
+    "osano_all": "advertising.analytics.social",
+    "osano_undecided": None,
+    "osano_saved_later": "advertising.social",
+    "nothing": None,
+}
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_bridge_script_mirrors_cmp_choices(tmp_path: Path) -> None:
+    harness = tmp_path / "harness.js"
+    harness.write_text(_BRIDGE_HARNESS, "utf-8")
+    run = subprocess.run(["node", str(harness), str(BRIDGE)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    results = json.loads(run.stdout)
+    for protocol in ("https:", "http:"):
+        got = {name: results[f"{name} {protocol}"]["cookie"] for name in BRIDGE_SCENARIOS}
+        assert got == BRIDGE_SCENARIOS
+        for name in BRIDGE_SCENARIOS:
+            for line in results[f"{name} {protocol}"]["writes"]:
+                assert line.startswith("tg_consent=") and "; path=/; " in line and "; SameSite=Lax" in line
+                assert line.endswith("; Secure") is (protocol == "https:")
+                assert "max-age=31536000" in line or "max-age=0" in line
+    for value in filter(None, BRIDGE_SCENARIOS.values()):
+        assert read_native(value) == grants(*value.split("."))
