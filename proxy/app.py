@@ -115,12 +115,22 @@ def _classify_upstream_error(exc: BaseException) -> tuple[str, int, str]:
     if isinstance(exc, asyncio.TimeoutError):
         return "timeout", 504, "Gateway Timeout: the upstream did not answer in time"
     if isinstance(exc, aiohttp.ClientResponseError):
-        cause = exc.__cause__
-        text = str(exc.message).lower()
-        if isinstance(cause, LineTooLong) or "too many headers" in text or "too long" in text:
+        if _header_overflow(exc):
             return "header_overflow", 502, "Bad Gateway: the upstream's response headers are too large"
         return "invalid_response", 502, "Bad Gateway: the upstream sent an invalid response"
     return "disconnect", 502, "Bad Gateway: the upstream closed the connection"
+
+
+def _header_overflow(exc: BaseException) -> bool:
+    """Whether a response-parse failure was a header line or count over the limits."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            break
+        if isinstance(seen, LineTooLong) or "Too many headers" in str(seen):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 class ProxyHandler:
@@ -475,7 +485,21 @@ class ProxyServer(web.Server):
             header_timeout=t.header,
             on_timeout=metrics.header_timeouts.inc,
         )
+        self._tg_max_connections = lim.max_connections
+        self._tg_metrics = metrics
         super().__init__(handler, handler_cancellation=True, **kwargs)
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        if len(self._connections) > self._tg_max_connections:
+            # Over the cap: answer 503 and close rather than let one peer exhaust descriptors.
+            self._tg_metrics.rejected.labels("max_connections").inc()
+            transport.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                b"Content-Length: 33\r\n\r\n503 too many connections, retry\r\n"
+            )
+            handler.force_close()
+            transport.close()
 
     def __call__(self) -> RequestHandler:
         return DeadlineRequestHandler(self, loop=self._loop, **self._tg_kwargs)

@@ -1,0 +1,307 @@
+"""The `tag-gate` command as operators use it: real processes, real signals, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.proxytools import free_port
+
+PYTHON = sys.executable
+CLI = [PYTHON, "-m", "proxy"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+
+
+@pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["check-config", "--help"]])
+def test_help_explains_itself(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 0
+    assert "usage: tag-gate" in result.stdout
+    assert len(result.stdout.splitlines()) > 5
+
+
+def test_serve_help_documents_the_contract() -> None:
+    out = run_cli("serve", "--help").stdout
+    for flag in ("--config FILE", "--listen HOST:PORT", "--upstream URL", "--admin-listen HOST:PORT"):
+        assert flag in out
+    for env in ("TAG_GATE_CONFIG", "TAG_GATE_LISTEN", "TAG_GATE_UPSTREAM", "TAG_GATE_ADMIN_LISTEN"):
+        assert env in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "--bogus"],
+        ["serve", "--listen"],
+        ["frobnicate"],
+        ["serve", "--upstream", "ftp://x"],
+        ["serve", "--upstream", "http://127.0.0.1:1", "--listen", "nonsense"],
+        ["serve", "--upstream", "http://127.0.0.1:1", "--listen", "127.0.0.1:99999"],
+        ["serve"],
+        ["serve", "--config", "/nonexistent/tag-gate.toml", "--upstream", "http://127.0.0.1:1"],
+    ],
+)
+def test_bad_invocations_give_one_clear_line(args: list[str]) -> None:
+    result = run_cli(*args, env={"TAG_GATE_UPSTREAM": ""})
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("tag-gate")
+
+
+def test_unbindable_address_gives_one_clear_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "serve", "--upstream", "http://127.0.0.1:1", "--listen", f"127.0.0.1:{port}", "--admin-listen", "off"
+        )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_pure_python_http_parser_is_refused() -> None:
+    result = run_cli(
+        "serve", "--upstream", "http://127.0.0.1:1", "--listen", "127.0.0.1:0", "--admin-listen", "off",
+        env={"AIOHTTP_NO_EXTENSIONS": "1"},
+    )
+    assert result.returncode == 1
+    assert "pure-Python HTTP parser" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_reports_every_problem_with_its_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        """
+[server]
+listen = "0.0.0.0"
+upstream = "https://example.com/path"
+admin_listen = 9090
+trusted_proxies = ["10.0.0.0/8", "not-a-network"]
+mode = "enforcing"
+colour = "blue"
+
+[timeouts]
+connect = -1
+read = "soon"
+
+[limits]
+max_request_body = "lots"
+
+[nonsense]
+"""
+    )
+    result = run_cli("check-config", str(bad))
+    assert result.returncode == 1
+    out = result.stdout
+    for path in (
+        "server.listen:",
+        "server.upstream:",
+        "server.admin_listen:",
+        "server.trusted_proxies:",
+        "server.mode:",
+        "server.colour: unknown key",
+        "timeouts.connect:",
+        "timeouts.read:",
+        "limits.max_request_body:",
+        "nonsense: unknown key",
+    ):
+        assert path in out, path
+    assert "10 problems found" in out
+    good = tmp_path / "good.toml"
+    good.write_text('[server]\nupstream = "http://127.0.0.1:8000"\n')
+    result = run_cli("check-config", str(good))
+    assert result.returncode == 0 and "ok" in result.stdout
+
+
+def test_reference_config_is_valid() -> None:
+    reference = Path(__file__).resolve().parent.parent / "config" / "tag-gate.toml"
+    result = run_cli("check-config", str(reference))
+    assert result.returncode == 0, result.stdout
+
+
+# --------------------------------------------------------------------------- running processes
+
+
+@contextlib.contextmanager
+def serve_process(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
+    """`tag-gate serve` in a subprocess on free ports; yields (process, public port, admin port)."""
+    port, admin = free_port(), free_port()
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"tag-gate exited early: {proc.stderr.read() if proc.stderr else ''}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", admin), timeout=0.2):
+                break
+            time.sleep(0.05)
+        yield proc, port, admin
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@contextlib.asynccontextmanager
+async def upstream(app: web.Application) -> AsyncIterator[TestServer]:
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def test_serve_runs_with_built_in_defaults_and_env_vars() -> None:
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello from the site")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    async with upstream(app) as site:
+        with serve_process(env={"TAG_GATE_UPSTREAM": f"http://127.0.0.1:{site.port}"}) as (proc, port, admin):
+            async with aiohttp.ClientSession() as client:
+                async with client.get(f"http://127.0.0.1:{port}/") as resp:
+                    assert resp.status == 200
+                    assert await resp.text() == "hello from the site"
+                async with client.get(f"http://127.0.0.1:{admin}/readyz") as resp:
+                    assert resp.status == 200
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 15) == 0
+            assert proc.stdout is not None
+            lines = [line for line in proc.stdout.read().splitlines() if line.startswith("{")]
+            assert len(lines) == 1 and '"status":200' in lines[0]
+
+
+async def test_sigterm_drains_in_flight_requests_then_exits_zero() -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.5)
+        return web.Response(text="finished")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    async with upstream(app) as site:
+        config_env = {"TAG_GATE_UPSTREAM": f"http://127.0.0.1:{site.port}"}
+        with serve_process(env=config_env) as (proc, port, admin):
+            async with aiohttp.ClientSession() as client:
+                pending = asyncio.ensure_future(client.get(f"http://127.0.0.1:{port}/slow"))
+                await asyncio.sleep(0.3)
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.2)
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with client.get(f"http://127.0.0.1:{admin}/readyz") as resp:
+                        assert resp.status == 503
+                resp = await pending
+                assert resp.status == 200
+                assert await resp.text() == "finished"
+                resp.release()
+            assert await asyncio.to_thread(proc.wait, 15) == 0
+            assert proc.stderr is not None
+            assert "Traceback" not in proc.stderr.read()
+
+
+async def test_shutdown_delay_keeps_accepting_while_not_ready(tmp_path: Path) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    async with upstream(app) as site:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[server]\nupstream = "http://127.0.0.1:{site.port}"\n[timeouts]\nshutdown_delay = 1.0\n')
+        with serve_process("--config", str(cfg)) as (proc, port, admin):
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            async with aiohttp.ClientSession() as client:
+                async with client.get(f"http://127.0.0.1:{admin}/readyz") as resp:
+                    assert resp.status == 503
+                async with client.get(f"http://127.0.0.1:{port}/") as resp:
+                    assert resp.status == 200
+            started = time.monotonic()
+            assert await asyncio.to_thread(proc.wait, 15) == 0
+            assert time.monotonic() - started < 5
+
+
+async def test_streamed_upload_keeps_memory_flat() -> None:
+    """50 MB through the proxy to a slow reader: tag-gate's RSS must not grow with the body."""
+    received = hashlib.sha256()
+
+    async def sink(request: web.Request) -> web.Response:
+        async for chunk in request.content.iter_chunked(65536):
+            received.update(chunk)
+            await asyncio.sleep(0.0005)
+        return web.Response(text=received.hexdigest())
+
+    app = web.Application(client_max_size=1024**3)
+    app.router.add_post("/up", sink)
+    block = os.urandom(1 << 20)
+    sent = hashlib.sha256()
+    async with upstream(app) as site:
+        with serve_process("--upstream", f"http://127.0.0.1:{site.port}") as (proc, port, admin):
+            baseline = rss_kib(proc.pid)
+            peak = baseline
+
+            async def body() -> AsyncIterator[bytes]:
+                nonlocal peak
+                for _ in range(50):
+                    sent.update(block)
+                    yield block
+                    peak = max(peak, rss_kib(proc.pid))
+
+            async with aiohttp.ClientSession() as client:
+                async with client.post(f"http://127.0.0.1:{port}/up", data=body()) as resp:
+                    assert resp.status == 200
+                    assert await resp.text() == sent.hexdigest()
+            growth_mib = (peak - baseline) / 1024
+            assert growth_mib < 24, f"RSS grew by {growth_mib:.1f} MiB for a 50 MiB upload"
+
+
+def test_python_dash_m_and_console_script_agree() -> None:
+    script = Path(sys.executable).parent / "tag-gate"
+    assert script.exists()
+    a = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True).stdout
+    b = run_cli("--version").stdout
+    assert a == b and re.match(r"tag-gate \d+\.\d+", a)
