@@ -23,6 +23,11 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from .catalog import Catalog, Vendor, VendorError, make_catalog, parse_host, parse_vendor
+from .categories import BUILTIN_CATEGORIES, ESSENTIAL
+from .consent import SOURCES, ConsentSettings, source_cookie_names, validate_settings
+from .policy import Action, CookieRule, Policy, UrlRule, compile_globs
+
 T = TypeVar("T")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -116,11 +121,70 @@ class Limits:
     upstream_pool_size: int = 256
 
 
+DEFER_STYLES: Final = (
+    "tag-gate",
+    "cookiebot",
+    "onetrust",
+    "klaro",
+    "cookieconsent",
+    "complianz",
+    "cookieyes",
+    "usercentrics",
+    "didomi",
+)
+"""Conventions `html.defer_style` accepts (kept equal to proxy.defer.STYLES by a test)."""
+
+ELEMENT_ACTIONS: Final = ("remove", "defer", "placeholder")
+
+
+@dataclass(frozen=True, slots=True)
+class HtmlConfig:
+    """`[html]`: how refused elements are treated and how bodies are decoded."""
+
+    action: Action = Action.REMOVE
+    category_actions: tuple[tuple[str, Action], ...] = ()
+    defer_style: str = "tag-gate"
+    unknown_hosts: str = "keep"
+    first_party_hosts: tuple[str, ...] = ()
+    consent_mode: bool = True
+    max_inline_script: int = 1 << 20
+    max_decoded_size: int = 64 << 20
+    max_ratio: float = 100.0
+    gzip_level: int = 1
+    brotli_quality: int = 4
+    zstd_level: int = 3
+    decisions_header: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CookieConfig:
+    """`[cookies]`: the cookie firewall."""
+
+    unknown: str = "keep"
+    strip_request: bool = True
+    expire_on_withdrawal: bool = True
+    withdrawal_on: Literal["navigation", "all"] = "navigation"
+    withdrawal_cap: int = 20
+    essential: tuple[str, ...] = ()
+    client_hints: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
+    consent: ConsentSettings = field(default_factory=ConsentSettings)
+    html: HtmlConfig = field(default_factory=HtmlConfig)
+    cookies: CookieConfig = field(default_factory=CookieConfig)
+    categories: tuple[tuple[str, str], ...] = ()
+    """Operator-defined categories: (name, description)."""
+    vendors: tuple[Vendor, ...] = ()
+    """Operator `[[vendor]]` entries (added to, or overriding, the built-in catalogue)."""
+    rules: tuple[UrlRule, ...] = ()
+    cookie_rules: tuple[CookieRule, ...] = ()
+    exceptions: tuple[str, ...] = ()
+    policy: Policy = field(default_factory=lambda: make_policy(None))
     source: str = "<built-in defaults>"
     """Where the config came from, for logs and `check-config`."""
 
@@ -413,6 +477,404 @@ def _read_limits(r: _Reader) -> Limits:
     return cfg
 
 
+_CATEGORY_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_NO_STRINGS: tuple[str, ...] = ()
+
+
+def as_str_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected an array of strings, got {_type_name(value)}")
+    bad = [f"[{i}] {_type_name(v)}" for i, v in enumerate(value) if not isinstance(v, str)]
+    if bad:
+        raise TypeError(f"expected strings, got {', '.join(bad)}")
+    return tuple(value)
+
+
+def _read_categories(r: _Reader) -> tuple[tuple[str, str], ...]:
+    """`[categories]`: name = "description" for each category the site adds."""
+    out = []
+    for key in list(r._data):
+        value = r.get(key, None, as_str)
+        if not _CATEGORY_NAME.fullmatch(key):
+            r.problem(key, "category names are lower-case letters, digits, - and _ (starting with a letter)")
+        elif key in BUILTIN_CATEGORIES:
+            r.problem(key, "is a built-in category already")
+        elif value is not None:
+            out.append((key, value))
+    return tuple(out)
+
+
+def _category_checker(r: _Reader, categories: frozenset[str]) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        name = as_str(value)
+        if name not in categories:
+            raise ValueError(f"unknown category {name!r} (known: {', '.join(sorted(categories))})")
+        return name
+
+    return convert
+
+
+def _categories_list(categories: frozenset[str]) -> Callable[[Any], frozenset[str]]:
+    def convert(value: Any) -> frozenset[str]:
+        names = as_str_list(value)
+        unknown = [n for n in names if n not in categories]
+        if unknown:
+            raise ValueError(f"unknown categor{'ies' if len(unknown) > 1 else 'y'} {', '.join(map(repr, unknown))}")
+        return frozenset(names)
+
+    return convert
+
+
+def _group_map(categories: frozenset[str], int_keys: bool = False) -> Callable[[Any], dict[Any, frozenset[str]]]:
+    convert_list = _categories_list(categories)
+
+    def convert(value: Any) -> dict[Any, frozenset[str]]:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a table of name = [categories], got {_type_name(value)}")
+        out: dict[Any, frozenset[str]] = {}
+        problems = []
+        for key, item in value.items():
+            try:
+                mapped = convert_list(item)
+            except (TypeError, ValueError) as exc:
+                problems.append(f"{key}: {exc}")
+                continue
+            if int_keys:
+                if not str(key).isdigit() or not 1 <= int(key) <= 24:
+                    problems.append(f"{key}: TCF purposes are numbers 1 to 24")
+                    continue
+                out[int(key)] = mapped
+            else:
+                out[key] = mapped
+        if problems:
+            raise ValueError("; ".join(problems))
+        return out
+
+    return convert
+
+
+def _service_map(categories: frozenset[str]) -> Callable[[Any], dict[str, str]]:
+    def convert(value: Any) -> dict[str, str]:
+        if not isinstance(value, Mapping):
+            raise TypeError(f'expected a table of service = "category", got {_type_name(value)}')
+        out = {}
+        problems = []
+        for key, item in value.items():
+            if not isinstance(item, str) or item not in categories:
+                problems.append(f"{key}: unknown category {item!r}")
+            else:
+                out[key.lower()] = item
+        if problems:
+            raise ValueError("; ".join(problems))
+        return out
+
+    return convert
+
+
+def _read_consent(r: _Reader, categories: frozenset[str], catalog_services: Mapping[str, str]) -> ConsentSettings:
+    d = ConsentSettings()
+    groups = _group_map(categories)
+    services = _service_map(categories)
+    klaro = {**d.klaro_services, **catalog_services}
+    tarte = {**d.tarteaucitron_services, **catalog_services}
+
+    def sources(value: Any) -> tuple[str, ...]:
+        names = as_str_list(value)
+        unknown = [n for n in names if n not in SOURCES]
+        if unknown:
+            raise ValueError(f"unknown source {', '.join(map(repr, unknown))} (known: {', '.join(SOURCES)})")
+        if len(set(names)) != len(names):
+            raise ValueError("a source is listed twice")
+        return names
+
+    def cookie_bytes(value: Any) -> int:
+        return parse_size(value)
+
+    def cookie_name(value: Any) -> str:
+        name = as_str(value)
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            raise ValueError(f"{name!r}: use letters, digits, - and _ (it is also written into the page scripts)")
+        return name
+
+    settings = ConsentSettings(
+        sources=r.get("sources", d.sources, sources),
+        undecided=r.get("undecided", d.undecided, _categories_list(categories)),
+        gpc_refuses=r.get("gpc_refuses", d.gpc_refuses, _categories_list(categories)),
+        categories=categories,
+        cookie_name=r.get("cookie_name", d.cookie_name, cookie_name),
+        max_cookie_bytes=r.get("max_cookie_bytes", d.max_cookie_bytes, cookie_bytes),
+        onetrust_groups={**d.onetrust_groups, **r.get("onetrust_groups", {}, groups)},
+        cookiebot_fields={**d.cookiebot_fields, **r.get("cookiebot_fields", {}, groups)},
+        klaro_cookie=r.get("klaro_cookie", d.klaro_cookie, as_str),
+        klaro_services={**klaro, **r.get("klaro_services", {}, services)},
+        cookieconsent_cookie=r.get("cookieconsent_cookie", d.cookieconsent_cookie, as_str),
+        cookieconsent_categories={**d.cookieconsent_categories, **r.get("cookieconsent_categories", {}, groups)},
+        tarteaucitron_cookie=r.get("tarteaucitron_cookie", d.tarteaucitron_cookie, as_str),
+        tarteaucitron_services={**tarte, **r.get("tarteaucitron_services", {}, services)},
+        complianz_categories={**d.complianz_categories, **r.get("complianz_categories", {}, groups)},
+        cookieyes_categories={**d.cookieyes_categories, **r.get("cookieyes_categories", {}, groups)},
+        didomi_purposes={**d.didomi_purposes, **r.get("didomi_purposes", {}, groups)},
+        didomi_vendors={**d.didomi_vendors, **r.get("didomi_vendors", {}, services)},
+        tcf_purposes={**d.tcf_purposes, **r.get("tcf_purposes", {}, _group_map(categories, int_keys=True))},
+        osano_allow=r.get("osano_allow", d.osano_allow, _categories_list(categories)),
+    )
+    r.finish()
+    for line in validate_settings(settings):
+        r.problem(None, line)
+    return settings
+
+
+def _element_action(value: Any) -> Action:
+    name = as_str(value)
+    if name not in ELEMENT_ACTIONS:
+        raise ValueError(f"expected one of {', '.join(map(repr, ELEMENT_ACTIONS))}, got {name!r}")
+    return Action(name)
+
+
+def _level(low: int, high: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected a whole number from {low} to {high}, got {_type_name(value)}")
+        if not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}, got {value}")
+        return value
+
+    return convert
+
+
+def _read_html(r: _Reader, categories: frozenset[str]) -> HtmlConfig:
+    d = HtmlConfig()
+
+    def unknown_hosts(value: Any) -> str:
+        name = as_str(value)
+        if name != "keep" and name not in categories:
+            raise ValueError(f'expected "keep" or a category ({", ".join(sorted(categories))}), got {name!r}')
+        return name
+
+    def hosts(value: Any) -> tuple[str, ...]:
+        out = []
+        problems = []
+        for i, item in enumerate(as_str_list(value)):
+            try:
+                out.append(parse_host(item))
+            except ValueError as exc:
+                problems.append(f"[{i}] {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return tuple(out)
+
+    def ratio(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 2:
+            raise ValueError(f"expected a number of at least 2, got {value!r}")
+        return float(value)
+
+    per_category: list[tuple[str, Action]] = []
+    cats = r.table("category")
+    for name in list(cats._data):
+        sub = cats.table(name)
+        if name not in categories:
+            cats.problem(name, f"unknown category {name!r}")
+        action = sub.get("action", None, _element_action)
+        sub.finish()
+        if action is not None and name in categories:
+            if name == ESSENTIAL:
+                cats.problem(name, "essential elements are never refused, so they take no action")
+            else:
+                per_category.append((name, action))
+    cfg = HtmlConfig(
+        action=r.get("action", d.action, _element_action),
+        category_actions=tuple(per_category),
+        defer_style=r.get("defer_style", d.defer_style, one_of(*DEFER_STYLES)),
+        unknown_hosts=r.get("unknown_hosts", d.unknown_hosts, unknown_hosts),
+        first_party_hosts=r.get("first_party_hosts", d.first_party_hosts, hosts),
+        consent_mode=r.get("consent_mode", d.consent_mode, as_bool),
+        max_inline_script=r.get("max_inline_script", d.max_inline_script, parse_size),
+        max_decoded_size=r.get("max_decoded_size", d.max_decoded_size, parse_size),
+        max_ratio=r.get("max_ratio", d.max_ratio, ratio),
+        gzip_level=r.get("gzip_level", d.gzip_level, _level(1, 9)),
+        brotli_quality=r.get("brotli_quality", d.brotli_quality, _level(0, 11)),
+        zstd_level=r.get("zstd_level", d.zstd_level, _level(1, 19)),
+        decisions_header=r.get("decisions_header", d.decisions_header, as_bool),
+    )
+    r.finish()
+    return cfg
+
+
+def _read_cookies(r: _Reader, categories: frozenset[str]) -> CookieConfig:
+    d = CookieConfig()
+
+    def unknown(value: Any) -> str:
+        name = as_str(value)
+        if name not in ("keep", "drop") and name not in categories:
+            raise ValueError(f'expected "keep", "drop" or a category, got {name!r}')
+        return name
+
+    cfg = CookieConfig(
+        unknown=r.get("unknown", d.unknown, unknown),
+        strip_request=r.get("strip_request", d.strip_request, as_bool),
+        expire_on_withdrawal=r.get("expire_on_withdrawal", d.expire_on_withdrawal, as_bool),
+        withdrawal_on=r.get("withdrawal_on", d.withdrawal_on, one_of("navigation", "all")),
+        withdrawal_cap=r.get("withdrawal_cap", d.withdrawal_cap, as_count),
+        essential=r.get("essential", d.essential, as_str_list),
+        client_hints=r.get("client_hints", d.client_hints, as_bool),
+    )
+    r.finish()
+    return cfg
+
+
+def _read_rules(root: _Reader, categories: frozenset[str], vendor_ids: frozenset[str]) -> tuple[UrlRule, ...]:
+    rules = []
+    for i, r in enumerate(root.tables("rule")):
+        name = r.get("name", f"rule[{i}]", as_str)
+        raw_hosts = r.get("hosts", _NO_STRINGS, as_str_list)
+        parsed = []
+        for j, host in enumerate(raw_hosts):
+            try:
+                parsed.append(parse_host(host))
+            except ValueError as exc:
+                r.problem(f"hosts[{j}]", str(exc))
+        hosts = tuple(parsed)
+
+        def prefixes(value: Any) -> tuple[str, ...]:
+            items = as_str_list(value)
+            for item in items:
+                if not item.startswith("/"):
+                    raise ValueError(f"{item!r}: a path prefix starts with /")
+            return items
+
+        def regex(value: Any) -> re.Pattern[str]:
+            try:
+                return re.compile(as_str(value))
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+
+        def vendor(value: Any) -> str:
+            vid = as_str(value)
+            if vid not in vendor_ids:
+                raise ValueError(f"no vendor with id {vid!r} in the catalogue or [[vendor]]")
+            return vid
+
+        path_prefixes = r.get("path_prefix", _NO_STRINGS, lambda v: prefixes([v] if isinstance(v, str) else v))
+        url_regex = r.get("url_regex", None, regex)
+        vendor_id = r.get("vendor", None, vendor)
+        inline = r.get("inline", _NO_STRINGS, as_str_list)
+        category = r.get("category", None, _category_checker(r, categories))
+        action = r.get("action", None, _element_action)
+        allow = r.get("allow", False, as_bool)
+        r.finish()
+        if not (hosts or path_prefixes or url_regex or vendor_id or inline) and not raw_hosts:
+            r.problem(None, "a rule needs at least one of hosts, path_prefix, url_regex, vendor, inline")
+        if allow and (category or action):
+            r.problem(None, "allow = true keeps matches untouched; it cannot also set category or action")
+        if not allow and category is None and action is None:
+            r.problem(None, "a rule needs allow = true, a category, or an action")
+        if inline and (hosts or path_prefixes or url_regex or vendor_id):
+            r.problem("inline", "inline signatures match inline scripts only; put URL matchers in another rule")
+        rules.append(
+            UrlRule(
+                name=name,
+                hosts=frozenset(hosts),
+                path_prefixes=path_prefixes,
+                url_regex=url_regex,
+                vendor=vendor_id,
+                inline=inline,
+                category=category,
+                action=action,
+                allow=allow,
+            )
+        )
+    return tuple(rules)
+
+
+_COOKIE_GLOB: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _read_cookie_rules(root: _Reader, categories: frozenset[str]) -> tuple[CookieRule, ...]:
+    rules = []
+    for i, r in enumerate(root.tables("cookie")):
+        name = r.get("name", f"cookie[{i}]", as_str)
+        names = r.get("names", _NO_STRINGS, as_str_list)
+        for j, n in enumerate(names):
+            if not _COOKIE_GLOB.fullmatch(n):
+                r.problem(f"names[{j}]", f"{n!r} is not a cookie name or a pattern with *")
+        category = r.get("category", None, _category_checker(r, categories))
+        allow = r.get("allow", False, as_bool)
+        r.finish()
+        if not names:
+            r.problem("names", "required: the cookie names (or patterns with *) this rule covers")
+        if allow == (category is not None):
+            r.problem(None, "give exactly one of category or allow = true")
+        rules.append(
+            CookieRule(
+                name=name,
+                exact=frozenset(n for n in names if "*" not in n),
+                pattern=compile_globs(names),
+                category=category,
+                allow=allow,
+            )
+        )
+    return tuple(rules)
+
+
+def _read_exceptions(root: _Reader) -> tuple[str, ...]:
+    out = []
+    for r in root.tables("exception"):
+        prefix = r.get("path_prefix", None, as_str)
+        r.finish()
+        if prefix is None:
+            r.problem("path_prefix", "required: the page path prefix where the HTML gate does not run")
+        elif not prefix.startswith("/"):
+            r.problem("path_prefix", f"{prefix!r}: a path prefix starts with /")
+        else:
+            out.append(prefix)
+    return tuple(out)
+
+
+def _read_vendors(root: _Reader, categories: frozenset[str], problems: list[str]) -> tuple[Vendor, ...]:
+    root.raw("vendor")
+    items = root._data.get("vendor", [])
+    if not isinstance(items, list):
+        problems.append(f"vendor: expected an array of tables ([[vendor]]), got {_type_name(items)}")
+        return ()
+    vendors = []
+    for i, item in enumerate(items):
+        try:
+            vendors.append(parse_vendor(item, f"vendor[{i}]", categories))
+        except VendorError as exc:
+            problems.extend(exc.problems)
+    return tuple(vendors)
+
+
+def make_policy(config: Config | None, catalog: Catalog | None = None) -> Policy:
+    """The compiled policy for a config (built-in defaults when `config` is None)."""
+    catalog = catalog or make_catalog(config.vendors if config else ())
+    if config is None:
+        consent = ConsentSettings()
+        return Policy(catalog, consent_cookies=_consent_cookie_names(consent), consent_cookie_prefixes=("cmplz_",))
+    html, cookies = config.html, config.cookies
+    return Policy(
+        catalog,
+        rules=config.rules,
+        cookie_rules=config.cookie_rules,
+        default_action=html.action,
+        category_actions=dict(html.category_actions),
+        unknown_hosts=None if html.unknown_hosts == "keep" else html.unknown_hosts,
+        first_party_hosts=frozenset(html.first_party_hosts),
+        exceptions=config.exceptions,
+        cookie_unknown=cookies.unknown,
+        essential_cookies=frozenset(cookies.essential),
+        consent_cookies=_consent_cookie_names(config.consent),
+        consent_cookie_prefixes=("cmplz_",),
+        categories=config.consent.categories,
+    )
+
+
+def _consent_cookie_names(consent: ConsentSettings) -> frozenset[str]:
+    names = {name for source in SOURCES for name in source_cookie_names(source, consent)}
+    names |= {"OptanonAlertBoxClosed", "cmplz_banner-status", "osano_consentmanager", "osano_consentmanager_uuid"}
+    return frozenset(names)
+
+
 def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     """Validate a decoded TOML document; raise `ConfigError` with every problem."""
     problems: list[str] = []
@@ -420,10 +882,40 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     server = _read_server(root.table("server"))
     timeouts = _read_timeouts(root.table("timeouts"))
     limits = _read_limits(root.table("limits"))
+    custom = _read_categories(root.table("categories"))
+    categories = frozenset(BUILTIN_CATEGORIES) | {name for name, _ in custom}
+    vendors = _read_vendors(root, categories, problems)
+    try:
+        catalog = make_catalog(vendors)
+    except VendorError as exc:  # the built-in data itself is broken: report, don't crash
+        problems.extend(f"built-in catalogue: {p}" for p in exc.problems)
+        catalog = Catalog(vendors)
+    catalog_services = {s: v.category for v in catalog.vendors for s in v.services}
+    consent = _read_consent(root.table("consent"), categories, catalog_services)
+    html = _read_html(root.table("html"), categories)
+    cookies = _read_cookies(root.table("cookies"), categories)
+    vendor_ids = frozenset(v.id for v in catalog.vendors)
+    rules = _read_rules(root, categories, vendor_ids)
+    cookie_rules = _read_cookie_rules(root, categories)
+    exceptions = _read_exceptions(root)
     root.finish()
     if problems:
         raise ConfigError(problems)
-    return Config(server=server, timeouts=timeouts, limits=limits, source=source)
+    config = Config(
+        server=server,
+        timeouts=timeouts,
+        limits=limits,
+        consent=consent,
+        html=html,
+        cookies=cookies,
+        categories=custom,
+        vendors=vendors,
+        rules=rules,
+        cookie_rules=cookie_rules,
+        exceptions=exceptions,
+        source=source,
+    )
+    return replace(config, policy=make_policy(config, catalog))
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -1,0 +1,436 @@
+"""Consent + what an element or cookie is → a `Decision` (pure: no IO, no aiohttp, no lol-html).
+
+Classification (what is this, who decided) depends only on config and is memoised;
+the decision then depends on the visitor's consent alone, so both precomputed
+outcomes live on the classification and deciding costs a set lookup.
+
+Order of precedence for a URL (first that applies wins):
+1. operator rules (`[[rule]]`), in file order: `allow` keeps the element untouched,
+   `category` classifies it, `action` overrides what happens when it is refused;
+2. the vendor catalogue, by host (longest listed suffix);
+3. first-party URLs (relative, the page's own host, `html.first_party_hosts`): kept;
+4. any other third-party host: `html.unknown_hosts` (keep, or gate as a category).
+Inline scripts: rules with `inline` signatures, then the catalogue's signatures.
+Cookies: consent-manager cookies are essential, then `[[cookie]]` rules, then
+`cookies.essential`, then the catalogue, then `cookies.unknown`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from .catalog import Catalog, Vendor, host_of
+from .categories import ESSENTIAL, NON_ESSENTIAL
+from .consent import ConsentState
+
+
+class Action(enum.StrEnum):
+    KEEP = "keep"
+    REMOVE = "remove"
+    DEFER = "defer"
+    PLACEHOLDER = "placeholder"
+    DROP = "drop"
+
+
+class Kind(enum.StrEnum):
+    """What sort of element a decision is for; it limits which actions make sense."""
+
+    SCRIPT = "script"
+    INLINE = "inline"
+    MEDIA = "media"
+    FRAME = "frame"
+    EMBED = "embed"
+    LINK = "link"
+    PING = "ping"
+    HEADER = "header"
+
+
+_EFFECTIVE: Final[dict[Kind, dict[Action, Action]]] = {
+    # A placeholder is a same-size box with a "load" button: only frames have a box
+    # to keep. Elsewhere "placeholder" means "defer" (recoverable without reload).
+    Kind.SCRIPT: {Action.PLACEHOLDER: Action.DEFER},
+    Kind.INLINE: {Action.PLACEHOLDER: Action.DEFER},
+    Kind.MEDIA: {Action.PLACEHOLDER: Action.DEFER},
+    Kind.FRAME: {},
+    Kind.EMBED: {Action.PLACEHOLDER: Action.DEFER},
+    # Hints, pings and headers have nothing to activate later: they are removed.
+    Kind.LINK: {Action.PLACEHOLDER: Action.REMOVE, Action.DEFER: Action.REMOVE},
+    Kind.PING: {Action.PLACEHOLDER: Action.REMOVE, Action.DEFER: Action.REMOVE},
+    Kind.HEADER: {Action.PLACEHOLDER: Action.REMOVE, Action.DEFER: Action.REMOVE},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happens to one element or cookie, and why."""
+
+    action: Action
+    category: str | None
+    """None: not a tracker as far as tag-gate knows (first-party, unknown and kept)."""
+    vendor: Vendor | None
+    rule: str
+    """What decided: `rule[2]` or its name, `catalog`, `first-party`, `unknown-host`, ..."""
+
+    @property
+    def keeps(self) -> bool:
+        return self.action is Action.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """What something is (config only). `decide` adds the visitor's consent."""
+
+    category: str | None
+    vendor: Vendor | None
+    rule: str
+    refused_action: Action
+    keep: Decision
+    refused: dict[Kind, Decision]
+
+    def decide(self, consent: ConsentState, kind: Kind) -> Decision:
+        category = self.category
+        if category is None or category == ESSENTIAL or category in consent.granted:
+            return self.keep
+        return self.refused[kind]
+
+
+def _classification(category: str | None, vendor: Vendor | None, rule: str, action: Action) -> Classification:
+    keep = Decision(Action.KEEP, category, vendor, rule)
+    refused = {
+        kind: Decision(mapping.get(action, action), category, vendor, rule) for kind, mapping in _EFFECTIVE.items()
+    }
+    return Classification(category, vendor, rule, action, keep, refused)
+
+
+@dataclass(frozen=True, slots=True)
+class UrlRule:
+    """A compiled `[[rule]]`. Every matcher given must match (they AND together)."""
+
+    name: str
+    hosts: frozenset[str] = frozenset()
+    """Host suffixes on label boundaries; a relative URL has the page's host."""
+    path_prefixes: tuple[str, ...] = ()
+    url_regex: re.Pattern[str] | None = None
+    vendor: str | None = None
+    inline: tuple[str, ...] = ()
+    category: str | None = None
+    action: Action | None = None
+    allow: bool = False
+
+    @property
+    def for_inline(self) -> bool:
+        return bool(self.inline)
+
+    def matches_url(self, url: str, host: str | None, path: str, vendor: Vendor | None) -> bool:
+        if self.inline:
+            return False
+        if self.hosts and not (host is not None and _suffix_in(host, self.hosts)):
+            return False
+        if self.path_prefixes and not any(path.startswith(p) for p in self.path_prefixes):
+            return False
+        if self.url_regex is not None and self.url_regex.search(url) is None:
+            return False
+        return not (self.vendor is not None and (vendor is None or vendor.id != self.vendor))
+
+
+@dataclass(frozen=True, slots=True)
+class CookieRule:
+    """A compiled `[[cookie]]`: names (exact or `*` globs) → category, or kept."""
+
+    name: str
+    exact: frozenset[str]
+    pattern: re.Pattern[str] | None
+    category: str | None
+    allow: bool
+
+    def matches(self, cookie: str) -> bool:
+        return cookie in self.exact or (self.pattern is not None and self.pattern.fullmatch(cookie) is not None)
+
+
+def compile_globs(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    parts = [".*".join(re.escape(p) for p in g.split("*")) for g in patterns if "*" in g]
+    return re.compile("|".join(parts), re.DOTALL) if parts else None
+
+
+def _suffix_in(host: str, suffixes: Collection[str]) -> bool:
+    i = 0
+    while True:
+        if (host[i:] if i else host) in suffixes:
+            return True
+        i = host.find(".", i) + 1
+        if i == 0:
+            return False
+
+
+def url_path(url: str) -> str:
+    """The path of a relative or absolute URL, without query or fragment."""
+    start = 0
+    if url.startswith("//") or "://" in url[:12]:
+        after = url.find("//") + 2
+        slash = url.find("/", after)
+        if slash < 0:
+            return "/"
+        start = slash
+    end = len(url)
+    for stop in "?#":
+        j = url.find(stop, start)
+        if 0 <= j < end:
+            end = j
+    return url[start:end] or "/"
+
+
+_CACHE_LIMIT: Final = 8192
+
+
+@dataclass
+class Policy:
+    """Everything the request path needs to decide, compiled from config once."""
+
+    catalog: Catalog
+    rules: Sequence[UrlRule] = ()
+    cookie_rules: Sequence[CookieRule] = ()
+    default_action: Action = Action.REMOVE
+    category_actions: Mapping[str, Action] = field(default_factory=dict)
+    unknown_hosts: str | None = None
+    """None keeps unknown third-party hosts; a category name gates them as that category."""
+    first_party_hosts: frozenset[str] = frozenset()
+    exceptions: tuple[str, ...] = ()
+    """Page path prefixes where the HTML gate does not run."""
+    cookie_unknown: str = "keep"
+    """`keep`, `drop`, or a category name for cookies nobody classified."""
+    essential_cookies: frozenset[str] = frozenset()
+    consent_cookies: frozenset[str] = frozenset()
+    consent_cookie_prefixes: tuple[str, ...] = ()
+    categories: frozenset[str] = frozenset((ESSENTIAL, *NON_ESSENTIAL))
+
+    def __post_init__(self) -> None:
+        self._url_cache: dict[tuple[str | None, str], Classification] = {}
+        self._inline_cache: dict[str, Classification] = {}
+        self._cookie_cache: dict[str, Classification] = {}
+        self._inline_rules = tuple(r for r in self.rules if r.for_inline)
+        self._url_rules = tuple(r for r in self.rules if not r.for_inline)
+        self._vendor_classes: dict[str, Classification] = {}
+        self.first_party = _classification(None, None, "first-party", Action.KEEP)
+        self.not_a_tracker = _classification(None, None, "not-a-tracker", Action.KEEP)
+        self.unknown_kept = _classification(None, None, "unknown-host", Action.KEEP)
+        self.unknown_gated = (
+            _classification(self.unknown_hosts, None, "unknown-host", self.action_for(self.unknown_hosts, None))
+            if self.unknown_hosts
+            else self.unknown_kept
+        )
+        gated = {v.category for v in self.catalog.vendors} | {r.category for r in self.rules if r.category}
+        gated |= {r.category for r in self.cookie_rules if r.category}
+        if self.unknown_hosts:
+            gated.add(self.unknown_hosts)
+        if self.cookie_unknown not in ("keep", "drop"):
+            gated.add(self.cookie_unknown)
+        gated.discard(ESSENTIAL)
+        self.gated_categories: frozenset[str] = frozenset(c for c in gated if c)
+
+    # ------------------------------------------------------------------ actions
+
+    def action_for(self, category: str | None, rule: UrlRule | None) -> Action:
+        if rule is not None and rule.action is not None:
+            return rule.action
+        if category is None:
+            return Action.KEEP
+        return self.category_actions.get(category, self.default_action)
+
+    def _vendor_class(self, vendor: Vendor) -> Classification:
+        c = self._vendor_classes.get(vendor.id)
+        if c is None:
+            c = _classification(vendor.category, vendor, "catalog", self.action_for(vendor.category, None))
+            self._vendor_classes[vendor.id] = c
+        return c
+
+    def _rule_class(self, rule: UrlRule, vendor: Vendor | None) -> Classification:
+        if rule.allow:
+            return _classification(None, vendor, rule.name, Action.KEEP)
+        category = rule.category or (vendor.category if vendor else None)
+        if category is None and rule.action is not None:
+            # An action without a category applies to whatever the element is; an
+            # unclassified element is never refused, so there is nothing to change.
+            return _classification(None, vendor, rule.name, Action.KEEP)
+        return _classification(category, vendor, rule.name, self.action_for(category, rule))
+
+    # ------------------------------------------------------------------ elements
+
+    def gates_page(self, path: str) -> bool:
+        """False for pages under an exception prefix (`[[exception]]`)."""
+        return not any(path.startswith(p) for p in self.exceptions)
+
+    def refusable(self, consent: ConsentState) -> bool:
+        """Whether this visitor refuses any category the policy could act on."""
+        return not self.gated_categories <= consent.granted
+
+    def classify_url(self, url: str, page_host: str | None) -> Classification:
+        """Classify a src/href/ping URL as found on a page served for `page_host`."""
+        key = (page_host, url)
+        cached = self._url_cache.get(key)
+        if cached is not None:
+            return cached
+        c = self._classify_url(url.strip(), page_host)
+        cache = self._url_cache
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = c
+        return c
+
+    def _classify_url(self, url: str, page_host: str | None) -> Classification:
+        host = host_of(url)
+        relative = host is None
+        if relative:
+            lowered = url[:11].lower()
+            if lowered.startswith(("data:", "javascript:", "blob:", "about:", "mailto:", "tel:")) or not url:
+                return self.not_a_tracker
+            if ":" in url.split("/", 1)[0]:
+                return self.not_a_tracker  # another scheme (ftp:, chrome-extension:, ...)
+            host = page_host
+        vendor = self.catalog.vendor_for_host(host) if (host and not relative) else None
+        if self._url_rules:
+            path = url_path(url)
+            for rule in self._url_rules:
+                if rule.matches_url(url, host, path, vendor):
+                    return self._rule_class(rule, vendor)
+        if vendor is not None:
+            return self._vendor_class(vendor)
+        if relative or host == page_host or (host is not None and _suffix_in(host, self.first_party_hosts)):
+            return self.first_party
+        return self.unknown_gated
+
+    def decide_url(self, consent: ConsentState, kind: Kind, url: str, page_host: str | None) -> Decision:
+        return self.classify_url(url, page_host).decide(consent, kind)
+
+    def classify_inline(self, text: str) -> Classification:
+        """Classify an inline script by the first signature in it."""
+        for rule in self._inline_rules:
+            if any(sig in text for sig in rule.inline):
+                return self._rule_class(rule, None)
+        vendor = self.catalog.vendor_for_inline(text)
+        if vendor is None:
+            return self.not_a_tracker
+        return self._vendor_class(vendor)
+
+    def decide_inline(self, consent: ConsentState, text: str) -> Decision:
+        return self.classify_inline(text).decide(consent, Kind.INLINE)
+
+    # ------------------------------------------------------------------ cookies
+
+    def classify_cookie(self, name: str) -> Classification:
+        """Classify a cookie by its name as the browser stores it (`cookies.SetCookie.key`)."""
+        cached = self._cookie_cache.get(name)
+        if cached is not None:
+            return cached
+        c = self._classify_cookie(name)
+        cache = self._cookie_cache
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[name] = c
+        return c
+
+    def _classify_cookie(self, name: str) -> Classification:
+        if name in self.consent_cookies or (name and name.startswith(self.consent_cookie_prefixes)):
+            return _classification(ESSENTIAL, None, "consent-cookie", Action.KEEP)
+        for rule in self.cookie_rules:
+            if rule.matches(name):
+                if rule.allow:
+                    return _classification(None, None, rule.name, Action.KEEP)
+                return _classification(rule.category, None, rule.name, Action.DROP)
+        if name in self.essential_cookies:
+            return _classification(ESSENTIAL, None, "cookies.essential", Action.KEEP)
+        vendor = self.catalog.vendor_for_cookie(name) if name else None
+        if vendor is not None:
+            return _classification(vendor.category, vendor, "catalog", Action.DROP)
+        if not name:
+            # A nameless cookie is nobody's session cookie: it stays only when the
+            # visitor granted everything there is to grant.
+            return _classification(_ALL_GRANTED, None, "nameless", Action.DROP)
+        if self.cookie_unknown == "keep":
+            return _classification(None, None, "unknown-cookie", Action.KEEP)
+        if self.cookie_unknown == "drop":
+            return _classification(_ALWAYS_REFUSED, None, "unknown-cookie", Action.DROP)
+        return _classification(self.cookie_unknown, None, "unknown-cookie", Action.DROP)
+
+    def decide_cookie(self, consent: ConsentState, name: str) -> Decision:
+        c = self.classify_cookie(name)
+        if c.category == _ALL_GRANTED:
+            return c.keep if self.gated_categories <= consent.granted else c.refused[Kind.HEADER]
+        return c.decide(consent, Kind.HEADER)
+
+    def known_essential_cookie(self, name: str) -> bool:
+        """Whether a cookie is essential or allowlisted (the fail-safe keeps only these)."""
+        c = self.classify_cookie(name)
+        return c.category == ESSENTIAL or (c.category is None and c.rule not in ("unknown-cookie", "nameless"))
+
+    def is_unknown_cookie(self, name: str) -> bool:
+        return self.classify_cookie(name).rule == "unknown-cookie"
+
+
+_ALL_GRANTED: Final = "\x00all"
+"""Pseudo-category granted only when every gated category is."""
+
+_ALWAYS_REFUSED: Final = "\x00never"
+"""Pseudo-category no consent grants (`cookies.unknown = "drop"`)."""
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def filter_link_header(value: str, keep: Callable[[str], bool]) -> tuple[str | None, list[str]]:
+    """A `Link` header value without the link-values whose URL `keep` refuses.
+
+    Returns (new value or None when nothing is left, removed URLs). An unchanged
+    header comes back as the very same string. Malformed link-values are kept.
+    """
+    removed: list[str] = []
+    kept: list[str] = []
+    for link in split_link_header(value):
+        target = link_target(link)
+        if target is not None and not keep(target):
+            removed.append(target)
+        else:
+            kept.append(link)
+    if not removed:
+        return value, removed
+    return (", ".join(kept) if kept else None), removed
+
+
+def split_link_header(value: str) -> list[str]:
+    """Split a `Link` header value into its link-values, respecting quoted strings and
+    the angle brackets around each URI reference."""
+    parts: list[str] = []
+    depth_angle = False
+    quoted = False
+    start = 0
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            depth_angle = True
+        elif ch == ">":
+            depth_angle = False
+        elif ch == "," and not depth_angle:
+            parts.append(value[start:i])
+            start = i + 1
+        i += 1
+    parts.append(value[start:])
+    return [p for p in (p.strip() for p in parts) if p]
+
+
+def link_target(link_value: str) -> str | None:
+    """The URI reference of one link-value (`<url>; rel=...`), or None if malformed."""
+    if not link_value.startswith("<"):
+        return None
+    end = link_value.find(">")
+    return link_value[1:end].strip() if end > 0 else None
