@@ -32,7 +32,12 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .config import Config
+from .encoding import DecodeError
 from .metrics import Metrics
+from .pipeline import Body, ResponsePlan, Stages, Visitor
+from .policy import Action
+from .response import is_html
+from .rewrite import GateError, GateStats
 from .upstream import BadForwardRequest, ForwardFacts, forward_headers, make_session, response_headers
 from .websocket import relay_websocket
 
@@ -41,7 +46,13 @@ log = logging.getLogger("tag_gate")
 RESERVED_PREFIX: Final = "/__tag-gate/"
 """Paths tag-gate answers itself (first-party assets); never forwarded."""
 
-ERROR_KEY: Final = "tag_gate.error"
+REPLAY_LIMIT: Final = 1 << 20
+"""Upstream bytes kept while the gate has produced nothing yet, to replay them if it
+fails before the first byte goes out; past this the headers are sent anyway."""
+
+_SEC_GPC: Final = "Sec-GPC"
+
+ERROR_KEY: Final = web.RequestKey("tag_gate.error", str)
 """Request-scoped note of what went wrong after the response started, for the access log."""
 
 BODYLESS_STATUSES: Final = frozenset({204, 304})
@@ -89,6 +100,7 @@ class ProxyState:
     config: Config
     metrics: Metrics
     access_log: AccessLog
+    stages: Stages
     session: aiohttp.ClientSession | None = None
     ready: bool = False
     in_flight: int = 0
@@ -145,6 +157,8 @@ class ProxyHandler:
         self._methods = cfg.server.methods
         self._allow = ", ".join(sorted(cfg.server.methods))
         self._max_body = cfg.limits.max_request_body
+        self._decisions_header = cfg.html.decisions_header
+        self._max_held = cfg.html.max_decoded_size
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         state = self.state
@@ -216,6 +230,9 @@ class ProxyHandler:
         except BadForwardRequest as exc:
             self.state.metrics.rejected.labels("headers").inc()
             return _error_response(exc.status, exc.message, close=True)
+        stages = self.state.stages
+        visitor = stages.visitor(tuple(headers.getall(hdrs.COOKIE, ())), headers.get(_SEC_GPC))
+        ours = stages.forward_request_headers(out_headers, visitor)
 
         if hdrs.UPGRADE in headers and method == "GET" and _wants_websocket(headers):
             return await relay_websocket(self.state, request, self._base + target, out_headers)
@@ -236,7 +253,7 @@ class ProxyHandler:
         if request.body_exists:
             body = self._request_body(request)
 
-        return await self._forward(request, method, target, out_headers, body, facts)
+        return await self._forward(request, method, target, out_headers, body, facts, visitor, ours)
 
     def _origin_form(self, request: web.BaseRequest, target: str) -> str | web.Response:
         """Turn an absolute-form target into origin-form, refusing a foreign authority.
@@ -267,7 +284,7 @@ class ProxyHandler:
         if asset is None or request.method not in ("GET", "HEAD"):
             return _error_response(404, "Not Found")
         body, content_type = asset
-        resp = web.Response(body=body, content_type=content_type)
+        resp = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
         resp.headers[hdrs.CACHE_CONTROL] = "public, max-age=300"
         resp.headers["X-Content-Type-Options"] = "nosniff"
         return resp
@@ -294,19 +311,23 @@ class ProxyHandler:
         out_headers: CIMultiDict[str],
         body: AsyncIterator[bytes] | None,
         facts: ForwardFacts,
+        visitor: Visitor,
+        conditional_ours: bool,
     ) -> web.StreamResponse:
         state = self.state
         session = state.session
         assert session is not None
+        url = URL(self._base + target, encoded=True)
         try:
             up = await session.request(
-                method,
-                URL(self._base + target, encoded=True),
-                headers=out_headers,
-                data=body,
-                allow_redirects=False,
-                compress=None,
+                method, url, headers=out_headers, data=body, allow_redirects=False, compress=None
             )
+            if up.status == 206 and body is None and self._must_gate(up, target, visitor):
+                # A range of the upstream's HTML cannot be filtered: fetch the whole page.
+                up.release()
+                out_headers.popall(hdrs.RANGE, None)
+                out_headers.popall(hdrs.IF_RANGE, None)
+                up = await session.request(method, url, headers=out_headers, allow_redirects=False, compress=None)
         except BodyTooLarge:
             state.metrics.rejected.labels("body_too_large").inc()
             return _error_response(413, "Content Too Large", close=True)
@@ -324,11 +345,28 @@ class ProxyHandler:
             return _error_response(status, message)
 
         try:
-            return await self._relay(request, method, up)
+            return await self._relay(request, method, target, up, facts, visitor, conditional_ours)
         finally:
             up.release()
 
-    async def _relay(self, request: web.BaseRequest, method: str, up: aiohttp.ClientResponse) -> web.StreamResponse:
+    def _must_gate(self, up: aiohttp.ClientResponse, target: str, visitor: Visitor) -> bool:
+        policy = self.state.stages.policy
+        return (
+            is_html(up.headers.get(hdrs.CONTENT_TYPE))
+            and policy.gates_page(_path_of(target))
+            and policy.refusable(visitor.consent)
+        )
+
+    async def _relay(
+        self,
+        request: web.BaseRequest,
+        method: str,
+        target: str,
+        up: aiohttp.ClientResponse,
+        facts: ForwardFacts,
+        visitor: Visitor,
+        conditional_ours: bool,
+    ) -> web.StreamResponse:
         """Headers stage, then body stage, for a response the upstream has started."""
         status = up.status
         if status == 101:
@@ -336,10 +374,28 @@ class ProxyHandler:
             self.state.metrics.upstream_error["invalid_response"].inc()
             return _error_response(502, "Bad Gateway: the upstream switched protocols unasked")
 
-        resp = web.StreamResponse(status=status, headers=response_headers(up.headers))
+        stages = self.state.stages
+        host = _hostname(facts.host)
+        upstream_coding = up.headers.get(hdrs.CONTENT_ENCODING)
+        plan = stages.plan_response(
+            method=method,
+            status=status,
+            path=_path_of(target),
+            headers=response_headers(up.headers),
+            visitor=visitor,
+            client_accept_encoding=request.headers.get(hdrs.ACCEPT_ENCODING),
+            host=host,
+            secure=facts.scheme == "https",
+            conditional_ours=conditional_ours,
+        )
         empty = method == "HEAD" or status in BODYLESS_STATUSES or status < 200
+        if plan.body in (Body.GATE, Body.REPORT) and not empty:
+            return await self._relay_gated(request, up, plan, visitor, host, upstream_coding)
+        if self._decisions_header:
+            plan.headers["Tag-Gate-Decisions"] = _decisions_value(plan, None, visitor)
+        resp = web.StreamResponse(status=status, headers=plan.headers)
         length = up.content_length
-        if length is not None and status not in BODYLESS_STATUSES:
+        if length is not None and status not in BODYLESS_STATUSES and plan.keep_length:
             resp.content_length = length
         try:
             await resp.prepare(request)
@@ -358,6 +414,122 @@ class ProxyHandler:
             self._client_gone(request, up)
         except (TimeoutError, aiohttp.ClientError) as exc:
             self._abort(request, up, exc)
+        return resp
+
+    async def _relay_gated(
+        self,
+        request: web.BaseRequest,
+        up: aiohttp.ClientResponse,
+        plan: ResponsePlan,
+        visitor: Visitor,
+        host: str | None,
+        upstream_coding: str | None,
+    ) -> web.StreamResponse:
+        """Body stage through the HTML gate, streaming: each upstream chunk's output is
+        sent before the next chunk is read. Headers go out with the first output, so a
+        failure on the first chunk can still be answered cleanly (fail-safe or 502);
+        after that, a failure aborts the connection."""
+        stages = self.state.stages
+        pipeline = stages.body_pipeline(plan, visitor.consent, host)
+        resp = web.StreamResponse(status=up.status, headers=plan.headers)
+        hold = self._decisions_header and plan.body is Body.GATE
+        held: list[bytes] = []
+        held_size = 0
+        replay: list[bytes] | None = []
+        replay_size = 0
+        started = False
+        content = up.content
+        try:
+            try:
+                while True:
+                    chunk = await content.readany()
+                    if not chunk:
+                        break
+                    if replay is not None:
+                        replay.append(chunk)
+                        replay_size += len(chunk)
+                    out = pipeline.feed(chunk)
+                    if hold:
+                        held.append(out)
+                        held_size += len(out)
+                        if held_size > self._max_held:
+                            raise GateError("too_large_to_hold", "page larger than the decisions-header buffer")
+                        continue
+                    if not started and (out or replay_size > REPLAY_LIMIT):
+                        await resp.prepare(request)
+                        started, replay = True, None
+                    if out:
+                        await resp.write(out)
+                out = pipeline.end()
+            except (GateError, DecodeError) as exc:
+                reason = exc.reason if isinstance(exc, GateError) else f"decode_{exc.reason}"
+                if started:
+                    stages.metrics.fail_safe.labels(reason).inc()
+                    self._abort(request, up, exc)
+                    return resp
+                return await self._fail_safe(request, up, plan, replay or [], reason, exc, upstream_coding)
+            if hold:
+                held.append(out)
+                body = b"".join(held)
+                resp.headers["Tag-Gate-Decisions"] = _decisions_value(plan, pipeline.gate.stats, visitor)
+                resp.content_length = len(body)
+                await resp.prepare(request)
+                await resp.write(body)
+                await resp.write_eof()
+                return resp
+            if not started:
+                await resp.prepare(request)
+            if out:
+                await resp.write(out)
+            await resp.write_eof()
+        except ConnectionResetError:
+            self._client_gone(request, up)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            self._abort(request, up, exc)
+        finally:
+            stages.count(pipeline.gate.stats)
+        return resp
+
+    async def _fail_safe(
+        self,
+        request: web.BaseRequest,
+        up: aiohttp.ClientResponse,
+        plan: ResponsePlan,
+        replay: list[bytes],
+        reason: str,
+        exc: Exception,
+        upstream_coding: str | None,
+    ) -> web.StreamResponse:
+        """The gate failed before the first byte went out. A page the gate cannot parse is
+        relayed unchanged under a strict CSP; a body that cannot be decoded (corrupt, or
+        over the size/ratio caps) gets 502. Refused cookies stay dropped either way."""
+        log.warning("gate failed before the response started (%s) for %s: %s", reason, request.raw_path[:200], exc)
+        request[ERROR_KEY] = f"fail_safe_{reason}"
+        if isinstance(exc, DecodeError):
+            self.state.metrics.fail_safe.labels(reason).inc()
+            up.close()
+            return _error_response(502, "Bad Gateway: the upstream's page could not be decoded")
+        headers = plan.headers
+        self.state.stages.fail_safe_headers(headers, reason)
+        headers.popall(hdrs.CONTENT_ENCODING, None)
+        if upstream_coding:
+            headers[hdrs.CONTENT_ENCODING] = upstream_coding
+        resp = web.StreamResponse(status=up.status, headers=headers)
+        try:
+            await resp.prepare(request)
+            for chunk in replay:
+                await resp.write(chunk)
+            content = up.content
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                await resp.write(chunk)
+            await resp.write_eof()
+        except ConnectionResetError:
+            self._client_gone(request, up)
+        except (TimeoutError, aiohttp.ClientError) as err:
+            self._abort(request, up, err)
         return resp
 
     def _client_gone(self, request: web.BaseRequest, up: aiohttp.ClientResponse) -> None:
@@ -379,6 +551,33 @@ class ProxyHandler:
         transport = request.transport
         if transport is not None:
             transport.abort()
+
+
+def _path_of(target: str) -> str:
+    return target.partition("?")[0]
+
+
+def _hostname(host_header: str | None) -> str | None:
+    """The host name of a Host header value: port and IPv6 brackets removed, lower-cased."""
+    if not host_header:
+        return None
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0] or None
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def _decisions_value(plan: ResponsePlan, stats: GateStats | None, visitor: Visitor) -> str:
+    """`Tag-Gate-Decisions`: what was done to this response, as counts."""
+    parts = []
+    if stats is not None:
+        for action in (Action.REMOVE, Action.DEFER, Action.PLACEHOLDER):
+            parts.append(f"{action.value}={stats.total(action)}")
+    parts.append(f"cookies-dropped={len(plan.dropped_cookies)}")
+    parts.append(f"cookies-expired={plan.expired}")
+    parts.append(f"consent={visitor.consent.key}")
+    parts.append(f"source={visitor.consent.source}")
+    return "; ".join(parts)
 
 
 def _wants_websocket(headers: Any) -> bool:

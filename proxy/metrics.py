@@ -69,6 +69,38 @@ class Metrics:
         self.loop_lag = Gauge(
             "tag_gate_event_loop_lag_seconds", "How late the last periodic event-loop tick ran.", registry=r
         )
+        self.consent_reads = Counter(
+            "tag_gate_consent_reads",
+            "Consent read from a distinct Cookie/Sec-GPC combination, by deciding source and reason.",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.elements = Counter(
+            "tag_gate_elements",
+            "HTML elements acted on by the gate (or that would be, in report-only mode).",
+            ["action", "category"],
+            registry=r,
+        )
+        self.cookies = Counter(
+            "tag_gate_cookies",
+            "Set-Cookie lines dropped (or that would be), by category.",
+            ["action", "category"],
+            registry=r,
+        )
+        self.unknown_cookies = Counter(
+            "tag_gate_unknown_cookies", "Set-Cookie lines whose cookie nobody classified.", registry=r
+        )
+        self.withdrawal_expiries = Counter(
+            "tag_gate_withdrawal_expiries",
+            "Expiring Set-Cookie lines sent for refused cookies still held.",
+            registry=r,
+        )
+        self.fail_safe = Counter(
+            "tag_gate_fail_safe",
+            "Responses the gate could not process, by reason (see README: failure modes).",
+            ["reason"],
+            registry=r,
+        )
         self.ready = Gauge("tag_gate_ready", "1 when ready to serve, 0 while starting or draining.", registry=r)
         info = Gauge("tag_gate_info", "Build information.", ["version"], registry=r)
         info.labels(__version__).set(1)

@@ -29,6 +29,7 @@ from .admin import make_admin_app
 from .app import AccessLog, ProxyHandler, ProxyServer, ProxyState, close_session, start_session
 from .config import Address, Config
 from .metrics import Metrics
+from .pipeline import Stages
 
 log = logging.getLogger("tag_gate")
 
@@ -56,15 +57,17 @@ def check_http_parser() -> str | None:
     return None
 
 
-def load_assets() -> dict[str, tuple[bytes, str]]:
+def load_assets(cookie_name: str = "tg_consent") -> dict[str, tuple[bytes, str]]:
+    """The files served under /__tag-gate/, read once, with the native consent cookie's
+    configured name written into the scripts that read or write it."""
     assets: dict[str, tuple[bytes, str]] = {}
     folder = resources.files("proxy") / "data" / "public"
-    if not folder.is_dir():
-        return assets
     for entry in folder.iterdir():
         suffix = "." + entry.name.rpartition(".")[2]
         if entry.is_file() and suffix in ASSET_TYPES:
-            assets[entry.name] = (entry.read_bytes(), ASSET_TYPES[suffix])
+            text = entry.read_text(encoding="utf-8")
+            text = text.replace("__TG_COOKIE__", cookie_name).replace("tg_consent", cookie_name)
+            assets[entry.name] = (text.encode("utf-8"), ASSET_TYPES[suffix])
     return assets
 
 
@@ -75,7 +78,12 @@ class Service:
         self.config = config
         self.metrics = Metrics()
         out = sys.stdout if config.server.access_log else None
-        self.state = ProxyState(config=config, metrics=self.metrics, access_log=access_log or AccessLog(out))
+        self.state = ProxyState(
+            config=config,
+            metrics=self.metrics,
+            access_log=access_log or AccessLog(out),
+            stages=Stages(config, self.metrics),
+        )
         self._runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self.public_address: Address | None = None
@@ -87,7 +95,7 @@ class Service:
         if problem:
             raise ServeError(problem)
         cfg = self.config
-        self.state.assets = load_assets()
+        self.state.assets = load_assets(cfg.consent.cookie_name)
         await start_session(self.state)
         handler = ProxyHandler(self.state)
         server = ProxyServer(handler, cfg, self.metrics)

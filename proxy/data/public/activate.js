@@ -1,0 +1,110 @@
+/* tag-gate activation script, served at /__tag-gate/activate.js.
+ *
+ * tag-gate's native "defer" action leaves refused tags inert in the page:
+ *   scripts:  type="text/plain" data-tg-category=... [data-tg-src] [data-tg-type]
+ *   others:   data-tg-src / data-tg-srcset / data-tg-href / data-tg-data / data-tg-poster
+ *   iframes:  <div data-tg-placeholder> with the original in a <template>
+ * When the visitor's tg_consent cookie grants a category, this script brings its
+ * elements back in document order (an external script finishes loading before the
+ * next deferred script runs), keeping nonces. It never activates anything the cookie
+ * does not grant. A placeholder's "load" button loads that one embed on request.
+ */
+(function () {
+  "use strict";
+  var COOKIE = "__TG_COOKIE__";
+  var MOVED = ["src", "srcset", "href", "data", "poster"];
+  var running = false;
+  var again = false;
+
+  function granted() {
+    var out = { essential: true };
+    var parts = document.cookie.split(";");
+    for (var i = 0; i < parts.length; i++) {
+      var kv = parts[i].replace(/^\s+/, "");
+      if (kv.indexOf(COOKIE + "=") !== 0) continue;
+      var value = kv.slice(COOKIE.length + 1);
+      try { value = decodeURIComponent(value); } catch (e) { return { essential: true }; }
+      value.split(/[.,|]/).forEach(function (name) { if (name) out[name.trim()] = true; });
+    }
+    return out;
+  }
+
+  function cleanName(name) { return name === "type" || name.indexOf("data-tg-") === 0; }
+
+  function activateScript(el, next) {
+    var s = document.createElement("script");
+    for (var i = 0; i < el.attributes.length; i++) {
+      var a = el.attributes[i];
+      if (!cleanName(a.name)) s.setAttribute(a.name, a.value);
+    }
+    var type = el.getAttribute("data-tg-type");
+    if (type) s.setAttribute("type", type);
+    if (el.nonce) s.nonce = el.nonce;
+    var src = el.getAttribute("data-tg-src");
+    if (src) {
+      var called = false;
+      var done = function () { if (!called) { called = true; next(); } };
+      s.async = el.hasAttribute("async");
+      s.onload = s.onerror = done;
+      setTimeout(done, 10000);
+      s.src = src;
+      el.parentNode.replaceChild(s, el);
+      if (s.async) done();
+    } else {
+      s.text = el.textContent;
+      el.parentNode.replaceChild(s, el);
+      next();
+    }
+  }
+
+  function activateElement(el) {
+    MOVED.forEach(function (name) {
+      var v = el.getAttribute("data-tg-" + name);
+      if (v !== null) { el.setAttribute(name, v); el.removeAttribute("data-tg-" + name); }
+    });
+    el.removeAttribute("data-tg-category");
+    el.removeAttribute("data-tg-vendor");
+  }
+
+  function loadPlaceholder(ph) {
+    var tpl = ph.querySelector("template");
+    if (!tpl || !ph.parentNode) return;
+    ph.parentNode.replaceChild(tpl.content.cloneNode(true), ph);
+  }
+
+  function activate() {
+    if (running) { again = true; return; }
+    running = true;
+    var g = granted();
+    var list = Array.prototype.slice.call(document.querySelectorAll("[data-tg-category]"));
+    var i = 0;
+    (function step() {
+      while (i < list.length) {
+        var el = list[i++];
+        if (!g[el.getAttribute("data-tg-category")] || !el.parentNode) continue;
+        if (el.hasAttribute("data-tg-placeholder")) { loadPlaceholder(el); continue; }
+        if (el.tagName === "SCRIPT") { activateScript(el, step); return; }
+        activateElement(el);
+      }
+      running = false;
+      if (again) { again = false; activate(); }
+    })();
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target && event.target.closest ? event.target.closest("[data-tg-load]") : null;
+    if (!button) return;
+    var ph = button.closest("[data-tg-placeholder]");
+    if (ph) loadPlaceholder(ph);
+  });
+
+  var last = document.cookie;
+  function watch() { if (document.cookie !== last) { last = document.cookie; activate(); } }
+  if (window.cookieStore && window.cookieStore.addEventListener) {
+    window.cookieStore.addEventListener("change", watch);
+  }
+  setInterval(watch, 500);
+  window.tagGate = { activate: activate, granted: granted };
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", activate);
+  else activate();
+})();

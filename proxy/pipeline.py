@@ -1,0 +1,400 @@
+"""The consent stages of the request path, compiled once per config.
+
+- request stage (`Stages.visitor`): consent from the Cookie header and Sec-GPC, and
+  the Cookie header the upstream may see (refused cookies stripped);
+- headers stage (`Stages.plan_response`): Set-Cookie filtering, expiring refused
+  cookies the browser still holds, client hints, Link header, and the decision
+  whether the body goes through the HTML gate, with every header that decision
+  implies (framing, validators, caching) fixed before the first body byte;
+- body stage (`BodyPipeline`): decode → gate → re-encode, streaming.
+
+Contract: nothing here writes to a socket; `proxy.app` owns the IO.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from aiohttp import hdrs
+from multidict import CIMultiDict
+
+from .categories import ADVERTISING, ESSENTIAL
+from .config import Config
+from .consent import ConsentState, read_consent
+from .cookies import SetCookie, expire_cookies, filter_accept_ch, filter_set_cookies, strip_cookie_header
+from .defer import make_cmp_names
+from .encoding import (
+    CODINGS,
+    Encoder,
+    client_accepts,
+    filter_accept_encoding,
+    make_decoder,
+    parse_content_encoding,
+)
+from .metrics import Metrics
+from .policy import Kind, Policy, filter_link_header
+from .response import (
+    REPRESENTATION_HEADERS,
+    add_vary,
+    ascii_compatible,
+    charset_of,
+    consent_etag,
+    csp_nonce,
+    fail_safe_csp,
+    is_html,
+    make_private,
+    upstream_if_none_match,
+)
+from .rewrite import GatePlan, GateStats, HtmlGate
+
+_CACHE_LIMIT: Final = 4096
+BODYLESS: Final = frozenset({204, 304})
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """What the request stage learned about the visitor."""
+
+    consent: ConsentState
+    cookie: str | None
+    """The Cookie header to forward (None: send none)."""
+    refused: tuple[str, ...]
+    """Names of cookies the browser sent in refused categories (withdrawal candidates)."""
+    changed: bool
+    """Whether `cookie` differs from what the browser sent."""
+
+
+class Body(enum.Enum):
+    PASS = "pass"
+    """Relay the bytes as they are."""
+    GATE = "gate"
+    """Through the HTML gate (decode and re-encode around it when encoded)."""
+    REPORT = "report"
+    """Report-only: the gate decides and counts, the bytes go out unchanged."""
+    FAIL_SAFE = "fail-safe"
+    """Relay unchanged under a strict Content-Security-Policy (the gate cannot read it)."""
+
+
+@dataclass
+class ResponsePlan:
+    headers: CIMultiDict[str]
+    body: Body
+    decode: str | None = None
+    encode: str | None = None
+    nonce: str | None = None
+    keep_length: bool = True
+    dropped_cookies: tuple[SetCookie, ...] = ()
+    expired: int = 0
+    fail_safe_reason: str | None = None
+
+
+@dataclass
+class Stages:
+    """The consent stages for one config."""
+
+    config: Config
+    metrics: Metrics
+    policy: Policy = field(init=False)
+    gate_plan: GatePlan = field(init=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.policy = cfg.policy
+        html = cfg.html
+        self.gate_plan = GatePlan(
+            policy=self.policy,
+            defer_style=html.defer_style,
+            cmp_names=make_cmp_names(cfg.consent),
+            consent_mode=html.consent_mode,
+            max_inline_script=html.max_inline_script,
+        )
+        self.report_only = cfg.server.mode == "report-only"
+        self._visitors: dict[tuple[tuple[str, ...], str | None], Visitor] = {}
+        essential_hosts = [h for v in self.policy.catalog.vendors if v.category == ESSENTIAL for h in v.hosts]
+        self.fail_safe_policy = fail_safe_csp([*html.first_party_hosts, *essential_hosts])
+        self._no_consent = self.visitor((), None)
+
+    # ------------------------------------------------------------ request stage
+
+    def visitor(self, cookies: tuple[str, ...], sec_gpc: str | None) -> Visitor:
+        """Consent and the Cookie header to forward. Memoised per (Cookie, Sec-GPC):
+        the same visitor sends the same header on every asset of a page."""
+        key = (cookies, sec_gpc)
+        cached = self._visitors.get(key)
+        if cached is not None:
+            return cached
+        consent = read_consent("; ".join(cookies) if cookies else None, sec_gpc, self.config.consent)
+        self.metrics.consent_reads.labels(consent.source, consent.reason).inc()
+        if cookies:
+            policy = self.policy
+            result = strip_cookie_header(list(cookies), lambda name: policy.decide_cookie(consent, name).keeps)
+            refused = tuple(n for n in result.stripped if n)
+            if self.config.cookies.strip_request and not self.report_only:
+                changed = result.stripped != () or len(cookies) > 1
+                visitor = Visitor(consent, result.value, refused, changed)
+            else:
+                visitor = Visitor(consent, "; ".join(cookies), refused, len(cookies) > 1)
+        else:
+            visitor = Visitor(consent, None, (), False)
+        cache = self._visitors
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = visitor
+        return visitor
+
+    def forward_request_headers(self, headers: CIMultiDict[str], visitor: Visitor) -> bool:
+        """Apply the visitor to the upstream request headers. Returns whether a tag-gate
+        ETag was in If-None-Match (the response is then a consent-dependent page)."""
+        if visitor.changed:
+            headers.popall(hdrs.COOKIE, None)
+            if visitor.cookie is not None:
+                headers[hdrs.COOKIE] = visitor.cookie
+        ours = False
+        inm = headers.get(hdrs.IF_NONE_MATCH)
+        if inm is not None:
+            value, ours = upstream_if_none_match(inm, visitor.consent.key)
+            if value is None:
+                del headers[hdrs.IF_NONE_MATCH]
+            else:
+                headers[hdrs.IF_NONE_MATCH] = value
+        ae = headers.get(hdrs.ACCEPT_ENCODING)
+        if ae is not None:
+            filtered = filter_accept_encoding(ae)
+            if filtered is None:
+                del headers[hdrs.ACCEPT_ENCODING]
+            else:
+                headers[hdrs.ACCEPT_ENCODING] = filtered
+        return ours
+
+    # ------------------------------------------------------------ headers stage
+
+    def plan_response(
+        self,
+        *,
+        method: str,
+        status: int,
+        path: str,
+        headers: CIMultiDict[str],
+        visitor: Visitor,
+        client_accept_encoding: str | None,
+        host: str | None,
+        secure: bool,
+        conditional_ours: bool,
+    ) -> ResponsePlan:
+        consent = visitor.consent
+        policy = self.policy
+        report_only = self.report_only
+        dependent = False
+        plan = ResponsePlan(headers=headers, body=Body.PASS)
+
+        lines = headers.getall(hdrs.SET_COOKIE, ())
+        if lines:
+            result = filter_set_cookies(lines, lambda c: policy.decide_cookie(consent, c.key).keeps)
+            if result.dropped:
+                plan.dropped_cookies = result.dropped
+                for cookie in result.dropped:
+                    decision = policy.decide_cookie(consent, cookie.key)
+                    self.metrics.cookies.labels("drop", decision.category or "unknown").inc()
+                if not report_only:
+                    dependent = True
+                    headers.popall(hdrs.SET_COOKIE)
+                    for line in result.kept:
+                        headers.add(hdrs.SET_COOKIE, line)
+
+        html_body = is_html(headers.get(hdrs.CONTENT_TYPE)) and status not in BODYLESS and status >= 200
+        navigation = html_body and method == "GET"
+        cookies_cfg = self.config.cookies
+        if (
+            visitor.refused
+            and cookies_cfg.expire_on_withdrawal
+            and not report_only
+            and host
+            and (navigation or cookies_cfg.withdrawal_on == "all")
+        ):
+            for line in expire_cookies(visitor.refused, host, secure, cookies_cfg.withdrawal_cap):
+                headers.add(hdrs.SET_COOKIE, line)
+                plan.expired += 1
+            if plan.expired:
+                dependent = True
+                self.metrics.withdrawal_expiries.inc(plan.expired)
+
+        if cookies_cfg.client_hints and not consent.allows(ADVERTISING) and not report_only:
+            for name in (hdrs.ACCEPT_CH, "Critical-CH"):
+                for value in headers.getall(name, ()):
+                    filtered = filter_accept_ch(value)
+                    if filtered != value:
+                        headers.popall(name)
+                        if filtered:
+                            headers[name] = filtered
+                        dependent = True
+                        break
+
+        refusable = policy.refusable(consent)
+        if refusable and hdrs.LINK in headers:
+            links = headers.getall(hdrs.LINK)
+            new_links: list[str] = []
+            changed = False
+            for value in links:
+                kept, removed = filter_link_header(
+                    value, lambda url: policy.decide_url(consent, Kind.HEADER, url, host).keeps
+                )
+                changed = changed or bool(removed)
+                if kept:
+                    new_links.append(kept)
+            if changed and not report_only:
+                dependent = True
+                headers.popall(hdrs.LINK)
+                for value in new_links:
+                    headers.add(hdrs.LINK, value)
+
+        gated_page = (is_html(headers.get(hdrs.CONTENT_TYPE)) and policy.gates_page(path)) or (
+            conditional_ours and status == 304
+        )
+        if gated_page:
+            dependent = True
+            etag = headers.get(hdrs.ETAG)
+            if etag is not None:
+                headers[hdrs.ETAG] = consent_etag(etag, consent.key)
+            if html_body or method == "HEAD":
+                plan.body = self._body_mode(plan, headers, consent, client_accept_encoding, refusable)
+        if dependent:
+            make_private(headers)
+            add_vary(headers)
+        return plan
+
+    def _body_mode(
+        self,
+        plan: ResponsePlan,
+        headers: CIMultiDict[str],
+        consent: ConsentState,
+        client_accept_encoding: str | None,
+        refusable: bool,
+    ) -> Body:
+        codings = parse_content_encoding(headers.get(hdrs.CONTENT_ENCODING))
+        content_type = headers.get(hdrs.CONTENT_TYPE)
+        if not refusable:
+            # Nothing this visitor refuses can be on the page: no reason to parse it.
+            return Body.PASS
+        unreadable = None
+        if len(codings) > 1 or (codings and codings[0] not in CODINGS):
+            unreadable = "unsupported_encoding"
+        elif not ascii_compatible(charset_of(content_type)):
+            unreadable = "unsupported_charset"
+        if unreadable is not None:
+            return self._fail_safe(plan, headers, unreadable)
+        if self.report_only:
+            plan.decode = codings[0] if codings else None
+            return Body.REPORT
+        plan.nonce = csp_nonce(headers)
+        for name in REPRESENTATION_HEADERS:
+            headers.popall(name, None)
+        plan.keep_length = False
+        if codings:
+            plan.decode = codings[0]
+            if client_accepts(client_accept_encoding, codings[0]):
+                plan.encode = codings[0]
+            else:
+                headers.popall(hdrs.CONTENT_ENCODING, None)
+        return Body.GATE
+
+    def _fail_safe(self, plan: ResponsePlan, headers: CIMultiDict[str], reason: str) -> Body:
+        headers.add(hdrs.CONTENT_SECURITY_POLICY, self.fail_safe_policy)
+        plan.fail_safe_reason = reason
+        self.metrics.fail_safe.labels(reason).inc()
+        # Fail closed on cookies too: only what is known to be essential survives.
+        lines = headers.getall(hdrs.SET_COOKIE, ())
+        if lines:
+            policy = self.policy
+            result = filter_set_cookies(lines, lambda c: policy.known_essential_cookie(c.key))
+            headers.popall(hdrs.SET_COOKIE)
+            for line in result.kept:
+                headers.add(hdrs.SET_COOKIE, line)
+        return Body.FAIL_SAFE
+
+    def fail_safe_headers(self, headers: CIMultiDict[str], reason: str) -> None:
+        """Turn a planned gated response into a fail-safe one (before its first byte)."""
+        plan = ResponsePlan(headers=headers, body=Body.FAIL_SAFE)
+        self._fail_safe(plan, headers, reason)
+
+    # ------------------------------------------------------------ body stage
+
+    def body_pipeline(self, plan: ResponsePlan, consent: ConsentState, host: str | None) -> BodyPipeline:
+        html = self.config.html
+        return BodyPipeline(
+            gate=HtmlGate(
+                self.gate_plan, consent, page_host=host, nonce=plan.nonce, report_only=plan.body is Body.REPORT
+            ),
+            decode=plan.decode,
+            encode=plan.encode,
+            max_output=html.max_decoded_size,
+            max_ratio=html.max_ratio,
+            gzip_level=html.gzip_level,
+            brotli_quality=html.brotli_quality,
+            zstd_level=html.zstd_level,
+            report_only=plan.body is Body.REPORT,
+        )
+
+    def count(self, stats: GateStats) -> None:
+        for (action, category), n in stats.counts.items():
+            self.metrics.elements.labels(action, category or "unknown").inc(n)
+
+
+class BodyPipeline:
+    """decode → gate → encode for one response body. `feed`/`end` return bytes ready to
+    send (possibly empty). Raises `DecodeError` or `rewrite.GateError`; after either the
+    pipeline is dead and the caller fails closed."""
+
+    def __init__(
+        self,
+        *,
+        gate: HtmlGate,
+        decode: str | None,
+        encode: str | None,
+        max_output: int,
+        max_ratio: float,
+        gzip_level: int,
+        brotli_quality: int,
+        zstd_level: int,
+        report_only: bool,
+    ) -> None:
+        self.gate = gate
+        self.report_only = report_only
+        self._decoder = make_decoder(decode, max_output=max_output, max_ratio=max_ratio) if decode else None
+        self._encoder = (
+            Encoder(encode, gzip_level=gzip_level, brotli_quality=brotli_quality, zstd_level=zstd_level)
+            if encode and not report_only
+            else None
+        )
+
+    def _decoded(self, data: bytes) -> Iterator[bytes]:
+        if self._decoder is None:
+            yield data
+        else:
+            yield from self._decoder.feed(data)
+
+    def feed(self, data: bytes) -> bytes:
+        gate = self.gate
+        if self.report_only:
+            for piece in self._decoded(data):
+                gate.feed(piece)
+            return data
+        out = [gate.feed(piece) for piece in self._decoded(data)]
+        text = out[0] if len(out) == 1 else b"".join(out)
+        return self._encoder.feed(text) if self._encoder is not None and text else text
+
+    def end(self) -> bytes:
+        gate = self.gate
+        tail: list[bytes] = []
+        if self._decoder is not None:
+            for piece in self._decoder.end():
+                tail.append(gate.feed(piece))
+        tail.append(gate.end())
+        if self.report_only:
+            return b""
+        text = b"".join(tail)
+        if self._encoder is None:
+            return text
+        return self._encoder.feed(text) + self._encoder.end()

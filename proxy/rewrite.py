@@ -1,0 +1,641 @@
+"""The streaming HTML gate over lol-html: the only module that imports the binding.
+
+Contract of `HtmlGate`:
+- `feed(chunk)` / `end()` return output bytes as soon as lol-html produces them;
+  chunk boundaries are arbitrary and never change the output;
+- bytes the gate does not touch leave exactly as they came, in any ASCII-compatible
+  charset: input is carried through lol-html as Latin-1 code points (each byte one
+  character) and mapped back on output, so lol-html's UTF-8 decoding never loses a
+  byte, and re-emitted script text is byte-exact;
+- a failure raises `GateError`; the gate is then dead (lol-html may not be used after
+  an error) and the caller fails closed.
+
+Per element, `policy` decides (by URL, inline signature or rule); refused elements are
+removed, deferred in the configured CMP's convention, or (iframes) replaced by a
+first-party placeholder. Inline scripts are held back until their text is complete,
+then kept, emptied, or moved into an inert `<script type="text/plain">` right after the
+original (now empty) element. `<noscript>` text runs through a nested gate, streaming.
+"""
+
+from __future__ import annotations
+
+import codecs
+import html
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import lolhtml
+
+from .catalog import Vendor, host_of
+from .consent import ConsentState
+from .defer import CmpNames, apply_edit, defer_edit, runs_as_script, start_tag
+from .policy import Action, Decision, Kind, Policy
+
+HTML: Final = lolhtml.ContentType.HTML
+SVG_NS: Final = "http://www.w3.org/2000/svg"
+
+SELECTORS: Final = {
+    "script": "script",
+    "media": "img[src], img[srcset], source[src], source[srcset], video[src], video[poster], audio[src], input[src]",
+    "frame": "iframe[src], frame[src]",
+    "embed": "object[data], embed[src]",
+    "link": "link[href]",
+    "ping": "a[ping], area[ping]",
+    "base": "base[href]",
+    "noscript": "noscript",
+}
+"""The selectors the gate registers (the rewrite benchmark's reference uses the same)."""
+
+LINK_RELS: Final = frozenset(
+    {"preconnect", "dns-prefetch", "preload", "prefetch", "modulepreload", "stylesheet", "prerender"}
+)
+"""`<link rel>` tokens that make the browser contact the URL."""
+
+GOOGLE_TAG_VENDORS: Final = frozenset({"google-analytics", "google-tag-manager", "google-ads"})
+"""Vendors whose kept tags get a Consent Mode v2 default block in front of them."""
+
+ACTIVATE_PATH: Final = "/__tag-gate/activate.js"
+
+
+class GateError(Exception):
+    """The gate failed; `reason` is a short metric label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ElementRecord:
+    """One gated element, for `tag-gate explain` and debugging."""
+
+    tag: str
+    url: str
+    kind: Kind
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class GatePlan:
+    """Per-config gate settings, built once and shared by every response."""
+
+    policy: Policy
+    defer_style: str = "tag-gate"
+    cmp_names: CmpNames = field(default_factory=CmpNames)
+    consent_mode: bool = True
+    max_inline_script: int = 1 << 20
+    placeholder_text: str = "{vendor} is blocked because you have not allowed {category} content."
+    placeholder_button: str = "Load {vendor}"
+
+
+@dataclass
+class GateStats:
+    """What one response's gate did (and, with `record`, every tracker it saw)."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    records: list[ElementRecord] | None = None
+    unclassified_hosts: set[str] | None = None
+    activation_needed: bool = False
+    consent_mode_inserted: bool = False
+
+    def total(self, action: Action) -> int:
+        return sum(n for (a, _), n in self.counts.items() if a == action.value)
+
+
+def gcm_block(consent: ConsentState) -> str:
+    """`gtag('consent','default', ...)` with every Consent Mode v2 signal from the consent."""
+
+    def state(category: str) -> str:
+        return "granted" if consent.allows(category) else "denied"
+
+    ads = state("advertising")
+    values = {
+        "ad_storage": ads,
+        "ad_user_data": ads,
+        "ad_personalization": ads,
+        "analytics_storage": state("analytics"),
+        "functionality_storage": state("functional"),
+        "personalization_storage": state("functional"),
+        "security_storage": "granted",
+    }
+    body = ",".join(f"'{k}':'{v}'" for k, v in values.items())
+    return (
+        "window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments);}"
+        f"gtag('consent','default',{{{body}}});"
+    )
+
+
+def _ascii_html(text: str) -> str:
+    """Escape text for element content or a double-quoted attribute, as pure ASCII
+    (inserted markup must survive the Latin-1 transport, whatever the page's charset)."""
+    return html.escape(text, quote=True).encode("ascii", "xmlcharrefreplace").decode("ascii")
+
+
+def srcset_urls(value: str) -> list[str]:
+    """The URLs of a srcset attribute (WHATWG "parse a srcset attribute", URLs only)."""
+    urls: list[str] = []
+    i, n = 0, len(value)
+    while i < n:
+        while i < n and (value[i] in " \t\n\r\f,"):
+            i += 1
+        start = i
+        while i < n and value[i] not in " \t\n\r\f":
+            i += 1
+        url = value[start:i]
+        if url.endswith(","):
+            url = url.rstrip(",")
+        else:
+            depth = 0
+            while i < n and (depth or value[i] != ","):
+                depth += value[i] == "("
+                depth -= value[i] == ")" and depth > 0
+                i += 1
+        if url:
+            urls.append(url)
+    return urls
+
+
+class _Run:
+    """Per-response state shared by the handlers of one gate."""
+
+    def __init__(
+        self,
+        plan: GatePlan,
+        consent: ConsentState,
+        page_host: str | None,
+        nonce: str | None,
+        report_only: bool,
+        stats: GateStats,
+        nested: int,
+    ) -> None:
+        self.plan = plan
+        self.policy = plan.policy
+        self.consent = consent
+        self.page_host = page_host
+        self.base_host: str | None = None
+        self.nonce = nonce
+        self.report_only = report_only
+        self.stats = stats
+        self.nested = nested
+        self.style = plan.defer_style
+        self.gcm_pending = plan.consent_mode and not report_only
+
+    # ------------------------------------------------------------ deciding
+
+    def decide(self, kind: Kind, tag: str, url: str) -> Decision:
+        if self.base_host is not None and host_of(url) is None and "//" not in url[:8]:
+            # Relative to a foreign <base href>: classify where the browser will go.
+            url_for_policy = f"//{self.base_host}/{url.lstrip('/')}"
+        else:
+            url_for_policy = url
+        decision = self.policy.classify_url(url_for_policy, self.page_host).decide(self.consent, kind)
+        stats = self.stats
+        if decision.category is not None:
+            if stats.records is not None:
+                stats.records.append(ElementRecord(tag, url, kind, self._effective(decision)))
+        elif stats.unclassified_hosts is not None and decision.rule == "unknown-host":
+            host = host_of(url_for_policy)
+            if host:
+                stats.unclassified_hosts.add(host)
+        return decision
+
+    def decide_inline(self, text: str) -> Decision:
+        decision = self.policy.classify_inline(text).decide(self.consent, Kind.INLINE)
+        if decision.category is not None and self.stats.records is not None:
+            self.stats.records.append(ElementRecord("script", "", Kind.INLINE, self._effective(decision)))
+        return decision
+
+    def _effective(self, decision: Decision) -> Decision:
+        if self.nested and decision.action in (Action.DEFER, Action.PLACEHOLDER):
+            return Decision(Action.REMOVE, decision.category, decision.vendor, decision.rule)
+        return decision
+
+    def action(self, decision: Decision) -> Action:
+        """The action actually taken: inside <noscript> nothing can activate later."""
+        action = decision.action
+        if self.nested and action in (Action.DEFER, Action.PLACEHOLDER):
+            action = Action.REMOVE
+        self.stats.counts[(action.value, decision.category or "")] += 1
+        if (
+            not self.report_only
+            and action in (Action.DEFER, Action.PLACEHOLDER)
+            and (action is Action.PLACEHOLDER or self.style == "tag-gate")
+        ):
+            self.stats.activation_needed = True
+        return action
+
+    # ------------------------------------------------------------ acting
+
+    def apply(self, e: Any, kind: Kind, decision: Decision) -> None:
+        action = self.action(decision)
+        if self.report_only or action is Action.KEEP:
+            return
+        if action is Action.REMOVE:
+            e.remove()
+            return
+        category = decision.category or ""
+        if action is Action.PLACEHOLDER:
+            e.before(self.placeholder(e, decision), HTML)
+            e.remove()
+            return
+        edit = defer_edit(self.style, kind, dict(e.attributes), category, decision.vendor, self.plan.cmp_names)
+        for name in edit.remove:
+            e.remove_attribute(name)
+        for name, value in edit.set:
+            e.set_attribute(name, value)
+        if edit.before:
+            e.before(edit.before, HTML)
+        if edit.after:
+            e.after(edit.after, HTML)
+
+    def placeholder(self, e: Any, decision: Decision) -> str:
+        """A same-size first-party box with the vendor's name and a load button; the
+        original iframe waits inside a <template> and nothing is requested until click."""
+        vendor: Vendor | None = decision.vendor
+        attrs = e.attributes
+        name = vendor.name if vendor else (host_of(e.get_attribute("src") or "") or "External content")
+        category = decision.category or ""
+        width = _dimension(e.get_attribute("width"), "100%")
+        height = _dimension(e.get_attribute("height"), "auto")
+        text = self.plan.placeholder_text.format(vendor=name, category=category)
+        button = self.plan.placeholder_button.format(vendor=name)
+        description = f'<p style="margin:0;opacity:.8">{_ascii_html(vendor.description)}</p>' if vendor else ""
+        original = start_tag(e.tag_name, attrs) + f"</{e.tag_name}>"
+        return (
+            f'<div data-tg-placeholder data-tg-category="{_ascii_html(category)}"'
+            f'{_vendor_attr(vendor)} role="group" aria-label="{_ascii_html(name)}: blocked content" '
+            f'style="box-sizing:border-box;width:{width};height:{height};max-width:100%;min-height:8em;'
+            "display:flex;flex-direction:column;align-items:center;justify-content:center;gap:.6em;padding:1em;"
+            "background:#f3f3f3;color:#1a1a1a;border:1px solid #c8c8c8;font:15px/1.4 system-ui,sans-serif;"
+            'text-align:center">'
+            f'<p style="margin:0">{_ascii_html(text)}</p>{description}'
+            f'<button type="button" data-tg-load style="font:inherit;padding:.4em 1em;cursor:pointer">'
+            f"{_ascii_html(button)}</button>"
+            f"<template>{original}</template></div>"
+        )
+
+    def consent_mode_script(self) -> str:
+        nonce = f' nonce="{_ascii_html(self.nonce)}"' if self.nonce else ""
+        self.stats.consent_mode_inserted = True
+        self.gcm_pending = False
+        return f"<script{nonce}>{gcm_block(self.consent)}</script>"
+
+
+def _dimension(value: str | None, default: str) -> str:
+    if value is None:
+        return default
+    value = value.strip()
+    if value.isdigit():
+        return f"{value}px"
+    if value.endswith("%") and value[:-1].isdigit():
+        return value
+    return default
+
+
+def _vendor_attr(vendor: Vendor | None) -> str:
+    return f' data-tg-vendor="{_ascii_html(vendor.id)}"' if vendor else ""
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+class _ScriptHandler:
+    """External scripts by URL; inline scripts held back and decided by signature."""
+
+    __slots__ = ("run", "mode", "attrs", "buf", "size", "decision")
+
+    IGNORE = 0
+    BUFFER = 1
+    PASS = 2
+    SWALLOW = 3
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.mode = self.IGNORE
+        self.attrs: list[tuple[str, str]] = []
+        self.buf: list[str] = []
+        self.size = 0
+        self.decision: Decision | None = None
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        svg = e.namespace_uri == SVG_NS
+        url = (e.get_attribute("href") or e.get_attribute("xlink:href")) if svg else e.get_attribute("src")
+        nonce = e.get_attribute("nonce")
+        if nonce and run.nonce is None:
+            run.nonce = nonce
+        if url is not None and url.strip():
+            self.mode = self.IGNORE
+            if not runs_as_script(e.get_attribute("type")):
+                return
+            decision = run.decide(Kind.SCRIPT, "script", url)
+            if decision.keeps:
+                if run.gcm_pending and _is_google(decision):
+                    e.before(run.consent_mode_script(), HTML)
+                return
+            run.apply(e, Kind.SCRIPT, decision)
+            return
+        if not runs_as_script(e.get_attribute("type")):
+            self.mode = self.IGNORE
+            return
+        self.mode = self.BUFFER
+        self.attrs = e.attributes
+        self.buf = []
+        self.size = 0
+
+    def text(self, t: Any) -> None:
+        mode = self.mode
+        if mode == self.IGNORE or mode == self.PASS:
+            return
+        if mode == self.SWALLOW:
+            t.remove()
+            return
+        chunk = t.text
+        self.buf.append(chunk)
+        self.size += len(chunk)
+        last = t.last_in_text_node
+        if not last and self.size <= self.run.plan.max_inline_script:
+            t.remove()
+            return
+        text = "".join(self.buf)
+        self.buf = []
+        # Over the cap the decision rests on the first part; the rest then follows it.
+        self.mode = self.IGNORE if last else self.PASS
+        self._finish(t, text)
+
+    def _finish(self, t: Any, text: str) -> None:
+        run = self.run
+        decision = run.decide_inline(text)
+        if decision.keeps:
+            if run.gcm_pending and _is_google(decision):
+                # Close the original (now empty) script, run the defaults in their own
+                # element, then reopen an identical script for the original text.
+                t.replace(f"</script>{run.consent_mode_script()}{start_tag('script', self.attrs)}{text}", HTML)
+            else:
+                t.replace(text, HTML)
+            return
+        action = run.action(decision)
+        if run.report_only or action is Action.KEEP:
+            t.replace(text, HTML)
+            return
+        if action is Action.REMOVE:
+            t.replace("", HTML)
+            if self.mode == self.PASS:
+                self.mode = self.SWALLOW
+            return
+        edit = defer_edit(
+            run.style, Kind.INLINE, dict(self.attrs), decision.category or "", decision.vendor, run.plan.cmp_names
+        )
+        inert = start_tag("script", apply_edit(self.attrs, edit))
+        t.replace(f"{edit.before}</script>{inert}{text}", HTML)
+        # Didomi's wrapper has no closing part for scripts: the type change is enough.
+
+
+def _is_google(decision: Decision) -> bool:
+    return decision.vendor is not None and decision.vendor.id in GOOGLE_TAG_VENDORS
+
+
+class _MediaHandler:
+    __slots__ = ("run",)
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        tag = e.tag_name
+        worst: Decision | None = None
+        for name in ("src", "poster"):
+            url = e.get_attribute(name)
+            if url:
+                d = run.decide(Kind.MEDIA, tag, url)
+                if not d.keeps:
+                    worst = d
+                    break
+        if worst is None:
+            srcset = e.get_attribute("srcset")
+            if srcset:
+                for url in srcset_urls(srcset):
+                    d = run.decide(Kind.MEDIA, tag, url)
+                    if not d.keeps:
+                        worst = d
+                        break
+        if worst is not None:
+            if tag == "input" and (e.get_attribute("type") or "").strip().lower() != "image":
+                return
+            run.apply(e, Kind.MEDIA, worst)
+
+
+class _UrlHandler:
+    """Elements with one fetching attribute: frames, embeds, links."""
+
+    __slots__ = ("run", "kind", "attribute")
+
+    def __init__(self, run: _Run, kind: Kind, attribute: Mapping[str, str]) -> None:
+        self.run = run
+        self.kind = kind
+        self.attribute = attribute
+
+    def element(self, e: Any) -> None:
+        tag = e.tag_name
+        url = e.get_attribute(self.attribute.get(tag, "src"))
+        if not url:
+            return
+        if self.kind is Kind.LINK:
+            rels = (e.get_attribute("rel") or "").lower().split()
+            if not LINK_RELS.intersection(rels):
+                return
+        decision = self.run.decide(self.kind, tag, url)
+        if not decision.keeps:
+            self.run.apply(e, self.kind, decision)
+
+
+class _PingHandler:
+    __slots__ = ("run",)
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        urls = (e.get_attribute("ping") or "").split()
+        kept = []
+        refused: Decision | None = None
+        for url in urls:
+            d = run.decide(Kind.PING, e.tag_name, url)
+            if d.keeps:
+                kept.append(url)
+            else:
+                refused = d
+        if refused is None:
+            return
+        run.action(refused)
+        if run.report_only:
+            return
+        if kept:
+            e.set_attribute("ping", " ".join(kept))
+        else:
+            e.remove_attribute("ping")
+
+
+class _BaseHandler:
+    __slots__ = ("run",)
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def element(self, e: Any) -> None:
+        if self.run.base_host is None:
+            host = host_of(e.get_attribute("href") or "")
+            if host and host != self.run.page_host:
+                self.run.base_host = host
+
+
+class _NoscriptHandler:
+    """lol-html hands <noscript> content over as text (scripting-on parsing): feed it to
+    a nested gate as it streams and put the nested output in its place."""
+
+    __slots__ = ("run", "gate")
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.gate: HtmlGate | None = None
+
+    def text(self, t: Any) -> None:
+        run = self.run
+        if self.gate is None:
+            if run.nested >= 2:
+                return
+            self.gate = HtmlGate(
+                run.plan,
+                run.consent,
+                page_host=run.page_host,
+                nonce=run.nonce,
+                report_only=run.report_only,
+                stats=run.stats,
+                nested=run.nested + 1,
+            )
+        gate = self.gate
+        out = gate.feed_text(t.text)
+        if t.last_in_text_node:
+            out += gate.end_text()
+            self.gate = None
+        t.replace(out, HTML)
+
+
+class _DocumentHandler:
+    __slots__ = ("run",)
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def end(self, e: Any) -> None:
+        run = self.run
+        if run.stats.activation_needed and not run.nested:
+            nonce = f' nonce="{_ascii_html(run.nonce)}"' if run.nonce else ""
+            e.append(f'<script src="{ACTIVATE_PATH}" defer{nonce}></script>', HTML)
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+_FRAME_ATTRS: Final = {"iframe": "src", "frame": "src"}
+_EMBED_ATTRS: Final = {"object": "data", "embed": "src"}
+_LINK_ATTRS: Final = {"link": "href"}
+
+
+class HtmlGate:
+    """One response's streaming gate (see the module docstring for the contract)."""
+
+    def __init__(
+        self,
+        plan: GatePlan,
+        consent: ConsentState,
+        *,
+        page_host: str | None = None,
+        nonce: str | None = None,
+        report_only: bool = False,
+        record: bool = False,
+        stats: GateStats | None = None,
+        nested: int = 0,
+    ) -> None:
+        if stats is None:
+            stats = GateStats(records=[] if record else None, unclassified_hosts=set() if record else None)
+        self.stats = stats
+        run = _Run(plan, consent, page_host.lower() if page_host else None, nonce, report_only, stats, nested)
+        self._run = run
+        self._out: list[bytes] = []
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._failed: GateError | None = None
+        sink: Any = self._out.append
+        rewriter = lolhtml.HTMLRewriter(sink)
+        rewriter.on(SELECTORS["script"], _ScriptHandler(run))
+        rewriter.on(SELECTORS["media"], _MediaHandler(run))
+        rewriter.on(SELECTORS["frame"], _UrlHandler(run, Kind.FRAME, _FRAME_ATTRS))
+        rewriter.on(SELECTORS["embed"], _UrlHandler(run, Kind.EMBED, _EMBED_ATTRS))
+        rewriter.on(SELECTORS["link"], _UrlHandler(run, Kind.LINK, _LINK_ATTRS))
+        rewriter.on(SELECTORS["ping"], _PingHandler(run))
+        rewriter.on(SELECTORS["base"], _BaseHandler(run))
+        rewriter.on(SELECTORS["noscript"], _NoscriptHandler(run))
+        rewriter.on_document(_DocumentHandler(run))
+        self._rewriter = rewriter
+
+    def _call(self, step: Callable[[], None]) -> None:
+        if self._failed is not None:
+            raise self._failed
+        try:
+            step()
+        except Exception as exc:  # lol-html reports handler and parser errors as RuntimeError
+            message = str(exc)
+            lowered = message.lower()
+            ambiguous = "ambiguity" in lowered or "text content tag" in lowered
+            reason = "parse_ambiguity" if ambiguous else "rewrite_error"
+            self._failed = GateError(reason, message[:300])
+            raise self._failed from None
+
+    def _drain_transport(self) -> str:
+        out = self._out
+        if not out:
+            return ""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return self._decoder.decode(data)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Process one input chunk; return whatever output is ready."""
+        transport = chunk if chunk.isascii() else chunk.decode("latin-1").encode("utf-8")
+        self._call(lambda: self._rewriter.write(transport))
+        return self._drain_transport().encode("latin-1")
+
+    def end(self) -> bytes:
+        """Finish the document; return the remaining output."""
+        self._call(self._rewriter.end)
+        text = self._drain_transport() + self._decoder.decode(b"", final=True)
+        return text.encode("latin-1")
+
+    # Nested gates (<noscript>) speak the transport form directly: text in, text out.
+    def feed_text(self, text: str) -> str:
+        self._call(lambda: self._rewriter.write(text.encode("utf-8")))
+        return self._drain_transport()
+
+    def end_text(self) -> str:
+        self._call(self._rewriter.end)
+        return self._drain_transport() + self._decoder.decode(b"", final=True)
+
+
+def gate_document(
+    plan: GatePlan,
+    consent: ConsentState,
+    data: bytes,
+    *,
+    page_host: str | None = None,
+    record: bool = False,
+    chunk_size: int = 16384,
+) -> tuple[bytes, GateStats]:
+    """Run a whole document through a gate (for `tag-gate explain` and tests)."""
+    gate = HtmlGate(plan, consent, page_host=page_host, record=record)
+    out = [gate.feed(data[i : i + chunk_size]) for i in range(0, len(data), chunk_size)]
+    out.append(gate.end())
+    return b"".join(out), gate.stats
