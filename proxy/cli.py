@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from . import __version__
-from .config import Config, ConfigError, check_runnable, load_config, with_overrides
+from .config import Config, ConfigError, check_runnable, load_config, parse_address, with_overrides
 
 ENV_VARS = {
     "config": "TAG_GATE_CONFIG",
@@ -64,6 +64,18 @@ def _build_parser() -> _Parser:
         help=f"admin address for /healthz /readyz /metrics, or 'off' (env {ENV_VARS['admin_listen']})",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a demo shop behind tag-gate on this machine",
+        description=(
+            "Start a demo shop page carrying real-world tags (analytics, advertising pixels, video embeds, chat, "
+            "payments) behind tag-gate, with a local stand-in for every vendor so nothing leaves this machine. "
+            "Prints the URL to open and, for each consent state, what was removed, deferred and kept."
+        ),
+    )
+    demo.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8080", help="tag-gate's address")
+    demo.add_argument("--once", action="store_true", help="print the report and exit")
 
     check = sub.add_parser(
         "check-config",
@@ -137,8 +149,29 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        listen = parse_address(args.listen)
+    except (TypeError, ValueError) as exc:
+        return _fail(f"--listen: {exc}")
+    _setup_logging("warning")
+
+    import uvloop
+
+    from .demo import run
+    from .service import ServeError
+
+    try:
+        return uvloop.run(run(listen, args.once))
+    except ServeError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _cmd_serve,
+    "demo": _cmd_demo,
     "check-config": _cmd_check_config,
 }
 
