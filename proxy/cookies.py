@@ -513,9 +513,7 @@ def expire_cookies(names: Iterable[str], host: str, secure: bool, cap: int) -> l
     return lines
 
 
-LOW_ENTROPY_CLIENT_HINTS: Final = frozenset(
-    {"sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform", "save-data"}
-)
+LOW_ENTROPY_CLIENT_HINTS: Final = frozenset({"sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform", "save-data"})
 """The low-entropy hint table of the Client Hints infrastructure spec: hints a browser
 sends by default anyway. These are the only hints `filter_accept_ch` keeps."""
 

@@ -27,7 +27,6 @@ from tests.proxytools import (
 )
 
 
-
 def upstream_app() -> web.Application:
     """An upstream application that accepts larger headers and bodies than tag-gate, so the
     limits under test are tag-gate's own."""
@@ -106,8 +105,15 @@ async def test_hop_by_hop_and_nominated_headers_removed_from_request() -> None:
         )
         assert split_response(raw)[0] == 200
         names = {k.lower() for k, _ in seen[0]["headers"]}
-        for gone in ("x-secret", "keep-alive", "te", "proxy-authorization", "proxy-connection", "upgrade",
-                     "http2-settings"):
+        for gone in (
+            "x-secret",
+            "keep-alive",
+            "te",
+            "proxy-authorization",
+            "proxy-connection",
+            "upgrade",
+            "http2-settings",
+        ):
             assert gone not in names
         assert header_values(seen[0]["headers"], "X-Kept") == ["yes"]
         assert header_values(seen[0]["headers"], "Host") == ["site.example"]
@@ -160,7 +166,7 @@ async def test_forwarded_headers_from_untrusted_peer_are_replaced() -> None:
         assert header_values(h, "X-Forwarded-For") == ["127.0.0.1"]
         assert header_values(h, "X-Forwarded-Proto") == ["http"]
         assert header_values(h, "X-Forwarded-Host") == ["site.example"]
-        assert header_values(h, "Forwarded") == ['for=127.0.0.1;proto=http;host=site.example']
+        assert header_values(h, "Forwarded") == ["for=127.0.0.1;proto=http;host=site.example"]
         assert header_values(h, "X-Real-IP") == []
     await server.close()
 
@@ -305,7 +311,9 @@ async def test_oversized_header_is_refused_not_500() -> None:
         assert split_response(raw)[0] in (400, 431)
     async with running_proxy(f"http://127.0.0.1:{server.port}") as tg:
         ok = b"a=" + b"x" * 16000
-        raw = await raw_exchange(tg.port, b"GET / HTTP/1.1\r\nHost: s\r\nConnection: close\r\nCookie: " + ok + b"\r\n\r\n")
+        raw = await raw_exchange(
+            tg.port, b"GET / HTTP/1.1\r\nHost: s\r\nConnection: close\r\nCookie: " + ok + b"\r\n\r\n"
+        )
         assert split_response(raw)[0] == 200
     await server.close()
 
@@ -339,12 +347,12 @@ async def test_head_and_304_carry_no_body_even_when_upstream_sends_one() -> None
             head = await read_request_head(reader)
             up.requests.append(head)
             if head.startswith(b"HEAD"):
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nETag: \"e\"\r\n\r\n")
+                writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\nETag: "e"\r\n\r\n')
             elif b"/304" in head:
-                writer.write(b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\n")
+                writer.write(b'HTTP/1.1 304 Not Modified\r\nETag: "e"\r\n\r\n')
             elif b"/bogus304" in head:
                 # a bogus body after a 304: the upstream is broken; it must never reach the client
-                writer.write(b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n\r\nBOGUS")
+                writer.write(b'HTTP/1.1 304 Not Modified\r\nETag: "e"\r\n\r\nBOGUS')
             elif b"/204" in head:
                 writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
             else:
@@ -355,7 +363,7 @@ async def test_head_and_304_carry_no_body_even_when_upstream_sends_one() -> None
         raw = await raw_exchange(
             tg.port,
             b"HEAD /x HTTP/1.1\r\nHost: s\r\n\r\n"
-            b"GET /304 HTTP/1.1\r\nHost: s\r\nIf-None-Match: \"e\"\r\n\r\n"
+            b'GET /304 HTTP/1.1\r\nHost: s\r\nIf-None-Match: "e"\r\n\r\n'
             b"GET /204 HTTP/1.1\r\nHost: s\r\n\r\n"
             b"GET /bogus304 HTTP/1.1\r\nHost: s\r\n\r\n"
             b"GET /after HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n",
@@ -475,12 +483,11 @@ async def test_upstream_header_overflow_gives_502() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: a=" + b"x" * 20000 + b"\r\nContent-Length: 0\r\n\r\n")
         await writer.drain()
 
-    async with scripted_upstream(script) as up, running_proxy(up.url) as tg:
-        async with aiohttp.ClientSession() as client:
-            async with client.get(tg.url + "/") as resp:
-                assert resp.status == 502
-            async with client.get(tg.admin_url + "/metrics") as resp:
-                assert 'tag_gate_upstream_errors_total{kind="header_overflow"} 1.0' in await resp.text()
+    async with scripted_upstream(script) as up, running_proxy(up.url) as tg, aiohttp.ClientSession() as client:
+        async with client.get(tg.url + "/") as resp:
+            assert resp.status == 502
+        async with client.get(tg.admin_url + "/metrics") as resp:
+            assert 'tag_gate_upstream_errors_total{kind="header_overflow"} 1.0' in await resp.text()
 
 
 @pytest.mark.parametrize("content_length", [True, False], ids=["content-length", "chunked"])
@@ -491,7 +498,9 @@ async def test_upstream_reset_mid_body_aborts_the_client_response(content_length
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n")
             writer.write(b"z" * 5000)
         else:
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
             writer.write(b"1388\r\n" + b"z" * 5000 + b"\r\n")
         await writer.drain()
         await asyncio.sleep(0.1)
@@ -613,7 +622,7 @@ async def test_slow_header_client_is_cut_off() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", tg.port)
         started = time.monotonic()
         got = b""
-        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError, BrokenPipeError)):  # noqa: PT012
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError, BrokenPipeError)):
             for byte in b"GET / HTTP/1.1\r\nHost: s\r\nX-Slow: " + b"a" * 100:
                 writer.write(bytes([byte]))
                 await writer.drain()

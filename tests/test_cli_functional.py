@@ -87,7 +87,13 @@ def test_unbindable_address_gives_one_clear_line() -> None:
 
 def test_pure_python_http_parser_is_refused() -> None:
     result = run_cli(
-        "serve", "--upstream", "http://127.0.0.1:1", "--listen", "127.0.0.1:0", "--admin-listen", "off",
+        "serve",
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "off",
         env={"AIOHTTP_NO_EXTENSIONS": "1"},
     )
     assert result.returncode == 1

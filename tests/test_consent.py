@@ -883,9 +883,9 @@ def test_pure_modules_do_not_import_io_libraries() -> None:
     assert out.stdout.strip() == "[]"
 
 
-# --- proxy/data/bridge.js ---------------------------------------------------------------
+# --- proxy/data/public/bridge.js ---------------------------------------------------------------
 
-BRIDGE = Path(proxy.consent.__file__).parent / "data" / "bridge.js"
+BRIDGE = Path(proxy.consent.__file__).parent / "data" / "public" / "bridge.js"
 
 
 def test_bridge_script_is_small_strict_and_eval_free() -> None:

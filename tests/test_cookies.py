@@ -127,9 +127,7 @@ def load_http_state(root: Path) -> list[HttpStateCase]:
             assert name == "0028"
             expected_text = ""
         assert expected_text == "" or expected_text.startswith("Cookie: "), name
-        cases.append(
-            HttpStateCase(name, tuple(set_cookies), location, expected_text.removeprefix("Cookie: "))
-        )
+        cases.append(HttpStateCase(name, tuple(set_cookies), location, expected_text.removeprefix("Cookie: ")))
     return cases
 
 
@@ -153,9 +151,7 @@ def _domain_match(host: str, domain: str) -> bool:
 def _path_match(request_path: str, cookie_path: str) -> bool:
     if request_path == cookie_path:
         return True
-    return request_path.startswith(cookie_path) and (
-        cookie_path.endswith("/") or request_path[len(cookie_path)] == "/"
-    )
+    return request_path.startswith(cookie_path) and (cookie_path.endswith("/") or request_path[len(cookie_path)] == "/")
 
 
 def browser_cookie_line(case: HttpStateCase, now: datetime) -> str:
@@ -181,11 +177,7 @@ def browser_cookie_line(case: HttpStateCase, now: datetime) -> str:
             continue
         path = cookie.path or "/"  # the default-path of /cookie-parser
         old = next(
-            (
-                c
-                for c in store
-                if (c.name, c.domain, c.host_only, c.path) == (cookie.name, domain, host_only, path)
-            ),
+            (c for c in store if (c.name, c.domain, c.host_only, c.path) == (cookie.name, domain, host_only, path)),
             None,
         )
         creation = index
@@ -362,9 +354,7 @@ def test_parse_size_limit_is_octets_of_name_and_value() -> None:
         ("a=b; Path=/" + "é" * 512, None, None, False, False),  # 1025 octets in UTF-8
     ],
 )
-def test_parse_attributes(
-    line: str, domain: str | None, path: str | None, secure: bool, http_only: bool
-) -> None:
+def test_parse_attributes(line: str, domain: str | None, path: str | None, secure: bool, http_only: bool) -> None:
     cookie = parse_set_cookie(line, now=NOW)
     assert cookie is not None
     assert (cookie.domain, cookie.path, cookie.secure, cookie.http_only) == (domain, path, secure, http_only)
@@ -718,9 +708,7 @@ def test_filter_accept_ch_removes_every_documented_high_entropy_hint() -> None:
 # --------------------------------------------------------------------------------------
 
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=200)
-COOKIE_CHARS = st.sampled_from(
-    list("ab_G=;, \t\"'-.:/\x00\x01é") + ["__Host-", "__secure-", "Max-Age=0", "Expires="]
-)
+COOKIE_CHARS = st.sampled_from(list("ab_G=;, \t\"'-.:/\x00\x01é") + ["__Host-", "__secure-", "Max-Age=0", "Expires="])
 COOKIE_TEXT = st.lists(COOKIE_CHARS, max_size=30).map("".join)
 SET_COOKIE_LINE = st.one_of(
     COOKIE_TEXT,
@@ -743,9 +731,7 @@ def test_parse_set_cookie_never_raises(line: str) -> None:
 
 
 @given(st.lists(SET_COOKIE_LINE, max_size=12), st.functions(like=always, returns=st.booleans(), pure=True))
-def test_filter_keeps_a_subsequence_of_the_same_objects(
-    lines: list[str], keep: Callable[[SetCookie], bool]
-) -> None:
+def test_filter_keeps_a_subsequence_of_the_same_objects(lines: list[str], keep: Callable[[SetCookie], bool]) -> None:
     result = filter_set_cookies(lines, keep, now=NOW)
     assert len(result.kept) + len(result.dropped) == len(lines)
     position = 0
@@ -783,9 +769,7 @@ def test_strip_never_changes_a_kept_pair(values: list[str], keep: Callable[[str]
 
 
 HOSTS = st.one_of(
-    st.sampled_from(
-        ["www.shop.example.co.uk", "example.com:443", "127.0.0.1", "[::1]", "localhost", "co.uk"]
-    ),
+    st.sampled_from(["www.shop.example.co.uk", "example.com:443", "127.0.0.1", "[::1]", "localhost", "co.uk"]),
     st.text(st.sampled_from(list("abc.-:[]1é")), max_size=20),
 )
 

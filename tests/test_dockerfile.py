@@ -88,8 +88,11 @@ def test_dockerfile_install_and_start_steps_work_in_a_clean_venv(tmp_path: Path)
             for src in sources:
                 source = REPO / src
                 if source.is_dir():
-                    shutil.copytree(source, target if not dest.endswith("/") else target / source.name,
-                                    ignore=shutil.ignore_patterns("__pycache__"))
+                    shutil.copytree(
+                        source,
+                        target if not dest.endswith("/") else target / source.name,
+                        ignore=shutil.ignore_patterns("__pycache__"),
+                    )
                 else:
                     final = target / source.name if dest.endswith("/") or len(sources) > 1 else target
                     final.parent.mkdir(parents=True, exist_ok=True)
@@ -136,12 +139,21 @@ def test_dockerfile_install_and_start_steps_work_in_a_clean_venv(tmp_path: Path)
 
     site = ThreadingHTTPServer(("127.0.0.1", 0), Site)
     threading.Thread(target=site.serve_forever, daemon=True).start()
-    run_env = {**os.environ, **env, "PATH": f"{bin_dir}:{os.environ['PATH']}",
-               "TAG_GATE_UPSTREAM": f"http://127.0.0.1:{site.server_address[1]}"}
+    run_env = {
+        **os.environ,
+        **env,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "TAG_GATE_UPSTREAM": f"http://127.0.0.1:{site.server_address[1]}",
+    }
     run_env.pop("VIRTUAL_ENV", None)
     assert entrypoint[0] == "tag-gate"
-    proc = subprocess.Popen([str(bin_dir / entrypoint[0]), *entrypoint[1:], *cmd], env=run_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(bin_dir / entrypoint[0]), *entrypoint[1:], *cmd],
+        env=run_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -151,8 +163,10 @@ def test_dockerfile_install_and_start_steps_work_in_a_clean_venv(tmp_path: Path)
                     break
             except OSError:
                 time.sleep(0.1)
-        check = [str(bin_dir / "python") if health[0] == "python" else health[0],
-                 *[a.replace(":9090", f":{admin}") for a in health[1:]]]
+        check = [
+            str(bin_dir / "python") if health[0] == "python" else health[0],
+            *[a.replace(":9090", f":{admin}") for a in health[1:]],
+        ]
         assert subprocess.run(check, timeout=10, env=run_env).returncode == 0
         out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/"], capture_output=True, text=True)
         if out.returncode == 0:

@@ -1,0 +1,159 @@
+"""Content codings: round trips, bombs, corrupt streams, negotiation."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import zlib
+
+import brotli
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.encoding import (
+    CODINGS,
+    DecodeError,
+    Encoder,
+    client_accepts,
+    filter_accept_encoding,
+    make_decoder,
+    parse_accept_encoding,
+    parse_content_encoding,
+)
+
+PAGE = b"<html><body>" + b"<p>hello tag-gate, caf\xc3\xa9</p>\n" * 5000 + b"</body></html>"
+
+
+def compress(coding: str, data: bytes) -> bytes:
+    if coding == "gzip":
+        return gzip.compress(data)
+    if coding == "deflate":
+        return zlib.compress(data)
+    if coding == "br":
+        return brotli.compress(data)
+    return zstandard.ZstdCompressor().compress(data)
+
+
+def decode_all(coding: str, data: bytes, chunk: int = 997, **limits: float) -> bytes:
+    decoder = make_decoder(
+        coding, max_output=int(limits.get("max_output", 1 << 30)), max_ratio=limits.get("max_ratio", 100.0)
+    )
+    out = []
+    for i in range(0, len(data), chunk):
+        out.extend(decoder.feed(data[i : i + chunk]))
+    out.extend(decoder.end())
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("coding", CODINGS)
+def test_decode_round_trip_in_any_chunking(coding: str) -> None:
+    data = compress(coding, PAGE)
+    for chunk in (1, 7, 4096, len(data)):
+        assert decode_all(coding, data, chunk) == PAGE
+
+
+@pytest.mark.parametrize("coding", CODINGS)
+def test_encoder_streams_decodable_output(coding: str) -> None:
+    enc = Encoder(coding)
+    parts = [enc.feed(PAGE[i : i + 10000]) for i in range(0, len(PAGE), 10000)]
+    # each flushed piece is decodable on its own: the page streams
+    assert all(parts)
+    body = b"".join(parts) + enc.end()
+    assert decode_all(coding, body) == PAGE
+
+
+def test_raw_deflate_is_accepted_under_deflate() -> None:
+    c = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    raw = c.compress(PAGE) + c.flush()
+    assert decode_all("deflate", raw) == PAGE
+
+
+def test_gzip_members_are_concatenated() -> None:
+    data = gzip.compress(b"one ") + gzip.compress(b"two")
+    assert decode_all("gzip", data) == b"one two"
+
+
+@pytest.mark.parametrize("coding", CODINGS)
+def test_bombs_stop_at_the_cap(coding: str) -> None:
+    bomb = compress(coding, b"\0" * (64 << 20))
+    with pytest.raises(DecodeError) as info:
+        decode_all(coding, bomb, chunk=65536, max_output=8 << 20, max_ratio=1e9)
+    assert info.value.reason == "bomb"
+    with pytest.raises(DecodeError) as info:
+        decode_all(coding, bomb, chunk=65536, max_output=1 << 30, max_ratio=100)
+    assert info.value.reason == "bomb"
+
+
+def test_many_tiny_gzip_members_are_a_bomb() -> None:
+    data = gzip.compress(b"") * 5000
+    with pytest.raises(DecodeError) as info:
+        decode_all("gzip", data)
+    assert info.value.reason == "bomb"
+
+
+@pytest.mark.parametrize("coding", CODINGS)
+def test_corrupt_and_truncated_streams(coding: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_all(coding, b"this is not " + coding.encode() + b" at all" * 20)
+    assert info.value.reason == "corrupt"
+    good = compress(coding, PAGE)
+    with pytest.raises(DecodeError):
+        decode_all(coding, good[: len(good) // 2])
+
+
+def test_unknown_coding_is_unsupported() -> None:
+    with pytest.raises(DecodeError) as info:
+        make_decoder("compress", max_output=1, max_ratio=2)
+    assert info.value.reason == "unsupported"
+
+
+@pytest.mark.parametrize(
+    ("value", "codings"),
+    [
+        (None, []),
+        ("gzip", ["gzip"]),
+        ("x-gzip", ["gzip"]),
+        ("gzip, br", ["gzip", "br"]),
+        ("identity", []),
+        (" BR ", ["br"]),
+    ],
+)
+def test_parse_content_encoding(value: str | None, codings: list[str]) -> None:
+    assert parse_content_encoding(value) == codings
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("gzip, deflate, br, zstd", "gzip, deflate, br, zstd"),
+        ("gzip;q=0.5, compress, dcb, dcz, br", "gzip;q=0.5, br"),
+        ("identity", "identity"),
+        ("compress", None),
+        (None, None),
+    ],
+)
+def test_filter_accept_encoding(value: str | None, expected: str | None) -> None:
+    assert filter_accept_encoding(value) == expected
+
+
+def test_client_accepts() -> None:
+    assert client_accepts("gzip, br;q=0.9", "br")
+    assert not client_accepts("gzip, br;q=0", "br")
+    assert client_accepts("*", "zstd")
+    assert not client_accepts(None, "gzip")
+    assert parse_accept_encoding("gzip;q=bogus") == {"gzip": 0.0}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(CODINGS), st.binary(max_size=300))
+def test_garbage_never_raises_anything_but_decode_error(coding: str, data: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        decode_all(coding, data, chunk=17)
+
+
+def test_random_bytes_in_gzip_header() -> None:
+    with pytest.raises(DecodeError):
+        decode_all("gzip", b"\x1f\x8b" + os.urandom(100))
