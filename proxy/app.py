@@ -26,7 +26,6 @@ from typing import IO, Any, Final
 
 import aiohttp
 from aiohttp import hdrs, web
-from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 from yarl import URL
@@ -36,6 +35,7 @@ from .encoding import DecodeError
 from .metrics import Metrics
 from .pipeline import Body, ResponsePlan, Stages, Visitor
 from .policy import Action
+from .pool import BodyError, UpstreamError, UpstreamPool, UpstreamResponse
 from .response import is_html
 from .rewrite import GateError, GateStats
 from .upstream import BadForwardRequest, ForwardFacts, forward_headers, make_session, response_headers
@@ -101,7 +101,9 @@ class ProxyState:
     metrics: Metrics
     access_log: AccessLog
     stages: Stages
+    pool: UpstreamPool | None = None
     session: aiohttp.ClientSession | None = None
+    """Used for WebSocket relays only; HTTP goes through `pool`."""
     ready: bool = False
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -120,29 +122,14 @@ def _error_response(status: int, message: str, *, close: bool = False) -> web.Re
     return resp
 
 
-def _classify_upstream_error(exc: BaseException) -> tuple[str, int, str]:
-    """(metric kind, status, message) for a failure before the upstream's headers."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "connect", 502, "Bad Gateway: cannot connect to the upstream"
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timeout", 504, "Gateway Timeout: the upstream did not answer in time"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        if _header_overflow(exc):
-            return "header_overflow", 502, "Bad Gateway: the upstream's response headers are too large"
-        return "invalid_response", 502, "Bad Gateway: the upstream sent an invalid response"
-    return "disconnect", 502, "Bad Gateway: the upstream closed the connection"
-
-
-def _header_overflow(exc: BaseException) -> bool:
-    """Whether a response-parse failure was a header line or count over the limits."""
-    seen: BaseException | None = exc
-    for _ in range(4):
-        if seen is None:
-            break
-        if isinstance(seen, LineTooLong) or "Too many headers" in str(seen):
-            return True
-        seen = seen.__cause__
-    return False
+UPSTREAM_ERROR_TEXT: Final = {
+    "connect": "Bad Gateway: cannot connect to the upstream",
+    "timeout": "Gateway Timeout: the upstream did not answer in time",
+    "header_overflow": "Bad Gateway: the upstream's response headers are too large",
+    "invalid_response": "Bad Gateway: the upstream sent an invalid response",
+    "disconnect": "Bad Gateway: the upstream closed the connection",
+}
+"""What the client is told; the details (which may quote upstream bytes) go to the log only."""
 
 
 class ProxyHandler:
@@ -315,41 +302,34 @@ class ProxyHandler:
         conditional_ours: bool,
     ) -> web.StreamResponse:
         state = self.state
-        session = state.session
-        assert session is not None
-        url = URL(self._base + target, encoded=True)
+        pool = state.pool
+        assert pool is not None
         try:
-            up = await session.request(
-                method, url, headers=out_headers, data=body, allow_redirects=False, compress=None
-            )
+            up = await pool.request(method, target, out_headers, body)
             if up.status == 206 and body is None and self._must_gate(up, target, visitor):
                 # A range of the upstream's HTML cannot be filtered: fetch the whole page.
-                up.release()
+                up.close()
                 out_headers.popall(hdrs.RANGE, None)
                 out_headers.popall(hdrs.IF_RANGE, None)
-                up = await session.request(method, url, headers=out_headers, allow_redirects=False, compress=None)
-        except BodyTooLarge:
-            state.metrics.rejected.labels("body_too_large").inc()
-            return _error_response(413, "Content Too Large", close=True)
-        except aiohttp.ClientPayloadError:
-            # The client's own upload broke off; there is nobody to answer.
-            request[ERROR_KEY] = "client_body_incomplete"
-            return _error_response(400, "Bad Request: incomplete request body", close=True)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            if isinstance(exc.__cause__, BodyTooLarge) or isinstance(exc.__context__, BodyTooLarge):
+                up = await pool.request(method, target, out_headers)
+        except BodyError as exc:
+            if isinstance(exc.cause, BodyTooLarge):
                 state.metrics.rejected.labels("body_too_large").inc()
                 return _error_response(413, "Content Too Large", close=True)
-            kind, status, message = _classify_upstream_error(exc)
-            state.metrics.upstream_error[kind].inc()
-            log.warning("upstream error %s for %s %s: %s", kind, method, target[:200], exc)
-            return _error_response(status, message)
+            # The client's own upload broke off; there is nobody left to answer.
+            request[ERROR_KEY] = "client_body_incomplete"
+            return _error_response(400, "Bad Request: incomplete request body", close=True)
+        except UpstreamError as exc:
+            state.metrics.upstream_error[exc.kind].inc()
+            log.warning("upstream error %s for %s %s: %s", exc.kind, method, target[:200], exc)
+            return _error_response(exc.status, UPSTREAM_ERROR_TEXT.get(exc.kind, "Bad Gateway"))
 
         try:
             return await self._relay(request, method, target, up, facts, visitor, conditional_ours)
         finally:
             up.release()
 
-    def _must_gate(self, up: aiohttp.ClientResponse, target: str, visitor: Visitor) -> bool:
+    def _must_gate(self, up: UpstreamResponse, target: str, visitor: Visitor) -> bool:
         policy = self.state.stages.policy
         return (
             is_html(up.headers.get(hdrs.CONTENT_TYPE))
@@ -362,7 +342,7 @@ class ProxyHandler:
         request: web.BaseRequest,
         method: str,
         target: str,
-        up: aiohttp.ClientResponse,
+        up: UpstreamResponse,
         facts: ForwardFacts,
         visitor: Visitor,
         conditional_ours: bool,
@@ -419,7 +399,7 @@ class ProxyHandler:
     async def _relay_gated(
         self,
         request: web.BaseRequest,
-        up: aiohttp.ClientResponse,
+        up: UpstreamResponse,
         plan: ResponsePlan,
         visitor: Visitor,
         host: str | None,
@@ -493,7 +473,7 @@ class ProxyHandler:
     async def _fail_safe(
         self,
         request: web.BaseRequest,
-        up: aiohttp.ClientResponse,
+        up: UpstreamResponse,
         plan: ResponsePlan,
         replay: list[bytes],
         reason: str,
@@ -532,12 +512,12 @@ class ProxyHandler:
             self._abort(request, up, err)
         return resp
 
-    def _client_gone(self, request: web.BaseRequest, up: aiohttp.ClientResponse) -> None:
+    def _client_gone(self, request: web.BaseRequest, up: UpstreamResponse) -> None:
         self.state.metrics.client_disconnects.inc()
         request[ERROR_KEY] = "client_disconnected"
         up.close()
 
-    def _abort(self, request: web.BaseRequest, up: aiohttp.ClientResponse, exc: BaseException) -> None:
+    def _abort(self, request: web.BaseRequest, up: UpstreamResponse, exc: BaseException) -> None:
         """The upstream failed mid-body: drop both connections so nobody sees a clean end.
 
         The caller returns the response without `write_eof()`; aiohttp's attempt to finish
@@ -705,10 +685,14 @@ class ProxyServer(web.Server):
 
 
 async def start_session(state: ProxyState) -> None:
+    state.pool = UpstreamPool(state.config)
     state.session = make_session(state.config)
 
 
 async def close_session(state: ProxyState) -> None:
+    if state.pool is not None:
+        await state.pool.close()
+        state.pool = None
     if state.session is not None:
         await state.session.close()
         state.session = None
