@@ -77,6 +77,42 @@ def _build_parser() -> _Parser:
     demo.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8080", help="tag-gate's address")
     demo.add_argument("--once", action="store_true", help="print the report and exit")
 
+    explain = sub.add_parser(
+        "explain",
+        help="show what tag-gate does to a page, element by element",
+        description=(
+            "Run the HTML gate over a page for a given consent and print every tracker element and cookie "
+            "with its vendor, category, decision and the rule that decided, then the third-party hosts and "
+            "cookies nothing classified. SOURCE is a URL (fetched with the consent cookie; fetch the site "
+            "directly, not through tag-gate, to see every tag), a local HTML file, or - for stdin."
+        ),
+    )
+    explain.add_argument("source", metavar="SOURCE")
+    explain.add_argument(
+        "--consent", metavar="COOKIE", help="a Cookie header, e.g. 'tg_consent=analytics' or any CMP cookie"
+    )
+    explain.add_argument("--gpc", action="store_true", help="as if the browser sent Sec-GPC: 1")
+    explain.add_argument("--config", metavar="FILE", help="the TOML config (default: built-in defaults)")
+    explain.add_argument("--host", metavar="HOST", help="the site's host name (what counts as first-party)")
+    explain.add_argument(
+        "--set-cookie",
+        metavar="LINE",
+        action="append",
+        default=[],
+        help="a Set-Cookie line to classify too (repeatable)",
+    )
+    explain.add_argument("--json", action="store_true", help="one JSON object for machines")
+
+    consent_cmd = sub.add_parser(
+        "explain-consent",
+        help="show the consent tag-gate reads from a Cookie header",
+        description="Print the consent state a Cookie header (and Sec-GPC) gives, and which source decided.",
+    )
+    consent_cmd.add_argument("cookie", metavar="COOKIE_HEADER", help="the visitor's Cookie header ('' for none)")
+    consent_cmd.add_argument("--gpc", action="store_true", help="as if the browser sent Sec-GPC: 1")
+    consent_cmd.add_argument("--config", metavar="FILE", help="the TOML config (default: built-in defaults)")
+    consent_cmd.add_argument("--json", action="store_true", help="one JSON object for machines")
+
     check = sub.add_parser(
         "check-config",
         help="validate a config file",
@@ -169,7 +205,49 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 130
 
 
+def _load_or_fail(path: str | None) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            sys.stderr.write(f"tag-gate: {line}\n")
+        return None
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    config = _load_or_fail(args.config)
+    if config is None:
+        return 1
+    from .explain import run_explain
+
+    try:
+        return run_explain(
+            config,
+            args.source,
+            consent_cookie=args.consent,
+            gpc=args.gpc,
+            host=args.host,
+            set_cookies=args.set_cookie,
+            as_json=args.json,
+        )
+    except OSError as exc:
+        return _fail(f"cannot read {args.source}: {exc.strerror or exc}")
+    except Exception as exc:  # a fetch or gate failure: one line, not a traceback
+        return _fail(f"explain failed for {args.source}: {type(exc).__name__}: {exc}")
+
+
+def _cmd_explain_consent(args: argparse.Namespace) -> int:
+    config = _load_or_fail(args.config)
+    if config is None:
+        return 1
+    from .explain import run_explain_consent
+
+    return run_explain_consent(config, args.cookie, gpc=args.gpc, as_json=args.json, out=sys.stdout)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "explain": _cmd_explain,
+    "explain-consent": _cmd_explain_consent,
     "serve": _cmd_serve,
     "demo": _cmd_demo,
     "check-config": _cmd_check_config,

@@ -192,7 +192,15 @@ class Stages:
 
         lines = headers.getall(hdrs.SET_COOKIE, ())
         if lines:
-            result = filter_set_cookies(lines, lambda c: policy.decide_cookie(consent, c.key).keeps)
+            unknown = self.metrics.unknown_cookies
+
+            def keep(cookie: SetCookie) -> bool:
+                decision = policy.decide_cookie(consent, cookie.key)
+                if decision.rule == "unknown-cookie":
+                    unknown.inc()
+                return decision.keeps
+
+            result = filter_set_cookies(lines, keep)
             if result.dropped:
                 plan.dropped_cookies = result.dropped
                 for cookie in result.dropped:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import signal
@@ -311,3 +312,97 @@ def test_python_dash_m_and_console_script_agree() -> None:
     a = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True).stdout
     b = run_cli("--version").stdout
     assert a == b and re.match(r"tag-gate \d+\.\d+", a)
+
+
+# --------------------------------------------------------------------------- explain
+
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tags.html"
+
+
+def test_explain_lists_every_tag_with_vendor_and_category() -> None:
+    result = run_cli(
+        "explain",
+        str(FIXTURE),
+        "--host",
+        "shop.example",
+        "--json",
+        "--set-cookie",
+        "_ga=GA1.1.1; Path=/",
+        "--set-cookie",
+        "sessionid=abc",
+        "--set-cookie",
+        "_fbp=1",
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) == {"elements", "cookies", "unclassified"}
+    assert all(set(e) == {"tag", "url", "vendor", "category", "decision", "rule"} for e in data["elements"])
+    assert all(set(c) == {"name", "vendor", "category", "decision"} for c in data["cookies"])
+    by_vendor = {(e["vendor"], e["category"]) for e in data["elements"]}
+    for expected in [
+        ("google-tag-manager", "analytics"),
+        ("google-analytics", "analytics"),
+        ("meta-pixel", "advertising"),
+        ("linkedin-insight", "advertising"),
+        ("hotjar", "analytics"),
+        ("youtube", "social"),
+        ("vimeo", "social"),
+        ("stripe", "essential"),
+        ("tiktok-pixel", "advertising"),
+        ("intercom", "functional"),
+    ]:
+        assert expected in by_vendor, expected
+    decisions = {e["decision"] for e in data["elements"]}
+    assert decisions <= {"keep", "remove", "defer", "placeholder", "drop"}
+    assert {"name": "_ga", "vendor": "google-analytics", "category": "analytics", "decision": "drop"} in data["cookies"]
+    assert data["unclassified"]["cookies"] == ["sessionid"]
+    table = run_cli("explain", str(FIXTURE), "--consent", "tg_consent=analytics").stdout
+    assert "Google Tag Manager" in table and "keep" in table and "remove" in table
+
+
+async def test_explain_fetches_a_url_and_lists_unclassified_hosts() -> None:
+    async def page(request: web.Request) -> web.Response:
+        resp = web.Response(
+            text='<script src="https://cdn.mystery-tracker.example/t.js"></script><img src="https://bat.bing.com/p">',
+            content_type="text/html",
+        )
+        resp.headers.add("Set-Cookie", "visitor_id=1")
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    async with upstream(app) as site:
+        result = await asyncio.to_thread(run_cli, "explain", f"http://127.0.0.1:{site.port}/", "--json")
+    data = json.loads(result.stdout)
+    assert data["unclassified"]["hosts"] == ["cdn.mystery-tracker.example"]
+    assert data["unclassified"]["cookies"] == ["visitor_id"]
+    assert [e["vendor"] for e in data["elements"]] == ["microsoft-uet"] or data["elements"][0][
+        "category"
+    ] == "advertising"
+
+
+@pytest.mark.parametrize(
+    ("cookie", "gpc", "granted", "source"),
+    [
+        ("", False, ["essential"], "none"),
+        ("tg_consent=analytics.social", False, ["analytics", "essential", "social"], "tag-gate"),
+        ("tg_consent=analytics.advertising", True, ["analytics", "essential"], "tag-gate"),
+        (
+            "OptanonConsent=groups=C0001%3A1%2CC0004%3A1&interactionCount=2",
+            False,
+            ["advertising", "essential"],
+            "onetrust",
+        ),
+    ],
+)
+def test_explain_consent_json(cookie: str, gpc: bool, granted: list[str], source: str) -> None:
+    result = run_cli("explain-consent", cookie, "--json", *(["--gpc"] if gpc else []))
+    data = json.loads(result.stdout)
+    assert set(data) == {"granted", "decided", "source", "gpc", "key"}
+    assert data["granted"] == granted and data["source"] == source and data["gpc"] is gpc
+
+
+def test_explain_consent_table() -> None:
+    out = run_cli("explain-consent", "tg_consent=analytics").stdout
+    assert "granted" in out and "analytics" in out and "tag-gate" in out

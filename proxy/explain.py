@@ -1,0 +1,207 @@
+"""`tag-gate explain` and `tag-gate explain-consent`: what tag-gate would do, and why.
+
+`explain` runs the HTML gate in recording mode over a page (fetched from a URL, read
+from a file or from stdin) for a given consent, and classifies the cookies the page
+sets. It lists every tracker element and cookie with its vendor, category, decision
+and the rule that decided, and the third-party hosts and cookie names nothing
+classified, so an operator can add them to the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from .config import Config
+from .consent import ConsentState, consent_report, format_consent, read_consent
+from .cookies import parse_set_cookie
+from .metrics import Metrics
+from .pipeline import Stages
+from .policy import Action, Kind
+from .rewrite import GatePlan, gate_document
+
+
+@dataclass
+class Explanation:
+    consent: ConsentState
+    elements: list[dict[str, str]] = field(default_factory=list)
+    cookies: list[dict[str, str]] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    unknown_cookies: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The machine form: vendor ids instead of names; cookies without the rule."""
+        return {
+            "elements": [
+                {
+                    "tag": e["tag"],
+                    "url": e["url"],
+                    "vendor": e["vendor_id"],
+                    "category": e["category"],
+                    "decision": e["decision"],
+                    "rule": e["rule"],
+                }
+                for e in self.elements
+            ],
+            "cookies": [
+                {"name": c["name"], "vendor": c["vendor_id"], "category": c["category"], "decision": c["decision"]}
+                for c in self.cookies
+            ],
+            "unclassified": {"hosts": self.hosts, "cookies": self.unknown_cookies},
+        }
+
+
+def explain_page(
+    config: Config,
+    consent: ConsentState,
+    html: bytes,
+    *,
+    page_host: str | None,
+    set_cookies: Sequence[str] = (),
+) -> Explanation:
+    """Classify every tracker element of `html` and every cookie in `set_cookies`."""
+    stages = Stages(config, Metrics())
+    plan: GatePlan = stages.gate_plan
+    _, stats = gate_document(plan, consent, html, page_host=page_host, record=True)
+    result = Explanation(consent)
+    for record in stats.records or []:
+        d = record.decision
+        result.elements.append(
+            {
+                "tag": f"{record.tag}[ping]" if record.kind is Kind.PING else record.tag,
+                "url": record.url or "(inline)",
+                "vendor": d.vendor.name if d.vendor else "",
+                "vendor_id": d.vendor.id if d.vendor else "",
+                "category": d.category or "",
+                "decision": d.action.value,
+                "rule": d.rule,
+            }
+        )
+    result.hosts = sorted(stats.unclassified_hosts or ())
+    policy = stages.policy
+    unknown: list[str] = []
+    for line in set_cookies:
+        cookie = parse_set_cookie(line)
+        if cookie is None:
+            continue
+        decision = policy.decide_cookie(consent, cookie.key)
+        # Deletions always pass (removing a cookie tracks nobody).
+        action = Action.KEEP if cookie.deletion or decision.keeps else Action.DROP
+        result.cookies.append(
+            {
+                "name": cookie.key,
+                "vendor": decision.vendor.name if decision.vendor else "",
+                "vendor_id": decision.vendor.id if decision.vendor else "",
+                "category": _shown_category(decision.category),
+                "decision": action.value,
+                "rule": decision.rule,
+            }
+        )
+        if decision.rule == "unknown-cookie" and cookie.key not in unknown:
+            unknown.append(cookie.key)
+    result.unknown_cookies = unknown
+    return result
+
+
+def _shown_category(category: str | None) -> str:
+    """Pseudo-categories (nameless cookies, unknown = drop) are shown as empty."""
+    return category if category and not category.startswith("\x00") else ""
+
+
+def render_table(result: Explanation, config: Config, out: IO[str]) -> None:
+    out.write(format_consent(result.consent, config.consent) + "\n\n")
+    rows: list[tuple[str, ...]] = [("ELEMENT", "URL", "VENDOR", "CATEGORY", "DECISION", "RULE")]
+    for e in result.elements:
+        url = e["url"] if len(e["url"]) <= 60 else e["url"][:57] + "..."
+        rows.append((e["tag"], url, e["vendor"], e["category"], e["decision"], e["rule"]))
+    _table(rows, out)
+    if not result.elements:
+        out.write("(no tracker elements on this page)\n")
+    if result.cookies:
+        out.write("\n")
+        header: list[tuple[str, ...]] = [("COOKIE", "VENDOR", "CATEGORY", "DECISION", "RULE")]
+        _table(
+            header
+            + [
+                (c["name"] or "(nameless)", c["vendor"], c["category"], c["decision"], c["rule"])
+                for c in result.cookies
+            ],
+            out,
+        )
+    unknown_hosts = config.html.unknown_hosts
+    out.write(
+        f"\nUnclassified third-party hosts (html.unknown_hosts = {unknown_hosts!r}): "
+        f"{', '.join(result.hosts) or 'none'}\n"
+    )
+    out.write(
+        f"Unclassified cookies (cookies.unknown = {config.cookies.unknown!r}): "
+        f"{', '.join(result.unknown_cookies) or 'none'}\n"
+    )
+
+
+def _table(rows: Sequence[tuple[str, ...]], out: IO[str]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n")
+
+
+async def fetch(url: str, cookie: str | None, gpc: bool) -> tuple[bytes, list[str], str | None]:
+    """GET a page as a browser would with that consent; returns (body, Set-Cookie lines, host)."""
+    import aiohttp
+    from yarl import URL
+
+    headers = {"Accept": "text/html,application/xhtml+xml", "User-Agent": "tag-gate-explain"}
+    if cookie:
+        headers["Cookie"] = cookie
+    if gpc:
+        headers["Sec-GPC"] = "1"
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), timeout=timeout) as session,
+        session.get(url, headers=headers) as resp,
+    ):
+        body = await resp.read()
+        return body, resp.headers.getall("Set-Cookie", []), URL(url).host
+
+
+def run_explain(
+    config: Config,
+    source: str,
+    *,
+    consent_cookie: str | None,
+    gpc: bool,
+    host: str | None,
+    set_cookies: Sequence[str],
+    as_json: bool,
+    out: IO[str] = sys.stdout,
+) -> int:
+    consent = read_consent(consent_cookie, "1" if gpc else None, config.consent)
+    lines = list(set_cookies)
+    if source.startswith(("http://", "https://")):
+        body, fetched, url_host = asyncio.run(fetch(source, consent_cookie, gpc))
+        lines = fetched + lines
+        host = host or url_host
+    elif source == "-":
+        body = sys.stdin.buffer.read()
+    else:
+        with open(source, "rb") as f:
+            body = f.read()
+    result = explain_page(config, consent, body, page_host=host, set_cookies=lines)
+    if as_json:
+        out.write(json.dumps(result.as_json(), indent=2) + "\n")
+    else:
+        render_table(result, config, out)
+    return 0
+
+
+def run_explain_consent(config: Config, cookie_header: str, *, gpc: bool, as_json: bool, out: IO[str]) -> int:
+    state = read_consent(cookie_header or None, "1" if gpc else None, config.consent)
+    if as_json:
+        out.write(json.dumps(consent_report(state)) + "\n")
+    else:
+        out.write(format_consent(state, config.consent) + "\n")
+    return 0

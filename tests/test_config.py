@@ -1,0 +1,223 @@
+"""config: every section's keys, defaults, and every problem reported with its path."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.config import (
+    DEFER_STYLES,
+    Address,
+    ConfigError,
+    parse_address,
+    parse_config,
+    parse_size,
+    parse_upstream,
+    with_overrides,
+)
+from proxy.consent import read_consent
+from proxy.defer import STYLES
+from proxy.policy import Action, Kind
+
+REFERENCE = Path(__file__).resolve().parent.parent / "config" / "tag-gate.toml"
+
+
+def problems(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    return info.value.problems
+
+
+def test_defaults_without_a_file() -> None:
+    cfg = parse_config({})
+    assert cfg.server.listen == Address("0.0.0.0", 8080)
+    assert cfg.server.admin_listen == Address("127.0.0.1", 9090)
+    assert cfg.html.action is Action.REMOVE and cfg.cookies.unknown == "keep"
+    assert cfg.consent.gpc_refuses == frozenset({"advertising"})
+
+
+def test_reference_file_documents_and_parses() -> None:
+    data = tomllib.loads(REFERENCE.read_text())
+    cfg = parse_config(data)
+    assert cfg.server.upstream is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0.0.0.0:8080", Address("0.0.0.0", 8080)),
+        (":9000", Address("0.0.0.0", 9000)),
+        ("[::1]:8443", Address("::1", 8443)),
+        ("localhost:0", Address("localhost", 0)),
+    ],
+)
+def test_parse_address(value: str, expected: Address) -> None:
+    assert parse_address(value) == expected
+
+
+@pytest.mark.parametrize("value", ["8080", "host:port", "1.2.3.4:70000", "::1:80", "[nothost]:80", 8080])
+def test_parse_address_rejects(value: object) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        parse_address(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "authority", "url"),
+    [
+        ("http://127.0.0.1:8000", "127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("http://app", "app", "http://app:80"),
+        ("http://[::1]:81/", "[::1]:81", "http://[::1]:81"),
+    ],
+)
+def test_parse_upstream(value: str, authority: str, url: str) -> None:
+    u = parse_upstream(value)
+    assert (u.authority, u.url) == (authority, url)
+
+
+@pytest.mark.parametrize("value", ["https://x", "http://x/path", "http://u:p@x", "ftp://x", "http://", "x:80"])
+def test_parse_upstream_rejects(value: str) -> None:
+    with pytest.raises(ValueError):
+        parse_upstream(value)
+
+
+@pytest.mark.parametrize(("value", "size"), [(10, 10), ("16MiB", 16 << 20), ("500 kB", 500_000), ("1GB", 10**9)])
+def test_parse_size(value: object, size: int) -> None:
+    assert parse_size(value) == size
+
+
+def test_ten_different_mistakes_are_all_reported_with_paths() -> None:
+    found = problems(
+        {
+            "server": {"listen": "nowhere", "mode": "enforcing"},
+            "timeouts": {"read": -3},
+            "consent": {"sources": ["onetrust", "bogus"], "gpc_refuses": ["advertisin"]},
+            "html": {"action": "hide", "defer_style": "acme", "category": {"socail": {"action": "remove"}}},
+            "cookies": {"unknown": "sometimes"},
+            "vendor": [
+                {
+                    "id": "x",
+                    "name": "X",
+                    "category": "analytics",
+                    "hosts": ["https://x.example/"],
+                    "description": "x",
+                    "colour": "red",
+                }
+            ],
+            "rule": [{"path_prefix": "no-slash", "category": "analytics"}, {"hosts": ["a.example"]}],
+            "cookie": [{"names": ["bad name"], "category": "analytics"}],
+            "exception": [{"path_prefix": "admin"}],
+            "typo": 1,
+        }
+    )
+    expected = [
+        "server.listen:",
+        "server.mode:",
+        "timeouts.read:",
+        "consent.sources:",
+        "consent.gpc_refuses:",
+        "html.action:",
+        "html.defer_style:",
+        "html.category.socail:",
+        "cookies.unknown:",
+        "vendor[0].hosts[0]:",
+        "vendor[0]",
+        "rule[0].path_prefix:",
+        "rule[1]:",
+        "cookie[0].names[0]:",
+        "exception[0].path_prefix:",
+        "typo: unknown key",
+    ]
+    for prefix in expected:
+        assert any(p.startswith(prefix) for p in found), (prefix, found)
+    assert len(found) >= 15
+
+
+def test_unknown_keys_are_errors_in_every_table() -> None:
+    found = problems(
+        {
+            "server": {"lisen": "x"},
+            "html": {"acton": "remove"},
+            "cookies": {"strip": True},
+            "consent": {"source": []},
+            "limits": {"max_body": 1},
+        }
+    )
+    for path in ("server.lisen", "html.acton", "cookies.strip", "consent.source", "limits.max_body"):
+        assert f"{path}: unknown key" in found
+
+
+def test_custom_categories_and_mappings() -> None:
+    cfg = parse_config(
+        {
+            "categories": {"chat": "Live chat widgets"},
+            "consent": {
+                "onetrust_groups": {"C0042": ["chat"]},
+                "tcf_purposes": {"11": ["analytics"]},
+                "klaro_services": {"MyChat": "chat"},
+            },
+            "html": {"category": {"chat": {"action": "placeholder"}}},
+            "vendor": [
+                {
+                    "id": "acme-chat",
+                    "name": "Acme Chat",
+                    "category": "chat",
+                    "hosts": ["chat.acme.example"],
+                    "description": "Chat.",
+                }
+            ],
+        }
+    )
+    consent = read_consent("OptanonConsent=groups=C0001%3A1%2CC0042%3A1&interactionCount=1", None, cfg.consent)
+    assert "chat" in consent.granted and "x" in consent.key
+    none = read_consent(None, None, cfg.consent)
+    d = cfg.policy.decide_url(none, Kind.FRAME, "https://chat.acme.example/w", "s")
+    assert (d.category, d.action) == ("chat", Action.PLACEHOLDER)
+    assert cfg.consent.klaro_services["mychat"] == "chat"
+    assert 11 in cfg.consent.tcf_purposes
+
+
+def test_operator_vendor_overrides_builtin_by_id() -> None:
+    cfg = parse_config(
+        {
+            "vendor": [
+                {
+                    "id": "youtube",
+                    "name": "YouTube",
+                    "category": "functional",
+                    "hosts": ["youtube.com", "youtube-nocookie.com"],
+                    "description": "Videos.",
+                }
+            ]
+        }
+    )
+    none = read_consent(None, None, cfg.consent)
+    assert cfg.policy.decide_url(none, Kind.FRAME, "https://www.youtube.com/embed/x", "s").category == "functional"
+
+
+def test_rules_compile_and_reference_vendors() -> None:
+    cfg = parse_config(
+        {
+            "rule": [
+                {"vendor": "youtube", "action": "placeholder"},
+                {"url_regex": "/collect\\\\?", "category": "analytics"},
+            ]
+        }
+    )
+    assert cfg.rules[0].vendor == "youtube" and cfg.rules[1].url_regex is not None
+    assert problems({"rule": [{"vendor": "no-such-vendor", "action": "remove"}]})[0].startswith("rule[0].vendor:")
+    assert problems({"rule": [{"url_regex": "(", "category": "analytics"}]})[0].startswith("rule[0].url_regex:")
+
+
+def test_overrides_name_their_origin() -> None:
+    cfg = parse_config({})
+    with pytest.raises(ConfigError) as info:
+        with_overrides(cfg, {"listen": ("TAG_GATE_LISTEN", "bogus"), "upstream": ("--upstream", "ftp://x")})
+    assert any(p.startswith("TAG_GATE_LISTEN:") for p in info.value.problems)
+    assert any(p.startswith("--upstream:") for p in info.value.problems)
+
+
+def test_defer_styles_match_the_defer_module() -> None:
+    assert tuple(DEFER_STYLES) == tuple(STYLES)
