@@ -74,10 +74,11 @@ class Decision:
     vendor: Vendor | None
     rule: str
     """What decided: `rule[2]` or its name, `catalog`, `first-party`, `unknown-host`, ..."""
+    keeps: bool = field(init=False)
+    """`action is Action.KEEP`, computed once (read for every element on every page)."""
 
-    @property
-    def keeps(self) -> bool:
-        return self.action is Action.KEEP
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keeps", self.action is Action.KEEP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +231,8 @@ class Policy:
             gated.add(self.cookie_unknown)
         gated.discard(ESSENTIAL)
         self.gated_categories: frozenset[str] = frozenset(c for c in gated if c)
+        self.relative_can_match = any(r.path_prefixes or r.url_regex is not None or r.hosts for r in self._url_rules)
+        """Whether any rule could classify a relative URL; if not, those are first-party outright."""
 
     # ------------------------------------------------------------------ actions
 

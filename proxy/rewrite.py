@@ -181,10 +181,14 @@ class _Run:
         self.nested = nested
         self.style = plan.defer_style
         self.gcm_pending = plan.consent_mode and not report_only
+        self.first_party = self.policy.first_party.keep
+        self.relative_first_party = not self.policy.relative_can_match
 
     # ------------------------------------------------------------ deciding
 
     def decide(self, kind: Kind, tag: str, url: str) -> Decision:
+        if self.relative_first_party and _plainly_relative(url):
+            return self.first_party
         if self.base_host is not None and host_of(url) is None and "//" not in url[:8]:
             # Relative to a foreign <base href>: classify where the browser will go.
             url_for_policy = f"//{self.base_host}/{url.lstrip('/')}"
@@ -281,6 +285,23 @@ class _Run:
         self.stats.consent_mode_inserted = True
         self.gcm_pending = False
         return f"<script{nonce}>{gcm_block(self.consent)}</script>"
+
+
+_URL_NOISE: Final = frozenset(":\\\t\n\r")
+
+
+def _plainly_relative(url: str) -> bool:
+    """True for URLs that certainly stay on the page's host: no scheme, no network-path
+    `//` (browsers also read `\\` and drop tabs and newlines, so those go the slow way)."""
+    head = url[:24]
+    if "//" in head or not _URL_NOISE.isdisjoint(head):
+        return False
+    return not head.lstrip(" \x0c").startswith(("/\\", "\\"))
+
+
+def _may_name_a_host(srcset: str) -> bool:
+    """Whether any srcset candidate could be absolute (cheap pre-check, conservative)."""
+    return "//" in srcset or ":" in srcset or "\\" in srcset or "\t" in srcset or "\n" in srcset or "\r" in srcset
 
 
 def _dimension(value: str | None, default: str) -> str:
@@ -400,6 +421,15 @@ def _is_google(decision: Decision) -> bool:
 class _MediaHandler:
     __slots__ = ("run",)
 
+    URL_ATTRIBUTES: Final = {
+        "img": ("src",),
+        "source": ("src",),
+        "video": ("src", "poster"),
+        "audio": ("src",),
+        "input": ("src",),
+    }
+    SRCSET: Final = frozenset({"img", "source"})
+
     def __init__(self, run: _Run) -> None:
         self.run = run
 
@@ -407,16 +437,16 @@ class _MediaHandler:
         run = self.run
         tag = e.tag_name
         worst: Decision | None = None
-        for name in ("src", "poster"):
+        for name in self.URL_ATTRIBUTES.get(tag, ("src",)):
             url = e.get_attribute(name)
             if url:
                 d = run.decide(Kind.MEDIA, tag, url)
                 if not d.keeps:
                     worst = d
                     break
-        if worst is None:
+        if worst is None and tag in self.SRCSET:
             srcset = e.get_attribute("srcset")
-            if srcset:
+            if srcset and (not run.relative_first_party or _may_name_a_host(srcset)):
                 for url in srcset_urls(srcset):
                     d = run.decide(Kind.MEDIA, tag, url)
                     if not d.keeps:
@@ -487,10 +517,12 @@ class _BaseHandler:
         self.run = run
 
     def element(self, e: Any) -> None:
-        if self.run.base_host is None:
+        run = self.run
+        if run.base_host is None:
             host = host_of(e.get_attribute("href") or "")
-            if host and host != self.run.page_host:
-                self.run.base_host = host
+            if host and host != run.page_host:
+                run.base_host = host
+                run.relative_first_party = False
 
 
 class _NoscriptHandler:
@@ -568,6 +600,7 @@ class HtmlGate:
         self._run = run
         self._out: list[bytes] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._ascii = True
         self._failed: GateError | None = None
         sink: Any = self._out.append
         rewriter = lolhtml.HTMLRewriter(sink)
@@ -605,15 +638,33 @@ class HtmlGate:
 
     def feed(self, chunk: bytes) -> bytes:
         """Process one input chunk; return whatever output is ready."""
-        transport = chunk if chunk.isascii() else chunk.decode("latin-1").encode("utf-8")
+        if chunk.isascii():
+            transport = chunk
+        else:
+            self._ascii = False
+            transport = chunk.decode("latin-1").encode("utf-8")
         self._call(lambda: self._rewriter.write(transport))
-        return self._drain_transport().encode("latin-1")
+        return self._drain_bytes()
 
     def end(self) -> bytes:
         """Finish the document; return the remaining output."""
         self._call(self._rewriter.end)
+        if self._ascii:
+            return self._drain_bytes()
         text = self._drain_transport() + self._decoder.decode(b"", final=True)
         return text.encode("latin-1")
+
+    def _drain_bytes(self) -> bytes:
+        # While every input byte was ASCII the transport form is the output itself
+        # (tag-gate only ever inserts ASCII), so skip the two conversions.
+        if self._ascii:
+            out = self._out
+            if not out:
+                return b""
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            return data
+        return self._drain_transport().encode("latin-1")
 
     # Nested gates (<noscript>) speak the transport form directly: text in, text out.
     def feed_text(self, text: str) -> str:
