@@ -70,15 +70,41 @@ class AccessLog:
         self._out = out
         self._buffer: list[str] = []
         self._handle: asyncio.TimerHandle | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self._out is not None
+        self.enabled = out is not None
 
     def write(self, record: dict[str, Any]) -> None:
         if self._out is None:
             return
-        self._buffer.append(json.dumps(record, separators=(",", ":")) + "\n")
+        self._append(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def request(
+        self, ts: float, remote: str | None, method: str, path: str, status: int, ms: float, error: str | None
+    ) -> None:
+        """The per-request line, formatted without the generic encoder when the strings
+        need no escaping (they almost never do)."""
+        if self._out is None:
+            return
+        if _plain(path) and _plain(remote or "") and (error is None or _plain(error)):
+            line = (
+                f'{{"ts":{ts:.3f},"remote":{_quote(remote)},"method":"{method}","path":"{path}",'
+                f'"status":{status},"ms":{ms:.2f}' + (f',"error":"{error}"}}\n' if error else "}\n")
+            )
+            self._append(line)
+            return
+        record: dict[str, Any] = {
+            "ts": round(ts, 3),
+            "remote": remote,
+            "method": method,
+            "path": path,
+            "status": status,
+            "ms": round(ms, 2),
+        }
+        if error:
+            record["error"] = error
+        self.write(record)
+
+    def _append(self, line: str) -> None:
+        self._buffer.append(line)
         if self._handle is None:
             self._handle = asyncio.get_running_loop().call_later(0.25, self.flush)
 
@@ -91,6 +117,14 @@ class AccessLog:
                 self._out.flush()
             except (OSError, ValueError):
                 pass
+
+
+def _plain(text: str) -> bool:
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+def _quote(text: str | None) -> str:
+    return "null" if text is None else f'"{text}"'
 
 
 @dataclass
@@ -178,17 +212,9 @@ class ProxyHandler:
             if isinstance(protocol, DeadlineRequestHandler):
                 protocol.response_done()
             if state.access_log.enabled:
-                record: dict[str, Any] = {
-                    "ts": round(time.time(), 3),
-                    "remote": request.remote,
-                    "method": request.method,
-                    "path": request.raw_path[:2048],
-                    "status": status,
-                    "ms": round(elapsed * 1000, 2),
-                }
-                if error:
-                    record["error"] = error
-                state.access_log.write(record)
+                state.access_log.request(
+                    time.time(), request.remote, request.method, request.raw_path[:2048], status, elapsed * 1000, error
+                )
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
@@ -357,11 +383,12 @@ class ProxyHandler:
         stages = self.state.stages
         host = _hostname(facts.host)
         upstream_coding = up.headers.get(hdrs.CONTENT_ENCODING)
+        resp = web.StreamResponse(status=status)
         plan = stages.plan_response(
             method=method,
             status=status,
             path=_path_of(target),
-            headers=response_headers(up.headers),
+            headers=response_headers(up.headers, resp.headers),
             visitor=visitor,
             client_accept_encoding=request.headers.get(hdrs.ACCEPT_ENCODING),
             host=host,
@@ -370,10 +397,9 @@ class ProxyHandler:
         )
         empty = method == "HEAD" or status in BODYLESS_STATUSES or status < 200
         if plan.body in (Body.GATE, Body.REPORT) and not empty:
-            return await self._relay_gated(request, up, plan, visitor, host, upstream_coding)
+            return await self._relay_gated(request, resp, up, plan, visitor, host, upstream_coding)
         if self._decisions_header:
             plan.headers["Tag-Gate-Decisions"] = _decisions_value(plan, None, visitor)
-        resp = web.StreamResponse(status=status, headers=plan.headers)
         length = up.content_length
         if length is not None and status not in BODYLESS_STATUSES and plan.keep_length:
             resp.content_length = length
@@ -399,6 +425,7 @@ class ProxyHandler:
     async def _relay_gated(
         self,
         request: web.BaseRequest,
+        resp: web.StreamResponse,
         up: UpstreamResponse,
         plan: ResponsePlan,
         visitor: Visitor,
@@ -411,7 +438,6 @@ class ProxyHandler:
         after that, a failure aborts the connection."""
         stages = self.state.stages
         pipeline = stages.body_pipeline(plan, visitor.consent, host)
-        resp = web.StreamResponse(status=up.status, headers=plan.headers)
         hold = self._decisions_header and plan.body is Body.GATE
         held: list[bytes] = []
         held_size = 0

@@ -9,7 +9,6 @@ followed, bodies decompressed, headers added). `make_session` turns all of that 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -229,14 +228,16 @@ def forward_headers(
 RESPONSE_DROPPED: Final = HOP_BY_HOP | {istr(hdrs.CONTENT_LENGTH)}
 
 
-def response_headers(incoming: CIMultiDictProxy[str], extra_dropped: Iterable[str] = ()) -> CIMultiDict[str]:
-    """The upstream's response headers minus hop-by-hop ones, nominated ones and
-    Content-Length (the caller decides framing). Repeated headers such as `Set-Cookie`
-    stay separate lines, in order."""
-    nominated = connection_tokens(incoming)
-    dropped = RESPONSE_DROPPED | nominated | {istr(h) for h in extra_dropped}
-    out: CIMultiDict[str] = CIMultiDict()
+def response_headers(incoming: CIMultiDictProxy[str], into: CIMultiDict[str]) -> CIMultiDict[str]:
+    """Copy the upstream's response headers into `into` (the response's own headers, so
+    nothing is copied twice), minus hop-by-hop ones, nominated ones and Content-Length
+    (the caller decides framing). Repeated headers such as `Set-Cookie` stay separate
+    lines, in order."""
+    dropped = RESPONSE_DROPPED
+    if hdrs.CONNECTION in incoming:
+        dropped = dropped | connection_tokens(incoming)
+    add = into.add
     for name, value in incoming.items():
         if name not in dropped:
-            out.add(name, value)
-    return out
+            add(name, value)
+    return into
