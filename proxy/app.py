@@ -52,8 +52,7 @@ fails before the first byte goes out; past this the headers are sent anyway."""
 
 _SEC_GPC: Final = "Sec-GPC"
 
-ERROR_KEY: Final = web.RequestKey("tag_gate.error", str)
-"""Request-scoped note of what went wrong after the response started, for the access log."""
+
 
 BODYLESS_STATUSES: Final = frozenset({204, 304})
 CHUNK_SIZE: Final = 2**16
@@ -140,7 +139,6 @@ class ProxyState:
     """Used for WebSocket relays only; HTTP goes through `pool`."""
     ready: bool = False
     in_flight: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
     assets: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     """`/__tag-gate/<name>` → (body, content type)."""
 
@@ -179,13 +177,14 @@ class ProxyHandler:
         self._allow = ", ".join(sorted(cfg.server.methods))
         self._max_body = cfg.limits.max_request_body
         self._decisions_header = cfg.html.decisions_header
+        self._errors: dict[int, str] = {}
+        """What went wrong after a response started, by request, for the access log."""
         self._max_held = cfg.html.max_decoded_size
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         state = self.state
         start = time.monotonic()
         state.in_flight += 1
-        state.idle.clear()
         protocol = request.protocol
         if isinstance(protocol, DeadlineRequestHandler):
             protocol.head_received()
@@ -194,16 +193,15 @@ class ProxyHandler:
         try:
             resp = await self._handle(request)
             status = resp.status
-            error = request.get(ERROR_KEY)
             return resp
         except asyncio.CancelledError:
             state.metrics.client_disconnects.inc()
             error = "client_disconnected"
             raise
         finally:
+            if self._errors:
+                error = self._errors.pop(id(request), None) or error
             state.in_flight -= 1
-            if state.in_flight == 0:
-                state.idle.set()
             elapsed = time.monotonic() - start
             m = state.metrics
             if status:
@@ -343,7 +341,7 @@ class ProxyHandler:
                 state.metrics.rejected.labels("body_too_large").inc()
                 return _error_response(413, "Content Too Large", close=True)
             # The client's own upload broke off; there is nobody left to answer.
-            request[ERROR_KEY] = "client_body_incomplete"
+            self._note(request, "client_body_incomplete")
             return _error_response(400, "Bad Request: incomplete request body", close=True)
         except UpstreamError as exc:
             state.metrics.upstream_error[exc.kind].inc()
@@ -510,7 +508,7 @@ class ProxyHandler:
         relayed unchanged under a strict CSP; a body that cannot be decoded (corrupt, or
         over the size/ratio caps) gets 502. Refused cookies stay dropped either way."""
         log.warning("gate failed before the response started (%s) for %s: %s", reason, request.raw_path[:200], exc)
-        request[ERROR_KEY] = f"fail_safe_{reason}"
+        self._note(request, f"fail_safe_{reason}")
         if isinstance(exc, DecodeError):
             self.state.metrics.fail_safe.labels(reason).inc()
             up.close()
@@ -538,9 +536,12 @@ class ProxyHandler:
             self._abort(request, up, err)
         return resp
 
+    def _note(self, request: web.BaseRequest, error: str) -> None:
+        self._errors[id(request)] = error
+
     def _client_gone(self, request: web.BaseRequest, up: UpstreamResponse) -> None:
         self.state.metrics.client_disconnects.inc()
-        request[ERROR_KEY] = "client_disconnected"
+        self._note(request, "client_disconnected")
         up.close()
 
     def _abort(self, request: web.BaseRequest, up: UpstreamResponse, exc: BaseException) -> None:
@@ -552,7 +553,7 @@ class ProxyHandler:
         kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else "body_aborted"
         self.state.metrics.upstream_error[kind].inc()
         log.warning("upstream body failed (%s) for %s %s: %s", kind, request.method, request.raw_path[:200], exc)
-        request[ERROR_KEY] = f"upstream_{kind}"
+        self._note(request, f"upstream_{kind}")
         up.close()
         transport = request.transport
         if transport is not None:
