@@ -492,6 +492,8 @@ class ProxyHandler:
             self._abort(request, up, exc)
         finally:
             stages.count(pipeline.gate.stats)
+            if pipeline.failure is not None:
+                stages.metrics.fail_safe.labels(f"report_only_{pipeline.failure}").inc()
         return resp
 
     async def _fail_safe(

@@ -28,6 +28,7 @@ from .cookies import SetCookie, expire_cookies, filter_accept_ch, filter_set_coo
 from .defer import make_cmp_names
 from .encoding import (
     CODINGS,
+    DecodeError,
     Encoder,
     client_accepts,
     filter_accept_encoding,
@@ -48,7 +49,7 @@ from .response import (
     make_private,
     upstream_if_none_match,
 )
-from .rewrite import GatePlan, GateStats, HtmlGate
+from .rewrite import GateError, GatePlan, GateStats, HtmlGate
 
 _CACHE_LIMIT: Final = 4096
 BODYLESS: Final = frozenset({204, 304})
@@ -353,7 +354,12 @@ class Stages:
 class BodyPipeline:
     """decode → gate → encode for one response body. `feed`/`end` return bytes ready to
     send (possibly empty). Raises `DecodeError` or `rewrite.GateError`; after either the
-    pipeline is dead and the caller fails closed."""
+    pipeline is dead and the caller fails closed.
+
+    In report-only mode the bytes go out exactly as they came and the gate only watches:
+    if it cannot follow (a decode or parse failure) it stops watching, `failure` says
+    why, and the page is unaffected.
+    """
 
     def __init__(
         self,
@@ -370,6 +376,7 @@ class BodyPipeline:
     ) -> None:
         self.gate = gate
         self.report_only = report_only
+        self.failure: str | None = None
         self._decoder = make_decoder(decode, max_output=max_output, max_ratio=max_ratio) if decode else None
         self._encoder = (
             Encoder(encode, gzip_level=gzip_level, brotli_quality=brotli_quality, zstd_level=zstd_level)
@@ -386,8 +393,12 @@ class BodyPipeline:
     def feed(self, data: bytes) -> bytes:
         gate = self.gate
         if self.report_only:
-            for piece in self._decoded(data):
-                gate.feed(piece)
+            if self.failure is None:
+                try:
+                    for piece in self._decoded(data):
+                        gate.feed(piece)
+                except (DecodeError, GateError) as exc:
+                    self.failure = exc.reason
             return data
         out = [gate.feed(piece) for piece in self._decoded(data)]
         text = out[0] if len(out) == 1 else b"".join(out)
@@ -395,13 +406,21 @@ class BodyPipeline:
 
     def end(self) -> bytes:
         gate = self.gate
+        if self.report_only:
+            if self.failure is None:
+                try:
+                    if self._decoder is not None:
+                        for piece in self._decoder.end():
+                            gate.feed(piece)
+                    gate.end()
+                except (DecodeError, GateError) as exc:
+                    self.failure = exc.reason
+            return b""
         tail: list[bytes] = []
         if self._decoder is not None:
             for piece in self._decoder.end():
                 tail.append(gate.feed(piece))
         tail.append(gate.end())
-        if self.report_only:
-            return b""
         text = b"".join(tail)
         if self._encoder is None:
             return text

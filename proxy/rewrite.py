@@ -86,6 +86,8 @@ class GatePlan:
     cmp_names: CmpNames = field(default_factory=CmpNames)
     consent_mode: bool = True
     max_inline_script: int = 1 << 20
+    max_pending: int = 32 << 20
+    """Input bytes the gate may take without producing output before it gives up."""
     placeholder_text: str = "{vendor} is blocked because you have not allowed {category} content."
     placeholder_button: str = "Load {vendor}"
 
@@ -601,6 +603,8 @@ class HtmlGate:
         self._out: list[bytes] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._ascii = True
+        self._pending = 0
+        self._max_pending = plan.max_pending
         self._failed: GateError | None = None
         sink: Any = self._out.append
         rewriter = lolhtml.HTMLRewriter(sink)
@@ -644,7 +648,17 @@ class HtmlGate:
             self._ascii = False
             transport = chunk.decode("latin-1").encode("utf-8")
         self._call(lambda: self._rewriter.write(transport))
-        return self._drain_bytes()
+        out = self._drain_bytes()
+        if out:
+            self._pending = 0
+        else:
+            # lol-html holds back an unfinished tag or text it must see whole; a document
+            # that never lets go (a 50 MB attribute) would grow without bound.
+            self._pending += len(chunk)
+            if self._pending > self._max_pending:
+                self._failed = GateError("pending_limit", f"no output for {self._pending} bytes of input")
+                raise self._failed
+        return out
 
     def end(self) -> bytes:
         """Finish the document; return the remaining output."""

@@ -494,3 +494,14 @@ async def test_nothing_cached_by_a_shared_cache_would_leak_between_visitors() ->
         _, headers, _ = split_response(raw)
         cc = [v for k, v in headers if k.lower() == "cache-control"]
         assert cc == ["private"]
+
+
+async def test_report_only_never_breaks_the_page_even_when_the_gate_cannot_follow() -> None:
+    broken = b"\x1f\x8b not really gzip <script src='https://connect.facebook.net/x.js'></script>" * 50
+    server = await serve(page(broken, Content_Encoding="gzip"))
+    async with running_proxy(f"http://127.0.0.1:{server.port}", server={"mode": "report-only"}) as tg:
+        status, headers, body = await fetch(tg.url + "/", {"Accept-Encoding": "gzip"})
+        assert status == 200 and body == broken and headers["Content-Encoding"] == "gzip"
+        async with aiohttp.ClientSession() as c, c.get(tg.admin_url + "/metrics") as r:
+            assert 'tag_gate_fail_safe_total{reason="report_only_corrupt"} 1.0' in await r.text()
+    await server.close()

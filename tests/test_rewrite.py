@@ -419,3 +419,13 @@ def test_srcset_urls(value: str, urls: list[str]) -> None:
 
 def test_selectors_are_the_documented_set() -> None:
     assert set(SELECTORS) == {"script", "media", "frame", "embed", "link", "ping", "base", "noscript"}
+
+
+def test_a_document_that_never_lets_go_is_refused() -> None:
+    small = GatePlan(Policy(CATALOG), max_pending=10_000)
+    g = HtmlGate(small, NONE)
+    g.feed(b"<p>ok</p>")
+    with pytest.raises(GateError) as info:
+        for _ in range(10):
+            g.feed(b'<img title="' + b"x" * 2000)
+    assert info.value.reason == "pending_limit"
