@@ -53,7 +53,6 @@ fails before the first byte goes out; past this the headers are sent anyway."""
 _SEC_GPC: Final = "Sec-GPC"
 
 
-
 BODYLESS_STATUSES: Final = frozenset({204, 304})
 CHUNK_SIZE: Final = 2**16
 
@@ -169,7 +168,12 @@ class ProxyHandler:
 
     def __init__(self, state: ProxyState) -> None:
         self.state = state
-        cfg = state.config
+        self._errors: dict[int, str] = {}
+        """What went wrong after a response started, by request, for the access log."""
+        self.configure(state.config)
+
+    def configure(self, cfg: Config) -> None:
+        """Take the settings the handler reads on every request (at start and on reload)."""
         assert cfg.server.upstream is not None, "config.check_runnable() guards this"
         self._upstream = cfg.server.upstream
         self._base = cfg.server.upstream.url
@@ -177,8 +181,6 @@ class ProxyHandler:
         self._allow = ", ".join(sorted(cfg.server.methods))
         self._max_body = cfg.limits.max_request_body
         self._decisions_header = cfg.html.decisions_header
-        self._errors: dict[int, str] = {}
-        """What went wrong after a response started, by request, for the access log."""
         self._max_held = cfg.html.max_decoded_size
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:

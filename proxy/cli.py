@@ -165,8 +165,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from .service import ServeError, serve
 
+    environ = dict(os.environ)
+
+    def rebuild() -> Config:
+        return _serve_config(args, environ)
+
     try:
-        return uvloop.run(serve(config))
+        return uvloop.run(serve(config, reload=rebuild))
     except ServeError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

@@ -101,6 +101,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.reloads = Counter(
+            "tag_gate_config_reloads",
+            "SIGHUP config reloads, applied or refused (the running config kept).",
+            ["result"],
+            registry=r,
+        )
         self.ready = Gauge("tag_gate_ready", "1 when ready to serve, 0 while starting or draining.", registry=r)
         info = Gauge("tag_gate_info", "Build information.", ["version"], registry=r)
         info.labels(__version__).set(1)

@@ -20,6 +20,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from importlib import resources
 from typing import Final
 
@@ -27,7 +28,7 @@ from aiohttp import web
 
 from .admin import make_admin_app
 from .app import AccessLog, ProxyHandler, ProxyServer, ProxyState, close_session, start_session
-from .config import Address, Config
+from .config import Address, Config, ConfigError
 from .metrics import Metrics
 from .pipeline import Stages
 
@@ -89,6 +90,7 @@ class Service:
         self.public_address: Address | None = None
         self.admin_address: Address | None = None
         self._lag_task: asyncio.Task[None] | None = None
+        self._handler: ProxyHandler | None = None
 
     async def start(self) -> None:
         problem = check_http_parser()
@@ -98,6 +100,7 @@ class Service:
         self.state.assets = load_assets(cfg.consent.cookie_name)
         await start_session(self.state)
         handler = ProxyHandler(self.state)
+        self._handler = handler
         server = ProxyServer(handler, cfg, self.metrics)
         public_sock = await self._listen(cfg.server.listen, "public")
         admin_sock = None
@@ -137,6 +140,53 @@ class Service:
             await asyncio.sleep(interval)
             self.metrics.loop_lag.set(max(0.0, loop.time() - before - interval))
 
+    def reload(self, build: Callable[[], Config]) -> bool:
+        """Apply a new config, transactionally: any problem keeps the running one.
+
+        Consent, HTML, cookie, catalogue and rule settings apply to the next request.
+        Listener addresses, the upstream, timeouts and size limits belong to sockets that
+        are already open; a change there is reported and waits for a restart.
+        """
+        try:
+            new = build()
+        except ConfigError as exc:
+            for line in exc.problems:
+                log.error("reload refused, keeping the running config: %s", line)
+            self.metrics.reloads.labels("refused").inc()
+            return False
+        except Exception as exc:  # anything unexpected: same rule, keep what runs
+            log.error("reload refused, keeping the running config: %s: %s", type(exc).__name__, exc)
+            self.metrics.reloads.labels("refused").inc()
+            return False
+        old = self.config
+        fixed = {
+            "server.listen": (old.server.listen, new.server.listen),
+            "server.admin_listen": (old.server.admin_listen, new.server.admin_listen),
+            "server.upstream": (old.server.upstream, new.server.upstream),
+            "timeouts": (old.timeouts, new.timeouts),
+            "limits": (replace(old.limits, max_request_body=0), replace(new.limits, max_request_body=0)),
+        }
+        for name, (before, after) in fixed.items():
+            if before != after:
+                log.warning("reload: %s changed; it takes effect after a restart", name)
+        applied = replace(
+            new,
+            server=replace(
+                new.server, listen=old.server.listen, admin_listen=old.server.admin_listen, upstream=old.server.upstream
+            ),
+            timeouts=old.timeouts,
+            limits=replace(old.limits, max_request_body=new.limits.max_request_body),
+        )
+        self.config = applied
+        self.state.config = applied
+        self.state.stages = Stages(applied, self.metrics)
+        if self._handler is not None:
+            self._handler.configure(applied)
+        self.state.assets = load_assets(applied.consent.cookie_name)
+        self.metrics.reloads.labels("applied").inc()
+        log.info("reloaded config from %s", applied.source)
+        return True
+
     async def drain(self, delay: float) -> None:
         """Readiness off; keep serving for `delay` seconds so routing can move away."""
         self.state.ready = False
@@ -169,11 +219,19 @@ def _address_of(sock: socket.socket, wanted: Address) -> Address:
     return Address(wanted.host, sock.getsockname()[1])
 
 
-async def serve(config: Config, *, on_ready: Callable[[Service], Awaitable[None] | None] | None = None) -> int:
-    """Run until SIGTERM or SIGINT, then drain; returns the exit status."""
+async def serve(
+    config: Config,
+    *,
+    reload: Callable[[], Config] | None = None,
+    on_ready: Callable[[Service], Awaitable[None] | None] | None = None,
+) -> int:
+    """Run until SIGTERM or SIGINT, then drain; returns the exit status. SIGHUP rebuilds
+    the config with `reload` (the same file, environment and flags) and applies it."""
     service = Service(config)
     await service.start()
     loop = asyncio.get_running_loop()
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, service.reload, reload)
     stop = asyncio.Event()
     received: list[int] = []
 

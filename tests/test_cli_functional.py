@@ -406,3 +406,42 @@ def test_explain_consent_json(cookie: str, gpc: bool, granted: list[str], source
 def test_explain_consent_table() -> None:
     out = run_cli("explain-consent", "tg_consent=analytics").stdout
     assert "granted" in out and "analytics" in out and "tag-gate" in out
+
+
+async def test_sighup_reloads_the_config_and_a_bad_file_keeps_the_running_one(tmp_path: Path) -> None:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text='<iframe src="https://www.youtube.com/embed/x"></iframe>', content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    async with upstream(app) as site:
+        cfg = tmp_path / "tag-gate.toml"
+        cfg.write_text(f'[server]\nupstream = "http://127.0.0.1:{site.port}"\n')
+        with serve_process("--config", str(cfg)) as (proc, port, admin):
+            async with aiohttp.ClientSession() as client:
+                async with client.get(f"http://127.0.0.1:{port}/") as resp:
+                    assert "youtube" not in await resp.text()
+                cfg.write_text(cfg.read_text() + '[html.category.social]\naction = "placeholder"\n')
+                proc.send_signal(signal.SIGHUP)
+                for _ in range(50):
+                    await asyncio.sleep(0.05)
+                    async with client.get(f"http://127.0.0.1:{port}/") as resp:
+                        if "data-tg-placeholder" in await resp.text():
+                            break
+                else:
+                    raise AssertionError("reload did not apply")
+                cfg.write_text("[html]\naction = 'explode'\n")
+                proc.send_signal(signal.SIGHUP)
+                await asyncio.sleep(0.5)
+                async with client.get(f"http://127.0.0.1:{port}/") as resp:
+                    assert "data-tg-placeholder" in await resp.text()
+                async with client.get(f"http://127.0.0.1:{admin}/metrics") as resp:
+                    text = await resp.text()
+                assert 'tag_gate_config_reloads_total{result="applied"} 1.0' in text
+                assert 'tag_gate_config_reloads_total{result="refused"} 1.0' in text
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 15) == 0
+            assert proc.stderr is not None
+            err = proc.stderr.read()
+            assert "reload refused, keeping the running config" in err and "html.action" in err
+            assert "Traceback" not in err
