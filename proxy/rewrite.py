@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import codecs
 import html
+import html.entities
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -133,6 +135,33 @@ def _ascii_html(text: str) -> str:
     """Escape text for element content or a double-quoted attribute, as pure ASCII
     (inserted markup must survive the Latin-1 transport, whatever the page's charset)."""
     return html.escape(text, quote=True).encode("ascii", "xmlcharrefreplace").decode("ascii")
+
+
+_CHAR_REF: Final = re.compile(r"&(?:#[xX][0-9a-fA-F]+;?|#[0-9]+;?|[A-Za-z][A-Za-z0-9]*;?)")
+
+
+def _decode_ref(m: re.Match[str]) -> str:
+    ref = m.group()
+    if ref[1] == "#":
+        return html.unescape(ref)
+    name = ref[1:]
+    if not name.endswith(";") and m.string.startswith("=", m.end()):
+        return ref  # a legacy reference before "=" stays as written in an attribute
+    return html.entities.html5.get(name, ref)
+
+
+def attribute_text(raw: str | None) -> str | None:
+    """An attribute value as the browser reads it: lol-html hands over the raw source
+    text, the browser decodes character references first (`https:&#x2F;&#x2F;host`
+    and `&#47;&#47;host` load from `host`). In an attribute, a reference without `;`
+    followed by `=` or an alphanumeric stays as written, as in the HTML tokenizer."""
+    if raw is None or "&" not in raw:
+        return raw
+    return _CHAR_REF.sub(_decode_ref, raw)
+
+
+def _attr(e: Any, name: str) -> str | None:
+    return attribute_text(e.get_attribute(name))
 
 
 def srcset_urls(value: str) -> list[str]:
@@ -261,7 +290,7 @@ class _Run:
         original iframe waits inside a <template> and nothing is requested until click."""
         vendor: Vendor | None = decision.vendor
         attrs = e.attributes
-        name = vendor.name if vendor else (host_of(e.get_attribute("src") or "") or "External content")
+        name = vendor.name if vendor else (host_of(_attr(e, "src") or "") or "External content")
         category = decision.category or ""
         width = _dimension(e.get_attribute("width"), "100%")
         height = _dimension(e.get_attribute("height"), "auto")
@@ -345,13 +374,13 @@ class _ScriptHandler:
     def element(self, e: Any) -> None:
         run = self.run
         svg = e.namespace_uri == SVG_NS
-        url = (e.get_attribute("href") or e.get_attribute("xlink:href")) if svg else e.get_attribute("src")
+        url = (_attr(e, "href") or _attr(e, "xlink:href")) if svg else _attr(e, "src")
         nonce = e.get_attribute("nonce")
         if nonce and run.nonce is None:
             run.nonce = nonce
         if url is not None and url.strip():
             self.mode = self.IGNORE
-            if not runs_as_script(e.get_attribute("type")):
+            if not runs_as_script(_attr(e, "type")):
                 return
             decision = run.decide(Kind.SCRIPT, "script", url)
             if decision.keeps:
@@ -360,7 +389,7 @@ class _ScriptHandler:
                 return
             run.apply(e, Kind.SCRIPT, decision)
             return
-        if not runs_as_script(e.get_attribute("type")):
+        if not runs_as_script(_attr(e, "type")):
             self.mode = self.IGNORE
             return
         self.mode = self.BUFFER
@@ -440,14 +469,14 @@ class _MediaHandler:
         tag = e.tag_name
         worst: Decision | None = None
         for name in self.URL_ATTRIBUTES.get(tag, ("src",)):
-            url = e.get_attribute(name)
+            url = _attr(e, name)
             if url:
                 d = run.decide(Kind.MEDIA, tag, url)
                 if not d.keeps:
                     worst = d
                     break
         if worst is None and tag in self.SRCSET:
-            srcset = e.get_attribute("srcset")
+            srcset = _attr(e, "srcset")
             if srcset and (not run.relative_first_party or _may_name_a_host(srcset)):
                 for url in srcset_urls(srcset):
                     d = run.decide(Kind.MEDIA, tag, url)
@@ -455,7 +484,7 @@ class _MediaHandler:
                         worst = d
                         break
         if worst is not None:
-            if tag == "input" and (e.get_attribute("type") or "").strip().lower() != "image":
+            if tag == "input" and (_attr(e, "type") or "").strip().lower() != "image":
                 return
             run.apply(e, Kind.MEDIA, worst)
 
@@ -472,11 +501,11 @@ class _UrlHandler:
 
     def element(self, e: Any) -> None:
         tag = e.tag_name
-        url = e.get_attribute(self.attribute.get(tag, "src"))
+        url = _attr(e, self.attribute.get(tag, "src"))
         if not url:
             return
         if self.kind is Kind.LINK:
-            rels = (e.get_attribute("rel") or "").lower().split()
+            rels = (_attr(e, "rel") or "").lower().split()
             if not LINK_RELS.intersection(rels):
                 return
         decision = self.run.decide(self.kind, tag, url)
@@ -492,7 +521,7 @@ class _PingHandler:
 
     def element(self, e: Any) -> None:
         run = self.run
-        urls = (e.get_attribute("ping") or "").split()
+        urls = (_attr(e, "ping") or "").split()
         kept = []
         refused: Decision | None = None
         for url in urls:
@@ -521,7 +550,7 @@ class _BaseHandler:
     def element(self, e: Any) -> None:
         run = self.run
         if run.base_host is None:
-            host = host_of(e.get_attribute("href") or "")
+            host = host_of(_attr(e, "href") or "")
             if host and host != run.page_host:
                 run.base_host = host
                 run.relative_first_party = False
