@@ -12,6 +12,10 @@ Targets:
   tag-gate-html  tag-gate with the HTML gate, no consent (every tag acted on); only
                  when the gate is available (--html)
 
+With --ttfb: time to first byte and to the first 64 KiB of body on a 1 MB page the
+origin serves slowly (64 KiB every 50 ms), origin direct vs nginx proxy_pass vs
+tag-gate gating the page (no consent), 7 interleaved rounds, medians.
+
 Usage:  python bench/proxy_bench.py [--rounds 3] [--seconds 10] [--conns 50] [--html] [--ttfb]
 It installs nginx and wrk with apt-get when they are missing (needs root), runs
 everything on 127.0.0.1 and removes its scratch directory at the end.
@@ -121,12 +125,63 @@ def run_wrk(url: str, seconds: int, conns: int, headers: list[str]) -> dict[str,
     return parse_wrk(out.stdout)
 
 
+def fetch_timed(port: int, path: str) -> dict[str, float]:
+    """Raw HTTP/1.1 GET: ms to the first byte, the first body byte, 64 KiB of body, the end."""
+    t0 = time.perf_counter()
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n".encode())
+    buf = b""
+    first = first_body = body_64k = None
+    head_end = None
+    while True:
+        data = s.recv(262144)
+        now = time.perf_counter()
+        if not data:
+            break
+        first = first or now
+        buf += data
+        if head_end is None and b"\r\n\r\n" in buf:
+            head_end = buf.index(b"\r\n\r\n") + 4
+        if head_end is not None:
+            body = len(buf) - head_end
+            if first_body is None and body > 0:
+                first_body = now
+            if body_64k is None and body >= 65536:
+                body_64k = now
+    s.close()
+    end = time.perf_counter()
+
+    def ms(t: float | None) -> float:
+        return float("nan") if t is None else (t - t0) * 1000
+
+    return {"first_byte": ms(first), "first_body": ms(first_body), "body_64k": ms(body_64k), "total": ms(end)}
+
+
+def ttfb(origin: int, edge: int, tag_gate: int, rounds: int = 7) -> None:
+    targets = {"origin direct": origin, "nginx proxy_pass": edge, "tag-gate (gated, no consent)": tag_gate}
+    for port in targets.values():
+        fetch_timed(port, "/slow")
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+    names = list(targets)
+    for rnd in range(rounds):
+        for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+            samples[name].append(fetch_timed(targets[name], "/slow"))
+    print(f"\ntime to first byte, 1 MB page served 64 KiB every 50 ms; medians of {rounds} interleaved rounds")
+    for name, runs in samples.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        print(
+            f"  {name:30s} first byte {med['first_byte']:7.2f} ms  first body byte {med['first_body']:7.2f} ms"
+            f"  64 KiB of body {med['body_64k']:7.2f} ms  total {med['total']:7.1f} ms"
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--html", action="store_true", help="also measure the HTML gate (tag-gate-html)")
+    ap.add_argument("--ttfb", action="store_true", help="also measure time to first byte on a slow 1 MB page")
     ap.add_argument("--json", metavar="FILE", help="write the medians as JSON")
     args = ap.parse_args()
     ensure_tools()
@@ -145,6 +200,7 @@ def main() -> int:
         (www / "html" / f"{name}.html").write_bytes(data)
 
     origin_port, edge_port, tg_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    slow_port, tg_slow_port = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         origin = nginx_conf(
@@ -161,8 +217,10 @@ def main() -> int:
             "edge",
             "10",
             f"""upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 256; }}
+  upstream slow {{ server 127.0.0.1:{slow_port}; keepalive 16; }}
   server {{ listen 127.0.0.1:{edge_port} backlog=4096;
     proxy_http_version 1.1; proxy_set_header Connection "";
+    location /slow {{ proxy_pass http://slow; }}
     location / {{ proxy_pass http://origin; }} }}""",
         )
         for conf in (origin, edge):
@@ -190,8 +248,39 @@ def main() -> int:
                 stdout=subprocess.DEVNULL,
             )
         )
-        for port in (origin_port, edge_port, tg_port):
+        if args.ttfb:
+            procs.append(
+                subprocess.Popen(
+                    ["taskset", "-c", "0", sys.executable, str(REPO / "bench" / "slow_origin.py"), str(slow_port)]
+                )
+            )
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "taskset",
+                        "-c",
+                        "1",
+                        sys.executable,
+                        "-m",
+                        "proxy",
+                        "serve",
+                        "--listen",
+                        f"127.0.0.1:{tg_slow_port}",
+                        "--upstream",
+                        f"http://127.0.0.1:{slow_port}",
+                        "--admin-listen",
+                        "off",
+                        "--log-level",
+                        "warning",
+                    ],
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+        for port in (origin_port, edge_port, tg_port) + ((slow_port, tg_slow_port) if args.ttfb else ()):
             wait_port(port)
+        if args.ttfb:
+            ttfb(slow_port, edge_port, tg_slow_port)
 
         targets = {"nginx": (edge_port, "pass"), "tag-gate": (tg_port, "pass")}
         if args.html:

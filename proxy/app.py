@@ -46,6 +46,9 @@ log = logging.getLogger("tag_gate")
 RESERVED_PREFIX: Final = "/__tag-gate/"
 """Paths tag-gate answers itself (first-party assets); never forwarded."""
 
+GATE_SLICE: Final = 16384
+"""Most upstream bytes the gate takes in one step (lol-html's natural chunk size)."""
+
 REPLAY_LIMIT: Final = 1 << 20
 """Upstream bytes kept while the gate has produced nothing yet, to replay them if it
 fails before the first byte goes out; past this the headers are sent anyway."""
@@ -454,18 +457,21 @@ class ProxyHandler:
                     if replay is not None:
                         replay.append(chunk)
                         replay_size += len(chunk)
-                    out = pipeline.feed(chunk)
-                    if hold:
-                        held.append(out)
-                        held_size += len(out)
-                        if held_size > self._max_held:
-                            raise GateError("too_large_to_hold", "page larger than the decisions-header buffer")
-                        continue
-                    if not started and (out or replay_size > REPLAY_LIMIT):
-                        await resp.prepare(request)
-                        started, replay = True, None
-                    if out:
-                        await resp.write(out)
+                    # Large reads are gated in slices so the first bytes leave early and
+                    # no single step holds the event loop for long.
+                    for start in range(0, len(chunk), GATE_SLICE):
+                        out = pipeline.feed(chunk[start : start + GATE_SLICE] if len(chunk) > GATE_SLICE else chunk)
+                        if hold:
+                            held.append(out)
+                            held_size += len(out)
+                            if held_size > self._max_held:
+                                raise GateError("too_large_to_hold", "page larger than the decisions-header buffer")
+                            continue
+                        if not started and (out or replay_size > REPLAY_LIMIT):
+                            await resp.prepare(request)
+                            started, replay = True, None
+                        if out:
+                            await resp.write(out)
                 out = pipeline.end()
             except (GateError, DecodeError) as exc:
                 reason = exc.reason if isinstance(exc, GateError) else f"decode_{exc.reason}"
