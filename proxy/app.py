@@ -20,7 +20,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
@@ -406,17 +406,31 @@ class ProxyHandler:
         length = up.content_length
         if length is not None and status not in BODYLESS_STATUSES and plan.keep_length:
             resp.content_length = length
+        return await self._relay_raw(request, resp, up, (), body=not empty)
+
+    async def _relay_raw(
+        self,
+        request: web.BaseRequest,
+        resp: web.StreamResponse,
+        up: UpstreamResponse,
+        replay: Sequence[bytes],
+        *,
+        body: bool = True,
+    ) -> web.StreamResponse:
+        """Send the headers, then the upstream's bytes unchanged (after `replay`, bytes
+        already read from it). A client that goes away stops the upstream read; an
+        upstream that fails mid-body aborts the client connection."""
         try:
             await resp.prepare(request)
-            if empty:
-                await resp.write_eof()
-                return resp
-            content = up.content
-            while True:
-                chunk = await content.readany()
-                if not chunk:
-                    break
-                await resp.write(chunk)
+            if body:
+                for chunk in replay:
+                    await resp.write(chunk)
+                content = up.content
+                while True:
+                    chunk = await content.readany()
+                    if not chunk:
+                        break
+                    await resp.write(chunk)
             await resp.write_eof()
         except ConnectionResetError:
             # The client went away mid-response: stop reading the upstream and drop it.
@@ -528,23 +542,7 @@ class ProxyHandler:
         headers.popall(hdrs.CONTENT_ENCODING, None)
         if upstream_coding:
             headers[hdrs.CONTENT_ENCODING] = upstream_coding
-        resp = web.StreamResponse(status=up.status, headers=headers)
-        try:
-            await resp.prepare(request)
-            for chunk in replay:
-                await resp.write(chunk)
-            content = up.content
-            while True:
-                chunk = await content.readany()
-                if not chunk:
-                    break
-                await resp.write(chunk)
-            await resp.write_eof()
-        except ConnectionResetError:
-            self._client_gone(request, up)
-        except (TimeoutError, aiohttp.ClientError) as err:
-            self._abort(request, up, err)
-        return resp
+        return await self._relay_raw(request, web.StreamResponse(status=up.status, headers=headers), up, replay)
 
     def _note(self, request: web.BaseRequest, error: str) -> None:
         self._errors[id(request)] = error

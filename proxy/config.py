@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from .catalog import Catalog, Vendor, VendorError, make_catalog, parse_host, parse_vendor
 from .categories import BUILTIN_CATEGORIES, ESSENTIAL
 from .consent import SOURCES, ConsentSettings, source_cookie_names, validate_settings
+from .defer import STYLES
 from .policy import Action, CookieRule, Policy, UrlRule, compile_globs
 
 T = TypeVar("T")
@@ -121,18 +122,8 @@ class Limits:
     upstream_pool_size: int = 256
 
 
-DEFER_STYLES: Final = (
-    "tag-gate",
-    "cookiebot",
-    "onetrust",
-    "klaro",
-    "cookieconsent",
-    "complianz",
-    "cookieyes",
-    "usercentrics",
-    "didomi",
-)
-"""Conventions `html.defer_style` accepts (kept equal to proxy.defer.STYLES by a test)."""
+DEFER_STYLES: Final = STYLES
+"""Conventions `html.defer_style` accepts (proxy.defer writes each)."""
 
 ELEMENT_ACTIONS: Final = ("remove", "defer", "placeholder")
 
