@@ -512,7 +512,7 @@ class Stats:
         )
         notes = []
         if self.known_bug_refused:
-            notes.append(f"{self.known_bug_refused} more in xfail cases of a known tag-gate bug")
+            notes.append(f"{self.known_bug_refused} more in xfail cases of known tag-gate bugs")
         if self.control_refused:
             notes.append(f"without tag-gate: {self.control_refused}")
         if notes:
