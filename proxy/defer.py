@@ -33,7 +33,7 @@ STYLES: Final = (
 URL_ATTRIBUTES: Final[dict[Kind, tuple[str, ...]]] = {
     Kind.SCRIPT: ("src",),
     Kind.INLINE: (),
-    Kind.MEDIA: ("src", "srcset", "poster"),
+    Kind.MEDIA: ("src", "srcset", "poster", "background"),
     Kind.FRAME: ("src",),
     Kind.EMBED: ("src", "data"),
     Kind.LINK: ("href",),

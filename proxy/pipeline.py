@@ -111,6 +111,7 @@ class Stages:
             cmp_names=make_cmp_names(cfg.consent),
             consent_mode=html.consent_mode,
             max_inline_script=html.max_inline_script,
+            gpc_refuses=cfg.consent.gpc_refuses,
         )
         self.report_only = cfg.server.mode == "report-only"
         self._visitors: dict[tuple[tuple[str, ...], str | None], Visitor] = {}

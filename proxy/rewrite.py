@@ -40,20 +40,38 @@ SVG_NS: Final = "http://www.w3.org/2000/svg"
 
 SELECTORS: Final = {
     "script": "script",
-    "media": "img[src], img[srcset], source[src], source[srcset], video[src], video[poster], audio[src], input[src]",
+    "media": "img[src], img[srcset], source[src], source[srcset], video[src], video[poster], audio[src], input[src], "
+    "body[background], table[background], td[background], th[background]",
     "frame": "iframe[src], frame[src]",
+    "srcdoc": "iframe[srcdoc]",
     "embed": "object[data], embed[src]",
-    "link": "link[href]",
+    "link": "link[href], link[imagesrcset]",
     "ping": "a[ping], area[ping]",
+    "style": '[style*="url("]',
     "base": "base[href]",
     "noscript": "noscript",
 }
 """The selectors the gate registers (the rewrite benchmark's reference uses the same)."""
 
 LINK_RELS: Final = frozenset(
-    {"preconnect", "dns-prefetch", "preload", "prefetch", "modulepreload", "stylesheet", "prerender"}
+    {
+        "preconnect",
+        "dns-prefetch",
+        "preload",
+        "prefetch",
+        "modulepreload",
+        "stylesheet",
+        "prerender",
+        "icon",
+        "apple-touch-icon",
+        "apple-touch-icon-precomposed",
+        "mask-icon",
+        "manifest",
+    }
 )
 """`<link rel>` tokens that make the browser contact the URL."""
+
+_CSS_URL: Final = re.compile(r"""url\(\s*(?:"([^"]*)"|'([^']*)'|([^)\s]*))\s*\)""", re.IGNORECASE)
 
 GOOGLE_TAG_VENDORS: Final = frozenset({"google-analytics", "google-tag-manager", "google-ads"})
 """Vendors whose kept tags get a Consent Mode v2 default block in front of them."""
@@ -88,6 +106,8 @@ class GatePlan:
     cmp_names: CmpNames = field(default_factory=CmpNames)
     consent_mode: bool = True
     max_inline_script: int = 1 << 20
+    gpc_refuses: frozenset[str] = frozenset({"advertising"})
+    """`consent.gpc_refuses`: with Sec-GPC these are removed, never deferred."""
     max_pending: int = 32 << 20
     """Input bytes the gate may take without producing output before it gives up."""
     placeholder_text: str = "{vendor} is blocked because you have not allowed {category} content."
@@ -213,6 +233,7 @@ class _Run:
         self.style = plan.defer_style
         self.gcm_pending = plan.consent_mode and not report_only
         self.first_party = self.policy.first_party.keep
+        self.gpc_refused = plan.gpc_refuses if consent.gpc else None
         self.relative_first_party = not self.policy.relative_can_match
 
     # ------------------------------------------------------------ deciding
@@ -242,15 +263,21 @@ class _Run:
             self.stats.records.append(ElementRecord("script", "", Kind.INLINE, self._effective(decision)))
         return decision
 
+    def _final(self, decision: Decision) -> bool:
+        """Whether a refusal must be a removal: inside <noscript> or srcdoc nothing can
+        activate it later, and a category refused by Sec-GPC stays refused whatever the
+        consent cookie later says (activate.js reads only the cookie)."""
+        return bool(self.nested) or (self.gpc_refused is not None and decision.category in self.gpc_refused)
+
     def _effective(self, decision: Decision) -> Decision:
-        if self.nested and decision.action in (Action.DEFER, Action.PLACEHOLDER):
+        if decision.action in (Action.DEFER, Action.PLACEHOLDER) and self._final(decision):
             return Decision(Action.REMOVE, decision.category, decision.vendor, decision.rule)
         return decision
 
     def action(self, decision: Decision) -> Action:
-        """The action actually taken: inside <noscript> nothing can activate later."""
+        """The action actually taken (see `_final`), counted."""
         action = decision.action
-        if self.nested and action in (Action.DEFER, Action.PLACEHOLDER):
+        if action in (Action.DEFER, Action.PLACEHOLDER) and self._final(decision):
             action = Action.REMOVE
         self.stats.counts[(action.value, decision.category or "")] += 1
         if (
@@ -263,14 +290,23 @@ class _Run:
 
     # ------------------------------------------------------------ acting
 
-    def apply(self, e: Any, kind: Kind, decision: Decision) -> None:
+    def apply(self, e: Any, kind: Kind, decision: Decision, attribute: str | None = None) -> None:
+        """Act on a refused element. With `attribute`, only that attribute fetches (a
+        `<body background>`): removing means removing the attribute, not the element."""
         action = self.action(decision)
         if self.report_only or action is Action.KEEP:
             return
         if action is Action.REMOVE:
-            e.remove()
+            if attribute is None:
+                e.remove()
+            else:
+                e.remove_attribute(attribute)
             return
         category = decision.category or ""
+        if attribute is not None and self.style == "didomi":
+            # Didomi wraps blocked markup in a script element; a <body> cannot be wrapped.
+            e.remove_attribute(attribute)
+            return
         if action is Action.PLACEHOLDER:
             e.before(self.placeholder(e, decision), HTML)
             e.remove()
@@ -458,8 +494,13 @@ class _MediaHandler:
         "video": ("src", "poster"),
         "audio": ("src",),
         "input": ("src",),
+        "body": ("background",),
+        "table": ("background",),
+        "td": ("background",),
+        "th": ("background",),
     }
     SRCSET: Final = frozenset({"img", "source"})
+    BACKGROUND: Final = frozenset({"body", "table", "td", "th"})
 
     def __init__(self, run: _Run) -> None:
         self.run = run
@@ -486,7 +527,7 @@ class _MediaHandler:
         if worst is not None:
             if tag == "input" and (_attr(e, "type") or "").strip().lower() != "image":
                 return
-            run.apply(e, Kind.MEDIA, worst)
+            run.apply(e, Kind.MEDIA, worst, "background" if tag in self.BACKGROUND else None)
 
 
 class _UrlHandler:
@@ -501,16 +542,21 @@ class _UrlHandler:
 
     def element(self, e: Any) -> None:
         tag = e.tag_name
-        url = _attr(e, self.attribute.get(tag, "src"))
-        if not url:
-            return
+        run = self.run
+        urls = [_attr(e, self.attribute.get(tag, "src"))]
         if self.kind is Kind.LINK:
             rels = (_attr(e, "rel") or "").lower().split()
             if not LINK_RELS.intersection(rels):
                 return
-        decision = self.run.decide(self.kind, tag, url)
-        if not decision.keeps:
-            self.run.apply(e, self.kind, decision)
+            images = _attr(e, "imagesrcset")
+            if images:
+                urls.extend(srcset_urls(images))
+        for url in urls:
+            if url:
+                decision = run.decide(self.kind, tag, url)
+                if not decision.keeps:
+                    run.apply(e, self.kind, decision)
+                    return
 
 
 class _PingHandler:
@@ -539,6 +585,69 @@ class _PingHandler:
             e.set_attribute("ping", " ".join(kept))
         else:
             e.remove_attribute("ping")
+
+
+class _StyleHandler:
+    """`url(...)` in a style attribute: a refused URL becomes `none` (no request, the
+    rest of the declaration and of the attribute unchanged)."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        value = _attr(e, "style")
+        if not value:
+            return
+        refused: list[Decision] = []
+
+        def replace(m: re.Match[str]) -> str:
+            url = (m.group(1) or m.group(2) or m.group(3) or "").strip()
+            if url:
+                d = run.decide(Kind.LINK, e.tag_name, url)
+                if not d.keeps:
+                    refused.append(d)
+                    return "none"
+            return m.group(0)
+
+        new = _CSS_URL.sub(replace, value)
+        if not refused:
+            return
+        for decision in refused:
+            run.action(decision)
+        if not run.report_only:
+            e.set_attribute("style", new.replace("&", "&amp;"))
+
+
+class _SrcdocHandler:
+    """`<iframe srcdoc>` holds a whole document: gate it like <noscript> content."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        source = _attr(e, "srcdoc")
+        if not source or run.nested >= 2:
+            return
+        gate = HtmlGate(
+            run.plan,
+            run.consent,
+            page_host=run.page_host,
+            nonce=run.nonce,
+            report_only=run.report_only,
+            stats=run.stats,
+            nested=run.nested + 1,
+        )
+        out = gate.feed_text(source) + gate.end_text()
+        if out != source and not run.report_only:
+            # lol-html escapes the quotes; `&` must be escaped too or the browser would
+            # read character references that were text in the gated document.
+            e.set_attribute("srcdoc", out.replace("&", "&amp;"))
 
 
 class _BaseHandler:
@@ -640,9 +749,11 @@ class HtmlGate:
         rewriter.on(SELECTORS["script"], _ScriptHandler(run))
         rewriter.on(SELECTORS["media"], _MediaHandler(run))
         rewriter.on(SELECTORS["frame"], _UrlHandler(run, Kind.FRAME, _FRAME_ATTRS))
+        rewriter.on(SELECTORS["srcdoc"], _SrcdocHandler(run))
         rewriter.on(SELECTORS["embed"], _UrlHandler(run, Kind.EMBED, _EMBED_ATTRS))
         rewriter.on(SELECTORS["link"], _UrlHandler(run, Kind.LINK, _LINK_ATTRS))
         rewriter.on(SELECTORS["ping"], _PingHandler(run))
+        rewriter.on(SELECTORS["style"], _StyleHandler(run))
         rewriter.on(SELECTORS["base"], _BaseHandler(run))
         rewriter.on(SELECTORS["noscript"], _NoscriptHandler(run))
         rewriter.on_document(_DocumentHandler(run))

@@ -418,7 +418,18 @@ def test_srcset_urls(value: str, urls: list[str]) -> None:
 
 
 def test_selectors_are_the_documented_set() -> None:
-    assert set(SELECTORS) == {"script", "media", "frame", "embed", "link", "ping", "base", "noscript"}
+    assert set(SELECTORS) == {
+        "script",
+        "media",
+        "frame",
+        "srcdoc",
+        "embed",
+        "link",
+        "ping",
+        "style",
+        "base",
+        "noscript",
+    }
 
 
 def test_a_document_that_never_lets_go_is_refused() -> None:
@@ -429,3 +440,52 @@ def test_a_document_that_never_lets_go_is_refused() -> None:
         for _ in range(10):
             g.feed(b'<img title="' + b"x" * 2000)
     assert info.value.reason == "pending_limit"
+
+
+@pytest.mark.parametrize(
+    ("snippet", "gone", "kept"),
+    [
+        ('<link rel="preload" as="image" imagesrcset="https://bat.bing.com/p 1x" href="/a.svg">', "bing", ""),
+        ('<link rel="icon" href="https://bat.bing.com/i.ico">', "bing", ""),
+        ('<link rel="shortcut icon" href="https://bat.bing.com/i.ico">', "bing", ""),
+        ('<body background="https://bat.bing.com/b.png"><p>x</p></body>', "bing", "<body><p>x</p></body>"),
+        (
+            '<div style="width:1px;background:url(https://bat.bing.com/c.png) no-repeat">x</div>',
+            "bing",
+            'style="width:1px;background:none no-repeat"',
+        ),
+        ("<div style=\"background-image:url('/own.png')\">x</div>", "", "url('/own.png')"),
+        (
+            '<iframe srcdoc="&lt;script src=https://connect.facebook.net/x.js&gt;&lt;/script&gt;'
+            '&lt;p&gt;a &amp;amp; b&lt;/p&gt;"></iframe>',
+            "facebook",
+            'srcdoc="<p>a &amp;amp; b</p>"',
+        ),
+        ('<iframe srcdoc="&lt;p&gt;plain&lt;/p&gt;"></iframe>', "", 'srcdoc="&lt;p&gt;plain&lt;/p&gt;"'),
+    ],
+)
+def test_less_common_fetching_markup_is_gated(snippet: str, gone: str, kept: str) -> None:
+    out = gate(REMOVE, NONE, snippet).decode()
+    if gone:
+        assert gone not in out, out
+    assert kept in out, out
+    assert gate(plan(consent_mode=False), ALL, snippet).decode() == snippet
+
+
+def test_gpc_refused_categories_are_removed_not_deferred() -> None:
+    gpc_all = read_consent("tg_consent=functional.analytics.advertising.social", "1")
+    out = gate(
+        DEFER,
+        gpc_all,
+        '<script src="https://connect.facebook.net/en_US/fbevents.js"></script>'
+        '<script src="https://www.googletagmanager.com/gtag/js"></script>',
+    ).decode()
+    assert "facebook" not in out and "googletagmanager" in out
+    none_gpc = read_consent(None, "1")
+    out = gate(
+        DEFER,
+        none_gpc,
+        '<script src="https://connect.facebook.net/x.js"></script>'
+        '<script src="https://static.hotjar.com/c/h.js"></script>',
+    ).decode()
+    assert "facebook" not in out and 'data-tg-src="https://static.hotjar.com/c/h.js"' in out

@@ -145,24 +145,20 @@ async def _port(world: World, config: str) -> int:
     return (await world.proxy(config, **CONFIGS[config])).port
 
 
-async def visit(world: World, config: str, page: str, state: State, *, known_bug: bool = False) -> Visit:
+async def visit(world: World, config: str, page: str, state: State) -> Visit:
     port = await _port(world, config)
     async with world.tab(state.cookies, gpc=state.gpc, port=port) as tab:
         await tab.goto(world.url(port, page))
         v = await tab.snapshot()
-    count(v, page, state, known_bug=known_bug)
+    count(v, page, state)
     return v
 
 
-def count(v: Visit, page: str, state: State, *, known_bug: bool = False) -> None:
+def count(v: Visit, page: str, state: State) -> None:
     STATS.pages.add(page)
     STATS.states.add(state.name)
     STATS.tracker_requests += sum(1 for h in v.page_hits if h.category is not None)
-    refused = len(v.refused_contacts(state.granted))
-    if known_bug:
-        STATS.known_bug_refused += refused
-    else:
-        STATS.refused += refused
+    STATS.refused += len(v.refused_contacts(state.granted))
 
 
 _BASELINE: dict[str, Visit] = {}
@@ -203,18 +199,6 @@ async def test_everything_granted_page_is_clean(world: World, page: str) -> None
     assert not any(problems.values()), _report(problems)
 
 
-GPC_DEFER_BUG = (
-    "tag-gate bug: with the native defer style, /__tag-gate/activate.js activates deferred "
-    "elements from the tg_consent cookie alone, so a category refused only by Sec-GPC "
-    "(consent.gpc_refuses) is activated in the browser right after load"
-)
-
-
-def _hits_gpc_defer_bug(page: str, state: State, config: str) -> bool:
-    gpc_refused = {"advertising"}  # consent.gpc_refuses default
-    return state.gpc and config == "defer" and any(category_of_host(h) in gpc_refused for h, _ in EXPECTED[page])
-
-
 DEFER_STATES = ("none", "analytics", "advertising+social", "all + Sec-GPC")
 """The defer configuration's markup does not depend on which CMP said it: a few states."""
 
@@ -224,9 +208,6 @@ CASES = [
         state,
         config,
         id=f"{page}-{state.name}-{config}",
-        marks=[pytest.mark.xfail(reason=GPC_DEFER_BUG, strict=True)]
-        if _hits_gpc_defer_bug(page, state, config)
-        else [],
     )
     for config in ("remove", "defer")
     for state in STATES
@@ -238,7 +219,7 @@ CASES = [
 @pytest.mark.parametrize(("page", "state", "config"), CASES)
 async def test_consent_state(world: World, page: str, state: State, config: str) -> None:
     base = await baseline(world, page)
-    v = await visit(world, config, page, state, known_bug=_hits_gpc_defer_bug(page, state, config))
+    v = await visit(world, config, page, state)
     problems = {
         # Nothing of a refused category was contacted, by request or by handshake ...
         "contacted refused": v.refused_contacts(state.granted),
@@ -386,13 +367,11 @@ GAPS = {
 
 
 @pytest.mark.parametrize("gap", GAPS)
-@pytest.mark.xfail(reason="tag-gate does not gate this markup yet (see gaps.html)", strict=True)
-async def test_known_gap(world: World, gap: str) -> None:
-    """Markup outside tag-gate's element table that still makes Chromium contact a
-    refused tracker. Strict: when tag-gate learns one, its case passes and must be
-    moved out of here."""
+async def test_less_common_fetching_markup_is_gated(world: World, gap: str) -> None:
+    """Markup outside the usual tag forms that still makes Chromium contact a tracker
+    (found by this suite, now gated): none of it reaches a refused host."""
     if "gaps" not in _GAPS:
-        _GAPS["gaps"] = await visit(world, "remove", "gaps.html", STATES[0], known_bug=True)
+        _GAPS["gaps"] = await visit(world, "remove", "gaps.html", STATES[0])
     v = _GAPS["gaps"]
     assert v.expected_first_party <= v.first_party
     host, path = GAPS[gap]

@@ -502,7 +502,6 @@ class Stats:
     states: set[str] = field(default_factory=set)
     tracker_requests: int = 0
     refused: int = 0
-    known_bug_refused: int = 0
     control_refused: int = 0
 
     def summary(self) -> str:
@@ -511,8 +510,6 @@ class Stats:
             f"{self.tracker_requests} tracker requests seen, {self.refused} to refused categories"
         )
         notes = []
-        if self.known_bug_refused:
-            notes.append(f"{self.known_bug_refused} more in xfail cases of known tag-gate bugs")
         if self.control_refused:
             notes.append(f"without tag-gate: {self.control_refused}")
         if notes:

@@ -12,7 +12,7 @@
 (function () {
   "use strict";
   var COOKIE = "__TG_COOKIE__";
-  var MOVED = ["src", "srcset", "href", "data", "poster"];
+  var MOVED = ["src", "srcset", "href", "data", "poster", "background"];
   var running = false;
   var again = false;
 
