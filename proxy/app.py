@@ -46,8 +46,12 @@ log = logging.getLogger("tag_gate")
 RESERVED_PREFIX: Final = "/__tag-gate/"
 """Paths tag-gate answers itself (first-party assets); never forwarded."""
 
-GATE_SLICE: Final = 16384
-"""Most upstream bytes the gate takes in one step (lol-html's natural chunk size)."""
+FIRST_SLICE: Final = 16384
+"""Before the first byte goes out the gate takes small steps, so the page starts early."""
+
+GATE_SLICE: Final = 65536
+"""Later, most upstream bytes the gate takes in one step (fewer, larger writes; a step
+stays well under a millisecond)."""
 
 REPLAY_LIMIT: Final = 1 << 20
 """Upstream bytes kept while the gate has produced nothing yet, to replay them if it
@@ -473,8 +477,9 @@ class ProxyHandler:
                         replay_size += len(chunk)
                     # Large reads are gated in slices so the first bytes leave early and
                     # no single step holds the event loop for long.
-                    for start in range(0, len(chunk), GATE_SLICE):
-                        out = pipeline.feed(chunk[start : start + GATE_SLICE] if len(chunk) > GATE_SLICE else chunk)
+                    step = GATE_SLICE if started else FIRST_SLICE
+                    for start in range(0, len(chunk), step):
+                        out = pipeline.feed(chunk[start : start + step] if len(chunk) > step else chunk)
                         if hold:
                             held.append(out)
                             held_size += len(out)

@@ -138,6 +138,7 @@ class HtmlConfig:
     unknown_hosts: str = "keep"
     first_party_hosts: tuple[str, ...] = ()
     consent_mode: bool = True
+    inline_styles: bool = True
     max_inline_script: int = 1 << 20
     max_decoded_size: int = 64 << 20
     max_ratio: float = 100.0
@@ -679,6 +680,7 @@ def _read_html(r: _Reader, categories: frozenset[str]) -> HtmlConfig:
         unknown_hosts=r.get("unknown_hosts", d.unknown_hosts, unknown_hosts),
         first_party_hosts=r.get("first_party_hosts", d.first_party_hosts, hosts),
         consent_mode=r.get("consent_mode", d.consent_mode, as_bool),
+        inline_styles=r.get("inline_styles", d.inline_styles, as_bool),
         max_inline_script=r.get("max_inline_script", d.max_inline_script, parse_size),
         max_decoded_size=r.get("max_decoded_size", d.max_decoded_size, parse_size),
         max_ratio=r.get("max_ratio", d.max_ratio, ratio),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import hdrs
 from multidict import CIMultiDict
@@ -112,9 +112,11 @@ class Stages:
             consent_mode=html.consent_mode,
             max_inline_script=html.max_inline_script,
             gpc_refuses=cfg.consent.gpc_refuses,
+            inline_styles=html.inline_styles,
         )
         self.report_only = cfg.server.mode == "report-only"
         self._visitors: dict[tuple[tuple[str, ...], str | None], Visitor] = {}
+        self._element_counters: dict[tuple[str, str], Any] = {}
         essential_hosts = [h for v in self.policy.catalog.vendors if v.category == ESSENTIAL for h in v.hosts]
         self.fail_safe_policy = fail_safe_csp([*html.first_party_hosts, *essential_hosts])
         self._no_consent = self.visitor((), None)
@@ -348,8 +350,13 @@ class Stages:
         )
 
     def count(self, stats: GateStats) -> None:
-        for (action, category), n in stats.counts.items():
-            self.metrics.elements.labels(action, category or "unknown").inc(n)
+        children = self._element_counters
+        for key, n in stats.counts.items():
+            child = children.get(key)
+            if child is None:
+                action, category = key
+                child = children[key] = self.metrics.elements.labels(action, category or "unknown")
+            child.inc(n)
 
 
 class BodyPipeline:

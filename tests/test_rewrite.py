@@ -420,6 +420,7 @@ def test_srcset_urls(value: str, urls: list[str]) -> None:
 def test_selectors_are_the_documented_set() -> None:
     assert set(SELECTORS) == {
         "script",
+        "img",
         "media",
         "frame",
         "srcdoc",
