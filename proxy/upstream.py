@@ -9,6 +9,7 @@ followed, bodies decompressed, headers added). `make_session` turns all of that 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -133,6 +134,8 @@ def make_session(config: Config) -> aiohttp.ClientSession:
 def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[istr]:
     """Header names nominated in any `Connection` header (lower-cased, trimmed)."""
     tokens: set[istr] = set()
+    if hdrs.CONNECTION not in headers:
+        return tokens
     for value in headers.getall(hdrs.CONNECTION, ()):
         for token in value.split(","):
             token = token.strip()
@@ -155,8 +158,12 @@ def _forwarded_node(peer: str) -> str:
     return f'"[{peer}]"' if ":" in peer else peer
 
 
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 def _quoted(value: str) -> str:
-    if value and all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in value):
+    """An RFC 7239 value: a token as is, anything else quoted (a host with a port is)."""
+    if _TOKEN.fullmatch(value):
         return value
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
