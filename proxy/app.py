@@ -46,7 +46,7 @@ log = logging.getLogger("tag_gate")
 RESERVED_PREFIX: Final = "/__tag-gate/"
 """Paths tag-gate answers itself (first-party assets); never forwarded."""
 
-FIRST_SLICE: Final = 16384
+FIRST_SLICE: Final = 4096
 """Before the first byte goes out the gate takes small steps, so the page starts early."""
 
 GATE_SLICE: Final = 65536
