@@ -477,9 +477,11 @@ class ProxyHandler:
                         replay_size += len(chunk)
                     # Large reads are gated in slices so the first bytes leave early and
                     # no single step holds the event loop for long.
-                    step = GATE_SLICE if started else FIRST_SLICE
-                    for start in range(0, len(chunk), step):
-                        out = pipeline.feed(chunk[start : start + step] if len(chunk) > step else chunk)
+                    pos, size = 0, len(chunk)
+                    while pos < size:
+                        step = GATE_SLICE if started else FIRST_SLICE
+                        out = pipeline.feed(chunk[pos : pos + step] if pos or size > step else chunk)
+                        pos += step
                         if hold:
                             held.append(out)
                             held_size += len(out)
