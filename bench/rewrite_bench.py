@@ -45,7 +45,7 @@ from proxy.consent import read_consent
 from proxy.metrics import Metrics
 from proxy.pipeline import BodyPipeline, Stages
 from proxy.policy import Kind
-from proxy.rewrite import SELECTORS, HtmlGate
+from proxy.rewrite import SELECTORS, HtmlGate, gate_selectors
 
 CHUNK = 16384
 URL_ATTRS = ("src", "href", "data", "srcset", "poster", "ping")
@@ -69,11 +69,11 @@ def lol_noop(chunks: list[bytes]) -> bytes:
     return b"".join(out)
 
 
-def lol_read(chunks: list[bytes]) -> bytes:
+def lol_read(chunks: list[bytes], selectors: list[str]) -> bytes:
     out: list[bytes] = []
     r = lolhtml.HTMLRewriter(out.append)
     handler = _ReadUrl()
-    for selector in SELECTORS.values():
+    for selector in selectors:
         r.on(selector, handler)
     for c in chunks:
         r.write(c)
@@ -126,6 +126,8 @@ def main() -> int:
     # ------------------------------------------------------------- rewrite throughput
     stages = Stages(config, Metrics())
     plan = stages.gate_plan
+    selectors = [SELECTORS[name] for name in gate_selectors(plan)]
+    print(f"gate selectors (html.inline_styles = {plan.inline_styles}): {', '.join(selectors)}")
     everything = read_consent("tg_consent=functional.analytics.advertising.social", None)
 
     def gate(consent: object) -> Callable[[list[bytes]], bytes]:
@@ -160,7 +162,7 @@ def main() -> int:
         gz_chunks = [gz[i : i + CHUNK] for i in range(0, len(gz), CHUNK)]
         cases: dict[str, Callable[[], bytes]] = {
             "lol-html, no handlers": lambda c=chunks: lol_noop(c),
-            "lol-html, gate selectors, read URL": lambda c=chunks: lol_read(c),
+            "lol-html, gate selectors, read URL": lambda c=chunks: lol_read(c, selectors),
             "gate, all refused": lambda c=chunks: gate(none)(c),
             "gate, all granted (parsed)": lambda c=chunks: gate(everything)(c),
             "gzip: decode, gate, re-encode": lambda c=gz_chunks: gzip_path(c),

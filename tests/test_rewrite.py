@@ -36,6 +36,7 @@ def plan(style: str = "tag-gate", consent_mode: bool = True, **policy: Any) -> G
 
 REMOVE = plan()
 DEFER = plan(default_action=Action.DEFER)
+COMPLETE = GatePlan(Policy(CATALOG), inline_styles=True)
 
 
 def gate(
@@ -466,11 +467,17 @@ def test_a_document_that_never_lets_go_is_refused() -> None:
     ],
 )
 def test_less_common_fetching_markup_is_gated(snippet: str, gone: str, kept: str) -> None:
-    out = gate(REMOVE, NONE, snippet).decode()
+    out = gate(COMPLETE, NONE, snippet).decode()
     if gone:
         assert gone not in out, out
     assert kept in out, out
     assert gate(plan(consent_mode=False), ALL, snippet).decode() == snippet
+
+
+def test_inline_styles_are_left_alone_unless_asked_for() -> None:
+    snippet = '<div style="background:url(https://bat.bing.com/c.png)">x</div>'
+    assert gate(REMOVE, NONE, snippet).decode() == snippet
+    assert "bing" not in gate(COMPLETE, NONE, snippet).decode()
 
 
 def test_gpc_refused_categories_are_removed_not_deferred() -> None:
