@@ -232,6 +232,10 @@ def test_windows_1252_bytes_outside_the_edits_are_untouched() -> None:
         ('<script type="module" src="https://cdn.segment.com/a.js"></script>', "segment", ""),
         ('<img src="https://bat.bing.com/action/0" width=1 height=1>', "bing", ""),
         ('<img srcset="/a.png 1x, https://bat.bing.com/b.png 2x" src="/a.png">', "bing", ""),
+        # the URL parser strips leading C0 controls and spaces, however many
+        ('<img src="' + " " * 30 + '//bat.bing.com/action/0">', "bing", ""),
+        ('<img src="\x01\x02\t//bat.bing.com/action/0">', "bing", ""),
+        ("<IMG SRC=//bat.bing.com/action/0>", "bing", ""),
         (
             '<picture><source srcset="https://ct.pinterest.com/p 1x"><img src="/a.png"></picture>',
             "pinterest",
@@ -252,6 +256,9 @@ def test_windows_1252_bytes_outside_the_edits_are_untouched() -> None:
         ('<video src="https://www.youtube.com/v.mp4"></video>', "youtube", ""),
         ('<input type="image" src="https://bat.bing.com/i.png">', "bing", ""),
         ('<noscript><img src="https://www.facebook.com/tr?id=1"></noscript>', "facebook", "<noscript></noscript>"),
+        ('<audio src="https://www.youtube.com/a.mp3"></audio>', "youtube", ""),
+        ('<video poster="https://bat.bing.com/p.png"></video>', "bing", ""),
+        ('<link imagesrcset="https://bat.bing.com/p.png 1x" rel="preload" as="image">', "bing", ""),
         ("<script>fbq('init', '1'); fbq('track', 'PageView');</script>", "fbq", "<script></script>"),
         ("<script>gtag('config', 'G-1');</script>", "gtag", "<script></script>"),
     ],
@@ -424,7 +431,6 @@ def test_selectors_are_the_documented_set() -> None:
         "img",
         "media",
         "frame",
-        "srcdoc",
         "embed",
         "link",
         "ping",
@@ -497,3 +503,44 @@ def test_gpc_refused_categories_are_removed_not_deferred() -> None:
         '<script src="https://static.hotjar.com/c/h.js"></script>',
     ).decode()
     assert "facebook" not in out and 'data-tg-src="https://static.hotjar.com/c/h.js"' in out
+
+
+def test_repeated_noscript_fragments_count_on_every_page_and_follow_consent() -> None:
+    # Small fragments are memoised per plan: every response must still count what was
+    # done, and a visitor with other consent must get their own result.
+    p = plan()
+    snippet = '<noscript><img src="https://www.facebook.com/tr?id=1"></noscript><p>x</p>'
+    for _ in range(3):
+        out, stats = gate_document(p, NONE, snippet.encode())
+        assert out == b"<noscript></noscript><p>x</p>"
+        assert stats.total(Action.REMOVE) == 1
+    out, stats = gate_document(p, ALL, snippet.encode())
+    assert out == snippet.encode()
+    assert stats.total(Action.REMOVE) == 0
+    recorded = gate_document(p, NONE, snippet.encode(), record=True)[1]
+    assert recorded.records and recorded.records[0].url.startswith("https://www.facebook.com/tr")
+
+
+def test_noscript_content_split_into_pieces_or_past_the_memo_size_still_streams() -> None:
+    big = '<noscript><img src="https://www.facebook.com/tr?id=1">' + "<p>filler</p>" * 600 + "</noscript>"
+    for chunks in ([7], [4096], [len(big)]):
+        out = gate(REMOVE, NONE, big, chunks).decode()
+        assert "facebook" not in out and out.count("<p>filler</p>") == 600
+
+
+def test_noscript_and_srcdoc_resolve_against_a_foreign_base() -> None:
+    snippet = (
+        '<base href="https://www.facebook.com/"><noscript><img src="tr?id=1"></noscript>'
+        '<iframe srcdoc="&lt;img src=tr?id=2&gt;"></iframe>'
+    )
+    out = gate(REMOVE, NONE, snippet).decode()
+    assert "tr?id=1" not in out and "tr?id=2" not in out
+
+
+def test_a_placeholder_keeps_the_gated_srcdoc() -> None:
+    snippet = (
+        '<iframe src="https://www.youtube.com/embed/1" '
+        'srcdoc="&lt;script src=https://connect.facebook.net/x.js&gt;&lt;/script&gt;"></iframe>'
+    )
+    out = gate(plan(default_action=Action.PLACEHOLDER), NONE, snippet).decode()
+    assert "data-tg-placeholder" in out and "connect.facebook.net" not in out
