@@ -153,6 +153,16 @@ class BodyTooLarge(Exception):
     pass
 
 
+async def _start(request: web.BaseRequest, resp: web.StreamResponse, *, coalesce: bool) -> None:
+    """Prepare `resp`. With `coalesce` (a body write follows at once) the head goes out
+    in the same socket write as the first body bytes instead of one write of its own.
+    `_send_headers_immediately` is aiohttp's switch for that (web.Response sets it);
+    were it ever gone, the head would simply be sent on its own as before."""
+    if coalesce:
+        resp._send_headers_immediately = False
+    await resp.prepare(request)
+
+
 def _error_response(status: int, message: str, *, close: bool = False) -> web.Response:
     resp = web.Response(status=status, text=f"{status} {message}\n", content_type="text/plain")
     if close:
@@ -425,7 +435,7 @@ class ProxyHandler:
         already read from it). A client that goes away stops the upstream read; an
         upstream that fails mid-body aborts the client connection."""
         try:
-            await resp.prepare(request)
+            await _start(request, resp, coalesce=body and any(replay))
             if body:
                 for chunk in replay:
                     await resp.write(chunk)
@@ -489,7 +499,7 @@ class ProxyHandler:
                                 raise GateError("too_large_to_hold", "page larger than the decisions-header buffer")
                             continue
                         if not started and (out or replay_size > REPLAY_LIMIT):
-                            await resp.prepare(request)
+                            await _start(request, resp, coalesce=bool(out))
                             started, replay = True, None
                         if out:
                             await resp.write(out)
@@ -511,10 +521,8 @@ class ProxyHandler:
                 await resp.write_eof()
                 return resp
             if not started:
-                await resp.prepare(request)
-            if out:
-                await resp.write(out)
-            await resp.write_eof()
+                await _start(request, resp, coalesce=bool(out))
+            await resp.write_eof(out)  # the last piece and the chunked terminator in one write
         except ConnectionResetError:
             self._client_gone(request, up)
         except (TimeoutError, aiohttp.ClientError) as exc:
