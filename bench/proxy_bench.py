@@ -79,6 +79,13 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
+def tag_gate(port: int, upstream_port: int, admin: str) -> subprocess.Popen[bytes]:
+    """tag-gate with built-in defaults on CPU 1, forwarding to a local upstream."""
+    command = ["taskset", "-c", "1", sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}"]
+    command += ["--upstream", f"http://127.0.0.1:{upstream_port}", "--admin-listen", admin, "--log-level", "warning"]
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+
+
 def nginx_conf(run: Path, name: str, cpu_mask: str, body: str) -> Path:
     temp = "".join(f"{k}_temp_path {run}/{name}_{k};\n  " for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     conf = run / f"{name}.conf"
@@ -225,58 +232,14 @@ def main() -> int:
         )
         for conf in (origin, edge):
             procs.append(subprocess.Popen([nginx_bin(), "-c", str(conf), "-e", str(run / "nginx-stderr.log")]))
-        tg_env = dict(os.environ, TAG_GATE_ADMIN_LISTEN=f"127.0.0.1:{admin_port}")
-        procs.append(
-            subprocess.Popen(
-                [
-                    "taskset",
-                    "-c",
-                    "1",
-                    sys.executable,
-                    "-m",
-                    "proxy",
-                    "serve",
-                    "--listen",
-                    f"127.0.0.1:{tg_port}",
-                    "--upstream",
-                    f"http://127.0.0.1:{origin_port}",
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=REPO,
-                env=tg_env,
-                stdout=subprocess.DEVNULL,
-            )
-        )
+        procs.append(tag_gate(tg_port, origin_port, f"127.0.0.1:{admin_port}"))
         if args.ttfb:
             procs.append(
                 subprocess.Popen(
                     ["taskset", "-c", "0", sys.executable, str(REPO / "bench" / "slow_origin.py"), str(slow_port)]
                 )
             )
-            procs.append(
-                subprocess.Popen(
-                    [
-                        "taskset",
-                        "-c",
-                        "1",
-                        sys.executable,
-                        "-m",
-                        "proxy",
-                        "serve",
-                        "--listen",
-                        f"127.0.0.1:{tg_slow_port}",
-                        "--upstream",
-                        f"http://127.0.0.1:{slow_port}",
-                        "--admin-listen",
-                        "off",
-                        "--log-level",
-                        "warning",
-                    ],
-                    cwd=REPO,
-                    stdout=subprocess.DEVNULL,
-                )
-            )
+            procs.append(tag_gate(tg_slow_port, slow_port, "off"))
         for port in (origin_port, edge_port, tg_port) + ((slow_port, tg_slow_port) if args.ttfb else ()):
             wait_port(port)
         if args.ttfb:

@@ -37,22 +37,6 @@ HOP_BY_HOP: Final = frozenset(
 )
 """Headers that describe one connection, never forwarded in either direction (RFC 9110 §7.6.1)."""
 
-REQUEST_DROPPED: Final = HOP_BY_HOP | {
-    istr(h)
-    for h in (
-        hdrs.HOST,
-        hdrs.CONTENT_LENGTH,
-        hdrs.EXPECT,
-        hdrs.X_FORWARDED_FOR,
-        hdrs.X_FORWARDED_PROTO,
-        hdrs.X_FORWARDED_HOST,
-        "X-Forwarded-Port",
-        hdrs.FORWARDED,
-        "X-Real-IP",
-    )
-}
-"""Request headers tag-gate always sets itself (or never forwards) rather than copying."""
-
 FORWARDING_HEADERS: Final = (
     hdrs.X_FORWARDED_FOR,
     hdrs.X_FORWARDED_PROTO,
@@ -61,6 +45,11 @@ FORWARDING_HEADERS: Final = (
     hdrs.FORWARDED,
     "X-Real-IP",
 )
+
+REQUEST_DROPPED: Final = HOP_BY_HOP | {
+    istr(h) for h in (hdrs.HOST, hdrs.CONTENT_LENGTH, hdrs.EXPECT, *FORWARDING_HEADERS)
+}
+"""Request headers tag-gate always sets itself (or never forwards) rather than copying."""
 
 UNNOMINABLE: Final = frozenset(
     istr(h)
