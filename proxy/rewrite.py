@@ -683,7 +683,10 @@ class _FrameHandler:
         run = self.run
         tag = e.tag_name
         source = e.get_attribute("srcdoc")
-        if source and run.nested < 2:
+        if source and run.nested >= _MAX_NESTING:
+            if not run.report_only:
+                e.set_attribute("srcdoc", "")  # too deep to gate: an empty document
+        elif source:
             source = attribute_text(source) or ""
             out = _gate_fragment(run, source)
             if out is not None and not run.report_only:
@@ -727,7 +730,11 @@ class _NoscriptHandler:
 
     def text(self, t: Any) -> None:
         run = self.run
-        if run.nested >= 2:
+        if run.nested >= _MAX_NESTING:
+            # A <noscript> that deep is nobody's markup but an evasion's: what it holds
+            # would render without scripts, ungated, so it goes.
+            if not run.report_only:
+                t.remove()
             return
         chunk = t.text
         last = t.last_in_text_node
@@ -772,6 +779,8 @@ def _nested_gate(run: _Run, stats: GateStats) -> HtmlGate:
     return gate
 
 
+_MAX_NESTING: Final = 2
+"""<noscript>/srcdoc levels gated inside one another; deeper content is dropped."""
 _FRAGMENT_MEMO_LIMIT: Final = 512
 _FRAGMENT_MEMO_MAX_TEXT: Final = 4096
 

@@ -3,6 +3,7 @@ kind and action, every CMP's defer convention."""
 
 from __future__ import annotations
 
+import html
 import json
 import random
 import re
@@ -544,3 +545,16 @@ def test_a_placeholder_keeps_the_gated_srcdoc() -> None:
     )
     out = gate(plan(default_action=Action.PLACEHOLDER), NONE, snippet).decode()
     assert "data-tg-placeholder" in out and "connect.facebook.net" not in out
+
+
+def test_content_nested_too_deep_to_gate_is_dropped() -> None:
+    # Scripting-on parsing: the first </noscript> ends the outer element, so the outer
+    # content holds <noscript><noscript><img>, which a browser without scripts renders.
+    deep = '<noscript><noscript><noscript><img src="https://www.facebook.com/tr?id=1"></noscript><p>after</p>'
+    assert "facebook" not in gate(REMOVE, NONE, deep).decode()
+    assert "facebook" not in gate(REMOVE, ALL, deep).decode()
+    doc = '<img src="https://www.facebook.com/tr?id=2">'
+    for _ in range(3):  # the pixel three srcdoc documents down
+        doc = f'<iframe srcdoc="{html.escape(doc, quote=True)}"></iframe>'
+    out = gate(REMOVE, NONE, doc).decode()
+    assert "facebook" not in out and out.count("<iframe srcdoc=") == 3  # the frames stay, emptied
