@@ -36,7 +36,7 @@ from .metrics import Metrics
 from .pipeline import Body, ResponsePlan, Stages, Visitor
 from .policy import Action
 from .pool import BodyError, UpstreamError, UpstreamPool, UpstreamResponse
-from .response import is_html
+from .response import BODYLESS_STATUSES, is_html
 from .rewrite import GateError, GateStats
 from .upstream import BadForwardRequest, ForwardFacts, forward_headers, make_session, response_headers
 from .websocket import relay_websocket
@@ -58,10 +58,6 @@ REPLAY_LIMIT: Final = 1 << 20
 fails before the first byte goes out; past this the headers are sent anyway."""
 
 _SEC_GPC: Final = "Sec-GPC"
-
-
-BODYLESS_STATUSES: Final = frozenset({204, 304})
-CHUNK_SIZE: Final = 2**16
 
 
 class AccessLog:

@@ -31,6 +31,8 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Final, TypeAlias
 
+from .memo import remember
+
 __all__ = [
     "Catalog",
     "CatalogMeta",
@@ -795,11 +797,7 @@ class Catalog:
         except KeyError:
             pass
         host = host_of(url)
-        vendor = None if host is None else self.vendor_for_host(host)
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[url] = vendor
-        return vendor
+        return remember(cache, _CACHE_LIMIT, url, None if host is None else self.vendor_for_host(host))
 
     def vendor_for_cookie(self, name: str) -> Vendor | None:
         """The vendor owning a cookie name: an exact name beats any pattern, then the
@@ -814,10 +812,7 @@ class Catalog:
             pass
         m = self._cookie_regex.fullmatch(name)
         vendor = None if m is None or m.lastindex is None else self._cookie_patterns[m.lastindex - 1]
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[name] = vendor
-        return vendor
+        return remember(cache, _CACHE_LIMIT, name, vendor)
 
     def vendor_for_inline(self, text: str) -> Vendor | None:
         """The vendor of the first inline signature found in `text`, or None.
@@ -839,10 +834,7 @@ class Catalog:
         m = self._inline_regex.search(text)
         vendor = None if m is None else self._inline[m.group()]
         if small:
-            cache = self._inline_cache
-            if len(cache) >= _INLINE_CACHE_LIMIT:
-                cache.clear()
-            cache[text] = vendor
+            remember(self._inline_cache, _INLINE_CACHE_LIMIT, text, vendor)
         return vendor
 
     def by_service(self, name: str) -> Vendor | None:

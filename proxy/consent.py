@@ -822,19 +822,28 @@ def _read_didomi_jar(jar: _Jar, settings: ConsentSettings) -> Reading:
     return read_didomi(token, tc_string if isinstance(tc_string, str) else None, settings)
 
 
+_SINGLE_COOKIE_SOURCES: Final[
+    Mapping[str, tuple[Callable[[ConsentSettings], str], Callable[[str, ConsentSettings], Reading]]]
+] = MappingProxyType(
+    {
+        "tag-gate": (lambda s: s.cookie_name, read_native),
+        "onetrust": (lambda s: COOKIE_ONETRUST, read_onetrust),
+        "cookiebot": (lambda s: COOKIE_COOKIEBOT, read_cookiebot),
+        "klaro": (lambda s: s.klaro_cookie, read_klaro),
+        "cookieconsent": (lambda s: s.cookieconsent_cookie, read_cookieconsent),
+        "tarteaucitron": (lambda s: s.tarteaucitron_cookie, read_tarteaucitron),
+        "cookieyes": (lambda s: COOKIE_COOKIEYES, read_cookieyes),
+        "osano": (lambda s: COOKIE_OSANO, read_osano),
+        "tcf": (lambda s: COOKIE_TCF, read_tcf),
+    }
+)
+"""Sources that read one cookie: its name (from the settings) and the reader."""
+
 _SOURCE_READERS: Final[Mapping[str, Callable[[_Jar, ConsentSettings], Reading]]] = MappingProxyType(
     {
-        "tag-gate": _single_cookie(lambda s: s.cookie_name, read_native),
-        "onetrust": _single_cookie(lambda s: COOKIE_ONETRUST, read_onetrust),
-        "cookiebot": _single_cookie(lambda s: COOKIE_COOKIEBOT, read_cookiebot),
-        "klaro": _single_cookie(lambda s: s.klaro_cookie, read_klaro),
-        "cookieconsent": _single_cookie(lambda s: s.cookieconsent_cookie, read_cookieconsent),
-        "tarteaucitron": _single_cookie(lambda s: s.tarteaucitron_cookie, read_tarteaucitron),
+        **{source: _single_cookie(name, reader) for source, (name, reader) in _SINGLE_COOKIE_SOURCES.items()},
         "complianz": _read_complianz_jar,
-        "cookieyes": _single_cookie(lambda s: COOKIE_COOKIEYES, read_cookieyes),
         "didomi": _read_didomi_jar,
-        "osano": _single_cookie(lambda s: COOKIE_OSANO, read_osano),
-        "tcf": _single_cookie(lambda s: COOKIE_TCF, read_tcf),
     }
 )
 
@@ -842,20 +851,14 @@ _SOURCE_READERS: Final[Mapping[str, Callable[[_Jar, ConsentSettings], Reading]]]
 def source_cookie_names(source: str, settings: ConsentSettings = DEFAULT_SETTINGS) -> tuple[str, ...]:
     """The cookie names a source reads (for cookie filtering: consent cookies are
     essential). Unknown source names have none."""
-    names: dict[str, tuple[str, ...]] = {
-        "tag-gate": (settings.cookie_name,),
-        "onetrust": (COOKIE_ONETRUST,),
-        "cookiebot": (COOKIE_COOKIEBOT,),
-        "klaro": (settings.klaro_cookie,),
-        "cookieconsent": (settings.cookieconsent_cookie,),
-        "tarteaucitron": (settings.tarteaucitron_cookie,),
-        "complianz": tuple(COMPLIANZ_PREFIX + c for c in settings.complianz_categories),
-        "cookieyes": (COOKIE_COOKIEYES,),
-        "didomi": (COOKIE_DIDOMI, COOKIE_TCF),
-        "osano": (COOKIE_OSANO,),
-        "tcf": (COOKIE_TCF,),
-    }
-    return names.get(source, ())
+    single = _SINGLE_COOKIE_SOURCES.get(source)
+    if single is not None:
+        return (single[0](settings),)
+    if source == "complianz":
+        return tuple(COMPLIANZ_PREFIX + c for c in settings.complianz_categories)
+    if source == "didomi":
+        return (COOKIE_DIDOMI, COOKIE_TCF)
+    return ()
 
 
 def consent_key(granted: Collection[str], gpc: bool, settings: ConsentSettings = DEFAULT_SETTINGS) -> str:

@@ -35,9 +35,11 @@ from .encoding import (
     make_decoder,
     parse_content_encoding,
 )
+from .memo import remember
 from .metrics import Metrics
 from .policy import Kind, Policy, filter_link_header
 from .response import (
+    BODYLESS_STATUSES,
     REPRESENTATION_HEADERS,
     add_vary,
     ascii_compatible,
@@ -52,7 +54,6 @@ from .response import (
 from .rewrite import GateError, GatePlan, GateStats, HtmlGate
 
 _CACHE_LIMIT: Final = 4096
-BODYLESS: Final = frozenset({204, 304})
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +144,7 @@ class Stages:
                 visitor = Visitor(consent, "; ".join(cookies), refused, len(cookies) > 1)
         else:
             visitor = Visitor(consent, None, (), False)
-        cache = self._visitors
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[key] = visitor
-        return visitor
+        return remember(self._visitors, _CACHE_LIMIT, key, visitor)
 
     def forward_request_headers(self, headers: CIMultiDict[str], visitor: Visitor) -> bool:
         """Apply the visitor to the upstream request headers. Returns whether a tag-gate
@@ -196,27 +193,27 @@ class Stages:
 
         lines = headers.getall(hdrs.SET_COOKIE, ())
         if lines:
-            unknown = self.metrics.unknown_cookies
+            metrics = self.metrics
 
             def keep(cookie: SetCookie) -> bool:
                 decision = policy.decide_cookie(consent, cookie.key)
                 if decision.rule == "unknown-cookie":
-                    unknown.inc()
+                    metrics.unknown_cookies.inc()
+                if not decision.keeps:
+                    metrics.cookies.labels("drop", decision.category or "unknown").inc()
                 return decision.keeps
 
             result = filter_set_cookies(lines, keep)
             if result.dropped:
                 plan.dropped_cookies = result.dropped
-                for cookie in result.dropped:
-                    decision = policy.decide_cookie(consent, cookie.key)
-                    self.metrics.cookies.labels("drop", decision.category or "unknown").inc()
                 if not report_only:
                     dependent = True
                     headers.popall(hdrs.SET_COOKIE)
                     for line in result.kept:
                         headers.add(hdrs.SET_COOKIE, line)
 
-        html_body = is_html(headers.get(hdrs.CONTENT_TYPE)) and status not in BODYLESS and status >= 200
+        html_type = is_html(headers.get(hdrs.CONTENT_TYPE))
+        html_body = html_type and status not in BODYLESS_STATUSES and status >= 200
         navigation = html_body and method == "GET"
         cookies_cfg = self.config.cookies
         if (
@@ -262,16 +259,14 @@ class Stages:
                 for value in new_links:
                     headers.add(hdrs.LINK, value)
 
-        gated_page = (is_html(headers.get(hdrs.CONTENT_TYPE)) and policy.gates_page(path)) or (
-            conditional_ours and status == 304
-        )
+        gated_page = (html_type and policy.gates_page(path)) or (conditional_ours and status == 304)
         if gated_page:
             dependent = True
             etag = headers.get(hdrs.ETAG)
             if etag is not None:
                 headers[hdrs.ETAG] = consent_etag(etag, consent.key)
             if html_body or method == "HEAD":
-                plan.body = self._body_mode(plan, headers, consent, client_accept_encoding, refusable)
+                plan.body = self._body_mode(plan, headers, client_accept_encoding, refusable)
         if dependent:
             make_private(headers)
             add_vary(headers)
@@ -281,7 +276,6 @@ class Stages:
         self,
         plan: ResponsePlan,
         headers: CIMultiDict[str],
-        consent: ConsentState,
         client_accept_encoding: str | None,
         refusable: bool,
     ) -> Body:

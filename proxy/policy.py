@@ -26,6 +26,7 @@ from typing import Final
 from .catalog import Catalog, Vendor, host_of
 from .categories import ESSENTIAL, NON_ESSENTIAL
 from .consent import ConsentState
+from .memo import remember
 
 
 class Action(enum.StrEnum):
@@ -210,11 +211,11 @@ class Policy:
 
     def __post_init__(self) -> None:
         self._url_cache: dict[tuple[str | None, str], Classification] = {}
-        self._inline_cache: dict[str, Classification] = {}
         self._cookie_cache: dict[str, Classification] = {}
         self._inline_rules = tuple(r for r in self.rules if r.for_inline)
         self._url_rules = tuple(r for r in self.rules if not r.for_inline)
         self._vendor_classes: dict[str, Classification] = {}
+        self._rule_classes: dict[tuple[int, str | None], Classification] = {}
         self.first_party = _classification(None, None, "first-party", Action.KEEP)
         self.not_a_tracker = _classification(None, None, "not-a-tracker", Action.KEEP)
         self.unknown_kept = _classification(None, None, "unknown-host", Action.KEEP)
@@ -251,6 +252,15 @@ class Policy:
         return c
 
     def _rule_class(self, rule: UrlRule, vendor: Vendor | None) -> Classification:
+        """A rule's classification, built once per (rule, vendor): inline rules are not
+        memoised per text, so this runs for every matching inline script."""
+        key = (id(rule), vendor.id if vendor else None)
+        c = self._rule_classes.get(key)
+        if c is None:
+            c = self._rule_classes[key] = self._build_rule_class(rule, vendor)
+        return c
+
+    def _build_rule_class(self, rule: UrlRule, vendor: Vendor | None) -> Classification:
         if rule.allow:
             return _classification(None, vendor, rule.name, Action.KEEP)
         category = rule.category or (vendor.category if vendor else None)
@@ -276,12 +286,7 @@ class Policy:
         cached = self._url_cache.get(key)
         if cached is not None:
             return cached
-        c = self._classify_url(url.strip(), page_host)
-        cache = self._url_cache
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[key] = c
-        return c
+        return remember(self._url_cache, _CACHE_LIMIT, key, self._classify_url(url.strip(), page_host))
 
     def _classify_url(self, url: str, page_host: str | None) -> Classification:
         host = host_of(url)
@@ -328,12 +333,7 @@ class Policy:
         cached = self._cookie_cache.get(name)
         if cached is not None:
             return cached
-        c = self._classify_cookie(name)
-        cache = self._cookie_cache
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[name] = c
-        return c
+        return remember(self._cookie_cache, _CACHE_LIMIT, name, self._classify_cookie(name))
 
     def _classify_cookie(self, name: str) -> Classification:
         if name in self.consent_cookies or (name and name.startswith(self.consent_cookie_prefixes)):

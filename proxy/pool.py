@@ -41,9 +41,9 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .config import Config
+from .response import BODYLESS_STATUSES
 
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-NO_BODY_STATUSES: Final = frozenset({204, 304})
 READ_BUFFER: Final = 1 << 16
 
 
@@ -120,7 +120,7 @@ class _Connection(BaseProtocol):
             self.answered = True
             if message.should_close:
                 self.should_close = True
-            if self.skip_payload or code in NO_BODY_STATUSES:
+            if self.skip_payload or code in BODYLESS_STATUSES:
                 payload = EMPTY_PAYLOAD
             else:
                 self.payload = payload

@@ -17,6 +17,9 @@ from multidict import CIMultiDict
 
 HTML_TYPES: Final = frozenset({"text/html", "application/xhtml+xml"})
 
+BODYLESS_STATUSES: Final = frozenset({204, 304})
+"""Final statuses that never carry a body (with 1xx and any answer to HEAD)."""
+
 REPRESENTATION_HEADERS: Final = (
     hdrs.CONTENT_LENGTH,
     hdrs.CONTENT_MD5,

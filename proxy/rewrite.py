@@ -33,6 +33,7 @@ import lolhtml
 from .catalog import Vendor, host_of
 from .consent import ConsentState
 from .defer import CmpNames, apply_edit, defer_edit, runs_as_script, start_tag
+from .memo import remember
 from .policy import Action, Decision, Kind, Policy
 
 HTML: Final = lolhtml.ContentType.HTML
@@ -83,9 +84,15 @@ GOOGLE_TAG_VENDORS: Final = frozenset({"google-analytics", "google-tag-manager",
 ACTIVATE_PATH: Final = "/__tag-gate/activate.js"
 
 
-def gate_selectors(plan: GatePlan) -> list[str]:
+_SELECTOR_NAMES: Final = {
+    False: tuple(name for name in SELECTORS if name != "style"),
+    True: tuple(SELECTORS),
+}
+
+
+def gate_selectors(plan: GatePlan) -> tuple[str, ...]:
     """The names of the SELECTORS a gate with this plan registers, in order."""
-    return [name for name in SELECTORS if name != "style" or plan.inline_styles]
+    return _SELECTOR_NAMES[plan.inline_styles]
 
 
 class GateError(Exception):
@@ -141,7 +148,7 @@ class GateStats:
     consent_mode_inserted: bool = False
 
     def total(self, action: Action) -> int:
-        return sum(n for (a, _), n in self.counts.items() if a == action.value)
+        return sum(n for (a, _), n in self.counts.items() if a == action)
 
 
 def gcm_block(consent: ConsentState) -> str:
@@ -809,9 +816,7 @@ def _gate_fragment(run: _Run, text: str) -> str | None:
         out = gate.feed_text(text) + gate.end_text()
         changed = None if out == text else out
         hit = (changed, tuple(own.counts.items()), own.activation_needed, own.consent_mode_inserted)
-        if len(memo) >= _FRAGMENT_MEMO_LIMIT:
-            memo.clear()
-        memo[key] = hit
+        remember(memo, _FRAGMENT_MEMO_LIMIT, key, hit)
     result, counts, activation, consent_mode = hit
     for item, n in counts:
         stats.counts[item] += n

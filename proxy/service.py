@@ -85,6 +85,8 @@ class Service:
             access_log=access_log or AccessLog(out),
             stages=Stages(config, self.metrics),
         )
+        state = self.state
+        self.metrics.in_flight.set_function(lambda: state.in_flight)
         self._runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self.public_address: Address | None = None

@@ -477,6 +477,31 @@ async def test_upstream_that_never_answers_gives_504() -> None:
             assert resp.status == 504
 
 
+async def test_in_flight_gauge_counts_requests_being_handled() -> None:
+    answered = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: ScriptedUpstream) -> None:
+        await read_request_head(reader)
+        await answered.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async with scripted_upstream(script) as up, running_proxy(up.url) as tg, aiohttp.ClientSession() as client:
+        pending = asyncio.ensure_future(client.get(tg.url + "/"))
+        for _ in range(100):
+            async with client.get(tg.admin_url + "/metrics") as resp:
+                if "tag_gate_in_flight_requests 1.0" in await resp.text():
+                    break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the waiting request never showed in tag_gate_in_flight_requests")
+        answered.set()
+        async with await pending as resp:
+            assert resp.status == 200
+        async with client.get(tg.admin_url + "/metrics") as resp:
+            assert "tag_gate_in_flight_requests 0.0" in await resp.text()
+
+
 async def test_upstream_header_overflow_gives_502() -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: ScriptedUpstream) -> None:
         await read_request_head(reader)

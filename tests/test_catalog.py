@@ -990,4 +990,4 @@ def test_import_and_build_load_no_heavy_modules() -> None:
         "print(heavy, ours)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert result.stdout.strip() == "[] ['proxy', 'proxy.catalog', 'proxy.categories']"
+    assert result.stdout.strip() == "[] ['proxy', 'proxy.catalog', 'proxy.categories', 'proxy.memo']"
