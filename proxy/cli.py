@@ -163,9 +163,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     import uvloop
 
-    from .service import ServeError, serve
+    from .service import ServeError, serve, tune_allocator
 
     environ = dict(os.environ)
+    tuned = tune_allocator(environ)
+    if tuned:
+        logging.getLogger("tag_gate").debug("%s", tuned)
 
     def rebuild() -> Config:
         return _serve_config(args, environ)

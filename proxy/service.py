@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import platform
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from importlib import resources
 from typing import Final
@@ -40,6 +42,38 @@ ASSET_TYPES: Final = {".js": "text/javascript; charset=utf-8", ".css": "text/css
 
 class ServeError(Exception):
     """tag-gate cannot start; the message is one line for the operator."""
+
+
+M_TRIM_THRESHOLD: Final = -1
+HEAP_TRIM_THRESHOLD: Final = 32 << 20
+MALLOC_ENV: Final = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_")
+
+
+def tune_allocator(environ: Mapping[str, str]) -> str | None:
+    """Keep freed heap for reuse instead of handing it back to the kernel per request.
+
+    glibc's malloc returns the top of the heap to the kernel as soon as a little of it
+    is free. A proxy allocates and frees a response's worth of buffers (bodies,
+    lol-html's state) on every request, so every request paid to shrink the heap, then
+    to grow it and fault its pages in again. With the trim threshold at 32 MiB,
+    `proxy_bench.py` measures 100 KB pass-through about 1.5x and the gated page about
+    5 % faster; up to 32 MiB of free heap may stay mapped after a burst. An operator
+    who sets glibc's own MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_ or
+    MALLOC_MMAP_THRESHOLD_ keeps those instead. Returns what was done, for the log, or
+    None (not glibc, or the operator's settings apply)."""
+    if any(name in environ for name in MALLOC_ENV):
+        return None
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    if not mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD):
+        return None
+    return f"malloc trim threshold set to {HEAP_TRIM_THRESHOLD >> 20} MiB"
 
 
 def check_http_parser() -> str | None:

@@ -445,3 +445,50 @@ async def test_sighup_reloads_the_config_and_a_bad_file_keeps_the_running_one(tm
             err = proc.stderr.read()
             assert "reload refused, keeping the running config" in err and "html.action" in err
             assert "Traceback" not in err
+
+
+_HEAP_PROBE = """
+import ctypes, json, sys
+from proxy.service import tune_allocator
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                     "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+libc.mallinfo2.restype = MallInfo2
+tuned = tune_allocator(json.loads(sys.argv[1]))
+before = libc.mallinfo2().arena
+blocks = [libc.malloc(64 * 1024) for _ in range(160)]  # 10 MiB in blocks a response might use
+for block in reversed(blocks):
+    libc.free(block)
+print(json.dumps({"tuned": tuned, "kept_mib": (libc.mallinfo2().arena - before) / 2**20}))
+"""
+
+
+def _heap_after_free(environ: dict[str, str]) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, "-c", _HEAP_PROBE, json.dumps(environ)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, **environ},
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.skipif(sys.platform != "linux" or os.confstr("CS_GNU_LIBC_VERSION") is None, reason="glibc only")
+def test_allocator_keeps_freed_heap_unless_the_operator_set_glibc_tunables() -> None:
+    """serve tunes glibc so a response's freed buffers stay for the next one (see
+    `tune_allocator`); glibc's own MALLOC_* variables, when set, win."""
+    tuned = _heap_after_free({})
+    assert tuned["tuned"], tuned
+    assert tuned["kept_mib"] >= 8, tuned  # (nearly) all of the 10 MiB freed stays in the heap
+    untouched = _heap_after_free({"MALLOC_TRIM_THRESHOLD_": "131072"})
+    assert untouched["tuned"] is None
+    assert untouched["kept_mib"] < 1, untouched  # glibc as told: the free top of the heap went back
