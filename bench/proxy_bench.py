@@ -9,8 +9,10 @@ are medians over the rounds, and the ratios are taken against nginx in the same 
 Targets:
   nginx          nginx proxy_pass (the reference)
   tag-gate       tag-gate pass-through: the same pages served as text/plain (not HTML)
-  tag-gate-html  tag-gate with the HTML gate, no consent (every tag acted on); only
-                 when the gate is available (--html)
+  tag-gate-html  tag-gate with the HTML gate, no consent (every tag acted on) (--html)
+  anchor-html    the anchor's bare aiohttp + lol-html proxy (perf-anchors.md §2 (d):
+                 four element types, no consent; `anchor_proxy.py`), the same pages as
+                 HTML (--html): what the gate's coverage costs beyond it, in this run
 
 With --ttfb: time to first byte and to the first 64 KiB of body on a 1 MB page the
 origin serves slowly (64 KiB every 50 ms), origin direct vs nginx proxy_pass vs
@@ -84,6 +86,14 @@ def tag_gate(port: int, upstream_port: int, admin: str) -> subprocess.Popen[byte
     command = ["taskset", "-c", "1", sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}"]
     command += ["--upstream", f"http://127.0.0.1:{upstream_port}", "--admin-listen", admin, "--log-level", "warning"]
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+
+
+def anchor_proxy(port: int, upstream_port: int) -> subprocess.Popen[bytes]:
+    """The anchor's bare aiohttp + lol-html proxy on CPU 1 (see anchor_proxy.py)."""
+    script = str(REPO / "bench" / "anchor_proxy.py")
+    command = ["taskset", "-c", "1", sys.executable, script, str(port), f"http://127.0.0.1:{upstream_port}"]
+    # aiohttp logs a traceback for every connection wrk cuts at the end of a run.
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def nginx_conf(run: Path, name: str, cpu_mask: str, body: str) -> Path:
@@ -207,7 +217,7 @@ def main() -> int:
         (www / "html" / f"{name}.html").write_bytes(data)
 
     origin_port, edge_port, tg_port, admin_port = free_port(), free_port(), free_port(), free_port()
-    slow_port, tg_slow_port = free_port(), free_port()
+    slow_port, tg_slow_port, anchor_port = free_port(), free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         origin = nginx_conf(
@@ -233,6 +243,8 @@ def main() -> int:
         for conf in (origin, edge):
             procs.append(subprocess.Popen([nginx_bin(), "-c", str(conf), "-e", str(run / "nginx-stderr.log")]))
         procs.append(tag_gate(tg_port, origin_port, f"127.0.0.1:{admin_port}"))
+        if args.html:
+            procs.append(anchor_proxy(anchor_port, origin_port))
         if args.ttfb:
             procs.append(
                 subprocess.Popen(
@@ -240,7 +252,8 @@ def main() -> int:
                 )
             )
             procs.append(tag_gate(tg_slow_port, slow_port, "off"))
-        for port in (origin_port, edge_port, tg_port) + ((slow_port, tg_slow_port) if args.ttfb else ()):
+        listening = (origin_port, edge_port, tg_port) + ((anchor_port,) if args.html else ())
+        for port in listening + ((slow_port, tg_slow_port) if args.ttfb else ()):
             wait_port(port)
         if args.ttfb:
             ttfb(slow_port, edge_port, tg_slow_port)
@@ -248,6 +261,7 @@ def main() -> int:
         targets = {"nginx": (edge_port, "pass"), "tag-gate": (tg_port, "pass")}
         if args.html:
             targets["tag-gate-html"] = (tg_port, "html")
+            targets["anchor-html"] = (anchor_port, "html")
         print(f"warm-up: 3 s per target and page ({len(targets)} targets)", flush=True)
         for _name, (port, kind) in targets.items():
             for page in files:
@@ -296,6 +310,10 @@ def main() -> int:
                     f"{page:>5} {target:14} {rps:9.0f} {p50:8.2f} {p99:8.2f} {rps / b_rps:15.2f}"
                     f" {p50 / b_p50:6.1f} {p99 / b_p99:6.1f}"
                 )
+        if args.html:
+            for page in files:
+                gate, anchor = summary[f"{page}/tag-gate-html"]["rps"], summary[f"{page}/anchor-html"]["rps"]
+                print(f"{page:>5} tag-gate-html / anchor-html: {gate / anchor:.2f}x")
         if args.json:
             Path(args.json).write_text(json.dumps(summary, indent=1))
     finally:
