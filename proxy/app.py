@@ -38,10 +38,19 @@ from .policy import Action
 from .pool import BodyError, UpstreamError, UpstreamPool, UpstreamResponse
 from .response import BODYLESS_STATUSES, is_html
 from .rewrite import GateError, GateStats
-from .upstream import BadForwardRequest, ForwardFacts, forward_headers, make_session, response_headers
+from .upstream import (
+    BadForwardRequest,
+    ForwardFacts,
+    forward_headers,
+    keep_raw_header_bytes,
+    make_session,
+    response_headers,
+)
 from .websocket import relay_websocket
 
 log = logging.getLogger("tag_gate")
+
+keep_raw_header_bytes()  # obs-text in upstream header values reaches the client unchanged
 
 RESERVED_PREFIX: Final = "/__tag-gate/"
 """Paths tag-gate answers itself (first-party assets); never forwarded."""

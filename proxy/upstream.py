@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -237,3 +238,49 @@ def response_headers(incoming: CIMultiDictProxy[str], into: CIMultiDict[str]) ->
         if name not in dropped:
             add(name, value)
     return into
+
+
+_FORBIDDEN_IN_HEADER: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def serialize_head(status_line: str, headers: CIMultiDict[str], *, fallback: Callable[..., bytes]) -> bytes:
+    """aiohttp's response-head serializer, except that bytes the upstream sent outside
+    UTF-8 go out unchanged.
+
+    RFC 9110 §5.5 allows obs-text (0x80-0xFF) in field values, and legacy servers use it
+    (a Latin-1 `Content-Disposition` filename, a cookie value). aiohttp's parser keeps
+    such bytes as surrogates (surrogateescape), but its C serializer silently drops
+    surrogates, so `filename="caf\\xe9.txt"` reached the client as `filename="caf.txt"`.
+    Heads that are valid UTF-8 throughout (nearly all) take aiohttp's own path; the
+    rest are encoded back with surrogateescape, refusing control characters exactly as
+    aiohttp does (no response splitting)."""
+    for value in headers.values():
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                break
+    else:
+        return fallback(status_line, headers)
+    lines = [status_line]
+    for name, value in headers.items():
+        if _FORBIDDEN_IN_HEADER.search(name) or _FORBIDDEN_IN_HEADER.search(value):
+            raise ValueError("Forbidden control character detected in headers. Potential header injection attack.")
+        lines.append(f"{name}: {value}")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+
+
+def keep_raw_header_bytes() -> None:
+    """Route aiohttp's response-head serialization through `serialize_head` (idempotent)."""
+    from aiohttp import http_writer
+
+    current = http_writer._serialize_headers
+    if getattr(current, "_tag_gate", False):
+        return
+
+    def serialize(status_line: str, headers: CIMultiDict[str]) -> bytes:
+        return serialize_head(status_line, headers, fallback=current)
+
+    serialize._tag_gate = True  # type: ignore[attr-defined]
+    http_writer._serialize_headers = serialize

@@ -152,6 +152,44 @@ async def test_hop_by_hop_headers_removed_from_response() -> None:
             assert resp.headers["X-Kept"] == "1"
 
 
+async def test_header_bytes_outside_utf8_reach_the_client_unchanged() -> None:
+    """obs-text (RFC 9110 §5.5) in upstream header values, e.g. a Latin-1 filename or
+    cookie, passes byte for byte; aiohttp alone would drop those bytes."""
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+        b'Content-Disposition: attachment; filename="caf\xe9 \xfc.txt"\r\n'
+        b"Set-Cookie: pref=gr\xfcn; Path=/\r\nSet-Cookie: _ga=GA1.1.1; Path=/\r\n"
+        b"X-Utf8: caf\xc3\xa9\r\nContent-Length: 2\r\n\r\nok"
+    )
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: ScriptedUpstream) -> None:
+        await read_request_head(reader)
+        writer.write(head)
+        await writer.drain()
+
+    async with scripted_upstream(script) as up, running_proxy(up.url) as tg:
+        raw = await raw_exchange(tg.port, b"GET / HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n")
+    assert b'Content-Disposition: attachment; filename="caf\xe9 \xfc.txt"\r\n' in raw
+    assert b"Set-Cookie: pref=gr\xfcn; Path=/\r\n" in raw  # unclassified, kept as sent
+    assert b"_ga=" not in raw  # the cookie firewall still works on such a head
+    assert b"X-Utf8: caf\xc3\xa9\r\n" in raw
+    assert raw.endswith(b"\r\n\r\nok")
+
+
+def test_raw_header_serializer_still_refuses_response_splitting() -> None:
+    from aiohttp import http_writer
+    from multidict import CIMultiDict
+
+    from proxy.upstream import keep_raw_header_bytes
+
+    keep_raw_header_bytes()
+    serialize = http_writer._serialize_headers
+    assert serialize("HTTP/1.1 200 OK", CIMultiDict({"X-A": "caf\udce9"})).endswith(b"X-A: caf\xe9\r\n\r\n")
+    for bad in ("caf\udce9\r\nX-Evil: 1", "caf\udce9\nX", "\udce9\x00"):
+        with pytest.raises(ValueError, match="Forbidden control character"):
+            serialize("HTTP/1.1 200 OK", CIMultiDict({"X-A": bad}))
+
+
 async def test_forwarded_headers_from_untrusted_peer_are_replaced() -> None:
     seen: list[dict[str, Any]] = []
     server = await start(echo_app(seen))
