@@ -11,10 +11,11 @@ tables share one shape and one validator (`parse_vendor`); a `Catalog` compiles
 every lookup when it is built, so a lookup per request costs a dict probe or one
 regex scan.
 
-Lookups are host-level. One host can only belong to one vendor; where a vendor
-shares a host with another service (`www.google.com` serves reCAPTCHA, Maps
-embeds and ad endpoints), the built-in data leaves the host out and the site's
-own rules decide by path.
+Lookups are by host, and by host and path where a host is shared: one host
+belongs to one vendor, and where several services share it (`www.google.com`
+serves reCAPTCHA, Maps embeds and ad beacons), their well-known paths are listed
+as `urls` (`www.google.com/recaptcha/`), which win over the host's own entry; the
+rest of such a host is left to the site's own rules.
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ __all__ = [
 class Vendor:
     """One third party and everything that identifies it.
 
-    `hosts` are lowercase ASCII (punycode) DNS suffixes; `cookies` are exact names
-    or patterns where `*` matches any run of characters (including none); `inline`
-    are case-sensitive substrings of inline script text; `services` are consent
-    manager service keys, stored casefolded.
+    `hosts` are lowercase ASCII (punycode) DNS suffixes; `urls` are such a suffix
+    followed by a path prefix (`www.google.com/recaptcha/`), for the services of a
+    host shared by several (they win over `hosts` on that host); `cookies` are exact
+    names or patterns where `*` matches any run of characters (including none);
+    `inline` are case-sensitive substrings of inline script text; `services` are
+    consent manager service keys, stored casefolded.
     """
 
     id: str
@@ -70,6 +73,7 @@ class Vendor:
     inline: tuple[str, ...] = ()
     services: tuple[str, ...] = ()
     description: str = ""
+    urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +266,7 @@ def _ipv4(parts: list[str]) -> str | None:
 # Validation of vendor tables (shared with operator config)
 # ---------------------------------------------------------------------------
 
-_KEYS: Final = ("id", "name", "category", "hosts", "cookies", "inline", "services", "description")
+_KEYS: Final = ("id", "name", "category", "hosts", "urls", "cookies", "inline", "services", "description")
 _ID: Final = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _LABEL: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
 _HOST_CHAR: Final = re.compile(r"[^a-z0-9_.-]")
@@ -397,6 +401,50 @@ def parse_inline_signature(text: str) -> str:
     return text
 
 
+def parse_host_path(text: str) -> str:
+    """Validate a catalogue URL prefix, `host/path`: a host as `parse_host` takes it
+    (matching its subdomains too) and a path prefix that matches whole segments
+    (`/tr` matches `/tr` and `/tr/x`, not `/track`; `/recaptcha/` matches what is
+    under it). No scheme, query or fragment. Returns it with the host normalised."""
+    if "://" in text or text.startswith("//"):
+        raise ValueError(f"{text!r} has a scheme; write host/path, as in 'www.google.com/recaptcha/'")
+    host, slash, path = text.partition("/")
+    if not slash or not path:
+        raise ValueError(f"{text!r} has no path; a host alone goes in 'hosts'")
+    if any(c in path for c in "?#\\") or not path.isprintable() or " " in path:
+        raise ValueError(f"{text!r}: the path may not hold a query, fragment, backslash or whitespace")
+    if "//" in "/" + path:
+        raise ValueError(f"{text!r}: empty path segment ('//')")
+    return f"{parse_host(host)}/{path}"
+
+
+def url_path(url: str) -> str:
+    """The path of a relative or absolute URL, without query or fragment (a backslash
+    counts as a slash, as browsers read http(s) URLs)."""
+    if "\\" in url:
+        url = url.replace("\\", "/")
+    start = 0
+    if url.startswith("//") or "://" in url[:12]:
+        after = url.find("//") + 2
+        slash = url.find("/", after)
+        if slash < 0:
+            return "/"
+        start = slash
+    end = len(url)
+    for stop in "?#":
+        j = url.find(stop, start)
+        if 0 <= j < end:
+            end = j
+    return url[start:end] or "/"
+
+
+def _under(path: str, prefix: str) -> bool:
+    """Whether `path` is `prefix` or inside it, segment-wise."""
+    if prefix.endswith("/"):
+        return path.startswith(prefix)
+    return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
+
+
 def _slug(name: str) -> str:
     return "-".join(re.findall(r"[a-z0-9]+", name.lower()))
 
@@ -406,9 +454,9 @@ def parse_vendor(table: object, path: str, categories: Collection[str]) -> Vendo
 
     `path` prefixes every problem (`vendor[3]` gives `vendor[3].hosts[0]: …`);
     `categories` are the known category names. Keys: `name` and `category` are
-    required; `id` defaults to a slug of the name; `hosts`, `cookies`, `inline`,
+    required; `id` defaults to a slug of the name; `hosts`, `urls`, `cookies`, `inline`,
     `services` are arrays of strings (at least one host, cookie or inline
-    signature overall); `description` is one short sentence. Unknown keys are
+    signature or URL overall); `description` is one short sentence. Unknown keys are
     errors. Raises VendorError listing every problem at once.
     """
     if not isinstance(table, Mapping):
@@ -472,13 +520,14 @@ def parse_vendor(table: object, path: str, categories: Collection[str]) -> Vendo
         return tuple(out)
 
     hosts = strings("hosts", parse_host)
+    urls = strings("urls", parse_host_path)
     cookies = strings("cookies", parse_cookie_pattern)
     inline = strings("inline", parse_inline_signature)
     services = strings("services", _parse_service)
     # Judge on what was written, so a table whose only host is invalid gets one
     # problem (the host's), not two.
-    if not any(isinstance(table.get(k), list) and table.get(k) for k in ("hosts", "cookies", "inline")):
-        problems.append(f"{path}: needs at least one of 'hosts', 'cookies' or 'inline'")
+    if not any(isinstance(table.get(k), list) and table.get(k) for k in ("hosts", "urls", "cookies", "inline")):
+        problems.append(f"{path}: needs at least one of 'hosts', 'urls', 'cookies' or 'inline'")
     if problems:
         raise VendorError(problems)
     return Vendor(
@@ -490,6 +539,7 @@ def parse_vendor(table: object, path: str, categories: Collection[str]) -> Vendo
         inline=inline,
         services=services,
         description=description,
+        urls=urls,
     )
 
 
@@ -529,7 +579,7 @@ class _Ledger:
                 problems.append(f"{where}.id: {vendor.id!r} is already used by {self.ids[vendor.id]}")
                 continue
             self.ids[vendor.id] = where
-            for key in ("hosts", "cookies", "inline", "services"):
+            for key in ("hosts", "urls", "cookies", "inline", "services"):
                 for j, value in enumerate(getattr(vendor, key)):
                     owner = self.owners.setdefault((key, value), (where, vendor.id))
                     if owner[0] != where:
@@ -715,6 +765,7 @@ class Catalog:
         "_inline_cache",
         "_inline_regex",
         "_names",
+        "_paths",
         "_services",
         "_url_cache",
         "_vendors",
@@ -733,9 +784,15 @@ class Catalog:
         inline: dict[str, Vendor] = {}
         services: dict[str, Vendor] = {}
         names: dict[str, Vendor] = {}
+        paths: dict[str, list[tuple[str, Vendor]]] = {}
         for vendor in self._vendors:
             for host in vendor.hosts:
                 hosts[host.lower()] = vendor
+            for prefix in vendor.urls:
+                host, _, path = prefix.partition("/")
+                entries = paths.setdefault(host.lower(), [])
+                entries[:] = [(p, v) for p, v in entries if p != "/" + path]  # a later vendor wins
+                entries.append(("/" + path, vendor))
             for cookie in vendor.cookies:
                 (patterns if "*" in cookie else exact)[cookie] = vendor
             for signature in vendor.inline:
@@ -745,6 +802,8 @@ class Catalog:
             names.setdefault(vendor.id.casefold(), vendor)
             names.setdefault(vendor.name.casefold(), vendor)
         self._hosts = hosts
+        # Longest prefix first, so /recaptcha/api2/ would beat /recaptcha/.
+        self._paths = {h: tuple(sorted(e, key=lambda pv: -len(pv[0]))) for h, e in paths.items()}
         self._cookie_exact = exact
         # Most specific first: the alternation tries patterns in order, so the
         # pattern with the most literal characters wins (`_ga_*` before `_g*`).
@@ -789,15 +848,45 @@ class Catalog:
             if i == 0:
                 return None
 
+    def vendor_for_location(self, host: str, url: str) -> Vendor | None:
+        """The vendor serving `url`, whose host is `host` (as `host_of` returns it).
+
+        Like `vendor_for_host`, but at each suffix of the host, from the longest, a
+        listed URL prefix whose path the URL's path is under wins over the host entry
+        (`www.facebook.com/tr` is the Meta Pixel, the rest of facebook.com is social).
+        """
+        paths = self._paths
+        if not paths:
+            return self.vendor_for_host(host)
+        host = host.lower().strip(".")
+        hosts = self._hosts
+        path: str | None = None
+        i = 0
+        while True:
+            suffix = host[i:] if i else host
+            entries = paths.get(suffix)
+            if entries is not None:
+                if path is None:
+                    path = url_path(url)
+                for prefix, owner in entries:
+                    if _under(path, prefix):
+                        return owner
+            vendor = hosts.get(suffix)
+            if vendor is not None:
+                return vendor
+            i = host.find(".", i) + 1
+            if i == 0:
+                return None
+
     def vendor_for_url(self, url: str) -> Vendor | None:
-        """`vendor_for_host(host_of(url))`; None for relative and non-http URLs. Memoised."""
+        """`vendor_for_location(host_of(url), url)`; None for relative and non-http URLs. Memoised."""
         cache = self._url_cache
         try:
             return cache[url]
         except KeyError:
             pass
         host = host_of(url)
-        return remember(cache, _CACHE_LIMIT, url, None if host is None else self.vendor_for_host(host))
+        return remember(cache, _CACHE_LIMIT, url, None if host is None else self.vendor_for_location(host, url))
 
     def vendor_for_cookie(self, name: str) -> Vendor | None:
         """The vendor owning a cookie name: an exact name beats any pattern, then the

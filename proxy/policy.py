@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from .catalog import Catalog, Vendor, host_of
+from .catalog import Catalog, Vendor, host_of, url_path
 from .categories import ESSENTIAL, NON_ESSENTIAL
 from .consent import ConsentState
 from .memo import remember
@@ -168,23 +168,6 @@ def _suffix_in(host: str, suffixes: Collection[str]) -> bool:
             return False
 
 
-def url_path(url: str) -> str:
-    """The path of a relative or absolute URL, without query or fragment."""
-    start = 0
-    if url.startswith("//") or "://" in url[:12]:
-        after = url.find("//") + 2
-        slash = url.find("/", after)
-        if slash < 0:
-            return "/"
-        start = slash
-    end = len(url)
-    for stop in "?#":
-        j = url.find(stop, start)
-        if 0 <= j < end:
-            end = j
-    return url[start:end] or "/"
-
-
 _CACHE_LIMIT: Final = 8192
 
 
@@ -298,7 +281,7 @@ class Policy:
             if ":" in url.split("/", 1)[0]:
                 return self.not_a_tracker  # another scheme (ftp:, chrome-extension:, ...)
             host = page_host
-        vendor = self.catalog.vendor_for_host(host) if (host and not relative) else None
+        vendor = self.catalog.vendor_for_location(host, url) if (host and not relative) else None
         if self._url_rules:
             path = url_path(url)
             for rule in self._url_rules:

@@ -27,6 +27,7 @@ from proxy.catalog import (
     parse_catalog,
     parse_cookie_pattern,
     parse_host,
+    parse_host_path,
     parse_inline_signature,
     parse_vendor,
     parse_vendors,
@@ -260,6 +261,81 @@ URLS = [
 def test_vendor_for_url(url: str, expected: str | None) -> None:
     assert vendor_id(CATALOG.vendor_for_url(url)) == expected
     assert vendor_id(CATALOG.vendor_for_url(url)) == expected  # memoised answer is the same
+
+
+SHARED = Catalog(
+    [
+        Vendor("social", "Social", "social", hosts=("example-social.com",)),
+        Vendor("pixel", "Pixel", "advertising", urls=("example-social.com/tr", "cdn.example.org/ads/")),
+        Vendor("captcha", "Captcha", "essential", urls=("www.example.org/captcha/", "www.example.org/captcha/v2")),
+        Vendor("sub", "Sub", "functional", hosts=("widgets.example-social.com",)),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://www.example-social.com/tr?id=1", "pixel"),
+        ("https://example-social.com/tr", "pixel"),
+        ("https://www.example-social.com/tr/x", "pixel"),
+        ("https://www.example-social.com/track", "social"),  # whole segments only
+        ("https://www.example-social.com/TR", "social"),  # paths are case-sensitive
+        ("https://www.example-social.com/plugins/like.php", "social"),
+        ("https://www.example-social.com\\tr?id=1", "pixel"),  # a backslash is a slash
+        ("//www.example-social.com/tr#x", "pixel"),
+        ("https://widgets.example-social.com/tr", "sub"),  # a longer listed host wins
+        ("https://cdn.example.org/ads/x.gif", "pixel"),
+        ("https://cdn.example.org/ads", None),  # "/ads/" lists what is under it
+        ("https://cdn.example.org/other.js", None),
+        ("https://www.example.org/captcha/v2/api.js", "captcha"),
+        ("https://www.example.org/search", None),
+        ("/tr", None),
+    ],
+)
+def test_url_prefixes_split_a_shared_host(url: str, expected: str | None) -> None:
+    assert vendor_id(SHARED.vendor_for_url(url)) == expected
+    host = host_of(url)
+    if host is not None:
+        assert vendor_id(SHARED.vendor_for_location(host, url)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("www.google.com", "no path"),
+        ("www.google.com/", "no path"),
+        ("https://www.google.com/recaptcha/", "has a scheme"),
+        ("//www.google.com/recaptcha/", "has a scheme"),
+        ("www.google.com/recaptcha?x=1", "query"),
+        ("www.google.com/a#b", "query"),
+        ("www.google.com/a b", "whitespace"),
+        ("www.google.com/a\\b", "backslash"),
+        ("www.google.com//a", "empty path segment"),
+        ("*.google.com/a", "wildcard"),
+        ("google.com:443/a", "port"),
+    ],
+)
+def test_parse_host_path_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_host_path(text)
+
+
+def test_parse_host_path_normalises_the_host() -> None:
+    assert parse_host_path("WWW.Google.COM/recaptcha/") == "www.google.com/recaptcha/"
+    assert parse_host_path("bücher.example/Tr") == "xn--bcher-kva.example/Tr"
+
+
+def test_operator_vendor_can_claim_a_path_on_a_builtin_host() -> None:
+    vendor = parse_vendor(
+        {"name": "Shop reviews", "category": "functional", "urls": ["www.facebook.com/plugins/reviews/"]},
+        "vendor[0]",
+        BUILTIN_CATEGORIES,
+    )
+    catalog = Catalog([*load_builtin_vendors(), vendor])
+    assert vendor_id(catalog.vendor_for_url("https://www.facebook.com/plugins/reviews/x")) == "shop-reviews"
+    assert vendor_id(catalog.vendor_for_url("https://www.facebook.com/plugins/page.php")) == "facebook-social"
+    assert vendor_id(catalog.vendor_for_url("https://www.facebook.com/tr?id=1")) == "meta-pixel"
 
 
 LABEL = st.text(alphabet="abcgx-", min_size=1, max_size=4)
@@ -573,7 +649,7 @@ def test_builtin_tables_spell_out_their_ids() -> None:
             assert "id" in table and "description" in table, (name, table.get("name"))
 
 
-@pytest.mark.parametrize("key", ["hosts", "cookies", "inline", "services"])
+@pytest.mark.parametrize("key", ["hosts", "urls", "cookies", "inline", "services"])
 def test_builtin_values_have_one_owner(key: str) -> None:
     owners: dict[str, str] = {}
     for vendor in BUILTIN:
@@ -645,6 +721,15 @@ def test_builtin_inline_signatures_resolve_to_their_owner() -> None:
         ("https://www.googletagmanager.com/gtag/js?id=G-X", ANALYTICS),
         ("https://connect.facebook.net/en_US/fbevents.js", ADVERTISING),
         ("https://www.facebook.com/plugins/page.php", SOCIAL),
+        # shared hosts, decided by URL prefix
+        ("https://www.facebook.com/tr?id=1&ev=PageView&noscript=1", ADVERTISING),
+        ("https://www.facebook.com/tr/", ADVERTISING),
+        ("https://www.google.com/recaptcha/api.js", ESSENTIAL),
+        ("https://www.google.com/recaptcha/enterprise.js?render=k", ESSENTIAL),
+        ("https://www.gstatic.com/recaptcha/releases/abc/recaptcha__en.js", ESSENTIAL),
+        ("https://www.google.com/maps/embed?pb=!1m18", SOCIAL),
+        ("https://www.google.com/pagead/1p-conversion/123/?random=1", ADVERTISING),
+        ("https://www.google.com/ads/ga-audiences?v=1&t=sr", ADVERTISING),
         ("https://fonts.googleapis.com/css2?family=Inter", FUNCTIONAL),
         ("https://use.typekit.net/abc.css", FUNCTIONAL),
         ("https://www.recaptcha.net/recaptcha/api.js", ESSENTIAL),
@@ -791,7 +876,8 @@ def test_parse_vendor_reports_every_problem_with_its_path() -> None:
     with pytest.raises(VendorError) as info:
         parse_vendor(table, "vendor[3]", BUILTIN_CATEGORIES)
     assert info.value.problems == (
-        "vendor[3]: unknown key 'colour' (known: id, name, category, hosts, cookies, inline, services, description)",
+        "vendor[3]: unknown key 'colour' "
+        "(known: id, name, category, hosts, urls, cookies, inline, services, description)",
         "vendor[3].name: expected a string, got integer",
         f"vendor[3].category: unknown category 'marketing' {KNOWN_CATEGORIES}",
         "vendor[3].hosts[0]: 'https://x.com/' is a URL, not a host name, write 'x.com'",
@@ -813,7 +899,7 @@ def test_parse_vendor_reports_every_problem_with_its_path() -> None:
             (
                 "vendor[0]: missing required key 'name'",
                 "vendor[0]: missing required key 'category'",
-                "vendor[0]: needs at least one of 'hosts', 'cookies' or 'inline'",
+                "vendor[0]: needs at least one of 'hosts', 'urls', 'cookies' or 'inline'",
             ),
         ),
         (
@@ -838,7 +924,7 @@ def test_parse_vendor_reports_every_problem_with_its_path() -> None:
             {"name": "X", "category": "social", "hosts": [], "services": [" "]},
             (
                 "vendor[0].services[0]: empty service key",
-                "vendor[0]: needs at least one of 'hosts', 'cookies' or 'inline'",
+                "vendor[0]: needs at least one of 'hosts', 'urls', 'cookies' or 'inline'",
             ),
         ),
         (

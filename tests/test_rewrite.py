@@ -394,6 +394,25 @@ def test_foreign_base_href_makes_relative_urls_third_party() -> None:
     assert "hotjar.js" not in out
 
 
+def test_shared_hosts_are_decided_by_path() -> None:
+    """www.facebook.com is social except the pixel beacon; www.google.com serves
+    reCAPTCHA (essential), Maps embeds (social) and ad beacons (advertising)."""
+    social_only = read_consent("tg_consent=social", None)
+    page = (
+        '<img src="https://www.facebook.com/tr?id=1&amp;ev=PageView&amp;noscript=1">'
+        '<iframe src="https://www.facebook.com/plugins/page.php?href=x"></iframe>'
+        '<img src="https://www.google.com/pagead/1p-conversion/1/?x=1">'
+        '<iframe src="https://www.google.com/maps/embed?pb=1"></iframe>'
+        '<script src="https://www.google.com/recaptcha/api.js" async defer></script>'
+    )
+    out = gate(REMOVE, social_only, page).decode()
+    assert "facebook.com/tr" not in out and "1p-conversion" not in out
+    assert "plugins/page.php" in out and "maps/embed" in out and "recaptcha/api.js" in out
+    out = gate(REMOVE, NONE, page).decode()
+    assert "recaptcha/api.js" in out  # essential: a login form keeps its CAPTCHA without consent
+    assert "plugins/page.php" not in out and "maps/embed" not in out and "facebook.com/tr" not in out
+
+
 def test_explain_records_every_tracker_and_unclassified_hosts() -> None:
     _, stats = gate_document(REMOVE, NONE, (FIXTURES / "tags.html").read_bytes(), page_host="shop.example", record=True)
     assert stats.records is not None
