@@ -62,6 +62,9 @@ GATE_SLICE: Final = 65536
 """Later, most upstream bytes the gate takes in one step (fewer, larger writes; a step
 stays well under a millisecond)."""
 
+COALESCE_PEEK: Final = 65536
+"""Most already-received body bytes a pass-through response sends with its head."""
+
 REPLAY_LIMIT: Final = 1 << 20
 """Upstream bytes kept while the gate has produced nothing yet, to replay them if it
 fails before the first byte goes out; past this the headers are sent anyway."""
@@ -439,12 +442,17 @@ class ProxyHandler:
         """Send the headers, then the upstream's bytes unchanged (after `replay`, bytes
         already read from it). A client that goes away stops the upstream read; an
         upstream that fails mid-body aborts the client connection."""
+        content = up.content
+        # Body bytes that came in with the head (a small page, all of it) leave in the
+        # head's socket write; a body still on its way never holds the head back.
+        ready = content.read_nowait(COALESCE_PEEK) if body and content.exception() is None else b""
         try:
-            await _start(request, resp, coalesce=body and any(replay))
+            await _start(request, resp, coalesce=bool(ready) or (body and any(replay)))
             if body:
                 for chunk in replay:
                     await resp.write(chunk)
-                content = up.content
+                if ready:
+                    await resp.write(ready)
                 while True:
                     chunk = await content.readany()
                     if not chunk:

@@ -190,6 +190,34 @@ def test_raw_header_serializer_still_refuses_response_splitting() -> None:
             serialize("HTTP/1.1 200 OK", CIMultiDict({"X-A": bad}))
 
 
+@pytest.mark.parametrize("first", [b"", b"part1-"])
+async def test_a_slow_body_never_holds_the_head_back(first: bytes) -> None:
+    """Body bytes that arrived with the head share its write; the rest of a body still
+    on its way is not waited for: the client has the head (and what came) first."""
+    release = asyncio.Event()
+    whole = b"part1-part2-"
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: ScriptedUpstream) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n" + first)
+        await writer.drain()
+        await release.wait()
+        writer.write(whole[len(first) :])
+        await writer.drain()
+
+    async with scripted_upstream(script) as up, running_proxy(up.url) as tg:
+        reader, writer = await asyncio.open_connection("127.0.0.1", tg.port)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 12" in head
+            assert await asyncio.wait_for(reader.readexactly(len(first)), 5) == first
+        finally:
+            release.set()  # a failure above must not leave the upstream waiting
+        assert await asyncio.wait_for(reader.read(), 5) == whole[len(first) :]
+        writer.close()
+
+
 async def test_forwarded_headers_from_untrusted_peer_are_replaced() -> None:
     seen: list[dict[str, Any]] = []
     server = await start(echo_app(seen))
