@@ -264,11 +264,15 @@ def serialize_head(status_line: str, headers: CIMultiDict[str], *, fallback: Cal
         return fallback(status_line, headers)
     lines = [status_line]
     for name, value in headers.items():
-        if _FORBIDDEN_IN_HEADER.search(name) or _FORBIDDEN_IN_HEADER.search(value):
-            raise ValueError("Forbidden control character detected in headers. Potential header injection attack.")
         lines.append(f"{name}: {value}")
+    for line in lines:
+        if _FORBIDDEN_IN_HEADER.search(line):
+            raise ValueError("Forbidden control character detected in headers. Potential header injection attack.")
     lines.append("\r\n")
-    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+    try:
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no parser made (not a raw byte): aiohttp's way
+        return fallback(status_line, headers)
 
 
 def keep_raw_header_bytes() -> None:

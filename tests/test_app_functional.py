@@ -188,6 +188,10 @@ def test_raw_header_serializer_still_refuses_response_splitting() -> None:
     for bad in ("caf\udce9\r\nX-Evil: 1", "caf\udce9\nX", "\udce9\x00"):
         with pytest.raises(ValueError, match="Forbidden control character"):
             serialize("HTTP/1.1 200 OK", CIMultiDict({"X-A": bad}))
+    with pytest.raises(ValueError, match="Forbidden control character"):
+        serialize("HTTP/1.1 200 OK\r\nX-Evil: 1", CIMultiDict({"X-A": "caf\udce9"}))
+    # a surrogate that stands for no raw byte goes aiohttp's way (dropped), never a 500
+    assert serialize("HTTP/1.1 200 OK", CIMultiDict({"X-A": "\udce9\ud800"})).endswith(b"X-A: \r\n\r\n")
 
 
 @pytest.mark.parametrize("first", [b"", b"part1-"])
