@@ -836,17 +836,9 @@ class Catalog:
         `badexample.com` does not) and the longest listed suffix wins. The host is
         lowercased and stripped of leading/trailing dots first (so a cookie
         `Domain=.example.com` works); it should otherwise be as `host_of` returns it.
+        URL prefixes (`urls`) take no part: there is no path.
         """
-        host = host.lower().strip(".")
-        hosts = self._hosts
-        i = 0
-        while True:
-            vendor = hosts.get(host[i:] if i else host)
-            if vendor is not None:
-                return vendor
-            i = host.find(".", i) + 1
-            if i == 0:
-                return None
+        return self._lookup(host, None)
 
     def vendor_for_location(self, host: str, url: str) -> Vendor | None:
         """The vendor serving `url`, whose host is `host` (as `host_of` returns it).
@@ -855,22 +847,24 @@ class Catalog:
         listed URL prefix whose path the URL's path is under wins over the host entry
         (`www.facebook.com/tr` is the Meta Pixel, the rest of facebook.com is social).
         """
-        paths = self._paths
-        if not paths:
-            return self.vendor_for_host(host)
+        return self._lookup(host, url if self._paths else None)
+
+    def _lookup(self, host: str, url: str | None) -> Vendor | None:
         host = host.lower().strip(".")
         hosts = self._hosts
+        paths = self._paths if url is not None else None
         path: str | None = None
         i = 0
         while True:
             suffix = host[i:] if i else host
-            entries = paths.get(suffix)
-            if entries is not None:
-                if path is None:
-                    path = url_path(url)
-                for prefix, owner in entries:
-                    if _under(path, prefix):
-                        return owner
+            if paths is not None and url is not None:
+                entries = paths.get(suffix)
+                if entries is not None:
+                    if path is None:
+                        path = url_path(url)
+                    for prefix, owner in entries:
+                        if _under(path, prefix):
+                            return owner
             vendor = hosts.get(suffix)
             if vendor is not None:
                 return vendor

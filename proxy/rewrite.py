@@ -414,6 +414,15 @@ def _vendor_attr(vendor: Vendor | None) -> str:
 # --------------------------------------------------------------------------- handlers
 
 
+class _Handler:
+    """A lol-html handler of one gate; subclasses hold more state only where they need it."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+
 class _ScriptHandler:
     """External scripts by URL; inline scripts held back and decided by signature."""
 
@@ -510,14 +519,11 @@ def _is_google(decision: Decision) -> bool:
     return decision.vendor is not None and decision.vendor.id in GOOGLE_TAG_VENDORS
 
 
-class _ImgHandler:
+class _ImgHandler(_Handler):
     """`<img>`: the most common element on any page, so the fast path is spelled out:
     a plainly relative src (the site's own photo) costs one attribute read."""
 
-    __slots__ = ("run",)
-
-    def __init__(self, run: _Run) -> None:
-        self.run = run
+    __slots__ = ()
 
     def element(self, e: Any) -> None:
         run = self.run
@@ -541,8 +547,8 @@ class _ImgHandler:
                         return
 
 
-class _MediaHandler:
-    __slots__ = ("run",)
+class _MediaHandler(_Handler):
+    __slots__ = ()
 
     URL_ATTRIBUTES: Final = {
         "source": ("src",),
@@ -556,9 +562,6 @@ class _MediaHandler:
     }
     SRCSET: Final = frozenset({"source"})
     BACKGROUND: Final = frozenset({"body", "table", "td", "th"})
-
-    def __init__(self, run: _Run) -> None:
-        self.run = run
 
     def element(self, e: Any) -> None:
         run = self.run
@@ -614,11 +617,8 @@ class _UrlHandler:
                     return
 
 
-class _PingHandler:
-    __slots__ = ("run",)
-
-    def __init__(self, run: _Run) -> None:
-        self.run = run
+class _PingHandler(_Handler):
+    __slots__ = ()
 
     def element(self, e: Any) -> None:
         run = self.run
@@ -642,14 +642,11 @@ class _PingHandler:
             e.remove_attribute("ping")
 
 
-class _StyleHandler:
+class _StyleHandler(_Handler):
     """`url(...)` in a style attribute: a refused URL becomes `none` (no request, the
     rest of the declaration and of the attribute unchanged)."""
 
-    __slots__ = ("run",)
-
-    def __init__(self, run: _Run) -> None:
-        self.run = run
+    __slots__ = ()
 
     def element(self, e: Any) -> None:
         run = self.run
@@ -676,15 +673,12 @@ class _StyleHandler:
             e.set_attribute("style", new.replace("&", "&amp;"))
 
 
-class _FrameHandler:
+class _FrameHandler(_Handler):
     """`<iframe>`/`<frame>` by src. An iframe's srcdoc holds a whole document (shown
     instead of src): it goes through a nested gate first, so that a placeholder's saved
     copy of the element holds the gated document too."""
 
-    __slots__ = ("run",)
-
-    def __init__(self, run: _Run) -> None:
-        self.run = run
+    __slots__ = ()
 
     def element(self, e: Any) -> None:
         run = self.run
@@ -707,11 +701,8 @@ class _FrameHandler:
                 run.apply(e, Kind.FRAME, decision)
 
 
-class _BaseHandler:
-    __slots__ = ("run",)
-
-    def __init__(self, run: _Run) -> None:
-        self.run = run
+class _BaseHandler(_Handler):
+    __slots__ = ()
 
     def element(self, e: Any) -> None:
         run = self.run
@@ -825,11 +816,8 @@ def _gate_fragment(run: _Run, text: str) -> str | None:
     return result
 
 
-class _DocumentHandler:
-    __slots__ = ("run",)
-
-    def __init__(self, run: _Run) -> None:
-        self.run = run
+class _DocumentHandler(_Handler):
+    __slots__ = ()
 
     def end(self, e: Any) -> None:
         run = self.run
