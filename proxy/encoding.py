@@ -189,9 +189,16 @@ class _BrotliDecoder:
                 if out:
                     self.limits.count_out(len(out))
                     yield out
-                if obj.can_accept_more_data() or obj.is_finished():
+                if obj.is_finished():
                     return
-                out = obj.process(b"", output_buffer_limit=STEP)
+                # "Can accept more data" does not mean no output is pending: a full
+                # buffer is asked again until the decoder has nothing more to give.
+                if not out and obj.can_accept_more_data():
+                    return
+                more = obj.process(b"", output_buffer_limit=STEP)
+                if not more and not out:
+                    raise DecodeError("corrupt", "br: the decoder neither takes input nor gives output")
+                out = more
         except brotli.error as exc:
             raise DecodeError("corrupt", f"br: {exc}") from None
 

@@ -56,6 +56,17 @@ def test_decode_round_trip_in_any_chunking(coding: str) -> None:
 
 
 @pytest.mark.parametrize("coding", CODINGS)
+def test_one_small_input_that_decodes_to_megabytes_comes_out_whole(coding: str) -> None:
+    """More output than one decoder step per input chunk: every byte is handed over (br
+    once kept the rest back, and the stream then looked truncated)."""
+    page = b"".join(b"<p>row %d of a long table</p>\n" % i for i in range(100000))
+    data = compress(coding, page)
+    assert len(page) > 10 * len(data)  # every 64 KiB chunk decodes to far more than one step
+    for chunk in (len(data), 65536, 997):
+        assert decode_all(coding, data, chunk, max_ratio=1000.0) == page
+
+
+@pytest.mark.parametrize("coding", CODINGS)
 def test_encoder_streams_decodable_output(coding: str) -> None:
     enc = Encoder(coding)
     parts = [enc.feed(PAGE[i : i + 10000]) for i in range(0, len(PAGE), 10000)]
