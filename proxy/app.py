@@ -33,7 +33,7 @@ from yarl import URL
 from .config import Config
 from .encoding import DecodeError
 from .metrics import Metrics
-from .pipeline import Body, ResponsePlan, Stages, Visitor
+from .pipeline import WHOLE_DOCUMENT_MAX, Body, ResponsePlan, Stages, Visitor
 from .policy import Action
 from .pool import BodyError, UpstreamError, UpstreamPool, UpstreamResponse
 from .response import BODYLESS_STATUSES, is_html
@@ -488,6 +488,8 @@ class ProxyHandler:
         replay: list[bytes] | None = []
         replay_size = 0
         started = False
+        finished = False
+        whole_limit = WHOLE_DOCUMENT_MAX if plan.decode is None else GATE_SLICE
         content = up.content
         try:
             try:
@@ -495,9 +497,22 @@ class ProxyHandler:
                     chunk = await content.readany()
                     if not chunk:
                         break
+                    if content.is_eof() and len(chunk) <= whole_limit:
+                        # The upstream has sent everything: if the rest is small, gate it
+                        # in one step and send it in one write (a whole page: one gate pass
+                        # over the complete document, see `BodyPipeline.finish`).
+                        rest = content.read_nowait(whole_limit - len(chunk) + 1)
+                        if rest:
+                            chunk += rest
+                        finished = content.at_eof() and len(chunk) <= whole_limit
                     if replay is not None:
                         replay.append(chunk)
                         replay_size += len(chunk)
+                    if finished:
+                        out = pipeline.finish(chunk)
+                        if hold and held_size + len(out) > self._max_held:
+                            raise GateError("too_large_to_hold", "page larger than the decisions-header buffer")
+                        break
                     # Large reads are gated in slices so the first bytes leave early and
                     # no single step holds the event loop for long.
                     pos, size = 0, len(chunk)
@@ -516,7 +531,8 @@ class ProxyHandler:
                             started, replay = True, None
                         if out:
                             await resp.write(out)
-                out = pipeline.end()
+                if not finished:
+                    out = pipeline.end()
             except (GateError, DecodeError) as exc:
                 reason = exc.reason if isinstance(exc, GateError) else f"decode_{exc.reason}"
                 if started:

@@ -13,6 +13,8 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.catalog import make_catalog
+from proxy.consent import read_consent
 from proxy.encoding import (
     CODINGS,
     DecodeError,
@@ -23,6 +25,9 @@ from proxy.encoding import (
     parse_accept_encoding,
     parse_content_encoding,
 )
+from proxy.pipeline import WHOLE_DOCUMENT_MAX, BodyPipeline
+from proxy.policy import Policy
+from proxy.rewrite import GatePlan, HtmlGate
 
 PAGE = b"<html><body>" + b"<p>hello tag-gate, caf\xc3\xa9</p>\n" * 5000 + b"</body></html>"
 
@@ -168,3 +173,46 @@ def test_garbage_never_raises_anything_but_decode_error(coding: str, data: bytes
 def test_random_bytes_in_gzip_header() -> None:
     with pytest.raises(DecodeError):
         decode_all("gzip", b"\x1f\x8b" + os.urandom(100))
+
+
+# --------------------------------------------------------------------------- decode → gate → encode
+
+
+def _pipeline(coding: str) -> BodyPipeline:
+    return BodyPipeline(
+        gate=HtmlGate(GatePlan(Policy(make_catalog())), read_consent(None, None), page_host="shop.example"),
+        decode=coding,
+        encode=coding,
+        max_output=1 << 30,
+        max_ratio=1000.0,
+        gzip_level=1,
+        brotli_quality=4,
+        zstd_level=3,
+        report_only=False,
+    )
+
+
+def _decode(coding: str, data: bytes) -> bytes:
+    return decode_all(coding, data, max_ratio=1000.0)
+
+
+@pytest.mark.parametrize("coding", CODINGS)
+@pytest.mark.parametrize("paragraphs", [10, 20000], ids=["one-pass", "past-one-pass"])
+def test_a_whole_body_in_one_step_gives_what_streaming_gives(coding: str, paragraphs: int) -> None:
+    """`finish` on a complete compressed body: one gate pass over the document when it is
+    small enough (`WHOLE_DOCUMENT_MAX`), piece by piece past that; the page either way."""
+    filler = b"".join(b"<p><a href='/a/%d'>shopping %d</a></p>\n" % (i, i) for i in range(paragraphs))
+    page = (
+        b"<html><head><script src='https://connect.facebook.net/x.js'></script></head><body>"
+        + filler
+        + b"<a href=/x PING='https://analytics.tiktok.com/p'>x</a>"
+        + filler
+        + b"</body></html>"
+    )
+    assert (len(page) > WHOLE_DOCUMENT_MAX) is (paragraphs > 10)
+    body = compress(coding, page)
+    streamed = _pipeline(coding)
+    pieces = [streamed.feed(body[i : i + 997]) for i in range(0, len(body), 997)]
+    expected = _decode(coding, b"".join(pieces) + streamed.end())
+    assert b"facebook" not in expected and b"tiktok" not in expected and b"shopping" in expected
+    assert _decode(coding, _pipeline(coding).finish(body)) == expected

@@ -330,6 +330,40 @@ async def test_each_upstream_chunk_is_forwarded_before_the_next_arrives() -> Non
     await server.close()
 
 
+async def test_a_page_that_arrives_whole_is_gated_as_if_streamed() -> None:
+    """A page the upstream has sent completely is gated in one step (and scanned for
+    `ping` first); the same page trickling in is gated piece by piece. Same bytes out."""
+    links = b"".join(b'<a href="/a/%d">shopping %d</a>' % (i, i) for i in range(300))
+    body = TAGS.replace(b"</body>", links + b"<A HREF=/x PING = 'https://analytics.tiktok.com/p'>x</A></body>")
+    assert body != TAGS
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+        await resp.prepare(request)
+        for i in range(0, len(body), 3000):
+            await resp.write(body[i : i + 3000])
+            await asyncio.sleep(0.01)
+        await resp.write_eof()
+        return resp
+
+    whole_site, trickle_site = await serve(page(body)), await serve(trickle)
+    try:
+        async with (
+            running_proxy(f"http://127.0.0.1:{whole_site.port}") as whole,
+            running_proxy(f"http://127.0.0.1:{trickle_site.port}") as streamed,
+        ):
+            for consent in (NO_CONSENT, ALL):
+                _, _, at_once = await fetch(whole.url + "/", consent)
+                _, _, in_parts = await fetch(streamed.url + "/", consent)
+                assert at_once == in_parts
+            _, headers, gated = await fetch(whole.url + "/")
+            assert b"tiktok" not in gated and b"shopping 299" in gated
+            assert headers["Transfer-Encoding"] == "chunked"  # as any gated page (and its HEAD)
+    finally:
+        await whole_site.close()
+        await trickle_site.close()
+
+
 async def test_report_only_changes_nothing_and_counts() -> None:
     server = await serve(page(TAGS, Set_Cookie="_ga=GA1.1.1; Path=/"))
     async with running_proxy(f"http://127.0.0.1:{server.port}", server={"mode": "report-only"}) as tg:

@@ -17,7 +17,7 @@ from proxy.catalog import Catalog, make_catalog
 from proxy.consent import DEFAULT_SETTINGS, ConsentState, read_consent
 from proxy.defer import STYLES, make_cmp_names
 from proxy.policy import Action, Policy, UrlRule
-from proxy.rewrite import SELECTORS, GateError, GatePlan, HtmlGate, gate_document, srcset_urls
+from proxy.rewrite import SELECTORS, GateError, GatePlan, HtmlGate, gate_document, may_carry_ping, srcset_urls
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CATALOG = make_catalog()
@@ -56,6 +56,12 @@ def gate(
         out.append(g.feed(raw[pos:]))
     out.append(g.end())
     return b"".join(out)
+
+
+def gate_whole(p: GatePlan, consent: ConsentState, data: bytes | str, host: str = "shop.example") -> bytes:
+    """The same page handed over complete (`feed_whole`: the gate may scan it first)."""
+    raw = data.encode() if isinstance(data, str) else data
+    return HtmlGate(p, consent, page_host=host).feed_whole(raw)
 
 
 # --------------------------------------------------------------------------- html5lib corpus
@@ -109,6 +115,7 @@ def test_html5lib_corpus_passes_through_byte_identical(
             ambiguous.append(name)
             continue
         assert whole == data, name
+        assert gate_whole(nothing, NONE, data) == data, (name, "whole")
         for size in (1, 7):
             assert gate(nothing, NONE, data, [size] * (len(data) // size)) == data, (name, size)
         sizes = []
@@ -143,6 +150,7 @@ def test_chunk_boundaries_never_change_the_output(name: str, consent: ConsentSta
     data = (FIXTURES / name).read_bytes()
     whole = gate(p, consent, data)
     assert whole != data, "the fixture should be changed by this consent"
+    assert gate_whole(p, consent, data) == whole
     for i in range(1, len(data)):
         assert gate(p, consent, data, [i]) == whole, f"split at {i}"
     rng = random.Random(len(data))
@@ -269,6 +277,7 @@ def test_each_element_kind_is_removed_when_refused(snippet: str, gone: str, kept
     if gone:
         assert gone not in out
     assert kept in out
+    assert gate_whole(REMOVE, NONE, snippet).decode() == out
     assert gate(plan(consent_mode=False), ALL, snippet).decode() == snippet
 
 
@@ -497,6 +506,7 @@ def test_less_common_fetching_markup_is_gated(snippet: str, gone: str, kept: str
     if gone:
         assert gone not in out, out
     assert kept in out, out
+    assert gate_whole(COMPLETE, NONE, snippet).decode() == out
     assert gate(plan(consent_mode=False), ALL, snippet).decode() == snippet
 
 
@@ -577,3 +587,48 @@ def test_content_nested_too_deep_to_gate_is_dropped() -> None:
         doc = f'<iframe srcdoc="{html.escape(doc, quote=True)}"></iframe>'
     out = gate(REMOVE, NONE, doc).decode()
     assert "facebook" not in out and out.count("<iframe srcdoc=") == 3  # the frames stay, emptied
+
+
+# --------------------------------------------------------------------------- whole documents
+
+TIKTOK = "https://analytics.tiktok.com/p"
+
+
+@pytest.mark.parametrize(
+    ("markup", "carries"),
+    [
+        (f'<a href="/x" ping="{TIKTOK}">x</a>', True),
+        (f"<A HREF=/x PING = '{TIKTOK}'>x</A>", True),
+        (f"<a href=/x\nPiNg\t=\n{TIKTOK}>x</a>", True),
+        (f'<a href="/x"ping="{TIKTOK}">x</a>', True),
+        (f"<a href='/x'ping={TIKTOK}>x</a>", True),
+        (f"<a/ping={TIKTOK}>x</a>", True),
+        (f"<area shape=rect ping={TIKTOK}>", True),
+        (f'<svg><a ping="{TIKTOK}"><text>x</text></a></svg>', True),
+        (f"<a\r\nping\r\n=\r\n{TIKTOK}>x</a>", True),
+        (f"<a\fping\f={TIKTOK}>x</a>", True),
+        ('<a href="/x" ping>x</a>', False),  # no value: nothing to send
+        ('<a href="/x" data-ping="1" xping="2">shopping, mapping</a>', False),
+        ("<script>var mapping = {}; const typing=1;</script>", False),
+        ("<p>say ping = pong</p>", True),  # text that only looks like one counts too: conservative
+        ("", False),
+    ],
+)
+def test_ping_prescan_never_misses_an_attribute_the_parser_sees(markup: str, carries: bool) -> None:
+    assert may_carry_ping(markup.encode()) is carries
+    out = gate_whole(REMOVE, NONE, markup)
+    assert out == gate(REMOVE, NONE, markup)
+    assert b"tiktok" not in out
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, 5000])
+def test_whole_document_gating_matches_streaming_around_pings(size: int) -> None:
+    """A page whose only `<a ping>` sits deep in it, and pages with none: handed over
+    whole or streamed, the output is the same and the ping is gone."""
+    filler = "".join(f'<p><a href="/a/{i}">shopping {i}</a></p>' for i in range(size))
+    page = f"<!doctype html><body>{filler}<a href=/x ping={TIKTOK}>x</a>{filler}</body>"
+    streamed = gate(REMOVE, NONE, page, [4096] * (len(page) // 4096))
+    assert gate_whole(REMOVE, NONE, page) == streamed
+    assert b"tiktok" not in streamed
+    no_ping = page.replace(f" ping={TIKTOK}", "")
+    assert gate_whole(REMOVE, NONE, no_ping) == gate(REMOVE, NONE, no_ping) == no_ping.encode()
