@@ -398,7 +398,6 @@ class _Run:
         return f"<script{nonce}>{gcm_block(self.consent)}</script>"
 
 
-_URL_NOISE: Final = frozenset(":\\\t\n\r")
 _C0_OR_SPACE: Final = "".join(map(chr, range(0x21)))
 
 
@@ -408,7 +407,20 @@ def _plainly_relative(url: str) -> bool:
     if url[:1] <= " ":
         url = url.lstrip(_C0_OR_SPACE)  # the URL parser strips these first
     head = url[:24]
-    return "//" not in head and _URL_NOISE.isdisjoint(head)
+    # Six `in` tests on a short string cost half of one set-disjointness walk.
+    return (
+        "//" not in head
+        and ":" not in head
+        and "\\" not in head
+        and "\t" not in head
+        and "\n" not in head
+        and "\r" not in head
+    )
+
+
+_NOT_A_PATH_START: Final = "/\\\t\n\r"
+"""After a leading `/`, what may turn a URL into a network-path one (`"" in` is true too:
+a bare `/` goes the slow way)."""
 
 
 def _may_name_a_host(srcset: str) -> bool:
@@ -551,10 +563,13 @@ class _ImgHandler(_Handler):
         if src:
             if "&" in src:
                 src = attribute_text(src) or ""
-            d = run.decide(Kind.MEDIA, "img", src)
-            if not d.keeps:
-                run.apply(e, Kind.MEDIA, d)
-                return
+            # `/path` (not `//`, `/\`, or a tab or newline the URL parser would drop)
+            # never leaves the page's host: no call into the policy at all.
+            if not (run.relative_first_party and src[:1] == "/" and src[1:2] not in _NOT_A_PATH_START):
+                d = run.decide(Kind.MEDIA, "img", src)
+                if not d.keeps:
+                    run.apply(e, Kind.MEDIA, d)
+                    return
         srcset = e.get_attribute("srcset")
         if srcset:
             if "&" in srcset:

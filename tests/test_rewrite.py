@@ -245,6 +245,14 @@ def test_windows_1252_bytes_outside_the_edits_are_untouched() -> None:
         ('<img src="' + " " * 30 + '//bat.bing.com/action/0">', "bing", ""),
         ('<img src="\x01\x02\t//bat.bing.com/action/0">', "bing", ""),
         ("<IMG SRC=//bat.bing.com/action/0>", "bing", ""),
+        # after a leading `/`: a backslash is a slash, tabs and newlines are dropped
+        ('<img src="/\\bat.bing.com/action/0">', "bing", ""),
+        ('<img src="/\t/bat.bing.com/action/0">', "bing", ""),
+        ('<img src="/\n/bat.bing.com/action/0">', "bing", ""),
+        ('<img src="/\r/bat.bing.com/action/0">', "bing", ""),
+        ('<img src="/&#47;bat.bing.com/action/0">', "bing", ""),
+        ('<img src="/&Tab;/bat.bing.com/action/0">', "bing", ""),
+        ('<img src="/bat.bing.com/action/0">x', "", '<img src="/bat.bing.com/action/0">x'),  # a path
         (
             '<picture><source srcset="https://ct.pinterest.com/p 1x"><img src="/a.png"></picture>',
             "pinterest",
