@@ -11,6 +11,9 @@ Cases:
                                       the URL attribute (the reference the gate is held to)
   gate, all refused                   the full gate, no consent: every tag acted on
   gate, all granted (parsed)          the gate parsing a page it leaves unchanged
+  gate, all refused, whole page       the page handed over complete (`feed_whole`: one
+                                      pass, `<a ping>` selectors only if the page has one),
+                                      as the proxy does when the upstream has sent it all
   gzip: decode, gate, re-encode       BodyPipeline on a gzip-6 page, re-encoded at level 1
 Also: catalogue load-and-compile time and per-lookup costs.
 
@@ -139,6 +142,9 @@ def main() -> int:
 
         return run
 
+    def gate_whole(page: bytes) -> bytes:
+        return HtmlGate(plan, none, page_host="shop.example").feed_whole(page)
+
     def gzip_path(encoded: list[bytes]) -> bytes:
         p = BodyPipeline(
             gate=HtmlGate(plan, none, page_host="shop.example"),
@@ -165,9 +171,11 @@ def main() -> int:
             "lol-html, gate selectors, read URL": lambda c=chunks: lol_read(c, selectors),
             "gate, all refused": lambda c=chunks: gate(none)(c),
             "gate, all granted (parsed)": lambda c=chunks: gate(everything)(c),
+            "gate, all refused, whole page": lambda p=page: gate_whole(p),
             "gzip: decode, gate, re-encode": lambda c=gz_chunks: gzip_path(c),
         }
         refused = cases["gate, all refused"]()
+        assert cases["gate, all refused, whole page"]() == refused
         print(
             f"\n== {label} page: {len(page)} bytes, {len(chunks)} chunks; gated output {len(refused)} bytes; "
             f"gzip-6 {len(gz)} bytes, re-encoded at level {config.html.gzip_level}: "

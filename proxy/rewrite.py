@@ -96,6 +96,8 @@ def gate_selectors(plan: GatePlan) -> tuple[str, ...]:
     return _SELECTOR_NAMES[plan.inline_styles]
 
 
+_UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
+
 _PING_NAME: Final = re.compile(rb"ping[\t\n\f\r ]*=")
 _BEFORE_ATTRIBUTE_NAME: Final = frozenset(b"\t\n\f\r \"'/")
 
@@ -908,6 +910,7 @@ class HtmlGate:
         self._pending = 0
         self._max_pending = plan.max_pending
         self._failed: GateError | None = None
+        self._head: bytes | None = b""  # the input's first bytes, until there are two
         self._rewriter: Any = None  # built on the first write (see `feed_whole`)
 
     def _build(self, *, ping: bool = True) -> Any:
@@ -946,6 +949,17 @@ class HtmlGate:
 
     def feed(self, chunk: bytes) -> bytes:
         """Process one input chunk; return whatever output is ready."""
+        if self._head is not None:
+            chunk = self._head + chunk
+            if len(chunk) < 2:
+                self._head = chunk
+                return b""
+            self._head = None
+            if chunk[:2] in _UTF16_BOMS:
+                # Browsers obey a byte order mark over any charset label: the page is
+                # UTF-16 to them, and markup lol-html cannot see would run.
+                self._failed = GateError("unsupported_charset", "the page starts with a UTF-16 byte order mark")
+                raise self._failed
         if chunk.isascii():
             transport = chunk
         else:
@@ -967,11 +981,13 @@ class HtmlGate:
 
     def end(self) -> bytes:
         """Finish the document; return the remaining output."""
+        head, self._head = self._head, None
+        first = self.feed(head) if head else b""  # a one-byte document
         self._call((self._rewriter or self._build()).end)
         if self._ascii:
-            return self._drain_bytes()
+            return first + self._drain_bytes()
         text = self._drain_transport() + self._decoder.decode(b"", final=True)
-        return text.encode("latin-1")
+        return first + text.encode("latin-1")
 
     def feed_whole(self, document: bytes) -> bytes:
         """`feed(document) + end()` for a caller that holds the complete document before

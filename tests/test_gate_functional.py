@@ -202,9 +202,23 @@ async def test_windows_1252_page_keeps_its_bytes() -> None:
     await server.close()
 
 
-async def test_utf16_page_fails_safe_under_a_strict_csp() -> None:
-    data = "<html><script src='https://connect.facebook.net/x.js'></script></html>".encode("utf-16")
-    server = await serve(page(data, content_type="text/html; charset=utf-16"))
+@pytest.mark.parametrize(
+    ("encoding", "content_type"),
+    [
+        ("utf-16", "text/html; charset=utf-16"),
+        # a byte order mark wins over any label in the browser
+        ("utf-16", "text/html; charset=utf-8"),
+        ("utf-16", "text/html"),
+        ("utf-16-be", "text/html; charset=windows-1252"),
+    ],
+    ids=["labelled", "bom-labelled-utf8", "bom-unlabelled", "bom-big-endian"],
+)
+async def test_utf16_page_fails_safe_under_a_strict_csp(encoding: str, content_type: str) -> None:
+    markup = "<html><script src='https://connect.facebook.net/x.js'></script></html>"
+    data = ("\ufeff" if encoding == "utf-16-be" else "") + markup
+    data = data.encode(encoding)
+    assert data[:2] in (b"\xff\xfe", b"\xfe\xff")
+    server = await serve(page(data, content_type=content_type))
     async with running_proxy(f"http://127.0.0.1:{server.port}") as tg:
         _, headers, body = await fetch(tg.url + "/")
         assert body == data

@@ -640,3 +640,24 @@ def test_whole_document_gating_matches_streaming_around_pings(size: int) -> None
     assert b"tiktok" not in streamed
     no_ping = page.replace(f" ping={TIKTOK}", "")
     assert gate_whole(REMOVE, NONE, no_ping) == gate(REMOVE, NONE, no_ping) == no_ping.encode()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_a_utf16_byte_order_mark_fails_closed_whatever_the_chunking(encoding: str) -> None:
+    """Browsers read a page that starts with a UTF-16 byte order mark as UTF-16, whatever
+    its charset label; the gate cannot see that markup, so it refuses the page."""
+    data = "\ufeff<script src='https://connect.facebook.net/x.js'></script>".encode(encoding)
+    for chunks in (None, [1], [1, 1], [0, 1, 0, 1]):
+        with pytest.raises(GateError) as failure:
+            gate(REMOVE, NONE, data, chunks)
+        assert failure.value.reason == "unsupported_charset"
+    with pytest.raises(GateError):
+        gate_whole(REMOVE, NONE, data)
+
+
+@pytest.mark.parametrize("data", [b"", b"x", b"\xff", b"\xfe", b"<", b"\xff\xff", b"\xfe\xfe<p>", b"\xef\xbb\xbf<p>"])
+def test_short_documents_and_other_leading_bytes_pass(data: bytes) -> None:
+    nothing = GatePlan(Policy(Catalog([])))
+    assert gate(nothing, NONE, data) == data
+    assert gate(nothing, NONE, data, [1] * len(data)) == data
+    assert gate_whole(nothing, NONE, data) == data
