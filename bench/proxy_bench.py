@@ -318,7 +318,8 @@ def main() -> int:
             Path(args.json).write_text(json.dumps(summary, indent=1))
     finally:
         for p in procs:
-            p.send_signal(signal.SIGTERM if p.args[0] != nginx_bin() else signal.SIGQUIT)
+            program = p.args[0] if isinstance(p.args, list | tuple) else p.args
+            p.send_signal(signal.SIGTERM if program != nginx_bin() else signal.SIGQUIT)
         for p in procs:
             try:
                 p.wait(timeout=15)

@@ -31,7 +31,9 @@ import sys
 import time
 import timeit
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -65,7 +67,8 @@ class _ReadUrl:
 
 def lol_noop(chunks: list[bytes]) -> bytes:
     out: list[bytes] = []
-    r = lolhtml.HTMLRewriter(out.append)
+    sink: Any = out.append
+    r = lolhtml.HTMLRewriter(sink)
     for c in chunks:
         r.write(c)
     r.end()
@@ -74,7 +77,8 @@ def lol_noop(chunks: list[bytes]) -> bytes:
 
 def lol_read(chunks: list[bytes], selectors: list[str]) -> bytes:
     out: list[bytes] = []
-    r = lolhtml.HTMLRewriter(out.append)
+    sink: Any = out.append
+    r = lolhtml.HTMLRewriter(sink)
     handler = _ReadUrl()
     for selector in selectors:
         r.on(selector, handler)
@@ -167,12 +171,12 @@ def main() -> int:
         gz = gzip.compress(page, 6)
         gz_chunks = [gz[i : i + CHUNK] for i in range(0, len(gz), CHUNK)]
         cases: dict[str, Callable[[], bytes]] = {
-            "lol-html, no handlers": lambda c=chunks: lol_noop(c),
-            "lol-html, gate selectors, read URL": lambda c=chunks: lol_read(c, selectors),
-            "gate, all refused": lambda c=chunks: gate(none)(c),
-            "gate, all granted (parsed)": lambda c=chunks: gate(everything)(c),
-            "gate, all refused, whole page": lambda p=page: gate_whole(p),
-            "gzip: decode, gate, re-encode": lambda c=gz_chunks: gzip_path(c),
+            "lol-html, no handlers": partial(lol_noop, chunks),
+            "lol-html, gate selectors, read URL": partial(lol_read, chunks, selectors),
+            "gate, all refused": partial(gate(none), chunks),
+            "gate, all granted (parsed)": partial(gate(everything), chunks),
+            "gate, all refused, whole page": partial(gate_whole, page),
+            "gzip: decode, gate, re-encode": partial(gzip_path, gz_chunks),
         }
         refused = cases["gate, all refused"]()
         assert cases["gate, all refused, whole page"]() == refused

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -469,7 +470,7 @@ print(json.dumps({"tuned": tuned, "kept_mib": (libc.mallinfo2().arena - before) 
 """
 
 
-def _heap_after_free(environ: dict[str, str]) -> dict[str, object]:
+def _heap_after_free(environ: dict[str, str]) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, "-c", _HEAP_PROBE, json.dumps(environ)],
         capture_output=True,

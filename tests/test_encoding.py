@@ -37,16 +37,15 @@ def compress(coding: str, data: bytes) -> bytes:
         return gzip.compress(data)
     if coding == "deflate":
         return zlib.compress(data)
-    if coding == "br":
-        return brotli.compress(data)
-    return zstandard.ZstdCompressor().compress(data)
+    out: bytes = brotli.compress(data) if coding == "br" else zstandard.ZstdCompressor().compress(data)
+    return out
 
 
 def decode_all(coding: str, data: bytes, chunk: int = 997, **limits: float) -> bytes:
     decoder = make_decoder(
         coding, max_output=int(limits.get("max_output", 1 << 30)), max_ratio=limits.get("max_ratio", 100.0)
     )
-    out = []
+    out: list[bytes] = []
     for i in range(0, len(data), chunk):
         out.extend(decoder.feed(data[i : i + chunk]))
     out.extend(decoder.end())

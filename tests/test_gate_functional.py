@@ -41,24 +41,26 @@ ALL = {"Cookie": "tg_consent=functional.analytics.advertising.social"}
 
 
 def encode(coding: str, data: bytes) -> bytes:
-    return {
+    codecs: dict[str, Callable[[bytes], bytes]] = {
         "gzip": gzip.compress,
         "deflate": zlib.compress,
         "br": brotli.compress,
         "zstd": zstandard.ZstdCompressor().compress,
         "identity": lambda d: d,
-    }[coding](data)
+    }
+    return codecs[coding](data)
 
 
 def decode(coding: str | None, data: bytes) -> bytes:
     if not coding:
         return data
-    return {
+    codecs: dict[str, Callable[[bytes], bytes]] = {
         "gzip": gzip.decompress,
         "deflate": zlib.decompress,
         "br": brotli.decompress,
         "zstd": lambda d: zstandard.ZstdDecompressor().decompressobj().decompress(d),
-    }[coding](data)
+    }
+    return codecs[coding](data)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -215,8 +217,7 @@ async def test_windows_1252_page_keeps_its_bytes() -> None:
 )
 async def test_utf16_page_fails_safe_under_a_strict_csp(encoding: str, content_type: str) -> None:
     markup = "<html><script src='https://connect.facebook.net/x.js'></script></html>"
-    data = ("\ufeff" if encoding == "utf-16-be" else "") + markup
-    data = data.encode(encoding)
+    data = (("\ufeff" if encoding == "utf-16-be" else "") + markup).encode(encoding)
     assert data[:2] in (b"\xff\xfe", b"\xfe\xff")
     server = await serve(page(data, content_type=content_type))
     async with running_proxy(f"http://127.0.0.1:{server.port}") as tg:

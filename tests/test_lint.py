@@ -1,4 +1,4 @@
-"""The lint gate runs with the tests: ruff (lint and format) and strict mypy on proxy/."""
+"""The lint gate runs with the tests: ruff (lint and format) and strict mypy on proxy/, tests/ and bench/."""
 
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from proxy.catalog import Catalog, Vendor, make_catalog
+from proxy.catalog import Catalog, Vendor, make_catalog, url_path
 from proxy.consent import read_consent
-from proxy.policy import Action, CookieRule, Kind, Policy, UrlRule, compile_globs, filter_link_header, url_path
+from proxy.policy import Action, CookieRule, Kind, Policy, UrlRule, compile_globs, filter_link_header
 
 CATALOG = make_catalog()
 NONE = read_consent(None, None)
