@@ -17,6 +17,7 @@ from typing import Final
 
 import aiohttp
 from aiohttp import hdrs
+from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from .config import Config, IPNetwork
@@ -253,7 +254,13 @@ def serialize_head(status_line: str, headers: CIMultiDict[str], *, fallback: Cal
     surrogates, so `filename="caf\\xe9.txt"` reached the client as `filename="caf.txt"`.
     Heads that are valid UTF-8 throughout (nearly all) take aiohttp's own path; the
     rest are encoded back with surrogateescape, refusing control characters exactly as
-    aiohttp does (no response splitting)."""
+    aiohttp does (no response splitting).
+
+    A `Server` header aiohttp added itself (`Python/3.x aiohttp/3.y`, when the upstream
+    sent none) is left out: tag-gate does not announce what it runs on, and passes on
+    the site's own `Server` line, whatever it says, as it came."""
+    if headers.get(hdrs.SERVER) is SERVER_SOFTWARE:  # aiohttp's constant, not a copy
+        del headers[hdrs.SERVER]
     for value in headers.values():
         if not value.isascii():
             try:

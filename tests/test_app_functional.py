@@ -176,6 +176,35 @@ async def test_header_bytes_outside_utf8_reach_the_client_unchanged() -> None:
     assert raw.endswith(b"\r\n\r\nok")
 
 
+@pytest.mark.parametrize(
+    "server",
+    [None, b"Server: origin/1.2\r\n", b"Server: Python/3.11 aiohttp/3.14.5\r\n"],
+    ids=["none", "own", "aiohttp"],
+)
+async def test_no_server_header_is_invented(server: bytes | None) -> None:
+    """What the site says about its server passes as sent; when it says nothing, neither
+    does tag-gate (aiohttp would announce its own Python and aiohttp versions)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" + (server or b"") + b"Content-Length: 2\r\n\r\nok"
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: ScriptedUpstream) -> None:
+        await read_request_head(reader)
+        writer.write(head)
+        await writer.drain()
+
+    async with scripted_upstream(script) as up, running_proxy(up.url) as tg:
+        raw = await raw_exchange(tg.port, b"GET / HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n")
+        own = await raw_exchange(
+            tg.port, b"GET /__tag-gate/activate.js HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n"
+        )
+    response_head = raw.partition(b"\r\n\r\n")[0] + b"\r\n"
+    if server is None:
+        assert b"\r\nserver:" not in response_head.lower()
+    else:
+        assert server in response_head
+    assert raw.endswith(b"\r\n\r\nok")
+    assert own.startswith(b"HTTP/1.1 200") and b"\r\nserver:" not in own.partition(b"\r\n\r\n")[0].lower()
+
+
 def test_raw_header_serializer_still_refuses_response_splitting() -> None:
     from aiohttp import http_writer
     from multidict import CIMultiDict
