@@ -226,6 +226,9 @@ HOSTS = [
     # Meta: the pixel script host and the social host
     ("connect.facebook.net", "meta-pixel"),
     ("www.facebook.com", "facebook-social"),
+    ("cdn.logr-i.com", "logrocket"),
+    ("r.lrkt-in.com", "logrocket"),
+    ("cdn.us.heap-api.com", "heap"),
     ("o123456.ingest.us.sentry.io", "sentry"),
     ("js.stripe.com", "stripe"),
     ("m.stripe.network", "stripe"),
@@ -368,6 +371,12 @@ COOKIES = [
     ("_hjSession_123456", "hotjar"),
     ("_hjid", "hotjar"),
     ("_hjBrandNewCookie", "hotjar"),  # only the catch-all _hj* matches
+    ("_hp2_id.1234", "heap"),
+    ("_hp5_meta.1234", "heap"),  # heap.js v5
+    ("userty.core.p.ab12", "heap"),  # Heap's session replay
+    ("_lr_tabs_app-1/x", "logrocket"),
+    ("_lr_hb_app-1/x", "logrocket"),
+    ("_lr_env", "liveramp"),  # LiveRamp's _lr_ cookies are not LogRocket's
     ("_fbp", "meta-pixel"),
     ("_fbc", "meta-pixel"),
     ("IDE", "google-ads"),
