@@ -379,6 +379,32 @@ async def test_a_page_that_arrives_whole_is_gated_as_if_streamed() -> None:
         await trickle_site.close()
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_page_cut_short_by_the_upstream_never_looks_complete(framing: str) -> None:
+    """The upstream closes before the body it announced is complete: the gated page is
+    not mistaken for one that has fully arrived (no one-pass finish, no terminating
+    chunk), and the client sees a broken response."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+    if framing == "content-length":
+        response = head + b"Content-Length: 100\r\n\r\n<p>" + b"q" * 47
+    else:
+        response = head + b"Transfer-Encoding: chunked\r\n\r\n32\r\n<p>" + b"q" * 47 + b"\r\n"
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: ScriptedUpstream) -> None:
+        await read_request_head(reader)
+        writer.write(response)
+        await writer.drain()
+        writer.close()
+
+    async with scripted_upstream(script) as up, running_proxy(up.url) as tg:
+        raw = await raw_exchange(tg.port, b"GET / HTTP/1.1\r\nHost: s\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 200") and not raw.endswith(b"0\r\n\r\n")
+        async with aiohttp.ClientSession() as client:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with client.get(tg.url + "/") as resp:
+                    await resp.read()
+
+
 async def test_report_only_changes_nothing_and_counts() -> None:
     server = await serve(page(TAGS, Set_Cookie="_ga=GA1.1.1; Path=/"))
     async with running_proxy(f"http://127.0.0.1:{server.port}", server={"mode": "report-only"}) as tg:
