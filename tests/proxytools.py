@@ -115,10 +115,24 @@ async def read_request_head(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n\r\n")
 
 
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, ScriptedUpstream], Awaitable[None]]
+"""What a `scripted_upstream` does with each connection."""
+
+
+def replies(response: bytes) -> Script:
+    """A `scripted_upstream` script: read one request head, send `response` byte for
+    byte, then close the connection."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: ScriptedUpstream) -> None:
+        await read_request_head(reader)
+        writer.write(response)
+        await writer.drain()
+
+    return script
+
+
 @contextlib.asynccontextmanager
-async def scripted_upstream(
-    script: Callable[[asyncio.StreamReader, asyncio.StreamWriter, ScriptedUpstream], Awaitable[None]],
-) -> AsyncIterator[ScriptedUpstream]:
+async def scripted_upstream(script: Script) -> AsyncIterator[ScriptedUpstream]:
     up = ScriptedUpstream()
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -21,6 +21,7 @@ from tests.proxytools import (
     ScriptedUpstream,
     raw_exchange,
     read_request_head,
+    replies,
     running_proxy,
     scripted_upstream,
     split_response,
@@ -162,12 +163,7 @@ async def test_header_bytes_outside_utf8_reach_the_client_unchanged() -> None:
         b"X-Utf8: caf\xc3\xa9\r\nContent-Length: 2\r\n\r\nok"
     )
 
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: ScriptedUpstream) -> None:
-        await read_request_head(reader)
-        writer.write(head)
-        await writer.drain()
-
-    async with scripted_upstream(script) as up, running_proxy(up.url) as tg:
+    async with scripted_upstream(replies(head)) as up, running_proxy(up.url) as tg:
         raw = await raw_exchange(tg.port, b"GET / HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n")
     assert b'Content-Disposition: attachment; filename="caf\xe9 \xfc.txt"\r\n' in raw
     assert b"Set-Cookie: pref=gr\xfcn; Path=/\r\n" in raw  # unclassified, kept as sent
@@ -186,12 +182,7 @@ async def test_no_server_header_is_invented(server: bytes | None) -> None:
     does tag-gate (aiohttp would announce its own Python and aiohttp versions)."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" + (server or b"") + b"Content-Length: 2\r\n\r\nok"
 
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: ScriptedUpstream) -> None:
-        await read_request_head(reader)
-        writer.write(head)
-        await writer.drain()
-
-    async with scripted_upstream(script) as up, running_proxy(up.url) as tg:
+    async with scripted_upstream(replies(head)) as up, running_proxy(up.url) as tg:
         raw = await raw_exchange(tg.port, b"GET / HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n")
         own = await raw_exchange(
             tg.port, b"GET /__tag-gate/activate.js HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n"

@@ -21,6 +21,7 @@ from tests.proxytools import (
     ScriptedUpstream,
     raw_exchange,
     read_request_head,
+    replies,
     running_proxy,
     scripted_upstream,
     split_response,
@@ -390,13 +391,7 @@ async def test_a_page_cut_short_by_the_upstream_never_looks_complete(framing: st
     else:
         response = head + b"Transfer-Encoding: chunked\r\n\r\n32\r\n<p>" + b"q" * 47 + b"\r\n"
 
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: ScriptedUpstream) -> None:
-        await read_request_head(reader)
-        writer.write(response)
-        await writer.drain()
-        writer.close()
-
-    async with scripted_upstream(script) as up, running_proxy(up.url) as tg:
+    async with scripted_upstream(replies(response)) as up, running_proxy(up.url) as tg:
         raw = await raw_exchange(tg.port, b"GET / HTTP/1.1\r\nHost: s\r\n\r\n")
         assert raw.startswith(b"HTTP/1.1 200") and not raw.endswith(b"0\r\n\r\n")
         async with aiohttp.ClientSession() as client:
