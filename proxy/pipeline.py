@@ -446,9 +446,7 @@ class BodyPipeline:
             else:
                 out.append(gate.end())
                 text = b"".join(out)
-        if self._encoder is None:
-            return text
-        return self._encoder.feed(text) + self._encoder.end()
+        return self._encode_last(text)
 
     def end(self) -> bytes:
         gate = self.gate
@@ -467,7 +465,10 @@ class BodyPipeline:
             for piece in self._decoder.end():
                 tail.append(gate.feed(piece))
         tail.append(gate.end())
-        text = b"".join(tail)
+        return self._encode_last(b"".join(tail))
+
+    def _encode_last(self, text: bytes) -> bytes:
+        """The last gated bytes, re-encoded and the encoding closed when there is one."""
         if self._encoder is None:
             return text
         return self._encoder.feed(text) + self._encoder.end()

@@ -406,18 +406,15 @@ _C0_OR_SPACE: Final = "".join(map(chr, range(0x21)))
 def _plainly_relative(url: str) -> bool:
     """True for URLs that certainly stay on the page's host: no scheme, no network-path
     `//` (browsers also read `\\` and drop tabs and newlines, so those go the slow way)."""
-    if url[:1] <= " ":
+    first = url[:1]
+    if first == "/":
+        # `/path` (not `//`, `/\`, or a tab or newline the URL parser would drop) never
+        # leaves the page's host, whatever follows: the common case, settled at once.
+        if url[1:2] not in _NOT_A_PATH_START:
+            return True
+    elif first <= " ":
         url = url.lstrip(_C0_OR_SPACE)  # the URL parser strips these first
-    head = url[:24]
-    # Six `in` tests on a short string cost half of one set-disjointness walk.
-    return (
-        "//" not in head
-        and ":" not in head
-        and "\\" not in head
-        and "\t" not in head
-        and "\n" not in head
-        and "\r" not in head
-    )
+    return not _may_name_a_host(url[:24])
 
 
 _NOT_A_PATH_START: Final = "/\\\t\n\r"
@@ -425,9 +422,11 @@ _NOT_A_PATH_START: Final = "/\\\t\n\r"
 a bare `/` goes the slow way)."""
 
 
-def _may_name_a_host(srcset: str) -> bool:
-    """Whether any srcset candidate could be absolute (cheap pre-check, conservative)."""
-    return "//" in srcset or ":" in srcset or "\\" in srcset or "\t" in srcset or "\n" in srcset or "\r" in srcset
+def _may_name_a_host(text: str) -> bool:
+    """Whether a URL (or any srcset candidate) could name a host: `//`, a scheme's `:`,
+    or a backslash, tab or newline the URL parser reads as or drops before one. Six `in`
+    tests on a short string cost half of one set-disjointness walk. Conservative."""
+    return "//" in text or ":" in text or "\\" in text or "\t" in text or "\n" in text or "\r" in text
 
 
 def _dimension(value: str | None, default: str) -> str:
@@ -565,13 +564,10 @@ class _ImgHandler(_Handler):
         if src:
             if "&" in src:
                 src = attribute_text(src) or ""
-            # `/path` (not `//`, `/\`, or a tab or newline the URL parser would drop)
-            # never leaves the page's host: no call into the policy at all.
-            if not (run.relative_first_party and src[:1] == "/" and src[1:2] not in _NOT_A_PATH_START):
-                d = run.decide(Kind.MEDIA, "img", src)
-                if not d.keeps:
-                    run.apply(e, Kind.MEDIA, d)
-                    return
+            d = run.decide(Kind.MEDIA, "img", src)
+            if not d.keeps:
+                run.apply(e, Kind.MEDIA, d)
+                return
         srcset = e.get_attribute("srcset")
         if srcset:
             if "&" in srcset:
@@ -883,6 +879,14 @@ _HANDLERS: Final[Mapping[str, Callable[[_Run], Any]]] = {
 }
 """A new handler for each of SELECTORS, by name."""
 
+_REGISTRATIONS: Final = {
+    (inline_styles, ping): tuple((SELECTORS[name], _HANDLERS[name]) for name in names if ping or name != "ping")
+    for inline_styles, names in _SELECTOR_NAMES.items()
+    for ping in (False, True)
+}
+"""What a gate registers with lol-html, by (`html.inline_styles`, whether the page may
+have a `ping` attribute): selector and handler factory, in SELECTORS order."""
+
 
 class HtmlGate:
     """One response's streaming gate (see the module docstring for the contract)."""
@@ -919,9 +923,8 @@ class HtmlGate:
         run = self._run
         sink: Any = self._out.append
         rewriter = lolhtml.HTMLRewriter(sink)
-        for name in gate_selectors(run.plan):
-            if ping or name != "ping":
-                rewriter.on(SELECTORS[name], _HANDLERS[name](run))
+        for selector, handler in _REGISTRATIONS[run.plan.inline_styles, ping]:
+            rewriter.on(selector, handler(run))
         rewriter.on_document(_DocumentHandler(run))
         self._rewriter = rewriter
         return rewriter

@@ -203,16 +203,38 @@ class Hit:
         return category_of_host(self.host)
 
 
-class FakeInternet:
+class _LoopbackServer:
+    """An aiohttp application served on loopback ports the system picks."""
+
+    def __init__(self) -> None:
+        self._runner: web.AppRunner | None = None
+
+    async def _serve(self, app: web.Application) -> None:
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+
+    async def _listen(self, ssl_context: ssl.SSLContext | None = None) -> int:
+        """One more listening socket for the application; returns its port."""
+        assert self._runner is not None
+        sock = socket.create_server(("127.0.0.1", 0))
+        await web.SockSite(self._runner, sock, ssl_context=ssl_context).start()
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class FakeInternet(_LoopbackServer):
     """One TLS server answering for every third-party host."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.hits: list[Hit] = []
         self.handshakes: list[tuple[str, float]] = []
         self.last_activity = time.monotonic()
         self.port = 0  # TLS (https://any-host/)
         self.plain_port = 0  # plain http (http://any-host/, e.g. a `//host/x.js` URL on an http page)
-        self._runner: web.AppRunner | None = None
 
     def _ssl_context(self) -> ssl.SSLContext:
         ca = trustme.CA()
@@ -232,18 +254,9 @@ class FakeInternet:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.create_server(("127.0.0.1", 0))
-        self.port = int(sock.getsockname()[1])
-        await web.SockSite(self._runner, sock, ssl_context=self._ssl_context()).start()
-        plain = socket.create_server(("127.0.0.1", 0))
-        self.plain_port = int(plain.getsockname()[1])
-        await web.SockSite(self._runner, plain).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._serve(app)
+        self.port = await self._listen(self._ssl_context())
+        self.plain_port = await self._listen()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         host = request.host.rsplit(":", 1)[0].lower() if not request.host.startswith("[") else request.host
@@ -318,13 +331,13 @@ CHUNK_SIZES = (1, 7, 13, 2, 64, 3, 250, 5, 31)
 """The site sends its pages in writes of these sizes, in turn: tags arrive split."""
 
 
-class Site:
+class Site(_LoopbackServer):
     """The origin: pages from tests/e2e/pages, sent in small odd-sized writes."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.port = 0
         self.cookie_headers: list[str] = []
-        self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         app = web.Application()
@@ -334,15 +347,8 @@ class Site:
         app.router.add_get("/img/{name}", self._text(SVG, "image/svg+xml"))
         app.router.add_get("/favicon.ico", self._text(SVG, "image/svg+xml"))
         app.router.add_get("/{name}.html", self.page)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.create_server(("127.0.0.1", 0))
-        self.port = int(sock.getsockname()[1])
-        await web.SockSite(self._runner, sock).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._serve(app)
+        self.port = await self._listen()
 
     @staticmethod
     def _text(body: str, content_type: str) -> Any:
