@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -148,6 +149,31 @@ class _Connection(BaseProtocol):
             waiter.set_exception(ConnectionResetError("upstream connection lost"))
         super().connection_lost(exc)
         self.pool._forget(self)
+
+    # Flow control of the response body. The payload StreamReader calls these when its
+    # buffer passes its high-water mark and when it drains again. Only the transport is
+    # paused: the parser is never paused, so every byte already received is in the
+    # StreamReader (at most one read past the mark) and nothing is held back inside the
+    # parser when the upstream closes. aiohttp's own BaseProtocol versions pause the
+    # parser through `_parser`, which this class does not use: they must never run here.
+
+    def pause_reading(self) -> None:
+        if self._reading_paused:
+            return
+        self._reading_paused = True
+        transport = self.transport
+        if transport is not None and not self.closed:
+            with contextlib.suppress(AttributeError, NotImplementedError, RuntimeError):
+                transport.pause_reading()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        if not self._reading_paused:
+            return
+        self._reading_paused = False
+        transport = self.transport
+        if transport is not None and not self.closed:
+            with contextlib.suppress(AttributeError, NotImplementedError, RuntimeError):
+                transport.resume_reading()
 
     def pause_writing(self) -> None:
         self._paused = True
