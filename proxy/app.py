@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -70,6 +71,44 @@ REPLAY_LIMIT: Final = 1 << 20
 fails before the first byte goes out; past this the headers are sent anyway."""
 
 _SEC_GPC: Final = "Sec-GPC"
+
+RETRY_AFTER: Final = "1"
+"""Seconds a visitor refused for a full upstream queue is told to wait: the queue
+drains as responses finish, so the condition is short-lived."""
+
+_HOST: Final = re.compile(
+    r"(?:\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+)\]"  # IP-literal
+    r"|[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+"  # IPv4 or reg-name (RFC 3986)
+    r"(?::([0-9]*))?"
+)
+"""A Host header value: uri-host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2)."""
+
+
+def _check_framing(request: web.BaseRequest) -> web.Response | None:
+    """Refuse what nginx refuses before forwarding: a Transfer-Encoding other than
+    plain `chunked` (501; `gzip, chunked` would lose its gzip), Transfer-Encoding in
+    an HTTP/1.0 request (RFC 9112 §6.1: faulty framing; 400 and close, so a pipelined
+    request smuggled in the body never runs), and a missing, empty or malformed Host
+    (RFC 9112 §3.2; a space, `/`, `@`, `\\` or a port past 65535 would reach the site
+    as its own name)."""
+    headers = request.headers
+    te = headers.getall(hdrs.TRANSFER_ENCODING, ())
+    if te:
+        if request.version < aiohttp.HttpVersion11:
+            return _error_response(400, "Bad Request: Transfer-Encoding in an HTTP/1.0 request", close=True)
+        if [c.strip().lower() for v in te for c in v.split(",")] != ["chunked"]:
+            return _error_response(501, "Not Implemented: only the chunked transfer coding is supported", close=True)
+    hosts = headers.getall(hdrs.HOST, ())
+    if len(hosts) > 1:
+        return _error_response(400, "Bad Request: more than one Host header", close=True)
+    if not hosts:
+        if request.version >= aiohttp.HttpVersion11:
+            return _error_response(400, "Bad Request: no Host header", close=True)
+        return None
+    m = _HOST.fullmatch(hosts[0])
+    if m is None or (m.group(1) and int(m.group(1)) > 65535):
+        return _error_response(400, "Bad Request: invalid Host header", close=True)
+    return None
 
 
 class AccessLog:
@@ -158,14 +197,24 @@ class ProxyState:
 
 
 class BodyTooLarge(Exception):
-    pass
+    """The client's body passed `limits.max_request_body` while streaming."""
+
+
+class BodyTimeout(Exception):
+    """The client's body stopped arriving for `timeouts.client_body` seconds."""
 
 
 async def _start(request: web.BaseRequest, resp: web.StreamResponse, *, coalesce: bool) -> None:
     """Prepare `resp`. With `coalesce` (a body write follows at once) the head goes out
     in the same socket write as the first body bytes instead of one write of its own.
     `_send_headers_immediately` is aiohttp's switch for that (web.Response sets it);
-    were it ever gone, the head would simply be sent on its own as before."""
+    were it ever gone, the head would simply be sent on its own as before.
+
+    An HTTP/1.0 client cannot be sent chunks: a body of unknown length ends when the
+    connection closes, so the connection is closed after it (aiohttp would omit the
+    length and keep the connection open, leaving the client waiting forever)."""
+    if request.version < aiohttp.HttpVersion11 and resp.content_length is None:
+        resp.force_close()
     if coalesce:
         resp._send_headers_immediately = False
     await resp.prepare(request)
@@ -184,6 +233,8 @@ UPSTREAM_ERROR_TEXT: Final = {
     "header_overflow": "Bad Gateway: the upstream's response headers are too large",
     "invalid_response": "Bad Gateway: the upstream sent an invalid response",
     "disconnect": "Bad Gateway: the upstream closed the connection",
+    "queue_timeout": "Service Unavailable: every upstream connection is busy, retry",
+    "queue_full": "Service Unavailable: every upstream connection is busy, retry",
 }
 """What the client is told; the details (which may quote upstream bytes) go to the log only."""
 
@@ -205,6 +256,7 @@ class ProxyHandler:
         self._methods = cfg.server.methods
         self._allow = ", ".join(sorted(cfg.server.methods))
         self._max_body = cfg.limits.max_request_body
+        self._body_timeout = cfg.timeouts.client_body
         self._decisions_header = cfg.html.decisions_header
         self._max_held = cfg.html.max_decoded_size
 
@@ -258,6 +310,10 @@ class ProxyHandler:
             return self._serve_asset(request, target)
 
         headers = request.headers
+        framing = _check_framing(request)
+        if framing is not None:
+            self.state.metrics.rejected.labels("framing").inc()
+            return framing
         try:
             out_headers, facts = forward_headers(
                 headers,
@@ -332,8 +388,13 @@ class ProxyHandler:
         total = 0
         limit = self._max_body
         content = request.content
+        timeout = self._body_timeout
         while True:
-            chunk = await content.readany()
+            try:
+                async with asyncio.timeout(timeout):
+                    chunk = await content.readany()
+            except TimeoutError:
+                raise BodyTimeout from None
             if not chunk:
                 return
             total += len(chunk)
@@ -367,13 +428,20 @@ class ProxyHandler:
             if isinstance(exc.cause, BodyTooLarge):
                 state.metrics.rejected.labels("body_too_large").inc()
                 return _error_response(413, "Content Too Large", close=True)
+            if isinstance(exc.cause, BodyTimeout):
+                state.metrics.rejected.labels("body_timeout").inc()
+                self._note(request, "client_body_timeout")
+                return _error_response(408, "Request Timeout: the request body stopped arriving", close=True)
             # The client's own upload broke off; there is nobody left to answer.
             self._note(request, "client_body_incomplete")
             return _error_response(400, "Bad Request: incomplete request body", close=True)
         except UpstreamError as exc:
             state.metrics.upstream_error[exc.kind].inc()
             log.warning("upstream error %s for %s %s: %s", exc.kind, method, target[:200], exc)
-            return _error_response(exc.status, UPSTREAM_ERROR_TEXT.get(exc.kind, "Bad Gateway"))
+            resp = _error_response(exc.status, UPSTREAM_ERROR_TEXT.get(exc.kind, "Bad Gateway"))
+            if exc.status == 503:
+                resp.headers[hdrs.RETRY_AFTER] = RETRY_AFTER
+            return resp
 
         try:
             return await self._relay(request, method, target, up, facts, visitor, conditional_ours)

@@ -32,7 +32,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Final, TypeAlias
 
-from .memo import remember
+from .memo import Memo
 
 __all__ = [
     "Catalog",
@@ -704,11 +704,12 @@ def load_builtin_vendors() -> tuple[Vendor, ...]:
 # ---------------------------------------------------------------------------
 
 _CACHE_LIMIT: Final = 8192
+_CACHE_BYTES: Final = 2 << 20
 # Inline scripts are memoised only up to this length: tracker snippets are small
 # and identical on every page of a site, while large scripts are mostly unique.
-# Bounds the inline memo to about _INLINE_CACHE_LIMIT * _INLINE_CACHE_TEXT chars.
 _INLINE_CACHE_TEXT: Final = 4096
 _INLINE_CACHE_LIMIT: Final = 1024
+_INLINE_CACHE_BYTES: Final = 4 << 20
 
 
 def _glob_regex(pattern: str) -> str:
@@ -816,9 +817,9 @@ class Catalog:
         self._inline_regex = re.compile(_trie_regex(inline)) if inline else None
         self._services = services
         self._names = names
-        self._url_cache: dict[str, Vendor | None] = {}
-        self._cookie_cache: dict[str, Vendor | None] = {}
-        self._inline_cache: dict[str, Vendor | None] = {}
+        self._url_cache: Memo[str, Vendor | None] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
+        self._cookie_cache: Memo[str, Vendor | None] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
+        self._inline_cache: Memo[str, Vendor | None] = Memo(_INLINE_CACHE_LIMIT, _INLINE_CACHE_BYTES)
 
     @property
     def vendors(self) -> tuple[Vendor, ...]:
@@ -876,11 +877,11 @@ class Catalog:
         """`vendor_for_location(host_of(url), url)`; None for relative and non-http URLs. Memoised."""
         cache = self._url_cache
         try:
-            return cache[url]
+            return cache.table[url]
         except KeyError:
             pass
         host = host_of(url)
-        return remember(cache, _CACHE_LIMIT, url, None if host is None else self.vendor_for_location(host, url))
+        return cache.put(url, None if host is None else self.vendor_for_location(host, url), len(url))
 
     def vendor_for_cookie(self, name: str) -> Vendor | None:
         """The vendor owning a cookie name: an exact name beats any pattern, then the
@@ -890,12 +891,12 @@ class Catalog:
             return vendor
         cache = self._cookie_cache
         try:
-            return cache[name]
+            return cache.table[name]
         except KeyError:
             pass
         m = self._cookie_regex.fullmatch(name)
         vendor = None if m is None or m.lastindex is None else self._cookie_patterns[m.lastindex - 1]
-        return remember(cache, _CACHE_LIMIT, name, vendor)
+        return cache.put(name, vendor, len(name))
 
     def vendor_for_inline(self, text: str) -> Vendor | None:
         """The vendor of the first inline signature found in `text`, or None.
@@ -911,13 +912,13 @@ class Catalog:
         small = len(text) <= _INLINE_CACHE_TEXT
         if small:
             try:
-                return self._inline_cache[text]
+                return self._inline_cache.table[text]
             except KeyError:
                 pass
         m = self._inline_regex.search(text)
         vendor = None if m is None else self._inline[m.group()]
         if small:
-            remember(self._inline_cache, _INLINE_CACHE_LIMIT, text, vendor)
+            self._inline_cache.put(text, vendor, len(text))
         return vendor
 
     def by_service(self, name: str) -> Vendor | None:

@@ -106,6 +106,8 @@ class Timeouts:
     connect: float = 5.0
     read: float = 60.0
     upstream_idle: float = 10.0
+    upstream_queue: float = 10.0
+    client_body: float = 60.0
     grace: float = 25.0
     shutdown_delay: float = 0.0
 
@@ -120,6 +122,7 @@ class Limits:
     upstream_max_header_size: int = 16384
     upstream_max_headers: int = 256
     upstream_pool_size: int = 256
+    upstream_queue: int = 1024
 
 
 DEFER_STYLES: Final = STYLES
@@ -446,6 +449,8 @@ def _read_timeouts(r: _Reader) -> Timeouts:
         connect=r.get("connect", d.connect, as_positive_seconds),
         read=r.get("read", d.read, as_positive_seconds),
         upstream_idle=r.get("upstream_idle", d.upstream_idle, as_positive_seconds),
+        upstream_queue=r.get("upstream_queue", d.upstream_queue, as_positive_seconds),
+        client_body=r.get("client_body", d.client_body, as_positive_seconds),
         grace=r.get("grace", d.grace, as_seconds),
         shutdown_delay=r.get("shutdown_delay", d.shutdown_delay, as_seconds),
     )
@@ -464,6 +469,7 @@ def _read_limits(r: _Reader) -> Limits:
         upstream_max_header_size=r.get("upstream_max_header_size", d.upstream_max_header_size, parse_size),
         upstream_max_headers=r.get("upstream_max_headers", d.upstream_max_headers, as_count),
         upstream_pool_size=r.get("upstream_pool_size", d.upstream_pool_size, as_count),
+        upstream_queue=r.get("upstream_queue", d.upstream_queue, as_count),
     )
     r.finish()
     return cfg

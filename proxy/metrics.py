@@ -23,6 +23,8 @@ UPSTREAM_ERROR_KINDS: Final = (
     "invalid_response",
     "disconnect",
     "body_aborted",
+    "queue_timeout",
+    "queue_full",
 )
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -63,6 +65,17 @@ class Metrics:
             "tag_gate_rejected_requests",
             "Requests refused before forwarding, by reason.",
             ["reason"],
+            registry=r,
+        )
+        self.upstream_connections = Gauge(
+            "tag_gate_upstream_connections",
+            "Upstream connections, by state (open includes idle).",
+            ["state"],
+            registry=r,
+        )
+        self.upstream_queued = Gauge(
+            "tag_gate_upstream_queued_requests",
+            "Requests waiting for a free upstream connection (limits.upstream_pool_size).",
             registry=r,
         )
         self.websockets = Gauge("tag_gate_websockets_open", "WebSocket relays open.", registry=r)

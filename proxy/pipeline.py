@@ -35,7 +35,7 @@ from .encoding import (
     make_decoder,
     parse_content_encoding,
 )
-from .memo import remember
+from .memo import Memo
 from .metrics import Metrics
 from .policy import Kind, Policy, filter_link_header
 from .response import (
@@ -54,6 +54,7 @@ from .response import (
 from .rewrite import GateError, GatePlan, GateStats, HtmlGate
 
 _CACHE_LIMIT: Final = 4096
+_CACHE_BYTES: Final = 8 << 20
 
 WHOLE_DOCUMENT_MAX: Final = 1 << 18
 """Largest document the gate takes in one step when the whole body has arrived (about a
@@ -120,7 +121,7 @@ class Stages:
             inline_styles=html.inline_styles,
         )
         self.report_only = cfg.server.mode == "report-only"
-        self._visitors: dict[tuple[tuple[str, ...], str | None], Visitor] = {}
+        self._visitors: Memo[tuple[tuple[str, ...], str | None], Visitor] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
         self._element_counters: dict[tuple[str, str], Any] = {}
         essential_hosts = [h for v in self.policy.catalog.vendors if v.category == ESSENTIAL for h in v.hosts]
         self.fail_safe_policy = fail_safe_csp([*html.first_party_hosts, *essential_hosts])
@@ -132,7 +133,7 @@ class Stages:
         """Consent and the Cookie header to forward. Memoised per (Cookie, Sec-GPC):
         the same visitor sends the same header on every asset of a page."""
         key = (cookies, sec_gpc)
-        cached = self._visitors.get(key)
+        cached = self._visitors.table.get(key)
         if cached is not None:
             return cached
         consent = read_consent("; ".join(cookies) if cookies else None, sec_gpc, self.config.consent)
@@ -148,7 +149,9 @@ class Stages:
                 visitor = Visitor(consent, "; ".join(cookies), refused, len(cookies) > 1)
         else:
             visitor = Visitor(consent, None, (), False)
-        return remember(self._visitors, _CACHE_LIMIT, key, visitor)
+        # The forwarded Cookie header is about as long as the one received: twice the key.
+        size = 2 * sum(map(len, cookies)) + (len(sec_gpc) if sec_gpc else 0)
+        return self._visitors.put(key, visitor, size)
 
     def forward_request_headers(self, headers: CIMultiDict[str], visitor: Visitor) -> bool:
         """Apply the visitor to the upstream request headers. Returns whether a tag-gate

@@ -26,7 +26,7 @@ from typing import Final
 from .catalog import Catalog, Vendor, host_of, url_path
 from .categories import ESSENTIAL, NON_ESSENTIAL
 from .consent import ConsentState
-from .memo import remember
+from .memo import Memo
 
 
 class Action(enum.StrEnum):
@@ -169,6 +169,7 @@ def _suffix_in(host: str, suffixes: Collection[str]) -> bool:
 
 
 _CACHE_LIMIT: Final = 8192
+_CACHE_BYTES: Final = 4 << 20
 
 
 @dataclass
@@ -193,8 +194,9 @@ class Policy:
     categories: frozenset[str] = frozenset((ESSENTIAL, *NON_ESSENTIAL))
 
     def __post_init__(self) -> None:
-        self._url_cache: dict[tuple[str | None, str], Classification] = {}
-        self._cookie_cache: dict[str, Classification] = {}
+        self._url_cache: Memo[tuple[str | None, str], Classification] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
+        self._cookie_cache: Memo[str, Classification] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
+        self._cookie_classes = self._make_cookie_classes()
         self._inline_rules = tuple(r for r in self.rules if r.for_inline)
         self._url_rules = tuple(r for r in self.rules if not r.for_inline)
         self._vendor_classes: dict[str, Classification] = {}
@@ -266,10 +268,11 @@ class Policy:
     def classify_url(self, url: str, page_host: str | None) -> Classification:
         """Classify a src/href/ping URL as found on a page served for `page_host`."""
         key = (page_host, url)
-        cached = self._url_cache.get(key)
+        cached = self._url_cache.table.get(key)
         if cached is not None:
             return cached
-        return remember(self._url_cache, _CACHE_LIMIT, key, self._classify_url(url.strip(), page_host))
+        size = len(url) + (len(page_host) if page_host else 0)
+        return self._url_cache.put(key, self._classify_url(url.strip(), page_host), size)
 
     def _classify_url(self, url: str, page_host: str | None) -> Classification:
         host = host_of(url)
@@ -313,33 +316,53 @@ class Policy:
 
     def classify_cookie(self, name: str) -> Classification:
         """Classify a cookie by its name as the browser stores it (`cookies.SetCookie.key`)."""
-        cached = self._cookie_cache.get(name)
+        cached = self._cookie_cache.table.get(name)
         if cached is not None:
             return cached
-        return remember(self._cookie_cache, _CACHE_LIMIT, name, self._classify_cookie(name))
+        return self._cookie_cache.put(name, self._classify_cookie(name), len(name))
 
     def _classify_cookie(self, name: str) -> Classification:
+        """Every result is one of a fixed set of classifications built once per policy
+        (names are often chosen by the visitor: a new name costs a lookup, nothing more)."""
+        classes = self._cookie_classes
         if name in self.consent_cookies or (name and name.startswith(self.consent_cookie_prefixes)):
-            return _classification(ESSENTIAL, None, "consent-cookie", Action.KEEP)
-        for rule in self.cookie_rules:
+            return classes["consent-cookie"]
+        for i, rule in enumerate(self.cookie_rules):
             if rule.matches(name):
-                if rule.allow:
-                    return _classification(None, None, rule.name, Action.KEEP)
-                return _classification(rule.category, None, rule.name, Action.DROP)
+                return classes[i]
         if name in self.essential_cookies:
-            return _classification(ESSENTIAL, None, "cookies.essential", Action.KEEP)
+            return classes["cookies.essential"]
         vendor = self.catalog.vendor_for_cookie(name) if name else None
         if vendor is not None:
-            return _classification(vendor.category, vendor, "catalog", Action.DROP)
+            c = classes.get(vendor.id)
+            if c is None:
+                c = classes[vendor.id] = _classification(vendor.category, vendor, "catalog", Action.DROP)
+            return c
         if not name:
+            return classes["nameless"]
+        return classes["unknown-cookie"]
+
+    def _make_cookie_classes(self) -> dict[object, Classification]:
+        classes: dict[object, Classification] = {
+            "consent-cookie": _classification(ESSENTIAL, None, "consent-cookie", Action.KEEP),
+            "cookies.essential": _classification(ESSENTIAL, None, "cookies.essential", Action.KEEP),
             # A nameless cookie is nobody's session cookie: it stays only when the
             # visitor granted everything there is to grant.
-            return _classification(_ALL_GRANTED, None, "nameless", Action.DROP)
+            "nameless": _classification(_ALL_GRANTED, None, "nameless", Action.DROP),
+        }
+        for i, rule in enumerate(self.cookie_rules):
+            classes[i] = (
+                _classification(None, None, rule.name, Action.KEEP)
+                if rule.allow
+                else _classification(rule.category, None, rule.name, Action.DROP)
+            )
         if self.cookie_unknown == "keep":
-            return _classification(None, None, "unknown-cookie", Action.KEEP)
-        if self.cookie_unknown == "drop":
-            return _classification(_ALWAYS_REFUSED, None, "unknown-cookie", Action.DROP)
-        return _classification(self.cookie_unknown, None, "unknown-cookie", Action.DROP)
+            classes["unknown-cookie"] = _classification(None, None, "unknown-cookie", Action.KEEP)
+        elif self.cookie_unknown == "drop":
+            classes["unknown-cookie"] = _classification(_ALWAYS_REFUSED, None, "unknown-cookie", Action.DROP)
+        else:
+            classes["unknown-cookie"] = _classification(self.cookie_unknown, None, "unknown-cookie", Action.DROP)
+        return classes
 
     def decide_cookie(self, consent: ConsentState, name: str) -> Decision:
         c = self.classify_cookie(name)

@@ -21,9 +21,23 @@ Contract:
 - a request that failed on a reused connection before any response byte arrived is
   retried once on a fresh connection when it is idempotent and has no body
   (RFC 9112 §9.3.1); nothing else is ever retried;
+- the read timeout (`timeouts.read`) is the upstream's silence once the whole request
+  has been sent, as nginx's `proxy_read_timeout`: time spent forwarding a slow client's
+  body never counts; an upstream that stops reading the request body for that long
+  times out the same way (nginx's `proxy_send_timeout`);
+- at most `limits.upstream_pool_size` connections are open; further requests wait in
+  one FIFO queue (a released connection or a freed slot goes to the oldest waiter, so
+  nobody is overtaken), at most `limits.upstream_queue` of them and each for at most
+  `timeouts.upstream_queue` seconds, after which `UpstreamError("queue_timeout")`
+  (answered 503 with Retry-After);
+- only `Transfer-Encoding: chunked` (or none) is accepted from the upstream: any other
+  transfer coding cannot be relayed faithfully and is a 502;
+- a response followed by bytes nobody asked for (past its Content-Length, or a body
+  after HEAD/204/304) is delivered as it was framed and the connection is dropped;
 - failures before the response head raise `UpstreamError` with a metric kind and the
   status to answer; failures while reading the body surface from `content` as
-  `aiohttp.ClientPayloadError` or `TimeoutError`.
+  `aiohttp.ClientPayloadError` or `TimeoutError`. No task or future of the pool ever
+  ends with an exception nobody retrieves.
 """
 
 from __future__ import annotations
@@ -31,10 +45,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Final
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
 
-from aiohttp import ClientPayloadError
+from aiohttp import ClientPayloadError, hdrs
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
@@ -44,18 +59,24 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from .config import Config
 from .response import BODYLESS_STATUSES
 
+log = logging.getLogger("tag_gate")
+
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 READ_BUFFER: Final = 1 << 16
 
 
 class UpstreamError(Exception):
-    """The upstream failed before its response head; `kind` is a metric label and
-    `status` what the client gets (502, or 504 for a timeout)."""
+    """The upstream failed before its response head (or could not be reached in time);
+    `kind` is a metric label and `status` what the client gets: 502, 504 for a timeout,
+    503 when no pooled connection became free in time."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
-        self.status = 504 if kind == "timeout" else 502
+        self.status = _STATUS_BY_KIND.get(kind, 502)
+
+
+_STATUS_BY_KIND: Final = {"timeout": 504, "queue_timeout": 503, "queue_full": 503}
 
 
 class BodyError(Exception):
@@ -84,6 +105,14 @@ class _Connection(BaseProtocol):
         self.last_read = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.write_waiter: asyncio.Future[None] | None = None
+        self.counted = True
+        """Whether this connection holds one of the pool's `limit` slots."""
+        self.sending = False
+        """The request body is being forwarded: the upstream is not yet expected to answer."""
+        self.write_blocked_since: float | None = None
+        """When the upstream stopped taking request bytes (transport paused), if it has."""
+        self.unanswered: list[bytes] = []
+        """What arrived since the request was sent, until its final response head (for `_salvage`)."""
 
     # ------------------------------------------------------------ protocol
 
@@ -99,13 +128,23 @@ class _Connection(BaseProtocol):
             return
         if data:
             self.got_bytes = True
+            if not self.answered:
+                self.unanswered.append(data)
         try:
             messages, upgraded, _tail = parser.feed_data(data)
-        except Exception as exc:  # llhttp refused the response: fail and discard
+        except Exception as exc:  # llhttp refused what followed: salvage, fail or discard
             self.should_close = True
-            self._fail(_parse_error(exc))
+            if self.answered or not self._salvage(exc):
+                self._fail(_parse_error(exc))
+                if self.payload is not None and not self.payload.is_eof():
+                    self.payload.set_exception(ClientPayloadError(f"invalid upstream body: {_parse_error(exc)}"))
             self.close()
             return
+        self._take(messages, upgraded)
+
+    def _take(self, messages: Sequence[tuple[RawResponseMessage, StreamReader]], upgraded: bool) -> None:
+        """Act on the messages a feed produced: skip 1xx, hand the final response to the
+        waiter, refuse what cannot be relayed."""
         for message, payload in messages:
             code = message.code
             if self.answered:
@@ -118,7 +157,15 @@ class _Connection(BaseProtocol):
                 self._fail(UpstreamError("invalid_response", "the upstream switched protocols unasked"))
                 self.close()
                 return
+            coding = _transfer_coding(message.headers)
+            if coding is not None:
+                self._fail(
+                    UpstreamError("invalid_response", f"the upstream sent an unsupported Transfer-Encoding: {coding}")
+                )
+                self.close()
+                return
             self.answered = True
+            self.unanswered.clear()
             if message.should_close:
                 self.should_close = True
             if self.skip_payload or code in BODYLESS_STATUSES:
@@ -129,6 +176,46 @@ class _Connection(BaseProtocol):
             waiter = self.waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result((message, payload))
+
+    def _salvage(self, exc: Exception) -> bool:
+        """The parser failed before a final response was handed out. When what arrived
+        starts with a complete, valid response followed by bytes that are not one
+        (body bytes past Content-Length, a body after HEAD/204/304), deliver that
+        response as it was framed; the connection is dropped after it. Finds the
+        longest prefix a fresh parser accepts (bisection: a prefix that fails keeps
+        failing when extended). Returns whether a final response was handed out."""
+        data = b"".join(self.unanswered)
+        self.unanswered.clear()
+        good, bad = 0, len(data)
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            if self._parses(data[:middle]):
+                good = middle
+            else:
+                bad = middle
+        if good == 0:
+            return False
+        parser = self._new_parser()
+        try:
+            messages, upgraded, _tail = parser.feed_data(data[:good])
+        except Exception:
+            return False
+        self.parser = None  # nothing more is read from this connection
+        self._take(messages, upgraded)
+        if not self.answered:
+            return False
+        if self.payload is not None and not self.payload.is_eof():
+            # The prefix ends inside the body: the body itself was malformed.
+            self.payload.set_exception(ClientPayloadError(f"invalid upstream body: {_parse_error(exc)}"))
+        log.info("upstream sent bytes after a complete response; delivered it and dropped the connection")
+        return True
+
+    def _parses(self, data: bytes) -> bool:
+        try:
+            self._new_parser(probe=True).feed_data(data)
+        except Exception:
+            return False
+        return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
@@ -177,9 +264,11 @@ class _Connection(BaseProtocol):
 
     def pause_writing(self) -> None:
         self._paused = True
+        self.write_blocked_since = self.pool.loop.time()
 
     def resume_writing(self) -> None:
         self._paused = False
+        self.write_blocked_since = None
         waiter, self.write_waiter = self.write_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -193,28 +282,35 @@ class _Connection(BaseProtocol):
 
     # ------------------------------------------------------------ request state
 
-    def start(self, skip_payload: bool) -> asyncio.Future[tuple[RawResponseMessage, StreamReader]]:
+    def _new_parser(self, *, probe: bool = False) -> HttpResponseParser:
         pool = self.pool
-        self.parser = HttpResponseParser(
-            self,
+        return HttpResponseParser(
+            _Probe(pool.loop) if probe else self,
             pool.loop,
             READ_BUFFER,
             max_line_size=pool.max_field_size,
             max_field_size=pool.max_field_size,
             max_headers=pool.max_headers,
             payload_exception=ClientPayloadError,
-            response_with_body=not skip_payload,
+            response_with_body=not self.skip_payload,
             read_until_eof=True,
             auto_decompress=False,
         )
+
+    def start(self, skip_payload: bool) -> asyncio.Future[tuple[RawResponseMessage, StreamReader]]:
+        pool = self.pool
         self.skip_payload = skip_payload
+        self.parser = self._new_parser()
         self.answered = False
         self.payload = None
         self.got_bytes = False
-        self.waiter = pool.loop.create_future()
+        self.unanswered.clear()
+        self.waiter = waiter = pool.loop.create_future()
+        # Whoever ends up not awaiting it (a request given up on), its exception is seen.
+        waiter.add_done_callback(_retrieve)
         self.last_read = pool.loop.time()
         self._arm(pool.read_timeout)
-        return self.waiter
+        return waiter
 
     def _body_done(self) -> None:
         self._stop_timer()
@@ -254,12 +350,24 @@ class _Connection(BaseProtocol):
         pool = self.pool
         if self.closed:
             return
+        now = pool.loop.time()
+        if self.sending and not self.answered:
+            blocked = self.write_blocked_since
+            if blocked is None or now - blocked < pool.read_timeout:
+                # Still forwarding the client's body (however slowly it comes): the
+                # read timeout starts once the request is sent.
+                self.last_read = now if blocked is None else blocked
+                self._arm(pool.read_timeout)
+                return
+            self._fail(UpstreamError("timeout", "the upstream stopped reading the request body"))
+            self.abort()
+            return
         if self._reading_paused:
             # Our own consumer is slow (flow control): the upstream is not silent.
-            self.last_read = pool.loop.time()
+            self.last_read = now
             self._arm(pool.read_timeout)
             return
-        if pool.loop.time() - self.last_read < pool.read_timeout:
+        if now - self.last_read < pool.read_timeout:
             self._arm(pool.read_timeout)
             return
         if not self.answered:
@@ -346,9 +454,11 @@ class UpstreamPool:
         self.limit = lim.upstream_pool_size
         self.max_field_size = lim.upstream_max_header_size
         self.max_headers = lim.upstream_max_headers
+        self.queue_limit = lim.upstream_queue
+        self.queue_timeout = t.upstream_queue
         self._idle: list[_Connection] = []
         self._open = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self._schedule_sweep()
@@ -360,6 +470,10 @@ class UpstreamPool:
     @property
     def open_connections(self) -> int:
         return self._open
+
+    @property
+    def queued_requests(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
 
     async def request(
         self,
@@ -406,14 +520,15 @@ class UpstreamPool:
             if body is None:
                 message, payload = await waiter
             else:
+                conn.sending = True
                 sender = asyncio.ensure_future(self._send_body(conn, body, chunked))
+                sender.add_done_callback(_retrieve)
                 await asyncio.wait((waiter, sender), return_when=asyncio.FIRST_COMPLETED)
-                if sender.done() and sender.exception() is not None:
-                    if not waiter.done():
-                        waiter.cancel()
-                    error = sender.exception()
-                    assert error is not None
-                    raise error
+                sent = sender.exception() if sender.done() else None
+                if isinstance(sent, BodyError) or (sent is not None and not waiter.done()):
+                    # The client's own body failed (its fault first), or sending failed
+                    # before any answer.
+                    raise sent
                 message, payload = await waiter
         except BaseException:
             if sender is not None and not sender.done():
@@ -437,6 +552,11 @@ class UpstreamPool:
                 await conn.drain()
             if chunked and conn.transport is not None:
                 conn.transport.write(b"0\r\n\r\n")
+            # The request is sent: from now on the upstream's silence counts.
+            conn.sending = False
+            if not conn.closed and not conn.answered:
+                conn.last_read = self.loop.time()
+                conn._arm(self.read_timeout)
         except (ConnectionError, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -444,12 +564,16 @@ class UpstreamPool:
                 raise UpstreamError("disconnect", f"the upstream stopped reading the request body: {exc}") from None
         except Exception as exc:
             raise BodyError(exc) from exc
+        finally:
+            conn.sending = False
 
     # ------------------------------------------------------------ pool
 
     async def _acquire(self, fresh: bool) -> tuple[_Connection, bool]:
+        """A connection for one request: an idle one (unless `fresh`), a new one while
+        under the limit, or the next one released, in arrival order."""
         loop = self.loop
-        while True:
+        if not self._waiters:  # nobody queued ahead: no overtaking
             if not fresh:
                 now = loop.time()
                 while self._idle:
@@ -459,57 +583,107 @@ class UpstreamPool:
                         continue
                     return conn, True
             if self._open < self.limit:
-                break
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if not waiter.done():
-                    waiter.cancel()
-        self._open += 1
+                self._open += 1
+                return await self._connect(), False
+        granted = await self._queue()
+        if granted is not None:
+            if fresh:
+                # A retry must not reuse a kept-alive connection: keep its slot, drop it.
+                granted.counted = False
+                granted.close()
+            else:
+                return granted, True
+        return await self._connect(), False
+
+    async def _queue(self) -> _Connection | None:
+        """Wait in line. Returns a released connection handed over, or None for a
+        freed slot (already counted in `_open` on the caller's behalf)."""
+        if len(self._waiters) >= self.queue_limit:
+            raise UpstreamError("queue_full", "every upstream connection is busy and the queue is full")
+        waiter: asyncio.Future[_Connection | None] = self.loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self.queue_timeout):
+                return await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                # Granted just as we gave up: hand it back to the next in line.
+                self._handback(waiter.result())
+            else:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            if isinstance(exc, TimeoutError):
+                raise UpstreamError(
+                    "queue_timeout", f"no upstream connection became free within {self.queue_timeout:g} s"
+                ) from None
+            raise
+
+    def _handback(self, granted: _Connection | None) -> None:
+        if granted is None:
+            self._open -= 1
+            self._grant_slot()
+        else:
+            self._release(granted, not granted.closed)
+
+    async def _connect(self) -> _Connection:
+        """Open a connection for a slot already counted in `_open`."""
+        loop = self.loop
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
         except TimeoutError:
             self._open -= 1
-            self._wake()
+            self._grant_slot()
             raise UpstreamError("timeout", "connecting to the upstream timed out") from None
         except OSError as exc:
             self._open -= 1
-            self._wake()
+            self._grant_slot()
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise UpstreamError("connect", f"cannot connect to the upstream: {reason}") from None
         except BaseException:
             self._open -= 1
-            self._wake()
+            self._grant_slot()
             raise
-        return conn, False
+        return conn
 
     def _release(self, conn: _Connection, reusable: bool) -> None:
-        if reusable and not self._closed:
+        if reusable and not self._closed and not conn.closed:
             conn.parser = None
             conn.waiter = None
             conn.payload = None
             conn.idle_since = self.loop.time()
-            self._idle.append(conn)
-            self._wake()
+            waiter = self._next_waiter()
+            if waiter is not None:
+                waiter.set_result(conn)  # straight to the oldest waiter
+            else:
+                self._idle.append(conn)
         else:
             conn.close()
 
     def _forget(self, conn: _Connection) -> None:
         """connection_lost: the connection no longer counts against the limit."""
-        self._open -= 1
         if conn in self._idle:
             self._idle.remove(conn)
-        self._wake()
+        if conn.counted:
+            conn.counted = False
+            self._open -= 1
+            self._grant_slot()
 
-    def _wake(self) -> None:
+    def _grant_slot(self) -> None:
+        """A slot is free: give it to the oldest waiter, if any (counted for it now)."""
+        if self._open < self.limit:
+            waiter = self._next_waiter()
+            if waiter is not None:
+                self._open += 1
+                waiter.set_result(None)
+
+    def _next_waiter(self) -> asyncio.Future[_Connection | None] | None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                return waiter
+        return None
 
     def _schedule_sweep(self) -> None:
         if not self._closed:
@@ -544,3 +718,28 @@ def _serialise(method: str, target: str, headers: CIMultiDict[str], chunked: boo
         lines.append("Transfer-Encoding: chunked\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Done callback: mark a future's exception as seen (its owner may have moved on)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _transfer_coding(headers: CIMultiDictProxy[str]) -> str | None:
+    """The response's Transfer-Encoding when it is anything but plain `chunked`, else None."""
+    values = headers.getall(hdrs.TRANSFER_ENCODING, ())
+    if not values:
+        return None
+    codings = [c.strip().lower() for v in values for c in v.split(",")]
+    return None if codings == ["chunked"] else ", ".join(codings)[:100]
+
+
+class _Probe(BaseProtocol):
+    """The protocol of a throwaway parser that only checks whether bytes parse."""
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        pass

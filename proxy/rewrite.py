@@ -34,7 +34,7 @@ import lolhtml
 from .catalog import Vendor, host_of
 from .consent import ConsentState
 from .defer import CmpNames, apply_edit, defer_edit, runs_as_script, start_tag
-from .memo import remember
+from .memo import Memo
 from .policy import Action, Decision, Kind, Policy
 
 HTML: Final = lolhtml.ContentType.HTML
@@ -151,8 +151,8 @@ class GatePlan:
     which costs about a fifth of the gate's speed, so it is off unless asked for."""
     max_pending: int = 32 << 20
     """Input bytes the gate may take without producing output before it gives up."""
-    fragment_memo: dict[tuple[object, ...], tuple[str | None, tuple[tuple[tuple[str, str], int], ...], bool, bool]] = (
-        field(default_factory=dict, compare=False, repr=False)
+    fragment_memo: Memo[tuple[object, ...], tuple[str | None, tuple[tuple[tuple[str, str], int], ...], bool, bool]] = (
+        field(default_factory=lambda: Memo(_FRAGMENT_MEMO_LIMIT, _FRAGMENT_MEMO_BYTES), compare=False, repr=False)
     )
     """Gated small fragments (see `_gate_fragment`); bounded, shared by every response."""
     placeholder_text: str = "{vendor} is blocked because you have not allowed {category} content."
@@ -813,6 +813,7 @@ def _nested_gate(run: _Run, stats: GateStats) -> HtmlGate:
 _MAX_NESTING: Final = 2
 """<noscript>/srcdoc levels gated inside one another; deeper content is dropped."""
 _FRAGMENT_MEMO_LIMIT: Final = 512
+_FRAGMENT_MEMO_BYTES: Final = 4 << 20
 _FRAGMENT_MEMO_MAX_TEXT: Final = 4096
 
 
@@ -833,14 +834,14 @@ def _gate_fragment(run: _Run, text: str) -> str | None:
         return None if out == text else out
     key = (text, run.consent, run.page_host, run.base_host, run.nonce, run.report_only, run.nested)
     memo = run.plan.fragment_memo
-    hit = memo.get(key)
+    hit = memo.table.get(key)
     if hit is None:
         own = GateStats()
         gate = _nested_gate(run, own)
         out = gate.feed_text(text) + gate.end_text()
         changed = None if out == text else out
         hit = (changed, tuple(own.counts.items()), own.activation_needed, own.consent_mode_inserted)
-        remember(memo, _FRAGMENT_MEMO_LIMIT, key, hit)
+        memo.put(key, hit, 2 * len(text) + (len(run.page_host) if run.page_host else 0))
     result, counts, activation, consent_mode = hit
     for item, n in counts:
         stats.counts[item] += n

@@ -120,7 +120,11 @@ class Service:
             stages=Stages(config, self.metrics),
         )
         state = self.state
-        self.metrics.in_flight.set_function(lambda: state.in_flight)
+        m = self.metrics
+        m.in_flight.set_function(lambda: state.in_flight)
+        m.upstream_connections.labels("open").set_function(lambda: state.pool.open_connections if state.pool else 0)
+        m.upstream_connections.labels("idle").set_function(lambda: state.pool.idle_connections if state.pool else 0)
+        m.upstream_queued.set_function(lambda: state.pool.queued_requests if state.pool else 0)
         self._runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self.public_address: Address | None = None

@@ -196,3 +196,14 @@ def test_link_header_filter(value: str, kept: str | None, removed: list[str]) ->
 )
 def test_url_path(url: str, path: str) -> None:
     assert url_path(url) == path
+
+
+def test_memo_tables_are_bounded_by_bytes_not_only_entries() -> None:
+    from proxy.memo import Memo
+
+    memo: Memo[str, int] = Memo(entries=8192, max_bytes=1 << 20)
+    for i in range(10_000):
+        memo.put(f"{i}" + "n" * 15_000, i, 15_000 + len(str(i)))  # over 1/64 of the budget: never kept
+        memo.put(f"{i}" + "k" * 10_000, i, 10_000 + len(str(i)))
+        assert memo.bytes_used <= 1 << 20
+    assert 0 < len(memo.table) < 110
