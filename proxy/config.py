@@ -110,6 +110,9 @@ class Timeouts:
     client_body: float = 60.0
     grace: float = 25.0
     shutdown_delay: float = 0.0
+    websocket_idle: float = 300.0
+    """A WebSocket relay with no message (data, ping or pong) in either direction for this
+    long is closed on both sides with 1001."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,8 @@ class Limits:
     upstream_max_headers: int = 256
     upstream_pool_size: int = 256
     upstream_queue: int = 1024
+    websocket_max_message: int = 16 * 1024**2
+    """Largest WebSocket message relayed, either way (one frame or the sum of its fragments)."""
 
 
 DEFER_STYLES: Final = STYLES
@@ -453,9 +458,22 @@ def _read_timeouts(r: _Reader) -> Timeouts:
         client_body=r.get("client_body", d.client_body, as_positive_seconds),
         grace=r.get("grace", d.grace, as_seconds),
         shutdown_delay=r.get("shutdown_delay", d.shutdown_delay, as_seconds),
+        websocket_idle=r.get("websocket_idle", d.websocket_idle, as_positive_seconds),
     )
     r.finish()
     return cfg
+
+
+WEBSOCKET_MAX_MESSAGE_CAP: Final = 1024**3
+"""Largest `limits.websocket_max_message` accepted: a relayed message is held whole, in a
+few copies, so one message near this size already costs gigabytes."""
+
+
+def _websocket_message_size(value: Any) -> int:
+    size = parse_size(value)
+    if size > WEBSOCKET_MAX_MESSAGE_CAP:
+        raise ValueError(f"at most 1GiB (each message is held whole in memory while it is relayed), got {value!r}")
+    return size
 
 
 def _read_limits(r: _Reader) -> Limits:
@@ -470,6 +488,7 @@ def _read_limits(r: _Reader) -> Limits:
         upstream_max_headers=r.get("upstream_max_headers", d.upstream_max_headers, as_count),
         upstream_pool_size=r.get("upstream_pool_size", d.upstream_pool_size, as_count),
         upstream_queue=r.get("upstream_queue", d.upstream_queue, as_count),
+        websocket_max_message=r.get("websocket_max_message", d.websocket_max_message, _websocket_message_size),
     )
     r.finish()
     return cfg

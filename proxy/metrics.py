@@ -26,6 +26,8 @@ UPSTREAM_ERROR_KINDS: Final = (
     "queue_timeout",
     "queue_full",
 )
+WEBSOCKET_CLOSE_REASONS: Final = ("too_big", "idle", "client", "upstream", "error", "shutdown")
+"""Why a WebSocket relay ended (proxy.websocket documents each)."""
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -79,6 +81,15 @@ class Metrics:
             registry=r,
         )
         self.websockets = Gauge("tag_gate_websockets_open", "WebSocket relays open.", registry=r)
+        self.websocket_closes = Counter(
+            "tag_gate_websocket_closes",
+            "WebSocket relays ended, by reason: too_big (a message over limits.websocket_max_message), "
+            "idle (timeouts.websocket_idle), client or upstream (that side closed or went away), "
+            "error (a protocol error or a failed write), shutdown (cut at the drain deadline).",
+            ["reason"],
+            registry=r,
+        )
+        self.websocket_close = {k: self.websocket_closes.labels(k) for k in WEBSOCKET_CLOSE_REASONS}
         self.loop_lag = Gauge(
             "tag_gate_event_loop_lag_seconds", "How late the last periodic event-loop tick ran.", registry=r
         )

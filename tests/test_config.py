@@ -149,6 +149,23 @@ def test_unknown_keys_are_errors_in_every_table() -> None:
         assert f"{path}: unknown key" in found
 
 
+def test_websocket_limits_are_read_and_checked() -> None:
+    cfg = parse_config({"limits": {"websocket_max_message": "1MiB"}, "timeouts": {"websocket_idle": 30}})
+    assert cfg.limits.websocket_max_message == 1 << 20 and cfg.timeouts.websocket_idle == 30.0
+    defaults = parse_config({})
+    assert defaults.limits.websocket_max_message == 16 << 20 and defaults.timeouts.websocket_idle == 300.0
+    reference = parse_config(tomllib.loads(REFERENCE.read_text()))
+    assert reference.limits.websocket_max_message == defaults.limits.websocket_max_message
+    assert reference.timeouts.websocket_idle == defaults.timeouts.websocket_idle
+    for limits, timeouts in [
+        ({"websocket_max_message": 0}, {"websocket_idle": 0}),
+        ({"websocket_max_message": "2GiB"}, {"websocket_idle": "5m"}),
+    ]:
+        found = problems({"limits": limits, "timeouts": timeouts})
+        assert any(p.startswith("limits.websocket_max_message: ") for p in found), found
+        assert any(p.startswith("timeouts.websocket_idle: ") for p in found), found
+
+
 def test_custom_categories_and_mappings() -> None:
     cfg = parse_config(
         {
