@@ -16,14 +16,12 @@ Failure contract:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -33,6 +31,7 @@ from yarl import URL
 
 from .config import Config
 from .encoding import DecodeError
+from .logs import AccessLog, OneLineLogger
 from .metrics import Metrics
 from .pipeline import WHOLE_DOCUMENT_MAX, Body, ResponsePlan, Stages, Visitor
 from .policy import Action
@@ -109,74 +108,6 @@ def _check_framing(request: web.BaseRequest) -> web.Response | None:
     if m is None or (m.group(1) and int(m.group(1)) > 65535):
         return _error_response(400, "Bad Request: invalid Host header", close=True)
     return None
-
-
-class AccessLog:
-    """One JSON object per line, buffered and flushed a few times a second.
-
-    Writing each line straight to a pipe costs a system call per request; batching keeps
-    the log off the hot path. `flush()` runs at shutdown so no line is lost.
-    """
-
-    def __init__(self, out: IO[str] | None) -> None:
-        self._out = out
-        self._buffer: list[str] = []
-        self._handle: asyncio.TimerHandle | None = None
-        self.enabled = out is not None
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self._out is None:
-            return
-        self._append(json.dumps(record, separators=(",", ":")) + "\n")
-
-    def request(
-        self, ts: float, remote: str | None, method: str, path: str, status: int, ms: float, error: str | None
-    ) -> None:
-        """The per-request line, formatted without the generic encoder when the strings
-        need no escaping (they almost never do)."""
-        if self._out is None:
-            return
-        if _plain(path) and _plain(remote or "") and (error is None or _plain(error)):
-            line = (
-                f'{{"ts":{ts:.3f},"remote":{_quote(remote)},"method":"{method}","path":"{path}",'
-                f'"status":{status},"ms":{ms:.2f}' + (f',"error":"{error}"}}\n' if error else "}\n")
-            )
-            self._append(line)
-            return
-        record: dict[str, Any] = {
-            "ts": round(ts, 3),
-            "remote": remote,
-            "method": method,
-            "path": path,
-            "status": status,
-            "ms": round(ms, 2),
-        }
-        if error:
-            record["error"] = error
-        self.write(record)
-
-    def _append(self, line: str) -> None:
-        self._buffer.append(line)
-        if self._handle is None:
-            self._handle = asyncio.get_running_loop().call_later(0.25, self.flush)
-
-    def flush(self) -> None:
-        self._handle = None
-        if self._buffer and self._out is not None:
-            data, self._buffer = "".join(self._buffer), []
-            try:
-                self._out.write(data)
-                self._out.flush()
-            except (OSError, ValueError):
-                pass
-
-
-def _plain(text: str) -> bool:
-    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
-
-
-def _quote(text: str | None) -> str:
-    return "null" if text is None else f'"{text}"'
 
 
 @dataclass
@@ -784,15 +715,6 @@ class DeadlineRequestHandler(RequestHandler):
         transport.close()
 
 
-class _OneLineLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """aiohttp logs a traceback for every malformed request; one line is enough."""
-
-    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
-        exc = sys.exc_info()[1] if exc_info is True else exc_info
-        detail = f": {type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else ""
-        self.logger.warning(f"{msg}{detail}", *args)
-
-
 class ProxyServer(web.Server):
     """`web.Server` whose connections carry the request-head deadline."""
 
@@ -807,7 +729,7 @@ class ProxyServer(web.Server):
             auto_decompress=False,
             lingering_time=2.0,
             read_bufsize=2**16,
-            logger=_OneLineLogger(logging.getLogger("tag_gate.http"), {}),
+            logger=OneLineLogger(logging.getLogger("tag_gate.http"), {}),
             header_timeout=t.header,
             on_timeout=metrics.header_timeouts.inc,
         )

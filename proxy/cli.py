@@ -122,12 +122,12 @@ def _build_parser() -> _Parser:
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(level: str) -> logging.Handler:
+    """The event log on stderr: one line per event, written by a thread (see proxy/logs.py).
+    The caller closes the returned handler at exit (a bounded drain)."""
+    from .logs import install_event_log
+
+    return install_event_log(getattr(logging, level.upper()))
 
 
 def _fail(message: str, status: int = 1) -> int:
@@ -159,26 +159,29 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         for line in exc.problems:
             sys.stderr.write(f"tag-gate: {line}\n")
         return 1
-    _setup_logging(args.log_level)
-
-    import uvloop
-
-    from .service import ServeError, serve, tune_allocator
-
-    environ = dict(os.environ)
-    tuned = tune_allocator(environ)
-    if tuned:
-        logging.getLogger("tag_gate").debug("%s", tuned)
-
-    def rebuild() -> Config:
-        return _serve_config(args, environ)
-
+    events = _setup_logging(args.log_level)
     try:
-        return uvloop.run(serve(config, reload=rebuild))
-    except ServeError as exc:
-        return _fail(str(exc))
-    except KeyboardInterrupt:
-        return 130
+        import uvloop
+
+        from .service import ServeError, serve, tune_allocator
+
+        environ = dict(os.environ)
+        tuned = tune_allocator(environ)
+        if tuned:
+            logging.getLogger("tag_gate").debug("%s", tuned)
+
+        def rebuild() -> Config:
+            return _serve_config(args, environ)
+
+        try:
+            return uvloop.run(serve(config, reload=rebuild))
+        except ServeError as exc:
+            problem = str(exc)
+        except KeyboardInterrupt:
+            return 130
+    finally:
+        events.close()
+    return _fail(problem)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -198,19 +201,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         listen = parse_address(args.listen)
     except (TypeError, ValueError) as exc:
         return _fail(f"--listen: {exc}")
-    _setup_logging("warning")
-
-    import uvloop
-
-    from .demo import run
-    from .service import ServeError
-
+    events = _setup_logging("warning")
     try:
-        return uvloop.run(run(listen, args.once))
-    except ServeError as exc:
-        return _fail(str(exc))
-    except KeyboardInterrupt:
-        return 130
+        import uvloop
+
+        from .demo import run
+        from .service import ServeError
+
+        try:
+            return uvloop.run(run(listen, args.once))
+        except ServeError as exc:
+            problem = str(exc)
+        except KeyboardInterrupt:
+            return 130
+    finally:
+        events.close()
+    return _fail(problem)
 
 
 def _load_or_fail(path: str | None) -> Config | None:

@@ -8,10 +8,14 @@ request path only calls `.inc()` / `.observe()`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from . import __version__
 
@@ -28,6 +32,8 @@ UPSTREAM_ERROR_KINDS: Final = (
 )
 WEBSOCKET_CLOSE_REASONS: Final = ("too_big", "idle", "client", "upstream", "error", "shutdown")
 """Why a WebSocket relay ended (proxy.websocket documents each)."""
+LOG_STREAMS: Final = ("access", "error")
+"""`access`: the JSON access log on stdout; `error`: the event log on stderr."""
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -131,6 +137,8 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.log_drops = _LogDrops()
+        r.register(self.log_drops)
         self.ready = Gauge("tag_gate_ready", "1 when ready to serve, 0 while starting or draining.", registry=r)
         info = Gauge("tag_gate_info", "Build information.", ["version"], registry=r)
         info.labels(__version__).set(1)
@@ -140,5 +148,33 @@ class Metrics:
         if 0 <= index < 5:
             self.by_status_class[index].inc()
 
+    def count_log_drops(self, stream: str, read: Callable[[], float]) -> None:
+        """Report `read()` (the lines a log has dropped so far) as `stream`'s count."""
+        assert stream in LOG_STREAMS
+        self.log_drops.sources[stream] = read
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LogDrops(Collector):
+    """`tag_gate_log_dropped_total{stream}`, read at scrape time from the logs' own
+    counts: lines are dropped on the logging thread (or the writer thread) without
+    touching the registry."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, Callable[[], float]] = {stream: _zero for stream in LOG_STREAMS}
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "tag_gate_log_dropped",
+            "Log lines dropped because their stream did not keep up (stdout or stderr blocked), by stream.",
+            labels=["stream"],
+        )
+        for stream, read in self.sources.items():
+            family.add_metric([stream], read())
+        yield family
+
+
+def _zero() -> float:
+    return 0.0

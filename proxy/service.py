@@ -29,8 +29,9 @@ from typing import Final
 from aiohttp import web
 
 from .admin import make_admin_app
-from .app import AccessLog, ProxyHandler, ProxyServer, ProxyState, close_session, start_session
+from .app import ProxyHandler, ProxyServer, ProxyState, close_session, start_session
 from .config import Address, Config, ConfigError
+from .logs import AccessLog, event_lines_dropped
 from .metrics import Metrics
 from .pipeline import Stages
 
@@ -112,11 +113,13 @@ class Service:
     def __init__(self, config: Config, *, access_log: AccessLog | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
-        out = sys.stdout if config.server.access_log else None
+        log_out = access_log if access_log is not None else AccessLog(sys.stdout if config.server.access_log else None)
+        self.metrics.count_log_drops("access", lambda: log_out.dropped)
+        self.metrics.count_log_drops("error", event_lines_dropped)
         self.state = ProxyState(
             config=config,
             metrics=self.metrics,
-            access_log=access_log or AccessLog(out),
+            access_log=log_out,
             stages=Stages(config, self.metrics),
         )
         state = self.state
@@ -251,7 +254,7 @@ class Service:
             await self._admin_runner.cleanup()
             self._admin_runner = None
         await close_session(self.state)
-        self.state.access_log.flush()
+        await self.state.access_log.close()
 
 
 def _address_of(sock: socket.socket, wanted: Address) -> Address:

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.app import AccessLog
 from proxy.config import parse_config
+from proxy.logs import AccessLog
 from proxy.service import Service
 
 
