@@ -7,11 +7,12 @@ WebSocket echo. tag-gate runs in front of it with its built-in defaults (no cons
 cookie: every non-essential category refused). A pool of asyncio clients (`--conns`,
 default 32) then drives a weighted mix for `--seconds` (or `--minutes`):
 
-  pages with and without consent cookies (distinct visitor cookies each time), kept
-  alive and not; gzip and chunked pages; fast and slow readers of large downloads;
-  clients that reset mid-response (SO_LINGER 0, then close); uploads, some slow; HEAD;
-  the origin's mid-body reset and 5xx; slow origin responses; malformed requests and a
-  request whose target holds '%s%d'; WebSocket echo.
+  pages with and without consent cookies (a new visitor's cookies every time, or one of
+  `--visitors N`), kept alive and not; gzip and chunked pages; fast and slow readers of
+  large downloads; clients that reset mid-response (SO_LINGER 0, then close); uploads,
+  some slow; HEAD; the origin's mid-body reset and 5xx; slow origin responses; malformed
+  requests (some quoting '%s' back in the parser's error) and a target holding '%s%d';
+  WebSocket echo. A quarter of the clients run only the slow exchanges.
 
 Every second it samples tag-gate's RSS (/proc/PID/status VmRSS) and open file
 descriptors (/proc/PID/fd), and it reads /metrics on the admin listener at the start
@@ -19,15 +20,17 @@ and end. After the traffic it waits (at most `--settle` seconds) for idle connec
 to close and the descriptor count to come back to its baseline.
 
 The summary gives requests by scenario and outcome (ok; expected: the injected faults
-and 5xx; unexpected: anything else), exchanges per second, RSS at start / after the
+and 5xx; unexpected: anything else), requests per second, RSS at start / after the
 warm-up / max / end with the slope over the second half of the run (MiB per minute),
 descriptors at start / max / after settling, the metric counters' change and the count
 of tag-gate stderr lines with "Traceback", "Logging error" or "never retrieved".
 
 Checks: RSS growth over the second half (the fitted slope times the half's length)
-within `--max-growth` MiB; descriptors back within `--fd-slack` of the baseline; no
-such stderr lines; no unexpected outcomes. A failed check prints "FAIL: ..."; with
---strict the exit status is then 1. tag-gate or the origin dying is always exit 2.
+within `--max-growth` MiB (RSS rises for the first minutes while tag-gate's memo tables,
+bounded by entries, fill with visitor cookies: judge the slope on 5-minute runs);
+descriptors back within `--fd-slack` of the baseline; no such stderr lines; no
+unexpected outcomes. A failed check prints "FAIL: ..."; with --strict the exit status
+is then 1. tag-gate or the origin dying is always exit 2.
 
 Usage:  python bench/soak.py [--seconds 60 | --minutes 5] [--conns 32] [--strict]
 tag-gate is pinned to CPU 1, the origin and the clients to CPU 0 (--no-pin to not).
@@ -217,6 +220,8 @@ class Client:
     close: aiohttp.ClientSession
     """A fresh connection for every request."""
     digests: dict[int, str]
+    visitors: int
+    """How many distinct visitors (Cookie headers) there are; 0: a new one every request."""
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -225,8 +230,9 @@ class Client:
         return self.keep if self.rng.random() < 0.75 else self.close
 
     def visitor(self, consent: bool) -> dict[str, str]:
-        """Headers of one visitor: distinct cookies every time, with or without consent."""
-        cookies = f"_ga=GA1.1.{self.rng.getrandbits(31)}.{self.rng.getrandbits(31)}; sid={self.rng.getrandbits(64):x}"
+        """The Cookie header of a visitor (with or without consent), a new one or one of `visitors`."""
+        who = self.rng.randrange(self.visitors) if self.visitors else self.rng.getrandbits(62)
+        cookies = f"_ga=GA1.1.{who % 999983}.{who // 999983}; sid={who * 2654435761 % 2**64:x}"
         if consent:
             cookies = f"{CONSENT_ALL}; {cookies}"
         return {hdrs.COOKIE: cookies} if self.rng.random() < 0.8 or consent else {}
@@ -535,7 +541,7 @@ async def client_loop(c: Client, lane: dict[str, tuple[int, Scenario]], deadline
         tally.latencies.setdefault(name, []).append(time.monotonic() - started)
 
 
-async def drive(port: int, conns: int, seconds: float, seed: int, tally: Tally) -> None:
+async def drive(port: int, conns: int, seconds: float, seed: int, visitors: int, tally: Tally) -> None:
     digests = {size: soak_origin.blob_digest(size) for size in DOWNLOAD_SIZES}
     deadline = time.monotonic() + seconds
     timeout = aiohttp.ClientTimeout(total=SCENARIO_TIMEOUT, sock_connect=10)
@@ -556,7 +562,7 @@ async def drive(port: int, conns: int, seconds: float, seed: int, tally: Tally) 
                     cookie_jar=aiohttp.DummyCookieJar(),
                 )
             )
-            clients.append(Client(port, random.Random(seed * 1000 + i), keep, close, digests))
+            clients.append(Client(port, random.Random(seed * 1000 + i), keep, close, digests, visitors))
         # Scenarios are bounded by SCENARIO_TIMEOUT, so this never waits past it.
         slow = max(1, conns // 4) if conns > 1 else 0
         lanes = [SLOW if i < slow else QUICK for i in range(conns)]
@@ -745,7 +751,7 @@ async def soak(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: in
     sampler = asyncio.ensure_future(sample_until(proc.pid, started, stop_sampling, samples))
     try:
         async with asyncio.timeout(args.seconds + SCENARIO_TIMEOUT + 30):
-            await drive(port, args.conns, args.seconds, args.seed, tally)
+            await drive(port, args.conns, args.seconds, args.seed, args.visitors, tally)
     finally:
         stop_sampling.set()
         await sampler
@@ -759,7 +765,7 @@ async def soak(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: in
     while True:
         s = Sample(time.monotonic() - started, rss_kib(proc.pid), open_fds(proc.pid))
         settled.append(s)
-        if s.fds <= samples[0].fds + args.fd_slack or time.monotonic() >= settle_deadline:
+        if s.fds <= samples[0].fds or time.monotonic() >= settle_deadline:
             break
         await asyncio.sleep(0.5)
     return run
@@ -771,10 +777,21 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, help="traffic duration in minutes (overrides --seconds)")
     ap.add_argument("--conns", type=int, default=32, help="concurrent clients (default 32)")
     ap.add_argument("--warmup", type=float, help="warm-up for the RSS figure (default: a sixth of the run, ≤ 20 s)")
-    ap.add_argument("--settle", type=float, default=20, help="longest wait for fds to return after the run (s)")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=20,
+        help="longest wait for the fds to return to the baseline after the run (s, default 20)",
+    )
     ap.add_argument("--max-growth", type=float, default=8, help="RSS growth allowed over the second half (MiB)")
     ap.add_argument("--fd-slack", type=int, default=4, help="fds allowed above the baseline after settling")
     ap.add_argument("--max-unexpected", type=int, default=0, help="unexpected outcomes allowed")
+    ap.add_argument(
+        "--visitors",
+        type=int,
+        default=0,
+        help="distinct visitors (Cookie headers) to draw from; 0 (default): a new visitor for every request",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -783,8 +800,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.minutes is not None:
         args.seconds = args.minutes * 60
-    if args.seconds <= 0 or args.conns <= 0:
-        ap.error("--seconds/--minutes and --conns must be positive")
+    if args.seconds <= 0 or args.conns <= 0 or args.visitors < 0:
+        ap.error("--seconds/--minutes and --conns must be positive, --visitors not negative")
     warmup = args.warmup if args.warmup is not None else min(20.0, args.seconds / 6)
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
     if pin:
