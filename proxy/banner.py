@@ -345,6 +345,8 @@ def _as_text(value: object, *, limit: int = MAX_TEXT_LENGTH) -> str:
 
 
 def _as_policy_url(value: object) -> str:
+    if value == "":
+        return ""  # no link
     text = _as_text(value, limit=2048).strip()
     if not (text.startswith("/") and not text.startswith("//")) and not re.match(r"https?://[^\s/]", text):
         raise ValueError(f"expected a path on the site (/privacy) or an http(s) URL, got {text!r}")

@@ -583,3 +583,16 @@ def test_schema_and_parser_agree_on_bad_records(change: dict[str, Any], where: s
 def test_parse_consent_record_refuses(body: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_consent_record(body)
+
+
+def test_the_documented_table_is_valid() -> None:
+    """docs/banner.md's proposed [banner] table parses, and means what it says."""
+    text = (REPO / "docs" / "banner.md").read_text(encoding="utf-8")
+    block = text.split("## Proposed `[banner]` table", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    settings = parse_banner(tomllib.loads(block)["banner"], vendor_ids=VENDOR_IDS)
+    assert [p.id for p in settings.purposes] == ["essential", "improvement", "advertising", "social"]
+    data = blob(settings, "fr")
+    assert data["purposes"][1]["title"] == "Amélioration\u00a0: mesure d’audience et chat"
+    assert data["purposes"][1]["description"] == "Mesurer les visites et proposer un chat en direct."
+    assert data["texts"]["accept_all"] == "J'accepte tout"
+    assert [v["name"] for v in data["purposes"][1]["vendors"]] == ["Google Analytics", "Hotjar"]
