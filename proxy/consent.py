@@ -443,12 +443,14 @@ def categories_from_purposes(purposes: Collection[int], settings: ConsentSetting
 def read_native(value: str, settings: ConsentSettings = DEFAULT_SETTINGS) -> Reading:
     """tag-gate's own cookie (`tg_consent`): granted names joined by `.` (`,` and `|`
     also accepted, percent-encoding tolerated). Empty or `none` is a decision for
-    essential only. Unknown names are ignored."""
+    essential only. Unknown names are ignored. Everything from the first `~` on is the
+    banner's record (`~policy version~time~consent id`, see proxy.banner) and grants
+    nothing."""
     prepared = _prepare(value, settings)
     if isinstance(prepared, Reading):
         return prepared
     try:
-        decoded = _percent_decode(prepared)
+        decoded = _percent_decode(prepared).partition("~")[0]
     except ValueError:
         return _MALFORMED
     names = {name.strip(" \t").lower() for name in _NATIVE_SEPARATORS.split(decoded)}

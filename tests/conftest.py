@@ -19,6 +19,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="directory holding the third-party suites (html5lib-tests, http-state, tcf); "
         "CI passes ../shared/testdata. Without it those suites are skipped, and the run says so.",
     )
+    parser.addoption(
+        "--screenshots",
+        action="store",
+        default=None,
+        metavar="DIR",
+        help="save the banner's screenshots (tests/e2e/test_banner.py) into DIR, e.g. docs/images; "
+        "without it they go to a temporary directory",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -133,6 +133,11 @@ NATIVE = [
     ("analytics%", MALFORMED),
     ("%ff", MALFORMED),
     ("analytics." * 500, OVERSIZED),
+    # banner.js: categories, then ~policy version~unix seconds~consent id (ignored here)
+    ("analytics.social~3~1796300000~Hk3J9dPq2LmN8xYz", grants(ANALYTICS, SOCIAL)),
+    ("~3~1796300000~Hk3J9dPq2LmN8xYz", grants()),
+    ("social~", grants(SOCIAL)),
+    ("analytics%7E3%7E1796300000%7Esocial", grants(ANALYTICS)),
 ]
 
 

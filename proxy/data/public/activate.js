@@ -8,6 +8,8 @@
  * elements back in document order (an external script finishes loading before the
  * next deferred script runs), keeping nonces. It never activates anything the cookie
  * does not grant. A placeholder's "load" button loads that one embed on request.
+ * It runs again on the `tag-gate:consent` event (banner.js), on a cookie change
+ * (cookieStore where there is one) and on a 500 ms poll of document.cookie.
  */
 (function () {
   "use strict";
@@ -24,7 +26,8 @@
       if (kv.indexOf(COOKIE + "=") !== 0) continue;
       var value = kv.slice(COOKIE.length + 1);
       try { value = decodeURIComponent(value); } catch (e) { return { essential: true }; }
-      value.split(/[.,|]/).forEach(function (name) { if (name) out[name.trim()] = true; });
+      // banner.js appends "~version~time~id" after the categories.
+      value.split("~")[0].split(/[.,|]/).forEach(function (name) { if (name) out[name.trim()] = true; });
     }
     return out;
   }
@@ -104,6 +107,7 @@
     window.cookieStore.addEventListener("change", watch);
   }
   setInterval(watch, 500);
+  document.addEventListener("tag-gate:consent", function () { last = document.cookie; activate(); });
   window.tagGate = { activate: activate, granted: granted };
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", activate);
   else activate();

@@ -1,0 +1,143 @@
+"""Banner benchmark: what the consent banner costs a page, in bytes and in Chromium.
+
+Bytes: /__tag-gate/banner.js as served (raw, gzip -9, brotli 11), the JSON blob the
+server writes into every gated page (default purposes; and five listed vendors), and
+the whole inserted snippet.
+
+Time, in headless Chromium (Debian's, via Playwright) on the loopback site of
+tests/e2e/banner_site.py: the same page with and without the banner snippet, visited
+in a fresh context each time, in alternating order. For each visit: first contentful
+paint, DOMContentLoaded, load, and the first animation frame in which the banner's
+dialog is open (a requestAnimationFrame loop installed before the page's own scripts;
+the frame is painted right after it). Medians over `--runs` visits per case.
+
+The comparison that matters is within the run: FCP with the banner against FCP
+without it (the banner must not delay the first paint), and banner-open against FCP.
+
+Usage: python bench/banner_bench.py [--runs 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import brotli
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from proxy.banner import make_banner_config, make_banner_snippet, parse_banner
+from proxy.service import load_assets
+from tests.e2e.banner_site import CATALOG, BannerWorld
+from tests.e2e.world import find_chromium
+
+VENDORS = ["google-analytics", "meta-pixel", "crisp", "youtube", "stripe"]
+
+WATCH = """(() => {
+  window.__bench = {};
+  function frame() {
+    const host = document.querySelector('tag-gate-banner');
+    if (host && host.shadowRoot && host.shadowRoot.querySelector('dialog[open]')) {
+      window.__bench.open = performance.now();
+      return;
+    }
+    requestAnimationFrame(frame);
+  }
+  requestAnimationFrame(frame);
+})();"""
+
+COLLECT = """() => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  const fcp = performance.getEntriesByName('first-contentful-paint')[0];
+  const js = performance.getEntriesByType('resource').find(r => r.name.endsWith('/__tag-gate/banner.js'));
+  return {
+    fcp: fcp ? fcp.startTime : null,
+    dcl: nav.domContentLoadedEventEnd,
+    load: nav.loadEventEnd,
+    open: window.__bench.open ?? null,
+    script: js ? js.responseEnd : null,
+  };
+}"""
+
+
+def sizes() -> list[tuple[str, int, int, int]]:
+    def row(name: str, data: bytes) -> tuple[str, int, int, int]:
+        return name, len(data), len(gzip.compress(data, 9)), len(brotli.compress(data, quality=11))
+
+    assets = load_assets()
+    rows = [row("banner.js (served)", assets["banner.js"][0]), row("activate.js (for scale)", assets["activate.js"][0])]
+    ids = {v.id for v in CATALOG.vendors}
+    plain = parse_banner({"enabled": True})
+    listed = parse_banner({"enabled": True, "vendors": VENDORS}, vendor_ids=ids)
+    for lang in ("en", "fr"):
+        rows.append(row(f"JSON blob, default purposes, {lang}", make_banner_config(plain, CATALOG, lang).encode()))
+    blob = make_banner_config(listed, CATALOG, "fr")
+    rows.append(row("JSON blob, 5 vendors listed, fr", blob.encode()))
+    rows.append(
+        row("inserted snippet (blob + script tag), 5 vendors, fr", make_banner_snippet(blob, "n" * 22).encode())
+    )
+    return rows
+
+
+async def timings(runs: int) -> dict[str, dict[str, float]]:
+    chromium = find_chromium()
+    if chromium is None:
+        raise SystemExit("chromium is not installed (apt-get install chromium)")
+    world = BannerWorld(chromium, parse_banner({"enabled": True}))
+    await world.start()
+    samples: dict[str, dict[str, list[float]]] = {"with banner": {}, "without banner": {}}
+    try:
+        for i in range(runs * 2 + 2):
+            case = ("with banner", "without banner")[i % 2]
+            world.site.with_banner = case == "with banner"
+            context = await world.browser.new_context(viewport={"width": 1280, "height": 800})
+            try:
+                page = await context.new_page()
+                await page.add_init_script(WATCH)
+                await page.goto(world.url(), wait_until="load")
+                if world.site.with_banner:
+                    await page.wait_for_function("() => window.__bench.open != null", timeout=10_000)
+                result: dict[str, Any] = await page.evaluate(COLLECT)
+            finally:
+                await context.close()
+            if i < 2:
+                continue  # warm-up: the first visit of each case pays the browser's cold start
+            for key, value in result.items():
+                if value is not None:
+                    samples[case].setdefault(key, []).append(float(value))
+    finally:
+        await world.stop()
+    return {case: {k: statistics.median(v) for k, v in values.items()} for case, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=25, help="visits per case (default 25)")
+    args = parser.parse_args()
+
+    print("| bytes | raw | gzip -9 | brotli 11 |\n| --- | --- | --- | --- |")
+    for name, raw, gz, br in sizes():
+        print(f"| {name} | {raw:,} | {gz:,} | {br:,} |")
+
+    medians = asyncio.run(timings(args.runs))
+    print(f"\nmedians of {args.runs} visits per case, ms since navigation start (loopback, headless Chromium)\n")
+    print("| case | first contentful paint | DOMContentLoaded | load | banner.js received | banner open (frame) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for case, m in medians.items():
+
+        def cell(key: str, m: dict[str, float] = m) -> str:
+            return f"{m[key]:.1f}" if key in m else "-"
+
+        print(f"| {case} | {cell('fcp')} | {cell('dcl')} | {cell('load')} | {cell('script')} | {cell('open')} |")
+    w, wo = medians["with banner"], medians["without banner"]
+    ratio, after = w["fcp"] / wo["fcp"], w["open"] - w["fcp"]
+    print(f"\nFCP with / without the banner: {ratio:.2f}x; banner open {after:.1f} ms after FCP")
+
+
+if __name__ == "__main__":
+    main()
