@@ -40,7 +40,7 @@ from typing import Any, Final, Literal
 
 from .catalog import Catalog
 from .categories import BUILTIN_CATEGORIES, ESSENTIAL
-from .memo import remember
+from .memo import Memo
 
 __all__ = [
     "BUILTIN_LANGUAGES",
@@ -823,8 +823,7 @@ def _purpose_text(
     )
 
 
-_MEMO: dict[tuple[BannerSettings, int, str, bool, str], tuple[Catalog, str]] = {}
-_MEMO_LIMIT: Final = 256
+_MEMO: Memo[tuple[BannerSettings, int, str, bool, str], tuple[Catalog, str]] = Memo(256, 16 << 20)
 
 
 def make_banner_config(
@@ -863,12 +862,12 @@ def make_banner_config(
     if language not in settings.languages:
         language = settings.default_language
     key = (settings, id(catalog), language, open_now, cookie_name)
-    hit = _MEMO.get(key)
+    hit = _MEMO.table.get(key)
     if hit is not None and hit[0] is catalog:
         return hit[1]
     blob = _build(settings, catalog, language, open_now, cookie_name)
     # The catalogue is kept with the entry so its id cannot be reused by another one.
-    return remember(_MEMO, _MEMO_LIMIT, key, (catalog, blob))[1]
+    return _MEMO.put(key, (catalog, blob), len(blob))[1]
 
 
 def _build(settings: BannerSettings, catalog: Catalog, lang: str, open_now: bool, cookie_name: str) -> str:
