@@ -41,6 +41,13 @@ ASSET_TYPES: Final = {".js": "text/javascript; charset=utf-8", ".css": "text/css
 """Files under proxy/data/public/ served at /__tag-gate/<name>, by suffix."""
 
 
+STOP_POLL: Final = 0.05
+"""How often `Service.stop` looks whether the last in-flight request has finished."""
+
+STOP_CLEANUP: Final = 0.5
+"""What aiohttp's runner cleanup may still wait once every connection has been cut."""
+
+
 class ServeError(Exception):
     """tag-gate cannot start; the message is one line for the operator."""
 
@@ -238,17 +245,43 @@ class Service:
             await asyncio.sleep(delay)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop listening, let in-flight requests finish (up to the grace period), close."""
+        """Stop listening, let in-flight requests finish, close; within `grace` seconds
+        (default `timeouts.grace`) plus a fraction of a second.
+
+        Idle kept-alive connections close at once; a connection busy with a request
+        closes after its response. At the deadline every connection still open is cut
+        (its handler is cancelled, its upstream request dropped, a stream or WebSocket
+        relay ends there). aiohttp's own shutdown would wait the timeout for the
+        handler and then again after cancelling the request's body, twice the grace."""
+        grace = self.config.timeouts.grace if grace is None else grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         self.state.ready = False
         self.metrics.ready.set(0)
         if self._lag_task is not None:
             self._lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lag_task
-        if self._runner is not None:
-            if grace is not None:
-                self._runner._shutdown_timeout = grace
-            await self._runner.cleanup()
+        runner = self._runner
+        if runner is not None:
+            for site in list(runner.sites):
+                await site.stop()
+            server = runner.server
+            if server is not None:
+                server.pre_shutdown()
+                while self.state.in_flight and loop.time() < deadline:
+                    await asyncio.sleep(min(STOP_POLL, max(0.0, deadline - loop.time())))
+                cut = 0
+                for conn in server.connections:
+                    transport = conn.transport
+                    conn.force_close()
+                    if transport is not None and not transport.is_closing():
+                        cut += 1
+                        transport.abort()
+                if cut:
+                    log.warning("grace period over: cut %d connection(s) still busy", cut)
+            runner._shutdown_timeout = STOP_CLEANUP
+            await runner.cleanup()
             self._runner = None
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()

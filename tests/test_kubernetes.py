@@ -652,12 +652,6 @@ and the shipped 25 s would make the test half a minute long."""
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="tag-gate takes shutdown_delay + 2 x grace with a request stuck upstream: aiohttp's "
-    "RequestHandler.shutdown(grace) waits grace for the handler, cancels the request, then waits "
-    "grace again for the handler task (proxy/service.py Service.stop relies on shutdown_timeout)",
-    strict=True,
-)
 async def test_shipped_config_cuts_a_stuck_request_within_shutdown_delay_plus_grace(tmp_path: Path) -> None:
     """The bound terminationGracePeriodSeconds is derived from: with a request the site
     never answers, tag-gate still exits within shutdown_delay + grace + 1 s of SIGTERM
