@@ -47,6 +47,7 @@ __all__ = [
     "parse_cookie_pattern",
     "parse_host",
     "parse_inline_signature",
+    "parse_source",
     "parse_vendor",
     "parse_vendors",
     "read_catalog",
@@ -62,7 +63,10 @@ class Vendor:
     host shared by several (they win over `hosts` on that host); `cookies` are exact
     names or patterns where `*` matches any run of characters (including none);
     `inline` are case-sensitive substrings of inline script text; `services` are
-    consent manager service keys, stored casefolded.
+    consent manager service keys, stored casefolded. `source` says where the entry's
+    facts come from: an https URL of the vendor's own documentation, or a
+    `reason: ...` text where there is none (required for built-in entries, optional
+    for operator vendors; empty when not given).
     """
 
     id: str
@@ -74,6 +78,7 @@ class Vendor:
     services: tuple[str, ...] = ()
     description: str = ""
     urls: tuple[str, ...] = ()
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +271,18 @@ def _ipv4(parts: list[str]) -> str | None:
 # Validation of vendor tables (shared with operator config)
 # ---------------------------------------------------------------------------
 
-_KEYS: Final = ("id", "name", "category", "hosts", "urls", "cookies", "inline", "services", "description")
+_KEYS: Final = (
+    "id",
+    "name",
+    "category",
+    "hosts",
+    "urls",
+    "cookies",
+    "inline",
+    "services",
+    "description",
+    "source",
+)
 _ID: Final = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _LABEL: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
 _HOST_CHAR: Final = re.compile(r"[^a-z0-9_.-]")
@@ -276,6 +292,10 @@ MIN_INLINE_LENGTH: Final = 6
 """Shorter inline signatures would match unrelated scripts."""
 MAX_INLINE_LENGTH: Final = 200
 MAX_DESCRIPTION_LENGTH: Final = 200
+MAX_SOURCE_LENGTH: Final = 500
+REASON_PREFIX: Final = "reason:"
+"""A `source` that is no URL starts with this and says why the category is what it is."""
+_MIN_REASON_LENGTH: Final = 10
 
 
 def _toml_type(value: object) -> str:
@@ -401,6 +421,38 @@ def parse_inline_signature(text: str) -> str:
     return text
 
 
+def parse_source(text: str) -> str:
+    """Validate a vendor's `source` and return it unchanged.
+
+    A source is either an `https://` URL (the vendor's own documentation of its
+    cookies, hosts or snippet) or a text starting with `reason:` that says why the
+    entry's category is what it is, where the vendor documents nothing usable. At
+    most MAX_SOURCE_LENGTH characters. Raises ValueError naming what is wrong.
+    """
+    if not text.strip():
+        raise ValueError("empty source; give an https URL of the vendor's documentation or 'reason: ...'")
+    if text != text.strip():
+        raise ValueError(f"{text!r} has leading or trailing whitespace")
+    if len(text) > MAX_SOURCE_LENGTH:
+        raise ValueError(f"source longer than {MAX_SOURCE_LENGTH} characters")
+    if text.startswith(REASON_PREFIX):
+        if len(text[len(REASON_PREFIX) :].strip()) < _MIN_REASON_LENGTH:
+            raise ValueError(f"{text!r}: say the reason after 'reason:' (at least {_MIN_REASON_LENGTH} characters)")
+        return text
+    if text.lower().startswith("http://"):
+        raise ValueError(f"{text!r} is not https; cite the https address")
+    if not text.startswith("https://"):
+        raise ValueError(
+            f"{text!r} is neither an https URL of the vendor's documentation nor a text starting with 'reason:'"
+        )
+    if any(c.isspace() for c in text) or not text.isprintable():
+        raise ValueError(f"{text!r}: a URL has no whitespace or control characters")
+    host = host_of(text)
+    if host is None or "." not in host or host.startswith("["):
+        raise ValueError(f"{text!r} has no valid host")
+    return text
+
+
 def parse_host_path(text: str) -> str:
     """Validate a catalogue URL prefix, `host/path`: a host as `parse_host` takes it
     (matching its subdomains too) and a path prefix that matches whole segments
@@ -449,15 +501,17 @@ def _slug(name: str) -> str:
     return "-".join(re.findall(r"[a-z0-9]+", name.lower()))
 
 
-def parse_vendor(table: object, path: str, categories: Collection[str]) -> Vendor:
+def parse_vendor(table: object, path: str, categories: Collection[str], *, require_source: bool = False) -> Vendor:
     """Validate one `[[vendor]]` table and return the Vendor.
 
     `path` prefixes every problem (`vendor[3]` gives `vendor[3].hosts[0]: …`);
     `categories` are the known category names. Keys: `name` and `category` are
     required; `id` defaults to a slug of the name; `hosts`, `urls`, `cookies`, `inline`,
     `services` are arrays of strings (at least one host, cookie or inline
-    signature or URL overall); `description` is one short sentence. Unknown keys are
-    errors. Raises VendorError listing every problem at once.
+    signature or URL overall); `description` is one short sentence; `source` is
+    checked by `parse_source` and required only with `require_source` (the
+    built-in catalogue; operators know their own sites, so their vendors may omit
+    it). Unknown keys are errors. Raises VendorError listing every problem at once.
     """
     if not isinstance(table, Mapping):
         raise VendorError([f"{path}: expected a table, got {_toml_type(table)}"])
@@ -494,6 +548,16 @@ def parse_vendor(table: object, path: str, categories: Collection[str]) -> Vendo
     description = text("description", required=False)
     if len(description) > MAX_DESCRIPTION_LENGTH:
         problems.append(f"{path}.description: longer than {MAX_DESCRIPTION_LENGTH} characters")
+    source = text("source", required=False)
+    if "source" not in table and require_source:
+        problems.append(
+            f"{path}: missing required key 'source' (an https URL of the vendor's documentation, or 'reason: ...')"
+        )
+    elif isinstance(table.get("source"), str):
+        try:
+            parse_source(source)
+        except ValueError as exc:
+            problems.append(f"{path}.source: {exc}")
 
     def strings(key: str, parse: Callable[[str], str]) -> tuple[str, ...]:
         value = table.get(key, [])
@@ -540,6 +604,7 @@ def parse_vendor(table: object, path: str, categories: Collection[str]) -> Vendo
         services=services,
         description=description,
         urls=urls,
+        source=source,
     )
 
 
@@ -563,7 +628,15 @@ class _Ledger:
         self.ids: dict[str, str] = {}
         self.owners: dict[tuple[str, str], tuple[str, str]] = {}
 
-    def add(self, items: object, path: str, categories: Collection[str], problems: list[str]) -> list[Vendor]:
+    def add(
+        self,
+        items: object,
+        path: str,
+        categories: Collection[str],
+        problems: list[str],
+        *,
+        require_source: bool = False,
+    ) -> list[Vendor]:
         if not isinstance(items, list):
             problems.append(f"{path}: expected an array of tables, got {_toml_type(items)}")
             return []
@@ -571,7 +644,7 @@ class _Ledger:
         for i, table in enumerate(items):
             where = f"{path}[{i}]"
             try:
-                vendor = parse_vendor(table, where, categories)
+                vendor = parse_vendor(table, where, categories, require_source=require_source)
             except VendorError as exc:
                 problems.extend(exc.problems)
                 continue
@@ -624,7 +697,10 @@ def _parse_meta(table: object, path: str, problems: list[str]) -> CatalogMeta | 
 
 
 def parse_catalog(
-    documents: Iterable[tuple[str, Mapping[str, object]]], categories: Collection[str]
+    documents: Iterable[tuple[str, Mapping[str, object]]],
+    categories: Collection[str],
+    *,
+    require_source: bool = False,
 ) -> tuple[CatalogMeta, tuple[Vendor, ...]]:
     """Validate a catalogue split over several TOML documents.
 
@@ -634,7 +710,8 @@ def parse_catalog(
     TOML date); any document may hold `[[vendor]]` tables and nothing else. The
     vendors are the union in document order, and ids, hosts, cookie names and
     patterns, inline signatures and service keys are unique across all
-    documents. Raises VendorError listing every problem.
+    documents. With `require_source` (the built-in catalogue) every vendor must
+    name its `source`. Raises VendorError listing every problem.
     """
     problems: list[str] = []
     ledger = _Ledger()
@@ -651,7 +728,11 @@ def parse_catalog(
             else:
                 meta_from = name
                 meta = _parse_meta(document["meta"], f"{name}: meta", problems)
-        vendors.extend(ledger.add(document.get("vendor", []), f"{name}: vendor", categories, problems))
+        vendors.extend(
+            ledger.add(
+                document.get("vendor", []), f"{name}: vendor", categories, problems, require_source=require_source
+            )
+        )
     if meta_from is None:
         problems.append("no [meta] table in any catalogue file")
     if problems or meta is None:
@@ -659,9 +740,11 @@ def parse_catalog(
     return meta, tuple(vendors)
 
 
-def read_catalog(folder: Traversable, categories: Collection[str]) -> tuple[CatalogMeta, tuple[Vendor, ...]]:
+def read_catalog(
+    folder: Traversable, categories: Collection[str], *, require_source: bool = False
+) -> tuple[CatalogMeta, tuple[Vendor, ...]]:
     """Read every `*.toml` file in `folder`, in sorted name order, and validate them
-    together with `parse_catalog`.
+    together with `parse_catalog` (`require_source` is passed on).
 
     Problems are prefixed `<folder name>/<file name>: `; a file that is not valid
     TOML or UTF-8 is reported with the parser's message, and the other files are
@@ -677,7 +760,7 @@ def read_catalog(folder: Traversable, categories: Collection[str]) -> tuple[Cata
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             problems.append(f"{name}: not valid TOML: {exc}")
     try:
-        result = parse_catalog(documents, categories)
+        result = parse_catalog(documents, categories, require_source=require_source)
     except VendorError as exc:
         raise VendorError([*problems, *exc.problems]) from None
     if problems:
@@ -691,7 +774,7 @@ def load_builtin_catalog() -> tuple[CatalogMeta, tuple[Vendor, ...]]:
     # Imported here so the validators above stay free of project imports.
     from proxy.categories import BUILTIN_CATEGORIES
 
-    return read_catalog(resources.files("proxy") / "data" / "vendors", BUILTIN_CATEGORIES)
+    return read_catalog(resources.files("proxy") / "data" / "vendors", BUILTIN_CATEGORIES, require_source=False)
 
 
 def load_builtin_vendors() -> tuple[Vendor, ...]:

@@ -29,6 +29,7 @@ from proxy.catalog import (
     parse_host,
     parse_host_path,
     parse_inline_signature,
+    parse_source,
     parse_vendor,
     parse_vendors,
     read_catalog,
@@ -886,7 +887,7 @@ def test_parse_vendor_reports_every_problem_with_its_path() -> None:
         parse_vendor(table, "vendor[3]", BUILTIN_CATEGORIES)
     assert info.value.problems == (
         "vendor[3]: unknown key 'colour' "
-        "(known: id, name, category, hosts, urls, cookies, inline, services, description)",
+        "(known: id, name, category, hosts, urls, cookies, inline, services, description, source)",
         "vendor[3].name: expected a string, got integer",
         f"vendor[3].category: unknown category 'marketing' {KNOWN_CATEGORIES}",
         "vendor[3].hosts[0]: 'https://x.com/' is a URL, not a host name, write 'x.com'",
@@ -946,6 +947,87 @@ def test_parse_vendor_errors(table: object, problems: tuple[str, ...]) -> None:
     with pytest.raises(VendorError) as info:
         parse_vendor(table, "vendor[0]", BUILTIN_CATEGORIES)
     assert info.value.problems == problems
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://help.hotjar.com/hc/en-us/articles/6952777582999-Cookies-Set-by-the-Hotjar-Tracking-Code",
+        "https://developers.google.com/tag-platform/security/concepts/cookies#cookie_usage",
+        "reason: a CAPTCHA the site needs to accept forms; it sets no tracking cookie",
+    ],
+)
+def test_parse_source_accepts_urls_and_reasons(text: str) -> None:
+    assert parse_source(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty source"),
+        ("   ", "empty source"),
+        (" https://x.example/", "leading or trailing whitespace"),
+        ("http://x.example/cookies", "is not https"),
+        ("HTTP://x.example/cookies", "is not https"),
+        ("www.example.com/cookies", "neither an https URL"),
+        ("because it tracks", "neither an https URL"),
+        ("Reason: capitalised prefix", "neither an https URL"),
+        ("reason:", "say the reason after 'reason:'"),
+        ("reason: short", "say the reason after 'reason:'"),
+        ("https://x.example/a b", "no whitespace"),
+        ("https://", "no valid host"),
+        ("https://localhost/cookies", "no valid host"),
+        ("https://[::1]/cookies", "no valid host"),
+        ("https://x.example/" + "a" * 500, "longer than 500"),
+    ],
+)
+def test_parse_source_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_source(text)
+
+
+def test_parse_vendor_source_is_optional_for_operators_and_required_on_demand() -> None:
+    table = {"name": "Acme", "category": "analytics", "hosts": ["acme.example"]}
+    assert parse_vendor(table, "vendor[0]", BUILTIN_CATEGORIES).source == ""
+    with pytest.raises(VendorError) as info:
+        parse_vendor(table, "vendor[0]", BUILTIN_CATEGORIES, require_source=True)
+    assert info.value.problems == (
+        "vendor[0]: missing required key 'source' (an https URL of the vendor's documentation, or 'reason: ...')",
+    )
+    cited = {**table, "source": "https://acme.example/docs/cookies"}
+    assert parse_vendor(cited, "v", BUILTIN_CATEGORIES, require_source=True).source == cited["source"]
+    for bad, problem in [
+        (7, "vendor[0].source: expected a string, got integer"),
+        ("", "vendor[0].source: empty source; give an https URL of the vendor's documentation or 'reason: ...'"),
+        ("http://acme.example/", "vendor[0].source: 'http://acme.example/' is not https; cite the https address"),
+    ]:
+        with pytest.raises(VendorError) as info:
+            parse_vendor({**table, "source": bad}, "vendor[0]", BUILTIN_CATEGORIES)
+        assert info.value.problems == (problem,)
+
+
+def test_parse_catalog_requires_sources_only_when_asked() -> None:
+    unsourced = {"id": "a", "name": "A", "category": "social", "hosts": ["a.example"]}
+    vague = {"id": "b", "name": "B", "category": "social", "hosts": ["b.example"], "source": "reason: x"}
+    cited = {"id": "c", "name": "C", "category": "social", "hosts": ["c.example"], "source": "reason: a video embed"}
+    documents: list[tuple[str, Mapping[str, object]]] = [
+        ("vendors/_meta.toml", META),
+        ("vendors/a.toml", {"vendor": [unsourced, vague, cited]}),
+    ]
+    with pytest.raises(VendorError) as info:
+        parse_catalog(documents, BUILTIN_CATEGORIES)  # a bad source is refused even when none is required
+    assert len(info.value.problems) == 1
+    with pytest.raises(VendorError) as info:
+        parse_catalog(documents, BUILTIN_CATEGORIES, require_source=True)
+    assert info.value.problems == (
+        "vendors/a.toml: vendor[0]: missing required key 'source' "
+        "(an https URL of the vendor's documentation, or 'reason: ...')",
+        "vendors/a.toml: vendor[1].source: 'reason: x': say the reason after 'reason:' (at least 10 characters)",
+    )
+    only_cited: list[tuple[str, Mapping[str, object]]] = [documents[0], ("vendors/a.toml", {"vendor": [cited]})]
+    assert [v.source for v in parse_catalog(only_cited, BUILTIN_CATEGORIES, require_source=True)[1]] == [
+        "reason: a video embed"
+    ]
 
 
 def test_parse_vendor_accepts_operator_categories() -> None:
