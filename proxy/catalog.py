@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import encodings.idna
 import ipaddress
+import json
 import re
 import tomllib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -42,11 +43,13 @@ __all__ = [
     "host_of",
     "load_builtin_catalog",
     "load_builtin_vendors",
+    "load_ocd_vendors",
     "make_catalog",
     "parse_catalog",
     "parse_cookie_pattern",
     "parse_host",
     "parse_inline_signature",
+    "parse_ocd",
     "parse_source",
     "parse_vendor",
     "parse_vendors",
@@ -783,6 +786,106 @@ def load_builtin_vendors() -> tuple[Vendor, ...]:
 
 
 # ---------------------------------------------------------------------------
+# The Open Cookie Database: a second, lower-priority source of cookie names
+# ---------------------------------------------------------------------------
+
+OCD_REPOSITORY: Final = "https://github.com/jkwakman/Open-Cookie-Database"
+OCD_CATEGORIES: Final = ("Analytics", "Marketing", "Functional", "Necessary", "Security", "Personalization")
+"""The categories the Open Cookie Database uses (its own words)."""
+
+
+def parse_ocd(data: object, categories: Collection[str]) -> tuple[Vendor, ...]:
+    """Validate the shipped Open Cookie Database file (written by tools/import_ocd.py)
+    and return its names as cookie-only vendors, one per platform and category.
+
+    `data` is the decoded JSON: `meta` (with the source `commit`) and `cookies`, rows
+    of `[pattern, platform, ocd_category, category]` where `pattern` is an exact
+    name or a `*` pattern and `category` is ours after the import decisions, or
+    null for a name left out. Vendor ids are `ocd-<platform>-<category>`. Raises
+    ValueError naming the first bad row.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"expected an object, got {_toml_type(data)}")
+    meta, rows = data.get("meta"), data.get("cookies")
+    if not isinstance(meta, dict) or not isinstance(meta.get("commit"), str):
+        raise ValueError("meta: expected an object with the source 'commit'")
+    if not isinstance(rows, list):
+        raise ValueError("cookies: expected an array")
+    source = f"{OCD_REPOSITORY}/blob/{meta['commit']}/open-cookie-database.csv"
+    grouped: dict[str, tuple[str, str, list[str]]] = {}
+    ids: dict[tuple[str, str], str] = {}
+    for i, row in enumerate(rows):
+        if not (isinstance(row, list) and len(row) == 4):
+            raise ValueError(f"cookies[{i}]: expected [pattern, platform, ocd_category, category], got {row!r}")
+        pattern, platform, ocd_category, category = row
+        if ocd_category not in OCD_CATEGORIES:
+            raise ValueError(f"cookies[{i}]: unknown Open Cookie Database category {ocd_category!r}")
+        if category is None:
+            continue
+        if not (isinstance(pattern, str) and isinstance(platform, str)):
+            raise ValueError(f"cookies[{i}]: expected [pattern, platform, ocd_category, category], got {row!r}")
+        if category not in categories:
+            raise ValueError(f"cookies[{i}]: unknown category {category!r}")
+        if _ocd_name_is_bad(pattern):
+            try:  # for the message; both raise on every name _ocd_name_is_bad refuses
+                parse_cookie_pattern(pattern) if "*" in pattern else _parse_ocd_name(pattern)
+            except ValueError as exc:
+                raise ValueError(f"cookies[{i}]: {exc}") from None
+        key = (platform, category)
+        vendor_id = ids.get(key)
+        if vendor_id is None:
+            vendor_id = ids[key] = f"ocd-{_slug(platform) or 'unnamed'}-{category}"
+        grouped.setdefault(vendor_id, (platform or "unnamed platform", category, []))[2].append(pattern)
+    return tuple(
+        Vendor(
+            id=vendor_id,
+            name=f"{platform} (Open Cookie Database)",
+            category=category,
+            cookies=tuple(dict.fromkeys(cookies)),
+            description=f"Cookies the Open Cookie Database lists for {platform}.",
+            source=source,
+        )
+        for vendor_id, (platform, category, cookies) in grouped.items()
+    )
+
+
+_REGEX_CHAR: Final = re.compile(r"[][?{}()|^$+\\]")
+
+
+def _ocd_name_is_bad(pattern: str) -> bool:
+    """What parse_cookie_pattern refuses in a pattern, or _parse_ocd_name in an exact
+    name, in two regex scans instead of a loop per character (2,000 names per load)."""
+    if not pattern or _COOKIE_FORBIDDEN.search(pattern) is not None:
+        return True
+    return "*" in pattern and (_REGEX_CHAR.search(pattern) is not None or not pattern.strip("*"))
+
+
+def _parse_ocd_name(text: str) -> str:
+    # Exact names are looked up as they are, so brackets and the like may stay.
+    if not text:
+        raise ValueError("empty cookie name")
+    bad = _COOKIE_FORBIDDEN.search(text)
+    if bad is not None:
+        raise ValueError(f"{text!r} has {bad.group()!r}, which cannot appear in a cookie name")
+    return text
+
+
+@cache
+def load_ocd_vendors() -> tuple[Vendor, ...]:
+    """The package's `data/ocd/open-cookie-database.json` as vendors, once per process.
+
+    Raises VendorError when the shipped file is missing or malformed.
+    """
+    from proxy.categories import BUILTIN_CATEGORIES
+
+    path = resources.files("proxy") / "data" / "ocd" / "open-cookie-database.json"
+    try:
+        return parse_ocd(json.loads(path.read_text(encoding="utf-8")), BUILTIN_CATEGORIES)
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise VendorError([f"ocd/open-cookie-database.json: {exc}"]) from None
+
+
+# ---------------------------------------------------------------------------
 # Catalog: compiled lookups
 # ---------------------------------------------------------------------------
 
@@ -796,6 +899,71 @@ _INLINE_CACHE_LIMIT: Final = 1024
 
 def _glob_regex(pattern: str) -> str:
     return ".*".join(re.escape(part) for part in pattern.split("*"))
+
+
+@dataclass(frozen=True, slots=True)
+class _CookieIndex:
+    """Compiled cookie names of some vendors (a later vendor wins a name).
+
+    Exact names are a dict. Patterns whose only `*` ends them (nearly all) are a
+    dict of their prefixes, probed from the longest prefix length down, so that
+    building costs no regex compilation; the other patterns are one regex
+    alternation, most literal first. Across the two, the pattern with the most
+    literal characters wins, ties going to the pattern that sorts first.
+    """
+
+    exact: dict[str, Vendor]
+    prefixes: dict[str, Vendor]
+    lengths: tuple[int, ...]
+    patterns: tuple[tuple[str, Vendor], ...]
+    regex: re.Pattern[str] | None
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefixes or self.patterns)
+
+    def match_pattern(self, name: str) -> Vendor | None:
+        """The vendor of the most literal pattern matching `name` (exact names aside)."""
+        found: Vendor | None = None
+        found_prefix = ""
+        size = len(name)
+        for n in self.lengths:
+            if n <= size:
+                found = self.prefixes.get(name[:n])
+                if found is not None:
+                    found_prefix = name[:n]
+                    break
+        if self.regex is not None:
+            m = self.regex.fullmatch(name)
+            if m is not None and m.lastindex is not None:
+                pattern, vendor = self.patterns[m.lastindex - 1]
+                literal = len(pattern) - pattern.count("*")
+                if found is None or (literal, found_prefix + "*") > (len(found_prefix), pattern):
+                    return vendor
+        return found
+
+
+def _cookie_index(vendors: Iterable[Vendor]) -> _CookieIndex:
+    exact: dict[str, Vendor] = {}
+    prefixes: dict[str, Vendor] = {}
+    patterns: dict[str, Vendor] = {}
+    for vendor in vendors:
+        for cookie in vendor.cookies:
+            if "*" not in cookie:
+                exact[cookie] = vendor
+            elif cookie.find("*") == len(cookie) - 1:
+                prefixes[cookie[:-1]] = vendor
+            else:
+                patterns[cookie] = vendor
+    # Most specific first: the alternation tries patterns in order, so the
+    # pattern with the most literal characters wins (`_ga_*` before `_g*`).
+    ordered = sorted(patterns, key=lambda p: (-len(p.replace("*", "")), p))
+    return _CookieIndex(
+        exact=exact,
+        prefixes=prefixes,
+        lengths=tuple(sorted({len(p) for p in prefixes}, reverse=True)),
+        patterns=tuple((p, patterns[p]) for p in ordered),
+        regex=re.compile("|".join(f"({_glob_regex(p)})" for p in ordered), re.DOTALL) if ordered else None,
+    )
 
 
 _Trie: TypeAlias = dict[str, "_Trie"]
@@ -832,17 +1000,19 @@ class Catalog:
     Later vendors override earlier ones with the same id (operator vendors come
     after the built-ins), and the overriding vendor takes the later position. When
     two different vendors claim the same host, cookie, inline signature or service
-    key, the later one wins. Everything is compiled in the constructor; lookups
-    never raise. Instances are not hashable values but are safe to share: the only
-    mutable state is bounded memo caches.
+    key, the later one wins. `cookie_fallback` vendors (the Open Cookie Database)
+    answer cookie lookups only, and only for names no vendor in `vendors` claims;
+    they take no part in `vendors`, `vendor()` or any other lookup. Everything is
+    compiled in the constructor; lookups never raise. Instances are not hashable
+    values but are safe to share: the only mutable state is bounded memo caches.
     """
 
     __slots__ = (
         "_by_id",
         "_cookie_cache",
         "_cookie_exact",
-        "_cookie_patterns",
-        "_cookie_regex",
+        "_cookie_fallback",
+        "_cookies",
         "_hosts",
         "_inline",
         "_inline_cache",
@@ -854,7 +1024,7 @@ class Catalog:
         "_vendors",
     )
 
-    def __init__(self, vendors: Iterable[Vendor]) -> None:
+    def __init__(self, vendors: Iterable[Vendor], *, cookie_fallback: Iterable[Vendor] = ()) -> None:
         by_id: dict[str, Vendor] = {}
         for vendor in vendors:
             by_id.pop(vendor.id, None)
@@ -862,8 +1032,6 @@ class Catalog:
         self._by_id = by_id
         self._vendors = tuple(by_id.values())
         hosts: dict[str, Vendor] = {}
-        exact: dict[str, Vendor] = {}
-        patterns: dict[str, Vendor] = {}
         inline: dict[str, Vendor] = {}
         services: dict[str, Vendor] = {}
         names: dict[str, Vendor] = {}
@@ -876,8 +1044,6 @@ class Catalog:
                 entries = paths.setdefault(host.lower(), [])
                 entries[:] = [(p, v) for p, v in entries if p != "/" + path]  # a later vendor wins
                 entries.append(("/" + path, vendor))
-            for cookie in vendor.cookies:
-                (patterns if "*" in cookie else exact)[cookie] = vendor
             for signature in vendor.inline:
                 inline[signature] = vendor
             for service in vendor.services:
@@ -887,14 +1053,9 @@ class Catalog:
         self._hosts = hosts
         # Longest prefix first, so /recaptcha/api2/ would beat /recaptcha/.
         self._paths = {h: tuple(sorted(e, key=lambda pv: -len(pv[0]))) for h, e in paths.items()}
-        self._cookie_exact = exact
-        # Most specific first: the alternation tries patterns in order, so the
-        # pattern with the most literal characters wins (`_ga_*` before `_g*`).
-        ordered = sorted(patterns, key=lambda p: (-len(p.replace("*", "")), p))
-        self._cookie_patterns = tuple(patterns[p] for p in ordered)
-        self._cookie_regex = (
-            re.compile("|".join(f"({_glob_regex(p)})" for p in ordered), re.DOTALL) if ordered else None
-        )
+        self._cookies = _cookie_index(self._vendors)
+        self._cookie_exact = self._cookies.exact
+        self._cookie_fallback = _cookie_index(cookie_fallback) or None
         self._inline = inline
         self._inline_regex = re.compile(_trie_regex(inline)) if inline else None
         self._services = services
@@ -967,17 +1128,21 @@ class Catalog:
 
     def vendor_for_cookie(self, name: str) -> Vendor | None:
         """The vendor owning a cookie name: an exact name beats any pattern, then the
-        pattern with the most literal characters wins. Case-sensitive. Memoised."""
+        pattern with the most literal characters wins; only when no vendor claims
+        the name are the `cookie_fallback` vendors asked, by the same rules.
+        Case-sensitive. Memoised."""
         vendor = self._cookie_exact.get(name)
-        if vendor is not None or self._cookie_regex is None:
+        if vendor is not None:
             return vendor
         cache = self._cookie_cache
         try:
             return cache[name]
         except KeyError:
             pass
-        m = self._cookie_regex.fullmatch(name)
-        vendor = None if m is None or m.lastindex is None else self._cookie_patterns[m.lastindex - 1]
+        vendor = self._cookies.match_pattern(name)
+        fallback = self._cookie_fallback
+        if vendor is None and fallback is not None:
+            vendor = fallback.exact.get(name) or fallback.match_pattern(name)
         return remember(cache, _CACHE_LIMIT, name, vendor)
 
     def vendor_for_inline(self, text: str) -> Vendor | None:
@@ -1014,5 +1179,6 @@ class Catalog:
 
 
 def make_catalog(extra: Iterable[Vendor] = ()) -> Catalog:
-    """The built-in catalogue followed by `extra` (operator vendors override by id)."""
-    return Catalog((*load_builtin_vendors(), *extra))
+    """The built-in catalogue followed by `extra` (operator vendors override by id),
+    with the Open Cookie Database as the cookie fallback."""
+    return Catalog((*load_builtin_vendors(), *extra), cookie_fallback=load_ocd_vendors())

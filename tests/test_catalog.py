@@ -446,6 +446,23 @@ def test_cookie_precedence_exact_then_most_literal_pattern() -> None:
     assert vendor_id(catalog.vendor_for_cookie("_x_\n")) == "broad"
 
 
+COOKIE_PATTERN = st.text(alphabet="ab_*", min_size=1, max_size=5).filter(lambda p: p.strip("*") != "")
+
+
+@given(st.lists(COOKIE_PATTERN, max_size=8, unique=True), st.text(alphabet="ab_", max_size=6))
+def test_vendor_for_cookie_is_exact_then_the_most_literal_pattern(patterns: list[str], name: str) -> None:
+    catalog = Catalog(Vendor(f"v{i}", f"V{i}", ANALYTICS, cookies=(p,)) for i, p in enumerate(patterns))
+    if name in patterns:
+        expected: str | None = name
+    else:
+        # The reference: patterns by literal characters, most first, ties by text.
+        ordered = sorted((p for p in patterns if "*" in p), key=lambda p: (-len(p.replace("*", "")), p))
+        glob = [".*".join(map(re.escape, p.split("*"))) for p in ordered]
+        expected = next((p for p, g in zip(ordered, glob, strict=True) if re.fullmatch(g, name, re.DOTALL)), None)
+    got = catalog.vendor_for_cookie(name)
+    assert (got.cookies[0] if got else None) == expected
+
+
 # ---------------------------------------------------------------------------
 # vendor_for_inline
 # ---------------------------------------------------------------------------
