@@ -777,7 +777,7 @@ def load_builtin_catalog() -> tuple[CatalogMeta, tuple[Vendor, ...]]:
     # Imported here so the validators above stay free of project imports.
     from proxy.categories import BUILTIN_CATEGORIES
 
-    return read_catalog(resources.files("proxy") / "data" / "vendors", BUILTIN_CATEGORIES, require_source=False)
+    return read_catalog(resources.files("proxy") / "data" / "vendors", BUILTIN_CATEGORIES, require_source=True)
 
 
 def load_builtin_vendors() -> tuple[Vendor, ...]:

@@ -656,6 +656,7 @@ def test_builtin_entries_are_complete() -> None:
     for vendor in BUILTIN:
         assert vendor.description.strip(), vendor.id
         assert vendor.description.endswith("."), vendor.id
+        assert parse_source(vendor.source) == vendor.source, vendor.id  # every entry names its source
         assert vendor.hosts or vendor.cookies, vendor.id
         for host in vendor.hosts:
             assert parse_host(host) == host, (vendor.id, host)
@@ -673,7 +674,7 @@ def test_builtin_tables_spell_out_their_ids() -> None:
         tables = document.get("vendor", [])
         assert isinstance(tables, list)
         for table in tables:
-            assert "id" in table and "description" in table, (name, table.get("name"))
+            assert "id" in table and "description" in table and "source" in table, (name, table.get("name"))
 
 
 @pytest.mark.parametrize("key", ["hosts", "urls", "cookies", "inline", "services"])
@@ -760,7 +761,8 @@ def test_builtin_inline_signatures_resolve_to_their_owner() -> None:
         ("https://fonts.googleapis.com/css2?family=Inter", FUNCTIONAL),
         ("https://use.typekit.net/abc.css", FUNCTIONAL),
         ("https://www.recaptcha.net/recaptcha/api.js", ESSENTIAL),
-        ("https://js.hs-scripts.com/123.js", ADVERTISING),
+        ("https://js.hs-scripts.com/123.js", ANALYTICS),  # HubSpot files its tracking under analytics
+        ("https://track.hsadspixel.net/x", ADVERTISING),
         ("https://js.hs-banner.com/123.js", ESSENTIAL),
         ("https://js.usemessages.com/conversations-embed.js", FUNCTIONAL),
         ("https://js.hsforms.net/forms/embed/v2.js", FUNCTIONAL),
