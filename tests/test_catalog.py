@@ -638,7 +638,7 @@ def raw_documents() -> dict[str, dict[str, object]]:
 
 
 def test_builtin_size_and_categories() -> None:
-    assert len(BUILTIN) >= 150
+    assert len(BUILTIN) >= 350
     counts = {category: sum(v.category == category for v in BUILTIN) for category in BUILTIN_CATEGORIES}
     for category, minimum in MINIMUM_PER_CATEGORY.items():
         assert counts[category] >= minimum, (category, counts[category])
@@ -784,6 +784,44 @@ def test_builtin_inline_signatures_resolve_to_their_owner() -> None:
 def test_builtin_category_decisions(lookup: str, category: str) -> None:
     vendor = CATALOG.vendor_for_url(lookup)
     assert vendor is not None and vendor.category == category
+
+
+@pytest.mark.parametrize(
+    ("lookup", "expected"),
+    [
+        # services added for issue 18: ad platforms, affiliates, tag managers, replay,
+        # chat, embeds (hosts), their snippets (inline) and cookies
+        ("https://www.ezojs.com/ezoic/sa.min.js", "ezoic"),
+        ("https://scripts.mediavine.com/tags/site.js", "mediavine"),
+        ("https://cdn.attn.tv/shop/dtag.js", "attentive"),
+        ("https://prf.hn/click/camref:1", "partnerize"),
+        ("https://cdn.viglink.com/api/vglnk.js", "sovrn-commerce"),
+        ("https://siteimproveanalytics.com/js/siteanalyze_1.js", "siteimprove-analytics"),
+        ("https://cdn.tagcommander.com/1/tc_Site_1.js", "commanders-act"),
+        ("https://static.openreplay.com/latest/openreplay.js", "openreplay"),
+        ("https://lptag.liveperson.net/tag/tag.js", "liveperson"),
+        ("https://static.widget.trengo.eu/embed.js", "trengo"),
+        ("https://public.flourish.studio/resources/embed.js", "flourish"),
+        ("https://gist.github.com/user/abc.js", "github-gist"),
+        ("https://embed.ted.com/talks/x", "ted"),
+        ("inline:w.ChatraID = 'abc';", "chatra"),
+        ("inline:var pp_gemius_identifier = 'x';", "gemius"),
+        ("inline:s.src='https://a.omappapi.com/app/js/api.min.js';", "optinmonster"),
+        ("cookie:__attentive_id", "attentive"),
+        ("cookie:LPSID-123", "liveperson"),
+        ("cookie:_conv_v", "convert"),
+        ("cookie:DotMetrics.DeviceKey", "dotmetrics"),
+    ],
+)
+def test_builtin_covers_services_sites_carry(lookup: str, expected: str) -> None:
+    kind, _, rest = lookup.partition(":")
+    if kind == "inline":
+        found = CATALOG.vendor_for_inline(rest)
+    elif kind == "cookie":
+        found = CATALOG.vendor_for_cookie(rest)
+    else:
+        found = CATALOG.vendor_for_url(lookup)
+    assert vendor_id(found) == expected
 
 
 @pytest.mark.parametrize(
