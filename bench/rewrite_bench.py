@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import lolhtml
 import pages
 
-from proxy.catalog import Catalog, host_of, load_builtin_vendors
+from proxy.catalog import Catalog, host_of, load_builtin_vendors, load_ocd_vendors
 from proxy.config import (
     make_policy,
     parse_config,
@@ -99,12 +99,13 @@ def main() -> int:
     # ------------------------------------------------------------- catalogue costs
     t1 = time.perf_counter()
     builtins = load_builtin_vendors()
+    ocd = load_ocd_vendors()
     t2 = time.perf_counter()
-    catalog = Catalog(builtins)
+    catalog = Catalog(builtins, cookie_fallback=ocd)
     t3 = time.perf_counter()
     print(
-        f"catalogue: {len(builtins)} vendors; load+validate {1000 * (t2 - t1):.1f} ms, "
-        f"compile {1000 * (t3 - t2):.1f} ms"
+        f"catalogue: {len(builtins)} vendors and {sum(len(v.cookies) for v in ocd)} Open Cookie Database names; "
+        f"load+validate {1000 * (t2 - t1):.1f} ms, compile {1000 * (t3 - t2):.1f} ms"
     )
     config = parse_config({})
     policy = make_policy(config, catalog)
@@ -117,6 +118,8 @@ def main() -> int:
         "decide_url": lambda: policy.decide_url(none, Kind.SCRIPT, "https://static.hotjar.com/c/h.js", "s"),
         "vendor_for_cookie (exact)": lambda: catalog.vendor_for_cookie("_fbp"),
         "vendor_for_cookie (pattern)": lambda: catalog.vendor_for_cookie("_ga_ABC123"),
+        "vendor_for_cookie (OCD)": lambda: catalog.vendor_for_cookie("GRV_BHV_UID_42"),
+        "vendor_for_cookie (unknown)": lambda: catalog.vendor_for_cookie("shop_session_42"),
         "classify_inline (300 B)": lambda: catalog.vendor_for_inline(
             "window.dataLayer = window.dataLayer || []; function gtag(){dataLayer.push(arguments);}" * 3
             + "gtag('config', 'G-1');"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import encodings.idna
 import ipaddress
+import json
 import re
 import tomllib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -42,11 +43,14 @@ __all__ = [
     "host_of",
     "load_builtin_catalog",
     "load_builtin_vendors",
+    "load_ocd_vendors",
     "make_catalog",
     "parse_catalog",
     "parse_cookie_pattern",
     "parse_host",
     "parse_inline_signature",
+    "parse_ocd",
+    "parse_source",
     "parse_vendor",
     "parse_vendors",
     "read_catalog",
@@ -62,7 +66,10 @@ class Vendor:
     host shared by several (they win over `hosts` on that host); `cookies` are exact
     names or patterns where `*` matches any run of characters (including none);
     `inline` are case-sensitive substrings of inline script text; `services` are
-    consent manager service keys, stored casefolded.
+    consent manager service keys, stored casefolded. `source` says where the entry's
+    facts come from: an https URL of the vendor's own documentation, or a
+    `reason: ...` text where there is none (required for built-in entries, optional
+    for operator vendors; empty when not given).
     """
 
     id: str
@@ -74,6 +81,7 @@ class Vendor:
     services: tuple[str, ...] = ()
     description: str = ""
     urls: tuple[str, ...] = ()
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +274,18 @@ def _ipv4(parts: list[str]) -> str | None:
 # Validation of vendor tables (shared with operator config)
 # ---------------------------------------------------------------------------
 
-_KEYS: Final = ("id", "name", "category", "hosts", "urls", "cookies", "inline", "services", "description")
+_KEYS: Final = (
+    "id",
+    "name",
+    "category",
+    "hosts",
+    "urls",
+    "cookies",
+    "inline",
+    "services",
+    "description",
+    "source",
+)
 _ID: Final = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _LABEL: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
 _HOST_CHAR: Final = re.compile(r"[^a-z0-9_.-]")
@@ -276,6 +295,10 @@ MIN_INLINE_LENGTH: Final = 6
 """Shorter inline signatures would match unrelated scripts."""
 MAX_INLINE_LENGTH: Final = 200
 MAX_DESCRIPTION_LENGTH: Final = 200
+MAX_SOURCE_LENGTH: Final = 500
+REASON_PREFIX: Final = "reason:"
+"""A `source` that is no URL starts with this and says why the category is what it is."""
+_MIN_REASON_LENGTH: Final = 10
 
 
 def _toml_type(value: object) -> str:
@@ -401,6 +424,38 @@ def parse_inline_signature(text: str) -> str:
     return text
 
 
+def parse_source(text: str) -> str:
+    """Validate a vendor's `source` and return it unchanged.
+
+    A source is either an `https://` URL (the vendor's own documentation of its
+    cookies, hosts or snippet) or a text starting with `reason:` that says why the
+    entry's category is what it is, where the vendor documents nothing usable. At
+    most MAX_SOURCE_LENGTH characters. Raises ValueError naming what is wrong.
+    """
+    if not text.strip():
+        raise ValueError("empty source; give an https URL of the vendor's documentation or 'reason: ...'")
+    if text != text.strip():
+        raise ValueError(f"{text!r} has leading or trailing whitespace")
+    if len(text) > MAX_SOURCE_LENGTH:
+        raise ValueError(f"source longer than {MAX_SOURCE_LENGTH} characters")
+    if text.startswith(REASON_PREFIX):
+        if len(text[len(REASON_PREFIX) :].strip()) < _MIN_REASON_LENGTH:
+            raise ValueError(f"{text!r}: say the reason after 'reason:' (at least {_MIN_REASON_LENGTH} characters)")
+        return text
+    if text.lower().startswith("http://"):
+        raise ValueError(f"{text!r} is not https; cite the https address")
+    if not text.startswith("https://"):
+        raise ValueError(
+            f"{text!r} is neither an https URL of the vendor's documentation nor a text starting with 'reason:'"
+        )
+    if any(c.isspace() for c in text) or not text.isprintable():
+        raise ValueError(f"{text!r}: a URL has no whitespace or control characters")
+    host = host_of(text)
+    if host is None or "." not in host or host.startswith("["):
+        raise ValueError(f"{text!r} has no valid host")
+    return text
+
+
 def parse_host_path(text: str) -> str:
     """Validate a catalogue URL prefix, `host/path`: a host as `parse_host` takes it
     (matching its subdomains too) and a path prefix that matches whole segments
@@ -449,15 +504,17 @@ def _slug(name: str) -> str:
     return "-".join(re.findall(r"[a-z0-9]+", name.lower()))
 
 
-def parse_vendor(table: object, path: str, categories: Collection[str]) -> Vendor:
+def parse_vendor(table: object, path: str, categories: Collection[str], *, require_source: bool = False) -> Vendor:
     """Validate one `[[vendor]]` table and return the Vendor.
 
     `path` prefixes every problem (`vendor[3]` gives `vendor[3].hosts[0]: …`);
     `categories` are the known category names. Keys: `name` and `category` are
     required; `id` defaults to a slug of the name; `hosts`, `urls`, `cookies`, `inline`,
     `services` are arrays of strings (at least one host, cookie or inline
-    signature or URL overall); `description` is one short sentence. Unknown keys are
-    errors. Raises VendorError listing every problem at once.
+    signature or URL overall); `description` is one short sentence; `source` is
+    checked by `parse_source` and required only with `require_source` (the
+    built-in catalogue; operators know their own sites, so their vendors may omit
+    it). Unknown keys are errors. Raises VendorError listing every problem at once.
     """
     if not isinstance(table, Mapping):
         raise VendorError([f"{path}: expected a table, got {_toml_type(table)}"])
@@ -494,6 +551,16 @@ def parse_vendor(table: object, path: str, categories: Collection[str]) -> Vendo
     description = text("description", required=False)
     if len(description) > MAX_DESCRIPTION_LENGTH:
         problems.append(f"{path}.description: longer than {MAX_DESCRIPTION_LENGTH} characters")
+    source = text("source", required=False)
+    if "source" not in table and require_source:
+        problems.append(
+            f"{path}: missing required key 'source' (an https URL of the vendor's documentation, or 'reason: ...')"
+        )
+    elif isinstance(table.get("source"), str):
+        try:
+            parse_source(source)
+        except ValueError as exc:
+            problems.append(f"{path}.source: {exc}")
 
     def strings(key: str, parse: Callable[[str], str]) -> tuple[str, ...]:
         value = table.get(key, [])
@@ -540,6 +607,7 @@ def parse_vendor(table: object, path: str, categories: Collection[str]) -> Vendo
         services=services,
         description=description,
         urls=urls,
+        source=source,
     )
 
 
@@ -563,7 +631,15 @@ class _Ledger:
         self.ids: dict[str, str] = {}
         self.owners: dict[tuple[str, str], tuple[str, str]] = {}
 
-    def add(self, items: object, path: str, categories: Collection[str], problems: list[str]) -> list[Vendor]:
+    def add(
+        self,
+        items: object,
+        path: str,
+        categories: Collection[str],
+        problems: list[str],
+        *,
+        require_source: bool = False,
+    ) -> list[Vendor]:
         if not isinstance(items, list):
             problems.append(f"{path}: expected an array of tables, got {_toml_type(items)}")
             return []
@@ -571,7 +647,7 @@ class _Ledger:
         for i, table in enumerate(items):
             where = f"{path}[{i}]"
             try:
-                vendor = parse_vendor(table, where, categories)
+                vendor = parse_vendor(table, where, categories, require_source=require_source)
             except VendorError as exc:
                 problems.extend(exc.problems)
                 continue
@@ -624,7 +700,10 @@ def _parse_meta(table: object, path: str, problems: list[str]) -> CatalogMeta | 
 
 
 def parse_catalog(
-    documents: Iterable[tuple[str, Mapping[str, object]]], categories: Collection[str]
+    documents: Iterable[tuple[str, Mapping[str, object]]],
+    categories: Collection[str],
+    *,
+    require_source: bool = False,
 ) -> tuple[CatalogMeta, tuple[Vendor, ...]]:
     """Validate a catalogue split over several TOML documents.
 
@@ -634,7 +713,8 @@ def parse_catalog(
     TOML date); any document may hold `[[vendor]]` tables and nothing else. The
     vendors are the union in document order, and ids, hosts, cookie names and
     patterns, inline signatures and service keys are unique across all
-    documents. Raises VendorError listing every problem.
+    documents. With `require_source` (the built-in catalogue) every vendor must
+    name its `source`. Raises VendorError listing every problem.
     """
     problems: list[str] = []
     ledger = _Ledger()
@@ -651,7 +731,11 @@ def parse_catalog(
             else:
                 meta_from = name
                 meta = _parse_meta(document["meta"], f"{name}: meta", problems)
-        vendors.extend(ledger.add(document.get("vendor", []), f"{name}: vendor", categories, problems))
+        vendors.extend(
+            ledger.add(
+                document.get("vendor", []), f"{name}: vendor", categories, problems, require_source=require_source
+            )
+        )
     if meta_from is None:
         problems.append("no [meta] table in any catalogue file")
     if problems or meta is None:
@@ -659,9 +743,11 @@ def parse_catalog(
     return meta, tuple(vendors)
 
 
-def read_catalog(folder: Traversable, categories: Collection[str]) -> tuple[CatalogMeta, tuple[Vendor, ...]]:
+def read_catalog(
+    folder: Traversable, categories: Collection[str], *, require_source: bool = False
+) -> tuple[CatalogMeta, tuple[Vendor, ...]]:
     """Read every `*.toml` file in `folder`, in sorted name order, and validate them
-    together with `parse_catalog`.
+    together with `parse_catalog` (`require_source` is passed on).
 
     Problems are prefixed `<folder name>/<file name>: `; a file that is not valid
     TOML or UTF-8 is reported with the parser's message, and the other files are
@@ -677,7 +763,7 @@ def read_catalog(folder: Traversable, categories: Collection[str]) -> tuple[Cata
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             problems.append(f"{name}: not valid TOML: {exc}")
     try:
-        result = parse_catalog(documents, categories)
+        result = parse_catalog(documents, categories, require_source=require_source)
     except VendorError as exc:
         raise VendorError([*problems, *exc.problems]) from None
     if problems:
@@ -691,12 +777,112 @@ def load_builtin_catalog() -> tuple[CatalogMeta, tuple[Vendor, ...]]:
     # Imported here so the validators above stay free of project imports.
     from proxy.categories import BUILTIN_CATEGORIES
 
-    return read_catalog(resources.files("proxy") / "data" / "vendors", BUILTIN_CATEGORIES)
+    return read_catalog(resources.files("proxy") / "data" / "vendors", BUILTIN_CATEGORIES, require_source=True)
 
 
 def load_builtin_vendors() -> tuple[Vendor, ...]:
     """The built-in vendors, in file order (read once per process)."""
     return load_builtin_catalog()[1]
+
+
+# ---------------------------------------------------------------------------
+# The Open Cookie Database: a second, lower-priority source of cookie names
+# ---------------------------------------------------------------------------
+
+OCD_REPOSITORY: Final = "https://github.com/jkwakman/Open-Cookie-Database"
+OCD_CATEGORIES: Final = ("Analytics", "Marketing", "Functional", "Necessary", "Security", "Personalization")
+"""The categories the Open Cookie Database uses (its own words)."""
+
+
+def parse_ocd(data: object, categories: Collection[str]) -> tuple[Vendor, ...]:
+    """Validate the shipped Open Cookie Database file (written by tools/import_ocd.py)
+    and return its names as cookie-only vendors, one per platform and category.
+
+    `data` is the decoded JSON: `meta` (with the source `commit`) and `cookies`, rows
+    of `[pattern, platform, ocd_category, category]` where `pattern` is an exact
+    name or a `*` pattern and `category` is ours after the import decisions, or
+    null for a name left out. Vendor ids are `ocd-<platform>-<category>`. Raises
+    ValueError naming the first bad row.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"expected an object, got {_toml_type(data)}")
+    meta, rows = data.get("meta"), data.get("cookies")
+    if not isinstance(meta, dict) or not isinstance(meta.get("commit"), str):
+        raise ValueError("meta: expected an object with the source 'commit'")
+    if not isinstance(rows, list):
+        raise ValueError("cookies: expected an array")
+    source = f"{OCD_REPOSITORY}/blob/{meta['commit']}/open-cookie-database.csv"
+    grouped: dict[str, tuple[str, str, list[str]]] = {}
+    ids: dict[tuple[str, str], str] = {}
+    for i, row in enumerate(rows):
+        if not (isinstance(row, list) and len(row) == 4):
+            raise ValueError(f"cookies[{i}]: expected [pattern, platform, ocd_category, category], got {row!r}")
+        pattern, platform, ocd_category, category = row
+        if ocd_category not in OCD_CATEGORIES:
+            raise ValueError(f"cookies[{i}]: unknown Open Cookie Database category {ocd_category!r}")
+        if category is None:
+            continue
+        if not (isinstance(pattern, str) and isinstance(platform, str)):
+            raise ValueError(f"cookies[{i}]: expected [pattern, platform, ocd_category, category], got {row!r}")
+        if category not in categories:
+            raise ValueError(f"cookies[{i}]: unknown category {category!r}")
+        if _ocd_name_is_bad(pattern):
+            try:  # for the message; both raise on every name _ocd_name_is_bad refuses
+                parse_cookie_pattern(pattern) if "*" in pattern else _parse_ocd_name(pattern)
+            except ValueError as exc:
+                raise ValueError(f"cookies[{i}]: {exc}") from None
+        key = (platform, category)
+        vendor_id = ids.get(key)
+        if vendor_id is None:
+            vendor_id = ids[key] = f"ocd-{_slug(platform) or 'unnamed'}-{category}"
+        grouped.setdefault(vendor_id, (platform or "unnamed platform", category, []))[2].append(pattern)
+    return tuple(
+        Vendor(
+            id=vendor_id,
+            name=f"{platform} (Open Cookie Database)",
+            category=category,
+            cookies=tuple(dict.fromkeys(cookies)),
+            description=f"Cookies the Open Cookie Database lists for {platform}.",
+            source=source,
+        )
+        for vendor_id, (platform, category, cookies) in grouped.items()
+    )
+
+
+_REGEX_CHAR: Final = re.compile(r"[][?{}()|^$+\\]")
+
+
+def _ocd_name_is_bad(pattern: str) -> bool:
+    """What parse_cookie_pattern refuses in a pattern, or _parse_ocd_name in an exact
+    name, in two regex scans instead of a loop per character (2,000 names per load)."""
+    if not pattern or _COOKIE_FORBIDDEN.search(pattern) is not None:
+        return True
+    return "*" in pattern and (_REGEX_CHAR.search(pattern) is not None or not pattern.strip("*"))
+
+
+def _parse_ocd_name(text: str) -> str:
+    # Exact names are looked up as they are, so brackets and the like may stay.
+    if not text:
+        raise ValueError("empty cookie name")
+    bad = _COOKIE_FORBIDDEN.search(text)
+    if bad is not None:
+        raise ValueError(f"{text!r} has {bad.group()!r}, which cannot appear in a cookie name")
+    return text
+
+
+@cache
+def load_ocd_vendors() -> tuple[Vendor, ...]:
+    """The package's `data/ocd/open-cookie-database.json` as vendors, once per process.
+
+    Raises VendorError when the shipped file is missing or malformed.
+    """
+    from proxy.categories import BUILTIN_CATEGORIES
+
+    path = resources.files("proxy") / "data" / "ocd" / "open-cookie-database.json"
+    try:
+        return parse_ocd(json.loads(path.read_text(encoding="utf-8")), BUILTIN_CATEGORIES)
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise VendorError([f"ocd/open-cookie-database.json: {exc}"]) from None
 
 
 # ---------------------------------------------------------------------------
@@ -714,6 +900,71 @@ _INLINE_CACHE_BYTES: Final = 4 << 20
 
 def _glob_regex(pattern: str) -> str:
     return ".*".join(re.escape(part) for part in pattern.split("*"))
+
+
+@dataclass(frozen=True, slots=True)
+class _CookieIndex:
+    """Compiled cookie names of some vendors (a later vendor wins a name).
+
+    Exact names are a dict. Patterns whose only `*` ends them (nearly all) are a
+    dict of their prefixes, probed from the longest prefix length down, so that
+    building costs no regex compilation; the other patterns are one regex
+    alternation, most literal first. Across the two, the pattern with the most
+    literal characters wins, ties going to the pattern that sorts first.
+    """
+
+    exact: dict[str, Vendor]
+    prefixes: dict[str, Vendor]
+    lengths: tuple[int, ...]
+    patterns: tuple[tuple[str, Vendor], ...]
+    regex: re.Pattern[str] | None
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefixes or self.patterns)
+
+    def match_pattern(self, name: str) -> Vendor | None:
+        """The vendor of the most literal pattern matching `name` (exact names aside)."""
+        found: Vendor | None = None
+        found_prefix = ""
+        size = len(name)
+        for n in self.lengths:
+            if n <= size:
+                found = self.prefixes.get(name[:n])
+                if found is not None:
+                    found_prefix = name[:n]
+                    break
+        if self.regex is not None:
+            m = self.regex.fullmatch(name)
+            if m is not None and m.lastindex is not None:
+                pattern, vendor = self.patterns[m.lastindex - 1]
+                literal = len(pattern) - pattern.count("*")
+                if found is None or (literal, found_prefix + "*") > (len(found_prefix), pattern):
+                    return vendor
+        return found
+
+
+def _cookie_index(vendors: Iterable[Vendor]) -> _CookieIndex:
+    exact: dict[str, Vendor] = {}
+    prefixes: dict[str, Vendor] = {}
+    patterns: dict[str, Vendor] = {}
+    for vendor in vendors:
+        for cookie in vendor.cookies:
+            if "*" not in cookie:
+                exact[cookie] = vendor
+            elif cookie.find("*") == len(cookie) - 1:
+                prefixes[cookie[:-1]] = vendor
+            else:
+                patterns[cookie] = vendor
+    # Most specific first: the alternation tries patterns in order, so the
+    # pattern with the most literal characters wins (`_ga_*` before `_g*`).
+    ordered = sorted(patterns, key=lambda p: (-len(p.replace("*", "")), p))
+    return _CookieIndex(
+        exact=exact,
+        prefixes=prefixes,
+        lengths=tuple(sorted({len(p) for p in prefixes}, reverse=True)),
+        patterns=tuple((p, patterns[p]) for p in ordered),
+        regex=re.compile("|".join(f"({_glob_regex(p)})" for p in ordered), re.DOTALL) if ordered else None,
+    )
 
 
 _Trie: TypeAlias = dict[str, "_Trie"]
@@ -750,17 +1001,19 @@ class Catalog:
     Later vendors override earlier ones with the same id (operator vendors come
     after the built-ins), and the overriding vendor takes the later position. When
     two different vendors claim the same host, cookie, inline signature or service
-    key, the later one wins. Everything is compiled in the constructor; lookups
-    never raise. Instances are not hashable values but are safe to share: the only
-    mutable state is bounded memo caches.
+    key, the later one wins. `cookie_fallback` vendors (the Open Cookie Database)
+    answer cookie lookups only, and only for names no vendor in `vendors` claims;
+    they take no part in `vendors`, `vendor()` or any other lookup. Everything is
+    compiled in the constructor; lookups never raise. Instances are not hashable
+    values but are safe to share: the only mutable state is bounded memo caches.
     """
 
     __slots__ = (
         "_by_id",
         "_cookie_cache",
         "_cookie_exact",
-        "_cookie_patterns",
-        "_cookie_regex",
+        "_cookie_fallback",
+        "_cookies",
         "_hosts",
         "_inline",
         "_inline_cache",
@@ -772,7 +1025,7 @@ class Catalog:
         "_vendors",
     )
 
-    def __init__(self, vendors: Iterable[Vendor]) -> None:
+    def __init__(self, vendors: Iterable[Vendor], *, cookie_fallback: Iterable[Vendor] = ()) -> None:
         by_id: dict[str, Vendor] = {}
         for vendor in vendors:
             by_id.pop(vendor.id, None)
@@ -780,8 +1033,6 @@ class Catalog:
         self._by_id = by_id
         self._vendors = tuple(by_id.values())
         hosts: dict[str, Vendor] = {}
-        exact: dict[str, Vendor] = {}
-        patterns: dict[str, Vendor] = {}
         inline: dict[str, Vendor] = {}
         services: dict[str, Vendor] = {}
         names: dict[str, Vendor] = {}
@@ -794,8 +1045,6 @@ class Catalog:
                 entries = paths.setdefault(host.lower(), [])
                 entries[:] = [(p, v) for p, v in entries if p != "/" + path]  # a later vendor wins
                 entries.append(("/" + path, vendor))
-            for cookie in vendor.cookies:
-                (patterns if "*" in cookie else exact)[cookie] = vendor
             for signature in vendor.inline:
                 inline[signature] = vendor
             for service in vendor.services:
@@ -805,14 +1054,9 @@ class Catalog:
         self._hosts = hosts
         # Longest prefix first, so /recaptcha/api2/ would beat /recaptcha/.
         self._paths = {h: tuple(sorted(e, key=lambda pv: -len(pv[0]))) for h, e in paths.items()}
-        self._cookie_exact = exact
-        # Most specific first: the alternation tries patterns in order, so the
-        # pattern with the most literal characters wins (`_ga_*` before `_g*`).
-        ordered = sorted(patterns, key=lambda p: (-len(p.replace("*", "")), p))
-        self._cookie_patterns = tuple(patterns[p] for p in ordered)
-        self._cookie_regex = (
-            re.compile("|".join(f"({_glob_regex(p)})" for p in ordered), re.DOTALL) if ordered else None
-        )
+        self._cookies = _cookie_index(self._vendors)
+        self._cookie_exact = self._cookies.exact
+        self._cookie_fallback = _cookie_index(cookie_fallback) or None
         self._inline = inline
         self._inline_regex = re.compile(_trie_regex(inline)) if inline else None
         self._services = services
@@ -885,17 +1129,21 @@ class Catalog:
 
     def vendor_for_cookie(self, name: str) -> Vendor | None:
         """The vendor owning a cookie name: an exact name beats any pattern, then the
-        pattern with the most literal characters wins. Case-sensitive. Memoised."""
+        pattern with the most literal characters wins; only when no vendor claims
+        the name are the `cookie_fallback` vendors asked, by the same rules.
+        Case-sensitive. Memoised."""
         vendor = self._cookie_exact.get(name)
-        if vendor is not None or self._cookie_regex is None:
+        if vendor is not None:
             return vendor
         cache = self._cookie_cache
         try:
             return cache.table[name]
         except KeyError:
             pass
-        m = self._cookie_regex.fullmatch(name)
-        vendor = None if m is None or m.lastindex is None else self._cookie_patterns[m.lastindex - 1]
+        vendor = self._cookies.match_pattern(name)
+        fallback = self._cookie_fallback
+        if vendor is None and fallback is not None:
+            vendor = fallback.exact.get(name) or fallback.match_pattern(name)
         return cache.put(name, vendor, len(name))
 
     def vendor_for_inline(self, text: str) -> Vendor | None:
@@ -932,5 +1180,6 @@ class Catalog:
 
 
 def make_catalog(extra: Iterable[Vendor] = ()) -> Catalog:
-    """The built-in catalogue followed by `extra` (operator vendors override by id)."""
-    return Catalog((*load_builtin_vendors(), *extra))
+    """The built-in catalogue followed by `extra` (operator vendors override by id),
+    with the Open Cookie Database as the cookie fallback."""
+    return Catalog((*load_builtin_vendors(), *extra), cookie_fallback=load_ocd_vendors())

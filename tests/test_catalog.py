@@ -29,6 +29,7 @@ from proxy.catalog import (
     parse_host,
     parse_host_path,
     parse_inline_signature,
+    parse_source,
     parse_vendor,
     parse_vendors,
     read_catalog,
@@ -445,6 +446,23 @@ def test_cookie_precedence_exact_then_most_literal_pattern() -> None:
     assert vendor_id(catalog.vendor_for_cookie("_x_\n")) == "broad"
 
 
+COOKIE_PATTERN = st.text(alphabet="ab_*", min_size=1, max_size=5).filter(lambda p: p.strip("*") != "")
+
+
+@given(st.lists(COOKIE_PATTERN, max_size=8, unique=True), st.text(alphabet="ab_", max_size=6))
+def test_vendor_for_cookie_is_exact_then_the_most_literal_pattern(patterns: list[str], name: str) -> None:
+    catalog = Catalog(Vendor(f"v{i}", f"V{i}", ANALYTICS, cookies=(p,)) for i, p in enumerate(patterns))
+    if name in patterns:
+        expected: str | None = name
+    else:
+        # The reference: patterns by literal characters, most first, ties by text.
+        ordered = sorted((p for p in patterns if "*" in p), key=lambda p: (-len(p.replace("*", "")), p))
+        glob = [".*".join(map(re.escape, p.split("*"))) for p in ordered]
+        expected = next((p for p, g in zip(ordered, glob, strict=True) if re.fullmatch(g, name, re.DOTALL)), None)
+    got = catalog.vendor_for_cookie(name)
+    assert (got.cookies[0] if got else None) == expected
+
+
 # ---------------------------------------------------------------------------
 # vendor_for_inline
 # ---------------------------------------------------------------------------
@@ -620,7 +638,7 @@ def raw_documents() -> dict[str, dict[str, object]]:
 
 
 def test_builtin_size_and_categories() -> None:
-    assert len(BUILTIN) >= 150
+    assert len(BUILTIN) >= 350
     counts = {category: sum(v.category == category for v in BUILTIN) for category in BUILTIN_CATEGORIES}
     for category, minimum in MINIMUM_PER_CATEGORY.items():
         assert counts[category] >= minimum, (category, counts[category])
@@ -638,6 +656,7 @@ def test_builtin_entries_are_complete() -> None:
     for vendor in BUILTIN:
         assert vendor.description.strip(), vendor.id
         assert vendor.description.endswith("."), vendor.id
+        assert parse_source(vendor.source) == vendor.source, vendor.id  # every entry names its source
         assert vendor.hosts or vendor.cookies, vendor.id
         for host in vendor.hosts:
             assert parse_host(host) == host, (vendor.id, host)
@@ -655,7 +674,7 @@ def test_builtin_tables_spell_out_their_ids() -> None:
         tables = document.get("vendor", [])
         assert isinstance(tables, list)
         for table in tables:
-            assert "id" in table and "description" in table, (name, table.get("name"))
+            assert "id" in table and "description" in table and "source" in table, (name, table.get("name"))
 
 
 @pytest.mark.parametrize("key", ["hosts", "urls", "cookies", "inline", "services"])
@@ -742,7 +761,8 @@ def test_builtin_inline_signatures_resolve_to_their_owner() -> None:
         ("https://fonts.googleapis.com/css2?family=Inter", FUNCTIONAL),
         ("https://use.typekit.net/abc.css", FUNCTIONAL),
         ("https://www.recaptcha.net/recaptcha/api.js", ESSENTIAL),
-        ("https://js.hs-scripts.com/123.js", ADVERTISING),
+        ("https://js.hs-scripts.com/123.js", ANALYTICS),  # HubSpot files its tracking under analytics
+        ("https://track.hsadspixel.net/x", ADVERTISING),
         ("https://js.hs-banner.com/123.js", ESSENTIAL),
         ("https://js.usemessages.com/conversations-embed.js", FUNCTIONAL),
         ("https://js.hsforms.net/forms/embed/v2.js", FUNCTIONAL),
@@ -764,6 +784,44 @@ def test_builtin_inline_signatures_resolve_to_their_owner() -> None:
 def test_builtin_category_decisions(lookup: str, category: str) -> None:
     vendor = CATALOG.vendor_for_url(lookup)
     assert vendor is not None and vendor.category == category
+
+
+@pytest.mark.parametrize(
+    ("lookup", "expected"),
+    [
+        # services added for issue 18: ad platforms, affiliates, tag managers, replay,
+        # chat, embeds (hosts), their snippets (inline) and cookies
+        ("https://www.ezojs.com/ezoic/sa.min.js", "ezoic"),
+        ("https://scripts.mediavine.com/tags/site.js", "mediavine"),
+        ("https://cdn.attn.tv/shop/dtag.js", "attentive"),
+        ("https://prf.hn/click/camref:1", "partnerize"),
+        ("https://cdn.viglink.com/api/vglnk.js", "sovrn-commerce"),
+        ("https://siteimproveanalytics.com/js/siteanalyze_1.js", "siteimprove-analytics"),
+        ("https://cdn.tagcommander.com/1/tc_Site_1.js", "commanders-act"),
+        ("https://static.openreplay.com/latest/openreplay.js", "openreplay"),
+        ("https://lptag.liveperson.net/tag/tag.js", "liveperson"),
+        ("https://static.widget.trengo.eu/embed.js", "trengo"),
+        ("https://public.flourish.studio/resources/embed.js", "flourish"),
+        ("https://gist.github.com/user/abc.js", "github-gist"),
+        ("https://embed.ted.com/talks/x", "ted"),
+        ("inline:w.ChatraID = 'abc';", "chatra"),
+        ("inline:var pp_gemius_identifier = 'x';", "gemius"),
+        ("inline:s.src='https://a.omappapi.com/app/js/api.min.js';", "optinmonster"),
+        ("cookie:__attentive_id", "attentive"),
+        ("cookie:LPSID-123", "liveperson"),
+        ("cookie:_conv_v", "convert"),
+        ("cookie:DotMetrics.DeviceKey", "dotmetrics"),
+    ],
+)
+def test_builtin_covers_services_sites_carry(lookup: str, expected: str) -> None:
+    kind, _, rest = lookup.partition(":")
+    if kind == "inline":
+        found = CATALOG.vendor_for_inline(rest)
+    elif kind == "cookie":
+        found = CATALOG.vendor_for_cookie(rest)
+    else:
+        found = CATALOG.vendor_for_url(lookup)
+    assert vendor_id(found) == expected
 
 
 @pytest.mark.parametrize(
@@ -886,7 +944,7 @@ def test_parse_vendor_reports_every_problem_with_its_path() -> None:
         parse_vendor(table, "vendor[3]", BUILTIN_CATEGORIES)
     assert info.value.problems == (
         "vendor[3]: unknown key 'colour' "
-        "(known: id, name, category, hosts, urls, cookies, inline, services, description)",
+        "(known: id, name, category, hosts, urls, cookies, inline, services, description, source)",
         "vendor[3].name: expected a string, got integer",
         f"vendor[3].category: unknown category 'marketing' {KNOWN_CATEGORIES}",
         "vendor[3].hosts[0]: 'https://x.com/' is a URL, not a host name, write 'x.com'",
@@ -946,6 +1004,87 @@ def test_parse_vendor_errors(table: object, problems: tuple[str, ...]) -> None:
     with pytest.raises(VendorError) as info:
         parse_vendor(table, "vendor[0]", BUILTIN_CATEGORIES)
     assert info.value.problems == problems
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://help.hotjar.com/hc/en-us/articles/6952777582999-Cookies-Set-by-the-Hotjar-Tracking-Code",
+        "https://developers.google.com/tag-platform/security/concepts/cookies#cookie_usage",
+        "reason: a CAPTCHA the site needs to accept forms; it sets no tracking cookie",
+    ],
+)
+def test_parse_source_accepts_urls_and_reasons(text: str) -> None:
+    assert parse_source(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty source"),
+        ("   ", "empty source"),
+        (" https://x.example/", "leading or trailing whitespace"),
+        ("http://x.example/cookies", "is not https"),
+        ("HTTP://x.example/cookies", "is not https"),
+        ("www.example.com/cookies", "neither an https URL"),
+        ("because it tracks", "neither an https URL"),
+        ("Reason: capitalised prefix", "neither an https URL"),
+        ("reason:", "say the reason after 'reason:'"),
+        ("reason: short", "say the reason after 'reason:'"),
+        ("https://x.example/a b", "no whitespace"),
+        ("https://", "no valid host"),
+        ("https://localhost/cookies", "no valid host"),
+        ("https://[::1]/cookies", "no valid host"),
+        ("https://x.example/" + "a" * 500, "longer than 500"),
+    ],
+)
+def test_parse_source_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_source(text)
+
+
+def test_parse_vendor_source_is_optional_for_operators_and_required_on_demand() -> None:
+    table = {"name": "Acme", "category": "analytics", "hosts": ["acme.example"]}
+    assert parse_vendor(table, "vendor[0]", BUILTIN_CATEGORIES).source == ""
+    with pytest.raises(VendorError) as info:
+        parse_vendor(table, "vendor[0]", BUILTIN_CATEGORIES, require_source=True)
+    assert info.value.problems == (
+        "vendor[0]: missing required key 'source' (an https URL of the vendor's documentation, or 'reason: ...')",
+    )
+    cited = {**table, "source": "https://acme.example/docs/cookies"}
+    assert parse_vendor(cited, "v", BUILTIN_CATEGORIES, require_source=True).source == cited["source"]
+    for bad, problem in [
+        (7, "vendor[0].source: expected a string, got integer"),
+        ("", "vendor[0].source: empty source; give an https URL of the vendor's documentation or 'reason: ...'"),
+        ("http://acme.example/", "vendor[0].source: 'http://acme.example/' is not https; cite the https address"),
+    ]:
+        with pytest.raises(VendorError) as info:
+            parse_vendor({**table, "source": bad}, "vendor[0]", BUILTIN_CATEGORIES)
+        assert info.value.problems == (problem,)
+
+
+def test_parse_catalog_requires_sources_only_when_asked() -> None:
+    unsourced = {"id": "a", "name": "A", "category": "social", "hosts": ["a.example"]}
+    vague = {"id": "b", "name": "B", "category": "social", "hosts": ["b.example"], "source": "reason: x"}
+    cited = {"id": "c", "name": "C", "category": "social", "hosts": ["c.example"], "source": "reason: a video embed"}
+    documents: list[tuple[str, Mapping[str, object]]] = [
+        ("vendors/_meta.toml", META),
+        ("vendors/a.toml", {"vendor": [unsourced, vague, cited]}),
+    ]
+    with pytest.raises(VendorError) as info:
+        parse_catalog(documents, BUILTIN_CATEGORIES)  # a bad source is refused even when none is required
+    assert len(info.value.problems) == 1
+    with pytest.raises(VendorError) as info:
+        parse_catalog(documents, BUILTIN_CATEGORIES, require_source=True)
+    assert info.value.problems == (
+        "vendors/a.toml: vendor[0]: missing required key 'source' "
+        "(an https URL of the vendor's documentation, or 'reason: ...')",
+        "vendors/a.toml: vendor[1].source: 'reason: x': say the reason after 'reason:' (at least 10 characters)",
+    )
+    only_cited: list[tuple[str, Mapping[str, object]]] = [documents[0], ("vendors/a.toml", {"vendor": [cited]})]
+    assert [v.source for v in parse_catalog(only_cited, BUILTIN_CATEGORIES, require_source=True)[1]] == [
+        "reason: a video embed"
+    ]
 
 
 def test_parse_vendor_accepts_operator_categories() -> None:

@@ -214,6 +214,17 @@ def test_operator_vendor_overrides_builtin_by_id() -> None:
     assert cfg.policy.decide_url(none, Kind.FRAME, "https://www.youtube.com/embed/x", "s").category == "functional"
 
 
+def test_operator_vendor_source_is_optional_but_checked() -> None:
+    vendor = {"id": "acme", "name": "Acme", "category": "analytics", "hosts": ["acme.example"]}
+    assert parse_config({"vendor": [vendor]}).vendors[0].source == ""  # operators know their own sites
+    cited = parse_config({"vendor": [{**vendor, "source": "https://acme.example/cookies"}]})
+    assert cited.vendors[0].source == "https://acme.example/cookies"
+    assert problems({"vendor": [{**vendor, "source": "see the wiki"}]}) == [
+        "vendor[0].source: 'see the wiki' is neither an https URL of the vendor's documentation "
+        "nor a text starting with 'reason:'"
+    ]
+
+
 def test_rules_compile_and_reference_vendors() -> None:
     cfg = parse_config(
         {

@@ -1,4 +1,4 @@
-"""The lint gate runs with the tests: ruff (lint and format) and strict mypy on proxy/, tests/ and bench/."""
+"""The lint gate runs with the tests: ruff (lint and format) and strict mypy on proxy/, tests/, bench/ and tools/."""
 
 from __future__ import annotations
 
@@ -25,7 +25,11 @@ def tool(name: str) -> str:
 
 @pytest.mark.parametrize(
     "args",
-    [["ruff", "check", "proxy", "tests", "bench"], ["ruff", "format", "--check", "proxy", "tests", "bench"], ["mypy"]],
+    [
+        ["ruff", "check", "proxy", "tests", "bench", "tools"],
+        ["ruff", "format", "--check", "proxy", "tests", "bench", "tools"],
+        ["mypy"],
+    ],
     ids=["ruff-check", "ruff-format", "mypy"],
 )
 def test_lint(args: list[str]) -> None:
