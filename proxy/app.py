@@ -666,6 +666,17 @@ class DeadlineRequestHandler(RequestHandler):
 
     def __init__(self, *args: Any, header_timeout: float, on_timeout: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Pipelining stall workaround (docs/upstream/aiohttp-pipelining-stall.md). aiohttp's
+        # C parser stops emitting requests when its in-flight count reaches the queue cap
+        # (32) and keeps the rest of the pipeline in its own buffer; RequestHandler pauses
+        # the transport at the same cap and re-feeds the parser only if it paused. The
+        # parser counts a request when its body completes but the handler frees a slot when
+        # it dequeues it, so a request dequeued mid-body (any large POST) frees nothing and
+        # leaves the count one high for good. From then on the parser stops at 31 queued,
+        # the transport is never paused, and the buffered requests wait for more bytes or
+        # the keep-alive timeout. The drift is at most one slot, so pausing the transport
+        # one request earlier than the parser restores "parser stopped => re-fed on drain".
+        self._max_msg_queue_size -= 1
         self._tg_timeout = header_timeout
         self._tg_deadline: asyncio.TimerHandle | None = None
         self._tg_idle = False
