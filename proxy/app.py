@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
-from aiohttp import hdrs, web
+from aiohttp import hdrs, web, web_protocol
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpProcessingError, HttpVersion11, RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 from yarl import URL
@@ -659,22 +661,59 @@ class DeadlineRequestHandler(RequestHandler):
     connection from the first byte after the previous response; it ends when the
     handler is called for the request. A connection still inside its head at the
     deadline gets `408` and is closed.
+
+    A request head aiohttp cannot parse (malformed, oversized) gets its `400` followed by
+    a lingering close, as nginx does: the write side is shut down after the response,
+    and whatever the client still sends is read and discarded until it closes, goes
+    quiet for `LINGER_TIMEOUT` seconds, or `LINGER_TIME` seconds have passed. Closing
+    straight away with unread bytes in the receive buffer (or more arriving) makes the
+    kernel send a reset, which can destroy the response before the client reads it.
     """
 
-    __slots__ = ("_tg_deadline", "_tg_timeout", "_tg_idle", "_tg_on_timeout")
+    __slots__ = (
+        "_tg_deadline",
+        "_tg_timeout",
+        "_tg_idle",
+        "_tg_on_timeout",
+        "_tg_head_refused",
+        "_tg_lingering",
+        "_tg_linger_heard",
+        "_tg_stopping",
+    )
+
+    LINGER_TIME: Final = 5.0
+    LINGER_TIMEOUT: Final = 1.0
 
     def __init__(self, *args: Any, header_timeout: float, on_timeout: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Pipelining stall workaround (docs/upstream/aiohttp-pipelining-stall.md). aiohttp's
+        # C parser stops emitting requests when its in-flight count reaches the queue cap
+        # (32) and keeps the rest of the pipeline in its own buffer; RequestHandler pauses
+        # the transport at the same cap and re-feeds the parser only if it paused. The
+        # parser counts a request when its body completes but the handler frees a slot when
+        # it dequeues it, so a request dequeued mid-body (any large POST) frees nothing and
+        # leaves the count one high for good. From then on the parser stops at 31 queued,
+        # the transport is never paused, and the buffered requests wait for more bytes or
+        # the keep-alive timeout. The drift is at most one slot, so pausing the transport
+        # one request earlier than the parser restores "parser stopped => re-fed on drain".
+        self._max_msg_queue_size -= 1
         self._tg_timeout = header_timeout
         self._tg_deadline: asyncio.TimerHandle | None = None
         self._tg_idle = False
         self._tg_on_timeout = on_timeout
+        self._tg_head_refused = False
+        self._tg_lingering: asyncio.Future[None] | None = None
+        self._tg_linger_heard = False
+        self._tg_stopping = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._tg_lingering is not None:
+            self._tg_linger_heard = True
+            return
         if self._tg_idle and self._tg_deadline is None:
             self._tg_idle = False
             self._arm()
@@ -682,7 +721,60 @@ class DeadlineRequestHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
+        if self._tg_lingering is not None and not self._tg_lingering.done():
+            self._tg_lingering.set_result(None)
         super().connection_lost(exc)
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        # A lingering close is no request in flight: end it rather than hold the exit.
+        self._tg_stopping = True
+        if self._tg_lingering is not None and not self._tg_lingering.done():
+            self._tg_lingering.set_result(None)
+        await super().shutdown(timeout)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp answers a head its parser refused through here, with the parser's error.
+        if isinstance(exc, HttpProcessingError):
+            self._tg_head_refused = True
+        return super().handle_error(request, status, exc, message)
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        result = await super().finish_response(request, resp, start_time)
+        if self._tg_head_refused and not result[1]:
+            await self._linger()
+        return result
+
+    async def _linger(self) -> None:
+        """Shut the write side, then read and discard until the client closes, goes quiet
+        or the time is up; aiohttp closes the transport when this returns."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._tg_stopping:
+            return
+        self._disarm()
+        self.close()  # aiohttp takes no further request from this connection
+        loop = asyncio.get_running_loop()
+        lingering = self._tg_lingering = loop.create_future()
+        try:
+            if transport.can_write_eof():
+                transport.write_eof()  # FIN once the response has been flushed
+            # aiohttp may have paused reading for the queue of parse errors built up since.
+            transport.resume_reading()
+        except (AttributeError, NotImplementedError, RuntimeError, OSError):
+            return
+        end = loop.time() + self.LINGER_TIME
+        while not lingering.done() and (left := end - loop.time()) > 0:
+            self._tg_linger_heard = False
+            await asyncio.wait((lingering,), timeout=min(self.LINGER_TIMEOUT, left))
+            if not self._tg_linger_heard:
+                return
 
     def head_received(self) -> None:
         self._tg_idle = False
@@ -735,7 +827,7 @@ class ProxyServer(web.Server):
         )
         self._tg_max_connections = lim.max_connections
         self._tg_metrics = metrics
-        super().__init__(handler, handler_cancellation=True, **kwargs)
+        super().__init__(handler, handler_cancellation=True, request_factory=self._tg_make_request, **kwargs)
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
@@ -751,6 +843,21 @@ class ProxyServer(web.Server):
 
     def __call__(self) -> RequestHandler:
         return DeadlineRequestHandler(self, loop=self._loop, **self._tg_kwargs)
+
+    def _tg_make_request(
+        self,
+        message: RawRequestMessage,
+        payload: aiohttp.StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        # aiohttp answers an unparseable head as if it were an HTTP/1.0 request (its
+        # placeholder message), so the 400 would read "HTTP/1.0 400" without
+        # "Connection: close"; answer as the HTTP/1.1 server this is, as nginx does.
+        if message is web_protocol.ERROR:
+            message = message._replace(version=HttpVersion11)
+        return web.BaseRequest(message, payload, protocol, writer, task, self._loop)
 
 
 async def start_session(state: ProxyState) -> None:
