@@ -17,6 +17,7 @@ PURE = [
     "proxy.categories",
     "proxy.defer",
     "proxy.encoding",
+    "proxy.guard",
 ]
 
 
