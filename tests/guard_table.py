@@ -27,6 +27,7 @@ class Row:
     granted: tuple[str, ...]
     blocked: bool
     vendor: str | None
+    guard_vendor: str | None
     note: str
 
     @property
@@ -52,6 +53,7 @@ def rows() -> list[Row]:
                 granted=tuple(raw["granted"]),
                 blocked=raw["blocked"],
                 vendor=raw.get("vendor"),
+                guard_vendor=raw.get("guard_vendor", raw.get("vendor")),
                 note=raw.get("note", ""),
             )
         )

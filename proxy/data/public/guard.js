@@ -75,17 +75,21 @@
 
   // ------------------------------------------------------------------ deciding
 
-  for (const v of R.vendors || []) {
-    for (const h of v[2] || []) HOSTS[h] = v;
-    for (const u of v[3] || []) {
-      // host/path?param=glob, where `*` in the glob is any run of characters
-      const m = /^([^/]+)([^?]*)(\?([^=]*)=(.*))?$/s.exec(u);
-      (URLS[m[1]] = URLS[m[1]] || []).push([m[2], v, m[4], m[3] && RegExp("^" + m[5].replace(/[\\^$.+?()[\]{}|/]/g, "\\$&").replace(/\*/g, ".*") + "$", "s")]);
+  // The table is indexed at the first decision, not while the page waits for the install.
+  const index = () => {
+    index.done = 1;
+    for (const v of R.vendors || []) {
+      for (const h of v[2] || []) HOSTS[h] = v;
+      for (const u of v[3] || []) {
+        // host/path?param=glob, where `*` in the glob is any run of characters
+        const m = /^([^/]+)([^?]*)(\?([^=]*)=(.*))?$/s.exec(u);
+        (URLS[m[1]] = URLS[m[1]] || []).push([m[2], v, m[4], m[3] && RegExp("^" + m[5].replace(/[\\^$.+?()[\]{}|/]/g, "\\$&").replace(/\*/g, ".*") + "$", "s")]);
+      }
     }
-  }
-  // At one host suffix the longest path prefix wins, with a query condition before without.
-  for (const h in URLS) URLS[h].sort((a, b) => b[0].length - a[0].length || !!b[3] - !!a[3]);
-  for (const r of R.rules || []) t(() => RULES.push([r[0] && set(r[0]), r[1], r[2] && RegExp(r[2][0], r[2][1]), r[3], r[4]]));
+    // At one host suffix the longest path prefix wins, with a query condition before without.
+    for (const h in URLS) URLS[h].sort((a, b) => b[0].length - a[0].length || !!b[3] - !!a[3]);
+    for (const r of R.rules || []) t(() => RULES.push([r[0] && set(r[0]), r[1], r[2] && RegExp(r[2][0], r[2][1]), r[3], r[4]]));
+  };
 
   // Whether h or a parent domain of it is in `s`.
   const within = (h, s) => {
@@ -102,6 +106,7 @@
     memo = new Map(),
     // [category, vendor] for a URL as the page wrote it, or null: Policy._classify_url.
     classify = (raw) => {
+      if (!index.done) index();
       const s = String(raw).trim(),
         abs = /^([a-z][a-z\d+.-]*:|[\\/]{2})/i.test(s.replace(/^[\x00-\x20]+|[\t\n\r]/g, ""));
       if (memo.has(s)) return memo.get(s);
@@ -428,6 +433,7 @@
     sync = (e) => {
       const d = e && e.detail,
         raw = read();
+      if (last === undefined) last = raw;
       if (d || raw != last) {
         const g = parse(d && (d.map || typeof d == "string") ? d : raw);
         last = raw;
@@ -436,11 +442,14 @@
         if (more) release();
       }
     };
-  let last = read();
+  // The cookie as the page loaded is read in a task of its own: the first
+  // document.cookie of a page is a synchronous round trip to the browser process.
+  let last;
 
   install(W);
   D.addEventListener("tag-gate:consent", (e) => t(sync, e));
   if (W.cookieStore) W.cookieStore.addEventListener("change", () => t(sync));
+  setTimeout(() => t(sync));
   setInterval(() => t(sync), 500);
   O.assign(G, {
     i: install,
