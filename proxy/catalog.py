@@ -473,9 +473,14 @@ def parse_host_path(text: str) -> str:
     return f"{parse_host(host)}/{path}"
 
 
+_DOT_SEGMENT: Final = re.compile(r"/(?:\.|%2[eE]){1,2}(?=/|$)")
+
+
 def url_path(url: str) -> str:
     """The path of a relative or absolute URL, without query or fragment (a backslash
-    counts as a slash, as browsers read http(s) URLs)."""
+    counts as a slash, as browsers read http(s) URLs). In a path starting with `/`,
+    `.` and `..` segments (also as `%2e`) are resolved as the browser resolves them before
+    requesting, so `/x/../tr` is `/tr`."""
     if "\\" in url:
         url = url.replace("\\", "/")
     start = 0
@@ -490,7 +495,30 @@ def url_path(url: str) -> str:
         j = url.find(stop, start)
         if 0 <= j < end:
             end = j
-    return url[start:end] or "/"
+    path = url[start:end] or "/"
+    if path[0] == "/" and _DOT_SEGMENT.search(path):
+        return _resolve_dot_segments(path)
+    return path
+
+
+def _resolve_dot_segments(path: str) -> str:
+    """WHATWG path parsing of `.`/`..` segments for a path that starts with `/`."""
+    out: list[str] = []
+    segments = path[1:].split("/")
+    for i, segment in enumerate(segments):
+        low = segment.lower()
+        last = i == len(segments) - 1
+        if low in ("..", ".%2e", "%2e.", "%2e%2e"):
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif low in (".", "%2e"):
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
 
 
 def _under(path: str, prefix: str) -> bool:

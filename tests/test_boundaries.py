@@ -18,6 +18,7 @@ PURE = [
     "proxy.defer",
     "proxy.encoding",
     "proxy.banner",
+    "proxy.guard",
 ]
 
 

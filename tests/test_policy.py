@@ -192,7 +192,22 @@ def test_link_header_filter(value: str, kept: str | None, removed: list[str]) ->
 
 @pytest.mark.parametrize(
     ("url", "path"),
-    [("/a/b?c#d", "/a/b"), ("https://h/x/y?z", "/x/y"), ("//h", "/"), ("rel/p#f", "rel/p"), ("", "/")],
+    [
+        ("/a/b?c#d", "/a/b"),
+        ("https://h/x/y?z", "/x/y"),
+        ("//h", "/"),
+        ("rel/p#f", "rel/p"),
+        ("", "/"),
+        # dot segments, as the browser resolves them before requesting
+        ("https://h/x/../tr?id=1", "/tr"),
+        ("https://h/./tr", "/tr"),
+        ("https://h/%2e%2E/tr", "/tr"),
+        ("https://h/a/.%2e/b/.", "/b/"),
+        ("https://h/tr/..", "/"),
+        ("https://h/../../x", "/x"),
+        ("https://h/a..b/.c/", "/a..b/.c/"),
+        ("../rel/x", "../rel/x"),
+    ],
 )
 def test_url_path(url: str, path: str) -> None:
     assert url_path(url) == path

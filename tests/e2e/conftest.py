@@ -4,6 +4,7 @@ chromium the tests skip and say how to install it."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -37,3 +38,9 @@ async def world() -> AsyncIterator[World]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if STATS.pages:
         terminalreporter.write_line(STATS.summary())
+    guard = sys.modules.get("tests.e2e.test_guard")
+    results = getattr(guard, "RESULTS", None)
+    if results:
+        terminalreporter.write_line("runtime guard corpus (consent state: result, requests blocked; control: leaks):")
+        for name, cells in results.items():
+            terminalreporter.write_line(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in cells.items()))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import secrets
 import shutil
 import socket
 import ssl
@@ -37,6 +38,10 @@ import trustme
 from aiohttp import web
 
 from proxy.catalog import Catalog, make_catalog
+from proxy.consent import read_consent
+from proxy.guard import make_guard
+from proxy.policy import Policy
+from proxy.service import load_assets
 from tests.proxytools import Running, running_proxy
 
 PAGES_DIR = Path(__file__).parent / "pages"
@@ -230,6 +235,8 @@ class FakeInternet(_LoopbackServer):
 
     def __init__(self) -> None:
         super().__init__()
+        self.scripts: dict[str, str] = {}
+        """Scenario scripts by "host/path" (query ignored), served before the TRACKERS."""
         self.hits: list[Hit] = []
         self.handshakes: list[tuple[str, float]] = []
         self.last_activity = time.monotonic()
@@ -253,6 +260,7 @@ class FakeInternet(_LoopbackServer):
 
     async def start(self) -> None:
         app = web.Application()
+        app.on_response_prepare.append(self._cors)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         await self._serve(app)
         self.port = await self._listen(self._ssl_context())
@@ -273,6 +281,9 @@ class FakeInternet(_LoopbackServer):
         )
         self.last_activity = now
         path = request.path
+        custom = self.scripts.get(host + path)
+        if custom is not None:
+            return web.Response(text=custom, content_type="text/javascript")
         for t in TRACKERS:
             if host == t.host and path.startswith(t.path):
                 js = TRACKER_JS.format(
@@ -293,6 +304,12 @@ class FakeInternet(_LoopbackServer):
         if request.headers.get("Sec-Fetch-Dest") == "style":
             return web.Response(text="/* stylesheet */", content_type="text/css")
         return web.Response(body=GIF, content_type="image/gif")
+
+    @staticmethod
+    async def _cors(request: web.Request, response: web.StreamResponse) -> None:
+        # Collectors answer cross-origin XHR/fetch the way real ones do.
+        response.headers["Access-Control-Allow-Origin"] = request.headers.get("Origin", "*")
+        response.headers["Access-Control-Allow-Credentials"] = "true"
 
     def mark(self) -> tuple[int, int]:
         return len(self.hits), len(self.handshakes)
@@ -338,9 +355,13 @@ class Site(_LoopbackServer):
         super().__init__()
         self.port = 0
         self.cookie_headers: list[str] = []
+        self.guard_policies: dict[str, Policy] = {}
+        """Policies the guarded pages (/guard/NAME.html?policy=...) can be served under."""
 
     async def start(self) -> None:
         app = web.Application()
+        app.router.add_get("/guard/{name}.html", self.guarded_page)
+        app.router.add_get("/__tag-gate/{name}", self.asset)
         app.router.add_get("/js/app.js", self._text(APP_JS, "text/javascript"))
         app.router.add_get("/js/upper.js", self._text(UPPER_JS, "text/javascript"))
         app.router.add_get("/css/site.css", self._text("body{font-family:sans-serif}", "text/css"))
@@ -375,6 +396,49 @@ class Site(_LoopbackServer):
             n += 1
         await resp.write_eof()
         return resp
+
+    async def guarded_page(self, request: web.Request) -> web.StreamResponse:
+        """A page from tests/e2e/pages/guard/ with the runtime guard inserted as tag-gate
+        inserts it: `<script nonce=...>` as the first child of `<head>`, holding the
+        guard's code and its rule table for the visitor's consent and this page's host.
+
+        Query: `policy` (a name in `guard_policies`, default "default"), `consent` (a
+        tg_consent value to use instead of the request's cookies), `page` (the page host
+        the table is built for), `guard=0` (the same page without the guard: the
+        control), `csp=1` (a strict nonce-based Content-Security-Policy), `marks=1`
+        (performance marks around the guard). `__NONCE__` in the page becomes the
+        response's nonce."""
+        self.cookie_headers.append(request.headers.get("Cookie", ""))
+        path = PAGES_DIR / "guard" / f"{request.match_info['name']}.html"
+        if not path.is_file():
+            raise web.HTTPNotFound()
+        q = request.query
+        nonce = secrets.token_urlsafe(12)
+        html = path.read_text(encoding="utf-8").replace("__NONCE__", nonce)
+        if q.get("guard") != "0":
+            cookie = f"tg_consent={q['consent']}" if "consent" in q else request.headers.get("Cookie")
+            consent = read_consent(cookie, request.headers.get("Sec-GPC"))
+            policy = self.guard_policies[q.get("policy", "default")]
+            host = q.get("page") or request.host.rsplit(":", 1)[0].lower()
+            body = make_guard(policy).script(consent, host)
+            if q.get("marks") == "1":
+                # install time: one mark before the script (parse and compile included),
+                # one as its first statement, one after the guard
+                body = f'performance.mark("tg-guard-run");{body};performance.mark("tg-guard-end");'
+                body = f'performance.mark("tg-guard-0")</script><script nonce="{nonce}">{body}'
+            html = html.replace("<head>", f'<head><script nonce="{nonce}">{body}</script>', 1)
+        headers = {"Cache-Control": "no-store"}
+        if q.get("csp") == "1":
+            headers["Content-Security-Policy"] = f"script-src 'nonce-{nonce}' 'strict-dynamic'; object-src 'none'"
+        return web.Response(text=html, content_type="text/html", headers=headers)
+
+    async def asset(self, request: web.Request) -> web.Response:
+        """tag-gate's own first-party assets, as /__tag-gate/ serves them."""
+        found = load_assets().get(request.match_info["name"])
+        if found is None:
+            raise web.HTTPNotFound()
+        body, content_type = found
+        return web.Response(body=body, content_type=content_type.split(";")[0])
 
     @property
     def url(self) -> str:

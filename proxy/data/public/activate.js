@@ -10,6 +10,11 @@
  * does not grant. A placeholder's "load" button loads that one embed on request.
  * It runs again on the `tag-gate:consent` event (banner.js), on a cookie change
  * (cookieStore where there is one) and on a 500 ms poll of document.cookie.
+ * The cookie's value may carry metadata after a "~" (categories~version~time~id):
+ * only the part before the first "~" names categories.
+ * When tag-gate's runtime guard is on the page (window.__tagGateGuard), it releases
+ * everything in one ordered pass (its own blocked tags and these), so this script
+ * hands activation over to it and only keeps the placeholders' buttons.
  */
 (function () {
   "use strict";
@@ -24,10 +29,10 @@
     for (var i = 0; i < parts.length; i++) {
       var kv = parts[i].replace(/^\s+/, "");
       if (kv.indexOf(COOKIE + "=") !== 0) continue;
-      var value = kv.slice(COOKIE.length + 1);
-      try { value = decodeURIComponent(value); } catch (e) { return { essential: true }; }
       // banner.js appends "~version~time~id" after the categories.
-      value.split("~")[0].split(/[.,|]/).forEach(function (name) { if (name) out[name.trim()] = true; });
+      var value = kv.slice(COOKIE.length + 1).split("~")[0];
+      try { value = decodeURIComponent(value); } catch (e) { return { essential: true }; }
+      value.split(/[.,|]/).forEach(function (name) { if (name) out[name.trim()] = true; });
     }
     return out;
   }
@@ -76,6 +81,8 @@
   }
 
   function activate() {
+    var guard = window.__tagGateGuard;
+    if (guard && guard.sync) { guard.sync(); return; }
     if (running) { again = true; return; }
     running = true;
     var g = granted();
@@ -98,7 +105,9 @@
     var button = event.target && event.target.closest ? event.target.closest("[data-tg-load]") : null;
     if (!button) return;
     var ph = button.closest("[data-tg-placeholder]");
-    if (ph) loadPlaceholder(ph);
+    var guard = window.__tagGateGuard;
+    // The visitor asked for this one embed: the guard lets it through.
+    if (ph) guard && guard.pass ? guard.pass(function () { loadPlaceholder(ph); }) : loadPlaceholder(ph);
   });
 
   var last = document.cookie;

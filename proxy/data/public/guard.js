@@ -1,0 +1,469 @@
+/* tag-gate runtime guard.
+ *
+ * tag-gate inserts this script, with its rule table, as the first child of <head> of a
+ * gated page whose visitor refused something (proxy/guard.py builds the table and the
+ * inline text). The HTML gate already removed the refused tags the page was sent with;
+ * this stops the ones JavaScript adds later (a tag manager injecting a pixel,
+ * `new Image().src`, fetch/sendBeacon/XHR/WebSocket beacons, SPA iframes,
+ * document.write), deciding each URL as the server does (Policy.decide_url: operator
+ * rules, then the catalogue's URL prefixes and host suffixes, then first party, then
+ * the unknown-host default).
+ *
+ * Contract:
+ * - Installs synchronously; hooks are Proxies of the originals on prototypes (kept
+ *   configurable) and on the insertion and markup methods, in this window and in every
+ *   same-origin frame the page reaches (contentWindow/contentDocument, srcdoc).
+ * - Only URLs of refused categories are touched: same-origin, first-party and unknown
+ *   hosts go through unless a rule of the table says otherwise.
+ * - A blocked element acts like one a blocker stopped: no request, an async `error`
+ *   event; a script stays inert at its place in tag-gate's deferral convention
+ *   (type="text/plain" data-tg-category data-tg-vendor data-tg-src [data-tg-type]).
+ *   fetch rejects with a TypeError, XHR fails like a network error, sendBeacon returns
+ *   true, WebSocket/EventSource fail with `error` (and `close`), Worker/SharedWorker
+ *   throw a SecurityError as a Content-Security-Policy would.
+ * - Any error of its own lets the page's call proceed and counts __tagGateGuard.errors.
+ * - Release: when the consent cookie (or a `tag-gate:consent` event) grants more,
+ *   deferred scripts and frames are re-created in document order (classic scripts one
+ *   after the other), each once; other elements get their attributes back. Network
+ *   calls that were dropped stay dropped. Withdrawal applies to the next request.
+ *
+ * Rule table (JSON, see proxy/guard.py): {cookie, granted, final, page, firstParty,
+ *   unknown, vendors: [[id, category, [host suffix], ["host/path[?param=glob]"]]],
+ *   rules: [[[host suffix] | 0, [path prefix] | 0, [regex, flags] | 0, vendor | 0,
+ *            0 (keep) | 1 (the vendor's category) | "category"]]}
+ *
+ * Short names: G the public object, R the table, W/D window/document, O Object, F
+ * Reflect, ok the granted categories, A element -> fetching attributes, T blocked
+ * scripts and frames. guard.py compacts this file (comments and blank space out); keep
+ * `}` and `)` from preceding a division, which it would read as a regular expression.
+ */
+((W, R) => {
+  "use strict";
+  if (W.__tagGateGuard) return;
+  const D = W.document,
+    me = D.currentScript,
+    O = Object,
+    F = Reflect,
+    EP = Element.prototype,
+    SA = EP.setAttribute,
+    RA = EP.removeAttribute,
+    CAT = "data-tg-category",
+    G = (W.__tagGateGuard = { errors: 0, blocked: [] }),
+    set = (list) => {
+      const d = O.create(null);
+      for (const k of list || []) d[k] = 1;
+      return d;
+    },
+    // Runs f; an exception of the guard's own is counted and gives undefined.
+    t = (f, ...a) => {
+      try {
+        return f(...a);
+      } catch (e) {
+        G.errors++;
+      }
+    };
+  if (typeof R == "string") R = JSON.parse(me.getAttribute("data-tg-rules"));
+  const NONCE = ((me && me.nonce) || "").replace(/[^\w+/=-]/g, ""),
+    PAGE = R.page || location.hostname,
+    FP = set(R.firstParty),
+    FINAL = set(R.final),
+    HOSTS = set(),
+    URLS = set(),
+    RULES = [];
+  let ok = set(R.granted),
+    off = 0;
+
+  // ------------------------------------------------------------------ deciding
+
+  // The table is indexed at the first decision, not while the page waits for the install.
+  const index = () => {
+    index.done = 1;
+    for (const v of R.vendors || []) {
+      for (const h of v[2] || []) HOSTS[h] = v;
+      for (const u of v[3] || []) {
+        // host/path?param=glob, where `*` in the glob is any run of characters
+        const m = /^([^/]+)([^?]*)(\?([^=]*)=(.*))?$/s.exec(u);
+        (URLS[m[1]] = URLS[m[1]] || []).push([m[2], v, m[4], m[3] && RegExp("^" + m[5].replace(/[\\^$.+?()[\]{}|/]/g, "\\$&").replace(/\*/g, ".*") + "$", "s")]);
+      }
+    }
+    // At one host suffix the longest path prefix wins, with a query condition before without.
+    for (const h in URLS) URLS[h].sort((a, b) => b[0].length - a[0].length || !!b[3] - !!a[3]);
+    for (const r of R.rules || []) t(() => RULES.push([r[0] && set(r[0]), r[1], r[2] && RegExp(r[2][0], r[2][1]), r[3], r[4]]));
+  };
+
+  // Whether h or a parent domain of it is in `s`.
+  const within = (h, s) => {
+      for (let i = 0; i >= 0; i = h.indexOf(".") + 1 || -1, h = h.slice(i)) if (s[h]) return 1;
+    },
+    under = (p, x) => p.startsWith(x) && (x.endsWith("/") || !p[x.length] || p[x.length] == "/"),
+    // Catalog._lookup: at each suffix from the longest, URL prefixes, then the host.
+    lookup = (h, path, query) => {
+      for (let i = 0; i >= 0; i = h.indexOf(".") + 1 || -1, h = h.slice(i)) {
+        for (const e of URLS[h] || []) if (under(path, e[0]) && (!e[3] || query.getAll(e[2]).some((x) => e[3].test(x)))) return e[1];
+        if (HOSTS[h]) return HOSTS[h];
+      }
+    },
+    memo = new Map(),
+    // [category, vendor] for a URL as the page wrote it, or null: Policy._classify_url.
+    classify = (raw) => {
+      if (!index.done) index();
+      const s = String(raw).trim(),
+        abs = /^([a-z][a-z\d+.-]*:|[\\/]{2})/i.test(s.replace(/^[\x00-\x20]+|[\t\n\r]/g, ""));
+      if (memo.has(s)) return memo.get(s);
+      let u, out;
+      try {
+        u = new URL(s, D.baseURI);
+      } catch (e) {
+        return;
+      }
+      if (!s || !/^https?:$/.test(u.protocol)) return;
+      const host = u.hostname.replace(/\.+$/, ""),
+        path = u.pathname,
+        // relative: the page's own (no vendor), unless a <base> sends it elsewhere
+        rel = !abs && host == PAGE,
+        v = !rel && lookup(host.replace(/^\.+/, ""), path, u.searchParams);
+      out = v ? [v[1], v[0]] : rel || host == PAGE || within(host, FP) || !R.unknown ? 0 : [R.unknown, ""];
+      for (const r of RULES)
+        if (!((r[0] && !within(host, r[0])) || (r[1] && !r[1].some((p) => path.startsWith(p))) || (r[2] && !r[2].test(s)) || (r[3] && !(v && v[0] == r[3])))) {
+          const c = r[4] === 1 ? v && v[1] : r[4];
+          out = c && [c, v ? v[0] : ""];
+          break;
+        }
+      if (abs) {
+        if (memo.size > 999) memo.clear();
+        memo.set(s, out);
+      }
+      return out;
+    },
+    decide = (raw) => {
+      const c = !off && classify(raw);
+      return c && c[0] != "essential" && !ok[c[0]] ? c : 0;
+    };
+
+  // ------------------------------------------------------------------ blocking
+
+  // The attributes that make each element fetch something.
+  const A = set(),
+    SEL = [],
+    RELEASED = /^(script|i?frame|embed|object)$/,
+    T = [];
+  for (const e of "script:src,href img:src,srcset image:href source:src,srcset iframe:src,srcdoc frame:src embed:src object:data link:href,imagesrcset video:src,poster audio:src track:src input:src a:ping area:ping".split(" ")) {
+    const [tag, names] = e.split(":");
+    A[tag] = names.split(",");
+    SEL.push(tag);
+  }
+  const block = (el, name, v, d) => {
+      const tag = el.localName;
+      if (tag == "script" && !el.hasAttribute(CAT)) {
+        if (el.hasAttribute("type")) SA.call(el, "data-tg-type", el.getAttribute("type"));
+        SA.call(el, "type", "text/plain");
+      }
+      SA.call(el, "data-tg-" + name, v);
+      SA.call(el, CAT, d[0]);
+      if (d[1]) SA.call(el, "data-tg-vendor", d[1]);
+      RA.call(el, name);
+      if (G.blocked.length < 500) G.blocked.push(d[0] + " " + v);
+      if (el.ownerDocument.defaultView) {
+        // not inert markup: remember for release, and fail like a blocked load
+        if (RELEASED.test(tag) && !T.includes(el)) T.push(el);
+        setTimeout(() => el.dispatchEvent(new Event("error")));
+      }
+    },
+    // undefined: let the value through; true: blocked; a string: use it instead.
+    check = (el, name, v) => {
+      const tag = el && el.localName;
+      name = String(name).toLowerCase().replace(/^xlink:/, "");
+      if (off || !(A[tag] || []).includes(name)) return;
+      if (name == "srcdoc") return srcdoc(v, el);
+      const d = /set|ping/.test(name) ? String(v).split(/[\s,]+/).map(decide).find((x) => x) : decide(v);
+      if (d) return block(el, name, v, d) || true;
+    },
+    // Checks an element or fragment and what is in it; returns how many it changed.
+    // Scripts that arrive by innerHTML never run: `runs` is false there.
+    scan = (n, runs) => {
+      let changed = 0;
+      if (n && (n.nodeType == 1 || n.nodeType == 11) && !n.isConnected)
+        for (const el of [n, ...(n.firstElementChild ? n.querySelectorAll(SEL) : [])])
+          if (A[el.localName] && (runs || el.localName != "script"))
+            for (const k of A[el.localName]) {
+              const v = el.getAttribute(k),
+                r = v != null && check(el, k, v);
+              if (r) changed++;
+              if (typeof r == "string") SA.call(el, k, r);
+            }
+      return changed;
+    },
+    IH = O.getOwnPropertyDescriptor(EP, "innerHTML"),
+    // Markup is parsed in an inert <template> first; only when something must change is
+    // the checked serialisation used instead of the page's string. Raw-text contexts
+    // (a script's code) and TrustedHTML are left alone.
+    markup = (m, ctx, runs) => {
+      if (typeof m != "string" || !m.includes("<") || (ctx && /^(script|style|textarea|title|xmp|iframe|noembed|noframes|noscript|plaintext)$/.test(ctx.localName))) return;
+      const tp = D.createElement("template"),
+        svg = ctx && ctx.namespaceURI == "http://www.w3.org/2000/svg";
+      IH.set.call(tp, svg ? "<svg>" + m : m);
+      const root = svg ? tp.content.firstElementChild : tp.content;
+      if (scan(root, runs)) return IH.get.call(svg ? root : tp);
+    },
+    // A srcdoc document installs the guard in itself before its own scripts run (when
+    // it may run scripts and reach its parent).
+    srcdoc = (v, el) => {
+      const box = el.getAttribute("sandbox");
+      if (typeof v == "string")
+        return (
+          (box == null || /allow-scripts(?=.*allow-same-origin)|allow-same-origin(?=.*allow-scripts)/.test(box)
+            ? "<script" + (NONCE && ' nonce="' + NONCE + '"') + ">try{parent.__tagGateGuard.i(window)}catch(e){}<\/script>"
+            : "") + (markup(v, null, 1) || v)
+        );
+    };
+
+  // ------------------------------------------------------------------ hooks
+
+  const P = new WeakMap(), // hook -> original, for Function.prototype.toString
+    hook = (o, k, trap, acc) => {
+      const d = o && O.getOwnPropertyDescriptor(o, k),
+        f = d && d[acc || "value"];
+      if (typeof f != "function" || P.has(f)) return;
+      const p = new Proxy(f, trap.call ? { apply: trap } : trap);
+      P.set(p, f);
+      d[acc || "value"] = p;
+      O.defineProperty(o, k, d);
+    },
+    // Hooks names of several interfaces: "Node:appendChild,insertBefore Element:...".
+    each = (w, spec, trap, acc) => {
+      for (const e of spec.split(" ")) {
+        const [c, names] = e.split(":");
+        for (const k of names.split(",")) hook((w[c] || w["HTML" + c + "Element"] || {}).prototype, k, trap(k), acc);
+      }
+    },
+    // The page's call with argument i replaced by r (a string), or nothing (r true).
+    through = (r, f, self, a, i) => {
+      if (r === true) return;
+      if (r != null) (a = [...a])[i] = r;
+      return F.apply(f, self, a);
+    },
+    html = (f, self, a, i, runs, ctx = self) => through(t(markup, a[i], ctx, runs), f, self, a, i),
+    ev = (x, type, E) => x.dispatchEvent(new E(type)),
+    realms = new WeakSet(),
+    install = (w) => {
+      let N;
+      try {
+        N = w.Node.prototype; // throws for a cross-origin window
+      } catch (e) {
+        return;
+      }
+      if (realms.has(N)) return;
+      realms.add(N);
+      w.__tagGateGuard = G;
+      t(() => {
+        hook(w.Function.prototype, "toString", (f, self, a) => F.apply(f, P.get(self) || self, a));
+        each(
+          w,
+          "Script:src Image:src,srcset Source:src,srcset IFrame:src,srcdoc Frame:src Embed:src Object:data Link:href,imageSrcset Media:src Video:poster Track:src Input:src Anchor:ping Area:ping Attr:value",
+          (k) => (f, el, a) => through(el.ownerElement !== undefined ? t(check, el.ownerElement, el.name, a[0]) : t(check, el, k, a[0]), f, el, a, 0),
+          "set"
+        );
+        each(w, "Element:setAttribute", () => (f, el, a) => through(t(check, el, a[0], a[1]), f, el, a, 1));
+        each(w, "Element:setAttributeNS", () => (f, el, a) => through(t(check, el, a[1], a[2]), f, el, a, 2));
+        each(
+          w,
+          "Node:appendChild,insertBefore,replaceChild Element:append,prepend,replaceChildren,before,after,replaceWith,insertAdjacentElement Document:append,prepend,replaceChildren DocumentFragment:append,prepend,replaceChildren CharacterData:before,after,replaceWith Range:insertNode,surroundContents",
+          () => (f, self, a) => {
+            t(() => a.forEach((n) => scan(n, 1)));
+            return F.apply(f, self, a);
+          }
+        );
+        each(w, "Element:innerHTML,setHTMLUnsafe ShadowRoot:innerHTML,setHTMLUnsafe", () => (f, el, a) => html(f, el, a, 0), "set");
+        each(w, "Element:setHTMLUnsafe ShadowRoot:setHTMLUnsafe", () => (f, el, a) => html(f, el, a, 0));
+        each(w, "Element:outerHTML", () => (f, el, a) => html(f, el, a, 0, 0, el.parentNode), "set");
+        each(w, "Element:insertAdjacentHTML", () => (f, el, a) => html(f, el, a, 1, 0, /^(beforebegin|afterend)$/i.test(a[0]) ? el.parentNode : el));
+        each(w, "Range:createContextualFragment", () => (f, r, a) => html(f, r, a, 0, 1, null));
+        each(w, "Document:write,writeln", () => (f, d, a) => html(f, d, a.length > 1 ? [a.join("")] : a, 0, 1, null));
+        // Code reaching into a same-origin frame gets a guarded realm.
+        each(
+          w,
+          "IFrame:contentWindow,contentDocument",
+          () => (f, el, a) => {
+            const r = F.apply(f, el, a);
+            if (r) install(r.defaultView || r);
+            return r;
+          },
+          "get"
+        );
+
+        hook(w, "fetch", (f, self, a) =>
+          t(() => decide(a[0] && typeof a[0].url == "string" ? a[0].url : a[0])) ? w.Promise.reject(new w.TypeError("Failed to fetch")) : F.apply(f, self, a)
+        );
+        each(w, "Navigator:sendBeacon", () => (f, n, a) => t(decide, a[0]) ? true : F.apply(f, n, a));
+        // A blocked XMLHttpRequest ends as after a network error: readyState 4, status 0.
+        const xhr = new WeakMap();
+        each(w, "XMLHttpRequest:open", () => (f, x, a) => {
+          t(() => xhr.set(x, decide(a[1]) && [a[2] === false], delete x.readyState));
+          return F.apply(f, x, a);
+        });
+        each(w, "XMLHttpRequest:send", () => (f, x, a) => {
+          const b = xhr.get(x);
+          if (!b) return F.apply(f, x, a);
+          if (b[0]) throw new w.DOMException("Failed to load", "NetworkError");
+          ev(x, "loadstart", w.ProgressEvent);
+          setTimeout(() => {
+            O.defineProperty(x, "readyState", { value: 4, configurable: true });
+            ev(x, "readystatechange", w.Event);
+            ev(x, "error", w.ProgressEvent);
+            ev(x, "loadend", w.ProgressEvent);
+          });
+        });
+        for (const k of ["WebSocket", "EventSource", "Worker", "SharedWorker"])
+          hook(w, k, {
+            construct: (C, a, nt) => {
+              if (!t(decide, String(a[0]).replace(/^(\s*)ws/i, "$1http"))) return F.construct(C, a, nt);
+              if (!C.CLOSED) throw new w.DOMException("Refused to load " + a[0], "SecurityError");
+              // A WebSocket or EventSource that could not connect: error (and close) soon.
+              const x = O.setPrototypeOf(new w.EventTarget(), nt.prototype),
+                base = { readyState: 0, bufferedAmount: 0, binaryType: "blob", withCredentials: false, url: new URL(a[0], D.baseURI).href },
+                emit = (e) => {
+                  x.dispatchEvent(e);
+                  if (x["on" + e.type]) x["on" + e.type](e);
+                };
+              for (const [k, d] of O.entries(O.getOwnPropertyDescriptors(C.prototype)))
+                if (d.get || (k != "constructor" && d.value.call))
+                  O.defineProperty(x, k, { value: !d.get ? () => {} : k in base ? base[k] : /^on/.test(k) ? null : "", writable: true, configurable: true });
+              setTimeout(() => {
+                x.readyState = C.CLOSED;
+                emit(new w.Event("error"));
+                if (C.OPEN == 1) emit(new w.CloseEvent("close", { code: 1006 }));
+              });
+              return x;
+            },
+          });
+      });
+    };
+
+  // ------------------------------------------------------------------ release
+
+  let busy = 0,
+    again = 0;
+  // A new element of the same name with the original attributes back (never a clone: a
+  // cloned script counts as already started). Returns true when `next` will be called.
+  const recreate = (el, next) => {
+      const doc = el.ownerDocument,
+        n = doc.createElementNS(el.namespaceURI, el.localName),
+        script = el.localName == "script";
+      for (const { name, value } of [...el.attributes]) {
+        const k = name.startsWith("data-tg-") ? name.slice(8) : script && name == "type" ? "" : name;
+        if (k && !/^(category|vendor)$/.test(k)) SA.call(n, k, value);
+      }
+      if (el.nonce) n.nonce = el.nonce;
+      const wait = script && n.hasAttribute("src");
+      if (script && !wait) n.textContent = el.textContent;
+      if (wait) {
+        let done = 0;
+        const go = (e) => {
+          if (done++) return;
+          // the page's own load/error listeners are on the old element
+          if (e) el.dispatchEvent(new Event(e.type));
+          next();
+        };
+        n.addEventListener("load", go);
+        n.addEventListener("error", go);
+        setTimeout(go, 1e4);
+      }
+      if (el.parentNode) el.parentNode.replaceChild(n, el);
+      else (doc.head || doc.documentElement).appendChild(n);
+      return wait;
+    },
+    collect = (doc, list) => {
+      list.push(...doc.querySelectorAll("[" + CAT + "]"));
+      for (const f of doc.querySelectorAll("iframe")) if (f.contentDocument) collect(f.contentDocument, list);
+      return list;
+    },
+    release = () => {
+      if (busy) return (again = 1);
+      busy = 1;
+      const list = collect(D, []);
+      let i = 0;
+      for (const el of T) if (!list.includes(el)) list.push(el);
+      const step = () => {
+        while (i < list.length) {
+          const el = list[i++],
+            c = el.getAttribute(CAT);
+          if (!ok[c]) continue;
+          T.splice(T.indexOf(el) >>> 0, 1);
+          if (el.hasAttribute("data-tg-placeholder")) {
+            const tp = el.querySelector("template");
+            if (tp && el.parentNode) el.parentNode.replaceChild(tp.content.cloneNode(true), el);
+          } else if (RELEASED.test(el.localName)) {
+            if (t(recreate, el, step)) return;
+          } else
+            for (const { name, value } of [...el.attributes])
+              if (name.startsWith("data-tg-")) {
+                RA.call(el, name);
+                if (!/^data-tg-(category|vendor)$/.test(name)) SA.call(el, name.slice(8), value);
+              }
+        }
+        busy = 0;
+        if (again) release((again = 0));
+      };
+      step();
+    };
+
+  // ------------------------------------------------------------------ consent
+
+  // The native cookie: category names joined by "." (or "," "|"), percent-encoding
+  // tolerated, metadata after the first "~"; two different copies grant nothing.
+  const read = () =>
+      D.cookie
+        .split(/;\s*/)
+        .filter((kv) => kv.startsWith(R.cookie + "="))
+        .map((kv) => kv.slice(R.cookie.length + 1))
+        .join("\n"),
+    parse = (v) => {
+      const g = set(["essential"]);
+      if (!v.map) {
+        if (/\n/.test(v)) return g;
+        try {
+          v = decodeURIComponent(v.replace(/^"(.*)"$/, "$1").split("~")[0]).split(/[.,|]/);
+        } catch (e) {
+          return g;
+        }
+      }
+      for (let c of v) if (!FINAL[(c = c.trim().toLowerCase())]) g[c] = 1;
+      return g;
+    },
+    sync = (e) => {
+      const d = e && e.detail,
+        raw = read();
+      if (last === undefined) last = raw;
+      if (d || raw != last) {
+        const g = parse(d && (d.map || typeof d == "string") ? d : raw);
+        last = raw;
+        const more = O.keys(g).some((c) => !ok[c]);
+        ok = g;
+        if (more) release();
+      }
+    };
+  // The cookie as the page loaded is read in a task of its own: the first
+  // document.cookie of a page is a synchronous round trip to the browser process.
+  let last;
+
+  install(W);
+  D.addEventListener("tag-gate:consent", (e) => t(sync, e));
+  if (W.cookieStore) W.cookieStore.addEventListener("change", () => t(sync));
+  setTimeout(() => t(sync));
+  setInterval(() => t(sync), 500);
+  O.assign(G, {
+    i: install,
+    decide,
+    sync: () => t(sync),
+    // Runs f with the guard off (tag-gate's own "load this embed" button).
+    pass: (f) => {
+      off++;
+      try {
+        return f();
+      } finally {
+        off--;
+      }
+    },
+    granted: () => O.keys(ok),
+  });
+})(window, "__TG_RULES__");

@@ -1,0 +1,506 @@
+"""The runtime guard in Chromium: the shared URL table, a corpus of injection scenarios
+under several consent states (each with a control that leaks without the guard),
+release without reload, and install time and size.
+
+Pages come from tests/e2e/pages/guard/ through the site's `/guard/` route, which inserts
+the guard exactly as tag-gate will (first child of <head>, with the page nonce and the
+rule table for the visitor's consent). Whether a refused tracker was contacted is
+measured by the fake internet (requests and TLS handshakes), not assumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from proxy.catalog import Vendor, make_catalog
+from proxy.policy import Policy
+from tests.e2e.world import Hit, Visit, World, category_of_host
+from tests.guard_table import Row, policy, rows
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+
+def _register(world: World) -> None:
+    for name in ("default", "site", "unknown-gated"):
+        world.site.guard_policies.setdefault(name, policy(name))
+
+
+def page_url(world: World, name: str, **query: str) -> str:
+    _register(world)
+    return world.url(world.site.port, f"guard/{name}.html") + ("?" + urlencode(query) if query else "")
+
+
+def _groups() -> dict[tuple[str, str, tuple[str, ...]], list[Row]]:
+    groups: dict[tuple[str, str, tuple[str, ...]], list[Row]] = defaultdict(list)
+    for row in rows():
+        groups[(row.policy, row.page, row.granted)].append(row)
+    return groups
+
+
+@pytest.mark.parametrize("group", list(_groups()), ids=lambda g: f"{g[0]}:{g[1]}:{'+'.join(g[2]) or 'none'}")
+async def test_guard_decides_the_shared_table(world: World, group: tuple[str, str, tuple[str, ...]]) -> None:
+    name, page, granted = group
+    table_rows = _groups()[group]
+    url = page_url(world, "table", policy=name, page=page, consent=".".join(granted))
+    async with world.tab() as tab:
+        await tab.page.goto(url, wait_until="load")
+        got = await tab.page.evaluate(
+            "urls => urls.map(u => { const d = window.__tagGateGuard.decide(u);"
+            " return d ? [true, d[1] || null] : [false, null]; })",
+            [r.url for r in table_rows],
+        )
+        errors = await tab.page.evaluate("window.__tagGateGuard.errors")
+    wrong = [
+        f"{r.url!r} granted={list(r.granted)}: guard says {g}, table says {[r.blocked, r.guard_vendor]} {r.note}"
+        for r, g in zip(table_rows, got, strict=True)
+        if g != [r.blocked, r.guard_vendor if r.blocked else None]
+    ]
+    assert not wrong, "\n".join(wrong)
+    assert errors == 0
+
+
+# --------------------------------------------------------------------------- the corpus
+
+GTM_JS = """/* stand-in for a GTM container: analytics, which injects advertising pixels */
+(function () {
+  (window.trackersRan = window.trackersRan || []).push("gtm-container");
+  var n = document.querySelector("[nonce]"), nonce = n && (n.nonce || n.getAttribute("nonce"));
+  function add(src, before) {
+    var s = document.createElement("script");
+    s.async = true;
+    s.src = src;
+    if (nonce) s.setAttribute("nonce", nonce);
+    var f = document.getElementsByTagName("script")[0];
+    if (before) f.parentNode.insertBefore(s, f); else document.head.appendChild(s);
+  }
+  add("https://connect.facebook.net/en_US/fbevents.js", true);
+  add("https://analytics.tiktok.com/i18n/pixel/events.js?sdkid=GUARD", false);
+})();
+"""
+
+SEGMENT_JS = """/* stand-in for Segment's analytics.js: loads its destinations' own scripts */
+(function () {
+  (window.trackersRan = window.trackersRan || []).push("segment");
+  var s = document.createElement("script");
+  s.type = "text/javascript";
+  s.async = !0;
+  s.src = "https://connect.facebook.net/en_US/fbevents.js";
+  var f = document.getElementsByTagName("script")[0];
+  f.parentNode.insertBefore(s, f);
+  navigator.sendBeacon("https://api.segment.io/v1/p", JSON.stringify({ type: "page" }));
+})();
+"""
+
+SCRIPTS = {
+    "www.googletagmanager.com/gtm.js": GTM_JS,
+    "cdn.segment.com/analytics.js/v1/KEY/analytics.min.js": SEGMENT_JS,
+    "www.googletagmanager.com/gtag/js": "(window.trackersRan = window.trackersRan || []).push('gtag-' + "
+    "document.currentScript.src.split('id=')[1]);",
+    "ct.pinterest.com/chain/a.js": "(window.chain = window.chain || []).push('A'); window.libA = 1;",
+    "ct.pinterest.com/chain/b.js": "(window.chain = window.chain || []).push(window.libA ? 'B' : 'B-before-A');"
+    " window.init = function () { window.chain.push('init'); };",
+    "ct.pinterest.com/self/tag.js": "window.selfRan = (window.selfRan || 0) + 1;",
+}
+
+# A policy whose catalogue tells gtag.js's Google Ads (?id=AW-) and Analytics (?id=G-)
+# apart: query conditions in `urls` (a later catalogue phase adds them for real).
+GTAG_VENDORS = (
+    Vendor(
+        id="gtag-ads",
+        name="Google Ads (gtag)",
+        category="advertising",
+        urls=("www.googletagmanager.com/gtag/js?id=AW-*",),
+    ),
+    Vendor(
+        id="gtag-ga",
+        name="Google Analytics (gtag)",
+        category="analytics",
+        urls=("www.googletagmanager.com/gtag/js?id=G-*",),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Tag:
+    """Something a scenario's page (or a script it loads) makes the browser fetch."""
+
+    host: str
+    path: str
+    category: str
+    runs: str | None = None
+    """The name the stand-in script pushes to window.trackersRan when it runs."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    tags: tuple[Tag, ...]
+    check: str = "() => []"
+    """JS `(granted) => [problem, ...]`, run in the page after it settled."""
+    states: tuple[str, ...] = ("", "analytics", "analytics.advertising")
+    policy: str = "default"
+    csp: bool = False
+    wait: float = 0.0
+    page_errors: str = ""
+    """A regex of console errors the page causes itself when a tag is granted."""
+
+
+FB = Tag("connect.facebook.net", "/en_US/fbevents.js", "advertising", "meta-pixel")
+TIKTOK = Tag("analytics.tiktok.com", "/i18n/pixel/events.js", "advertising", "tiktok-pixel")
+HOTJAR = Tag("static.hotjar.com", "/c/hotjar-", "analytics", "hotjar")
+BING = "bat.bing.com"
+
+
+def _log_check(expect: dict[str, str]) -> str:
+    """A check: for each log entry, the category that must be granted for it to appear
+    ("!cat": it must appear exactly when cat is refused)."""
+    return (
+        "g => { const want = "
+        + json.dumps(expect)
+        + "; const out = []; for (const [entry, cat] of Object.entries(want)) {"
+        " const neg = cat[0] == '!', c = neg ? cat.slice(1) : cat, should = neg ? !g.includes(c) : g.includes(c);"
+        " if (e2e.log.includes(entry) != should)"
+        " out.push(entry + (should ? ' missing' : ' unexpected') + ': ' + e2e.log); }"
+        " return out; }"
+    )
+
+
+SCENARIOS = (
+    Scenario(
+        "gtm-pixels",
+        (Tag("www.googletagmanager.com", "/gtm.js", "analytics", "gtm-container"), FB, TIKTOK),
+        check="g => g.includes('analytics') && !g.includes('advertising') && "
+        "document.querySelectorAll('script[data-tg-category=advertising][type=\"text/plain\"]').length != 2 ? "
+        "['the two pixels are not inert in place'] : []",
+    ),
+    Scenario(
+        "document-write",
+        (FB, Tag(BING, "/action/0?ti=docwrite", "advertising"), Tag("www.youtube.com", "/embed/docwrite", "social")),
+        check="() => document.getElementById('written') && document.getElementById('after') ? []"
+        " : ['written markup lost']",
+        states=("", "advertising", "advertising.social"),
+    ),
+    Scenario(
+        "image-detached",
+        (Tag(BING, "/action/0?ti=image", "advertising"), Tag("www.facebook.com", "/tr?id=123", "advertising")),
+        check=_log_check({"img-error": "!advertising", "img-load": "advertising"}),
+        states=("", "social", "advertising"),
+    ),
+    Scenario(
+        "setattribute",
+        (Tag(BING, "/action/0?ti=setattr", "advertising"), HOTJAR, Tag("www.youtube.com", "/embed/setattr", "social")),
+        states=("", "analytics", "advertising.social"),
+    ),
+    Scenario(
+        "fetch-xhr",
+        (
+            Tag("region1.google-analytics.com", "/g/collect?v=2&tid=G-FETCH", "analytics"),
+            Tag("www.facebook.com", "/tr?id=1&ev=Fetch", "advertising"),
+            Tag("in.hotjar.com", "/api/v2/client/sites/1/visit-data", "analytics"),
+        ),
+        check=_log_check(
+            {
+                "fetch-TypeError": "!analytics",
+                "fetch-ok": "analytics",
+                "fetch2-TypeError": "!advertising",
+                "fetch2-ok": "advertising",
+                "xhr-error": "!analytics",
+                "xhr-done-0": "!analytics",
+                "xhr-load": "analytics",
+                "own-fetch-200": "essential",
+            }
+        ),
+    ),
+    Scenario(
+        "sendbeacon",
+        (Tag(BING, "/action/0?ti=beacon", "advertising"),),
+        check=_log_check({"beacon-true": "essential"}) + " ",
+        states=("", "analytics", "advertising"),
+    ),
+    Scenario(
+        "innerhtml",
+        (
+            Tag("www.youtube.com", "/embed/inner", "social"),
+            Tag("i.ytimg.com", "/vi/inner/", "social"),
+            Tag("player.vimeo.com", "/video/1234", "social"),
+            Tag(BING, "/action/0?ti=srcset", "advertising"),
+            Tag("www.facebook.com", "/tr?id=1&ev=Table", "advertising"),
+        ),
+        check="() => [document.getElementById('kept') ? '' : 'markup lost',"
+        " (window.rawText || '').includes('rawtext') ? '' : 'script text changed',"
+        " document.querySelector('#t td img') ? '' : 'table markup lost'].filter(Boolean)",
+        states=("", "social", "advertising"),
+    ),
+    Scenario(
+        "spa-route",
+        (Tag("www.youtube.com", "/embed/spa", "social"), Tag("www.youtube.com", "/iframe_api", "social")),
+        check=_log_check({"iframe-error": "!social"}),
+        states=("", "analytics", "social"),
+        wait=0.5,
+    ),
+    Scenario(
+        "preconnect",
+        (
+            Tag("connect.facebook.net", "/", "advertising"),
+            Tag("static.hotjar.com", "/c/hotjar-preload.js", "analytics"),
+        ),
+        states=("", "analytics"),
+    ),
+    Scenario("late", (HOTJAR,), check=_log_check({"injected": "essential"}), wait=2.0, states=("", "analytics")),
+    Scenario(
+        "segment",
+        (
+            Tag("cdn.segment.com", "/analytics.js/v1/KEY/", "analytics", "segment"),
+            FB,
+            Tag("api.segment.io", "/v1/p", "analytics"),
+        ),
+    ),
+    Scenario(
+        "blank-iframe",
+        (
+            Tag("www.facebook.com", "/tr?id=1&ev=Frame", "advertising"),
+            Tag(BING, "/action/0?ti=framewrite", "advertising"),
+            Tag("px.ads.linkedin.com", "/collect?pid=1&fmt=frame", "advertising"),
+            Tag("analytics.tiktok.com", "/api/v2/pixel?event=srcdoc", "advertising"),
+            Tag(BING, "/action/0?ti=srcdoc", "advertising"),
+        ),
+        check=_log_check({"frame-fetch-TypeError": "!advertising", "frame-fetch-ok": "advertising"}),
+        states=("", "analytics", "advertising"),
+    ),
+    Scenario(
+        "shadow-root",
+        (
+            Tag(BING, "/action/0?ti=shadow-html", "advertising"),
+            Tag("www.facebook.com", "/tr?id=1&ev=Shadow", "advertising"),
+            Tag("www.youtube.com", "/embed/shadow", "social"),
+        ),
+        states=("", "advertising", "social"),
+    ),
+    Scenario(
+        "websocket",
+        (Tag("ws.hotjar.com", "/api/v2/client/ws", "analytics"), Tag("in.hotjar.com", "/api/v2/events", "analytics")),
+        check="g => [...("
+        + _log_check({"ws-error": "!analytics", "ws-close-1006-3": "!analytics", "ws-open": "never"})
+        + ")(g), ...(e2e.log.some(e => e.startsWith('ws-is-true-wss://ws.hotjar.com/')) ? []"
+        " : ['not a WebSocket: ' + e2e.log])]",
+        states=("", "advertising"),
+    ),
+    Scenario(
+        "strict-csp",
+        (Tag("www.googletagmanager.com", "/gtm.js", "analytics", "gtm-container"), FB, TIKTOK),
+        csp=True,
+    ),
+    Scenario(
+        "gtag-ids",
+        (
+            Tag("www.googletagmanager.com", "/gtag/js?id=AW-", "advertising", "gtag-AW-123456789"),
+            Tag("www.googletagmanager.com", "/gtag/js?id=G-", "analytics", "gtag-G-ABCDE12345"),
+        ),
+        policy="gtag",
+    ),
+    Scenario(
+        "second-patcher",
+        (
+            Tag("region1.google-analytics.com", "/g/collect?v=2&en=patched", "analytics"),
+            Tag("in.hotjar.com", "/api/patched", "analytics"),
+            Tag(BING, "/action/0?ti=patched", "advertising"),
+            FB,
+        ),
+        check="() => Object.entries(seen).filter(([k, n]) => !n).map(([k]) => 'the second patcher saw no ' + k)",
+    ),
+    Scenario(
+        "native-tostring",
+        (Tag(BING, "/action/0?ti=tostring", "advertising"),),
+        check="() => e2e.log",
+        states=("", "advertising"),
+    ),
+)
+SCENARIO_CASES = [pytest.param(s, state, id=f"{s.name}-{state or 'none'}") for s in SCENARIOS for state in s.states]
+
+
+def _policy_for(world: World, name: str) -> Policy:
+    _register(world)
+    if "gtag" not in world.site.guard_policies:
+        world.site.guard_policies["gtag"] = Policy(make_catalog(GTAG_VENDORS))
+    for path, body in SCRIPTS.items():
+        world.internet.scripts[path] = body
+    return world.site.guard_policies[name]
+
+
+def _category(hit: Hit, scenario: Scenario, p: Policy) -> str | None:
+    for tag in scenario.tags:
+        if hit.host == tag.host and hit.path.startswith(tag.path):
+            return tag.category
+    c = p.classify_url(f"https://{hit.host}{hit.path}", "www.shop.test").category
+    return None if c == "essential" else c
+
+
+def refused_contacts(v: Visit, scenario: Scenario, p: Policy, granted: frozenset[str]) -> list[str]:
+    """Requests and TLS handshakes of refused categories (a handshake counts unless the
+    visit also made an allowed request to that host)."""
+    allowed_hosts = set()
+    out = []
+    for h in v.page_hits:
+        c = _category(h, scenario, p)
+        if c is None or c in granted:
+            allowed_hosts.add(h.host)
+        else:
+            out.append(f"{c}: {h.scheme}://{h.host}{h.path}")
+    for name in v.handshakes:
+        c = category_of_host(name)
+        if c is not None and c != "essential" and c not in granted and name not in allowed_hosts:
+            out.append(f"{c}: TLS handshake with {name}")
+    return out
+
+
+async def _visit(world: World, scenario: Scenario, consent: str, guard: bool = True) -> tuple[Visit, dict[str, Any]]:
+    _policy_for(world, scenario.policy)
+    query = {"policy": scenario.policy}
+    if consent:
+        query["consent"] = consent
+    if scenario.csp:
+        query["csp"] = "1"
+    if not guard:
+        query["guard"] = "0"
+    async with world.tab() as tab:
+        await tab.goto(page_url(world, scenario.name, **query))
+        if scenario.wait:
+            await asyncio.sleep(scenario.wait)
+            await tab.settle()
+        granted = ["essential", *consent.split(".")] if consent else ["essential"]
+        state = (
+            await tab.page.evaluate(
+                "([check, g]) => ({problems: (0, eval)(check)(g),"
+                " errors: window.__tagGateGuard ? window.__tagGateGuard.errors : 0,"
+                " blocked: window.__tagGateGuard ? window.__tagGateGuard.blocked : []})",
+                [scenario.check, granted],
+            )
+            if guard
+            else {"problems": [], "errors": 0, "blocked": []}
+        )
+        v = await tab.snapshot()
+    return v, state
+
+
+RESULTS: dict[str, dict[str, str]] = defaultdict(dict)
+
+
+@pytest.mark.parametrize(("scenario", "consent"), SCENARIO_CASES)
+async def test_guard_scenario(world: World, scenario: Scenario, consent: str) -> None:
+    p = _policy_for(world, scenario.policy)
+    granted = frozenset({"essential", *consent.split(".")}) if consent else frozenset({"essential"})
+    v, state = await _visit(world, scenario, consent)
+    errors = [e for e in v.console_errors if not (scenario.page_errors and re.search(scenario.page_errors, e))]
+    problems = {
+        "contacted refused": refused_contacts(v, scenario, p, granted),
+        "granted but not fetched": [
+            f"{t.host}{t.path}" for t in scenario.tags if t.category in granted and not v.requested(t.host, t.path)
+        ],
+        "granted but did not run": [
+            t.runs for t in scenario.tags if t.runs and t.category in granted and t.runs not in v.trackers_ran
+        ],
+        "first-party scripts that did not run": sorted(v.expected_first_party - v.first_party),
+        "console errors": errors,
+        "page checks": state["problems"],
+        "guard errors": [f"{state['errors']} internal errors"] if state["errors"] else [],
+    }
+    blocked = len(state["blocked"])
+    RESULTS[scenario.name][consent or "none"] = "ok" if not any(problems.values()) else "FAIL"
+    RESULTS[scenario.name][f"blocked[{consent or 'none'}]"] = str(blocked)
+    assert v.expected_first_party, "the page declares its first-party markers"
+    assert not any(problems.values()), _report(problems)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+async def test_without_the_guard_the_scenario_leaks(world: World, scenario: Scenario) -> None:
+    """The control: the same page, no guard, nothing granted: refused trackers are contacted."""
+    p = _policy_for(world, scenario.policy)
+    v, _ = await _visit(world, scenario, "", guard=False)
+    leaks = refused_contacts(v, scenario, p, frozenset({"essential"}))
+    RESULTS[scenario.name]["control leaks"] = str(len(leaks))
+    assert leaks, "the page contacts no refused tracker even without the guard: the scenario proves nothing"
+
+
+def _report(problems: dict[str, list[str]]) -> str:
+    return "\n".join(f"{label}:\n  " + "\n  ".join(map(str, items)) for label, items in problems.items() if items)
+
+
+# --------------------------------------------------------------------------- release
+
+
+@pytest.mark.parametrize("signal", ["event", "cookie-only"])
+async def test_release_after_consent_without_reload(world: World, signal: str) -> None:
+    """Granting advertising and social on the page re-creates the blocked tags in order,
+    each once, without a reload; a dropped beacon is not replayed; withdrawing consent
+    blocks the next request at once."""
+    _policy_for(world, "default")
+    chain_hosts = ("/chain/a.js", "/chain/b.js", "/self/tag.js")
+    async with world.tab() as tab:
+        await tab.goto(page_url(world, "release"))
+        before = await tab.snapshot()
+        none = frozenset({"essential"})
+        assert refused_contacts(before, SCENARIOS[0], Policy(make_catalog()), none) == []
+        inert = await tab.page.evaluate(
+            "[...document.querySelectorAll('[data-tg-category]')].map(e => e.localName + ':' + e.getAttribute('type'))"
+        )
+        assert inert.count("script:text/plain") == 3 and "iframe:null" in inert, inert  # A, B, init; the frame
+        assert "self-error" in await tab.page.evaluate("e2e.log")
+        navigations = len(world.site.cookie_headers)
+        await tab.page.evaluate(
+            "signal => { window.sameDocument = 'yes';"
+            " document.cookie = 'tg_consent=advertising.social~3~1796300000~Hk3J9dPq; path=/';"
+            " if (signal == 'event') document.dispatchEvent(new CustomEvent('tag-gate:consent')); }",
+            signal,
+        )
+        await tab.wait_for(
+            lambda: (
+                all(any(h.host == "ct.pinterest.com" and h.path == p for h in tab.hits()) for p in chain_hosts)
+                and any(h.host == "www.youtube.com" and h.path == "/embed/released" for h in tab.hits())
+            ),
+            "the released tags to be fetched",
+        )
+        await tab.settle()
+        state = await tab.page.evaluate(
+            "({chain: window.chain, self: window.selfRan, log: e2e.log, dcl: e2e.dcl, load: e2e.load,"
+            " same: window.sameDocument, left: document.querySelectorAll('[data-tg-category]').length,"
+            " errors: __tagGateGuard.errors, granted: __tagGateGuard.granted().sort()})"
+        )
+        await tab.page.evaluate("injectPixel('while-granted')")
+        await tab.wait_for(
+            lambda: tab.world.internet.hits and any("while-granted" in h.path for h in tab.hits()), "a granted pixel"
+        )
+        await tab.page.evaluate(
+            "signal => { document.cookie = 'tg_consent=; path=/';"
+            " if (signal == 'event') document.dispatchEvent(new CustomEvent('tag-gate:consent')); }",
+            signal,
+        )
+        await asyncio.sleep(0.8)  # the guard polls the cookie every 500 ms when no event comes
+        await tab.page.evaluate("injectPixel('after-withdrawal')")
+        await tab.settle()
+        after = await tab.snapshot()
+    fetched = [h.path for h in after.page_hits if h.host == "ct.pinterest.com"]
+    problems = {
+        "order": [] if state["chain"] == ["A", "B", "init"] else [f"chain ran as {state['chain']}"],
+        "exactly once": [f"{p} fetched {fetched.count(p)} times" for p in chain_hosts if fetched.count(p) != 1]
+        + ([] if state["self"] == 1 else [f"the self-removing tag ran {state['self']} times"]),
+        "page's load listeners on the old elements": [e for e in ("onload-a", "onload-b") if e not in state["log"]],
+        "no reload": [] if state["same"] == "yes" and len(world.site.cookie_headers) == navigations else ["reloaded"],
+        "no second DOMContentLoaded/load": [] if (state["dcl"], state["load"]) == (1, 1) else [str(state)],
+        "still inert": [str(state["left"])] if state["left"] else [],
+        "granted after the event": []
+        if state["granted"] == ["advertising", "essential", "social"]
+        else [str(state["granted"])],
+        "replayed": [h.path for h in after.page_hits if "ev=Dropped" in h.path],
+        "after withdrawal": [h.path for h in after.page_hits if "after-withdrawal" in h.path],
+        "console errors": after.console_errors,
+        "guard errors": [str(state["errors"])] if state["errors"] else [],
+    }
+    assert not any(problems.values()), _report(problems)

@@ -1,0 +1,302 @@
+"""guard: the runtime guard's rule table, its regex translation and the code compaction
+(pure; the browser half of the shared table is tests/e2e/test_guard.py)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from proxy.catalog import Catalog, Vendor, make_catalog
+from proxy.config import make_policy, parse_config
+from proxy.consent import read_consent
+from proxy.guard import (
+    GuardRules,
+    compact_js,
+    guard_sizes,
+    js_tokens,
+    load_guard_code,
+    make_guard,
+    make_guard_rules,
+    translate_regex,
+)
+from proxy.policy import Kind, Policy
+from tests.guard_table import Row, consent, policy, rows
+
+GUARD_JS = (resources.files("proxy") / "data" / "public" / "guard.js").read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- the shared table
+
+
+@pytest.mark.parametrize("row", rows(), ids=lambda r: r.id)
+def test_server_side_decision_matches_the_shared_table(row: Row) -> None:
+    decision = policy(row.policy).decide_url(consent(row.granted), Kind.SCRIPT, row.url, row.page)
+    blocked = not decision.keeps
+    assert blocked == row.blocked, row.note
+    if row.blocked:
+        assert (decision.vendor.id if decision.vendor else None) == row.vendor
+
+
+def test_the_table_covers_what_it_promises() -> None:
+    notes = " ".join(r.note for r in rows())
+    urls = " ".join(r.url for r in rows())
+    for needle in ("trailing dot", "userinfo", "punycode", "IDN", "segment-wise", "case-sensitive", "IP address"):
+        assert needle in notes
+    for needle in ("\\", ":8443", "//connect", "/./", "%2e"):
+        assert needle in urls
+    assert {r.policy for r in rows()} == {"default", "site", "unknown-gated"}
+    assert sum(r.blocked for r in rows()) >= 40 and sum(not r.blocked for r in rows()) >= 40
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _table(p: Policy, granted: str, page: str = "www.shop.test", **kw: Any) -> dict[str, Any]:
+    text = make_guard(p, **kw).rules_json(read_consent(f"tg_consent={granted}" if granted else None, None), page)
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def _vendors(table: dict[str, Any]) -> dict[str, list[Any]]:
+    return {v[0]: v for v in table["vendors"]}
+
+
+def test_table_holds_refused_vendors_only_and_their_shadows() -> None:
+    p = make_policy(None)
+    none = _vendors(_table(p, ""))
+    assert "meta-pixel" in none and "google-tag-manager" in none
+    assert all(v[1] != "essential" for v in none.values())
+    analytics = _vendors(_table(p, "analytics"))
+    assert "google-tag-manager" not in analytics and "meta-pixel" in analytics
+    # social refused, advertising granted: the pixel's URL prefix on facebook.com is in the
+    # table (as an allow entry) because it wins over the refused facebook.com host.
+    ads = _vendors(_table(p, "advertising.analytics"))
+    assert ads["meta-pixel"] == ["meta-pixel", "advertising", [], ["facebook.com/tr"]]
+    assert "facebook.com" in ads["facebook-social"][2]
+    everything = _table(p, "functional.analytics.advertising.social")
+    assert everything["vendors"] == []
+
+
+def test_table_fields() -> None:
+    p = make_policy(parse_config({"html": {"first_party_hosts": ["cdn.shop.test"], "unknown_hosts": "advertising"}}))
+    t = _table(p, "analytics", cookie_name="consent_x", gpc_refuses=("advertising",))
+    assert t["v"] == 1 and t["cookie"] == "consent_x" and t["style"] == "tag-gate"
+    assert t["granted"] == ["analytics", "essential"] and t["final"] == []
+    assert t["firstParty"] == ["cdn.shop.test"] and t["unknown"] == "advertising" and t["page"] == "www.shop.test"
+    # Unknown hosts refused: every vendor must be known to the guard, granted or not.
+    assert "google-tag-manager" in _vendors(t)
+    gpc = json.loads(make_guard(p).rules_json(read_consent("tg_consent=advertising", "1"), "x"))
+    assert gpc["final"] == ["advertising"]
+
+
+def test_rules_are_kept_in_order_with_their_outcome() -> None:
+    p = policy("site")
+    t = _table(p, "")
+    assert [r[4] for r in t["rules"]] == [
+        0,
+        "social",
+        "analytics",
+        "advertising",
+        1,
+        "advertising",
+        "advertising",
+        "analytics",
+    ]
+    own = t["rules"][2]
+    assert own == [0, ["/js/tracking/"], 0, 0, "analytics"]
+    # A vendor named by a rule is in the table even when granted: the rule needs to know it.
+    assert "google-tag-manager" in _vendors(_table(p, "analytics"))
+
+
+def test_json_is_safe_inside_a_script_element() -> None:
+    p = make_policy(None)
+    text = make_guard(p).rules_json(read_consent(None, None), "</script><script>alert(1)</script>")
+    assert "<" not in text and ">" not in text
+    assert json.loads(text)["page"] == "</script><script>alert(1)</script>"
+
+
+def test_tables_are_memoised_per_consent_key_and_policy() -> None:
+    p = make_policy(None)
+    assert make_guard(p) is make_guard(p)
+    guard = make_guard(p)
+    a = guard._cached(read_consent("tg_consent=analytics", None))
+    b = guard._cached(read_consent("tg_consent=analytics", None))
+    assert a is b
+    assert make_guard(make_policy(None)) is not guard
+    assert make_guard(p, cookie_name="other") is not guard
+    assert make_guard_rules(p, read_consent(None, None), "h") == guard.rules_json(read_consent(None, None), "h")
+
+
+def test_later_vendors_win_hosts_and_urls_as_in_the_catalogue() -> None:
+    extra = [
+        Vendor(id="mine", name="Mine", category="functional", hosts=("connect.facebook.net",)),
+        Vendor(id="mine2", name="Mine2", category="analytics", urls=("www.google.com/recaptcha/",)),
+    ]
+    p = Policy(make_catalog(extra))
+    t = _vendors(_table(p, ""))
+    assert t["mine"][2] == ["connect.facebook.net"] and "connect.facebook.net" not in t["meta-pixel"][2]
+    assert t["mine2"][3] == ["www.google.com/recaptcha/"]
+
+
+def test_every_catalogue_entry_resolves_to_its_effective_vendor() -> None:
+    """The builder's reading of the catalogue agrees with `Catalog` for every entry."""
+    catalog = make_catalog()
+    guard = GuardRules(Policy(catalog))
+    for e in guard._entries:
+        url = f"https://{e.text}" if e.path is not None else f"https://{e.suffix}/"
+        found = catalog.vendor_for_location(e.suffix, url)
+        assert found is not None and found.id == e.vendor.id, e.text
+
+
+def test_path_prefixes_are_encoded_as_the_browser_writes_paths() -> None:
+    p = make_policy(parse_config({"rule": [{"path_prefix": "/café/a b", "category": "analytics"}]}))
+    assert _table(p, "")["rules"][0][1] == ["/caf%C3%A9/a%20b"]
+
+
+def test_table_weight_for_the_full_catalogue() -> None:
+    """Not a budget check: prints what a full catalogue's refused rules weigh."""
+    p = make_policy(None)
+    for granted in ("", "analytics", "analytics.social"):
+        text = make_guard(p).rules_json(read_consent(f"tg_consent={granted}" if granted else None, None), "w.x")
+        print(
+            f"rules for consent {granted or 'none'!r}: {len(text)} bytes, {len(gzip.compress(text.encode(), 9))} gzip"
+        )
+
+
+# --------------------------------------------------------------------------- url_regex
+
+
+REGEXES: list[tuple[str, list[str]]] = [
+    (
+        r"^https?://[^/]*\.cdn-ads\.test/",
+        ["https://a.cdn-ads.test/x", "http://cdn-ads.test/x", "ftp://a.cdn-ads.test/"],
+    ),
+    (
+        r"(?i)/PIXEL\.gif(?:$|\?)",
+        ["https://x/pixel.GIF", "https://x/pixel.gif?a", "https://x/pixel.gifs", "https://x/PIXEL.gif\n"],
+    ),
+    (
+        r"track(ing)?\b",
+        ["https://x/tracking-1", "https://x/trackinger", "https://x/track_é", "https://x/trackéé", "track"],
+    ),
+    (r"\d{3,}", ["https://x/12", "https://x/123", "https://x/١٢٣", "https://x/a1b2c3"]),
+    (r"\w+@\w+", ["https://a@b/", "https://é@ß/", "https://-@-/"]),
+    (r"a.c", ["abc", "a\nc", "a\u2028c", "a\rc"]),
+    (r"(?s)a.c", ["a\nc", "abc"]),
+    (r"end$", ["x/end", "x/end\n", "x/end\n\n", "x/ends"]),
+    (r"(?m)^b", ["a\nb", "a\rb", "ab"]),
+    (r"\Aa|z\Z", ["az", "ba", "a", "z\n"]),
+    (r"[\s]x|\sy", ["a\u3000x", "a\x1cy", "a\u200by", "a x"]),
+    (r"(?P<h>ab)(?P=h)", ["abab", "abba"]),
+    (r"x{,2}y{2,}z{1}", ["yyz", "xxxyyz", "yz"]),
+    (r"a{b", ["a{b", "ab"]),
+    (r"[]a-]", ["]", "a", "-", "b"]),
+    (r"[^\d.]+\.", ["12.x.", "..", "a."]),
+    (r"\x41\u00e9\N{BULLET}\n?", ["Aé•", "Ae•"]),
+    (r"(?x) a b  # comment\n c", ["abc", "a b c"]),
+    (r"(?a)\w+\d", ["é1", "ab1", "١"]),
+    (r"(?<=/)p(?!x)", ["/p", "/px", "p"]),
+    (r"(?#note)ab+?", ["abbb", "a"]),
+    (r"\.js$|\.mjs", ["a.js", "a.mjs?x", "a.jsx"]),
+]
+
+
+@pytest.mark.parametrize(("pattern", "samples"), REGEXES)
+def test_translated_regexes_compile(pattern: str, samples: list[str]) -> None:
+    source, flags = translate_regex(re.compile(pattern))
+    assert "u" in flags and source
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        (r"(?i:a)b", "group"),
+        (r"(?>a)", "group"),
+        (r"a++", "possessive"),
+        (r"(a)?(?(1)b|c)", "group"),
+        (r"[\W]", "inside a character class"),
+        (r"[\S_]", "inside a character class"),
+    ],
+)
+def test_untranslatable_regexes_are_refused(pattern: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        translate_regex(re.compile(pattern))
+
+
+def test_untranslatable_rule_is_reported_and_skipped() -> None:
+    p = make_policy(
+        parse_config(
+            {"rule": [{"url_regex": "(?>ads)", "category": "advertising"}, {"hosts": ["x.test"], "allow": True}]}
+        )
+    )
+    guard = make_guard(p)
+    assert len(guard.warnings) == 1 and "rule[0]" in guard.warnings[0] and "skips this rule" in guard.warnings[0]
+    assert _table(p, "")["rules"] == [[["x.test"], 0, 0, 0, 0]]
+
+
+def test_case_insensitive_rule_says_what_differs() -> None:
+    p = make_policy(parse_config({"rule": [{"url_regex": "(?i)/pixel", "category": "advertising"}]}))
+    assert any("U+0130" in w for w in make_guard(p).warnings)
+
+
+def test_python_whitespace_set_is_what_str_isspace_says() -> None:
+    from proxy.guard import _PY_SPACE
+
+    assert "".join(chr(c) for c in range(0x110000) if chr(c).isspace()) == _PY_SPACE
+
+
+# --------------------------------------------------------------------------- compaction
+
+
+def test_compaction_keeps_every_token() -> None:
+    code = compact_js(GUARD_JS)
+    assert js_tokens(code) == js_tokens(GUARD_JS)
+    assert "/*" not in code and "\n\n" not in code and "  " not in code
+
+
+@pytest.mark.parametrize(
+    ("source", "compact"),
+    [
+        ("a = b / c / d;", "a=b/c/d;"),
+        ("x = /a\\/b[/]c/g.test(s); // note", "x=/a\\/b[/]c/g.test(s);"),
+        ("return /x/.test(y)", "return/x/.test(y)"),
+        ("a + +b; c - -d; e - - f", "a+ +b;c- -d;e- -f"),
+        ("s = 'a // b /* c */'; t = \"it's\";", "s='a // b /* c */';t=\"it's\";"),
+        ("u = `a ${ b /* c */ + `d ${e}` } f`; // x", "u=`a ${b+`d ${e}`} f`;"),
+        ("let x = a\n++b", "let x=a\n++b"),
+        ("f(x) / 2", "f(x)/2"),
+        ("a[0] / b", "a[0]/b"),
+        ("if (a) /* c */ b();", "if(a)b();"),
+    ],
+)
+def test_compaction_cases(source: str, compact: str) -> None:
+    assert compact_js(source) == compact
+
+
+@pytest.mark.parametrize("bad", ["'abc", "/* open", "`abc", "x = /abc"])
+def test_compaction_refuses_what_it_cannot_read(bad: str) -> None:
+    with pytest.raises(ValueError):
+        compact_js(bad)
+
+
+def test_guard_code_has_one_placeholder_and_the_script_embeds_the_table() -> None:
+    code = load_guard_code()
+    assert code.count('"__TG_RULES__"') == 1
+    body = make_guard(make_policy(None)).script(read_consent(None, None), "www.shop.test")
+    assert '"__TG_RULES__"' not in body and body.startswith(code.split('"__TG_RULES__"')[0])
+    assert "</script" not in body.lower()
+
+
+def test_guard_sizes_are_reported() -> None:
+    sizes = guard_sizes()
+    print(f"guard.js: {sizes}")
+    assert sizes["compact"] < sizes["source"]
+
+
+def test_catalog_type_is_what_the_builder_reads() -> None:
+    assert isinstance(make_policy(None).catalog, Catalog)
