@@ -53,7 +53,7 @@ from typing import Final
 from .catalog import Vendor
 from .categories import ESSENTIAL
 from .consent import ConsentState
-from .memo import remember
+from .memo import Memo
 from .policy import Policy, UrlRule
 
 __all__ = [
@@ -70,6 +70,7 @@ __all__ = [
 TABLE_VERSION: Final = 1
 _PLACEHOLDER: Final = '"__TG_RULES__"'
 _CACHE_LIMIT: Final = 256
+_CACHE_BYTES: Final = 64 << 20
 """Consent keys per config: 2**4 built-in combinations x GPC, more with custom categories."""
 
 
@@ -591,7 +592,7 @@ class GuardRules:
         warnings: list[str] = []
         self._rules = self._compile_rules(warnings)
         self.warnings: tuple[str, ...] = tuple(warnings)
-        self._memo: dict[str, tuple[str, str]] = {}
+        self._memo: Memo[str, tuple[str, str]] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
 
     def _compile_rules(self, warnings: list[str]) -> list[list[object]]:
         out: list[list[object]] = []
@@ -665,11 +666,11 @@ class GuardRules:
         }
 
     def _cached(self, consent: ConsentState) -> tuple[str, str]:
-        hit = self._memo.get(consent.key)
+        hit = self._memo.table.get(consent.key)
         if hit is None:
             text = _script_json(self._table(consent))
             # `{...}` → `{...,"page":` + host + `}`: the per-page part is one concatenation.
-            hit = remember(self._memo, _CACHE_LIMIT, consent.key, (text[:-1] + ',"page":', "}"))
+            hit = self._memo.put(consent.key, (text[:-1] + ',"page":', "}"), len(text))
         return hit
 
     def rules_json(self, consent: ConsentState, page_host: str | None) -> str:
