@@ -675,6 +675,7 @@ class DeadlineRequestHandler(RequestHandler):
         "_tg_timeout",
         "_tg_idle",
         "_tg_on_timeout",
+        "_tg_on_refused",
         "_tg_head_refused",
         "_tg_lingering",
         "_tg_linger_heard",
@@ -684,7 +685,14 @@ class DeadlineRequestHandler(RequestHandler):
     LINGER_TIME: Final = 5.0
     LINGER_TIMEOUT: Final = 1.0
 
-    def __init__(self, *args: Any, header_timeout: float, on_timeout: Callable[[], None], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        header_timeout: float,
+        on_timeout: Callable[[], None],
+        on_refused: Callable[[int], None],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         # Pipelining stall workaround (docs/upstream/aiohttp-pipelining-stall.md). aiohttp's
         # C parser stops emitting requests when its in-flight count reaches the queue cap
@@ -701,6 +709,7 @@ class DeadlineRequestHandler(RequestHandler):
         self._tg_deadline: asyncio.TimerHandle | None = None
         self._tg_idle = False
         self._tg_on_timeout = on_timeout
+        self._tg_on_refused = on_refused
         self._tg_head_refused = False
         self._tg_lingering: asyncio.Future[None] | None = None
         self._tg_linger_heard = False
@@ -742,6 +751,7 @@ class DeadlineRequestHandler(RequestHandler):
         # aiohttp answers a head its parser refused through here, with the parser's error.
         if isinstance(exc, HttpProcessingError):
             self._tg_head_refused = True
+            self._tg_on_refused(exc.code if 400 <= exc.code < 600 else status)
         return super().handle_error(request, status, exc, message)
 
     async def finish_response(
@@ -824,6 +834,7 @@ class ProxyServer(web.Server):
             logger=OneLineLogger(logging.getLogger("tag_gate.http"), {}),
             header_timeout=t.header,
             on_timeout=metrics.header_timeouts.inc,
+            on_refused=metrics.count_refused_head,
         )
         self._tg_max_connections = lim.max_connections
         self._tg_metrics = metrics

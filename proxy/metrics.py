@@ -143,6 +143,11 @@ class Metrics:
         info = Gauge("tag_gate_info", "Build information.", ["version"], registry=r)
         info.labels(__version__).set(1)
 
+    def count_refused_head(self, status: int) -> None:
+        """A request head aiohttp's parser refused (answered before any handler ran)."""
+        self.rejected.labels("bad_request").inc()
+        self.count_status(status)
+
     def count_status(self, status: int) -> None:
         index = status // 100 - 1
         if 0 <= index < 5:

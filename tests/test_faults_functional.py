@@ -360,3 +360,14 @@ async def test_distinct_huge_cookie_headers_do_not_pile_up_in_memory() -> None:
     finally:
         await server.close()
     assert growth_mib < 48, f"RSS grew by {growth_mib:.0f} MiB over 8,800 distinct 15 KB Cookie headers"
+
+
+async def test_request_heads_the_parser_refuses_are_counted() -> None:
+    server = await start(echo_app())
+    async with running_proxy(f"http://127.0.0.1:{server.port}") as tg:
+        for bad in (b"GET /a%s%d\x01 HTTP/1.1\r\nHost: s\r\n\r\n", b"GET / HTTP/1.1\r\nBad%s Header: x\r\n\r\n"):
+            raw = await raw_exchange(tg.port, bad)
+            assert split_response(raw)[0] == 400
+        assert await metric(tg, 'tag_gate_rejected_requests_total{reason="bad_request"}') == 2
+        assert await metric(tg, 'tag_gate_requests_total{status_class="4xx"}') == 2
+    await server.close()
