@@ -27,7 +27,7 @@ import uvloop
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from proxy.catalog import load_builtin_vendors
+from proxy.core.catalog import load_builtin_vendors
 
 TRACKERS = frozenset(host for v in load_builtin_vendors() if v.category != "essential" for host in v.hosts)
 HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers"}

@@ -31,7 +31,7 @@ import brotli
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.banner import make_banner_config, make_banner_snippet, parse_banner
+from proxy.core.banner import make_banner_config, make_banner_snippet, parse_banner
 from proxy.service import load_assets
 from tests.e2e.banner_site import CATALOG, BannerWorld
 from tests.e2e.world import find_chromium

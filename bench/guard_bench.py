@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.config import make_policy
-from proxy.consent import read_consent
-from proxy.guard import GuardRules, guard_sizes
+from proxy.core.config import make_policy
+from proxy.core.consent import read_consent
+from proxy.html.guard import GuardRules, guard_sizes
 
 CONSENTS = ("", "analytics", "analytics.social", "functional.analytics.social")
 

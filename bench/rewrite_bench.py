@@ -41,16 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import lolhtml
 import pages
 
-from proxy.catalog import Catalog, host_of, load_builtin_vendors, load_ocd_vendors
-from proxy.config import (
+from proxy.core.catalog import Catalog, host_of, load_builtin_vendors, load_ocd_vendors
+from proxy.core.config import (
     make_policy,
     parse_config,
 )
-from proxy.consent import read_consent
+from proxy.core.consent import read_consent
+from proxy.core.policy import Kind
+from proxy.html.gate import SELECTORS, HtmlGate, gate_selectors
+from proxy.http.stages import BodyPipeline, Stages
 from proxy.metrics import Metrics
-from proxy.pipeline import BodyPipeline, Stages
-from proxy.policy import Kind
-from proxy.rewrite import SELECTORS, HtmlGate, gate_selectors
 
 CHUNK = 16384
 URL_ATTRS = ("src", "href", "data", "srcset", "poster", "ping")

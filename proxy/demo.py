@@ -21,11 +21,11 @@ from typing import TextIO
 import aiohttp
 from aiohttp import web
 
-from .catalog import Catalog, load_builtin_vendors
-from .config import Address, Config, make_policy, parse_config
+from .core.catalog import Catalog, load_builtin_vendors
+from .core.config import Address, Config, make_policy, parse_config
+from .html.gate import gate_document
+from .http.stages import Stages
 from .metrics import Metrics
-from .pipeline import Stages
-from .rewrite import gate_document
 from .service import Service
 
 STATES = (

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .config import Config
-from .consent import ConsentState, consent_report, format_consent, read_consent
-from .cookies import parse_set_cookie
+from .core.config import Config
+from .core.consent import ConsentState, consent_report, format_consent, read_consent
+from .core.cookies import parse_set_cookie
+from .core.policy import Action, Kind
+from .html.gate import GatePlan, gate_document
+from .http.stages import Stages
 from .metrics import Metrics
-from .pipeline import Stages
-from .policy import Action, Kind
-from .rewrite import GatePlan, gate_document
 
 
 @dataclass

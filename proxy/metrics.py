@@ -31,7 +31,7 @@ UPSTREAM_ERROR_KINDS: Final = (
     "queue_full",
 )
 WEBSOCKET_CLOSE_REASONS: Final = ("too_big", "idle", "client", "upstream", "error", "shutdown")
-"""Why a WebSocket relay ended (proxy.websocket documents each)."""
+"""Why a WebSocket relay ended (proxy.http.websocket documents each)."""
 LOG_STREAMS: Final = ("access", "error")
 """`access`: the JSON access log on stdout; `error`: the event log on stderr."""
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

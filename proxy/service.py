@@ -29,11 +29,11 @@ from typing import Final
 from aiohttp import web
 
 from .admin import make_admin_app
-from .app import ProxyHandler, ProxyServer, ProxyState, close_session, start_session
-from .config import Address, Config, ConfigError
+from .core.config import Address, Config, ConfigError
+from .http.handler import ProxyHandler, ProxyServer, ProxyState, close_session, start_session
+from .http.stages import Stages
 from .logs import AccessLog, event_lines_dropped
 from .metrics import Metrics
-from .pipeline import Stages
 
 log = logging.getLogger("tag_gate")
 

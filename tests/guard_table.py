@@ -10,9 +10,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from proxy.config import make_policy, parse_config
-from proxy.consent import ConsentState, read_consent
-from proxy.policy import Policy
+from proxy.core.config import make_policy, parse_config
+from proxy.core.consent import ConsentState, read_consent
+from proxy.core.policy import Policy
 
 TABLE = Path(__file__).parent / "data" / "url_decisions.json"
 PAGE_HOST = "www.shop.test"

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.config import parse_config
+from proxy.core.config import parse_config
 from proxy.logs import AccessLog
 from proxy.service import Service
 

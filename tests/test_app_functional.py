@@ -200,7 +200,7 @@ def test_raw_header_serializer_still_refuses_response_splitting() -> None:
     from aiohttp import http_writer
     from multidict import CIMultiDict
 
-    from proxy.upstream import keep_raw_header_bytes
+    from proxy.http.forwarding import keep_raw_header_bytes
 
     keep_raw_header_bytes()
     serialize = http_writer._serialize_headers

@@ -1,4 +1,4 @@
-"""proxy.banner: the [banner] table, language negotiation, the cookie record, the JSON
+"""proxy.core.banner: the [banner] table, language negotiation, the cookie record, the JSON
 blob and markup banner.js reads, and the proof-of-consent body (browser tests:
 tests/e2e/test_banner.py)."""
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from proxy.banner import (
+from proxy.core.banner import (
     BUILTIN_LANGUAGES,
     DEFAULT_PURPOSES,
     SCRIPT_TEXT_KEYS,
@@ -31,8 +31,8 @@ from proxy.banner import (
     parse_consent_record,
     parse_duration,
 )
-from proxy.catalog import Catalog, make_catalog
-from proxy.categories import BUILTIN_CATEGORIES
+from proxy.core.catalog import Catalog, make_catalog
+from proxy.core.categories import BUILTIN_CATEGORIES
 from tests.schema_check import check
 
 REPO = Path(__file__).resolve().parent.parent

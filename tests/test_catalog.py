@@ -1,4 +1,4 @@
-"""proxy.catalog: host_of, the lookups, the built-in data, validation, purity, properties."""
+"""proxy.core.catalog: host_of, the lookups, the built-in data, validation, purity, properties."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.catalog import (
+from proxy.core.catalog import (
     Catalog,
     Vendor,
     VendorError,
@@ -34,7 +34,7 @@ from proxy.catalog import (
     parse_vendors,
     read_catalog,
 )
-from proxy.categories import ADVERTISING, ANALYTICS, BUILTIN_CATEGORIES, ESSENTIAL, FUNCTIONAL, SOCIAL
+from proxy.core.categories import ADVERTISING, ANALYTICS, BUILTIN_CATEGORIES, ESSENTIAL, FUNCTIONAL, SOCIAL
 
 CATALOG = make_catalog()
 
@@ -1215,7 +1215,7 @@ def test_read_catalog_reports_bad_files_and_keeps_checking(tmp_path: Path) -> No
 def test_import_and_build_load_no_heavy_modules() -> None:
     code = (
         "import sys\n"
-        "import proxy.catalog as c\n"
+        "import proxy.core.catalog as c\n"
         "catalog = c.make_catalog()\n"
         "assert catalog.vendor_for_url('https://www.google-analytics.com/g/collect').id == 'google-analytics'\n"
         "heavy = ('aiohttp', 'lolhtml', 'yarl', 'multidict', 'asyncio')\n"
@@ -1224,4 +1224,7 @@ def test_import_and_build_load_no_heavy_modules() -> None:
         "print(heavy, ours)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert result.stdout.strip() == "[] ['proxy', 'proxy.catalog', 'proxy.categories', 'proxy.memo']"
+    assert (
+        result.stdout.strip()
+        == "[] ['proxy', 'proxy.core', 'proxy.core.catalog', 'proxy.core.categories', 'proxy.core.memo']"
+    )

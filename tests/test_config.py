@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from proxy.config import (
+from proxy.core.config import (
     DEFER_STYLES,
     Address,
     ConfigError,
@@ -18,9 +18,9 @@ from proxy.config import (
     parse_upstream,
     with_overrides,
 )
-from proxy.consent import read_consent
-from proxy.defer import STYLES
-from proxy.policy import Action, Kind
+from proxy.core.consent import read_consent
+from proxy.core.defer import STYLES
+from proxy.core.policy import Action, Kind
 
 REFERENCE = Path(__file__).resolve().parent.parent / "config" / "tag-gate.toml"
 

@@ -1,4 +1,4 @@
-"""proxy.consent: one table per reader, then resolution, keys, reports and properties."""
+"""proxy.core.consent: one table per reader, then resolution, keys, reports and properties."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import proxy.consent
-from proxy.categories import ADVERTISING, ANALYTICS, BUILTIN_CATEGORIES, ESSENTIAL, FUNCTIONAL, SOCIAL
-from proxy.consent import (
+import proxy.core.consent
+from proxy.core.categories import ADVERTISING, ANALYTICS, BUILTIN_CATEGORIES, ESSENTIAL, FUNCTIONAL, SOCIAL
+from proxy.core.consent import (
     DEFAULT_SETTINGS,
     MAX_COOKIE_HEADER_BYTES,
     REASONS,
@@ -48,7 +48,7 @@ from proxy.consent import (
     source_cookie_names,
     validate_settings,
 )
-from proxy.tcf import parse_tc_string
+from proxy.core.tcf import parse_tc_string
 
 ALL = (FUNCTIONAL, ANALYTICS, ADVERTISING, SOCIAL)
 UNDECIDED = Reading(True, False)
@@ -881,7 +881,7 @@ def test_native_cookie_grants_exactly_what_it_names(
 
 def test_pure_modules_do_not_import_io_libraries() -> None:
     code = (
-        "import sys, proxy.consent, proxy.tcf; "
+        "import sys, proxy.core.consent, proxy.core.tcf; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'lolhtml')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -890,7 +890,7 @@ def test_pure_modules_do_not_import_io_libraries() -> None:
 
 # --- proxy/data/public/bridge.js ---------------------------------------------------------------
 
-BRIDGE = Path(proxy.consent.__file__).parent / "data" / "public" / "bridge.js"
+BRIDGE = Path(proxy.core.consent.__file__).parent.parent / "data" / "public" / "bridge.js"
 
 
 def test_bridge_script_is_small_strict_and_eval_free() -> None:

@@ -1,11 +1,11 @@
-"""Tests for proxy.cookies: Set-Cookie reading and filtering, Cookie stripping,
+"""Tests for proxy.core.cookies: Set-Cookie reading and filtering, Cookie stripping,
 withdrawal deletions and client-hint filtering.
 
 Third-party data: the http-state parser suite (README section 2 of the test-data
 directory), read from the `testdata` fixture, never copied here.
 
 reliability.md catalogue items covered here: 63, 64, 65, 66, 68 (the http-state
-suite), 69. Item 67 (garbled consent cookie) belongs to proxy.consent. Item 70
+suite), 69. Item 67 (garbled consent cookie) belongs to proxy.core.consent. Item 70
 (`Set-Cookie` in a chunked trailer) is an app-level concern: the pure filter only ever
 sees the header lines the app hands it, and proxy/app.py must never copy upstream
 trailers into headers.
@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from publicsuffixlist import PublicSuffixList
 
-from proxy.cookies import (
+from proxy.core.cookies import (
     DELETION_EXPIRES,
     HIGH_ENTROPY_CLIENT_HINTS,
     CookiePrefix,
@@ -446,7 +446,7 @@ CATALOGUE = {"_ga": "analytics", "_fbp": "advertising"}
 
 
 def toy_policy(granted: frozenset[str]) -> Callable[[SetCookie], bool]:
-    """Stand-in for proxy.policy: essential by exact key, known vendors by category,
+    """Stand-in for proxy.core.policy: essential by exact key, known vendors by category,
     nameless and unknown cookies non-essential (refused without consent)."""
 
     def keep(cookie: SetCookie) -> bool:

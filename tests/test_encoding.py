@@ -13,9 +13,10 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.catalog import make_catalog
-from proxy.consent import read_consent
-from proxy.encoding import (
+from proxy.core.catalog import make_catalog
+from proxy.core.consent import read_consent
+from proxy.core.policy import Policy
+from proxy.html.codings import (
     CODINGS,
     DecodeError,
     Encoder,
@@ -25,9 +26,8 @@ from proxy.encoding import (
     parse_accept_encoding,
     parse_content_encoding,
 )
-from proxy.pipeline import WHOLE_DOCUMENT_MAX, BodyPipeline
-from proxy.policy import Policy
-from proxy.rewrite import GatePlan, HtmlGate
+from proxy.html.gate import GatePlan, HtmlGate
+from proxy.http.stages import WHOLE_DOCUMENT_MAX, BodyPipeline
 
 PAGE = b"<html><body>" + b"<p>hello tag-gate, caf\xc3\xa9</p>\n" * 5000 + b"</body></html>"
 

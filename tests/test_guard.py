@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from proxy.catalog import Catalog, Vendor, make_catalog
-from proxy.config import make_policy, parse_config
-from proxy.consent import read_consent
-from proxy.guard import (
+from proxy.core.catalog import Catalog, Vendor, make_catalog
+from proxy.core.config import make_policy, parse_config
+from proxy.core.consent import read_consent
+from proxy.core.policy import Kind, Policy
+from proxy.html.guard import (
     GuardRules,
     compact_js,
     guard_sizes,
@@ -24,7 +25,6 @@ from proxy.guard import (
     make_guard_rules,
     translate_regex,
 )
-from proxy.policy import Kind, Policy
 from tests.guard_table import Row, consent, policy, rows
 
 GUARD_JS = (resources.files("proxy") / "data" / "public" / "guard.js").read_text(encoding="utf-8")
@@ -245,7 +245,7 @@ def test_case_insensitive_rule_says_what_differs() -> None:
 
 
 def test_python_whitespace_set_is_what_str_isspace_says() -> None:
-    from proxy.guard import _PY_SPACE
+    from proxy.html.guard import _PY_SPACE
 
     assert "".join(chr(c) for c in range(0x110000) if chr(c).isspace()) == _PY_SPACE
 

@@ -4,7 +4,7 @@ Every manifest is validated offline against the Kubernetes schemas (kubernetes-v
 strict: unknown fields are errors) for the oldest and newest versions we claim. Then each
 consistency check below returns its problems, and the shipped files must have none:
 ports, probe paths and drain timings against the config the ConfigMap ships (parsed with
-`proxy.config.parse_config`, the image's TAG_GATE_* variables applied as `tag-gate serve`
+`proxy.core.config.parse_config`, the image's TAG_GATE_* variables applied as `tag-gate serve`
 applies them) and tag-gate's defaults; the checksum annotation against the ConfigMap
 file; the container's user against the Dockerfile's. A table of mutations, each one
 wrong value in an in-memory copy of the manifests, proves that every check can fail.
@@ -35,9 +35,9 @@ import yaml
 from aiohttp import web
 
 from proxy.admin import make_admin_app
-from proxy.app import ProxyState
 from proxy.cli import ENV_VARS
-from proxy.config import Config, ConfigError, ServerConfig, Timeouts, check_runnable, parse_config, with_overrides
+from proxy.core.config import Config, ConfigError, ServerConfig, Timeouts, check_runnable, parse_config, with_overrides
+from proxy.http.handler import ProxyState
 from tests.test_cli_functional import serve_process, upstream
 from tests.test_dockerfile import instructions
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.catalog import (
+from proxy.core.catalog import (
     OCD_REPOSITORY,
     Catalog,
     Vendor,
@@ -19,7 +19,7 @@ from proxy.catalog import (
     parse_ocd,
     parse_vendor,
 )
-from proxy.categories import ADVERTISING, ANALYTICS, BUILTIN_CATEGORIES, ESSENTIAL, SOCIAL
+from proxy.core.categories import ADVERTISING, ANALYTICS, BUILTIN_CATEGORIES, ESSENTIAL, SOCIAL
 from tools import import_ocd
 
 DATA = resources.files("proxy") / "data" / "ocd"

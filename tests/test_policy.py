@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from proxy.catalog import Catalog, Vendor, make_catalog, url_path
-from proxy.consent import read_consent
-from proxy.policy import Action, CookieRule, Kind, Policy, UrlRule, compile_globs, filter_link_header
+from proxy.core.catalog import Catalog, Vendor, make_catalog, url_path
+from proxy.core.consent import read_consent
+from proxy.core.policy import Action, CookieRule, Kind, Policy, UrlRule, compile_globs, filter_link_header
 
 CATALOG = make_catalog()
 NONE = read_consent(None, None)
@@ -139,7 +139,7 @@ def test_inline_rules_win_over_the_catalogue() -> None:
     ],
 )
 def test_cookie_decisions(name: str, consent: object, keeps: bool, rule: str) -> None:
-    from proxy.config import make_policy
+    from proxy.core.config import make_policy
 
     d = make_policy(None).decide_cookie(consent, name)  # type: ignore[arg-type]
     assert (d.keeps, d.rule) == (keeps, rule)
@@ -214,7 +214,7 @@ def test_url_path(url: str, path: str) -> None:
 
 
 def test_memo_tables_are_bounded_by_bytes_not_only_entries() -> None:
-    from proxy.memo import Memo
+    from proxy.core.memo import Memo
 
     memo: Memo[str, int] = Memo(entries=8192, max_bytes=1 << 20)
     for i in range(10_000):

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.catalog import Catalog, make_catalog
-from proxy.consent import DEFAULT_SETTINGS, ConsentState, read_consent
-from proxy.defer import STYLES, make_cmp_names
-from proxy.policy import Action, Policy, UrlRule
-from proxy.rewrite import SELECTORS, GateError, GatePlan, HtmlGate, gate_document, may_carry_ping, srcset_urls
+from proxy.core.catalog import Catalog, make_catalog
+from proxy.core.consent import DEFAULT_SETTINGS, ConsentState, read_consent
+from proxy.core.defer import STYLES, make_cmp_names
+from proxy.core.policy import Action, Policy, UrlRule
+from proxy.html.gate import SELECTORS, GateError, GatePlan, HtmlGate, gate_document, may_carry_ping, srcset_urls
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CATALOG = make_catalog()

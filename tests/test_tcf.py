@@ -1,4 +1,4 @@
-"""proxy.tcf: TC string decoding, against the third-party vectors and a test encoder."""
+"""proxy.core.tcf: TC string decoding, against the third-party vectors and a test encoder."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.categories import ESSENTIAL
-from proxy.consent import ConsentSettings, categories_from_purposes, read_consent, read_tcf
-from proxy.tcf import (
+from proxy.core.categories import ESSENTIAL
+from proxy.core.consent import ConsentSettings, categories_from_purposes, read_consent, read_tcf
+from proxy.core.tcf import (
     MAX_TC_STRING_CHARS,
     PublisherRestriction,
     PublisherTC,

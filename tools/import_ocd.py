@@ -44,7 +44,7 @@ from typing import Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.catalog import (
+from proxy.core.catalog import (
     OCD_REPOSITORY,
     Catalog,
     Vendor,
@@ -53,7 +53,7 @@ from proxy.catalog import (
     parse_ocd,
     parse_source,
 )
-from proxy.categories import (
+from proxy.core.categories import (
     ADVERTISING,
     ANALYTICS,
     BUILTIN_CATEGORIES,

@@ -1,8 +1,8 @@
 """A loopback site that serves pages the way tag-gate will once the banner is wired in.
 
 Each page carries refused tags in tag-gate's native deferral markup (built with
-`proxy.defer`, exactly as the HTML gate writes it), `/__tag-gate/activate.js`, and at
-the end of the document the banner snippet from `proxy.banner` (the JSON blob for the
+`proxy.core.defer`, exactly as the HTML gate writes it), `/__tag-gate/activate.js`, and at
+the end of the document the banner snippet from `proxy.core.banner` (the JSON blob for the
 visitor's language, opened when `decide_reask` says so, and the deferred script with
 the page's CSP nonce). `/__tag-gate/*` assets come from `proxy.service.load_assets`, and
 `POST /__tag-gate/consent` records each proof-of-consent body.
@@ -28,11 +28,11 @@ from typing import Any
 import trustme
 from aiohttp import hdrs, web
 
-from proxy.banner import BannerSettings, decide_reask, make_banner_config, make_banner_snippet, negotiate_language
-from proxy.catalog import make_catalog
-from proxy.consent import DEFAULT_SETTINGS
-from proxy.defer import apply_edit, defer_edit, make_cmp_names, start_tag
-from proxy.policy import Kind
+from proxy.core.banner import BannerSettings, decide_reask, make_banner_config, make_banner_snippet, negotiate_language
+from proxy.core.catalog import make_catalog
+from proxy.core.consent import DEFAULT_SETTINGS
+from proxy.core.defer import apply_edit, defer_edit, make_cmp_names, start_tag
+from proxy.core.policy import Kind
 from proxy.service import load_assets
 from tests.e2e.world import CHROMIUM_FLAGS, FakeInternet
 

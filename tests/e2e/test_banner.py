@@ -1,10 +1,10 @@
 """The consent banner in a real browser (issue 16, the in-page half).
 
 Pages come from tests/e2e/banner_site.py: refused tags in tag-gate's native deferral
-markup, activate.js, and the banner snippet from proxy.banner at the end of the
+markup, activate.js, and the banner snippet from proxy.core.banner at the end of the
 document, under a strict nonce CSP. Every third-party request goes to the fake
 internet of world.py and is recorded. Every proof-of-consent POST is checked against
-docs/consent-record.schema.json and proxy.banner.parse_consent_record.
+docs/consent-record.schema.json and proxy.core.banner.parse_consent_record.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from proxy.banner import BannerSettings, parse_banner, parse_consent_record
+from proxy.core.banner import BannerSettings, parse_banner, parse_consent_record
 from tests.e2e.banner_site import CATALOG, COOKIE, SITE_HOST, BannerWorld
 from tests.e2e.conftest import INSTALL_HINT
 from tests.e2e.world import category_of_host, find_chromium

@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from proxy.catalog import Vendor, make_catalog
-from proxy.policy import Policy
+from proxy.core.catalog import Vendor, make_catalog
+from proxy.core.policy import Policy
 from tests.e2e.world import Hit, Visit, World, category_of_host
 from tests.guard_table import Row, policy, rows
 

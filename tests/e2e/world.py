@@ -37,10 +37,10 @@ from typing import Any
 import trustme
 from aiohttp import web
 
-from proxy.catalog import Catalog, make_catalog
-from proxy.consent import read_consent
-from proxy.guard import make_guard
-from proxy.policy import Policy
+from proxy.core.catalog import Catalog, make_catalog
+from proxy.core.consent import read_consent
+from proxy.core.policy import Policy
+from proxy.html.guard import make_guard
 from proxy.service import load_assets
 from tests.proxytools import Running, running_proxy
 

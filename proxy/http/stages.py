@@ -8,7 +8,7 @@
   implies (framing, validators, caching) fixed before the first body byte;
 - body stage (`BodyPipeline`): decode → gate → re-encode, streaming.
 
-Contract: nothing here writes to a socket; `proxy.app` owns the IO.
+Contract: nothing here writes to a socket; `proxy.http.handler` owns the IO.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from typing import Any, Final
 from aiohttp import hdrs
 from multidict import CIMultiDict
 
-from .categories import ADVERTISING, ESSENTIAL
-from .config import Config
-from .consent import ConsentState, read_consent
-from .cookies import SetCookie, expire_cookies, filter_accept_ch, filter_set_cookies, strip_cookie_header
-from .defer import make_cmp_names
-from .encoding import (
+from ..core.categories import ADVERTISING, ESSENTIAL
+from ..core.config import Config
+from ..core.consent import ConsentState, read_consent
+from ..core.cookies import SetCookie, expire_cookies, filter_accept_ch, filter_set_cookies, strip_cookie_header
+from ..core.defer import make_cmp_names
+from ..core.memo import Memo
+from ..core.policy import Kind, Policy, filter_link_header
+from ..html.codings import (
     CODINGS,
     DecodeError,
     Encoder,
@@ -35,9 +37,8 @@ from .encoding import (
     make_decoder,
     parse_content_encoding,
 )
-from .memo import Memo
-from .metrics import Metrics
-from .policy import Kind, Policy, filter_link_header
+from ..html.gate import GateError, GatePlan, GateStats, HtmlGate
+from ..metrics import Metrics
 from .response import (
     BODYLESS_STATUSES,
     REPRESENTATION_HEADERS,
@@ -51,7 +52,6 @@ from .response import (
     make_private,
     upstream_if_none_match,
 )
-from .rewrite import GateError, GatePlan, GateStats, HtmlGate
 
 _CACHE_LIMIT: Final = 4096
 _CACHE_BYTES: Final = 8 << 20

@@ -4,7 +4,7 @@
 DisclosedVendors (type 1), AllowedVendors (type 2) and PublisherTC (type 3)
 segments, and raises `ValueError` on anything malformed. Values are the raw bits:
 TCF *policy* rules (purpose 1 never on legitimate interest, IsServiceSpecific must
-be 1, ...) are not applied here; `proxy.consent` decides what the bits mean.
+be 1, ...) are not applied here; `proxy.core.consent` decides what the bits mean.
 
 Strictness, decided here once:
 

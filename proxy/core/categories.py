@@ -1,7 +1,7 @@
 """The consent categories tag-gate knows before any config is read.
 
 `essential` is always granted. A config may add categories of its own; they are
-declared in `[categories]` and validated by `proxy.config`.
+declared in `[categories]` and validated by `proxy.core.config`.
 """
 
 from typing import Final

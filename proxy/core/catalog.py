@@ -803,7 +803,7 @@ def read_catalog(
 def load_builtin_catalog() -> tuple[CatalogMeta, tuple[Vendor, ...]]:
     """Read and validate the package's `data/vendors/*.toml`, once per process."""
     # Imported here so the validators above stay free of project imports.
-    from proxy.categories import BUILTIN_CATEGORIES
+    from proxy.core.categories import BUILTIN_CATEGORIES
 
     return read_catalog(resources.files("proxy") / "data" / "vendors", BUILTIN_CATEGORIES, require_source=True)
 
@@ -904,7 +904,7 @@ def load_ocd_vendors() -> tuple[Vendor, ...]:
 
     Raises VendorError when the shipped file is missing or malformed.
     """
-    from proxy.categories import BUILTIN_CATEGORIES
+    from proxy.core.categories import BUILTIN_CATEGORIES
 
     path = resources.files("proxy") / "data" / "ocd" / "open-cookie-database.json"
     try:

@@ -8,7 +8,7 @@ against about 25 µs for this pool, which is the difference between tag-gate kee
 with its benchmark targets or not. What matters about the protocol is kept from
 aiohttp: responses are parsed by aiohttp's C parser (llhttp, with aiohttp's limits and
 its payload StreamReader with flow control). ClientSession is still used for WebSocket
-relays (`proxy.upstream.make_session`).
+relays (`proxy.http.forwarding.make_session`).
 
 Contract:
 - nothing is added to the request: the caller's headers go out as given (values are
@@ -56,7 +56,7 @@ from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .config import Config
+from ..core.config import Config
 from .response import BODYLESS_STATUSES
 
 log = logging.getLogger("tag_gate")

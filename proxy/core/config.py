@@ -131,7 +131,7 @@ class Limits:
 
 
 DEFER_STYLES: Final = STYLES
-"""Conventions `html.defer_style` accepts (proxy.defer writes each)."""
+"""Conventions `html.defer_style` accepts (proxy.core.defer writes each)."""
 
 ELEMENT_ACTIONS: Final = ("remove", "defer", "placeholder")
 

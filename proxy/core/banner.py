@@ -1,4 +1,4 @@
-"""The consent banner's per-site configuration (pure: stdlib, proxy.catalog, proxy.categories).
+"""The consent banner's per-site configuration (pure: stdlib, proxy.core.catalog, proxy.core.categories).
 
 tag-gate's own banner and preferences centre (`/__tag-gate/banner.js`, for sites that run
 no consent manager) is one static script; everything site- and visitor-specific reaches
@@ -11,7 +11,7 @@ This module owns that blob and what feeds it:
 
 - `parse_banner(table, ...)` validates the operator's `[banner]` TOML table into a frozen,
   hashable `BannerSettings` (raises `BannerError` listing every problem with its TOML path,
-  like `proxy.config`);
+  like `proxy.core.config`);
 - `negotiate_language(...)` picks the banner's language from the page's `lang` and
   `Accept-Language` (q-values);
 - `decide_reask(...)` says whether a visitor's `tg_consent` cookie is missing, malformed,
@@ -134,7 +134,7 @@ _CATEGORY_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
 class BannerError(ValueError):
     """One or more problems in a `[banner]` table, each prefixed with its TOML path.
 
-    `problems` holds every problem found, so `proxy.config` can merge them into its
+    `problems` holds every problem found, so `proxy.core.config` can merge them into its
     own report.
     """
 

@@ -31,11 +31,11 @@ from typing import Any, Final
 
 import lolhtml
 
-from .catalog import Vendor, host_of
-from .consent import ConsentState
-from .defer import CmpNames, apply_edit, defer_edit, runs_as_script, start_tag
-from .memo import Memo
-from .policy import Action, Decision, Kind, Policy
+from ..core.catalog import Vendor, host_of
+from ..core.consent import ConsentState
+from ..core.defer import CmpNames, apply_edit, defer_edit, runs_as_script, start_tag
+from ..core.memo import Memo
+from ..core.policy import Action, Decision, Kind, Policy
 
 HTML: Final = lolhtml.ContentType.HTML
 SVG_NS: Final = "http://www.w3.org/2000/svg"

@@ -20,7 +20,7 @@ from aiohttp import hdrs
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
-from .config import Config, IPNetwork
+from ..core.config import Config, IPNetwork
 
 HOP_BY_HOP: Final = frozenset(
     istr(h)

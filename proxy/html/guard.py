@@ -50,11 +50,11 @@ from functools import cache
 from importlib import resources
 from typing import Final
 
-from .catalog import Vendor
-from .categories import ESSENTIAL
-from .consent import ConsentState
-from .memo import Memo
-from .policy import Policy, UrlRule
+from ..core.catalog import Vendor
+from ..core.categories import ESSENTIAL
+from ..core.consent import ConsentState
+from ..core.memo import Memo
+from ..core.policy import Policy, UrlRule
 
 __all__ = [
     "TABLE_VERSION",

@@ -46,7 +46,7 @@ from types import MappingProxyType
 from typing import Final, TypeVar
 from urllib.parse import unquote
 
-from proxy.categories import (
+from proxy.core.categories import (
     ADVERTISING,
     ANALYTICS,
     BUILTIN_CATEGORIES,
@@ -55,8 +55,8 @@ from proxy.categories import (
     NON_ESSENTIAL,
     SOCIAL,
 )
-from proxy.cookies import parse_cookie_header
-from proxy.tcf import parse_tc_string
+from proxy.core.cookies import parse_cookie_header
+from proxy.core.tcf import parse_tc_string
 
 REASONS: Final[tuple[str, ...]] = ("ok", "missing", "malformed", "oversized", "conflict")
 """Every value `ConsentState.reason` can take (a fixed set, for metrics labels)."""
@@ -255,7 +255,7 @@ def _shared(value: _T) -> _T:
 
 @dataclass(frozen=True, slots=True)
 class ConsentSettings:
-    """How consent is read. Defaults are the built-in behaviour; `proxy.config` builds
+    """How consent is read. Defaults are the built-in behaviour; `proxy.core.config` builds
     one from `[consent]`. Every field is a plain value; mappings may be given as dicts.
     Service and category-name keys (Klaro, tarteaucitron, cookieconsent) are matched
     case-insensitively and must be written in lower case; `validate_settings` says so.
@@ -444,7 +444,7 @@ def read_native(value: str, settings: ConsentSettings = DEFAULT_SETTINGS) -> Rea
     """tag-gate's own cookie (`tg_consent`): granted names joined by `.` (`,` and `|`
     also accepted, percent-encoding tolerated). Empty or `none` is a decision for
     essential only. Unknown names are ignored. Everything from the first `~` on is the
-    banner's record (`~policy version~time~consent id`, see proxy.banner) and grants
+    banner's record (`~policy version~time~consent id`, see proxy.core.banner) and grants
     nothing."""
     prepared = _prepare(value, settings)
     if isinstance(prepared, Reading):

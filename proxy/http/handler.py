@@ -31,16 +31,13 @@ from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 from yarl import URL
 
-from .config import Config
-from .encoding import DecodeError
-from .logs import AccessLog, OneLineLogger
-from .metrics import Metrics
-from .pipeline import WHOLE_DOCUMENT_MAX, Body, ResponsePlan, Stages, Visitor
-from .policy import Action
-from .pool import BodyError, UpstreamError, UpstreamPool, UpstreamResponse
-from .response import BODYLESS_STATUSES, is_html
-from .rewrite import GateError, GateStats
-from .upstream import (
+from ..core.config import Config
+from ..core.policy import Action
+from ..html.codings import DecodeError
+from ..html.gate import GateError, GateStats
+from ..logs import AccessLog, OneLineLogger
+from ..metrics import Metrics
+from .forwarding import (
     BadForwardRequest,
     ForwardFacts,
     forward_headers,
@@ -48,6 +45,9 @@ from .upstream import (
     make_session,
     response_headers,
 )
+from .pool import BodyError, UpstreamError, UpstreamPool, UpstreamResponse
+from .response import BODYLESS_STATUSES, is_html
+from .stages import WHOLE_DOCUMENT_MAX, Body, ResponsePlan, Stages, Visitor
 from .websocket import relay_websocket
 
 log = logging.getLogger("tag_gate")
