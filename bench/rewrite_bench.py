@@ -48,8 +48,9 @@ from proxy.core.config import (
 )
 from proxy.core.consent import read_consent
 from proxy.core.policy import Kind
+from proxy.html.body import BodyPipeline
 from proxy.html.gate import SELECTORS, HtmlGate, gate_selectors
-from proxy.http.stages import BodyPipeline, Stages
+from proxy.http.stages import Stages
 from proxy.metrics import Metrics
 
 CHUNK = 16384

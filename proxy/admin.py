@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
-    from .http.handler import ProxyState
+    from .http.state import ProxyState
 
 
 def make_admin_app(state: ProxyState) -> web.Application:

@@ -30,8 +30,10 @@ from aiohttp import web
 
 from .admin import make_admin_app
 from .core.config import Address, Config, ConfigError
-from .http.handler import ProxyHandler, ProxyServer, ProxyState, close_session, start_session
-from .http.stages import Stages
+from .http import _aiohttp
+from .http.handler import ProxyHandler
+from .http.server import ProxyServer
+from .http.state import ProxyState, Runtime
 from .logs import AccessLog, event_lines_dropped
 from .metrics import Metrics
 
@@ -63,9 +65,8 @@ def tune_allocator(environ: Mapping[str, str]) -> str | None:
     glibc's malloc returns the top of the heap to the kernel as soon as a little of it
     is free. A proxy allocates and frees a response's worth of buffers (bodies,
     lol-html's state) on every request, so every request paid to shrink the heap, then
-    to grow it and fault its pages in again. With the trim threshold at 32 MiB,
-    `proxy_bench.py` measures 100 KB pass-through about 1.5x and the gated page about
-    5 % faster; up to 32 MiB of free heap may stay mapped after a burst. An operator
+    to grow it and fault its pages in again (bench/README.md has what the 32 MiB trim
+    threshold gains); up to 32 MiB of free heap may stay mapped after a burst. An operator
     who sets glibc's own MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_ or
     MALLOC_MMAP_THRESHOLD_ keeps those instead. Returns what was done, for the log, or
     None (not glibc, or the operator's settings apply)."""
@@ -90,9 +91,7 @@ def check_http_parser() -> str | None:
     Most historical aiohttp request-smuggling bugs lived in that parser, which is used
     when the C extension is missing or AIOHTTP_NO_EXTENSIONS is set.
     """
-    from aiohttp import http_parser
-
-    if http_parser.HttpRequestParser.__module__ != "aiohttp._http_parser":
+    if not _aiohttp.c_parser_in_use():
         return (
             "aiohttp is using its pure-Python HTTP parser (C extension missing or AIOHTTP_NO_EXTENSIONS set); "
             "tag-gate refuses to run on it: reinstall aiohttp with its binary wheel"
@@ -123,11 +122,11 @@ class Service:
         log_out = access_log if access_log is not None else AccessLog(sys.stdout if config.server.access_log else None)
         self.metrics.count_log_drops("access", lambda: log_out.dropped)
         self.metrics.count_log_drops("error", event_lines_dropped)
+        self._generation = 1
         self.state = ProxyState(
-            config=config,
+            runtime=Runtime.make(config, self.metrics, {}, self._generation),
             metrics=self.metrics,
             access_log=log_out,
-            stages=Stages(config, self.metrics),
         )
         state = self.state
         m = self.metrics
@@ -140,18 +139,15 @@ class Service:
         self.public_address: Address | None = None
         self.admin_address: Address | None = None
         self._lag_task: asyncio.Task[None] | None = None
-        self._handler: ProxyHandler | None = None
 
     async def start(self) -> None:
         problem = check_http_parser()
         if problem:
             raise ServeError(problem)
         cfg = self.config
-        self.state.assets = load_assets(cfg.consent.cookie_name)
-        await start_session(self.state)
-        handler = ProxyHandler(self.state)
-        self._handler = handler
-        server = ProxyServer(handler, cfg, self.metrics)
+        self.state.runtime = Runtime.make(cfg, self.metrics, load_assets(cfg.consent.cookie_name), self._generation)
+        await self.state.open_upstream()
+        server = ProxyServer(ProxyHandler(self.state), cfg, self.metrics)
         public_sock = await self._listen(cfg.server.listen, "public")
         admin_sock = None
         if cfg.server.admin_listen is not None:
@@ -227,12 +223,17 @@ class Service:
             timeouts=old.timeouts,
             limits=replace(old.limits, max_request_body=new.limits.max_request_body),
         )
+        try:
+            runtime = Runtime.make(
+                applied, self.metrics, load_assets(applied.consent.cookie_name), self._generation + 1
+            )
+        except Exception as exc:  # building it failed: nothing was swapped
+            log.error("reload refused, keeping the running config: %s: %s", type(exc).__name__, exc)
+            self.metrics.reloads.labels("refused").inc()
+            return False
+        self._generation += 1
         self.config = applied
-        self.state.config = applied
-        self.state.stages = Stages(applied, self.metrics)
-        if self._handler is not None:
-            self._handler.configure(applied)
-        self.state.assets = load_assets(applied.consent.cookie_name)
+        self.state.runtime = runtime  # the one swap: the next request reads the new runtime
         self.metrics.reloads.labels("applied").inc()
         log.info("reloaded config from %s", applied.source)
         return True
@@ -280,13 +281,13 @@ class Service:
                         transport.abort()
                 if cut:
                     log.warning("grace period over: cut %d connection(s) still busy", cut)
-            runner._shutdown_timeout = STOP_CLEANUP
+            _aiohttp.set_cleanup_timeout(runner, STOP_CLEANUP)
             await runner.cleanup()
             self._runner = None
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
             self._admin_runner = None
-        await close_session(self.state)
+        await self.state.close_upstream()
         await self.state.access_log.close()
 
 

@@ -197,13 +197,13 @@ async def test_no_server_header_is_invented(server: bytes | None) -> None:
 
 
 def test_raw_header_serializer_still_refuses_response_splitting() -> None:
-    from aiohttp import http_writer
     from multidict import CIMultiDict
 
-    from proxy.http.forwarding import keep_raw_header_bytes
+    from proxy.http import _aiohttp
+    from proxy.http.forwarding import raw_head_serializer
 
-    keep_raw_header_bytes()
-    serialize = http_writer._serialize_headers
+    _aiohttp.install_head_serializer(raw_head_serializer)
+    serialize = _aiohttp.current_head_serializer()
     assert serialize("HTTP/1.1 200 OK", CIMultiDict({"X-A": "caf\udce9"})).endswith(b"X-A: caf\xe9\r\n\r\n")
     for bad in ("caf\udce9\r\nX-Evil: 1", "caf\udce9\nX", "\udce9\x00"):
         with pytest.raises(ValueError, match="Forbidden control character"):

@@ -86,7 +86,6 @@ def _imports(path: Path, module: str) -> set[str]:
     return out
 
 
-@pytest.mark.xfail(reason="the http split (next commits) removes handler <-> websocket", strict=True)
 def test_no_import_cycles_even_under_type_checking() -> None:
     graph = {}
     for path in ROOT.rglob("*.py"):

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from proxy.core.catalog import make_catalog
 from proxy.core.consent import read_consent
 from proxy.core.policy import Policy
+from proxy.html.body import WHOLE_DOCUMENT_MAX, BodyPipeline
 from proxy.html.codings import (
     CODINGS,
     DecodeError,
@@ -27,7 +28,6 @@ from proxy.html.codings import (
     parse_content_encoding,
 )
 from proxy.html.gate import GatePlan, HtmlGate
-from proxy.http.stages import WHOLE_DOCUMENT_MAX, BodyPipeline
 
 PAGE = b"<html><body>" + b"<p>hello tag-gate, caf\xc3\xa9</p>\n" * 5000 + b"</body></html>"
 

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from proxy.http.handler import DeadlineRequestHandler
+from proxy.http.server import DeadlineRequestHandler
 from tests.proxytools import running_proxy
 
 STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3}) ")

@@ -37,7 +37,7 @@ from aiohttp import web
 from proxy.admin import make_admin_app
 from proxy.cli import ENV_VARS
 from proxy.core.config import Config, ConfigError, ServerConfig, Timeouts, check_runnable, parse_config, with_overrides
-from proxy.http.handler import ProxyState
+from proxy.http.state import ProxyState
 from tests.test_cli_functional import serve_process, upstream
 from tests.test_dockerfile import instructions
 

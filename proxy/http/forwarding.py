@@ -17,10 +17,10 @@ from typing import Final
 
 import aiohttp
 from aiohttp import hdrs
-from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from ..core.config import Config, IPNetwork
+from ._aiohttp import SERVER_SOFTWARE
 
 HOP_BY_HOP: Final = frozenset(
     istr(h)
@@ -282,16 +282,12 @@ def serialize_head(status_line: str, headers: CIMultiDict[str], *, fallback: Cal
         return fallback(status_line, headers)
 
 
-def keep_raw_header_bytes() -> None:
-    """Route aiohttp's response-head serialization through `serialize_head` (idempotent)."""
-    from aiohttp import http_writer
-
-    current = http_writer._serialize_headers
-    if getattr(current, "_tag_gate", False):
-        return
+def raw_head_serializer(
+    fallback: Callable[[str, CIMultiDict[str]], bytes],
+) -> Callable[[str, CIMultiDict[str]], bytes]:
+    """`serialize_head` bound to aiohttp's own serializer (what `_aiohttp` installs)."""
 
     def serialize(status_line: str, headers: CIMultiDict[str]) -> bytes:
-        return serialize_head(status_line, headers, fallback=current)
+        return serialize_head(status_line, headers, fallback=fallback)
 
-    serialize._tag_gate = True  # type: ignore[attr-defined]
-    http_writer._serialize_headers = serialize
+    return serialize

@@ -3,12 +3,11 @@
 Why not aiohttp's ClientSession: it is built for a browser-like client and most of its
 per-request work (cookie jar, redirects, auth, tracing, URL building, a ClientRequest
 and ClientResponse object graph) is dead weight for a proxy that forwards to one fixed
-origin. Measured on this machine, a ClientSession round trip cost about 75 µs of CPU
-against about 25 µs for this pool, which is the difference between tag-gate keeping up
-with its benchmark targets or not. What matters about the protocol is kept from
-aiohttp: responses are parsed by aiohttp's C parser (llhttp, with aiohttp's limits and
-its payload StreamReader with flow control). ClientSession is still used for WebSocket
-relays (`proxy.http.forwarding.make_session`).
+origin (bench/README.md has the CPU cost of each). What matters about the protocol is
+kept from aiohttp: responses are parsed by aiohttp's C parser (llhttp, with aiohttp's
+limits and its payload StreamReader), through `_aiohttp`, with flow control owned
+there. ClientSession is still used for WebSocket relays
+(`proxy.http.forwarding.make_session`).
 
 Contract:
 - nothing is added to the request: the caller's headers go out as given (values are
@@ -50,13 +49,19 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
 from aiohttp import ClientPayloadError, hdrs
-from aiohttp.base_protocol import BaseProtocol
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.http_parser import HttpResponseParser, RawResponseMessage
-from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..core.config import Config
+from ._aiohttp import (
+    EMPTY_PAYLOAD,
+    HttpProcessingError,
+    LineTooLong,
+    ProbeProtocol,
+    RawResponseMessage,
+    StreamReader,
+    UpstreamProtocol,
+    make_response_parser,
+)
 from .response import BODYLESS_STATUSES
 
 log = logging.getLogger("tag_gate")
@@ -87,13 +92,14 @@ class BodyError(Exception):
         self.cause = cause
 
 
-class _Connection(BaseProtocol):
+class _Connection(UpstreamProtocol):
     """One upstream connection and the request on it (at most one at a time)."""
 
     def __init__(self, pool: UpstreamPool) -> None:
         super().__init__(pool.loop)
         self.pool = pool
-        self.parser: HttpResponseParser | None = None
+        self.parser: Any = None
+        """aiohttp's response parser for the request in progress (see `_aiohttp`)."""
         self.waiter: asyncio.Future[tuple[RawResponseMessage, StreamReader]] | None = None
         self.payload: StreamReader | None = None
         self.skip_payload = False
@@ -237,37 +243,12 @@ class _Connection(BaseProtocol):
         super().connection_lost(exc)
         self.pool._forget(self)
 
-    # Flow control of the response body. The payload StreamReader calls these when its
-    # buffer passes its high-water mark and when it drains again. Only the transport is
-    # paused: the parser is never paused, so every byte already received is in the
-    # StreamReader (at most one read past the mark) and nothing is held back inside the
-    # parser when the upstream closes. aiohttp's own BaseProtocol versions pause the
-    # parser through `_parser`, which this class does not use: they must never run here.
-
-    def pause_reading(self) -> None:
-        if self._reading_paused:
-            return
-        self._reading_paused = True
-        transport = self.transport
-        if transport is not None and not self.closed:
-            with contextlib.suppress(AttributeError, NotImplementedError, RuntimeError):
-                transport.pause_reading()
-
-    def resume_reading(self, resume_parser: bool = True) -> None:
-        if not self._reading_paused:
-            return
-        self._reading_paused = False
-        transport = self.transport
-        if transport is not None and not self.closed:
-            with contextlib.suppress(AttributeError, NotImplementedError, RuntimeError):
-                transport.resume_reading()
-
     def pause_writing(self) -> None:
-        self._paused = True
+        super().pause_writing()
         self.write_blocked_since = self.pool.loop.time()
 
     def resume_writing(self) -> None:
-        self._paused = False
+        super().resume_writing()
         self.write_blocked_since = None
         waiter, self.write_waiter = self.write_waiter, None
         if waiter is not None and not waiter.done():
@@ -276,25 +257,22 @@ class _Connection(BaseProtocol):
     async def drain(self) -> None:
         if self.closed:
             raise ConnectionResetError("upstream connection lost")
-        if self._paused:
+        if self.writing_paused:
             self.write_waiter = self.pool.loop.create_future()
             await self.write_waiter
 
     # ------------------------------------------------------------ request state
 
-    def _new_parser(self, *, probe: bool = False) -> HttpResponseParser:
+    def _new_parser(self, *, probe: bool = False) -> Any:
         pool = self.pool
-        return HttpResponseParser(
-            _Probe(pool.loop) if probe else self,
+        return make_response_parser(
+            ProbeProtocol(pool.loop) if probe else self,
             pool.loop,
-            READ_BUFFER,
-            max_line_size=pool.max_field_size,
+            buffer=READ_BUFFER,
             max_field_size=pool.max_field_size,
             max_headers=pool.max_headers,
+            with_body=not self.skip_payload,
             payload_exception=ClientPayloadError,
-            response_with_body=not self.skip_payload,
-            read_until_eof=True,
-            auto_decompress=False,
         )
 
     def start(self, skip_payload: bool) -> asyncio.Future[tuple[RawResponseMessage, StreamReader]]:
@@ -362,7 +340,7 @@ class _Connection(BaseProtocol):
             self._fail(UpstreamError("timeout", "the upstream stopped reading the request body"))
             self.abort()
             return
-        if self._reading_paused:
+        if self.reading_paused:
             # Our own consumer is slow (flow control): the upstream is not silent.
             self.last_read = now
             self._arm(pool.read_timeout)
@@ -733,13 +711,3 @@ def _transfer_coding(headers: CIMultiDictProxy[str]) -> str | None:
         return None
     codings = [c.strip().lower() for v in values for c in v.split(",")]
     return None if codings == ["chunked"] else ", ".join(codings)[:100]
-
-
-class _Probe(BaseProtocol):
-    """The protocol of a throwaway parser that only checks whether bytes parse."""
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self, resume_parser: bool = True) -> None:
-        pass

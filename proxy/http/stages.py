@@ -1,20 +1,20 @@
 """The consent stages of the request path, compiled once per config.
 
-- request stage (`Stages.visitor`): consent from the Cookie header and Sec-GPC, and
-  the Cookie header the upstream may see (refused cookies stripped);
-- headers stage (`Stages.plan_response`): Set-Cookie filtering, expiring refused
-  cookies the browser still holds, client hints, Link header, and the decision
-  whether the body goes through the HTML gate, with every header that decision
-  implies (framing, validators, caching) fixed before the first body byte;
-- body stage (`BodyPipeline`): decode → gate → re-encode, streaming.
+- request stage (`Stages.visitor`, `Stages.forward_request_headers`): consent from the
+  Cookie header and Sec-GPC, the Cookie header the upstream may see (refused cookies
+  stripped), and the request headers that depend on it;
+- headers stage (`Stages.plan_response`): the named steps of `HEADER_STEPS`, in order,
+  each a function of the stage's `HeaderStep` context, fixing every header before the
+  first body byte and deciding whether the body goes through the HTML gate;
+- body stage: `proxy.html.body.BodyPipeline`, built by `Stages.body_pipeline`.
 
-Contract: nothing here writes to a socket; `proxy.http.handler` owns the IO.
+Contract: nothing here writes to a socket; `proxy.http.relay` owns the IO.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -28,16 +28,9 @@ from ..core.cookies import SetCookie, expire_cookies, filter_accept_ch, filter_s
 from ..core.defer import make_cmp_names
 from ..core.memo import Memo
 from ..core.policy import Kind, Policy, filter_link_header
-from ..html.codings import (
-    CODINGS,
-    DecodeError,
-    Encoder,
-    client_accepts,
-    filter_accept_encoding,
-    make_decoder,
-    parse_content_encoding,
-)
-from ..html.gate import GateError, GatePlan, GateStats, HtmlGate
+from ..html.body import BodyPipeline
+from ..html.codings import CODINGS, client_accepts, filter_accept_encoding, parse_content_encoding
+from ..html.gate import GatePlan, GateStats, HtmlGate
 from ..metrics import Metrics
 from .response import (
     BODYLESS_STATUSES,
@@ -55,10 +48,6 @@ from .response import (
 
 _CACHE_LIMIT: Final = 4096
 _CACHE_BYTES: Final = 8 << 20
-
-WHOLE_DOCUMENT_MAX: Final = 1 << 18
-"""Largest document the gate takes in one step when the whole body has arrived (about a
-millisecond of gating); larger ones go through in slices."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +88,159 @@ class ResponsePlan:
 
 
 @dataclass
+class HeaderStep:
+    """What every header step reads and may change: one response's head."""
+
+    stages: Stages
+    method: str
+    status: int
+    path: str
+    headers: CIMultiDict[str]
+    visitor: Visitor
+    client_accept_encoding: str | None
+    host: str | None
+    secure: bool
+    conditional_ours: bool
+    plan: ResponsePlan
+    dependent: bool = False
+    """The response now depends on the visitor's consent (set by any step that changed
+    something because of it; `consent_marks` then says so to caches)."""
+
+    @property
+    def html_type(self) -> bool:
+        return is_html(self.headers.get(hdrs.CONTENT_TYPE))
+
+    @property
+    def html_body(self) -> bool:
+        return self.html_type and self.status not in BODYLESS_STATUSES and self.status >= 200
+
+
+# --------------------------------------------------------------------------- header steps
+
+
+def set_cookie_filter(h: HeaderStep) -> None:
+    """Drop the Set-Cookie lines of refused categories (counted); kept lines stay as
+    they were, in order. Report-only counts and changes nothing."""
+    lines = h.headers.getall(hdrs.SET_COOKIE, ())
+    if not lines:
+        return
+    policy, metrics, consent = h.stages.policy, h.stages.metrics, h.visitor.consent
+
+    def keep(cookie: SetCookie) -> bool:
+        decision = policy.decide_cookie(consent, cookie.key)
+        if decision.rule == "unknown-cookie":
+            metrics.unknown_cookies.inc()
+        if not decision.keeps:
+            metrics.cookies.labels("drop", decision.category or "unknown").inc()
+        return decision.keeps
+
+    result = filter_set_cookies(lines, keep)
+    if result.dropped:
+        h.plan.dropped_cookies = result.dropped
+        if not h.stages.report_only:
+            h.dependent = True
+            h.headers.popall(hdrs.SET_COOKIE)
+            for line in result.kept:
+                h.headers.add(hdrs.SET_COOKIE, line)
+
+
+def withdrawal(h: HeaderStep) -> None:
+    """Expire the refused cookies the browser still sent, on the host and its parent
+    domains (capped), on HTML navigations (or every response, by config)."""
+    cookies_cfg = h.stages.config.cookies
+    navigation = h.html_body and h.method == "GET"
+    if not (
+        h.visitor.refused
+        and cookies_cfg.expire_on_withdrawal
+        and not h.stages.report_only
+        and h.host
+        and (navigation or cookies_cfg.withdrawal_on == "all")
+    ):
+        return
+    for line in expire_cookies(h.visitor.refused, h.host, h.secure, cookies_cfg.withdrawal_cap):
+        h.headers.add(hdrs.SET_COOKIE, line)
+        h.plan.expired += 1
+    if h.plan.expired:
+        h.dependent = True
+        h.stages.metrics.withdrawal_expiries.inc(h.plan.expired)
+
+
+def client_hints(h: HeaderStep) -> None:
+    """Without advertising consent, high-entropy client hints are not asked for."""
+    stages = h.stages
+    if not stages.config.cookies.client_hints or h.visitor.consent.allows(ADVERTISING) or stages.report_only:
+        return
+    for name in (hdrs.ACCEPT_CH, "Critical-CH"):
+        for value in h.headers.getall(name, ()):
+            filtered = filter_accept_ch(value)
+            if filtered != value:
+                h.headers.popall(name)
+                if filtered:
+                    h.headers[name] = filtered
+                h.dependent = True
+                break
+
+
+def link_header(h: HeaderStep) -> None:
+    """Remove Link header entries (preconnect, preload, ...) to refused hosts."""
+    policy, consent = h.stages.policy, h.visitor.consent
+    if not (policy.refusable(consent) and hdrs.LINK in h.headers):
+        return
+    new_links: list[str] = []
+    changed = False
+    for value in h.headers.getall(hdrs.LINK):
+        kept, removed = filter_link_header(
+            value, lambda url: policy.decide_url(consent, Kind.HEADER, url, h.host).keeps
+        )
+        changed = changed or bool(removed)
+        if kept:
+            new_links.append(kept)
+    if changed and not h.stages.report_only:
+        h.dependent = True
+        h.headers.popall(hdrs.LINK)
+        for value in new_links:
+            h.headers.add(hdrs.LINK, value)
+
+
+def gated_page_marks(h: HeaderStep) -> None:
+    """A page the gate covers (or a 304 for one): a consent-specific ETag, and the body
+    mode (gate, report, fail-safe, or pass when nothing can be refused) with the
+    framing and coding headers that mode implies."""
+    stages = h.stages
+    gated = (h.html_type and stages.policy.gates_page(h.path)) or (h.conditional_ours and h.status == 304)
+    if not gated:
+        return
+    h.dependent = True
+    etag = h.headers.get(hdrs.ETAG)
+    if etag is not None:
+        h.headers[hdrs.ETAG] = consent_etag(etag, h.visitor.consent.key)
+    if h.html_body or h.method == "HEAD":
+        h.plan.body = stages.body_mode(h.plan, h.headers, h.client_accept_encoding, h.visitor.consent)
+
+
+def consent_marks(h: HeaderStep) -> None:
+    """A response that depends on consent says so: `private` (shared caches must not
+    store it) and `Vary: Cookie, Sec-GPC`."""
+    if h.dependent:
+        make_private(h.headers)
+        add_vary(h.headers)
+
+
+HEADER_STEPS: Final[tuple[Callable[[HeaderStep], None], ...]] = (
+    set_cookie_filter,
+    withdrawal,
+    client_hints,
+    link_header,
+    gated_page_marks,
+    consent_marks,
+)
+"""The headers stage, in order: the last marks what any earlier step made consent-dependent."""
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+@dataclass
 class Stages:
     """The consent stages for one config."""
 
@@ -125,7 +267,9 @@ class Stages:
         self._element_counters: dict[tuple[str, str], Any] = {}
         essential_hosts = [h for v in self.policy.catalog.vendors if v.category == ESSENTIAL for h in v.hosts]
         self.fail_safe_policy = fail_safe_csp([*html.first_party_hosts, *essential_hosts])
-        self._no_consent = self.visitor((), None)
+        # The commonest visitor (no cookie) is read once now: its memo entry is warm and
+        # its consent-read series exists from the start, so /metrics does not grow later.
+        self.visitor((), None)
 
     # ------------------------------------------------------------ request stage
 
@@ -192,109 +336,40 @@ class Stages:
         secure: bool,
         conditional_ours: bool,
     ) -> ResponsePlan:
-        consent = visitor.consent
-        policy = self.policy
-        report_only = self.report_only
-        dependent = False
-        plan = ResponsePlan(headers=headers, body=Body.PASS)
+        """Run `HEADER_STEPS` over one response head; return the plan for its body."""
+        step = HeaderStep(
+            stages=self,
+            method=method,
+            status=status,
+            path=path,
+            headers=headers,
+            visitor=visitor,
+            client_accept_encoding=client_accept_encoding,
+            host=host,
+            secure=secure,
+            conditional_ours=conditional_ours,
+            plan=ResponsePlan(headers=headers, body=Body.PASS),
+        )
+        for run in HEADER_STEPS:
+            run(step)
+        return step.plan
 
-        lines = headers.getall(hdrs.SET_COOKIE, ())
-        if lines:
-            metrics = self.metrics
-
-            def keep(cookie: SetCookie) -> bool:
-                decision = policy.decide_cookie(consent, cookie.key)
-                if decision.rule == "unknown-cookie":
-                    metrics.unknown_cookies.inc()
-                if not decision.keeps:
-                    metrics.cookies.labels("drop", decision.category or "unknown").inc()
-                return decision.keeps
-
-            result = filter_set_cookies(lines, keep)
-            if result.dropped:
-                plan.dropped_cookies = result.dropped
-                if not report_only:
-                    dependent = True
-                    headers.popall(hdrs.SET_COOKIE)
-                    for line in result.kept:
-                        headers.add(hdrs.SET_COOKIE, line)
-
-        html_type = is_html(headers.get(hdrs.CONTENT_TYPE))
-        html_body = html_type and status not in BODYLESS_STATUSES and status >= 200
-        navigation = html_body and method == "GET"
-        cookies_cfg = self.config.cookies
-        if (
-            visitor.refused
-            and cookies_cfg.expire_on_withdrawal
-            and not report_only
-            and host
-            and (navigation or cookies_cfg.withdrawal_on == "all")
-        ):
-            for line in expire_cookies(visitor.refused, host, secure, cookies_cfg.withdrawal_cap):
-                headers.add(hdrs.SET_COOKIE, line)
-                plan.expired += 1
-            if plan.expired:
-                dependent = True
-                self.metrics.withdrawal_expiries.inc(plan.expired)
-
-        if cookies_cfg.client_hints and not consent.allows(ADVERTISING) and not report_only:
-            for name in (hdrs.ACCEPT_CH, "Critical-CH"):
-                for value in headers.getall(name, ()):
-                    filtered = filter_accept_ch(value)
-                    if filtered != value:
-                        headers.popall(name)
-                        if filtered:
-                            headers[name] = filtered
-                        dependent = True
-                        break
-
-        refusable = policy.refusable(consent)
-        if refusable and hdrs.LINK in headers:
-            links = headers.getall(hdrs.LINK)
-            new_links: list[str] = []
-            changed = False
-            for value in links:
-                kept, removed = filter_link_header(
-                    value, lambda url: policy.decide_url(consent, Kind.HEADER, url, host).keeps
-                )
-                changed = changed or bool(removed)
-                if kept:
-                    new_links.append(kept)
-            if changed and not report_only:
-                dependent = True
-                headers.popall(hdrs.LINK)
-                for value in new_links:
-                    headers.add(hdrs.LINK, value)
-
-        gated_page = (html_type and policy.gates_page(path)) or (conditional_ours and status == 304)
-        if gated_page:
-            dependent = True
-            etag = headers.get(hdrs.ETAG)
-            if etag is not None:
-                headers[hdrs.ETAG] = consent_etag(etag, consent.key)
-            if html_body or method == "HEAD":
-                plan.body = self._body_mode(plan, headers, client_accept_encoding, refusable)
-        if dependent:
-            make_private(headers)
-            add_vary(headers)
-        return plan
-
-    def _body_mode(
+    def body_mode(
         self,
         plan: ResponsePlan,
         headers: CIMultiDict[str],
         client_accept_encoding: str | None,
-        refusable: bool,
+        consent: ConsentState,
     ) -> Body:
-        codings = parse_content_encoding(headers.get(hdrs.CONTENT_ENCODING))
-        content_type = headers.get(hdrs.CONTENT_TYPE)
-        if not refusable:
+        """How a gated page's body goes out, with the headers that implies."""
+        if not self.policy.refusable(consent):
             # Nothing this visitor refuses can be on the page: no reason to parse it.
             return Body.PASS
+        codings = parse_content_encoding(headers.get(hdrs.CONTENT_ENCODING))
         unreadable = None
         if len(codings) > 1 or (codings and codings[0] not in CODINGS):
             unreadable = "unsupported_encoding"
-        elif not ascii_compatible(charset_of(content_type)):
+        elif not ascii_compatible(charset_of(headers.get(hdrs.CONTENT_TYPE))):
             unreadable = "unsupported_charset"
         if unreadable is not None:
             return self._fail_safe(plan, headers, unreadable)
@@ -358,120 +433,3 @@ class Stages:
                 action, category = key
                 child = children[key] = self.metrics.elements.labels(action, category or "unknown")
             child.inc(n)
-
-
-class BodyPipeline:
-    """decode → gate → encode for one response body. `feed`/`end` return bytes ready to
-    send (possibly empty). Raises `DecodeError` or `rewrite.GateError`; after either the
-    pipeline is dead and the caller fails closed.
-
-    In report-only mode the bytes go out exactly as they came and the gate only watches:
-    if it cannot follow (a decode or parse failure) it stops watching, `failure` says
-    why, and the page is unaffected.
-    """
-
-    def __init__(
-        self,
-        *,
-        gate: HtmlGate,
-        decode: str | None,
-        encode: str | None,
-        max_output: int,
-        max_ratio: float,
-        gzip_level: int,
-        brotli_quality: int,
-        zstd_level: int,
-        report_only: bool,
-    ) -> None:
-        self.gate = gate
-        self.report_only = report_only
-        self.failure: str | None = None
-        self._fed = False
-        self._decoder = make_decoder(decode, max_output=max_output, max_ratio=max_ratio) if decode else None
-        self._encoder = (
-            Encoder(encode, gzip_level=gzip_level, brotli_quality=brotli_quality, zstd_level=zstd_level)
-            if encode and not report_only
-            else None
-        )
-
-    def _decoded(self, data: bytes) -> Iterator[bytes]:
-        if self._decoder is None:
-            yield data
-        else:
-            yield from self._decoder.feed(data)
-
-    def _decoded_to_end(self, data: bytes) -> Iterator[bytes]:
-        assert self._decoder is not None
-        yield from self._decoder.feed(data)
-        yield from self._decoder.end()  # only once `data` is all decoded
-
-    def feed(self, data: bytes) -> bytes:
-        gate = self.gate
-        self._fed = True
-        if self.report_only:
-            if self.failure is None:
-                try:
-                    for piece in self._decoded(data):
-                        gate.feed(piece)
-                except (DecodeError, GateError) as exc:
-                    self.failure = exc.reason
-            return data
-        out = [gate.feed(piece) for piece in self._decoded(data)]
-        text = out[0] if len(out) == 1 else b"".join(out)
-        return self._encoder.feed(text) if self._encoder is not None and text else text
-
-    def finish(self, data: bytes) -> bytes:
-        """`feed(data) + end()` for the last of the input, in one step (the caller bounds
-        `data` as it bounds a `feed`). When `data` is the whole body (nothing fed before)
-        and its decoded form is at most `WHOLE_DOCUMENT_MAX`, the gate gets the complete
-        document at once (`HtmlGate.feed_whole`)."""
-        if self._fed or self.report_only or (self._decoder is None and len(data) > WHOLE_DOCUMENT_MAX):
-            return self.feed(data) + self.end()
-        self._fed = True
-        gate = self.gate
-        if self._decoder is None:
-            text = gate.feed_whole(data)
-        else:
-            pieces: list[bytes] = []
-            size = 0
-            out: list[bytes] | None = None  # set once the document is too large for one pass
-            for piece in self._decoded_to_end(data):
-                if out is None and size + len(piece) > WHOLE_DOCUMENT_MAX:
-                    out = [gate.feed(p) for p in pieces]
-                    pieces.clear()
-                if out is None:
-                    pieces.append(piece)
-                    size += len(piece)
-                else:
-                    out.append(gate.feed(piece))
-            if out is None:
-                text = gate.feed_whole(b"".join(pieces))
-            else:
-                out.append(gate.end())
-                text = b"".join(out)
-        return self._encode_last(text)
-
-    def end(self) -> bytes:
-        gate = self.gate
-        if self.report_only:
-            if self.failure is None:
-                try:
-                    if self._decoder is not None:
-                        for piece in self._decoder.end():
-                            gate.feed(piece)
-                    gate.end()
-                except (DecodeError, GateError) as exc:
-                    self.failure = exc.reason
-            return b""
-        tail: list[bytes] = []
-        if self._decoder is not None:
-            for piece in self._decoder.end():
-                tail.append(gate.feed(piece))
-        tail.append(gate.end())
-        return self._encode_last(b"".join(tail))
-
-    def _encode_last(self, text: bytes) -> bytes:
-        """The last gated bytes, re-encoded and the encoding closed when there is one."""
-        if self._encoder is None:
-            return text
-        return self._encoder.feed(text) + self._encoder.end()

@@ -55,7 +55,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 if TYPE_CHECKING:
-    from .handler import ProxyState
+    from .state import ProxyState
 
 log = logging.getLogger("tag_gate")
 
