@@ -5,4 +5,9 @@ rewrites HTML as it streams so refused trackers never reach the browser, and fil
 cookies in both directions.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("tag-gate")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.proxytools import Running, Script, ScriptedUpstream, running_proxy, scripted_upstream
 
 _COUNTS: dict[str, int] = {}
 
@@ -62,3 +68,47 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
     for name, n in sorted(_COUNTS.items()):
         terminalreporter.write_line(f"suite {name}: {n} cases checked")
+
+
+# --------------------------------------------------------------------------- servers
+# Factories whose every server is closed at teardown, whatever the test did: an
+# upstream aiohttp app (pytest-aiohttp's `aiohttp_server`), a scripted raw upstream,
+# and tag-gate itself in-process.
+
+UpstreamFactory = Callable[[web.Application], Awaitable[TestServer]]
+ScriptedFactory = Callable[[Script], Awaitable[ScriptedUpstream]]
+TagGateFactory = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> UpstreamFactory:
+    """`await upstream(app)`: an aiohttp app on 127.0.0.1 (closed at teardown)."""
+
+    async def start(app: web.Application) -> TestServer:
+        server: TestServer = await aiohttp_server(app, host="127.0.0.1")
+        return server
+
+    return start
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[ScriptedFactory]:
+    """`await scripted(script)`: a raw TCP upstream running `script` per connection."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(script: Script) -> ScriptedUpstream:
+            return await stack.enter_async_context(scripted_upstream(script))
+
+        yield start
+
+
+@pytest.fixture
+async def tag_gate() -> AsyncIterator[TagGateFactory]:
+    """`await tag_gate(upstream_url, **sections)`: tag-gate on ephemeral ports, with the
+    given config sections (stopped at teardown)."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(upstream_url: str, **sections: dict[str, Any]) -> Running:
+            return await stack.enter_async_context(running_proxy(upstream_url, **sections))
+
+        yield start

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.conftest import UpstreamFactory
 from tests.proxytools import (
     ScriptedUpstream,
     raw_exchange,
@@ -22,7 +23,7 @@ from tests.proxytools import (
     scripted_upstream,
     split_response,
 )
-from tests.test_app_functional import echo_app, start, upstream_app
+from tests.test_app_functional import echo_app, upstream_app
 
 PAGE = b'<!doctype html><html><head><script src="https://connect.facebook.net/en_US/fbevents.js"></script></head><body>hi</body></html>'
 
@@ -39,10 +40,10 @@ async def metric(tg: Any, name: str) -> float:
 
 
 @pytest.mark.slow
-async def test_a_slow_upload_is_not_upstream_silence() -> None:
+async def test_a_slow_upload_is_not_upstream_silence(upstream: UpstreamFactory) -> None:
     """300 KB at about 100 KB/s with `timeouts.read = 1`: the read timeout starts once
     the request is sent, so the upload takes 3 s and still gets its answer."""
-    server = await start(echo_app())
+    server = await upstream(echo_app())
     async with running_proxy(f"http://127.0.0.1:{server.port}", timeouts={"read": 1.0}) as tg:
 
         async def body() -> Any:
@@ -56,7 +57,6 @@ async def test_a_slow_upload_is_not_upstream_silence() -> None:
                 assert resp.status == 200
                 assert (await resp.json())["body_len"] == 300_000
             assert time.monotonic() - started > 2.5
-    await server.close()
 
 
 async def test_an_upstream_that_stops_reading_the_body_times_out() -> None:
@@ -129,8 +129,8 @@ def slow_download_app(seconds: float, log: list[str] | None = None) -> web.Appli
     return app
 
 
-async def test_a_full_pool_queues_then_answers_503_with_retry_after() -> None:
-    server = await start(slow_download_app(3))
+async def test_a_full_pool_queues_then_answers_503_with_retry_after(upstream: UpstreamFactory) -> None:
+    server = await upstream(slow_download_app(3))
     config: dict[str, dict[str, Any]] = {"limits": {"upstream_pool_size": 1}, "timeouts": {"upstream_queue": 0.5}}
     async with running_proxy(f"http://127.0.0.1:{server.port}", **config) as tg:
         async with aiohttp.ClientSession() as client:
@@ -142,11 +142,10 @@ async def test_a_full_pool_queues_then_answers_503_with_retry_after() -> None:
             assert 0.4 < time.monotonic() - started < 2
             download.close()
         assert await metric(tg, 'tag_gate_upstream_errors_total{kind="queue_timeout"}') == 1
-    await server.close()
 
 
-async def test_a_full_queue_answers_503_at_once() -> None:
-    server = await start(slow_download_app(3))
+async def test_a_full_queue_answers_503_at_once(upstream: UpstreamFactory) -> None:
+    server = await upstream(slow_download_app(3))
     config: dict[str, dict[str, Any]] = {
         "limits": {"upstream_pool_size": 1, "upstream_queue": 1},
         "timeouts": {"upstream_queue": 5},
@@ -164,12 +163,11 @@ async def test_a_full_queue_answers_503_at_once() -> None:
             second = await queued
             assert second.status == 200
             second.release()
-    await server.close()
 
 
-async def test_queued_requests_are_served_in_arrival_order() -> None:
+async def test_queued_requests_are_served_in_arrival_order(upstream: UpstreamFactory) -> None:
     order: list[str] = []
-    server = await start(slow_download_app(0.5, order))
+    server = await upstream(slow_download_app(0.5, order))
     config: dict[str, dict[str, Any]] = {"limits": {"upstream_pool_size": 1}, "timeouts": {"upstream_queue": 10}}
     async with running_proxy(f"http://127.0.0.1:{server.port}", **config) as tg:
         async with aiohttp.ClientSession() as client:
@@ -185,7 +183,6 @@ async def test_queued_requests_are_served_in_arrival_order() -> None:
                 assert resp.status == 200
                 resp.release()
         assert order == [str(n) for n in range(8)]
-    await server.close()
 
 
 # --------------------------------------------------------------------------- upstream framing
@@ -234,9 +231,9 @@ async def test_bytes_after_a_complete_response_deliver_it_and_drop_the_connectio
 
 
 @pytest.mark.parametrize("coding", [b"gzip, chunked", b",chunked", b"chunked, chunked", b"identity"])
-async def test_a_request_transfer_coding_other_than_chunked_gets_501(coding: bytes) -> None:
+async def test_a_request_transfer_coding_other_than_chunked_gets_501(coding: bytes, upstream: UpstreamFactory) -> None:
     seen: list[dict[str, Any]] = []
-    server = await start(echo_app(seen))
+    server = await upstream(echo_app(seen))
     async with running_proxy(f"http://127.0.0.1:{server.port}") as tg:
         raw = await raw_exchange(
             tg.port, b"POST / HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: " + coding + b"\r\n\r\n0\r\n\r\n"
@@ -244,13 +241,14 @@ async def test_a_request_transfer_coding_other_than_chunked_gets_501(coding: byt
         # 501 as nginx answers; aiohttp's own parser already refuses a few (400).
         assert raw.split(b" ", 2)[1] in (b"501", b"400"), raw[:60]
         assert seen == []
-    await server.close()
 
 
 @pytest.mark.parametrize("keep_alive", [b"", b"Connection: keep-alive\r\n"], ids=["close", "keep-alive"])
-async def test_http10_with_transfer_encoding_is_refused_and_the_pipelined_request_never_runs(keep_alive: bytes) -> None:
+async def test_http10_with_transfer_encoding_is_refused_and_the_pipelined_request_never_runs(
+    keep_alive: bytes, upstream: UpstreamFactory
+) -> None:
     seen: list[dict[str, Any]] = []
-    server = await start(echo_app(seen))
+    server = await upstream(echo_app(seen))
     async with running_proxy(f"http://127.0.0.1:{server.port}") as tg:
         smuggled = b"GET /smuggled HTTP/1.1\r\nHost: s\r\n\r\n"
         raw = await raw_exchange(
@@ -261,7 +259,6 @@ async def test_http10_with_transfer_encoding_is_refused_and_the_pipelined_reques
         assert status == 400, raw[:60]
         assert b"\r\n\r\nHTTP/1." not in body, "a second response was sent"
         assert seen == []
-    await server.close()
 
 
 @pytest.mark.parametrize(
@@ -269,14 +266,13 @@ async def test_http10_with_transfer_encoding_is_refused_and_the_pipelined_reques
     [b"a b", b"a/b", b"user@site", b"site:99999", b"a\\b", b"", b"site:80:80", b"[::1", b"si<te"],
     ids=["space", "slash", "at", "port-too-big", "backslash", "empty", "two-ports", "open-bracket", "angle"],
 )
-async def test_an_invalid_host_gets_400(host: bytes) -> None:
+async def test_an_invalid_host_gets_400(host: bytes, upstream: UpstreamFactory) -> None:
     seen: list[dict[str, Any]] = []
-    server = await start(echo_app(seen))
+    server = await upstream(echo_app(seen))
     async with running_proxy(f"http://127.0.0.1:{server.port}") as tg:
         raw = await raw_exchange(tg.port, b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
         assert split_response(raw)[0] == 400, raw[:60]
         assert seen == []
-    await server.close()
 
 
 @pytest.mark.parametrize(
@@ -290,24 +286,24 @@ async def test_an_invalid_host_gets_400(host: bytes) -> None:
         b"GET / HTTP/1.0\r\n",
     ],
 )
-async def test_valid_hosts_pass(request_head: bytes) -> None:
-    server = await start(echo_app())
+async def test_valid_hosts_pass(request_head: bytes, upstream: UpstreamFactory) -> None:
+    server = await upstream(echo_app())
     async with running_proxy(f"http://127.0.0.1:{server.port}") as tg:
         raw = await raw_exchange(tg.port, request_head + b"Connection: close\r\n\r\n")
         assert raw.split(b" ", 2)[1] == b"200", raw[:60]
-    await server.close()
 
 
-async def test_http11_without_host_gets_400() -> None:
-    server = await start(echo_app())
+async def test_http11_without_host_gets_400(upstream: UpstreamFactory) -> None:
+    server = await upstream(echo_app())
     async with running_proxy(f"http://127.0.0.1:{server.port}") as tg:
         raw = await raw_exchange(tg.port, b"GET / HTTP/1.1\r\n\r\n")
         assert split_response(raw)[0] == 400, raw[:60]
-    await server.close()
 
 
 @pytest.mark.parametrize("consent", [b"", b"Cookie: tg_consent=advertising\r\n"], ids=["gated", "pass-through"])
-async def test_http10_keep_alive_page_of_unknown_length_ends_with_the_connection(consent: bytes) -> None:
+async def test_http10_keep_alive_page_of_unknown_length_ends_with_the_connection(
+    consent: bytes, upstream: UpstreamFactory
+) -> None:
     async def page(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/html"})
         resp.enable_chunked_encoding()
@@ -317,7 +313,7 @@ async def test_http10_keep_alive_page_of_unknown_length_ends_with_the_connection
 
     app = upstream_app()
     app.router.add_get("/", page)
-    server = await start(app)
+    server = await upstream(app)
     async with running_proxy(f"http://127.0.0.1:{server.port}") as tg:
         started = time.monotonic()
         raw = await raw_exchange(
@@ -328,46 +324,41 @@ async def test_http10_keep_alive_page_of_unknown_length_ends_with_the_connection
         assert status == 200
         assert body.endswith(b"</html>")
         assert not any(k.lower() == "transfer-encoding" for k, _ in headers)
-    await server.close()
 
 
 # --------------------------------------------------------------------------- memory
 
 
 @pytest.mark.slow
-async def test_distinct_huge_cookie_headers_do_not_pile_up_in_memory() -> None:
+async def test_distinct_huge_cookie_headers_do_not_pile_up_in_memory(upstream: UpstreamFactory) -> None:
     """9,000 requests with distinct 15 KB Cookie headers (every cookie name new): the
     memo tables keyed by them are bounded by bytes, so tag-gate's RSS stays flat."""
     from tests.test_cli_functional import rss_kib, serve_process
 
-    server = await start(echo_app())
-    try:
-        with serve_process("--upstream", f"http://127.0.0.1:{server.port}") as (proc, port, _admin):
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as client:
+    server = await upstream(echo_app())
+    with serve_process("--upstream", f"http://127.0.0.1:{server.port}") as (proc, port, _admin):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as client:
 
-                async def one(i: int) -> None:
-                    cookie = "; ".join(f"c{i}x{j}{'n' * 180}=v" for j in range(80))  # ~15 KB, all names new
-                    async with client.get(f"http://127.0.0.1:{port}/", headers={"Cookie": cookie}) as resp:
-                        assert resp.status == 200
-                        await resp.read()
+            async def one(i: int) -> None:
+                cookie = "; ".join(f"c{i}x{j}{'n' * 180}=v" for j in range(80))  # ~15 KB, all names new
+                async with client.get(f"http://127.0.0.1:{port}/", headers={"Cookie": cookie}) as resp:
+                    assert resp.status == 200
+                    await resp.read()
 
-                for i in range(0, 200, 8):
-                    await asyncio.gather(*(one(i + k) for k in range(8)))
-                baseline = rss_kib(proc.pid)
-                for i in range(200, 9000, 8):
-                    await asyncio.gather(*(one(i + k) for k in range(8)))
-                growth_mib = (rss_kib(proc.pid) - baseline) / 1024
-    finally:
-        await server.close()
+            for i in range(0, 200, 8):
+                await asyncio.gather(*(one(i + k) for k in range(8)))
+            baseline = rss_kib(proc.pid)
+            for i in range(200, 9000, 8):
+                await asyncio.gather(*(one(i + k) for k in range(8)))
+            growth_mib = (rss_kib(proc.pid) - baseline) / 1024
     assert growth_mib < 48, f"RSS grew by {growth_mib:.0f} MiB over 8,800 distinct 15 KB Cookie headers"
 
 
-async def test_request_heads_the_parser_refuses_are_counted() -> None:
-    server = await start(echo_app())
+async def test_request_heads_the_parser_refuses_are_counted(upstream: UpstreamFactory) -> None:
+    server = await upstream(echo_app())
     async with running_proxy(f"http://127.0.0.1:{server.port}") as tg:
         for bad in (b"GET /a%s%d\x01 HTTP/1.1\r\nHost: s\r\n\r\n", b"GET / HTTP/1.1\r\nBad%s Header: x\r\n\r\n"):
             raw = await raw_exchange(tg.port, bad)
             assert split_response(raw)[0] == 400
         assert await metric(tg, 'tag_gate_rejected_requests_total{reason="bad_request"}') == 2
         assert await metric(tg, 'tag_gate_requests_total{status_class="4xx"}') == 2
-    await server.close()

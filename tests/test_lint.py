@@ -23,6 +23,7 @@ def tool(name: str) -> str:
     return found
 
 
+@pytest.mark.lint
 @pytest.mark.parametrize(
     "args",
     [
