@@ -81,11 +81,20 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def tag_gate(port: int, upstream_port: int, admin: str) -> subprocess.Popen[bytes]:
-    """tag-gate with built-in defaults on CPU 1, forwarding to a local upstream."""
+def tag_gate(port: int, upstream_port: int, admin: str, tree: Path = REPO) -> subprocess.Popen[bytes]:
+    """tag-gate with built-in defaults on CPU 1, forwarding to a local upstream, run from
+    the source tree `tree` (this checkout, or a `--compare` worktree)."""
     command = ["taskset", "-c", "1", sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}"]
     command += ["--upstream", f"http://127.0.0.1:{upstream_port}", "--admin-listen", admin, "--log-level", "warning"]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    return subprocess.Popen(command, cwd=tree, stdout=subprocess.DEVNULL, env=env)
+
+
+def compare_tree(ref: str, scratch: Path) -> Path:
+    """A detached worktree of `ref` in the scratch directory (removed with it)."""
+    tree = scratch / "compare"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), ref], check=True)
+    return tree
 
 
 def anchor_proxy(port: int, upstream_port: int) -> subprocess.Popen[bytes]:
@@ -198,6 +207,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--html", action="store_true", help="also measure the HTML gate (tag-gate-html)")
+    ap.add_argument(
+        "--compare",
+        metavar="REF",
+        help="also run tag-gate as of git REF (targets tag-gate@REF, tag-gate-html@REF) in the same rounds",
+    )
     ap.add_argument("--ttfb", action="store_true", help="also measure time to first byte on a slow 1 MB page")
     ap.add_argument("--json", metavar="FILE", help="write the medians as JSON")
     args = ap.parse_args()
@@ -217,6 +231,7 @@ def main() -> int:
         (www / "html" / f"{name}.html").write_bytes(data)
 
     origin_port, edge_port, tg_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    cmp_port = free_port()
     slow_port, tg_slow_port, anchor_port = free_port(), free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -243,6 +258,8 @@ def main() -> int:
         for conf in (origin, edge):
             procs.append(subprocess.Popen([nginx_bin(), "-c", str(conf), "-e", str(run / "nginx-stderr.log")]))
         procs.append(tag_gate(tg_port, origin_port, f"127.0.0.1:{admin_port}"))
+        if args.compare:
+            procs.append(tag_gate(cmp_port, origin_port, "off", compare_tree(args.compare, scratch)))
         if args.html:
             procs.append(anchor_proxy(anchor_port, origin_port))
         if args.ttfb:
@@ -253,14 +270,19 @@ def main() -> int:
             )
             procs.append(tag_gate(tg_slow_port, slow_port, "off"))
         listening = (origin_port, edge_port, tg_port) + ((anchor_port,) if args.html else ())
+        listening += (cmp_port,) if args.compare else ()
         for port in listening + ((slow_port, tg_slow_port) if args.ttfb else ()):
             wait_port(port)
         if args.ttfb:
             ttfb(slow_port, edge_port, tg_slow_port)
 
         targets = {"nginx": (edge_port, "pass"), "tag-gate": (tg_port, "pass")}
+        if args.compare:
+            targets[f"tag-gate@{args.compare}"] = (cmp_port, "pass")
         if args.html:
             targets["tag-gate-html"] = (tg_port, "html")
+            if args.compare:
+                targets[f"tag-gate-html@{args.compare}"] = (cmp_port, "html")
             targets["anchor-html"] = (anchor_port, "html")
         print(f"warm-up: 3 s per target and page ({len(targets)} targets)", flush=True)
         for _name, (port, kind) in targets.items():
@@ -314,6 +336,17 @@ def main() -> int:
             for page in files:
                 gate, anchor = summary[f"{page}/tag-gate-html"]["rps"], summary[f"{page}/anchor-html"]["rps"]
                 print(f"{page:>5} tag-gate-html / anchor-html: {gate / anchor:.2f}x")
+        if args.compare:
+            for page in files:
+                for kind in ("tag-gate", "tag-gate-html") if args.html else ("tag-gate",):
+                    now, then = (
+                        summary[f"{page}/{kind}"]["rps_ratio"],
+                        summary[f"{page}/{kind}@{args.compare}"]["rps_ratio"],
+                    )
+                    print(
+                        f"{page:>5} {kind} vs nginx: {now:.3f}x now, {then:.3f}x at {args.compare}"
+                        f" ({now / then - 1:+.1%})"
+                    )
         if args.json:
             Path(args.json).write_text(json.dumps(summary, indent=1))
     finally:
@@ -325,6 +358,10 @@ def main() -> int:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if args.compare:
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(scratch / "compare")], check=False
+            )
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
