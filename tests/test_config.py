@@ -171,9 +171,9 @@ def test_custom_categories_and_mappings() -> None:
         {
             "categories": {"chat": "Live chat widgets"},
             "consent": {
-                "onetrust_groups": {"C0042": ["chat"]},
-                "tcf_purposes": {"11": ["analytics"]},
-                "klaro_services": {"MyChat": "chat"},
+                "onetrust": {"groups": {"C0042": ["chat"]}},
+                "tcf": {"purposes": {"11": ["analytics"]}},
+                "klaro": {"services": {"MyChat": "chat"}},
             },
             "html": {"category": {"chat": {"action": "placeholder"}}},
             "vendor": [
