@@ -59,13 +59,9 @@ def read_consent(
     if cookie_header:
         for name, value in parse_cookie_header(cookie_header):
             jar.setdefault(name, []).append(value)
-    registry = settings.registry
     undecided_seen = False
-    for name in settings.sources:
-        source = registry.get(name)
-        if source is None or source.read is None:
-            continue
-        reading = source.read(jar, settings)
+    for name, read in settings.readers:
+        reading = read(jar, settings)
         if not reading.present:
             continue
         if reading.decided:

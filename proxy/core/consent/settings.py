@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 from ..categories import ADVERTISING, BUILTIN_CATEGORIES, ESSENTIAL
 from .registry import DEFAULT_REGISTRY, Registry
-from .source import DEFAULT_COOKIE_NAME, DEFAULT_MAX_COOKIE_BYTES, Source
+from .source import DEFAULT_COOKIE_NAME, DEFAULT_MAX_COOKIE_BYTES, Jar, Reading, Source, View
 from .tables import check_categories, check_cookie_name, toml_key
 
 S = TypeVar("S")
@@ -51,6 +51,8 @@ class ConsentSettings:
     registry: Registry = field(repr=False)
     cmp: Mapping[str, Any] = field(repr=False)
     """Source name → its settings, for every source of the registry."""
+    readers: tuple[tuple[str, Callable[[Jar, View], Reading]], ...] = field(init=False, repr=False, compare=False)
+    """(name, reader) of each entry of `sources` the registry can read, in order."""
 
     def __init__(
         self,
@@ -80,7 +82,8 @@ class ConsentSettings:
             source, name = hit
             own[source.name] = dataclasses.replace(own[source.name], **{name: value})
         set_ = object.__setattr__
-        set_(self, "sources", registry.sources if sources is None else sources)
+        order = registry.sources if sources is None else sources
+        set_(self, "sources", order)
         set_(self, "undecided", undecided)
         set_(self, "gpc_refuses", gpc_refuses)
         set_(self, "categories", categories)
@@ -88,10 +91,13 @@ class ConsentSettings:
         set_(self, "max_cookie_bytes", max_cookie_bytes)
         set_(self, "registry", registry)
         set_(self, "cmp", own)
+        readers = ((name, source.read) for name in order if (source := registry.get(name)) is not None)
+        set_(self, "readers", tuple((name, read) for name, read in readers if read is not None))
 
     def of(self, source: Source[S]) -> S:
         """`source`'s settings (its defaults when the registry does not hold it)."""
-        return cast(S, self.cmp.get(source.name, source.defaults))
+        own: S = self.cmp.get(source.name, source.defaults)
+        return own
 
     def __getattr__(self, name: str) -> Any:
         """A source's field by its flat name (`settings.onetrust_groups`)."""
