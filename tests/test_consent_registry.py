@@ -117,9 +117,9 @@ def test_settings_name_unknown_keywords_and_wrong_types() -> None:
     with pytest.raises(TypeError, match="'onetrust_grups'"):
         ConsentSettings(onetrust_grups={})
     with pytest.raises(TypeError, match="no consent manager named 'acme-consent'"):
-        ConsentSettings(cmp={"acme-consent": acme_consent.AcmeSettings()})
+        ConsentSettings(per_source={"acme-consent": acme_consent.AcmeSettings()})
     with pytest.raises(TypeError, match="expected AcmeSettings"):
-        ConsentSettings(registry=ACME, cmp={"acme-consent": "x"})
+        ConsentSettings(registry=ACME, per_source={"acme-consent": "x"})
 
 
 # --- a fictional consent manager, end to end -------------------------------------------

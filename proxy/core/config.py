@@ -596,7 +596,7 @@ def _read_consent(
         cookie_name=own_cookie,
         max_cookie_bytes=max_cookie_bytes,
         registry=registry,
-        cmp=own,
+        per_source=own,
     )
     for problem in settings_problems(settings):
         r.problem(problem.path(), problem.message)

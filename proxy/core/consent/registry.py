@@ -46,7 +46,17 @@ BUILTIN: Final[tuple[Source[Any], ...]] = (
 )
 
 RESERVED: Final = frozenset(
-    {"sources", "undecided", "gpc_refuses", "categories", "cookie_name", "max_cookie_bytes", "registry", "cmp"}
+    {
+        "sources",
+        "undecided",
+        "gpc_refuses",
+        "categories",
+        "cookie_name",
+        "max_cookie_bytes",
+        "registry",
+        "per_source",
+        "readers",
+    }
 )
 """Names of the settings common to all sources (`[consent]` keys and `ConsentSettings`
 fields): no source name or flat field name may take one."""

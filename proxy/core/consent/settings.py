@@ -35,9 +35,9 @@ class ConsentSettings:
     lower case; `validate_settings` says so. Compare settings with `==`; they are not
     hashable (the mappings are not).
 
-    Keywords: the common fields; `registry` (default: the built-in one); `cmp`, source
+    Keywords: the common fields; `registry` (default: the built-in one); `per_source`, source
     name → that source's settings value (the others keep their defaults); and any
-    source field by its flat name, applied after `cmp`. An unknown keyword, a `cmp`
+    source field by its flat name, applied after `per_source`. An unknown keyword, a `per_source`
     name the registry does not know or a value of the wrong type raise TypeError.
     """
 
@@ -49,7 +49,7 @@ class ConsentSettings:
     cookie_name: str
     max_cookie_bytes: int
     registry: Registry = field(repr=False)
-    cmp: Mapping[str, Any] = field(repr=False)
+    per_source: Mapping[str, Any] = field(repr=False)
     """Source name → its settings, for every source of the registry."""
     readers: tuple[tuple[str, Callable[[Jar, View], Reading]], ...] = field(init=False, repr=False, compare=False)
     """(name, reader) of each entry of `sources` the registry can read, in order."""
@@ -64,16 +64,18 @@ class ConsentSettings:
         cookie_name: str = DEFAULT_COOKIE_NAME,
         max_cookie_bytes: int = DEFAULT_MAX_COOKIE_BYTES,
         registry: Registry = DEFAULT_REGISTRY,
-        cmp: Mapping[str, Any] | None = None,
+        per_source: Mapping[str, Any] | None = None,
         **flat: Any,
     ) -> None:
         own = {source.name: source.defaults for source in registry.entries}
-        for name, value in (cmp or {}).items():
+        for name, value in (per_source or {}).items():
             source = registry.get(name)
             if source is None:
-                raise TypeError(f"cmp: no consent manager named {name!r} in the registry")
+                raise TypeError(f"per_source: no consent manager named {name!r} in the registry")
             if type(value) is not type(source.defaults):
-                raise TypeError(f"cmp[{name!r}]: expected {type(source.defaults).__name__}, got {type(value).__name__}")
+                raise TypeError(
+                    f"per_source[{name!r}]: expected {type(source.defaults).__name__}, got {type(value).__name__}"
+                )
             own[name] = value
         for key, value in flat.items():
             hit = registry.flat_field(key)
@@ -90,13 +92,13 @@ class ConsentSettings:
         set_(self, "cookie_name", cookie_name)
         set_(self, "max_cookie_bytes", max_cookie_bytes)
         set_(self, "registry", registry)
-        set_(self, "cmp", own)
+        set_(self, "per_source", own)
         readers = ((name, source.read) for name in order if (source := registry.get(name)) is not None)
         set_(self, "readers", tuple((name, read) for name, read in readers if read is not None))
 
     def of(self, source: Source[S]) -> S:
         """`source`'s settings (its defaults when the registry does not hold it)."""
-        own: S = self.cmp.get(source.name, source.defaults)
+        own: S = self.per_source.get(source.name, source.defaults)
         return own
 
     def __getattr__(self, name: str) -> Any:
