@@ -148,6 +148,28 @@ max_request_body = "lots"
     assert result.returncode == 0 and "ok" in result.stdout
 
 
+def test_check_config_names_the_new_place_of_an_old_consent_key(tmp_path: Path) -> None:
+    old = tmp_path / "old.toml"
+    old.write_text(
+        '[server]\nupstream = "http://127.0.0.1:8000"\n'
+        '[consent]\nonetrust_groups = { C0042 = ["analytics"] }\nklaro_cookie = "klaro"\n'
+    )
+    result = run_cli("check-config", str(old))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{old}: consent.onetrust_groups: moved: write [consent.onetrust] groups = ...",
+        f"{old}: consent.klaro_cookie: moved: write [consent.klaro] cookie = ...",
+        "2 problems found",
+    ]
+    new = tmp_path / "new.toml"
+    new.write_text(
+        '[server]\nupstream = "http://127.0.0.1:8000"\n'
+        '[consent.onetrust]\ngroups = { C0042 = ["analytics"] }\n[consent.klaro]\ncookie = "klaro"\n'
+    )
+    result = run_cli("check-config", str(new))
+    assert result.returncode == 0, result.stdout
+
+
 def test_reference_config_is_valid() -> None:
     reference = Path(__file__).resolve().parent.parent / "config" / "tag-gate.toml"
     result = run_cli("check-config", str(reference))

@@ -18,7 +18,7 @@ from proxy.core.config import (
     parse_upstream,
     with_overrides,
 )
-from proxy.core.consent import read_consent
+from proxy.core.consent import DEFAULT_REGISTRY, read_consent
 from proxy.core.defer import STYLES
 from proxy.core.policy import Action, Kind
 
@@ -171,9 +171,9 @@ def test_custom_categories_and_mappings() -> None:
         {
             "categories": {"chat": "Live chat widgets"},
             "consent": {
-                "onetrust_groups": {"C0042": ["chat"]},
-                "tcf_purposes": {"11": ["analytics"]},
-                "klaro_services": {"MyChat": "chat"},
+                "onetrust": {"groups": {"C0042": ["chat"]}},
+                "tcf": {"purposes": {"11": ["analytics"]}},
+                "klaro": {"services": {"MyChat": "chat"}},
             },
             "html": {"category": {"chat": {"action": "placeholder"}}},
             "vendor": [
@@ -249,3 +249,66 @@ def test_overrides_name_their_origin() -> None:
 
 def test_defer_styles_match_the_defer_module() -> None:
     assert tuple(DEFER_STYLES) == tuple(STYLES)
+
+
+MOVED_CONSENT_KEYS = [
+    ("onetrust_groups", "[consent.onetrust] groups"),
+    ("cookiebot_fields", "[consent.cookiebot] fields"),
+    ("klaro_cookie", "[consent.klaro] cookie"),
+    ("klaro_services", "[consent.klaro] services"),
+    ("cookieconsent_cookie", "[consent.cookieconsent] cookie"),
+    ("cookieconsent_categories", "[consent.cookieconsent] categories"),
+    ("tarteaucitron_cookie", "[consent.tarteaucitron] cookie"),
+    ("tarteaucitron_services", "[consent.tarteaucitron] services"),
+    ("complianz_categories", "[consent.complianz] categories"),
+    ("cookieyes_categories", "[consent.cookieyes] categories"),
+    ("didomi_purposes", "[consent.didomi] purposes"),
+    ("didomi_vendors", "[consent.didomi] vendors"),
+    ("tcf_purposes", "[consent.tcf] purposes"),
+    ("osano_allow", "[consent.osano] allow"),
+]
+
+
+@pytest.mark.parametrize(("old", "new"), MOVED_CONSENT_KEYS)
+def test_old_consent_keys_are_errors_that_name_the_new_table(old: str, new: str) -> None:
+    assert problems({"consent": {old: {"x": ["analytics"]}}}) == [f"consent.{old}: moved: write {new} = ..."]
+
+
+def test_every_consent_manager_setting_has_a_table_in_the_reference_file() -> None:
+    consent = tomllib.loads(REFERENCE.read_text())["consent"]
+    assert tuple(consent["sources"]) == DEFAULT_REGISTRY.sources
+    for source in DEFAULT_REGISTRY.entries:
+        if source.fields():
+            assert set(consent[source.name]) == set(source.fields()), source.name
+        else:
+            assert source.name not in consent
+    assert {old for old, _ in MOVED_CONSENT_KEYS} == {
+        s.flat(name) for s in DEFAULT_REGISTRY.entries for name in s.fields()
+    }
+
+
+def test_consent_tables_report_each_problem_at_its_path() -> None:
+    found = problems(
+        {
+            "consent": {
+                "onetrust": {"groups": {"C0042": ["stats"], "C0043": "analytics"}, "group": {}},
+                "klaro": {"cookie": "a b", "services": {"MyChat": "chat"}},
+                "tcf": {"purposes": {"25": ["analytics"], "x": ["analytics"]}},
+                "didomi": {"vendors": {"c:acme": 1}},
+                "tag-gate": {"cookie": "tg"},
+                "complianz": [],
+            }
+        }
+    )
+    assert sorted(found) == [
+        "consent.complianz: expected a table, got an array",
+        'consent.didomi.vendors."c:acme": expected a category name, got an integer',
+        "consent.klaro.cookie: 'a b' is not a valid cookie name",
+        "consent.klaro.services.MyChat: unknown category 'chat'",
+        "consent.onetrust.group: unknown key",
+        "consent.onetrust.groups.C0042: unknown category 'stats'",
+        "consent.onetrust.groups.C0043: expected an array of category names, got a string",
+        "consent.tag-gate: tag-gate has no settings",
+        "consent.tcf.purposes.25: TCF purposes are numbered 1 to 24",
+        "consent.tcf.purposes.x: TCF purposes are numbered 1 to 24",
+    ]

@@ -890,7 +890,7 @@ def test_pure_modules_do_not_import_io_libraries() -> None:
 
 # --- proxy/data/public/bridge.js ---------------------------------------------------------------
 
-BRIDGE = Path(proxy.core.consent.__file__).parent.parent / "data" / "public" / "bridge.js"
+BRIDGE = Path(proxy.__file__).parent / "data" / "public" / "bridge.js"
 
 
 def test_bridge_script_is_small_strict_and_eval_free() -> None:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from .catalog import Catalog, Vendor, VendorError, make_catalog, parse_host, parse_vendor
 from .categories import BUILTIN_CATEGORIES, ESSENTIAL
-from .consent import SOURCES, ConsentSettings, source_cookie_names, validate_settings
+from .consent import DEFAULT_REGISTRY, ConsentSettings, ParseContext, Registry, settings_problems
 from .defer import STYLES
 from .policy import Action, CookieRule, Policy, UrlRule, compile_globs
 
@@ -131,7 +131,8 @@ class Limits:
 
 
 DEFER_STYLES: Final = STYLES
-"""Conventions `html.defer_style` accepts (proxy.core.defer writes each)."""
+"""Conventions `html.defer_style` accepts with the built-in registry (each consent
+manager's module in proxy.core.consent writes its own)."""
 
 ELEMENT_ACTIONS: Final = ("remove", "defer", "placeholder")
 
@@ -542,70 +543,23 @@ def _categories_list(categories: frozenset[str]) -> Callable[[Any], frozenset[st
     return convert
 
 
-def _group_map(categories: frozenset[str], int_keys: bool = False) -> Callable[[Any], dict[Any, frozenset[str]]]:
-    convert_list = _categories_list(categories)
-
-    def convert(value: Any) -> dict[Any, frozenset[str]]:
-        if not isinstance(value, Mapping):
-            raise TypeError(f"expected a table of name = [categories], got {_type_name(value)}")
-        out: dict[Any, frozenset[str]] = {}
-        problems = []
-        for key, item in value.items():
-            try:
-                mapped = convert_list(item)
-            except (TypeError, ValueError) as exc:
-                problems.append(f"{key}: {exc}")
-                continue
-            if int_keys:
-                if not str(key).isdigit() or not 1 <= int(key) <= 24:
-                    problems.append(f"{key}: TCF purposes are numbers 1 to 24")
-                    continue
-                out[int(key)] = mapped
-            else:
-                out[key] = mapped
-        if problems:
-            raise ValueError("; ".join(problems))
-        return out
-
-    return convert
-
-
-def _service_map(categories: frozenset[str]) -> Callable[[Any], dict[str, str]]:
-    def convert(value: Any) -> dict[str, str]:
-        if not isinstance(value, Mapping):
-            raise TypeError(f'expected a table of service = "category", got {_type_name(value)}')
-        out = {}
-        problems = []
-        for key, item in value.items():
-            if not isinstance(item, str) or item not in categories:
-                problems.append(f"{key}: unknown category {item!r}")
-            else:
-                out[key.lower()] = item
-        if problems:
-            raise ValueError("; ".join(problems))
-        return out
-
-    return convert
-
-
-def _read_consent(r: _Reader, categories: frozenset[str], catalog_services: Mapping[str, str]) -> ConsentSettings:
-    d = ConsentSettings()
-    groups = _group_map(categories)
-    services = _service_map(categories)
-    klaro = {**d.klaro_services, **catalog_services}
-    tarte = {**d.tarteaucitron_services, **catalog_services}
+def _read_consent(
+    r: _Reader, categories: frozenset[str], catalog_services: Mapping[str, str], registry: Registry
+) -> ConsentSettings:
+    """`[consent]`: the common keys, then one table per consent manager of `registry`
+    (`[consent.onetrust]`, ...), read by that source's own `parse`. A key in the old flat
+    form (`onetrust_groups`) is an error naming its new place."""
+    d = ConsentSettings(registry=registry)
+    known = registry.sources
 
     def sources(value: Any) -> tuple[str, ...]:
         names = as_str_list(value)
-        unknown = [n for n in names if n not in SOURCES]
+        unknown = [n for n in names if n not in known]
         if unknown:
-            raise ValueError(f"unknown source {', '.join(map(repr, unknown))} (known: {', '.join(SOURCES)})")
+            raise ValueError(f"unknown source {', '.join(map(repr, unknown))} (known: {', '.join(known)})")
         if len(set(names)) != len(names):
             raise ValueError("a source is listed twice")
         return names
-
-    def cookie_bytes(value: Any) -> int:
-        return parse_size(value)
 
     def cookie_name(value: Any) -> str:
         name = as_str(value)
@@ -613,31 +567,39 @@ def _read_consent(r: _Reader, categories: frozenset[str], catalog_services: Mapp
             raise ValueError(f"{name!r}: use letters, digits, - and _ (it is also written into the page scripts)")
         return name
 
-    settings = ConsentSettings(
-        sources=r.get("sources", d.sources, sources),
-        undecided=r.get("undecided", d.undecided, _categories_list(categories)),
-        gpc_refuses=r.get("gpc_refuses", d.gpc_refuses, _categories_list(categories)),
-        categories=categories,
-        cookie_name=r.get("cookie_name", d.cookie_name, cookie_name),
-        max_cookie_bytes=r.get("max_cookie_bytes", d.max_cookie_bytes, cookie_bytes),
-        onetrust_groups={**d.onetrust_groups, **r.get("onetrust_groups", {}, groups)},
-        cookiebot_fields={**d.cookiebot_fields, **r.get("cookiebot_fields", {}, groups)},
-        klaro_cookie=r.get("klaro_cookie", d.klaro_cookie, as_str),
-        klaro_services={**klaro, **r.get("klaro_services", {}, services)},
-        cookieconsent_cookie=r.get("cookieconsent_cookie", d.cookieconsent_cookie, as_str),
-        cookieconsent_categories={**d.cookieconsent_categories, **r.get("cookieconsent_categories", {}, groups)},
-        tarteaucitron_cookie=r.get("tarteaucitron_cookie", d.tarteaucitron_cookie, as_str),
-        tarteaucitron_services={**tarte, **r.get("tarteaucitron_services", {}, services)},
-        complianz_categories={**d.complianz_categories, **r.get("complianz_categories", {}, groups)},
-        cookieyes_categories={**d.cookieyes_categories, **r.get("cookieyes_categories", {}, groups)},
-        didomi_purposes={**d.didomi_purposes, **r.get("didomi_purposes", {}, groups)},
-        didomi_vendors={**d.didomi_vendors, **r.get("didomi_vendors", {}, services)},
-        tcf_purposes={**d.tcf_purposes, **r.get("tcf_purposes", {}, _group_map(categories, int_keys=True))},
-        osano_allow=r.get("osano_allow", d.osano_allow, _categories_list(categories)),
-    )
+    order = r.get("sources", d.sources, sources)
+    undecided = r.get("undecided", d.undecided, _categories_list(categories))
+    gpc_refuses = r.get("gpc_refuses", d.gpc_refuses, _categories_list(categories))
+    own_cookie = r.get("cookie_name", d.cookie_name, cookie_name)
+    max_cookie_bytes = r.get("max_cookie_bytes", d.max_cookie_bytes, parse_size)
+    context = ParseContext(categories, catalog_services)
+    own: dict[str, Any] = {}
+    for source in registry.entries:
+        if source.parse is not None:
+            table = r.table(source.name)
+            own[source.name] = source.parse(table, context)
+            table.finish()
+        elif r.has(source.name):
+            r.raw(source.name)
+            r.problem(source.name, f"{source.name} has no settings")
+    for key in list(r._data):
+        moved = registry.flat_field(key)
+        if moved is not None:
+            r.raw(key)
+            r.problem(key, f"moved: write [consent.{moved[0].name}] {moved[1]} = ...")
     r.finish()
-    for line in validate_settings(settings):
-        r.problem(None, line)
+    settings = ConsentSettings(
+        sources=order,
+        undecided=undecided,
+        gpc_refuses=gpc_refuses,
+        categories=categories,
+        cookie_name=own_cookie,
+        max_cookie_bytes=max_cookie_bytes,
+        registry=registry,
+        per_source=own,
+    )
+    for problem in settings_problems(settings):
+        r.problem(problem.path(), problem.message)
     return settings
 
 
@@ -659,7 +621,7 @@ def _level(low: int, high: int) -> Callable[[Any], int]:
     return convert
 
 
-def _read_html(r: _Reader, categories: frozenset[str]) -> HtmlConfig:
+def _read_html(r: _Reader, categories: frozenset[str], styles: Sequence[str]) -> HtmlConfig:
     d = HtmlConfig()
 
     def unknown_hosts(value: Any) -> str:
@@ -701,7 +663,7 @@ def _read_html(r: _Reader, categories: frozenset[str]) -> HtmlConfig:
     cfg = HtmlConfig(
         action=r.get("action", d.action, _element_action),
         category_actions=tuple(per_category),
-        defer_style=r.get("defer_style", d.defer_style, one_of(*DEFER_STYLES)),
+        defer_style=r.get("defer_style", d.defer_style, one_of(*styles)),
         unknown_hosts=r.get("unknown_hosts", d.unknown_hosts, unknown_hosts),
         first_party_hosts=r.get("first_party_hosts", d.first_party_hosts, hosts),
         consent_mode=r.get("consent_mode", d.consent_mode, as_bool),
@@ -868,7 +830,9 @@ def make_policy(config: Config | None, catalog: Catalog | None = None) -> Policy
     catalog = catalog or make_catalog(config.vendors if config else ())
     if config is None:
         consent = ConsentSettings()
-        return Policy(catalog, consent_cookies=_consent_cookie_names(consent), consent_cookie_prefixes=("cmplz_",))
+        return Policy(
+            catalog, consent_cookies=_consent_cookie_names(consent), consent_cookie_prefixes=_consent_prefixes(consent)
+        )
     html, cookies = config.html, config.cookies
     return Policy(
         catalog,
@@ -882,19 +846,28 @@ def make_policy(config: Config | None, catalog: Catalog | None = None) -> Policy
         cookie_unknown=cookies.unknown,
         essential_cookies=frozenset(cookies.essential),
         consent_cookies=_consent_cookie_names(config.consent),
-        consent_cookie_prefixes=("cmplz_",),
+        consent_cookie_prefixes=_consent_prefixes(config.consent),
         categories=config.consent.categories,
     )
 
 
 def _consent_cookie_names(consent: ConsentSettings) -> frozenset[str]:
-    names = {name for source in SOURCES for name in source_cookie_names(source, consent)}
-    names |= {"OptanonAlertBoxClosed", "cmplz_banner-status", "osano_consentmanager", "osano_consentmanager_uuid"}
+    """Every cookie a known consent manager reads or writes (consent cookies are
+    essential), whether or not it is in `sources`."""
+    names: set[str] = set()
+    for source in consent.registry.entries:
+        names.update(source.cookies(consent))
+        names.update(source.also_essential)
     return frozenset(names)
 
 
-def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
-    """Validate a decoded TOML document; raise `ConfigError` with every problem."""
+def _consent_prefixes(consent: ConsentSettings) -> tuple[str, ...]:
+    return tuple(prefix for source in consent.registry.entries for prefix in source.cookie_prefixes)
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<config>", *, registry: Registry = DEFAULT_REGISTRY) -> Config:
+    """Validate a decoded TOML document; raise `ConfigError` with every problem.
+    `registry` holds the consent managers `[consent]` and `html.defer_style` may name."""
     problems: list[str] = []
     root = _Reader(data, "", problems)
     server = _read_server(root.table("server"))
@@ -909,8 +882,8 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         problems.extend(f"built-in catalogue: {p}" for p in exc.problems)
         catalog = Catalog(vendors)
     catalog_services = {s: v.category for v in catalog.vendors for s in v.services}
-    consent = _read_consent(root.table("consent"), categories, catalog_services)
-    html = _read_html(root.table("html"), categories)
+    consent = _read_consent(root.table("consent"), categories, catalog_services, registry)
+    html = _read_html(root.table("html"), categories, registry.styles)
     cookies = _read_cookies(root.table("cookies"), categories)
     vendor_ids = frozenset(v.id for v in catalog.vendors)
     rules = _read_rules(root, categories, vendor_ids)
@@ -936,10 +909,10 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     return replace(config, policy=make_policy(config, catalog))
 
 
-def load_config(path: str | Path | None) -> Config:
+def load_config(path: str | Path | None, *, registry: Registry = DEFAULT_REGISTRY) -> Config:
     """Read a TOML file (or the built-in defaults when `path` is None)."""
     if path is None:
-        return Config()
+        return Config() if registry is DEFAULT_REGISTRY else parse_config({}, "<built-in defaults>", registry=registry)
     p = Path(path)
     try:
         text = p.read_bytes().decode("utf-8")
@@ -952,7 +925,7 @@ def load_config(path: str | Path | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{p}: not valid TOML: {exc}"]) from None
     try:
-        return parse_config(data, source=str(p))
+        return parse_config(data, source=str(p), registry=registry)
     except ConfigError as exc:
         raise ConfigError([f"{p}: {line}" for line in exc.problems]) from None
 

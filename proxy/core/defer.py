@@ -1,34 +1,41 @@
 """Deferral markup: how a refused element is made inert so a consent manager can
 activate it later without a reload (pure: attribute edits only, no lol-html).
 
-Each style follows one CMP's own convention (docs/field-survey.md §c). The result is
-an `Edit`: attributes to set and to remove on the element, and optionally markup to
-wrap around it (Didomi wraps blocked HTML in `<script type="didomi/html">`).
-The native `tag-gate` style is activated by /__tag-gate/activate.js.
+Each style is one consent manager's own convention (docs/field-survey.md §c), written
+in that CMP's module of `proxy.core.consent` (`Source.defer`); this module turns the
+gate's element into a `consent.Element`, dispatches on the style name, and holds what
+every style shares: which attributes fetch, which script types run, and building and
+applying an `Edit`. The native `tag-gate` style is activated by
+/__tag-gate/activate.js.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 from .catalog import Vendor
-from .categories import ADVERTISING, ANALYTICS, FUNCTIONAL, SOCIAL
 from .consent import ConsentSettings
+from .consent.markup import Edit, Element, escape_attr
+from .consent.registry import DEFAULT_REGISTRY
 from .policy import Kind
 
-STYLES: Final = (
-    "tag-gate",
-    "cookiebot",
-    "onetrust",
-    "klaro",
-    "cookieconsent",
-    "complianz",
-    "cookieyes",
-    "usercentrics",
-    "didomi",
-)
+__all__ = [
+    "JS_TYPES",
+    "STYLES",
+    "URL_ATTRIBUTES",
+    "CmpNames",
+    "Edit",
+    "apply_edit",
+    "defer_edit",
+    "make_cmp_names",
+    "runs_as_script",
+    "start_tag",
+]
+
+STYLES: Final = DEFAULT_REGISTRY.styles
+"""The built-in deferral styles (`html.defer_style`), in registry order."""
 
 URL_ATTRIBUTES: Final[dict[Kind, tuple[str, ...]]] = {
     Kind.SCRIPT: ("src",),
@@ -40,57 +47,27 @@ URL_ATTRIBUTES: Final[dict[Kind, tuple[str, ...]]] = {
 }
 """Attributes that make the browser fetch something, per element kind."""
 
-
-@dataclass(frozen=True, slots=True)
-class Edit:
-    """Attribute changes for one deferred element (applied in this order)."""
-
-    set: tuple[tuple[str, str], ...] = ()
-    remove: tuple[str, ...] = ()
-    before: str = ""
-    after: str = ""
+_EditFunction = Callable[[Element, Mapping[str, str]], Edit]
 
 
 @dataclass(frozen=True, slots=True)
 class CmpNames:
-    """Our category names in each CMP's vocabulary (derived from the consent settings,
-    so a site that mapped OneTrust group `C0042` to analytics gets `C0042` back)."""
+    """The deferral styles compiled from the consent settings: style → (its edit
+    function, our category names in that CMP's vocabulary), so a site that mapped
+    OneTrust group `C0042` to analytics gets `C0042` back. Empty (the default): the
+    built-in styles with their fallback names."""
 
-    onetrust: Mapping[str, str] = field(default_factory=dict)
-    cookiebot: Mapping[str, str] = field(default_factory=dict)
-    cookieconsent: Mapping[str, str] = field(default_factory=dict)
-    complianz: Mapping[str, str] = field(default_factory=dict)
-    cookieyes: Mapping[str, str] = field(default_factory=dict)
-    didomi_vendors: Mapping[str, str] = field(default_factory=dict)
-
-
-_PREFERRED: Final = {
-    # When several CMP names map to one of our categories, this one is written.
-    "cookiebot": {FUNCTIONAL: "preferences", ANALYTICS: "statistics", ADVERTISING: "marketing", SOCIAL: "marketing"},
-    "complianz": {FUNCTIONAL: "functional", ANALYTICS: "statistics", ADVERTISING: "marketing", SOCIAL: "marketing"},
-    "cookieyes": {FUNCTIONAL: "functional", ANALYTICS: "analytics", ADVERTISING: "advertisement"},
-    "cookieconsent": {FUNCTIONAL: "functionality", ANALYTICS: "analytics", ADVERTISING: "marketing", SOCIAL: "social"},
-}
-
-
-def _inverse(mapping: Mapping[str, frozenset[str]], preferred: Mapping[str, str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, categories in sorted(mapping.items()):
-        for category in categories:
-            if preferred.get(category) == name or category not in out:
-                out[category] = name
-    out.update({c: n for c, n in preferred.items() if n in mapping})
-    return out
+    by_style: Mapping[str, tuple[_EditFunction, Mapping[str, str]]] = field(default_factory=dict)
 
 
 def make_cmp_names(settings: ConsentSettings) -> CmpNames:
+    """Every style of the settings' registry, with names derived from the settings."""
     return CmpNames(
-        onetrust=_inverse(settings.onetrust_groups, {}),
-        cookiebot=_inverse(settings.cookiebot_fields, _PREFERRED["cookiebot"]),
-        cookieconsent=_inverse(settings.cookieconsent_categories, _PREFERRED["cookieconsent"]),
-        complianz=_inverse(settings.complianz_categories, _PREFERRED["complianz"]),
-        cookieyes=_inverse(settings.cookieyes_categories, _PREFERRED["cookieyes"]),
-        didomi_vendors={},
+        {
+            source.name: (source.defer.edit, source.defer.names(settings.of(source)))
+            for source in settings.registry.entries
+            if source.defer is not None
+        }
     )
 
 
@@ -117,17 +94,6 @@ def runs_as_script(type_attr: str | None) -> bool:
     return type_attr is None or type_attr.strip().lower() in JS_TYPES
 
 
-def _service(vendor: Vendor | None, category: str) -> str:
-    if vendor is None:
-        return category
-    return vendor.services[0] if vendor.services else vendor.id
-
-
-def _with_class(attrs: Mapping[str, str], extra: str) -> str:
-    current = attrs.get("class", "").split()
-    return " ".join([*current, *(c for c in extra.split() if c not in current)])
-
-
 def defer_edit(
     style: str,
     kind: Kind,
@@ -141,99 +107,24 @@ def defer_edit(
     `attrs` are the element's current attributes (names lower-case). Scripts always get
     `type="text/plain"` (or Didomi's own type): browsers neither fetch nor run a script
     of an unknown type. Fetching attributes of other elements are moved to `data-*`.
+    Raises ValueError for a style neither `names` nor the built-in registry knows.
     """
-    is_script = kind in (Kind.SCRIPT, Kind.INLINE)
-    moving = [a for a in URL_ATTRIBUTES.get(kind, ()) if a in attrs]
-    vendor_id = vendor.id if vendor else ""
-    if style == "tag-gate":
-        sets = [("data-tg-category", category)]
-        if vendor_id:
-            sets.append(("data-tg-vendor", vendor_id))
-        if is_script:
-            if "type" in attrs:
-                sets.append(("data-tg-type", attrs["type"]))
-            sets.append(("type", "text/plain"))
-        sets += [(f"data-tg-{a}", attrs[a]) for a in moving]
-        return Edit(set=tuple(sets), remove=tuple(moving))
-
-    if style == "didomi":
-        didomi_vendor = names.didomi_vendors.get(vendor_id) or f"c:{vendor_id or category}"
-        if is_script:
-            sets = [("type", "didomi/javascript"), ("data-vendor", didomi_vendor)]
-            if "type" in attrs:
-                sets.append(("data-type", attrs["type"]))
-            return Edit(set=tuple(sets))
-        # Didomi holds any other markup as text inside a didomi/html script.
-        return Edit(before=f'<script type="didomi/html" data-vendor="{_attr(didomi_vendor)}">', after="</script>")
-
-    if style == "cookiebot":
-        cb = names.cookiebot.get(category, "marketing")
-        if is_script:
-            return Edit(set=(("type", "text/plain"), ("data-cookieconsent", cb)))
-        sets = [("data-cookieconsent", cb)] + [(f"data-cookieblock-{a}", attrs[a]) for a in moving]
-        return Edit(set=tuple(sets), remove=tuple(moving))
-
-    if style == "onetrust":
-        group = names.onetrust.get(category, "C0004")
-        cls = _with_class(attrs, f"optanon-category-{group}")
-        if is_script:
-            return Edit(set=(("type", "text/plain"), ("class", cls)))
-        sets = [("class", cls)] + [(f"data-{a}", attrs[a]) for a in moving]
-        return Edit(set=tuple(sets), remove=tuple(moving))
-
-    if style == "klaro":
-        sets = [("data-name", _service(vendor, category))]
-        if is_script:
-            sets += [("type", "text/plain"), ("data-type", attrs.get("type") or "text/javascript")]
-        sets += [(f"data-{a}", attrs[a]) for a in moving]
-        return Edit(set=tuple(sets), remove=tuple(moving))
-
-    if style == "cookieconsent":
-        sets = [("data-category", names.cookieconsent.get(category, category))]
-        if vendor is not None:
-            sets.append(("data-service", vendor.name))
-        if is_script:
-            sets.append(("type", "text/plain"))
-            if attrs.get("type", "").strip().lower() == "module":
-                sets.append(("data-type", "module"))
-        sets += [(f"data-{a}", attrs[a]) for a in moving]
-        return Edit(set=tuple(sets), remove=tuple(moving))
-
-    if style == "complianz":
-        sets = [("data-category", names.complianz.get(category, "marketing")), ("data-service", vendor_id or category)]
-        if is_script:
-            sets.append(("type", "text/plain"))
-            sets += [(f"data-cmplz-{a}", attrs[a]) for a in moving]
-            return Edit(set=tuple(sets), remove=tuple(moving))
-        sets += [(f"data-{a}-cmplz", attrs[a]) for a in moving]
-        if kind is Kind.FRAME:
-            sets += [
-                ("src", "about:blank"),
-                ("data-cmplz-target", "src"),
-                ("class", _with_class(attrs, "cmplz-iframe cmplz-placeholder-element")),
-            ]
-            return Edit(set=tuple(sets))
-        return Edit(set=tuple(sets), remove=tuple(moving))
-
-    if style == "cookieyes":
-        cy = names.cookieyes.get(category, "advertisement")
-        if is_script:
-            return Edit(set=(("type", "text/plain"), ("data-cookieyes", f"cookieyes-{cy}")))
-        sets = [("data-cookieyes", f"cookieyes-{cy}")] + [(f"data-{a}", attrs[a]) for a in moving]
-        return Edit(set=tuple(sets), remove=tuple(moving))
-
-    if style == "usercentrics":
-        service = vendor.name if vendor is not None else category
-        if is_script:
-            return Edit(set=(("type", "text/plain"), ("data-usercentrics", service)))
-        sets = [("data-usercentrics", service)] + [(f"data-{a}", attrs[a]) for a in moving]
-        return Edit(set=tuple(sets), remove=tuple(moving))
-
-    raise ValueError(f"unknown defer style {style!r}")
-
-
-def _attr(value: str) -> str:
-    return value.replace("&", "&amp;").replace('"', "&quot;")
+    entry = names.by_style.get(style)
+    if entry is None:
+        source = DEFAULT_REGISTRY.get(style)
+        if source is None or source.defer is None:
+            raise ValueError(f"unknown defer style {style!r}")
+        entry = (source.defer.edit, {})
+    edit, vocabulary = entry
+    element = Element(
+        script=kind in (Kind.SCRIPT, Kind.INLINE),
+        frame=kind is Kind.FRAME,
+        attrs=attrs,
+        moving=tuple(a for a in URL_ATTRIBUTES.get(kind, ()) if a in attrs),
+        category=category,
+        vendor=vendor,
+    )
+    return edit(element, vocabulary)
 
 
 def start_tag(tag: str, attrs: Mapping[str, str] | list[tuple[str, str]]) -> str:
@@ -241,7 +132,7 @@ def start_tag(tag: str, attrs: Mapping[str, str] | list[tuple[str, str]]) -> str
     items = attrs.items() if isinstance(attrs, Mapping) else attrs
     parts = [f"<{tag}"]
     for name, value in items:
-        parts.append(f' {name}="{_attr(value)}"' if value != "" else f" {name}")
+        parts.append(f' {name}="{escape_attr(value)}"' if value != "" else f" {name}")
     return "".join(parts) + ">"
 
 

@@ -1,0 +1,65 @@
+"""tag-gate's own consent cookie (`[consent] cookie_name`, default `tg_consent`), and the
+native deferral convention that /__tag-gate/activate.js activates.
+
+The cookie's name stays in `[consent]` rather than a `[consent.tag-gate]` table: it is
+tag-gate's cookie everywhere, not only this reader's (the banner writes it, and the
+first-party scripts activate.js, bridge.js and guard.js are served with it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Final
+
+from .markup import Deferral, Edit, Element
+from .source import DEFAULT_VIEW, MALFORMED, Reading, Source, View
+from .values import decided, percent_decode, prepare, single_cookie
+
+_SEPARATORS: Final = re.compile(r"[.,|]")
+
+
+def read_native(value: str, settings: View = DEFAULT_VIEW) -> Reading:
+    """tag-gate's own cookie (`tg_consent`): granted names joined by `.` (`,` and `|`
+    also accepted, percent-encoding tolerated). Empty or `none` is a decision for
+    essential only. Unknown names are ignored. Everything from the first `~` on is the
+    banner's record (`~policy version~time~consent id`, see proxy.core.banner) and grants
+    nothing."""
+    prepared = prepare(value, settings)
+    if isinstance(prepared, Reading):
+        return prepared
+    try:
+        text = percent_decode(prepared).partition("~")[0]
+    except ValueError:
+        return MALFORMED
+    names = {name.strip(" \t").lower() for name in _SEPARATORS.split(text)}
+    return decided(names, settings)
+
+
+def _cookie(view: View) -> str:
+    return view.cookie_name
+
+
+def _cookies(view: View) -> tuple[str, ...]:
+    return (view.cookie_name,)
+
+
+def _defer(e: Element, names: Mapping[str, str]) -> Edit:
+    sets = [("data-tg-category", e.category)]
+    if e.vendor_id:
+        sets.append(("data-tg-vendor", e.vendor_id))
+    if e.script:
+        if "type" in e.attrs:
+            sets.append(("data-tg-type", e.attrs["type"]))
+        sets.append(("type", "text/plain"))
+    sets += e.moved("data-tg-")
+    return Edit(set=tuple(sets), remove=e.moving)
+
+
+SOURCE: Final[Source[None]] = Source(
+    name="tag-gate",
+    defaults=None,
+    read=single_cookie(_cookie, read_native),
+    cookies=_cookies,
+    defer=Deferral(_defer),
+)
