@@ -28,9 +28,10 @@ import aiohttp
 from aiohttp import hdrs, web
 from yarl import URL
 
+from .connection import BodyError, UpstreamError
 from .exchange import Exchange
 from .forwarding import BadForwardRequest, forward_headers, response_headers
-from .pool import BodyError, UpstreamError, UpstreamResponse
+from .pool import UpstreamResponse
 from .relay import DECISIONS_HEADER, GatedRelay, Relay, decisions_value, error_response
 from .response import BODYLESS_STATUSES, is_html
 from .server import DeadlineRequestHandler
