@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from .actions import ELEMENT_ACTIONS, Action
 from .catalog import Catalog, Vendor, VendorError, make_catalog, parse_host, parse_vendor
 from .categories import BUILTIN_CATEGORIES, ESSENTIAL
 from .consent import SOURCES, ConsentSettings, source_cookie_names, validate_settings
 from .defer import STYLES
-from .policy import Action, CookieRule, Policy, UrlRule, compile_globs
+from .policy import CookieRule, Policy, UrlRule, compile_globs
 
 T = TypeVar("T")
 
@@ -132,8 +133,6 @@ class Limits:
 
 DEFER_STYLES: Final = STYLES
 """Conventions `html.defer_style` accepts (proxy.core.defer writes each)."""
-
-ELEMENT_ACTIONS: Final = ("remove", "defer", "placeholder")
 
 
 @dataclass(frozen=True, slots=True)
@@ -644,7 +643,7 @@ def _read_consent(r: _Reader, categories: frozenset[str], catalog_services: Mapp
 def _element_action(value: Any) -> Action:
     name = as_str(value)
     if name not in ELEMENT_ACTIONS:
-        raise ValueError(f"expected one of {', '.join(map(repr, ELEMENT_ACTIONS))}, got {name!r}")
+        raise ValueError(f"expected one of {', '.join(repr(a.value) for a in ELEMENT_ACTIONS)}, got {name!r}")
     return Action(name)
 
 
@@ -883,7 +882,6 @@ def make_policy(config: Config | None, catalog: Catalog | None = None) -> Policy
         essential_cookies=frozenset(cookies.essential),
         consent_cookies=_consent_cookie_names(config.consent),
         consent_cookie_prefixes=("cmplz_",),
-        categories=config.consent.categories,
     )
 
 

@@ -31,11 +31,12 @@ from typing import Any, Final
 
 import lolhtml
 
+from ..core.actions import TRAITS, Action, Activation, Kind
 from ..core.catalog import Vendor, host_of
 from ..core.consent import ConsentState
 from ..core.defer import CmpNames, apply_edit, defer_edit, runs_as_script, start_tag
 from ..core.memo import Memo
-from ..core.policy import Action, Decision, Kind, Policy
+from ..core.policy import Decision, Origin, Policy
 
 HTML: Final = lolhtml.ContentType.HTML
 SVG_NS: Final = "http://www.w3.org/2000/svg"
@@ -296,7 +297,7 @@ class _Run:
         if decision.category is not None:
             if stats.records is not None:
                 stats.records.append(ElementRecord(tag, url, kind, self._effective(decision)))
-        elif stats.unclassified_hosts is not None and decision.rule == "unknown-host":
+        elif stats.unclassified_hosts is not None and decision.origin is Origin.UNKNOWN_HOST:
             host = host_of(url_for_policy)
             if host:
                 stats.unclassified_hosts.add(host)
@@ -314,24 +315,29 @@ class _Run:
         consent cookie later says (activate.js reads only the cookie)."""
         return bool(self.nested) or (self.gpc_refused is not None and decision.category in self.gpc_refused)
 
+    def _taken(self, decision: Decision) -> Action:
+        """The effect taken: `decision.action`, or its `final` form (see `_final`)."""
+        action = decision.action
+        final = TRAITS[action].final
+        if final is not action and self._final(decision):
+            return final
+        return action
+
     def _effective(self, decision: Decision) -> Decision:
-        if decision.action in (Action.DEFER, Action.PLACEHOLDER) and self._final(decision):
-            return Decision(Action.REMOVE, decision.category, decision.vendor, decision.rule)
-        return decision
+        action = self._taken(decision)
+        if action is decision.action:
+            return decision
+        return Decision(action, decision.category, decision.vendor, decision.rule, decision.origin)
 
     def action(self, decision: Decision) -> Action:
         """The action actually taken (see `_final`), counted."""
-        action = decision.action
-        if action in (Action.DEFER, Action.PLACEHOLDER) and self._final(decision):
-            action = Action.REMOVE
+        action = self._taken(decision)
         # Action is a StrEnum: the member is its value, as a key and as a label.
         self.stats.counts[(action, decision.category or "")] += 1
-        if (
-            not self.report_only
-            and action in (Action.DEFER, Action.PLACEHOLDER)
-            and (action is Action.PLACEHOLDER or self.style == "tag-gate")
-        ):
-            self.stats.activation_needed = True
+        if not self.report_only:
+            activation = TRAITS[action].activation
+            if activation is Activation.ALWAYS or (activation is Activation.OWN_STYLE and self.style == "tag-gate"):
+                self.stats.activation_needed = True
         return action
 
     # ------------------------------------------------------------ acting

@@ -31,8 +31,8 @@ from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 from yarl import URL
 
+from ..core.actions import ELEMENT_ACTIONS
 from ..core.config import Config
-from ..core.policy import Action
 from ..html.codings import DecodeError
 from ..html.gate import GateError, GateStats
 from ..logs import AccessLog, OneLineLogger
@@ -631,7 +631,7 @@ def _decisions_value(plan: ResponsePlan, stats: GateStats | None, visitor: Visit
     """`Tag-Gate-Decisions`: what was done to this response, as counts."""
     parts = []
     if stats is not None:
-        for action in (Action.REMOVE, Action.DEFER, Action.PLACEHOLDER):
+        for action in ELEMENT_ACTIONS:
             parts.append(f"{action.value}={stats.total(action)}")
     parts.append(f"cookies-dropped={len(plan.dropped_cookies)}")
     parts.append(f"cookies-expired={plan.expired}")
