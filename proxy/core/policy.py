@@ -29,10 +29,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .actions import EFFECTS, Action, Kind
-from .catalog import Catalog, Vendor, host_of, url_path
+from .catalog import Catalog
 from .categories import ESSENTIAL
 from .consent import ConsentState
 from .memo import Memo
+from .url import host_of, url_path
+from .vendors import Vendor
 
 __all__ = [
     "Action",

@@ -32,11 +32,12 @@ from typing import Any, Final
 import lolhtml
 
 from ..core.actions import TRAITS, Action, Activation, Kind
-from ..core.catalog import Vendor, host_of
 from ..core.consent import ConsentState
 from ..core.defer import CmpNames, apply_edit, defer_edit, runs_as_script, start_tag
 from ..core.memo import Memo
 from ..core.policy import Decision, Origin, Policy
+from ..core.url import host_of
+from ..core.vendors import Vendor
 
 HTML: Final = lolhtml.ContentType.HTML
 SVG_NS: Final = "http://www.w3.org/2000/svg"

@@ -50,11 +50,11 @@ from functools import cache
 from importlib import resources
 from typing import Final
 
-from ..core.catalog import Vendor
 from ..core.categories import ESSENTIAL
 from ..core.consent import ConsentState
 from ..core.memo import Memo
 from ..core.policy import Policy, UrlRule
+from ..core.vendors import Vendor
 
 __all__ = [
     "TABLE_VERSION",
