@@ -520,7 +520,7 @@ def _read_categories(r: _Reader) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _category_checker(r: _Reader, categories: frozenset[str]) -> Callable[[Any], str]:
+def _category_checker(categories: frozenset[str]) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         name = as_str(value)
         if name not in categories:
@@ -775,7 +775,7 @@ def _read_rules(root: _Reader, categories: frozenset[str], vendor_ids: frozenset
         url_regex = r.get("url_regex", None, regex)
         vendor_id = r.get("vendor", None, vendor)
         inline = r.get("inline", _NO_STRINGS, as_str_list)
-        category = r.get("category", None, _category_checker(r, categories))
+        category = r.get("category", None, _category_checker(categories))
         action = r.get("action", None, _element_action)
         allow = r.get("allow", False, as_bool)
         r.finish()
@@ -814,7 +814,7 @@ def _read_cookie_rules(root: _Reader, categories: frozenset[str]) -> tuple[Cooki
         for j, n in enumerate(names):
             if not _COOKIE_GLOB.fullmatch(n):
                 r.problem(f"names[{j}]", f"{n!r} is not a cookie name or a pattern with *")
-        category = r.get("category", None, _category_checker(r, categories))
+        category = r.get("category", None, _category_checker(categories))
         allow = r.get("allow", False, as_bool)
         r.finish()
         if not names:
