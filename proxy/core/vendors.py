@@ -113,6 +113,7 @@ _LABEL: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
 _HOST_CHAR: Final = re.compile(r"[^a-z0-9_.-]")
 _REGEX_CHARS: Final = frozenset("?[]{}()|^$+\\")
 COOKIE_FORBIDDEN: Final = re.compile(r"[\x00-\x20\x7f;,=\"]")
+"""Characters that cannot appear in a cookie name as the catalogue matches it."""
 MIN_INLINE_LENGTH: Final = 6
 """Shorter inline signatures would match unrelated scripts."""
 MAX_INLINE_LENGTH: Final = 200
@@ -124,6 +125,7 @@ _MIN_REASON_LENGTH: Final = 10
 
 
 def toml_type(value: object) -> str:
+    """The TOML name of a parsed value's type, for problem messages."""
     names = {
         str: "string",
         int: "integer",
@@ -296,6 +298,7 @@ def parse_host_path(text: str) -> str:
 
 
 def slug(name: str) -> str:
+    """A vendor id from a name: its lowercase letters and digits, runs joined by `-`."""
     return "-".join(re.findall(r"[a-z0-9]+", name.lower()))
 
 

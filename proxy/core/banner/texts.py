@@ -74,6 +74,7 @@ class BannerError(ValueError):
 
 
 def flatten(table: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """Nested TOML tables as (dotted key, value) pairs: `purpose.analytics.title`."""
     for key, value in table.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
@@ -83,6 +84,7 @@ def flatten(table: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, A
 
 
 def builtin_keys() -> frozenset[str]:
+    """Every key a built-in language file has: `TEXT_KEYS` and the built-in purposes'."""
     purposes = {f"purpose.{c}.{f}" for c in BUILTIN_CATEGORIES for f in PURPOSE_FIELDS}
     return frozenset(TEXT_KEYS) | purposes
 
