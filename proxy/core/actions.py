@@ -17,10 +17,11 @@ action, what the rest of the code needs to know about it. Everyone reads these t
   `[html.category.*] action` and `[[rule]] action`;
 - the `Tag-Gate-Decisions` header counts exactly `ELEMENT_ACTIONS`, in this order.
 
-Adding an action: a member of `Action`, its row in `EFFECTS` and in `TRAITS`. When one
-of its effects is new (not keep, remove, defer or placeholder), the gate needs one
-more branch in `GateRun.act` (and in the inline-script handler if the `INLINE` column
-holds it); `tests/test_actions.py` fails until it has it.
+Adding an action: a member of `Action`, its row in the grid below (`_ROWS`, published
+as `EFFECTS`) and its `TRAITS` entry. When one of its effects is new (not keep, remove,
+defer or placeholder), the gate needs one more branch in `GateRun.act` (and in the
+inline-script handler if the `INLINE` column holds it); until then the gate refuses
+the effect (fails closed) and `tests/test_actions.py` fails.
 """
 
 from __future__ import annotations
