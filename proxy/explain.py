@@ -19,7 +19,7 @@ from typing import IO, Any
 from .core.config import Config
 from .core.consent import ConsentState, consent_report, format_consent, read_consent
 from .core.cookies import parse_set_cookie
-from .core.policy import Action, Kind
+from .core.policy import Action, Kind, Origin
 from .html.gate import GatePlan, gate_document
 from .http.stages import Stages
 from .metrics import Metrics
@@ -96,20 +96,15 @@ def explain_page(
                 "name": cookie.key,
                 "vendor": decision.vendor.name if decision.vendor else "",
                 "vendor_id": decision.vendor.id if decision.vendor else "",
-                "category": _shown_category(decision.category),
+                "category": decision.category or "",
                 "decision": action.value,
                 "rule": decision.rule,
             }
         )
-        if decision.rule == "unknown-cookie" and cookie.key not in unknown:
+        if decision.origin is Origin.UNKNOWN_COOKIE and cookie.key not in unknown:
             unknown.append(cookie.key)
     result.unknown_cookies = unknown
     return result
-
-
-def _shown_category(category: str | None) -> str:
-    """Pseudo-categories (nameless cookies, unknown = drop) are shown as empty."""
-    return category if category and not category.startswith("\x00") else ""
 
 
 def render_table(result: Explanation, config: Config, out: IO[str]) -> None:

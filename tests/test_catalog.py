@@ -1226,5 +1226,6 @@ def test_import_and_build_load_no_heavy_modules() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert (
         result.stdout.strip()
-        == "[] ['proxy', 'proxy.core', 'proxy.core.catalog', 'proxy.core.categories', 'proxy.core.memo']"
+        == "[] ['proxy', 'proxy.core', 'proxy.core.catalog', 'proxy.core.categories', 'proxy.core.memo',"
+        " 'proxy.core.ocd', 'proxy.core.url', 'proxy.core.vendors']"
     )

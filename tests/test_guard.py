@@ -245,7 +245,7 @@ def test_case_insensitive_rule_says_what_differs() -> None:
 
 
 def test_python_whitespace_set_is_what_str_isspace_says() -> None:
-    from proxy.html.guard import _PY_SPACE
+    from proxy.html.jsregex import _PY_SPACE
 
     assert "".join(chr(c) for c in range(0x110000) if chr(c).isspace()) == _PY_SPACE
 

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from .actions import ELEMENT_ACTIONS, Action
 from .catalog import Catalog, Vendor, VendorError, make_catalog, parse_host, parse_vendor
 from .categories import BUILTIN_CATEGORIES, ESSENTIAL
 from .consent import DEFAULT_REGISTRY, ConsentSettings, ParseContext, Registry, settings_problems
 from .defer import STYLES
-from .policy import Action, CookieRule, Policy, UrlRule, compile_globs
+from .policy import CookieRule, Policy, UrlRule, compile_globs
 
 T = TypeVar("T")
 
@@ -133,8 +134,6 @@ class Limits:
 DEFER_STYLES: Final = STYLES
 """Conventions `html.defer_style` accepts with the built-in registry (each consent
 manager's module in proxy.core.consent writes its own)."""
-
-ELEMENT_ACTIONS: Final = ("remove", "defer", "placeholder")
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,7 +521,7 @@ def _read_categories(r: _Reader) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _category_checker(r: _Reader, categories: frozenset[str]) -> Callable[[Any], str]:
+def _category_checker(categories: frozenset[str]) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         name = as_str(value)
         if name not in categories:
@@ -606,7 +605,7 @@ def _read_consent(
 def _element_action(value: Any) -> Action:
     name = as_str(value)
     if name not in ELEMENT_ACTIONS:
-        raise ValueError(f"expected one of {', '.join(map(repr, ELEMENT_ACTIONS))}, got {name!r}")
+        raise ValueError(f"expected one of {', '.join(repr(a.value) for a in ELEMENT_ACTIONS)}, got {name!r}")
     return Action(name)
 
 
@@ -738,7 +737,7 @@ def _read_rules(root: _Reader, categories: frozenset[str], vendor_ids: frozenset
         url_regex = r.get("url_regex", None, regex)
         vendor_id = r.get("vendor", None, vendor)
         inline = r.get("inline", _NO_STRINGS, as_str_list)
-        category = r.get("category", None, _category_checker(r, categories))
+        category = r.get("category", None, _category_checker(categories))
         action = r.get("action", None, _element_action)
         allow = r.get("allow", False, as_bool)
         r.finish()
@@ -777,7 +776,7 @@ def _read_cookie_rules(root: _Reader, categories: frozenset[str]) -> tuple[Cooki
         for j, n in enumerate(names):
             if not _COOKIE_GLOB.fullmatch(n):
                 r.problem(f"names[{j}]", f"{n!r} is not a cookie name or a pattern with *")
-        category = r.get("category", None, _category_checker(r, categories))
+        category = r.get("category", None, _category_checker(categories))
         allow = r.get("allow", False, as_bool)
         r.finish()
         if not names:
@@ -847,7 +846,6 @@ def make_policy(config: Config | None, catalog: Catalog | None = None) -> Policy
         essential_cookies=frozenset(cookies.essential),
         consent_cookies=_consent_cookie_names(config.consent),
         consent_cookie_prefixes=_consent_prefixes(config.consent),
-        categories=config.consent.categories,
     )
 
 

@@ -13,6 +13,11 @@ Order of precedence for a URL (first that applies wins):
 Inline scripts: rules with `inline` signatures, then the catalogue's signatures.
 Cookies: consent-manager cookies are essential, then `[[cookie]]` rules, then
 `cookies.essential`, then the catalogue, then `cookies.unknown`.
+
+A classification carries the step that decided as an `Origin` (code branches on it;
+`rule` is its human-readable name for explain and logs) and what consent keeps it as a
+`Grant` (by its category, always, only when everything is granted, never). What a
+refused action does to each element kind is `proxy.core.actions.EFFECTS`.
 """
 
 from __future__ import annotations
@@ -23,46 +28,69 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from .catalog import Catalog, Vendor, host_of, url_path
-from .categories import ESSENTIAL, NON_ESSENTIAL
+from .actions import EFFECTS, Action, Kind
+from .catalog import Catalog
+from .categories import ESSENTIAL
 from .consent import ConsentState
 from .memo import Memo
+from .url import host_of, url_path
+from .vendors import Vendor
+
+__all__ = [
+    "Action",
+    "Classification",
+    "CookieRule",
+    "Decision",
+    "Grant",
+    "Kind",
+    "Origin",
+    "Policy",
+    "UrlRule",
+    "compile_globs",
+    "filter_link_header",
+    "link_target",
+    "split_link_header",
+]
 
 
-class Action(enum.StrEnum):
-    KEEP = "keep"
-    REMOVE = "remove"
-    DEFER = "defer"
-    PLACEHOLDER = "placeholder"
-    DROP = "drop"
+class Origin(enum.Enum):
+    """Which step of the classification decided (the order is in the module docstring).
+
+    The value is the name `explain` and the logs show when the step has no name of its
+    own; operator rules show their `name` instead (`Decision.rule`)."""
+
+    RULE = "rule"
+    """An operator `[[rule]]`, by URL or inline signature."""
+    COOKIE_RULE = "cookie-rule"
+    """An operator `[[cookie]]`."""
+    CATALOG = "catalog"
+    """The vendor catalogue (for cookies, also the Open Cookie Database)."""
+    FIRST_PARTY = "first-party"
+    NOT_A_TRACKER = "not-a-tracker"
+    """No host to contact (`data:`, `javascript:`, other schemes), or an inline script
+    without a known signature."""
+    UNKNOWN_HOST = "unknown-host"
+    """A third-party host nobody classified: `html.unknown_hosts` decides."""
+    CONSENT_COOKIE = "consent-cookie"
+    """A consent manager's own cookie: essential."""
+    ESSENTIAL_COOKIE = "cookies.essential"
+    NAMELESS_COOKIE = "nameless"
+    UNKNOWN_COOKIE = "unknown-cookie"
+    """A cookie nobody classified: `cookies.unknown` decides."""
 
 
-class Kind(enum.StrEnum):
-    """What sort of element a decision is for; it limits which actions make sense."""
+class Grant(enum.Enum):
+    """What consent keeps a classified thing."""
 
-    SCRIPT = "script"
-    INLINE = "inline"
-    MEDIA = "media"
-    FRAME = "frame"
-    EMBED = "embed"
-    LINK = "link"
-    PING = "ping"
-    HEADER = "header"
-
-
-_EFFECTIVE: Final[dict[Kind, dict[Action, Action]]] = {
-    # A placeholder is a same-size box with a "load" button: only frames have a box
-    # to keep. Elsewhere "placeholder" means "defer" (recoverable without reload).
-    Kind.SCRIPT: {Action.PLACEHOLDER: Action.DEFER},
-    Kind.INLINE: {Action.PLACEHOLDER: Action.DEFER},
-    Kind.MEDIA: {Action.PLACEHOLDER: Action.DEFER},
-    Kind.FRAME: {},
-    Kind.EMBED: {Action.PLACEHOLDER: Action.DEFER},
-    # Hints, pings and headers have nothing to activate later: they are removed.
-    Kind.LINK: {Action.PLACEHOLDER: Action.REMOVE, Action.DEFER: Action.REMOVE},
-    Kind.PING: {Action.PLACEHOLDER: Action.REMOVE, Action.DEFER: Action.REMOVE},
-    Kind.HEADER: {Action.PLACEHOLDER: Action.REMOVE, Action.DEFER: Action.REMOVE},
-}
+    ALWAYS = "always"
+    """Nothing to consent to: not a tracker, first party, essential, or allowlisted."""
+    CATEGORY = "category"
+    """Kept when the visitor granted its category."""
+    EVERYTHING = "everything"
+    """Kept only when the visitor granted every category the policy gates (a nameless
+    cookie is nobody's session cookie, and has no category of its own)."""
+    NEVER = "never"
+    """No consent keeps it (`cookies.unknown = "drop"`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +98,14 @@ class Decision:
     """What happens to one element or cookie, and why."""
 
     action: Action
+    """Already the effect on the kind asked about (`proxy.core.actions.EFFECTS`)."""
     category: str | None
-    """None: not a tracker as far as tag-gate knows (first-party, unknown and kept)."""
+    """None: no category (not a tracker as far as tag-gate knows, or a cookie that
+    `Grant.EVERYTHING`/`Grant.NEVER` decides)."""
     vendor: Vendor | None
     rule: str
-    """What decided: `rule[2]` or its name, `catalog`, `first-party`, `unknown-host`, ..."""
+    """Human-readable: the operator rule's name, else `origin.value`."""
+    origin: Origin
     keeps: bool = field(init=False)
     """`action is Action.KEEP`, computed once (read for every element on every page)."""
 
@@ -89,23 +120,50 @@ class Classification:
     category: str | None
     vendor: Vendor | None
     rule: str
-    refused_action: Action
+    origin: Origin
+    grant: Grant
     keep: Decision
-    refused: dict[Kind, Decision]
+    refused: Mapping[Kind, Decision]
+    """The decision per kind when consent does not keep it (`EFFECTS` applied)."""
+    needs: frozenset[str] = frozenset()
+    """With `Grant.EVERYTHING`: the categories that must all be granted."""
+    always: bool = field(init=False)
+    """`grant is Grant.ALWAYS`, computed once (the common first-party case)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "always", self.grant is Grant.ALWAYS)
 
     def decide(self, consent: ConsentState, kind: Kind) -> Decision:
-        category = self.category
-        if category is None or category == ESSENTIAL or category in consent.granted:
+        # Only Grant.CATEGORY can pass the membership test: other grants have no
+        # category, or have "essential" with Grant.ALWAYS, settled by the first test.
+        if self.always or self.category in consent.granted:
+            return self.keep
+        if self.grant is _EVERYTHING and self.needs <= consent.granted:
             return self.keep
         return self.refused[kind]
 
 
-def _classification(category: str | None, vendor: Vendor | None, rule: str, action: Action) -> Classification:
-    keep = Decision(Action.KEEP, category, vendor, rule)
-    refused = {
-        kind: Decision(mapping.get(action, action), category, vendor, rule) for kind, mapping in _EFFECTIVE.items()
-    }
-    return Classification(category, vendor, rule, action, keep, refused)
+_EVERYTHING: Final = Grant.EVERYTHING  # a module global is read faster than an enum member
+
+
+def _classification(
+    category: str | None,
+    vendor: Vendor | None,
+    origin: Origin,
+    action: Action,
+    *,
+    rule: str | None = None,
+    grant: Grant | None = None,
+    needs: frozenset[str] = frozenset(),
+) -> Classification:
+    """A classification whose refused decisions apply `EFFECTS` to `action`. Without
+    `grant`, a category other than essential needs consent and no category needs none."""
+    if grant is None:
+        grant = Grant.CATEGORY if category is not None and category != ESSENTIAL else Grant.ALWAYS
+    name = origin.value if rule is None else rule
+    keep = Decision(Action.KEEP, category, vendor, name, origin)
+    refused = {kind: Decision(effect, category, vendor, name, origin) for kind, effect in EFFECTS[action].items()}
+    return Classification(category, vendor, name, origin, grant, keep, refused, needs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,24 +249,8 @@ class Policy:
     essential_cookies: frozenset[str] = frozenset()
     consent_cookies: frozenset[str] = frozenset()
     consent_cookie_prefixes: tuple[str, ...] = ()
-    categories: frozenset[str] = frozenset((ESSENTIAL, *NON_ESSENTIAL))
 
     def __post_init__(self) -> None:
-        self._url_cache: Memo[tuple[str | None, str], Classification] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
-        self._cookie_cache: Memo[str, Classification] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
-        self._cookie_classes = self._make_cookie_classes()
-        self._inline_rules = tuple(r for r in self.rules if r.for_inline)
-        self._url_rules = tuple(r for r in self.rules if not r.for_inline)
-        self._vendor_classes: dict[str, Classification] = {}
-        self._rule_classes: dict[tuple[int, str | None], Classification] = {}
-        self.first_party = _classification(None, None, "first-party", Action.KEEP)
-        self.not_a_tracker = _classification(None, None, "not-a-tracker", Action.KEEP)
-        self.unknown_kept = _classification(None, None, "unknown-host", Action.KEEP)
-        self.unknown_gated = (
-            _classification(self.unknown_hosts, None, "unknown-host", self.action_for(self.unknown_hosts, None))
-            if self.unknown_hosts
-            else self.unknown_kept
-        )
         gated = {v.category for v in self.catalog.vendors} | {r.category for r in self.rules if r.category}
         gated |= {r.category for r in self.cookie_rules if r.category}
         if self.unknown_hosts:
@@ -217,6 +259,20 @@ class Policy:
             gated.add(self.cookie_unknown)
         gated.discard(ESSENTIAL)
         self.gated_categories: frozenset[str] = frozenset(c for c in gated if c)
+        self._url_cache: Memo[tuple[str | None, str], Classification] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
+        self._cookie_cache: Memo[str, Classification] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
+        self._cookie_classes = self._make_cookie_classes()
+        self._inline_rules = tuple(r for r in self.rules if r.for_inline)
+        self._url_rules = tuple(r for r in self.rules if not r.for_inline)
+        self._vendor_classes: dict[str, Classification] = {}
+        self._rule_classes: dict[tuple[int, str | None], Classification] = {}
+        self.first_party = _classification(None, None, Origin.FIRST_PARTY, Action.KEEP)
+        self.not_a_tracker = _classification(None, None, Origin.NOT_A_TRACKER, Action.KEEP)
+        self.unknown_gated = (
+            _classification(self.unknown_hosts, None, Origin.UNKNOWN_HOST, self.action_for(self.unknown_hosts, None))
+            if self.unknown_hosts
+            else _classification(None, None, Origin.UNKNOWN_HOST, Action.KEEP)
+        )
         self.relative_can_match = any(r.path_prefixes or r.url_regex is not None or r.hosts for r in self._url_rules)
         """Whether any rule could classify a relative URL; if not, those are first-party outright."""
 
@@ -232,7 +288,7 @@ class Policy:
     def _vendor_class(self, vendor: Vendor) -> Classification:
         c = self._vendor_classes.get(vendor.id)
         if c is None:
-            c = _classification(vendor.category, vendor, "catalog", self.action_for(vendor.category, None))
+            c = _classification(vendor.category, vendor, Origin.CATALOG, self.action_for(vendor.category, None))
             self._vendor_classes[vendor.id] = c
         return c
 
@@ -247,13 +303,13 @@ class Policy:
 
     def _build_rule_class(self, rule: UrlRule, vendor: Vendor | None) -> Classification:
         if rule.allow:
-            return _classification(None, vendor, rule.name, Action.KEEP)
+            return _classification(None, vendor, Origin.RULE, Action.KEEP, rule=rule.name)
         category = rule.category or (vendor.category if vendor else None)
         if category is None and rule.action is not None:
             # An action without a category applies to whatever the element is; an
             # unclassified element is never refused, so there is nothing to change.
-            return _classification(None, vendor, rule.name, Action.KEEP)
-        return _classification(category, vendor, rule.name, self.action_for(category, rule))
+            return _classification(None, vendor, Origin.RULE, Action.KEEP, rule=rule.name)
+        return _classification(category, vendor, Origin.RULE, self.action_for(category, rule), rule=rule.name)
 
     # ------------------------------------------------------------------ elements
 
@@ -326,64 +382,55 @@ class Policy:
         (names are often chosen by the visitor: a new name costs a lookup, nothing more)."""
         classes = self._cookie_classes
         if name in self.consent_cookies or (name and name.startswith(self.consent_cookie_prefixes)):
-            return classes["consent-cookie"]
+            return classes[Origin.CONSENT_COOKIE]
         for i, rule in enumerate(self.cookie_rules):
             if rule.matches(name):
                 return classes[i]
         if name in self.essential_cookies:
-            return classes["cookies.essential"]
+            return classes[Origin.ESSENTIAL_COOKIE]
         vendor = self.catalog.vendor_for_cookie(name) if name else None
         if vendor is not None:
             c = classes.get(vendor.id)
             if c is None:
-                c = classes[vendor.id] = _classification(vendor.category, vendor, "catalog", Action.DROP)
+                c = classes[vendor.id] = _classification(vendor.category, vendor, Origin.CATALOG, Action.DROP)
             return c
         if not name:
-            return classes["nameless"]
-        return classes["unknown-cookie"]
+            return classes[Origin.NAMELESS_COOKIE]
+        return classes[Origin.UNKNOWN_COOKIE]
 
     def _make_cookie_classes(self) -> dict[object, Classification]:
+        """The fixed classifications by origin, `[[cookie]]` ones by index (vendors'
+        are added as met)."""
+        unknown = self.cookie_unknown
         classes: dict[object, Classification] = {
-            "consent-cookie": _classification(ESSENTIAL, None, "consent-cookie", Action.KEEP),
-            "cookies.essential": _classification(ESSENTIAL, None, "cookies.essential", Action.KEEP),
-            # A nameless cookie is nobody's session cookie: it stays only when the
-            # visitor granted everything there is to grant.
-            "nameless": _classification(_ALL_GRANTED, None, "nameless", Action.DROP),
+            Origin.CONSENT_COOKIE: _classification(ESSENTIAL, None, Origin.CONSENT_COOKIE, Action.KEEP),
+            Origin.ESSENTIAL_COOKIE: _classification(ESSENTIAL, None, Origin.ESSENTIAL_COOKIE, Action.KEEP),
+            Origin.NAMELESS_COOKIE: _classification(
+                None, None, Origin.NAMELESS_COOKIE, Action.DROP, grant=Grant.EVERYTHING, needs=self.gated_categories
+            ),
+            Origin.UNKNOWN_COOKIE: (
+                _classification(None, None, Origin.UNKNOWN_COOKIE, Action.KEEP)
+                if unknown == "keep"
+                else _classification(None, None, Origin.UNKNOWN_COOKIE, Action.DROP, grant=Grant.NEVER)
+                if unknown == "drop"
+                else _classification(unknown, None, Origin.UNKNOWN_COOKIE, Action.DROP)
+            ),
         }
         for i, rule in enumerate(self.cookie_rules):
             classes[i] = (
-                _classification(None, None, rule.name, Action.KEEP)
+                _classification(None, None, Origin.COOKIE_RULE, Action.KEEP, rule=rule.name)
                 if rule.allow
-                else _classification(rule.category, None, rule.name, Action.DROP)
+                else _classification(rule.category, None, Origin.COOKIE_RULE, Action.DROP, rule=rule.name)
             )
-        if self.cookie_unknown == "keep":
-            classes["unknown-cookie"] = _classification(None, None, "unknown-cookie", Action.KEEP)
-        elif self.cookie_unknown == "drop":
-            classes["unknown-cookie"] = _classification(_ALWAYS_REFUSED, None, "unknown-cookie", Action.DROP)
-        else:
-            classes["unknown-cookie"] = _classification(self.cookie_unknown, None, "unknown-cookie", Action.DROP)
         return classes
 
     def decide_cookie(self, consent: ConsentState, name: str) -> Decision:
-        c = self.classify_cookie(name)
-        if c.category == _ALL_GRANTED:
-            return c.keep if self.gated_categories <= consent.granted else c.refused[Kind.HEADER]
-        return c.decide(consent, Kind.HEADER)
+        return self.classify_cookie(name).decide(consent, Kind.HEADER)
 
     def known_essential_cookie(self, name: str) -> bool:
         """Whether a cookie is essential or allowlisted (the fail-safe keeps only these)."""
         c = self.classify_cookie(name)
-        return c.category == ESSENTIAL or (c.category is None and c.rule not in ("unknown-cookie", "nameless"))
-
-    def is_unknown_cookie(self, name: str) -> bool:
-        return self.classify_cookie(name).rule == "unknown-cookie"
-
-
-_ALL_GRANTED: Final = "\x00all"
-"""Pseudo-category granted only when every gated category is."""
-
-_ALWAYS_REFUSED: Final = "\x00never"
-"""Pseudo-category no consent grants (`cookies.unknown = "drop"`)."""
+        return c.category == ESSENTIAL or (c.always and c.origin is not Origin.UNKNOWN_COOKIE)
 
 
 # --------------------------------------------------------------------------- headers

@@ -6,7 +6,9 @@ the first child of `<head>`. The guard carries a JSON rule table built here: the
 visitor's granted categories and the rules **for the refused categories only**, plus
 the entries of other vendors that would win over a refused one for some URL (so the
 guard decides every URL as `Policy.decide_url` does; tests/data/url_decisions.json is
-the shared proof), plus the operator's URL `[[rule]]`s in order.
+the shared proof), plus the operator's URL `[[rule]]`s in order. The guard's code is
+loaded and compacted by `proxy.html.guard_code`; rules' `url_regex` are translated to
+JavaScript by `proxy.html.jsregex` (both names are still importable from here).
 
 Cost: a table depends on the config and the consent key only, so `GuardRules` builds
 it once per consent key (memoised, bounded) and the per-page part is the page host,
@@ -39,28 +41,27 @@ rule's category.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import unicodedata
 import weakref
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Final
 
-from ..core.catalog import Vendor
 from ..core.categories import ESSENTIAL
 from ..core.consent import ConsentState
 from ..core.memo import Memo
 from ..core.policy import Policy, UrlRule
+from ..core.vendors import Vendor
+from .guard_code import RULES_PLACEHOLDER, compact_js, guard_sizes, js_tokens, load_guard_code
+from .jsregex import translate_regex
 
 __all__ = [
     "TABLE_VERSION",
     "GuardRules",
     "compact_js",
     "guard_sizes",
+    "js_tokens",
     "load_guard_code",
     "make_guard",
     "make_guard_rules",
@@ -68,437 +69,9 @@ __all__ = [
 ]
 
 TABLE_VERSION: Final = 1
-_PLACEHOLDER: Final = '"__TG_RULES__"'
 _CACHE_LIMIT: Final = 256
 _CACHE_BYTES: Final = 64 << 20
 """Consent keys per config: 2**4 built-in combinations x GPC, more with custom categories."""
-
-
-# --------------------------------------------------------------------------- compaction
-
-
-class _Tokens:
-    """A small JavaScript tokenizer: enough to strip comments and blank space safely.
-
-    It knows strings, template literals (with `${}` nesting), regular expression
-    literals and comments. A `/` starts a regular expression after an operator, an
-    opening bracket, `,` `;` `:` or a keyword like `return`; after `)`, `]`, `}`, a name
-    or a number it is a division. (`}` then `/` could be either in general JavaScript;
-    guard.js is written so that it is always a division there.)
-    """
-
-    _WORD: Final = re.compile(r"[A-Za-z0-9_$\\]")
-    _KEYWORDS: Final = frozenset(
-        {"return", "typeof", "case", "do", "else", "in", "of", "new", "delete", "void", "throw", "instanceof", "yield"}
-    )
-    _PUNCTUATORS: Final = (
-        ">>>=",
-        "...",
-        "===",
-        "!==",
-        "**=",
-        "<<=",
-        ">>=",
-        ">>>",
-        "&&=",
-        "||=",
-        "??=",
-        "=>",
-        "==",
-        "!=",
-        "<=",
-        ">=",
-        "&&",
-        "||",
-        "??",
-        "?.",
-        "++",
-        "--",
-        "+=",
-        "-=",
-        "*=",
-        "/=",
-        "%=",
-        "&=",
-        "|=",
-        "^=",
-        "<<",
-        ">>",
-        "**",
-    )
-
-    def __init__(self, src: str) -> None:
-        self.src = src
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        src, n, i = self.src, len(self.src), 0
-        regex_ok = True
-        templates: list[int] = []  # brace depth at each open `${`
-        depth = 0
-        while i < n:
-            c = src[i]
-            if c in " \t\r\n":
-                j = i
-                while j < n and src[j] in " \t\r\n":
-                    j += 1
-                yield "space", src[i:j]
-            elif src.startswith("//", i):
-                j = src.find("\n", i)
-                j = n if j < 0 else j
-                yield "comment", src[i:j]
-            elif src.startswith("/*", i):
-                j = src.find("*/", i + 2)
-                if j < 0:
-                    raise ValueError(f"unterminated comment at {i}")
-                j += 2
-                yield "comment", src[i:j]
-            elif c in "'\"":
-                j = self._string_end(i, c)
-                yield "string", src[i:j]
-                regex_ok = False
-            elif c == "`" or (c == "}" and templates and templates[-1] == depth):
-                if c == "}":
-                    templates.pop()
-                j = i + 1
-                while True:
-                    if j >= n:
-                        raise ValueError(f"unterminated template at {i}")
-                    if src[j] == "\\":
-                        j += 2
-                    elif src[j] == "`":
-                        j += 1
-                        break
-                    elif src.startswith("${", j):
-                        j += 2
-                        templates.append(depth)
-                        break
-                    else:
-                        j += 1
-                yield "template", src[i:j]
-                regex_ok = src[j - 1] == "{"
-            elif c == "/" and regex_ok:
-                j = self._regex_end(i)
-                yield "regex", src[i:j]
-                regex_ok = False
-            elif self._WORD.match(c):
-                j = i
-                while j < n and self._WORD.match(src[j]):
-                    j += 1
-                word = src[i:j]
-                yield "word", word
-                regex_ok = word in self._KEYWORDS
-            else:
-                p = next((p for p in self._PUNCTUATORS if src.startswith(p, i)), c)
-                j = i + len(p)
-                depth += (p == "{") - (p == "}")
-                yield "punctuator", p
-                regex_ok = p not in (")", "]", "}")
-            i = j
-
-    def _string_end(self, i: int, quote: str) -> int:
-        src, j = self.src, i + 1
-        while j < len(src) and src[j] != quote:
-            if src[j] == "\n":
-                raise ValueError(f"newline in a string at {i}")
-            j += 2 if src[j] == "\\" else 1
-        if j >= len(src):
-            raise ValueError(f"unterminated string at {i}")
-        return j + 1
-
-    def _regex_end(self, i: int) -> int:
-        src, j, in_class = self.src, i + 1, False
-        while True:
-            if j >= len(src) or src[j] == "\n":
-                raise ValueError(f"unterminated regular expression at {i}")
-            ch = src[j]
-            if ch == "\\":
-                j += 2
-                continue
-            if ch == "[":
-                in_class = True
-            elif ch == "]":
-                in_class = False
-            elif ch == "/" and not in_class:
-                break
-            j += 1
-        j += 1
-        while j < len(src) and src[j].isalpha():
-            j += 1
-        return j
-
-
-def compact_js(source: str) -> str:
-    """`source` without comments and blank space, every other token as it was.
-
-    Line breaks between tokens stay (one per run), so automatic semicolon insertion
-    reads the result as it read the source; inside a line a space is kept only between
-    two name characters and where `+ +`, `- -` or `/ /` would otherwise fuse. Raises
-    ValueError on an unterminated string, template, comment or regular expression.
-    """
-    out: list[str] = []
-    last = ""
-    gap = ""
-    for kind, text in _Tokens(source):
-        if kind in ("space", "comment"):
-            gap += "\n" if "\n" in text else " "
-            continue
-        if last and gap:
-            a, b = last[-1], text[0]
-            if "\n" in gap:
-                out.append("\n")
-            elif (
-                (_Tokens._WORD.match(a) and _Tokens._WORD.match(b))
-                or (a in "+-/" and b == a)
-                or (a == "/" and b == "*")
-            ):
-                out.append(" ")
-        gap = ""
-        out.append(text)
-        last = text
-    return "".join(out)
-
-
-def js_tokens(source: str) -> list[str]:
-    """The significant tokens of `source` (for checking that compaction kept them)."""
-    return [text for kind, text in _Tokens(source) if kind not in ("space", "comment")]
-
-
-@cache
-def load_guard_code() -> str:
-    """The guard's compact code with the `"__TG_RULES__"` placeholder (read once)."""
-    source = (resources.files("proxy") / "data" / "public" / "guard.js").read_text(encoding="utf-8")
-    code = compact_js(source)
-    if code.count(_PLACEHOLDER) != 1:
-        raise ValueError(f"guard.js must hold the rule placeholder {_PLACEHOLDER} exactly once")
-    return code
-
-
-def guard_sizes() -> dict[str, int]:
-    """Bytes of the guard's code: readable source, compact, compact gzipped (level 9)."""
-    source = (resources.files("proxy") / "data" / "public" / "guard.js").read_text(encoding="utf-8")
-    code = load_guard_code()
-    return {
-        "source": len(source.encode()),
-        "compact": len(code.encode()),
-        "compact_gzip": len(gzip.compress(code.encode(), 9, mtime=0)),
-    }
-
-
-# --------------------------------------------------------------------------- regexes
-
-_PY_SPACE: Final = (
-    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
-    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-)
-"""The characters `str.isspace()` accepts, which is what Python's `\\s` matches."""
-
-_JS_SYNTAX: Final = frozenset("^$\\.*+?()[]{}|/")
-_WORD_CLASS: Final = r"\p{L}\p{N}_"
-
-
-def _u(ch: str) -> str:
-    return f"\\u{{{ord(ch):x}}}"
-
-
-def _lit(ch: str, in_class: bool) -> str:
-    """One literal character in a JavaScript `u`-mode regex."""
-    if ch.isascii() and ch.isalnum():
-        return ch
-    if ch in _JS_SYNTAX or (in_class and ch == "-"):
-        return "\\" + ch
-    if " " <= ch <= "~":
-        return ch
-    return _u(ch)
-
-
-class _RegexTranslator:
-    """Python `re` syntax → an equivalent JavaScript RegExp (source, flags).
-
-    Output always uses the `u` flag; `.`, `^`, `$`, `\\A`, `\\Z`, `\\b`, `\\d`, `\\w`, `\\s`
-    are spelled out so they mean what Python means (Unicode classes, `$` before a final
-    newline, `.` excluding only `\\n`). Unsupported (ValueError): scoped flags `(?i:...)`,
-    atomic groups, possessive quantifiers, conditionals, `\\N{...}` of unknown names,
-    `\\W`/`\\S` inside a character class.
-    """
-
-    def __init__(self, pattern: re.Pattern[str]) -> None:
-        self.src = pattern.pattern
-        flags = pattern.flags
-        self.ascii = bool(flags & re.ASCII)
-        self.verbose = bool(flags & re.VERBOSE)
-        self.dotall = bool(flags & re.DOTALL)
-        self.multiline = bool(flags & re.MULTILINE)
-        self.ignorecase = bool(flags & re.IGNORECASE)
-        if flags & re.LOCALE:
-            raise ValueError("the LOCALE flag has no JavaScript equivalent")
-        self.i = 0
-
-    def translate(self) -> tuple[str, str]:
-        src = self.src
-        while m := re.match(r"\(\?[aiLmsux]+\)", src[self.i :]):
-            self.i += m.end()
-        out: list[str] = []
-        while self.i < len(src):
-            out.append(self._item())
-        return "".join(out), "iu" if self.ignorecase else "u"
-
-    def _peek(self, text: str) -> bool:
-        return self.src.startswith(text, self.i)
-
-    def _word(self) -> str:
-        return "A-Za-z0-9_" if self.ascii else _WORD_CLASS
-
-    def _item(self) -> str:
-        src = self.src
-        ch = src[self.i]
-        self.i += 1
-        if self.verbose and ch in " \t\n\r\x0b\x0c":
-            return ""
-        if self.verbose and ch == "#":
-            end = src.find("\n", self.i)
-            self.i = len(src) if end < 0 else end + 1
-            return ""
-        if ch == "\\":
-            return self._escape(in_class=False)
-        if ch == "[":
-            return self._class()
-        if ch == ".":
-            return "[\\s\\S]" if self.dotall else "[^\\n]"
-        if ch == "^":
-            return "(?<![^\\n])" if self.multiline else "^"
-        if ch == "$":
-            return "(?=\\n|(?![\\s\\S]))" if self.multiline else "(?=\\n?(?![\\s\\S]))"
-        if ch == "(":
-            return self._group()
-        if ch in ")|":
-            return ch
-        if ch in "*+?":
-            return ch + self._lazy()
-        if ch == "{":
-            m = re.match(r"(\d*)(,?)(\d*)\}", src[self.i :])
-            if m and (m.group(1) or m.group(2)):
-                self.i += m.end()
-                low = m.group(1) or "0"
-                return "{" + low + m.group(2) + m.group(3) + "}" + self._lazy()
-            return "\\{"
-        return _lit(ch, in_class=False)
-
-    def _lazy(self) -> str:
-        if self._peek("+"):
-            raise ValueError("possessive quantifiers have no JavaScript equivalent")
-        if self._peek("?"):
-            self.i += 1
-            return "?"
-        return ""
-
-    def _group(self) -> str:
-        src = self.src
-        if not self._peek("?"):
-            return "("
-        for opening in ("?:", "?=", "?!", "?<=", "?<!"):
-            if self._peek(opening):
-                self.i += len(opening)
-                return "(" + opening
-        if m := re.match(r"\?P<(\w+)>", src[self.i :]):
-            self.i += m.end()
-            return f"(?<{m.group(1)}>"
-        if m := re.match(r"\?P=(\w+)\)", src[self.i :]):
-            self.i += m.end()
-            return f"\\k<{m.group(1)}>"
-        if self._peek("?#"):
-            self.i = src.index(")", self.i) + 1
-            return ""
-        raise ValueError(f"the group {src[self.i - 1 : self.i + 3]!r}... has no JavaScript equivalent")
-
-    def _class(self) -> str:
-        src = self.src
-        out = ["["]
-        if self._peek("^"):
-            out.append("^")
-            self.i += 1
-        first = True
-        while True:
-            if self.i >= len(src):
-                raise ValueError("unterminated character class")
-            ch = src[self.i]
-            self.i += 1
-            if ch == "]" and not first:
-                break
-            first = False
-            if ch == "\\":
-                out.append(self._escape(in_class=True))
-            elif ch == "-" and out[-1] not in ("[", "^") and not self._peek("]"):
-                out.append("-")
-            else:
-                out.append(_lit(ch, in_class=True))
-        out.append("]")
-        return "".join(out)
-
-    def _escape(self, in_class: bool) -> str:
-        src = self.src
-        ch = src[self.i]
-        self.i += 1
-        word = self._word()
-        classes = {
-            "d": "0-9" if self.ascii else "\\p{Nd}",
-            "w": word,
-            "s": " \\t\\n\\r\\f\\v" if self.ascii else "".join(_u(c) for c in _PY_SPACE),
-        }
-        if ch in classes:
-            return classes[ch] if in_class else "[" + classes[ch] + "]"
-        if ch in "DWS":
-            if in_class:
-                if ch == "D" and not self.ascii:
-                    return "\\P{Nd}"
-                raise ValueError(f"\\{ch} inside a character class has no JavaScript equivalent")
-            return "[^" + classes[ch.lower()] + "]"
-        if not in_class:
-            if ch == "A":
-                return "(?<![\\s\\S])"
-            if ch == "Z":
-                return "(?![\\s\\S])"
-            if ch in "bB":
-                at = f"(?<=[{word}])(?![{word}])|(?<![{word}])(?=[{word}])"
-                out = f"(?:{at})" if ch == "b" else f"(?!{at})"
-                return out
-            if ch.isdigit() and ch != "0":
-                digits = ch
-                while self.i < len(src) and src[self.i].isdigit() and len(digits) < 2:
-                    digits += src[self.i]
-                    self.i += 1
-                return "\\" + digits
-        simple = {"a": "\x07", "b": "\x08", "f": "\x0c", "n": "\n", "r": "\r", "t": "\t", "v": "\x0b"}
-        if ch in simple:
-            return _u(simple[ch])
-        if ch == "0" or (in_class and ch in "1234567"):
-            m = re.match(r"[0-7]{0,2}", src[self.i :])
-            assert m is not None
-            self.i += m.end()
-            return _u(chr(int(ch + m.group(), 8)))
-        lengths = {"x": 2, "u": 4, "U": 8}
-        if ch in lengths:
-            code = src[self.i : self.i + lengths[ch]]
-            self.i += lengths[ch]
-            return _u(chr(int(code, 16)))
-        if ch == "N":
-            end = src.index("}", self.i)
-            name = src[self.i + 1 : end]
-            self.i = end + 1
-            try:
-                return _u(unicodedata.lookup(name))
-            except KeyError:
-                raise ValueError(f"unknown character name {name!r}") from None
-        return _lit(ch, in_class)
-
-
-def translate_regex(pattern: re.Pattern[str]) -> tuple[str, str]:
-    """The JavaScript `new RegExp(source, flags)` arguments matching what `pattern.search`
-    matches (on the strings a page's URLs are). Raises ValueError naming the construct
-    that has no JavaScript equivalent.
-
-    Known difference: with IGNORECASE, Python also matches `İ` (U+0130) and `ı` (U+0131)
-    for `i`; JavaScript's case folding does not (`GuardRules.warnings` says so)."""
-    return _RegexTranslator(pattern).translate()
 
 
 # --------------------------------------------------------------------------- the table
@@ -680,7 +253,7 @@ class GuardRules:
 
     def script(self, consent: ConsentState, page_host: str | None) -> str:
         """The text of the inline `<script>` (guard code with its table)."""
-        return load_guard_code().replace(_PLACEHOLDER, self.rules_json(consent, page_host), 1)
+        return load_guard_code().replace(RULES_PLACEHOLDER, self.rules_json(consent, page_host), 1)
 
 
 def _outcome(rule: UrlRule) -> object:

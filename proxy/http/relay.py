@@ -23,7 +23,7 @@ from typing import Final
 import aiohttp
 from aiohttp import hdrs, web
 
-from ..core.policy import Action
+from ..core.actions import ELEMENT_ACTIONS
 from ..html.body import WHOLE_DOCUMENT_MAX
 from ..html.codings import DecodeError
 from ..html.gate import GateError, GateStats
@@ -70,7 +70,7 @@ def decisions_value(plan: ResponsePlan, stats: GateStats | None, visitor: Visito
     """`Tag-Gate-Decisions`: what was done to this response, as counts."""
     parts = []
     if stats is not None:
-        for action in (Action.REMOVE, Action.DEFER, Action.PLACEHOLDER):
+        for action in ELEMENT_ACTIONS:
             parts.append(f"{action.value}={stats.total(action)}")
     parts.append(f"cookies-dropped={len(plan.dropped_cookies)}")
     parts.append(f"cookies-expired={plan.expired}")

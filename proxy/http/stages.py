@@ -27,7 +27,7 @@ from ..core.consent import ConsentState, read_consent
 from ..core.cookies import SetCookie, expire_cookies, filter_accept_ch, filter_set_cookies, strip_cookie_header
 from ..core.defer import make_cmp_names
 from ..core.memo import Memo
-from ..core.policy import Kind, Policy, filter_link_header
+from ..core.policy import Kind, Origin, Policy, filter_link_header
 from ..html.body import BodyPipeline
 from ..html.codings import CODINGS, client_accepts, filter_accept_encoding, parse_content_encoding
 from ..html.gate import GatePlan, GateStats, HtmlGate
@@ -128,7 +128,7 @@ def set_cookie_filter(h: HeaderStep) -> None:
 
     def keep(cookie: SetCookie) -> bool:
         decision = policy.decide_cookie(consent, cookie.key)
-        if decision.rule == "unknown-cookie":
+        if decision.origin is Origin.UNKNOWN_COOKIE:
             metrics.unknown_cookies.inc()
         if not decision.keeps:
             metrics.cookies.labels("drop", decision.category or "unknown").inc()

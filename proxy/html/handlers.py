@@ -1,0 +1,456 @@
+"""The gate's element handlers: what each selected element may fetch, and what to do about it.
+
+One handler object per selector of `proxy.html.gate.SELECTORS` per response (`HANDLERS`,
+by selector name); lol-html calls `element(e)` for each start tag it selects and
+`text(t)` for the text of `<script>`/`<noscript>`. A handler reads the fetching
+attributes (as the browser reads them: `proxy.html.attributes`), asks its `GateRun` to
+decide each URL, and has the run act on a refused element; it never decides or writes
+markup itself, except where the element's text is the payload:
+
+- inline scripts are held back until their text is complete (up to
+  `max_inline_script`), then kept, emptied, or moved into an inert
+  `<script type="text/plain">` right after the original (now empty) element;
+- `<noscript>` content and `srcdoc` documents run through a nested gate (`GateRun.nested_gate`),
+  small ones whole and memoised per plan (`gate_fragment`), larger ones streaming.
+
+lol-html's element and text chunk objects are typed `Any` (the binding has no stubs).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from ..core.actions import Action, Kind
+from ..core.defer import apply_edit, defer_edit, runs_as_script, start_tag
+from ..core.policy import Decision
+from ..core.url import host_of
+from .attributes import CSS_URL, LINK_RELS, attribute_text, may_name_a_host, srcset_urls
+from .markup import GOOGLE_TAG_VENDORS, activation_script
+from .run import GateRun, GateStats, TextGate
+
+__all__ = ["DOCUMENT_HANDLER", "HANDLERS", "SVG_NS", "gate_fragment"]
+
+SVG_NS: Final = "http://www.w3.org/2000/svg"
+_KEEP, _REMOVE, _DEFER = Action.KEEP, Action.REMOVE, Action.DEFER
+# Per element, a module global costs a sixth of an enum member lookup (Python 3.11).
+_SCRIPT, _INLINE, _MEDIA, _FRAME, _LINK, _PING = Kind.SCRIPT, Kind.INLINE, Kind.MEDIA, Kind.FRAME, Kind.LINK, Kind.PING
+
+
+def _attr(e: Any, name: str) -> str | None:
+    return attribute_text(e.get_attribute(name))
+
+
+class _Handler:
+    """A lol-html handler of one gate; subclasses hold more state only where they need it."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: GateRun) -> None:
+        self.run = run
+
+
+class _ScriptHandler:
+    """External scripts by URL; inline scripts held back and decided by signature."""
+
+    __slots__ = ("run", "mode", "attrs", "buf", "size")
+
+    IGNORE = 0
+    BUFFER = 1
+    PASS = 2
+    SWALLOW = 3
+
+    def __init__(self, run: GateRun) -> None:
+        self.run = run
+        self.mode = self.IGNORE
+        self.attrs: list[tuple[str, str]] = []
+        self.buf: list[str] = []
+        self.size = 0
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        svg = e.namespace_uri == SVG_NS
+        url = (_attr(e, "href") or _attr(e, "xlink:href")) if svg else _attr(e, "src")
+        nonce = e.get_attribute("nonce")
+        if nonce and run.nonce is None:
+            run.nonce = nonce
+        if url is not None and url.strip():
+            self.mode = self.IGNORE
+            if not runs_as_script(_attr(e, "type")):
+                return
+            decision = run.decide(_SCRIPT, "script", url)
+            if decision.keeps:
+                if run.gcm_pending and _is_google(decision):
+                    e.before(run.consent_mode_script(), run.html)
+                return
+            run.act(e, _SCRIPT, decision)
+            return
+        if not runs_as_script(_attr(e, "type")):
+            self.mode = self.IGNORE
+            return
+        self.mode = self.BUFFER
+        self.attrs = e.attributes
+        self.buf = []
+        self.size = 0
+
+    def text(self, t: Any) -> None:
+        mode = self.mode
+        if mode == self.IGNORE or mode == self.PASS:
+            return
+        if mode == self.SWALLOW:
+            t.remove()
+            return
+        chunk = t.text
+        self.buf.append(chunk)
+        self.size += len(chunk)
+        last = t.last_in_text_node
+        if not last and self.size <= self.run.plan.max_inline_script:
+            t.remove()
+            return
+        text = "".join(self.buf)
+        self.buf = []
+        # Over the cap the decision rests on the first part; the rest then follows it.
+        self.mode = self.IGNORE if last else self.PASS
+        self._finish(t, text)
+
+    def _finish(self, t: Any, text: str) -> None:
+        run = self.run
+        decision = run.decide_inline(text)
+        if decision.keeps:
+            if run.gcm_pending and _is_google(decision):
+                # Close the original (now empty) script, run the defaults in their own
+                # element, then reopen an identical script for the original text.
+                t.replace(f"</script>{run.consent_mode_script()}{start_tag('script', self.attrs)}{text}", run.html)
+            else:
+                t.replace(text, run.html)
+            return
+        action = run.action(decision)
+        if run.report_only or action is _KEEP:
+            t.replace(text, run.html)
+            return
+        if action is _REMOVE:
+            t.replace("", run.html)
+            if self.mode == self.PASS:
+                self.mode = self.SWALLOW
+            return
+        if action is not _DEFER:
+            raise ValueError(f"the gate cannot take the effect {action!r} on an inline script")
+        edit = defer_edit(
+            run.style, _INLINE, dict(self.attrs), decision.category or "", decision.vendor, run.plan.cmp_names
+        )
+        inert = start_tag("script", apply_edit(self.attrs, edit))
+        t.replace(f"{edit.before}</script>{inert}{text}", run.html)
+        # Didomi's wrapper has no closing part for scripts: the type change is enough.
+
+
+def _is_google(decision: Decision) -> bool:
+    return decision.vendor is not None and decision.vendor.id in GOOGLE_TAG_VENDORS
+
+
+class _ImgHandler(_Handler):
+    """`<img>`: the most common element on any page, so the fast path is spelled out:
+    a plainly relative src (the site's own photo) costs one attribute read."""
+
+    __slots__ = ()
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        src = e.get_attribute("src")
+        if src:
+            if "&" in src:
+                src = attribute_text(src) or ""
+            d = run.decide(_MEDIA, "img", src)
+            if not d.keeps:
+                run.act(e, _MEDIA, d)
+                return
+        srcset = e.get_attribute("srcset")
+        if srcset:
+            if "&" in srcset:
+                srcset = attribute_text(srcset) or ""
+            if not run.relative_first_party or may_name_a_host(srcset):
+                for url in srcset_urls(srcset):
+                    d = run.decide(_MEDIA, "img", url)
+                    if not d.keeps:
+                        run.act(e, _MEDIA, d)
+                        return
+
+
+class _MediaHandler(_Handler):
+    __slots__ = ()
+
+    URL_ATTRIBUTES: Final = {
+        "source": ("src",),
+        "video": ("src", "poster"),
+        "audio": ("src",),
+        "input": ("src",),
+        "body": ("background",),
+        "table": ("background",),
+        "td": ("background",),
+        "th": ("background",),
+    }
+    SRCSET: Final = frozenset({"source"})
+    BACKGROUND: Final = frozenset({"body", "table", "td", "th"})
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        tag = e.tag_name
+        worst: Decision | None = None
+        for name in self.URL_ATTRIBUTES.get(tag, ("src",)):
+            url = _attr(e, name)
+            if url:
+                d = run.decide(_MEDIA, tag, url)
+                if not d.keeps:
+                    worst = d
+                    break
+        if worst is None and tag in self.SRCSET:
+            srcset = _attr(e, "srcset")
+            if srcset and (not run.relative_first_party or may_name_a_host(srcset)):
+                for url in srcset_urls(srcset):
+                    d = run.decide(_MEDIA, tag, url)
+                    if not d.keeps:
+                        worst = d
+                        break
+        if worst is not None:
+            if tag == "input" and (_attr(e, "type") or "").strip().lower() != "image":
+                return
+            run.act(e, _MEDIA, worst, "background" if tag in self.BACKGROUND else None)
+
+
+class _UrlHandler:
+    """Elements with one fetching attribute: frames, embeds, links."""
+
+    __slots__ = ("run", "kind", "attribute")
+
+    def __init__(self, run: GateRun, kind: Kind, attribute: Mapping[str, str]) -> None:
+        self.run = run
+        self.kind = kind
+        self.attribute = attribute
+
+    def element(self, e: Any) -> None:
+        tag = e.tag_name
+        run = self.run
+        urls = [_attr(e, self.attribute.get(tag, "src"))]
+        if self.kind is _LINK:
+            rels = (_attr(e, "rel") or "").lower().split()
+            if not LINK_RELS.intersection(rels):
+                return
+            images = _attr(e, "imagesrcset")
+            if images:
+                urls.extend(srcset_urls(images))
+        for url in urls:
+            if url:
+                decision = run.decide(self.kind, tag, url)
+                if not decision.keeps:
+                    run.act(e, self.kind, decision)
+                    return
+
+
+class _PingHandler(_Handler):
+    __slots__ = ()
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        urls = (_attr(e, "ping") or "").split()
+        kept = []
+        refused: Decision | None = None
+        for url in urls:
+            d = run.decide(_PING, e.tag_name, url)
+            if d.keeps:
+                kept.append(url)
+            else:
+                refused = d
+        if refused is None:
+            return
+        run.action(refused)
+        if run.report_only:
+            return
+        if kept:
+            e.set_attribute("ping", " ".join(kept))
+        else:
+            e.remove_attribute("ping")
+
+
+class _StyleHandler(_Handler):
+    """`url(...)` in a style attribute: a refused URL becomes `none` (no request, the
+    rest of the declaration and of the attribute unchanged)."""
+
+    __slots__ = ()
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        value = _attr(e, "style")
+        if not value:
+            return
+        refused: list[Decision] = []
+
+        def replace(m: re.Match[str]) -> str:
+            url = (m.group(1) or m.group(2) or m.group(3) or "").strip()
+            if url:
+                d = run.decide(_LINK, e.tag_name, url)
+                if not d.keeps:
+                    refused.append(d)
+                    return "none"
+            return m.group(0)
+
+        new = CSS_URL.sub(replace, value)
+        if not refused:
+            return
+        for decision in refused:
+            run.action(decision)
+        if not run.report_only:
+            e.set_attribute("style", new.replace("&", "&amp;"))
+
+
+class _FrameHandler(_Handler):
+    """`<iframe>`/`<frame>` by src. An iframe's srcdoc holds a whole document (shown
+    instead of src): it goes through a nested gate first, so that a placeholder's saved
+    copy of the element holds the gated document too."""
+
+    __slots__ = ()
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        tag = e.tag_name
+        source = e.get_attribute("srcdoc")
+        if source and run.nested >= _MAX_NESTING:
+            if not run.report_only:
+                e.set_attribute("srcdoc", "")  # too deep to gate: an empty document
+        elif source:
+            source = attribute_text(source) or ""
+            out = gate_fragment(run, source)
+            if out is not None and not run.report_only:
+                # lol-html escapes the quotes; `&` must be escaped too or the browser
+                # would read character references that were text in the gated document.
+                e.set_attribute("srcdoc", out.replace("&", "&amp;"))
+        url = _attr(e, "src")
+        if url:
+            decision = run.decide(_FRAME, tag, url)
+            if not decision.keeps:
+                run.act(e, _FRAME, decision)
+
+
+class _BaseHandler(_Handler):
+    __slots__ = ()
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        if run.base_host is None:
+            host = host_of(_attr(e, "href") or "")
+            if host and host != run.page_host:
+                run.base_host = host
+                run.relative_first_party = False
+
+
+class _NoscriptHandler:
+    """lol-html hands <noscript> content over as text (scripting-on parsing). Small
+    content is collected and gated whole (`gate_fragment`); content past
+    `_FRAGMENT_MEMO_MAX_TEXT` streams through a nested gate instead."""
+
+    __slots__ = ("run", "gate", "buf", "size")
+
+    def __init__(self, run: GateRun) -> None:
+        self.run = run
+        self.gate: TextGate | None = None
+        self.buf: list[str] = []
+        self.size = 0
+
+    def text(self, t: Any) -> None:
+        run = self.run
+        if run.nested >= _MAX_NESTING:
+            # A <noscript> that deep is nobody's markup but an evasion's: what it holds
+            # would render without scripts, ungated, so it goes.
+            if not run.report_only:
+                t.remove()
+            return
+        chunk = t.text
+        last = t.last_in_text_node
+        gate = self.gate
+        if gate is None:
+            self.buf.append(chunk)
+            self.size += len(chunk)
+            if not last and self.size <= _FRAGMENT_MEMO_MAX_TEXT:
+                t.remove()
+                return
+            text = "".join(self.buf)
+            self.buf = []
+            self.size = 0
+            if last:
+                out = gate_fragment(run, text)
+                t.replace(text if out is None else out, run.html)
+                return
+            gate = self.gate = run.nested_gate(run.stats)
+            chunk = text
+        out = gate.feed_text(chunk)
+        if last:
+            out += gate.end_text()
+            self.gate = None
+        t.replace(out, run.html)
+
+
+_MAX_NESTING: Final = 2
+"""<noscript>/srcdoc levels gated inside one another; deeper content is dropped."""
+_FRAGMENT_MEMO_MAX_TEXT: Final = 4096
+
+
+def gate_fragment(run: GateRun, text: str) -> str | None:
+    """Gate a whole small fragment; None when it comes out unchanged.
+
+    Sites repeat the same <noscript> pixels and srcdoc snippets on every page, and a
+    nested lol-html rewriter costs more to build than the fragment costs to parse, so
+    results are memoised per plan by everything they depend on (what was counted is
+    replayed into this response's stats). Text without a tag holds no element at all."""
+    if "<" not in text:
+        return None
+    stats = run.stats
+    memoise = stats.records is None and stats.unclassified_hosts is None and len(text) <= _FRAGMENT_MEMO_MAX_TEXT
+    if not memoise:
+        gate = run.nested_gate(stats)
+        out = gate.feed_text(text) + gate.end_text()
+        return None if out == text else out
+    key = (text, run.consent, run.page_host, run.base_host, run.nonce, run.report_only, run.nested)
+    memo = run.plan.fragment_memo
+    hit = memo.table.get(key)
+    if hit is None:
+        own = GateStats()
+        gate = run.nested_gate(own)
+        out = gate.feed_text(text) + gate.end_text()
+        changed = None if out == text else out
+        hit = (changed, tuple(own.counts.items()), own.activation_needed, own.consent_mode_inserted)
+        memo.put(key, hit, 2 * len(text) + (len(run.page_host) if run.page_host else 0))
+    result, counts, activation, consent_mode = hit
+    for item, n in counts:
+        stats.counts[item] += n
+    stats.activation_needed |= activation
+    stats.consent_mode_inserted |= consent_mode
+    return result
+
+
+class _DocumentHandler(_Handler):
+    __slots__ = ()
+
+    def end(self, e: Any) -> None:
+        run = self.run
+        if run.stats.activation_needed and not run.nested:
+            e.append(activation_script(run.nonce), run.html)
+
+
+_EMBED_ATTRS: Final = {"object": "data", "embed": "src"}
+_LINK_ATTRS: Final = {"link": "href"}
+
+HANDLERS: Final[Mapping[str, Callable[[GateRun], Any]]] = {
+    "script": _ScriptHandler,
+    "img": _ImgHandler,
+    "media": _MediaHandler,
+    "frame": _FrameHandler,
+    "embed": lambda run: _UrlHandler(run, Kind.EMBED, _EMBED_ATTRS),
+    "link": lambda run: _UrlHandler(run, Kind.LINK, _LINK_ATTRS),
+    "ping": _PingHandler,
+    "style": _StyleHandler,
+    "base": _BaseHandler,
+    "noscript": _NoscriptHandler,
+}
+"""A new handler for each of `gate.SELECTORS`, by name."""
+
+DOCUMENT_HANDLER: Final = _DocumentHandler
+"""The document-end handler (inserts activate.js when the page needs it)."""

@@ -1,0 +1,264 @@
+"""One gate run: the per-config plan, the per-response state, deciding and acting (no lol-html import).
+
+`GatePlan` is built once per config and shared by every response; `GateRun` is one
+response's state, shared by the element handlers of its gate (`proxy.html.handlers`).
+The handlers find the URLs; the run decides them (`decide`, `decide_inline`: the
+policy's classification plus the visitor's consent, recorded for `explain` when asked)
+and acts on a refused element (`act`): the effect is the decision's action, or its
+`final` form where nothing could activate it later (`proxy.core.actions.TRAITS`),
+counted in `GateStats` and turned into markup here, once per effect.
+
+Elements are lol-html's (typed `Any`: the binding has no stubs); markup is inserted as
+HTML with the content type the gate passes in, so this module needs no lol-html import.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from ..core.actions import TRAITS, Action, Activation, Kind
+from ..core.consent import ConsentState
+from ..core.defer import CmpNames, defer_edit
+from ..core.memo import Memo
+from ..core.policy import Decision, Origin, Policy
+from ..core.url import host_of
+from .attributes import attribute_text, plainly_relative
+from .markup import consent_mode_script, placeholder
+
+__all__ = ["ElementRecord", "GatePlan", "GateRun", "GateStats", "TextGate"]
+
+_FRAGMENT_MEMO_LIMIT: Final = 512
+_FRAGMENT_MEMO_BYTES: Final = 4 << 20
+
+FragmentResult = tuple[str | None, tuple[tuple[tuple[str, str], int], ...], bool, bool]
+"""A gated fragment (None: unchanged), its counts, and whether it needed activation or
+inserted the Consent Mode block."""
+
+
+@dataclass(frozen=True, slots=True)
+class ElementRecord:
+    """One gated element, for `tag-gate explain` and debugging."""
+
+    tag: str
+    url: str
+    kind: Kind
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class GatePlan:
+    """Per-config gate settings, built once and shared by every response."""
+
+    policy: Policy
+    defer_style: str = "tag-gate"
+    cmp_names: CmpNames = field(default_factory=CmpNames)
+    consent_mode: bool = True
+    max_inline_script: int = 1 << 20
+    gpc_refuses: frozenset[str] = frozenset({"advertising"})
+    """`consent.gpc_refuses`: with Sec-GPC these are removed, never deferred."""
+    inline_styles: bool = False
+    """Gate `url()` in style attributes. lol-html then reads every element's attributes,
+    which costs about a fifth of the gate's speed, so it is off unless asked for."""
+    max_pending: int = 32 << 20
+    """Input bytes the gate may take without producing output before it gives up."""
+    fragment_memo: Memo[tuple[object, ...], FragmentResult] = field(
+        default_factory=lambda: Memo(_FRAGMENT_MEMO_LIMIT, _FRAGMENT_MEMO_BYTES), compare=False, repr=False
+    )
+    """Gated small fragments (see `handlers.gate_fragment`); bounded, shared by every response."""
+    placeholder_text: str = "{vendor} is blocked because you have not allowed {category} content."
+    placeholder_button: str = "Load {vendor}"
+
+
+@dataclass
+class GateStats:
+    """What one response's gate did (and, with `record`, every tracker it saw)."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    records: list[ElementRecord] | None = None
+    unclassified_hosts: set[str] | None = None
+    activation_needed: bool = False
+    consent_mode_inserted: bool = False
+
+    def total(self, action: Action) -> int:
+        return sum(n for (a, _), n in self.counts.items() if a == action)
+
+
+class TextGate(Protocol):
+    """A nested gate over markup inside the document, in the transport form (text)."""
+
+    def feed_text(self, text: str) -> str: ...
+
+    def end_text(self) -> str: ...
+
+
+_KEEP, _REMOVE, _DEFER, _PLACEHOLDER = Action.KEEP, Action.REMOVE, Action.DEFER, Action.PLACEHOLDER
+_INLINE: Final = Kind.INLINE  # a module global costs a sixth of an enum member lookup (Python 3.11)
+_FINAL: Final = {action: traits.final for action, traits in TRAITS.items()}
+_ACTIVATING: Final = {
+    own_style: frozenset(
+        action
+        for action, traits in TRAITS.items()
+        if traits.activation is Activation.ALWAYS or (own_style and traits.activation is Activation.OWN_STYLE)
+    )
+    for own_style in (False, True)
+}
+"""Effects that need activate.js, by whether tag-gate writes its own deferral convention."""
+
+
+class GateRun:
+    """Per-response state shared by the handlers of one gate.
+
+    `html` is the content type for inserted markup (lol-html's HTML); `nest` makes the
+    gate for markup inside this document (`<noscript>` content, a `srcdoc` document)."""
+
+    def __init__(
+        self,
+        plan: GatePlan,
+        consent: ConsentState,
+        page_host: str | None,
+        nonce: str | None,
+        report_only: bool,
+        stats: GateStats,
+        nested: int,
+        *,
+        html: Any,
+        nest: Callable[[GateRun, GateStats], TextGate],
+    ) -> None:
+        self.plan = plan
+        self.policy = plan.policy
+        self.consent = consent
+        self.page_host = page_host
+        self.base_host: str | None = None
+        self.nonce = nonce
+        self.report_only = report_only
+        self.stats = stats
+        self.nested = nested
+        self.html = html
+        self._nest = nest
+        self.style = plan.defer_style
+        self.gcm_pending = plan.consent_mode and not report_only
+        self.first_party = self.policy.first_party.keep
+        self.gpc_refused = plan.gpc_refuses if consent.gpc else None
+        self.relative_first_party = not self.policy.relative_can_match
+        self.activating = _ACTIVATING[self.style == "tag-gate"]
+
+    def nested_gate(self, stats: GateStats) -> TextGate:
+        """A gate for markup inside this document (<noscript> content, a srcdoc
+        document): same consent and plan, one level deeper, counting into `stats`."""
+        return self._nest(self, stats)
+
+    # ------------------------------------------------------------ deciding
+
+    def decide(self, kind: Kind, tag: str, url: str) -> Decision:
+        if self.relative_first_party and plainly_relative(url):
+            return self.first_party
+        if self.base_host is not None and host_of(url) is None and "//" not in url[:8]:
+            # Relative to a foreign <base href>: classify where the browser will go.
+            url_for_policy = f"//{self.base_host}/{url.lstrip('/')}"
+        else:
+            url_for_policy = url
+        decision = self.policy.classify_url(url_for_policy, self.page_host).decide(self.consent, kind)
+        stats = self.stats
+        if decision.category is not None:
+            if stats.records is not None:
+                stats.records.append(ElementRecord(tag, url, kind, self._effective(decision)))
+        elif stats.unclassified_hosts is not None and decision.origin is Origin.UNKNOWN_HOST:
+            host = host_of(url_for_policy)
+            if host:
+                stats.unclassified_hosts.add(host)
+        return decision
+
+    def decide_inline(self, text: str) -> Decision:
+        decision = self.policy.classify_inline(text).decide(self.consent, _INLINE)
+        if decision.category is not None and self.stats.records is not None:
+            self.stats.records.append(ElementRecord("script", "", _INLINE, self._effective(decision)))
+        return decision
+
+    def _final(self, decision: Decision) -> bool:
+        """Whether a refusal must take its final form: inside <noscript> or srcdoc nothing
+        can activate it later, and a category refused by Sec-GPC stays refused whatever
+        the consent cookie later says (activate.js reads only the cookie)."""
+        return bool(self.nested) or (self.gpc_refused is not None and decision.category in self.gpc_refused)
+
+    def _taken(self, decision: Decision) -> Action:
+        action = decision.action
+        final = _FINAL[action]
+        if final is not action and self._final(decision):
+            return final
+        return action
+
+    def _effective(self, decision: Decision) -> Decision:
+        action = self._taken(decision)
+        if action is decision.action:
+            return decision
+        return Decision(action, decision.category, decision.vendor, decision.rule, decision.origin)
+
+    def action(self, decision: Decision) -> Action:
+        """The effect actually taken (`decision.action` or its final form), counted."""
+        action = self._taken(decision)
+        # Action is a StrEnum: the member is its value, as a key and as a label.
+        self.stats.counts[(action, decision.category or "")] += 1
+        if not self.report_only and action in self.activating:
+            self.stats.activation_needed = True
+        return action
+
+    # ------------------------------------------------------------ acting
+
+    def act(self, e: Any, kind: Kind, decision: Decision, attribute: str | None = None) -> None:
+        """Act on a refused element. With `attribute`, only that attribute fetches (a
+        `<body background>`): removing means removing the attribute, not the element.
+        An effect this method does not know is a `ValueError` (the gate fails closed)."""
+        action = self.action(decision)
+        if self.report_only or action is _KEEP:
+            return
+        if action is _REMOVE:
+            if attribute is None:
+                e.remove()
+            else:
+                e.remove_attribute(attribute)
+            return
+        if action is not _DEFER and action is not _PLACEHOLDER:
+            raise ValueError(f"the gate cannot take the effect {action!r} on a {kind} element")
+        if attribute is not None and self.style == "didomi":
+            # Didomi wraps blocked markup in a script element; a <body> cannot be wrapped.
+            e.remove_attribute(attribute)
+            return
+        if action is _PLACEHOLDER:
+            e.before(self.placeholder(e, decision), self.html)
+            e.remove()
+            return
+        category = decision.category or ""
+        edit = defer_edit(self.style, kind, dict(e.attributes), category, decision.vendor, self.plan.cmp_names)
+        for name in edit.remove:
+            e.remove_attribute(name)
+        for name, value in edit.set:
+            e.set_attribute(name, value)
+        if edit.before:
+            e.before(edit.before, self.html)
+        if edit.after:
+            e.after(edit.after, self.html)
+
+    def placeholder(self, e: Any, decision: Decision) -> str:
+        """The placeholder markup for a refused iframe (`markup.placeholder`)."""
+        vendor = decision.vendor
+        src = attribute_text(e.get_attribute("src")) or ""
+        return placeholder(
+            e.tag_name,
+            e.attributes,
+            name=vendor.name if vendor else (host_of(src) or "External content"),
+            category=decision.category or "",
+            vendor=vendor,
+            width=e.get_attribute("width"),
+            height=e.get_attribute("height"),
+            text=self.plan.placeholder_text,
+            button=self.plan.placeholder_button,
+        )
+
+    def consent_mode_script(self) -> str:
+        """The Consent Mode default block, once per document (the caller checks `gcm_pending`)."""
+        self.stats.consent_mode_inserted = True
+        self.gcm_pending = False
+        return consent_mode_script(self.consent, self.nonce)
