@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from . import __version__
-from .core.config import Config, ConfigError, check_runnable, load_config, parse_address, with_overrides
+from .core.addresses import parse_address
+from .core.config import Config, ConfigError, check_runnable, load_config, with_overrides
 
 ENV_VARS = {
     "config": "TAG_GATE_CONFIG",

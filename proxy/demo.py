@@ -21,8 +21,9 @@ from typing import TextIO
 import aiohttp
 from aiohttp import web
 
+from .core.addresses import Address
 from .core.catalog import Catalog, load_builtin_vendors
-from .core.config import Address, Config, make_policy, parse_config
+from .core.config import Config, make_policy, parse_config
 from .html.gate import gate_document
 from .http.stages import Stages
 from .metrics import Metrics

@@ -29,7 +29,8 @@ from typing import Final
 from aiohttp import web
 
 from .admin import make_admin_app
-from .core.config import Address, Config, ConfigError
+from .core.addresses import Address
+from .core.config import Config, ConfigError
 from .http import _aiohttp
 from .http.handler import ProxyHandler
 from .http.server import ProxyServer

@@ -13,44 +13,82 @@ Contract:
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Final, Literal
 
-from .actions import ELEMENT_ACTIONS, Action
-from .catalog import Catalog, Vendor, VendorError, make_catalog, parse_host, parse_vendor
+from .actions import Action
+from .addresses import (
+    DEFAULT_METHODS,
+    NEVER_FORWARDED_METHODS,
+    Address,
+    IPNetwork,
+    Upstream,
+    parse_address,
+    parse_address_or_off,
+    parse_methods,
+    parse_networks,
+    parse_upstream,
+)
+from .catalog import Catalog, Vendor, VendorError, make_catalog, parse_host
 from .categories import BUILTIN_CATEGORIES, ESSENTIAL
+from .config_rules import (
+    element_action,
+    read_cookie_rules,
+    read_exceptions,
+    read_rules,
+    read_vendors,
+)
 from .consent import DEFAULT_REGISTRY, ConsentSettings, ParseContext, Registry, settings_problems
 from .defer import STYLES
-from .policy import CookieRule, Policy, UrlRule, compile_globs
+from .policy import CookieRule, Policy, UrlRule
+from .reader import (
+    Reader,
+    as_bool,
+    as_count,
+    as_positive_seconds,
+    as_seconds,
+    as_str,
+    as_str_list,
+    level,
+    one_of,
+    parse_size,
+)
 
-T = TypeVar("T")
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-DEFAULT_METHODS: Final[tuple[str, ...]] = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
-"""Methods forwarded unless `server.methods` says otherwise; TRACE and CONNECT never are."""
-
-NEVER_FORWARDED_METHODS: Final = frozenset({"CONNECT", "TRACE"})
-"""CONNECT would make tag-gate a tunnel; TRACE reflects headers (cookies) back."""
-
-_TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_SIZE_RE: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*", re.IGNORECASE)
-_SIZE_UNITS: Final = {
-    "b": 1,
-    "kb": 1000,
-    "mb": 1000**2,
-    "gb": 1000**3,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-}
+__all__ = [
+    "DEFAULT_METHODS",
+    "NEVER_FORWARDED_METHODS",
+    "OVERRIDABLE",
+    "Address",
+    "Config",
+    "ConfigError",
+    "CookieConfig",
+    "HtmlConfig",
+    "IPNetwork",
+    "Limits",
+    "ServerConfig",
+    "Timeouts",
+    "Upstream",
+    "as_bool",
+    "as_count",
+    "as_seconds",
+    "as_str",
+    "check_runnable",
+    "load_config",
+    "make_policy",
+    "parse_address",
+    "parse_address_or_off",
+    "parse_config",
+    "parse_methods",
+    "parse_networks",
+    "parse_size",
+    "parse_upstream",
+    "with_overrides",
+]
 
 
 class ConfigError(Exception):
@@ -59,29 +97,6 @@ class ConfigError(Exception):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """A listen address: host (IPv6 without brackets) and port."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    """The one origin tag-gate forwards to. Only http is supported."""
-
-    url: str
-    """Base URL without a trailing slash, e.g. `http://127.0.0.1:8000`."""
-    host: str
-    port: int
-    authority: str
-    """`host[:port]` as sent in `Host` when `preserve_host` is off (default port omitted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,245 +204,10 @@ class Config:
     """Where the config came from, for logs and `check-config`."""
 
 
-# --------------------------------------------------------------------------- reading
-
-
-class _Reader:
-    """Walks one TOML table, converting values and collecting problems with their paths.
-
-    Every accessor records the key as known; `finish()` reports the keys nobody asked
-    for, so a typo is an error rather than a silently ignored setting.
-    """
-
-    def __init__(self, data: Mapping[str, Any], path: str, problems: list[str]) -> None:
-        self._data = data
-        self._path = path
-        self._problems = problems
-        self._known: set[str] = set()
-
-    def where(self, key: str) -> str:
-        return f"{self._path}.{key}" if self._path else key
-
-    def problem(self, key: str | None, message: str) -> None:
-        self._problems.append(f"{self.where(key) if key else self._path}: {message}")
-
-    def has(self, key: str) -> bool:
-        return key in self._data
-
-    def raw(self, key: str) -> Any:
-        self._known.add(key)
-        return self._data.get(key)
-
-    def get(self, key: str, default: T, convert: Callable[[Any], T]) -> T:
-        """The converted value of `key`, or `default` when absent or invalid.
-
-        `convert` raises ValueError (or TypeError) with a message naming what is wrong;
-        that message is recorded against the key's path.
-        """
-        self._known.add(key)
-        if key not in self._data:
-            return default
-        try:
-            return convert(self._data[key])
-        except (ValueError, TypeError) as exc:
-            self.problem(key, str(exc))
-            return default
-
-    def table(self, key: str) -> _Reader:
-        self._known.add(key)
-        value = self._data.get(key, {})
-        if not isinstance(value, Mapping):
-            self.problem(key, f"expected a table, got {_type_name(value)}")
-            value = {}
-        return _Reader(value, self.where(key), self._problems)
-
-    def tables(self, key: str) -> Iterator[_Reader]:
-        """The entries of an array of tables (`[[key]]`), each with an indexed path."""
-        self._known.add(key)
-        value = self._data.get(key, [])
-        if not isinstance(value, list):
-            self.problem(key, f"expected an array of tables ([[{key}]]), got {_type_name(value)}")
-            return
-        for i, item in enumerate(value):
-            path = f"{self.where(key)}[{i}]"
-            if not isinstance(item, Mapping):
-                self._problems.append(f"{path}: expected a table, got {_type_name(item)}")
-                continue
-            yield _Reader(item, path, self._problems)
-
-    def finish(self) -> None:
-        for key in self._data:
-            if key not in self._known:
-                self.problem(key, "unknown key")
-
-
-def _type_name(value: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
-# --------------------------------------------------------------------------- converters
-
-
-def as_bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"expected true or false, got {_type_name(value)}")
-    return value
-
-
-def as_str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {_type_name(value)}")
-    return value
-
-
-def as_seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number of seconds, got {_type_name(value)}")
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"expected a non-negative number of seconds, got {value}")
-    return seconds
-
-
-def as_positive_seconds(value: Any) -> float:
-    seconds = as_seconds(value)
-    if seconds == 0:
-        raise ValueError("must be greater than 0")
-    return seconds
-
-
-def as_count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected a whole number, got {_type_name(value)}")
-    if value < 1:
-        raise ValueError(f"must be at least 1, got {value}")
-    return value
-
-
-def parse_size(value: Any) -> int:
-    """A byte count: an integer, or a string such as `"16MiB"`, `"500 kB"`, `"1GB"`."""
-    if isinstance(value, bool):
-        raise TypeError("expected a size in bytes, got a boolean")
-    if isinstance(value, int):
-        if value < 1:
-            raise ValueError(f"must be at least 1 byte, got {value}")
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f'expected a size (bytes, or a string like "16MiB"), got {_type_name(value)}')
-    m = _SIZE_RE.fullmatch(value)
-    if not m:
-        raise ValueError(f"cannot read {value!r} as a size: use bytes or a unit B, kB, MB, GB, KiB, MiB, GiB")
-    number, unit = m.groups()
-    size = int(float(number) * _SIZE_UNITS[(unit or "b").lower()])
-    if size < 1:
-        raise ValueError(f"must be at least 1 byte, got {value!r}")
-    return size
-
-
-def parse_address(value: Any) -> Address:
-    """`HOST:PORT`, `[IPv6]:PORT`, or `:PORT` (all interfaces)."""
-    text = as_str(value).strip()
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-        if not sep:
-            raise ValueError(f"cannot read {text!r} as an address: expected [IPv6]:PORT")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} is not an IPv6 address") from None
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep:
-            raise ValueError(f"cannot read {text!r} as an address: expected HOST:PORT, e.g. 0.0.0.0:8080")
-        if ":" in host:
-            raise ValueError(f"cannot read {text!r} as an address: write IPv6 hosts as [addr]:PORT")
-        host = host or "0.0.0.0"
-        if not re.fullmatch(r"[A-Za-z0-9.\-]+", host):
-            raise ValueError(f"{host!r} is not a host name or IPv4 address")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"port {port!r} is not a number from 0 to 65535")
-    return Address(host, int(port))
-
-
-def parse_address_or_off(value: Any) -> Address | None:
-    if value in ("", "off"):
-        return None
-    return parse_address(value)
-
-
-def parse_upstream(value: Any) -> Upstream:
-    """An `http://host[:port]` URL; a path, query, userinfo or other scheme is an error."""
-    text = as_str(value).strip()
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"cannot read {text!r} as a URL: {exc}") from None
-    if parts.scheme != "http":
-        raise ValueError(f"{text!r}: only http:// upstreams are supported (tag-gate sits beside the site)")
-    if not parts.hostname:
-        raise ValueError(f"{text!r} has no host")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{text!r}: credentials in the upstream URL are not supported")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"{text!r}: the upstream URL must not have a path, query or fragment")
-    host = parts.hostname
-    bracketed = f"[{host}]" if ":" in host else host
-    port = port or 80
-    authority = bracketed if port == 80 else f"{bracketed}:{port}"
-    return Upstream(url=f"http://{bracketed}:{port}", host=host, port=port, authority=authority)
-
-
-def parse_networks(value: Any) -> tuple[IPNetwork, ...]:
-    if not isinstance(value, list):
-        raise TypeError(f"expected an array of addresses or CIDR ranges, got {_type_name(value)}")
-    networks: list[IPNetwork] = []
-    bad: list[str] = []
-    for i, item in enumerate(value):
-        try:
-            networks.append(ipaddress.ip_network(as_str(item).strip(), strict=False))
-        except (ValueError, TypeError) as exc:
-            bad.append(f"[{i}] {exc}")
-    if bad:
-        raise ValueError("; ".join(bad))
-    return tuple(networks)
-
-
-def parse_methods(value: Any) -> frozenset[str]:
-    if not isinstance(value, list) or not value:
-        raise TypeError("expected a non-empty array of method names")
-    methods: set[str] = set()
-    for i, item in enumerate(value):
-        name = as_str(item)
-        if not _TOKEN_RE.fullmatch(name):
-            raise ValueError(f"[{i}] {name!r} is not an HTTP method token")
-        if name in NEVER_FORWARDED_METHODS:
-            raise ValueError(f"[{i}] {name} is never forwarded (it would make tag-gate a tunnel or leak headers)")
-        methods.add(name)
-    return frozenset(methods)
-
-
-def one_of(*choices: str) -> Callable[[Any], Any]:
-    def convert(value: Any) -> Any:
-        text = as_str(value)
-        if text not in choices:
-            raise ValueError(f"expected one of {', '.join(repr(c) for c in choices)}, got {text!r}")
-        return text
-
-    return convert
-
-
 # --------------------------------------------------------------------------- sections
 
 
-def _read_server(r: _Reader) -> ServerConfig:
+def _read_server(r: Reader) -> ServerConfig:
     d = ServerConfig()
     cfg = ServerConfig(
         listen=r.get("listen", d.listen, parse_address),
@@ -446,7 +226,7 @@ def _read_server(r: _Reader) -> ServerConfig:
     return cfg
 
 
-def _read_timeouts(r: _Reader) -> Timeouts:
+def _read_timeouts(r: Reader) -> Timeouts:
     d = Timeouts()
     cfg = Timeouts(
         header=r.get("header", d.header, as_positive_seconds),
@@ -476,7 +256,7 @@ def _websocket_message_size(value: Any) -> int:
     return size
 
 
-def _read_limits(r: _Reader) -> Limits:
+def _read_limits(r: Reader) -> Limits:
     d = Limits()
     cfg = Limits(
         max_request_body=r.get("max_request_body", d.max_request_body, parse_size),
@@ -498,16 +278,7 @@ _CATEGORY_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _NO_STRINGS: tuple[str, ...] = ()
 
 
-def as_str_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise TypeError(f"expected an array of strings, got {_type_name(value)}")
-    bad = [f"[{i}] {_type_name(v)}" for i, v in enumerate(value) if not isinstance(v, str)]
-    if bad:
-        raise TypeError(f"expected strings, got {', '.join(bad)}")
-    return tuple(value)
-
-
-def _read_categories(r: _Reader) -> tuple[tuple[str, str], ...]:
+def _read_categories(r: Reader) -> tuple[tuple[str, str], ...]:
     """`[categories]`: name = "description" for each category the site adds."""
     out = []
     for key in list(r._data):
@@ -519,16 +290,6 @@ def _read_categories(r: _Reader) -> tuple[tuple[str, str], ...]:
         elif value is not None:
             out.append((key, value))
     return tuple(out)
-
-
-def _category_checker(categories: frozenset[str]) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        name = as_str(value)
-        if name not in categories:
-            raise ValueError(f"unknown category {name!r} (known: {', '.join(sorted(categories))})")
-        return name
-
-    return convert
 
 
 def _categories_list(categories: frozenset[str]) -> Callable[[Any], frozenset[str]]:
@@ -543,7 +304,7 @@ def _categories_list(categories: frozenset[str]) -> Callable[[Any], frozenset[st
 
 
 def _read_consent(
-    r: _Reader, categories: frozenset[str], catalog_services: Mapping[str, str], registry: Registry
+    r: Reader, categories: frozenset[str], catalog_services: Mapping[str, str], registry: Registry
 ) -> ConsentSettings:
     """`[consent]`: the common keys, then one table per consent manager of `registry`
     (`[consent.onetrust]`, ...), read by that source's own `parse`. A key in the old flat
@@ -602,25 +363,7 @@ def _read_consent(
     return settings
 
 
-def _element_action(value: Any) -> Action:
-    name = as_str(value)
-    if name not in ELEMENT_ACTIONS:
-        raise ValueError(f"expected one of {', '.join(repr(a.value) for a in ELEMENT_ACTIONS)}, got {name!r}")
-    return Action(name)
-
-
-def _level(low: int, high: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"expected a whole number from {low} to {high}, got {_type_name(value)}")
-        if not low <= value <= high:
-            raise ValueError(f"expected a whole number from {low} to {high}, got {value}")
-        return value
-
-    return convert
-
-
-def _read_html(r: _Reader, categories: frozenset[str], styles: Sequence[str]) -> HtmlConfig:
+def _read_html(r: Reader, categories: frozenset[str], styles: Sequence[str]) -> HtmlConfig:
     d = HtmlConfig()
 
     def unknown_hosts(value: Any) -> str:
@@ -652,7 +395,7 @@ def _read_html(r: _Reader, categories: frozenset[str], styles: Sequence[str]) ->
         sub = cats.table(name)
         if name not in categories:
             cats.problem(name, f"unknown category {name!r}")
-        action = sub.get("action", None, _element_action)
+        action = sub.get("action", None, element_action)
         sub.finish()
         if action is not None and name in categories:
             if name == ESSENTIAL:
@@ -660,7 +403,7 @@ def _read_html(r: _Reader, categories: frozenset[str], styles: Sequence[str]) ->
             else:
                 per_category.append((name, action))
     cfg = HtmlConfig(
-        action=r.get("action", d.action, _element_action),
+        action=r.get("action", d.action, element_action),
         category_actions=tuple(per_category),
         defer_style=r.get("defer_style", d.defer_style, one_of(*styles)),
         unknown_hosts=r.get("unknown_hosts", d.unknown_hosts, unknown_hosts),
@@ -670,16 +413,16 @@ def _read_html(r: _Reader, categories: frozenset[str], styles: Sequence[str]) ->
         max_inline_script=r.get("max_inline_script", d.max_inline_script, parse_size),
         max_decoded_size=r.get("max_decoded_size", d.max_decoded_size, parse_size),
         max_ratio=r.get("max_ratio", d.max_ratio, ratio),
-        gzip_level=r.get("gzip_level", d.gzip_level, _level(1, 9)),
-        brotli_quality=r.get("brotli_quality", d.brotli_quality, _level(0, 11)),
-        zstd_level=r.get("zstd_level", d.zstd_level, _level(1, 19)),
+        gzip_level=r.get("gzip_level", d.gzip_level, level(1, 9)),
+        brotli_quality=r.get("brotli_quality", d.brotli_quality, level(0, 11)),
+        zstd_level=r.get("zstd_level", d.zstd_level, level(1, 19)),
         decisions_header=r.get("decisions_header", d.decisions_header, as_bool),
     )
     r.finish()
     return cfg
 
 
-def _read_cookies(r: _Reader, categories: frozenset[str]) -> CookieConfig:
+def _read_cookies(r: Reader, categories: frozenset[str]) -> CookieConfig:
     d = CookieConfig()
 
     def unknown(value: Any) -> str:
@@ -699,129 +442,6 @@ def _read_cookies(r: _Reader, categories: frozenset[str]) -> CookieConfig:
     )
     r.finish()
     return cfg
-
-
-def _read_rules(root: _Reader, categories: frozenset[str], vendor_ids: frozenset[str]) -> tuple[UrlRule, ...]:
-    rules = []
-    for i, r in enumerate(root.tables("rule")):
-        name = r.get("name", f"rule[{i}]", as_str)
-        raw_hosts = r.get("hosts", _NO_STRINGS, as_str_list)
-        parsed = []
-        for j, host in enumerate(raw_hosts):
-            try:
-                parsed.append(parse_host(host))
-            except ValueError as exc:
-                r.problem(f"hosts[{j}]", str(exc))
-        hosts = tuple(parsed)
-
-        def prefixes(value: Any) -> tuple[str, ...]:
-            items = as_str_list(value)
-            for item in items:
-                if not item.startswith("/"):
-                    raise ValueError(f"{item!r}: a path prefix starts with /")
-            return items
-
-        def regex(value: Any) -> re.Pattern[str]:
-            try:
-                return re.compile(as_str(value))
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-
-        def vendor(value: Any) -> str:
-            vid = as_str(value)
-            if vid not in vendor_ids:
-                raise ValueError(f"no vendor with id {vid!r} in the catalogue or [[vendor]]")
-            return vid
-
-        path_prefixes = r.get("path_prefix", _NO_STRINGS, lambda v: prefixes([v] if isinstance(v, str) else v))
-        url_regex = r.get("url_regex", None, regex)
-        vendor_id = r.get("vendor", None, vendor)
-        inline = r.get("inline", _NO_STRINGS, as_str_list)
-        category = r.get("category", None, _category_checker(categories))
-        action = r.get("action", None, _element_action)
-        allow = r.get("allow", False, as_bool)
-        r.finish()
-        if not (hosts or path_prefixes or url_regex or vendor_id or inline) and not raw_hosts:
-            r.problem(None, "a rule needs at least one of hosts, path_prefix, url_regex, vendor, inline")
-        if allow and (category or action):
-            r.problem(None, "allow = true keeps matches untouched; it cannot also set category or action")
-        if not allow and category is None and action is None:
-            r.problem(None, "a rule needs allow = true, a category, or an action")
-        if inline and (hosts or path_prefixes or url_regex or vendor_id):
-            r.problem("inline", "inline signatures match inline scripts only; put URL matchers in another rule")
-        rules.append(
-            UrlRule(
-                name=name,
-                hosts=frozenset(hosts),
-                path_prefixes=path_prefixes,
-                url_regex=url_regex,
-                vendor=vendor_id,
-                inline=inline,
-                category=category,
-                action=action,
-                allow=allow,
-            )
-        )
-    return tuple(rules)
-
-
-_COOKIE_GLOB: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-
-def _read_cookie_rules(root: _Reader, categories: frozenset[str]) -> tuple[CookieRule, ...]:
-    rules = []
-    for i, r in enumerate(root.tables("cookie")):
-        name = r.get("name", f"cookie[{i}]", as_str)
-        names = r.get("names", _NO_STRINGS, as_str_list)
-        for j, n in enumerate(names):
-            if not _COOKIE_GLOB.fullmatch(n):
-                r.problem(f"names[{j}]", f"{n!r} is not a cookie name or a pattern with *")
-        category = r.get("category", None, _category_checker(categories))
-        allow = r.get("allow", False, as_bool)
-        r.finish()
-        if not names:
-            r.problem("names", "required: the cookie names (or patterns with *) this rule covers")
-        if allow == (category is not None):
-            r.problem(None, "give exactly one of category or allow = true")
-        rules.append(
-            CookieRule(
-                name=name,
-                exact=frozenset(n for n in names if "*" not in n),
-                pattern=compile_globs(names),
-                category=category,
-                allow=allow,
-            )
-        )
-    return tuple(rules)
-
-
-def _read_exceptions(root: _Reader) -> tuple[str, ...]:
-    out = []
-    for r in root.tables("exception"):
-        prefix = r.get("path_prefix", None, as_str)
-        r.finish()
-        if prefix is None:
-            r.problem("path_prefix", "required: the page path prefix where the HTML gate does not run")
-        elif not prefix.startswith("/"):
-            r.problem("path_prefix", f"{prefix!r}: a path prefix starts with /")
-        else:
-            out.append(prefix)
-    return tuple(out)
-
-
-def _read_vendors(root: _Reader, categories: frozenset[str], problems: list[str]) -> tuple[Vendor, ...]:
-    root.raw("vendor")
-    items = root._data.get("vendor", [])
-    if not isinstance(items, list):
-        problems.append(f"vendor: expected an array of tables ([[vendor]]), got {_type_name(items)}")
-        return ()
-    vendors = []
-    for i, item in enumerate(items):
-        try:
-            vendors.append(parse_vendor(item, f"vendor[{i}]", categories))
-        except VendorError as exc:
-            problems.extend(exc.problems)
-    return tuple(vendors)
 
 
 def make_policy(config: Config | None, catalog: Catalog | None = None) -> Policy:
@@ -867,13 +487,13 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", *, registry:
     """Validate a decoded TOML document; raise `ConfigError` with every problem.
     `registry` holds the consent managers `[consent]` and `html.defer_style` may name."""
     problems: list[str] = []
-    root = _Reader(data, "", problems)
+    root = Reader(data, "", problems)
     server = _read_server(root.table("server"))
     timeouts = _read_timeouts(root.table("timeouts"))
     limits = _read_limits(root.table("limits"))
     custom = _read_categories(root.table("categories"))
     categories = frozenset(BUILTIN_CATEGORIES) | {name for name, _ in custom}
-    vendors = _read_vendors(root, categories, problems)
+    vendors = read_vendors(root, categories, problems)
     try:
         catalog = make_catalog(vendors)
     except VendorError as exc:  # the built-in data itself is broken: report, don't crash
@@ -884,9 +504,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", *, registry:
     html = _read_html(root.table("html"), categories, registry.styles)
     cookies = _read_cookies(root.table("cookies"), categories)
     vendor_ids = frozenset(v.id for v in catalog.vendors)
-    rules = _read_rules(root, categories, vendor_ids)
-    cookie_rules = _read_cookie_rules(root, categories)
-    exceptions = _read_exceptions(root)
+    rules = read_rules(root, categories, vendor_ids)
+    cookie_rules = read_cookie_rules(root, categories)
+    exceptions = read_exceptions(root)
     root.finish()
     if problems:
         raise ConfigError(problems)

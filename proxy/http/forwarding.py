@@ -19,7 +19,8 @@ import aiohttp
 from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
-from ..core.config import Config, IPNetwork
+from ..core.addresses import IPNetwork
+from ..core.config import Config
 from ._aiohttp import SERVER_SOFTWARE
 
 HOP_BY_HOP: Final = frozenset(

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from ..core.config import Config, Upstream
+from ..core.addresses import Upstream
+from ..core.config import Config
 from ..logs import AccessLog
 from ..metrics import Metrics
 from .forwarding import make_session
