@@ -476,6 +476,7 @@ def test_selectors_are_the_documented_set() -> None:
         "style",
         "base",
         "noscript",
+        "top",
     }
 
 

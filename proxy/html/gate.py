@@ -35,10 +35,12 @@ import lolhtml
 from ..core.consent import ConsentState
 from .attributes import may_carry_ping, srcset_urls
 from .handlers import DOCUMENT_HANDLER, HANDLERS
-from .run import ElementRecord, GatePlan, GateRun, GateStats
+from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats
 
 __all__ = [
+    "NO_ADDITIONS",
     "SELECTORS",
+    "Additions",
     "ElementRecord",
     "GateError",
     "GatePlan",
@@ -64,6 +66,7 @@ SELECTORS: Final = {
     "style": '[style*="url("]',
     "base": "base[href]",
     "noscript": "noscript",
+    "top": "html, head",
 }
 """The selectors the gate registers (the rewrite benchmark's reference uses the same).
 
@@ -71,15 +74,25 @@ lol-html tests every start tag against every compound selector (about 3 ns each)
 rare elements are selected by tag alone and their handlers read the attributes; an
 attribute condition stays where the tag is common (`a[ping]`, `td[background]`)."""
 
+_OPTIONAL: Final = ("style", "top")
+"""Selectors registered only when needed: `style` with `html.inline_styles`, `top` when
+the page gets a head-start addition (the runtime guard)."""
+
 _SELECTOR_NAMES: Final = {
-    False: tuple(name for name in SELECTORS if name != "style"),
-    True: tuple(SELECTORS),
+    (inline_styles, top): tuple(
+        name
+        for name in SELECTORS
+        if name not in _OPTIONAL or (name == "style" and inline_styles) or (name == "top" and top)
+    )
+    for inline_styles in (False, True)
+    for top in (False, True)
 }
 
 
-def gate_selectors(plan: GatePlan) -> tuple[str, ...]:
-    """The names of the SELECTORS a gate with this plan registers, in order."""
-    return _SELECTOR_NAMES[plan.inline_styles]
+def gate_selectors(plan: GatePlan, *, top: bool = False) -> tuple[str, ...]:
+    """The names of the SELECTORS a gate with this plan registers, in order (`top`: the
+    page gets a head-start addition)."""
+    return _SELECTOR_NAMES[plan.inline_styles, top]
 
 
 _UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
@@ -112,12 +125,13 @@ def _nested_gate(run: GateRun, stats: GateStats) -> HtmlGate:
 
 
 _REGISTRATIONS: Final = {
-    (inline_styles, ping): tuple((SELECTORS[name], HANDLERS[name]) for name in names if ping or name != "ping")
-    for inline_styles, names in _SELECTOR_NAMES.items()
+    (inline_styles, top, ping): tuple((SELECTORS[name], HANDLERS[name]) for name in names if ping or name != "ping")
+    for (inline_styles, top), names in _SELECTOR_NAMES.items()
     for ping in (False, True)
 }
-"""What a gate registers with lol-html, by (`html.inline_styles`, whether the page may
-have a `ping` attribute): selector and handler factory, in SELECTORS order."""
+"""What a gate registers with lol-html, by (`html.inline_styles`, whether the page gets
+a head-start addition, whether the page may have a `ping` attribute): selector and
+handler factory, in SELECTORS order."""
 
 
 class HtmlGate:
@@ -134,6 +148,7 @@ class HtmlGate:
         record: bool = False,
         stats: GateStats | None = None,
         nested: int = 0,
+        additions: Additions = NO_ADDITIONS,
     ) -> None:
         if stats is None:
             stats = GateStats(records=[] if record else None, unclassified_hosts=set() if record else None)
@@ -148,6 +163,7 @@ class HtmlGate:
             nested,
             html=HTML,
             nest=_nested_gate,
+            additions=additions,
         )
         self._run = run
         self._out: list[bytes] = []
@@ -165,7 +181,7 @@ class HtmlGate:
         run = self._run
         sink: Any = self._out.append
         rewriter = lolhtml.HTMLRewriter(sink)
-        for selector, handler in _REGISTRATIONS[run.plan.inline_styles, ping]:
+        for selector, handler in _REGISTRATIONS[run.plan.inline_styles, run.head_pending, ping]:
             rewriter.on(selector, handler(run))
         rewriter.on_document(DOCUMENT_HANDLER(run))
         self._rewriter = rewriter

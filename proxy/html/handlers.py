@@ -75,6 +75,10 @@ class _ScriptHandler:
         nonce = e.get_attribute("nonce")
         if nonce and run.nonce is None:
             run.nonce = nonce
+        if run.head_pending:
+            # No <html> or <head> start tag came first: the head-start addition goes
+            # before the first script, which is what it must precede.
+            e.before(run.take_head_start(), run.html)
         if url is not None and url.strip():
             self.mode = self.IGNORE
             if not runs_as_script(_attr(e, "type")):
@@ -431,8 +435,23 @@ class _DocumentHandler(_Handler):
 
     def end(self, e: Any) -> None:
         run = self.run
-        if run.stats.activation_needed and not run.nested:
+        if run.nested:
+            return
+        if run.stats.activation_needed:
             e.append(activation_script(run.nonce), run.html)
+        if run.additions.body_end and not run.report_only:
+            e.append(run.additions.body_end, run.html)
+
+
+class _TopHandler(_Handler):
+    """`<html>` and `<head>`: the head-start addition goes right after the first of them."""
+
+    __slots__ = ()
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        if run.head_pending:
+            e.prepend(run.take_head_start(), run.html)
 
 
 _EMBED_ATTRS: Final = {"object": "data", "embed": "src"}
@@ -449,6 +468,7 @@ HANDLERS: Final[Mapping[str, Callable[[GateRun], Any]]] = {
     "style": _StyleHandler,
     "base": _BaseHandler,
     "noscript": _NoscriptHandler,
+    "top": _TopHandler,
 }
 """A new handler for each of `gate.SELECTORS`, by name."""
 

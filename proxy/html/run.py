@@ -28,7 +28,7 @@ from ..core.url import host_of
 from .attributes import attribute_text, plainly_relative
 from .markup import consent_mode_script, placeholder
 
-__all__ = ["ElementRecord", "GatePlan", "GateRun", "GateStats", "TextGate"]
+__all__ = ["NO_ADDITIONS", "Additions", "ElementRecord", "GatePlan", "GateRun", "GateStats", "TextGate"]
 
 _FRAGMENT_MEMO_LIMIT: Final = 512
 _FRAGMENT_MEMO_BYTES: Final = 4 << 20
@@ -36,6 +36,24 @@ _FRAGMENT_MEMO_BYTES: Final = 4 << 20
 FragmentResult = tuple[str | None, tuple[tuple[tuple[str, str], int], ...], bool, bool]
 """A gated fragment (None: unchanged), its counts, and whether it needed activation or
 inserted the Consent Mode block."""
+
+
+@dataclass(frozen=True, slots=True)
+class Additions:
+    """Markup tag-gate adds to one page beside what its decisions insert, computed per
+    response by the header stage (never in report-only mode, never in nested documents).
+    Inserted markup is not itself gated."""
+
+    head_start: str = ""
+    """Inserted as the first child of `<head>` (the runtime guard): right after the
+    `<head>` or `<html>` start tag, whichever comes first (the parser puts what follows
+    `<html>` into the implied head), or else before the document's first `<script>`."""
+    body_end: str = ""
+    """Appended at the end of the document, after activate.js (the consent banner, the
+    site's managed tags)."""
+
+
+NO_ADDITIONS: Final = Additions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +144,7 @@ class GateRun:
         *,
         html: Any,
         nest: Callable[[GateRun, GateStats], TextGate],
+        additions: Additions = NO_ADDITIONS,
     ) -> None:
         self.plan = plan
         self.policy = plan.policy
@@ -144,6 +163,14 @@ class GateRun:
         self.gpc_refused = plan.gpc_refuses if consent.gpc else None
         self.relative_first_party = not self.policy.relative_can_match
         self.activating = _ACTIVATING[self.style == "tag-gate"]
+        self.additions = additions
+        self.head_pending = bool(additions.head_start) and not nested and not report_only
+        """`additions.head_start` is still to be inserted."""
+
+    def take_head_start(self) -> str:
+        """The head-start markup, once (the caller inserts it)."""
+        self.head_pending = False
+        return self.additions.head_start
 
     def nested_gate(self, stats: GateStats) -> TextGate:
         """A gate for markup inside this document (<noscript> content, a srcdoc

@@ -30,7 +30,7 @@ from ..core.memo import Memo
 from ..core.policy import Kind, Origin, Policy, filter_link_header
 from ..html.body import BodyPipeline
 from ..html.codings import CODINGS, client_accepts, filter_accept_encoding, parse_content_encoding
-from ..html.gate import GatePlan, GateStats, HtmlGate
+from ..html.gate import NO_ADDITIONS, Additions, GatePlan, GateStats, HtmlGate
 from ..metrics import Metrics
 from .response import (
     BODYLESS_STATUSES,
@@ -85,6 +85,8 @@ class ResponsePlan:
     dropped_cookies: tuple[SetCookie, ...] = ()
     expired: int = 0
     fail_safe_reason: str | None = None
+    additions: Additions = NO_ADDITIONS
+    """Markup the gate adds to this page (the runtime guard, the banner, managed tags)."""
 
 
 @dataclass
@@ -413,7 +415,12 @@ class Stages:
         html = self.config.html
         return BodyPipeline(
             gate=HtmlGate(
-                self.gate_plan, consent, page_host=host, nonce=plan.nonce, report_only=plan.body is Body.REPORT
+                self.gate_plan,
+                consent,
+                page_host=host,
+                nonce=plan.nonce,
+                report_only=plan.body is Body.REPORT,
+                additions=plan.additions,
             ),
             decode=plan.decode,
             encode=plan.encode,
