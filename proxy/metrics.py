@@ -86,6 +86,16 @@ class Metrics:
             "Requests waiting for a free upstream connection (limits.upstream_pool_size).",
             registry=r,
         )
+        self.gate_cache = Counter(
+            "tag_gate_gate_cache",
+            "Gated-page cache lookups and evictions (html.cache_size), by event.",
+            ["event"],
+            registry=r,
+        )
+        self.gate_cache_event = {e: self.gate_cache.labels(e) for e in ("hit", "miss", "eviction")}
+        self.gate_cache_bytes = Gauge(
+            "tag_gate_gate_cache_bytes", "Bytes of gated pages held in the cache.", registry=r
+        )
         self.websockets = Gauge("tag_gate_websockets_open", "WebSocket relays open.", registry=r)
         self.websocket_closes = Counter(
             "tag_gate_websocket_closes",

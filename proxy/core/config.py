@@ -169,6 +169,8 @@ class HtmlConfig:
     brotli_quality: int = 4
     zstd_level: int = 3
     decisions_header: bool = False
+    cache_size: int = 64 << 20
+    """Bytes of gated pages kept for reuse (`proxy.html.cache`); 0 turns the cache off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +365,13 @@ def _read_consent(
     return settings
 
 
+def size_or_off(value: Any) -> int:
+    """A size as `parse_size` reads it, or 0 (off)."""
+    if value == 0 or value == "0":
+        return 0
+    return parse_size(value)
+
+
 def _read_html(r: Reader, categories: frozenset[str], styles: Sequence[str]) -> HtmlConfig:
     d = HtmlConfig()
 
@@ -417,6 +426,7 @@ def _read_html(r: Reader, categories: frozenset[str], styles: Sequence[str]) -> 
         brotli_quality=r.get("brotli_quality", d.brotli_quality, level(0, 11)),
         zstd_level=r.get("zstd_level", d.zstd_level, level(1, 19)),
         decisions_header=r.get("decisions_header", d.decisions_header, as_bool),
+        cache_size=r.get("cache_size", d.cache_size, size_or_off),
     )
     r.finish()
     return cfg

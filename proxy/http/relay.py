@@ -25,6 +25,7 @@ from aiohttp import hdrs, web
 
 from ..core.actions import ELEMENT_ACTIONS
 from ..html.body import WHOLE_DOCUMENT_MAX
+from ..html.cache import CachedPage
 from ..html.codings import DecodeError
 from ..html.gate import GateError, GateStats
 from ..metrics import Metrics
@@ -191,6 +192,10 @@ class GatedRelay(Relay):
         self.held_size = 0
         self.replay: list[bytes] = []
         self.replay_size = 0
+        # Pages that arrive whole may come from, or go into, the gated-page cache;
+        # never in report-only mode or while holding output for the decisions header.
+        self.cache = runtime.gate_cache if self.phase is Phase.BUFFERING and self.plan.body is Body.GATE else None
+        self.cached: CachedPage | None = None
 
     async def run(self) -> web.StreamResponse:
         content = self.up.content
@@ -214,7 +219,7 @@ class GatedRelay(Relay):
                         finished = content.at_eof() and len(chunk) <= whole_limit
                     self._keep_for_replay(chunk)
                     if finished:
-                        out = pipeline.finish(chunk)
+                        out = self._finish_whole(chunk)
                         break
                     # Large reads are gated in slices so the first bytes leave early and
                     # no single step holds the event loop for long.
@@ -235,10 +240,43 @@ class GatedRelay(Relay):
             self.phase = Phase.ABORTED
             self.abort(self.up, exc)
         finally:
-            self.stages.count(pipeline.gate.stats)
+            self.stages.count(self.cached.counts if self.cached is not None else pipeline.gate.stats.counts.items())
             if pipeline.failure is not None:
                 self.metrics.fail_safe.labels(f"report_only_{pipeline.failure}").inc()
         return self.resp
+
+    def _finish_whole(self, body: bytes) -> bytes:
+        """Gate a body that has arrived whole, through the gated-page cache when there is
+        one (`proxy.html.cache`: the key holds every input of the gated output)."""
+        cache = self.cache
+        if cache is None:
+            return self.pipeline.finish(body)
+        ex, plan, metrics = self.ex, self.plan, self.metrics
+        assert ex.visitor is not None
+        key = cache.key(
+            body,
+            coding=plan.decode,
+            encode=plan.encode,
+            consent_key=ex.visitor.consent.key,
+            host=ex.host,
+            nonce=plan.nonce,
+            generation=ex.runtime.generation,
+            additions=plan.additions,
+        )
+        hit = cache.get(key)
+        if hit is not None:
+            metrics.gate_cache_event["hit"].inc()
+            self.cached = hit
+            return hit.body
+        metrics.gate_cache_event["miss"].inc()
+        out = self.pipeline.finish(body)  # a failure raises: nothing is cached
+        stats = self.pipeline.gate.stats
+        evictions = cache.evictions
+        cache.put(key, CachedPage(out, tuple(stats.counts.items()), stats.activation_needed))
+        if cache.evictions != evictions:
+            metrics.gate_cache_event["eviction"].inc(cache.evictions - evictions)
+        metrics.gate_cache_bytes.set(cache.bytes)
+        return out
 
     def _keep_for_replay(self, chunk: bytes) -> None:
         if self.phase is not Phase.STREAMING:

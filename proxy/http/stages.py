@@ -14,7 +14,7 @@ Contract: nothing here writes to a socket; `proxy.http.relay` owns the IO.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -30,7 +30,7 @@ from ..core.memo import Memo
 from ..core.policy import Kind, Origin, Policy, filter_link_header
 from ..html.body import BodyPipeline
 from ..html.codings import CODINGS, client_accepts, filter_accept_encoding, parse_content_encoding
-from ..html.gate import NO_ADDITIONS, Additions, GatePlan, GateStats, HtmlGate
+from ..html.gate import NO_ADDITIONS, Additions, GatePlan, HtmlGate
 from ..metrics import Metrics
 from .response import (
     BODYLESS_STATUSES,
@@ -432,9 +432,10 @@ class Stages:
             report_only=plan.body is Body.REPORT,
         )
 
-    def count(self, stats: GateStats) -> None:
+    def count(self, counts: Iterable[tuple[tuple[str, str], int]]) -> None:
+        """Add one page's gate counts ((action, category) → n) to the element metrics."""
         children = self._element_counters
-        for key, n in stats.counts.items():
+        for key, n in counts:
             child = children.get(key)
             if child is None:
                 action, category = key

@@ -16,6 +16,7 @@ import aiohttp
 
 from ..core.addresses import Upstream
 from ..core.config import Config
+from ..html.cache import GateCache
 from ..logs import AccessLog
 from ..metrics import Metrics
 from .forwarding import make_session
@@ -40,6 +41,8 @@ class Runtime:
     methods: frozenset[str]
     allow: str
     """The `Allow` header of a 405: the forwarded methods."""
+    gate_cache: GateCache | None
+    """Gated pages kept for reuse (None: `html.cache_size = 0`); a new runtime starts empty."""
 
     @classmethod
     def make(
@@ -55,6 +58,7 @@ class Runtime:
             upstream=upstream,
             methods=config.server.methods,
             allow=", ".join(sorted(config.server.methods)),
+            gate_cache=GateCache(config.html.cache_size) if config.html.cache_size else None,
         )
 
 

@@ -1,0 +1,93 @@
+"""A cache of gated pages, keyed by everything the gated output depends on.
+
+Many pages are the same bytes for every visitor (CDN-served marketing pages, articles,
+docs). When a page has arrived whole, its gated output is kept under a key made of a
+digest of the exact upstream body and every input of the gate: the content coding it
+came in and the one it leaves in, the visitor's consent key, the page host, the CSP
+nonce, the config generation and the markup added to the page. A hit skips decoding,
+gating and re-encoding. A cached result can therefore never reach a visitor whose
+consent, host or nonce differ, nor outlive a reload (the cache belongs to one runtime,
+and the generation is in the key as well).
+
+Bounded by bytes (`html.cache_size`), least recently used first out; a page larger than
+a quarter of the bound is not kept. Pure: no IO, no lol-html.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Final
+
+from .run import Additions
+
+ENTRY_OVERHEAD: Final = 256
+"""Bytes an entry costs beyond its body: key, digest, counts and the dict slot."""
+
+Counts = tuple[tuple[tuple[str, str], int], ...]
+"""What the gate did to the page (action, category) → n, replayed into the metrics."""
+
+
+@dataclass(frozen=True, slots=True)
+class CachedPage:
+    body: bytes
+    """The gated page exactly as it is sent (in the client's content coding)."""
+    counts: Counts
+    activation_needed: bool
+
+
+CacheKey = tuple[bytes, str | None, str | None, str, str | None, str | None, int, Additions]
+
+
+class GateCache:
+    """LRU by bytes (see the module docstring). Not thread-safe: one per event loop."""
+
+    __slots__ = ("_entries", "bytes", "evictions", "hits", "max_bytes", "misses")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[CacheKey, CachedPage] = OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    @staticmethod
+    def key(
+        body: bytes,
+        *,
+        coding: str | None,
+        encode: str | None,
+        consent_key: str,
+        host: str | None,
+        nonce: str | None,
+        generation: int,
+        additions: Additions,
+    ) -> CacheKey:
+        """The key of a whole upstream body gated for one visitor (see the module docstring)."""
+        digest = hashlib.blake2b(body, digest_size=20).digest()
+        return (digest, coding, encode, consent_key, host, nonce, generation, additions)
+
+    def get(self, key: CacheKey) -> CachedPage | None:
+        page = self._entries.get(key)
+        if page is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return page
+
+    def put(self, key: CacheKey, page: CachedPage) -> None:
+        cost = len(page.body) + ENTRY_OVERHEAD
+        if cost > self.max_bytes // 4 or key in self._entries:
+            return
+        self._entries[key] = page
+        self.bytes += cost
+        while self.bytes > self.max_bytes:
+            _, old = self._entries.popitem(last=False)
+            self.bytes -= len(old.body) + ENTRY_OVERHEAD
+            self.evictions += 1
+
+    def __len__(self) -> int:
+        return len(self._entries)

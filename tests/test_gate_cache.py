@@ -1,0 +1,159 @@
+"""The gated-page cache (proxy/html/cache.py, issue 17): a hit gives exactly what gating
+gives, and a cached page never reaches a visitor whose consent, host or nonce differ,
+nor survives a reload."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from proxy.html.cache import CachedPage, GateCache
+from proxy.html.gate import Additions
+from tests.conftest import TagGateFactory, UpstreamFactory
+
+PAGE = (
+    b"<!doctype html><html><head>"
+    b'<script async src="https://www.googletagmanager.com/gtag/js?id=G-1"></script>'
+    b"<script>window.dataLayer=[];function gtag(){dataLayer.push(arguments)}gtag('config','G-1')</script>"
+    b"</head><body><img src=https://shop.example/a.png><p>hello</p></body></html>"
+)
+ALL = "tg_consent=functional.analytics.advertising.social"
+
+
+def key(body: bytes = b"page", **changes: Any) -> Any:
+    args: dict[str, Any] = dict(
+        coding=None, encode=None, consent_key="k", host="h", nonce=None, generation=1, additions=Additions()
+    )
+    args.update(changes)
+    return GateCache.key(body, **args)
+
+
+def test_every_input_of_the_gated_output_is_in_the_key() -> None:
+    base = key()
+    assert key() == base
+    for change in (
+        {"body": b"page!"},
+        {"coding": "gzip"},
+        {"encode": "br"},
+        {"consent_key": "k2"},
+        {"host": "other"},
+        {"nonce": "n"},
+        {"generation": 2},
+        {"additions": Additions(head_start="<script></script>")},
+    ):
+        assert key(**change) != base, change
+
+
+def test_least_recently_used_pages_go_first_and_the_bound_holds() -> None:
+    cache = GateCache(max_bytes=10_000)
+    pages = [CachedPage(bytes([i]) * 1000, (), False) for i in range(20)]
+    for i, page in enumerate(pages):
+        cache.put(key(bytes([i])), page)
+        assert cache.get(key(bytes([0]))) is pages[0]  # used on every turn: stays
+        assert cache.bytes <= cache.max_bytes
+    assert cache.get(key(bytes([0]))) is pages[0]
+    assert cache.get(key(bytes([1]))) is None and cache.evictions > 0
+    cache.put(key(b"huge"), CachedPage(b"x" * 5000, (), False))  # over a quarter: not kept
+    assert cache.get(key(b"huge")) is None
+
+
+async def metrics_of(admin_url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as client, client.get(admin_url + "/metrics") as resp:
+        out = {}
+        for line in (await resp.text()).splitlines():
+            if line.startswith("tag_gate_gate_cache"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+
+def page_app(csp_nonces: itertools.count[int] | None = None) -> web.Application:
+    async def page(request: web.Request) -> web.Response:
+        resp = web.Response(body=PAGE, content_type="text/html")
+        if csp_nonces is not None:
+            resp.headers["Content-Security-Policy"] = f"script-src 'nonce-n{next(csp_nonces)}'"
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    return app
+
+
+async def get(url: str, cookie: str | None = None, host: str | None = None) -> bytes:
+    headers = {"Cookie": cookie} if cookie else {}
+    if host:
+        headers["Host"] = host
+    async with aiohttp.ClientSession() as client, client.get(url, headers=headers) as resp:
+        assert resp.status == 200
+        return await resp.read()
+
+
+async def test_a_hit_is_byte_identical_to_gating(upstream: UpstreamFactory, tag_gate: TagGateFactory) -> None:
+    site = await upstream(page_app())
+    tg = await tag_gate(f"http://127.0.0.1:{site.port}")
+    first = await get(tg.url + "/")
+    second = await get(tg.url + "/")
+    assert first == second and b"googletagmanager" not in first
+    m = await metrics_of(tg.admin_url)
+    assert m['tag_gate_gate_cache_total{event="hit"}'] == 1
+    assert m['tag_gate_gate_cache_total{event="miss"}'] == 1
+    assert m["tag_gate_gate_cache_bytes"] > len(first)
+
+
+async def test_another_consent_never_gets_the_cached_page(upstream: UpstreamFactory, tag_gate: TagGateFactory) -> None:
+    site = await upstream(page_app())
+    tg = await tag_gate(f"http://127.0.0.1:{site.port}")
+    refused = await get(tg.url + "/")
+    granted = await get(tg.url + "/", cookie=ALL)
+    assert b"googletagmanager" not in refused
+    assert granted == PAGE  # everything granted: the page as the site sent it
+    analytics = await get(tg.url + "/", cookie="tg_consent=analytics")
+    assert b"googletagmanager" in analytics and analytics != refused
+
+
+async def test_another_host_never_gets_the_cached_page(upstream: UpstreamFactory, tag_gate: TagGateFactory) -> None:
+    site = await upstream(page_app())
+    # Unknown hosts count as analytics: shop.example is first-party only on its own pages.
+    tg = await tag_gate(f"http://127.0.0.1:{site.port}", html={"unknown_hosts": "analytics"})
+    own = await get(tg.url + "/", host="shop.example")
+    other = await get(tg.url + "/", host="other.example")
+    assert b"https://shop.example/a.png" in own
+    assert b"https://shop.example/a.png" not in other
+
+
+async def test_another_nonce_never_gets_the_cached_page(upstream: UpstreamFactory, tag_gate: TagGateFactory) -> None:
+    site = await upstream(page_app(itertools.count()))
+    tg = await tag_gate(f"http://127.0.0.1:{site.port}")
+    first = await get(tg.url + "/", cookie="tg_consent=analytics")
+    second = await get(tg.url + "/", cookie="tg_consent=analytics")
+    # The Consent Mode block tag-gate inserts carries each response's own nonce.
+    assert b'nonce="n0"' in first and b'nonce="n0"' not in second and b'nonce="n1"' in second
+    m = await metrics_of(tg.admin_url)
+    assert m.get('tag_gate_gate_cache_total{event="hit"}', 0) == 0
+
+
+async def test_a_reload_empties_the_cache(upstream: UpstreamFactory, tag_gate: TagGateFactory, tmp_path: Path) -> None:
+    site = await upstream(page_app())
+    tg = await tag_gate(f"http://127.0.0.1:{site.port}")
+    await get(tg.url + "/")
+    runtime = tg.service.state.runtime
+    assert runtime.gate_cache is not None and len(runtime.gate_cache) == 1
+    assert tg.service.reload(lambda: tg.service.config)
+    new = tg.service.state.runtime
+    assert new is not runtime and new.gate_cache is not None and len(new.gate_cache) == 0
+    await get(tg.url + "/")
+    m = await metrics_of(tg.admin_url)
+    assert m.get('tag_gate_gate_cache_total{event="hit"}', 0) == 0
+
+
+@pytest.mark.parametrize("size", [0, "0"])
+async def test_cache_size_zero_turns_it_off(upstream: UpstreamFactory, tag_gate: TagGateFactory, size: Any) -> None:
+    site = await upstream(page_app())
+    tg = await tag_gate(f"http://127.0.0.1:{site.port}", html={"cache_size": size})
+    assert tg.service.state.runtime.gate_cache is None
+    assert await get(tg.url + "/") == await get(tg.url + "/")
