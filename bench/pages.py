@@ -164,3 +164,25 @@ def make_small_page(seed: int = 7) -> bytes:
     text += "</main>\n</body>\n</html>\n"
     data = text.encode()
     return data
+
+
+def make_listing_page(size: int = 100 * 1024, images: int = 850, seed: int = 3) -> bytes:
+    """A shop category page of about `size` bytes: `images` product tiles, each a plainly
+    relative first-party `<img>` (the element-heavy case), and the usual head tags."""
+    rng = random.Random(seed)
+    head = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Category</title>\n'
+        + HEAD_TAGS
+        + '<link rel="stylesheet" href="/static/shop.css">\n</head>\n<body>\n<main><ul class="grid">\n'
+    )
+    tiles = []
+    for i in range(images):
+        tiles.append(
+            f'<li><a href="/p/{i}"><img src="/img/p{i}.jpg" alt="Item {i}" width="160" height="160">'
+            f"</a><span>{rng.randint(5, 500)}.99</span></li>\n"
+        )
+    body = "".join(tiles)
+    tail = "</ul></main>\n<footer><p>" + _para(rng, 40) + "</p></footer>\n</body>\n</html>\n"
+    filler = max(0, size - len(head) - len(body) - len(tail))
+    pad = "".join(f"<p>{_para(rng, 30)}</p>\n" for _ in range(filler // 220 + 1))[:filler]
+    return (head + body + pad.rpartition("</p>")[0] + ("</p>\n" if pad else "") + tail).encode()

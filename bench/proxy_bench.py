@@ -9,10 +9,17 @@ are medians over the rounds, and the ratios are taken against nginx in the same 
 Targets:
   nginx          nginx proxy_pass (the reference)
   tag-gate       tag-gate pass-through: the same pages served as text/plain (not HTML)
-  tag-gate-html  tag-gate with the HTML gate, no consent (every tag acted on) (--html)
+  tag-gate-html  tag-gate with the HTML gate, no consent (every tag acted on), its
+                 gated-page cache off: every request is gated (--html)
+  tag-gate-hit   the same with the cache on (the default): after the first request
+                 every page is a cache hit (--html)
   anchor-html    the anchor's bare aiohttp + lol-html proxy (perf-anchors.md §2 (d):
                  four element types, no consent; `anchor_proxy.py`), the same pages as
                  HTML (--html): what the gate's coverage costs beyond it, in this run
+
+Pages: 2KB (a small page with one pixel), 100KB (a news front page with 36 tags) and
+listing (--html; about 100 KB: a shop category page with 850 plainly relative
+first-party <img> and the usual head tags, the element-heavy case).
 
 With --ttfb: time to first byte and to the first 64 KiB of body on a 1 MB page the
 origin serves slowly (64 KiB every 50 ms), origin direct vs nginx proxy_pass vs
@@ -81,11 +88,15 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def tag_gate(port: int, upstream_port: int, admin: str, tree: Path = REPO) -> subprocess.Popen[bytes]:
-    """tag-gate with built-in defaults on CPU 1, forwarding to a local upstream, run from
-    the source tree `tree` (this checkout, or a `--compare` worktree)."""
+def tag_gate(
+    port: int, upstream_port: int, admin: str, tree: Path = REPO, config: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """tag-gate on CPU 1, forwarding to a local upstream, run from the source tree `tree`
+    (this checkout, or a `--compare` worktree), with built-in defaults or `config`."""
     command = ["taskset", "-c", "1", sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}"]
     command += ["--upstream", f"http://127.0.0.1:{upstream_port}", "--admin-listen", admin, "--log-level", "warning"]
+    if config is not None:
+        command += ["--config", str(config)]
     env = dict(os.environ, PYTHONPATH=str(tree))
     return subprocess.Popen(command, cwd=tree, stdout=subprocess.DEVNULL, env=env)
 
@@ -226,12 +237,16 @@ def main() -> int:
     for folder in (scratch, www, www / "pass", www / "html", run):
         folder.chmod(0o755)
     files = {"2KB": pages.make_small_page(), "100KB": pages.make_page(100 * 1024)}
+    if args.html:
+        files["listing"] = pages.make_listing_page()
+    no_cache = scratch / "no-cache.toml"
+    no_cache.write_text("[html]\ncache_size = 0\n")
     for name, data in files.items():
         (www / "pass" / f"{name}.html").write_bytes(data)
         (www / "html" / f"{name}.html").write_bytes(data)
 
     origin_port, edge_port, tg_port, admin_port = free_port(), free_port(), free_port(), free_port()
-    cmp_port = free_port()
+    cmp_port, hit_port = free_port(), free_port()
     slow_port, tg_slow_port, anchor_port = free_port(), free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -257,9 +272,13 @@ def main() -> int:
         )
         for conf in (origin, edge):
             procs.append(subprocess.Popen([nginx_bin(), "-c", str(conf), "-e", str(run / "nginx-stderr.log")]))
-        procs.append(tag_gate(tg_port, origin_port, f"127.0.0.1:{admin_port}"))
+        procs.append(tag_gate(tg_port, origin_port, f"127.0.0.1:{admin_port}", config=no_cache))
+        if args.html:
+            procs.append(tag_gate(hit_port, origin_port, "off"))
         if args.compare:
-            procs.append(tag_gate(cmp_port, origin_port, "off", compare_tree(args.compare, scratch)))
+            tree = compare_tree(args.compare, scratch)
+            knows_cache = "cache_size" in (tree / "proxy" / "core" / "config.py").read_text(errors="replace")
+            procs.append(tag_gate(cmp_port, origin_port, "off", tree, no_cache if knows_cache else None))
         if args.html:
             procs.append(anchor_proxy(anchor_port, origin_port))
         if args.ttfb:
@@ -271,6 +290,7 @@ def main() -> int:
             procs.append(tag_gate(tg_slow_port, slow_port, "off"))
         listening = (origin_port, edge_port, tg_port) + ((anchor_port,) if args.html else ())
         listening += (cmp_port,) if args.compare else ()
+        listening += (hit_port,) if args.html else ()
         for port in listening + ((slow_port, tg_slow_port) if args.ttfb else ()):
             wait_port(port)
         if args.ttfb:
@@ -283,6 +303,7 @@ def main() -> int:
             targets["tag-gate-html"] = (tg_port, "html")
             if args.compare:
                 targets[f"tag-gate-html@{args.compare}"] = (cmp_port, "html")
+            targets["tag-gate-hit"] = (hit_port, "html")
             targets["anchor-html"] = (anchor_port, "html")
         print(f"warm-up: 3 s per target and page ({len(targets)} targets)", flush=True)
         for _name, (port, kind) in targets.items():

@@ -51,15 +51,24 @@ def test_every_input_of_the_gated_output_is_in_the_key() -> None:
 
 def test_least_recently_used_pages_go_first_and_the_bound_holds() -> None:
     cache = GateCache(max_bytes=10_000)
-    pages = [CachedPage(bytes([i]) * 1000, (), False) for i in range(20)]
+    pages = [CachedPage(bytes([i]), bytes([i]) * 1000, (), False) for i in range(20)]
     for i, page in enumerate(pages):
         cache.put(key(bytes([i])), page)
-        assert cache.get(key(bytes([0]))) is pages[0]  # used on every turn: stays
+        assert cache.get(key(bytes([0])), bytes([0])) is pages[0]  # used on every turn: stays
         assert cache.bytes <= cache.max_bytes
-    assert cache.get(key(bytes([0]))) is pages[0]
-    assert cache.get(key(bytes([1]))) is None and cache.evictions > 0
-    cache.put(key(b"huge"), CachedPage(b"x" * 5000, (), False))  # over a quarter: not kept
-    assert cache.get(key(b"huge")) is None
+    assert cache.get(key(bytes([0])), bytes([0])) is pages[0]
+    assert cache.get(key(bytes([1])), bytes([1])) is None and cache.evictions > 0
+    cache.put(key(b"huge"), CachedPage(b"huge", b"x" * 5000, (), False))  # over a quarter: not kept
+    assert cache.get(key(b"huge"), b"huge") is None
+
+
+def test_a_digest_collision_is_a_miss_never_another_pages_output() -> None:
+    cache = GateCache(max_bytes=1 << 20)
+    k = key(b"page one")
+    cache.put(k, CachedPage(b"page one", b"gated one", (), False))
+    # Another body under the same key (as a crafted XXH3 collision would give): a miss.
+    assert cache.get(k, b"page two") is None
+    assert cache.get(k, b"page one") is not None
 
 
 async def metrics_of(admin_url: str) -> dict[str, float]:

@@ -9,16 +9,22 @@ gating and re-encoding. A cached result can therefore never reach a visitor whos
 consent, host or nonce differ, nor outlive a reload (the cache belongs to one runtime,
 and the generation is in the key as well).
 
-Bounded by bytes (`html.cache_size`), least recently used first out; a page larger than
-a quarter of the bound is not kept. Pure: no IO, no lol-html.
+The digest is XXH3-128 (about 2 µs for 100 KB here, where BLAKE2b takes 165 µs): it is
+not collision-resistant, so an entry also keeps the upstream body it was made from and a
+hit is only a hit when the bodies are byte-for-byte equal (a memory compare). A crafted
+collision therefore costs a miss, never another page's output.
+
+Bounded by bytes (`html.cache_size`, counting both bodies), least recently used first
+out; a page larger than a quarter of the bound is not kept. Pure: no IO, no lol-html.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
+
+import xxhash
 
 from .run import Additions
 
@@ -31,6 +37,8 @@ Counts = tuple[tuple[tuple[str, str], int], ...]
 
 @dataclass(frozen=True, slots=True)
 class CachedPage:
+    source: bytes
+    """The upstream body this page was gated from (compared on every hit)."""
     body: bytes
     """The gated page exactly as it is sent (in the client's content coding)."""
     counts: Counts
@@ -66,12 +74,13 @@ class GateCache:
         additions: Additions,
     ) -> CacheKey:
         """The key of a whole upstream body gated for one visitor (see the module docstring)."""
-        digest = hashlib.blake2b(body, digest_size=20).digest()
+        digest = xxhash.xxh3_128_digest(body)
         return (digest, coding, encode, consent_key, host, nonce, generation, additions)
 
-    def get(self, key: CacheKey) -> CachedPage | None:
+    def get(self, key: CacheKey, source: bytes) -> CachedPage | None:
+        """The page gated from exactly `source` under `key`'s other inputs, or None."""
         page = self._entries.get(key)
-        if page is None:
+        if page is None or page.source != source:
             self.misses += 1
             return None
         self._entries.move_to_end(key)
@@ -79,15 +88,19 @@ class GateCache:
         return page
 
     def put(self, key: CacheKey, page: CachedPage) -> None:
-        cost = len(page.body) + ENTRY_OVERHEAD
+        cost = _cost(page)
         if cost > self.max_bytes // 4 or key in self._entries:
             return
         self._entries[key] = page
         self.bytes += cost
         while self.bytes > self.max_bytes:
             _, old = self._entries.popitem(last=False)
-            self.bytes -= len(old.body) + ENTRY_OVERHEAD
+            self.bytes -= _cost(old)
             self.evictions += 1
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _cost(page: CachedPage) -> int:
+    return len(page.source) + len(page.body) + ENTRY_OVERHEAD

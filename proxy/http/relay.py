@@ -201,11 +201,23 @@ class GatedRelay(Relay):
         content = self.up.content
         pipeline = self.pipeline
         whole_limit = WHOLE_DOCUMENT_MAX if self.plan.decode is None else GATE_SLICE
+        length = self.up.content_length
         try:
             try:
                 out = b""
                 finished = False
-                while True:
+                if length is not None and 0 < length <= whole_limit:
+                    # A small page of declared length is read whole and gated in one pass
+                    # (an origin that declares a length has the page ready; the read
+                    # timeout still applies between reads).
+                    try:
+                        chunk = await content.readexactly(length)
+                    except asyncio.IncompleteReadError as exc:
+                        raise aiohttp.ClientPayloadError("the upstream body ended early") from exc
+                    self._keep_for_replay(chunk)
+                    out = self._finish_whole(chunk)
+                    finished = True
+                while not finished:
                     chunk = await content.readany()
                     if not chunk:
                         break
@@ -237,6 +249,10 @@ class GatedRelay(Relay):
             self.phase = Phase.CLIENT_GONE
             self.client_gone(self.up)
         except (TimeoutError, aiohttp.ClientError) as exc:
+            if not self.resp.prepared:
+                # Nothing has gone out yet: the failure can still be answered cleanly.
+                self.phase = Phase.REFUSED
+                return self._upstream_failed(exc)
             self.phase = Phase.ABORTED
             self.abort(self.up, exc)
         finally:
@@ -244,6 +260,19 @@ class GatedRelay(Relay):
             if pipeline.failure is not None:
                 self.metrics.fail_safe.labels(f"report_only_{pipeline.failure}").inc()
         return self.resp
+
+    def _upstream_failed(self, exc: BaseException) -> web.Response:
+        """The upstream failed mid-body before the head went out: 502 (504 for silence)."""
+        request = self.ex.request
+        timeout = isinstance(exc, asyncio.TimeoutError)
+        kind = "timeout" if timeout else "body_aborted"
+        self.metrics.upstream_error[kind].inc()
+        log.warning("upstream body failed (%s) for %s %s: %s", kind, request.method, request.raw_path[:200], exc)
+        self.ex.note(f"upstream_{kind}")
+        self.up.close()
+        if timeout:
+            return error_response(504, "Gateway Timeout: the upstream stopped sending the page")
+        return error_response(502, "Bad Gateway: the upstream's page ended early")
 
     def _finish_whole(self, body: bytes) -> bytes:
         """Gate a body that has arrived whole, through the gated-page cache when there is
@@ -263,7 +292,7 @@ class GatedRelay(Relay):
             generation=ex.runtime.generation,
             additions=plan.additions,
         )
-        hit = cache.get(key)
+        hit = cache.get(key, body)
         if hit is not None:
             metrics.gate_cache_event["hit"].inc()
             self.cached = hit
@@ -272,7 +301,7 @@ class GatedRelay(Relay):
         out = self.pipeline.finish(body)  # a failure raises: nothing is cached
         stats = self.pipeline.gate.stats
         evictions = cache.evictions
-        cache.put(key, CachedPage(out, tuple(stats.counts.items()), stats.activation_needed))
+        cache.put(key, CachedPage(body, out, tuple(stats.counts.items()), stats.activation_needed))
         if cache.evictions != evictions:
             metrics.gate_cache_event["eviction"].inc(cache.evictions - evictions)
         metrics.gate_cache_bytes.set(cache.bytes)
