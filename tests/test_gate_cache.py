@@ -4,6 +4,7 @@ nor survives a reload."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,39 @@ async def test_cache_size_zero_turns_it_off(upstream: UpstreamFactory, tag_gate:
     tg = await tag_gate(f"http://127.0.0.1:{site.port}", html={"cache_size": size})
     assert tg.service.state.runtime.gate_cache is None
     assert await get(tg.url + "/") == await get(tg.url + "/")
+
+
+@pytest.mark.slow
+async def test_the_bound_holds_over_ten_thousand_distinct_pages(upstream: UpstreamFactory, tmp_path: Path) -> None:
+    """10,000 distinct 20 KB pages through tag-gate (its own process, an 8 MiB cache):
+    the cache never holds more than its bound, and the process's memory stays flat."""
+    from tests.test_cli_functional import rss_kib, serve_process
+
+    async def page(request: web.Request) -> web.Response:
+        n = request.match_info["n"]
+        body = PAGE.replace(b"<p>hello</p>", f"<p>page {n}</p>".encode() + b"<p>" + b"x" * 20_000 + b"</p>")
+        return web.Response(body=body, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/p/{n}", page)
+    site = await upstream(app)
+    config = tmp_path / "c.toml"
+    config.write_text('[html]\ncache_size = "8MiB"\n[server]\naccess_log = false\n')
+    with serve_process("--config", str(config), "--upstream", f"http://127.0.0.1:{site.port}") as (proc, port, admin):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as client:
+
+            async def one(i: int) -> None:
+                async with client.get(f"http://127.0.0.1:{port}/p/{i}") as resp:
+                    assert resp.status == 200
+                    assert f"page {i}".encode() in await resp.read()
+
+            for i in range(0, 1000, 16):
+                await asyncio.gather(*(one(i + k) for k in range(16)))
+            baseline = rss_kib(proc.pid)
+            for i in range(1000, 10_000, 16):
+                await asyncio.gather(*(one(i + k) for k in range(16)))
+            growth_mib = (rss_kib(proc.pid) - baseline) / 1024
+        m = await metrics_of(f"http://127.0.0.1:{admin}")
+    assert m["tag_gate_gate_cache_bytes"] <= 8 << 20
+    assert m['tag_gate_gate_cache_total{event="eviction"}'] > 8000
+    assert growth_mib < 24, f"RSS grew by {growth_mib:.0f} MiB over 9,000 distinct pages with an 8 MiB cache"
