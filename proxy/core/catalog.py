@@ -5,11 +5,16 @@ Pure: standard library only. A `Catalog` compiles the lookups of a sequence of v
 dict probe or one regex scan; `make_catalog` is the built-in catalogue plus operator
 vendors, with the Open Cookie Database (`proxy.core.ocd`) as the cookie fallback.
 
-Lookups are by host, and by host and path where a host is shared: one host
+Lookups are by host, and by host, path and query where a host is shared: one host
 belongs to one vendor, and where several services share it (`www.google.com`
-serves reCAPTCHA, Maps embeds and ad beacons), their well-known paths are listed
-as `urls` (`www.google.com/recaptcha/`), which win over the host's own entry; the
-rest of such a host is left to the site's own rules.
+serves reCAPTCHA, Maps embeds and ad beacons; gtag.js on www.googletagmanager.com
+serves Analytics or Ads by its `?id=`), their well-known paths are listed as
+`urls` (`www.google.com/recaptcha/`, `googletagmanager.com/gtag/js?id=AW-*`), which
+win over the host's own entry; the rest of such a host is left to the site's own
+rules. How an entry meets a URL, and in which order entries are tried, is
+`proxy.core.url_entries`'s contract; this module is the one lookup the gate, the
+`Link` filter, `explain` and `catalogue` use (the runtime guard's table carries the
+same entries).
 
 The vendor validators, the OCD loader and the URL parsers used to live here and are
 still importable from this module.
@@ -24,7 +29,8 @@ from typing import Final, TypeAlias
 
 from .memo import Memo
 from .ocd import OCD_REPOSITORY, load_ocd_vendors, parse_ocd
-from .url import host_of, path_under, url_path
+from .url import host_of, url_path, url_query
+from .url_entries import UrlEntry, make_url_entry
 from .vendors import (
     CatalogMeta,
     Vendor,
@@ -144,6 +150,24 @@ def _cookie_index(vendors: Iterable[Vendor]) -> _CookieIndex:
     )
 
 
+_Hit: TypeAlias = tuple[str, Vendor]
+"""A lookup's answer: the entry that decided (host suffix or URL entry text) and its vendor."""
+_UrlRow: TypeAlias = tuple[str, "re.Pattern[str] | None", "re.Pattern[str] | None", UrlEntry, _Hit]
+
+
+def _url_table(urls: Iterable[tuple[int, UrlEntry, Vendor]]) -> dict[str, tuple[_UrlRow, ...]]:
+    """URL entries by host, in the order they are tried: longest path first (as
+    written), at equal length a query condition first, then the later vendor."""
+    by_host: dict[str, list[tuple[int, UrlEntry, Vendor]]] = {}
+    for item in urls:
+        by_host.setdefault(item[1].host, []).append(item)
+    table: dict[str, tuple[_UrlRow, ...]] = {}
+    for host, items in by_host.items():
+        items.sort(key=lambda pev: (-len(pev[1].path), pev[1].param is None, -pev[0]))
+        table[host] = tuple((e.path, e.path_regex, e.value_regex, e, (e.text, v)) for _, e, v in items)
+    return table
+
+
 _Trie: TypeAlias = dict[str, "_Trie"]
 
 
@@ -209,19 +233,16 @@ class Catalog:
             by_id[vendor.id] = vendor
         self._by_id = by_id
         self._vendors = tuple(by_id.values())
-        hosts: dict[str, Vendor] = {}
+        hosts: dict[str, _Hit] = {}
         inline: dict[str, Vendor] = {}
         services: dict[str, Vendor] = {}
         names: dict[str, Vendor] = {}
-        paths: dict[str, list[tuple[str, Vendor]]] = {}
-        for vendor in self._vendors:
+        urls: dict[str, tuple[int, UrlEntry, Vendor]] = {}
+        for position, vendor in enumerate(self._vendors):
             for host in vendor.hosts:
-                hosts[host.lower()] = vendor
-            for prefix in vendor.urls:
-                host, _, path = prefix.partition("/")
-                entries = paths.setdefault(host.lower(), [])
-                entries[:] = [(p, v) for p, v in entries if p != "/" + path]  # a later vendor wins
-                entries.append(("/" + path, vendor))
+                hosts[host.lower()] = (host.lower(), vendor)
+            for text in vendor.urls:
+                urls[text] = (position, make_url_entry(text), vendor)  # a later vendor wins
             for signature in vendor.inline:
                 inline[signature] = vendor
             for service in vendor.services:
@@ -229,8 +250,7 @@ class Catalog:
             names.setdefault(vendor.id.casefold(), vendor)
             names.setdefault(vendor.name.casefold(), vendor)
         self._hosts = hosts
-        # Longest prefix first, so /recaptcha/api2/ would beat /recaptcha/.
-        self._paths = {h: tuple(sorted(e, key=lambda pv: -len(pv[0]))) for h, e in paths.items()}
+        self._paths = _url_table(urls.values())
         self._cookies = _cookie_index(self._vendors)
         self._cookie_exact = self._cookies.exact
         self._cookie_fallback = _cookie_index(cookie_fallback) or None
@@ -258,24 +278,34 @@ class Catalog:
         `badexample.com` does not) and the longest listed suffix wins. The host is
         lowercased and stripped of leading/trailing dots first (so a cookie
         `Domain=.example.com` works); it should otherwise be as `host_of` returns it.
-        URL prefixes (`urls`) take no part: there is no path.
+        URL entries (`urls`) take no part: there is no path.
         """
-        return self._lookup(host, None)
+        hit = self._lookup(host, None)
+        return None if hit is None else hit[1]
 
     def vendor_for_location(self, host: str, url: str) -> Vendor | None:
         """The vendor serving `url`, whose host is `host` (as `host_of` returns it).
 
         Like `vendor_for_host`, but at each suffix of the host, from the longest, a
-        listed URL prefix whose path the URL's path is under wins over the host entry
-        (`www.facebook.com/tr` is the Meta Pixel, the rest of facebook.com is social).
+        listed URL entry the URL satisfies wins over the host entry
+        (`www.facebook.com/tr` is the Meta Pixel, the rest of facebook.com is social);
+        entries are tried in the order `proxy.core.url_entries` describes.
         """
+        hit = self._lookup(host, url if self._paths else None)
+        return None if hit is None else hit[1]
+
+    def entry_for_location(self, host: str, url: str | None) -> tuple[str, Vendor] | None:
+        """The catalogue entry deciding `url` on `host` (None: the host alone), as the
+        entry's text (a host suffix or a URL entry) and its vendor; what
+        `vendor_for_location` answers, with the reason."""
         return self._lookup(host, url if self._paths else None)
 
-    def _lookup(self, host: str, url: str | None) -> Vendor | None:
+    def _lookup(self, host: str, url: str | None) -> _Hit | None:
         host = host.lower().strip(".")
         hosts = self._hosts
         paths = self._paths if url is not None else None
         path: str | None = None
+        query: str | None = None
         i = 0
         while True:
             suffix = host[i:] if i else host
@@ -284,12 +314,23 @@ class Catalog:
                 if entries is not None:
                     if path is None:
                         path = url_path(url)
-                    for prefix, owner in entries:
-                        if path_under(path, prefix):
-                            return owner
-            vendor = hosts.get(suffix)
-            if vendor is not None:
-                return vendor
+                    for prefix, pattern, values, entry, hit in entries:
+                        if pattern is None:
+                            if not path.startswith(prefix) or not (
+                                prefix[-1] == "/" or len(path) == len(prefix) or path[len(prefix)] == "/"
+                            ):
+                                continue
+                        elif pattern.match(path) is None:
+                            continue
+                        if values is None:
+                            return hit
+                        if query is None:
+                            query = url_query(url)
+                        if entry.matches_query(query):
+                            return hit
+            found = hosts.get(suffix)
+            if found is not None:
+                return found
             i = host.find(".", i) + 1
             if i == 0:
                 return None

@@ -14,7 +14,7 @@ import ipaddress
 import re
 from typing import Final
 
-__all__ = ["LABEL_DOTS", "host_of", "path_under", "url_path"]
+__all__ = ["LABEL_DOTS", "host_of", "path_under", "query_values", "url_path", "url_query"]
 
 # The common shape (`https://host/…`, `//host/…`, plain ASCII host, optional port)
 # is taken by one anchored regex; anything else goes through the slow path below,
@@ -181,18 +181,20 @@ _DOT_SEGMENT: Final = re.compile(r"/(?:\.|%2[eE]){1,2}(?=/|$)")
 
 def url_path(url: str) -> str:
     """The path of a relative or absolute URL, without query or fragment (a backslash
-    counts as a slash, as browsers read http(s) URLs). In a path starting with `/`,
+    counts as a slash, as browsers read http(s) URLs; tabs and newlines are removed). In a path starting with `/`,
     `.` and `..` segments (also as `%2e`) are resolved as the browser resolves them before
     requesting, so `/x/../tr` is `/tr`."""
+    if "\t" in url or "\n" in url or "\r" in url:
+        url = url.translate(_TAB_NEWLINE)
     if "\\" in url:
         url = url.replace("\\", "/")
     start = 0
     if url.startswith("//") or "://" in url[:12]:
-        after = url.find("//") + 2
-        slash = url.find("/", after)
-        if slash < 0:
+        # The authority ends at the first `/`, `?` or `#`: `https://host?next=/x` has the path `/`.
+        end_of_host = _AUTHORITY_END.search(url, url.find("//") + 2)
+        if end_of_host is None or end_of_host.group() != "/":
             return "/"
-        start = slash
+        start = end_of_host.start()
     end = len(url)
     for stop in "?#":
         j = url.find(stop, start)
@@ -229,3 +231,47 @@ def path_under(path: str, prefix: str) -> bool:
     if prefix.endswith("/"):
         return path.startswith(prefix)
     return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
+
+
+def url_query(url: str) -> str:
+    """The query of a URL as the browser sends it: what follows the first `?` up to the
+    fragment, without the `?` ("" when there is none). Tabs and newlines are removed
+    first, as the URL parser removes them anywhere."""
+    q = url.find("?")
+    if q < 0:
+        return ""
+    h = url.find("#")
+    if 0 <= h < q:
+        return ""
+    query = url[q + 1 :] if h < 0 else url[q + 1 : h]
+    if "\t" in query or "\n" in query or "\r" in query:
+        query = query.translate(_TAB_NEWLINE)
+    return query
+
+
+def query_values(query: str, name: str) -> list[str]:
+    """Every value of the parameter `name` in `query`, in order, decoded as the
+    browser's `URLSearchParams` decodes them (application/x-www-form-urlencoded: `&`
+    separates pairs, the first `=` splits name from value, `+` is a space, percent-
+    escapes are UTF-8 bytes and invalid sequences become U+FFFD). `name` is compared
+    after decoding, case-sensitively. Never raises."""
+    out: list[str] = []
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        if "%" in key or "+" in key:
+            key = _form_decode(key)
+        if key != name:
+            continue
+        out.append(_form_decode(value))
+    return out
+
+
+def _form_decode(text: str) -> str:
+    if "+" in text:
+        text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    raw = _PERCENT.sub(lambda m: bytes((int(m.group(1), 16),)), text.encode("utf-8", "surrogatepass"))
+    return raw.decode("utf-8", "replace")

@@ -25,6 +25,7 @@ from typing import Final
 
 from .categories import BUILTIN_CATEGORIES
 from .url import LABEL_DOTS, host_of
+from .url_entries import parse_path_condition
 
 __all__ = [
     "COOKIE_FORBIDDEN",
@@ -52,8 +53,10 @@ class Vendor:
     """One third party and everything that identifies it.
 
     `hosts` are lowercase ASCII (punycode) DNS suffixes; `urls` are such a suffix
-    followed by a path prefix (`www.google.com/recaptcha/`), for the services of a
-    host shared by several (they win over `hosts` on that host); `cookies` are exact
+    followed by a path prefix and an optional query condition
+    (`www.google.com/recaptcha/`, `googletagmanager.com/gtag/js?id=AW-*`; see
+    `proxy.core.url_entries`), for the services of a host shared by several (they win
+    over `hosts` on that host); `cookies` are exact
     names or patterns where `*` matches any run of characters (including none);
     `inline` are case-sensitive substrings of inline script text; `services` are
     consent manager service keys, stored casefolded. `source` says where the entry's
@@ -281,20 +284,22 @@ def parse_source(text: str) -> str:
 
 
 def parse_host_path(text: str) -> str:
-    """Validate a catalogue URL prefix, `host/path`: a host as `parse_host` takes it
-    (matching its subdomains too) and a path prefix that matches whole segments
-    (`/tr` matches `/tr` and `/tr/x`, not `/track`; `/recaptcha/` matches what is
-    under it). No scheme, query or fragment. Returns it with the host normalised."""
+    """Validate a catalogue URL entry, `host/path` or `host/path?param=glob`: a host as
+    `parse_host` takes it (matching its subdomains too), a path prefix matched
+    segment-wise (`/tr` matches `/tr` and `/tr/x`, not `/track`; `/recaptcha/` what is
+    under it; `*` any run inside one segment) and an optional query condition (see
+    `proxy.core.url_entries`). No scheme or fragment. Returns it with the host normalised."""
     if "://" in text or text.startswith("//"):
         raise ValueError(f"{text!r} has a scheme; write host/path, as in 'www.google.com/recaptcha/'")
-    host, slash, path = text.partition("/")
-    if not slash or not path:
-        raise ValueError(f"{text!r} has no path; a host alone goes in 'hosts'")
-    if any(c in path for c in "?#\\") or not path.isprintable() or " " in path:
-        raise ValueError(f"{text!r}: the path may not hold a query, fragment, backslash or whitespace")
-    if "//" in "/" + path:
-        raise ValueError(f"{text!r}: empty path segment ('//')")
-    return f"{parse_host(host)}/{path}"
+    host, _, rest = text.partition("/")
+    if "?" in host:  # `host?param=glob`: every path of the host
+        host, _, condition = host.partition("?")
+        rest = "?" + condition
+    try:
+        rest = parse_path_condition("/" + rest)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    return f"{parse_host(host)}{rest}"
 
 
 def slug(name: str) -> str:
