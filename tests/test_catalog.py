@@ -1324,3 +1324,16 @@ def test_import_and_build_load_no_heavy_modules() -> None:
         == "[] ['proxy', 'proxy.core', 'proxy.core.catalog', 'proxy.core.categories', 'proxy.core.memo',"
         " 'proxy.core.ocd', 'proxy.core.url', 'proxy.core.url_entries', 'proxy.core.vendors']"
     )
+
+
+def test_entry_for_cookie_names_the_owning_name_or_pattern() -> None:
+    assert CATALOG.entry_for_cookie("_ga") == ("_ga", CATALOG.vendor("google-analytics"), False)
+    assert CATALOG.entry_for_cookie("_ga_ABC") == ("_ga_*", CATALOG.vendor("google-analytics"), False)
+    hit = CATALOG.entry_for_cookie("GRV_BHV_UID_42")
+    assert hit is not None and hit[0] == "GRV_BHV_UID*" and hit[2] is True
+    assert hit[1] is CATALOG.vendor_for_cookie("GRV_BHV_UID_42")
+    assert CATALOG.entry_for_cookie("shop_session_42") is None
+    assert CATALOG.entry_for_cookie("") is None
+    inner = Catalog([Vendor("v", "V", "analytics", cookies=("a*b", "a*"))])
+    assert inner.entry_for_cookie("axb") == ("a*b", inner.vendor("v"), False)
+    assert inner.entry_for_cookie("axc") == ("a*", inner.vendor("v"), False)

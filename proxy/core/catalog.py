@@ -105,8 +105,8 @@ class _CookieIndex:
     def __bool__(self) -> bool:
         return bool(self.exact or self.prefixes or self.patterns)
 
-    def match_pattern(self, name: str) -> Vendor | None:
-        """The vendor of the most literal pattern matching `name` (exact names aside)."""
+    def match_pattern(self, name: str) -> tuple[str, Vendor] | None:
+        """The most literal pattern matching `name` (exact names aside) and its vendor."""
         found: Vendor | None = None
         found_prefix = ""
         size = len(name)
@@ -122,8 +122,13 @@ class _CookieIndex:
                 pattern, vendor = self.patterns[m.lastindex - 1]
                 literal = len(pattern) - pattern.count("*")
                 if found is None or (literal, found_prefix + "*") > (len(found_prefix), pattern):
-                    return vendor
-        return found
+                    return pattern, vendor
+        return None if found is None else (found_prefix + "*", found)
+
+    def entry(self, name: str) -> tuple[str, Vendor] | None:
+        """The exact name or pattern owning `name`, and its vendor."""
+        vendor = self.exact.get(name)
+        return (name, vendor) if vendor is not None else self.match_pattern(name)
 
 
 def _cookie_index(vendors: Iterable[Vendor]) -> _CookieIndex:
@@ -358,11 +363,22 @@ class Catalog:
             return cache.table[name]
         except KeyError:
             pass
-        vendor = self._cookies.match_pattern(name)
+        hit = self._cookies.match_pattern(name)
         fallback = self._cookie_fallback
-        if vendor is None and fallback is not None:
-            vendor = fallback.exact.get(name) or fallback.match_pattern(name)
-        return cache.put(name, vendor, len(name))
+        if hit is None and fallback is not None:
+            hit = fallback.entry(name)
+        return cache.put(name, None if hit is None else hit[1], len(name))
+
+    def entry_for_cookie(self, name: str) -> tuple[str, Vendor, bool] | None:
+        """The exact name or pattern that owns cookie `name`, its vendor, and whether it
+        came from the `cookie_fallback` vendors; what `vendor_for_cookie` answers, with
+        the reason. Not memoised."""
+        hit = self._cookies.entry(name) if name else None
+        if hit is not None:
+            return hit[0], hit[1], False
+        fallback = self._cookie_fallback
+        hit = fallback.entry(name) if fallback is not None and name else None
+        return None if hit is None else (hit[0], hit[1], True)
 
     def vendor_for_inline(self, text: str) -> Vendor | None:
         """The vendor of the first inline signature found in `text`, or None.
