@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from proxy.core.catalog import (
     parse_vendors,
     read_catalog,
 )
+from proxy.core.catalog_files import SNAPSHOT_NAME, _snapshot_documents, _toml_files, catalog_digest, make_snapshot
 from proxy.core.categories import ADVERTISING, ANALYTICS, BUILTIN_CATEGORIES, ESSENTIAL, FUNCTIONAL, SOCIAL
 
 CATALOG = make_catalog()
@@ -1321,8 +1323,8 @@ def test_import_and_build_load_no_heavy_modules() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert (
         result.stdout.strip()
-        == "[] ['proxy', 'proxy.core', 'proxy.core.catalog', 'proxy.core.categories', 'proxy.core.memo',"
-        " 'proxy.core.ocd', 'proxy.core.url', 'proxy.core.url_entries', 'proxy.core.vendors']"
+        == "[] ['proxy', 'proxy.core', 'proxy.core.catalog', 'proxy.core.catalog_files', 'proxy.core.categories',"
+        " 'proxy.core.memo', 'proxy.core.ocd', 'proxy.core.url', 'proxy.core.url_entries', 'proxy.core.vendors']"
     )
 
 
@@ -1337,3 +1339,65 @@ def test_entry_for_cookie_names_the_owning_name_or_pattern() -> None:
     inner = Catalog([Vendor("v", "V", "analytics", cookies=("a*b", "a*"))])
     assert inner.entry_for_cookie("axb") == ("a*b", inner.vendor("v"), False)
     assert inner.entry_for_cookie("axc") == ("a*", inner.vendor("v"), False)
+
+
+# ---------------------------------------------------------------------------
+# The snapshot of the TOML files (a faster load, never a different catalogue)
+# ---------------------------------------------------------------------------
+
+
+def test_shipped_snapshot_is_fresh_and_holds_the_toml_documents() -> None:
+    folder = resources.files("proxy") / "data" / "vendors"
+    files = _toml_files(folder)
+    snapshot = json.loads((folder / SNAPSHOT_NAME).read_text(encoding="utf-8"))
+    assert snapshot["digest"] == catalog_digest(files), "stale snapshot: run python tools/snapshot_catalog.py"
+    assert make_snapshot(folder) == (folder / SNAPSHOT_NAME).read_text(encoding="utf-8")
+    documents = _snapshot_documents(folder, catalog_digest(files))
+    assert documents == [(name, tomllib.loads(data.decode())) for name, data in files]
+
+
+def _write_folder(path: Path, toml_text: str) -> Path:
+    folder = path / "vendors"
+    folder.mkdir()
+    (folder / "a.toml").write_text(toml_text, encoding="utf-8")
+    return folder
+
+
+SMALL = """
+[meta]
+version = "1"
+updated = 2026-01-02
+
+[[vendor]]
+name = "Acme"
+category = "analytics"
+hosts = ["acme.example"]
+"""
+
+
+def test_a_snapshot_is_used_only_with_the_digest_of_the_toml(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path, SMALL)
+    (folder / SNAPSHOT_NAME).write_text(make_snapshot(folder), encoding="utf-8")
+    meta, vendors = read_catalog(folder, BUILTIN_CATEGORIES, snapshot=True)
+    assert meta.updated == datetime.date(2026, 1, 2) and vendors[0].hosts == ("acme.example",)
+    # A snapshot with the right stamp is what is read (here doctored, to tell them apart) ...
+    doctored = (folder / SNAPSHOT_NAME).read_text(encoding="utf-8").replace("acme.example", "other.example")
+    (folder / SNAPSHOT_NAME).write_text(doctored, encoding="utf-8")
+    assert read_catalog(folder, BUILTIN_CATEGORIES, snapshot=True)[1][0].hosts == ("other.example",)
+    assert read_catalog(folder, BUILTIN_CATEGORIES)[1][0].hosts == ("acme.example",)
+    # ... and once the TOML changes, the stale snapshot is ignored.
+    (folder / "a.toml").write_text(SMALL.replace("acme.example", "new.example"), encoding="utf-8")
+    assert read_catalog(folder, BUILTIN_CATEGORIES, snapshot=True)[1][0].hosts == ("new.example",)
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"digest": 1}', '{"digest": "x", "documents": [[1, 2]]}'])
+def test_a_malformed_snapshot_falls_back_to_the_toml(tmp_path: Path, text: str) -> None:
+    folder = _write_folder(tmp_path, SMALL)
+    (folder / SNAPSHOT_NAME).write_text(text, encoding="utf-8")
+    assert read_catalog(folder, BUILTIN_CATEGORIES, snapshot=True)[1][0].hosts == ("acme.example",)
+
+
+def test_a_snapshot_of_bad_toml_is_refused(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path, "[meta\n")
+    with pytest.raises(VendorError, match="not valid TOML"):
+        make_snapshot(folder)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.core.url import query_values, url_path, url_query
-from proxy.core.url_entries import make_url_entry, parse_path_condition
+from proxy.core.url import path_rewritten, query_values, url_path, url_query
+from proxy.core.url_entries import make_url_entry, make_url_gate, parse_path_condition
 
 
 @pytest.mark.parametrize(
@@ -101,3 +101,36 @@ def test_parse_path_condition_accepts(text: str) -> None:
 def test_parse_path_condition_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_path_condition(text)
+
+
+PATHS = ["/*/sdk.js", "/*/sdk/", "/a", "/a*", "/ab/", "/%2e/x", "/s.j"]
+
+
+@given(
+    st.sampled_from(["https://h.test", "//h.test", "HTTP://h.test:8", "https:h.test", "https://h.test?q"]),
+    st.text(alphabet="/.%2eEa?#\\\tsdk.j*", max_size=16),
+    st.lists(st.sampled_from(PATHS), min_size=1, max_size=4),
+)
+def test_url_gate_never_hides_a_matching_path(origin: str, rest: str, paths: list[str]) -> None:
+    url = origin + rest
+    gate = make_url_gate(paths)
+    assert gate is not None
+    path = url_path(url)
+    if any(make_url_entry("h.test" + p).matches_path(path) for p in paths):
+        assert gate.match(url) is not None or path_rewritten(url), (url, path)
+
+
+def test_url_gate_lets_most_urls_of_the_host_skip_the_path() -> None:
+    gate = make_url_gate(["/*/sdk.js", "/*/sdk/", "/gtag/js"])
+    assert gate is not None
+    for url in (
+        "https://connect.facebook.net/en_US/fbevents.js",
+        "https://h/signals/config/1?v=/x/sdk.js",
+        "https://h/gtag/jsx",
+    ):
+        assert gate.match(url) is None, url
+    for url in ("https://h/en/sdk.js", "https://h/gtag/js?id=1", "https://h/en/sdk.js/x"):
+        assert gate.match(url) is not None, url
+    for url in ("https://h/x/../en/sdk.js", "https://h/gtag\\js", "https://h/%2E%2e/gtag/js", "https://h/gtag/j\ts"):
+        assert gate.match(url) is None and path_rewritten(url), url
+    assert make_url_gate(["/", "/a"]) is None  # an entry for every path: no gate

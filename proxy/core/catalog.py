@@ -16,8 +16,8 @@ rules. How an entry meets a URL, and in which order entries are tried, is
 `Link` filter, `explain` and `catalogue` use (the runtime guard's table carries the
 same entries).
 
-The vendor validators, the OCD loader and the URL parsers used to live here and are
-still importable from this module.
+The vendor validators, the catalogue file reader, the OCD loader and the URL parsers
+used to live here and are still importable from this module.
 """
 
 from __future__ import annotations
@@ -27,16 +27,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from .catalog_files import load_builtin_catalog, load_builtin_vendors, read_catalog
 from .memo import Memo
 from .ocd import OCD_REPOSITORY, load_ocd_vendors, parse_ocd
-from .url import host_of, url_path, url_query
-from .url_entries import UrlEntry, make_url_entry
+from .url import host_of, parse_query, path_rewritten, url_path, url_query
+from .url_entries import UrlEntry, make_url_entry, make_url_gate
 from .vendors import (
     CatalogMeta,
     Vendor,
     VendorError,
-    load_builtin_catalog,
-    load_builtin_vendors,
     parse_catalog,
     parse_cookie_pattern,
     parse_host,
@@ -45,7 +44,6 @@ from .vendors import (
     parse_source,
     parse_vendor,
     parse_vendors,
-    read_catalog,
 )
 
 __all__ = [
@@ -157,23 +155,25 @@ def _cookie_index(vendors: Iterable[Vendor]) -> _CookieIndex:
 
 _Hit: TypeAlias = tuple[str, Vendor]
 """A lookup's answer: the entry that decided (host suffix or URL entry text) and its vendor."""
-_UrlRow: TypeAlias = tuple[str, "re.Pattern[str] | None", "re.Pattern[str] | None", UrlEntry, _Hit]
+_UrlRow: TypeAlias = tuple[str, "re.Pattern[str] | None", "str | None", "re.Pattern[str] | None", _Hit]
+"""A URL entry as `Catalog._lookup` reads it: path, path regex, query parameter and value regex, hit."""
 
 
-def _url_table(urls: Iterable[tuple[int, UrlEntry, Vendor]]) -> dict[str, tuple[_UrlRow, ...]]:
+def _url_table(
+    urls: Iterable[tuple[int, UrlEntry, Vendor]],
+) -> dict[str, tuple[re.Pattern[str] | None, tuple[_UrlRow, ...]]]:
     """URL entries by host, in the order they are tried: longest path first (as
-    written), at equal length a query condition first, then the later vendor."""
+    written), at equal length a query condition first, then the later vendor; with the
+    host's gate (`url_entries.make_url_gate`), which most URLs of the host fail."""
     by_host: dict[str, list[tuple[int, UrlEntry, Vendor]]] = {}
     for item in urls:
         by_host.setdefault(item[1].host, []).append(item)
-    table: dict[str, tuple[_UrlRow, ...]] = {}
+    table: dict[str, tuple[re.Pattern[str] | None, tuple[_UrlRow, ...]]] = {}
     for host, items in by_host.items():
         items.sort(key=lambda pev: (-len(pev[1].path), pev[1].param is None, -pev[0]))
-        table[host] = tuple((e.path, e.path_regex, e.value_regex, e, (e.text, v)) for _, e, v in items)
+        rows = tuple((e.path, e.path_regex, e.param, e.value_regex, (e.text, v)) for _, e, v in items)
+        table[host] = (make_url_gate([e.path for _, e, _ in items]), rows)
     return table
-
-
-_Trie: TypeAlias = dict[str, "_Trie"]
 
 
 def _trie_regex(words: Iterable[str]) -> str:
@@ -181,24 +181,40 @@ def _trie_regex(words: Iterable[str]) -> str:
 
     A plain alternation of hundreds of literals makes the regex engine try every
     alternative at every position; a trie shares prefixes, so each position costs
-    about one character comparison per trie level reached.
+    about one character comparison per trie level reached. The trie is built as a
+    radix tree over the sorted words (a node per branching point, not per character),
+    so building it costs a few steps per word.
     """
-    trie: _Trie = {}
-    for word in words:
-        node = trie
-        for ch in word:
-            node = node.setdefault(ch, {})
-        node[""] = {}  # the empty key marks the end of a word
+    ordered = sorted(set(words))
 
-    def emit(node: _Trie) -> str:
-        branches = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
+    def emit(lo: int, hi: int, depth: int) -> str:
+        # ordered[lo:hi] all start with the same `depth` characters.
+        branches: list[str] = []
+        ends = False
+        i = lo
+        while i < hi:
+            word = ordered[i]
+            if len(word) == depth:
+                ends = True  # sorted: the word that ends here comes first
+                i += 1
+                continue
+            ch = word[depth]
+            j = i + 1
+            while j < hi and ordered[j][depth] == ch:
+                j += 1
+            # The common prefix of a sorted run is that of its first and last words.
+            last, k = ordered[j - 1], depth + 1
+            while k < len(word) and k < len(last) and word[k] == last[k]:
+                k += 1
+            branches.append(re.escape(word[depth:k]) + emit(i, j, k))
+            i = j
         if not branches:
             return ""
         body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
         # A word ends here: the optional group is greedy, so longer words win.
-        return f"(?:{body})?" if "" in node else body
+        return f"(?:{body})?" if ends else body
 
-    return emit(trie)
+    return emit(0, len(ordered), 0)
 
 
 class Catalog:
@@ -310,16 +326,18 @@ class Catalog:
         hosts = self._hosts
         paths = self._paths if url is not None else None
         path: str | None = None
-        query: str | None = None
+        query: dict[str, list[str]] | None = None
         i = 0
         while True:
             suffix = host[i:] if i else host
             if paths is not None and url is not None:
                 entries = paths.get(suffix)
-                if entries is not None:
+                if entries is not None and (
+                    entries[0] is None or entries[0].match(url) is not None or path_rewritten(url)
+                ):
                     if path is None:
                         path = url_path(url)
-                    for prefix, pattern, values, entry, hit in entries:
+                    for prefix, pattern, param, values, hit in entries[1]:
                         if pattern is None:
                             if not path.startswith(prefix) or not (
                                 prefix[-1] == "/" or len(path) == len(prefix) or path[len(prefix)] == "/"
@@ -327,12 +345,13 @@ class Catalog:
                                 continue
                         elif pattern.match(path) is None:
                             continue
-                        if values is None:
+                        if values is None or param is None:
                             return hit
                         if query is None:
-                            query = url_query(url)
-                        if entry.matches_query(query):
-                            return hit
+                            query = parse_query(url_query(url))
+                        for value in query.get(param, ()):
+                            if values.fullmatch(value) is not None:
+                                return hit
             found = hosts.get(suffix)
             if found is not None:
                 return found

@@ -28,12 +28,13 @@ vendor first.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from .url import path_under, query_values, url_query
+from .url import parse_query, path_under, url_query
 
-__all__ = ["UrlEntry", "glob_regex", "make_url_entry", "parse_path_condition"]
+__all__ = ["UrlEntry", "glob_regex", "make_url_entry", "make_url_gate", "parse_path_condition", "path_pattern"]
 
 # Characters the browser percent-encodes in a path (so a page's `pathname` never holds
 # them as written), and characters that end a path.
@@ -109,17 +110,17 @@ class UrlEntry:
             return self.path_regex.match(path) is not None
         return path_under(path, self.path)
 
-    def matches_query(self, query: str) -> bool:
-        """Whether the query condition holds for a raw query string (as `url.url_query`
-        gives it); True when the entry has none."""
+    def matches_query(self, params: Mapping[str, list[str]]) -> bool:
+        """Whether the query condition holds for a URL's parameters (as `url.parse_query`
+        gives them); True when the entry has none."""
         if self.param is None or self.value_regex is None:
             return True
         fullmatch = self.value_regex.fullmatch
-        return any(fullmatch(value) is not None for value in query_values(query, self.param))
+        return any(fullmatch(value) is not None for value in params.get(self.param, ()))
 
     def matches(self, url: str, path: str) -> bool:
         """Whether `url`, whose path is `path`, satisfies the entry (its host aside)."""
-        return self.matches_path(path) and (self.param is None or self.matches_query(url_query(url)))
+        return self.matches_path(path) and (self.param is None or self.matches_query(parse_query(url_query(url))))
 
 
 def make_url_entry(text: str) -> UrlEntry:
@@ -134,7 +135,31 @@ def make_url_entry(text: str) -> UrlEntry:
         value_regex = re.compile(glob_regex(glob), re.DOTALL)
     path_regex: re.Pattern[str] | None = None
     if "*" in path:
-        # A prefix not ending in `/` ends at a segment boundary: next is `/` or nothing.
-        tail = "" if path.endswith("/") else "(?![^/])"
-        path_regex = re.compile(glob_regex(path, "[^/]*") + tail, re.DOTALL)
+        path_regex = re.compile(path_pattern(path), re.DOTALL)
     return UrlEntry(host=host, path=path, param=param, glob=glob, path_regex=path_regex, value_regex=value_regex)
+
+
+def path_pattern(path: str, *, ends: str = "/") -> str:
+    """A regex source matching (with `re.match`) the paths under the entry path `path`.
+
+    `ends` are the characters a path segment cannot hold: "/" for a path as `url_path`
+    gives it; "/?#" to match the path inside a URL, where the query or fragment ends it.
+    A prefix not ending in `/` ends at a segment boundary: next is `/` or nothing.
+    """
+    chars = "[^" + re.escape(ends) + "]"
+    return glob_regex(path, chars + "*") + ("" if path.endswith("/") else f"(?!{chars})")
+
+
+def make_url_gate(paths: list[str]) -> re.Pattern[str] | None:
+    """A regex that `re.match`es every absolute URL whose path (as written, up to the
+    query or fragment) some of `paths` (entry paths of one host) matches, and no other;
+    None when every URL must be checked (an entry for every path, `/`).
+
+    It spares a lookup the `url_path` call for the usual URL of a listed host whose path
+    no entry lists. It reads the path as written: a URL whose path the browser rewrites
+    before requesting it (`url.path_rewritten`) must be checked whatever it answers.
+    """
+    if "/" in paths:
+        return None
+    alternatives = "|".join(path_pattern(p, ends="/?#") for p in sorted(set(paths)))
+    return re.compile(f"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*(?:{alternatives})", re.DOTALL)
