@@ -1401,3 +1401,19 @@ def test_a_snapshot_of_bad_toml_is_refused(tmp_path: Path) -> None:
     folder = _write_folder(tmp_path, "[meta\n")
     with pytest.raises(VendorError, match="not valid TOML"):
         make_snapshot(folder)
+
+
+def test_operator_url_entries_are_checked_with_their_toml_path() -> None:
+    from proxy.core.config import ConfigError, parse_config
+
+    vendor = {"name": "A", "category": "advertising", "urls": ["x.example/t.js?acct", "x.example/a?b=1&c=2"]}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"vendor": [vendor]})
+    assert info.value.problems == [
+        "vendor[0].urls[0]: 'x.example/t.js?acct': the query condition '?acct' has no '='; write '?acct=*' to ask"
+        " for the parameter with any value",
+        "vendor[0].urls[1]: 'x.example/a?b=1&c=2': the query condition '1&c=2' has '&': an entry takes one"
+        " condition (one parameter)",
+    ]
+    ok = parse_config({"vendor": [{**vendor, "urls": ["x.example/t.js?acct=ACME-*"]}]})
+    assert ok.policy.catalog.vendor_for_url("https://x.example/t.js?acct=ACME-1") is not None
