@@ -117,6 +117,13 @@ def main() -> int:
         "classify_url (memoised)": lambda: policy.classify_url("https://connect.facebook.net/x.js", "shop.example"),
         "classify_url (uncached)": lambda: policy._classify_url("https://connect.facebook.net/x.js", "shop.example"),
         "decide_url": lambda: policy.decide_url(none, Kind.SCRIPT, "https://static.hotjar.com/c/h.js", "s"),
+        # hosts carrying URL entries: one the entries' gate refuses, one decided by a query condition
+        "vendor_for_location (gated)": lambda: catalog.vendor_for_location(
+            "connect.facebook.net", "https://connect.facebook.net/en_US/fbevents.js"
+        ),
+        "vendor_for_location (query)": lambda: catalog.vendor_for_location(
+            "www.googletagmanager.com", "https://www.googletagmanager.com/gtag/js?id=AW-1"
+        ),
         "vendor_for_cookie (exact)": lambda: catalog.vendor_for_cookie("_fbp"),
         "vendor_for_cookie (pattern)": lambda: catalog.vendor_for_cookie("_ga_ABC123"),
         "vendor_for_cookie (OCD)": lambda: catalog.vendor_for_cookie("GRV_BHV_UID_42"),

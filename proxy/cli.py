@@ -114,6 +114,31 @@ def _build_parser() -> _Parser:
     consent_cmd.add_argument("--config", metavar="FILE", help="the TOML config (default: built-in defaults)")
     consent_cmd.add_argument("--json", action="store_true", help="one JSON object for machines")
 
+    catalogue = sub.add_parser(
+        "catalogue",
+        help="list or search what tag-gate knows about vendors, hosts, URLs and cookies",
+        description=(
+            "Show what tag-gate believes before you deploy it: the built-in vendors, the Open Cookie Database's "
+            "cookie names (asked only for names no vendor claims) and the [[vendor]] tables of --config, each "
+            "with its category and source. Without a question, list the vendors. Answers come from the same "
+            "lookups the proxy uses."
+        ),
+    )
+    question = catalogue.add_mutually_exclusive_group()
+    question.add_argument(
+        "--list", dest="listing", choices=["vendors", "hosts", "urls", "cookies"], help="list every entry of a kind"
+    )
+    question.add_argument("--vendor", metavar="TEXT", help="vendors whose id or name contains TEXT, in full")
+    question.add_argument("--host", metavar="HOST", help="which vendor owns HOST (its longest listed parent domain)")
+    question.add_argument("--url", metavar="URL", help="what decides URL: the catalogue entry and the decision")
+    question.add_argument("--cookie", metavar="NAME", help="which vendor owns the cookie NAME (exact name or pattern)")
+    catalogue.add_argument("--category", metavar="CATEGORY", help="only vendors of this category (lists, --vendor)")
+    catalogue.add_argument(
+        "--page-host", metavar="HOST", help="with --url: the site's host name (what counts as first-party)"
+    )
+    catalogue.add_argument("--config", metavar="FILE", help="the TOML config (default: built-in defaults)")
+    catalogue.add_argument("--json", action="store_true", help="one JSON object for machines")
+
     check = sub.add_parser(
         "check-config",
         help="validate a config file",
@@ -260,12 +285,38 @@ def _cmd_explain_consent(args: argparse.Namespace) -> int:
     return run_explain_consent(config, args.cookie, gpc=args.gpc, as_json=args.json, out=sys.stdout)
 
 
+def _cmd_catalogue(args: argparse.Namespace) -> int:
+    config = _load_or_fail(args.config)
+    if config is None:
+        return 1
+    from .catalogue import CatalogueError, Query, run_catalogue
+
+    query = Query(
+        listing=args.listing,
+        vendor=args.vendor,
+        host=args.host,
+        url=args.url,
+        cookie=args.cookie,
+        category=args.category,
+        page_host=args.page_host,
+    )
+    try:
+        return run_catalogue(config, query, as_json=args.json, out=sys.stdout)
+    except CatalogueError as exc:
+        return _fail(f"catalogue: {exc}", 2)
+    except BrokenPipeError:
+        # The reader (`| head`) is gone: stop quietly, and keep the exit-time flush quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "explain": _cmd_explain,
     "explain-consent": _cmd_explain_consent,
     "serve": _cmd_serve,
     "demo": _cmd_demo,
     "check-config": _cmd_check_config,
+    "catalogue": _cmd_catalogue,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import re
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from proxy.core.catalog import (
     parse_vendors,
     read_catalog,
 )
+from proxy.core.catalog_files import SNAPSHOT_NAME, _snapshot_documents, _toml_files, catalog_digest, make_snapshot
 from proxy.core.categories import ADVERTISING, ANALYTICS, BUILTIN_CATEGORIES, ESSENTIAL, FUNCTIONAL, SOCIAL
 
 CATALOG = make_catalog()
@@ -311,9 +313,17 @@ def test_url_prefixes_split_a_shared_host(url: str, expected: str | None) -> Non
         ("www.google.com/", "no path"),
         ("https://www.google.com/recaptcha/", "has a scheme"),
         ("//www.google.com/recaptcha/", "has a scheme"),
-        ("www.google.com/recaptcha?x=1", "query"),
-        ("www.google.com/a#b", "query"),
+        ("www.google.com/recaptcha?x", "has no '='; write '[?]x=[*]'"),
+        ("www.google.com/a?=1", "no parameter name"),
+        ("www.google.com/a?a b=1", "has ' '"),
+        ("www.google.com/a?id*=1", "names are literal"),
+        ("www.google.com/a?a=1&b=2", "one condition"),
+        ("www.google.com/a?a=1#x", "fragment"),
+        ("www.google.com/a?a=\x01", "control character"),
+        ("www.google.com/a#b", "fragment"),
         ("www.google.com/a b", "whitespace"),
+        ("www.google.com/caf\u00e9", "write '%C3%A9'"),
+        ("www.google.com/a{b}", "percent-encoded"),
         ("www.google.com/a\\b", "backslash"),
         ("www.google.com//a", "empty path segment"),
         ("*.google.com/a", "wildcard"),
@@ -328,6 +338,93 @@ def test_parse_host_path_errors(text: str, message: str) -> None:
 def test_parse_host_path_normalises_the_host() -> None:
     assert parse_host_path("WWW.Google.COM/recaptcha/") == "www.google.com/recaptcha/"
     assert parse_host_path("bücher.example/Tr") == "xn--bcher-kva.example/Tr"
+    assert parse_host_path("WWW.GoogleTagManager.com/gtag/js?id=AW-*") == "www.googletagmanager.com/gtag/js?id=AW-*"
+    assert parse_host_path("x.example/*/sdk.js") == "x.example/*/sdk.js"
+    assert parse_host_path("x.example?utm=*") == "x.example/?utm=*"  # every path of the host
+    assert parse_host_path("x.example/a?q=a=b c") == "x.example/a?q=a=b c"  # the value is free text
+
+
+QUERIES = Catalog(
+    [
+        Vendor("tm", "Tag manager", "analytics", hosts=("tags.example",)),
+        Vendor("ads", "Ads", "advertising", urls=("tags.example/t/js?id=AW-*", "tags.example/t/js?id=DC-*")),
+        Vendor("stats", "Stats", "analytics", urls=("tags.example/t/js?id=G-*",)),
+        Vendor("any", "Any id", "functional", urls=("tags.example/t?id=*",)),
+        Vendor("sdk", "SDK", "social", urls=("cdn.example/*/sdk.js", "cdn.example/lib/v*/")),
+        Vendor("plain", "Plain", "essential", urls=("tags.example/t/js",)),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://tags.example/t/js?id=AW-1", "ads"),
+        ("https://tags.example/t/js?id=DC-1", "ads"),
+        ("https://www.tags.example/t/js?id=G-1", "stats"),
+        ("https://tags.example/t/js?id=GT-1", "plain"),  # at equal path, conditions first
+        ("https://tags.example/t/js", "plain"),
+        ("https://tags.example/t/js/x?id=AW-1", "ads"),  # the path is a segment-wise prefix
+        ("https://tags.example/t/jsx?id=AW-1", "any"),
+        ("https://tags.example/t/jsx", "tm"),
+        ("https://tags.example/t/js?l=d&id=AW-1", "ads"),
+        ("https://tags.example/t/js?id=x&id=AW-1", "ads"),  # any value of a repeated parameter
+        ("https://tags.example/t/js?id=AW%2D1", "ads"),  # percent-decoded
+        ("https://tags.example/t/js?%69d=AW-1", "ads"),  # the name too
+        ("https://tags.example/t/js?id=aw-1", "plain"),  # case-sensitive
+        ("https://tags.example/t/js?ID=AW-1", "plain"),
+        ("https://tags.example/t/js#?id=AW-1", "plain"),  # a fragment is no query
+        ("https://tags.example/t/js?id=AW-1#x", "ads"),
+        ("https://tags.example?id=AW-1", "tm"),  # the path is "/"
+        ("https://tags.example/t?id=", "any"),  # `*` matches the empty value
+        ("https://tags.example/t?id", "any"),
+        ("https://tags.example/t?idx=1", "tm"),
+        ("https://cdn.example/en_US/sdk.js", "sdk"),
+        ("https://cdn.example/en_US/sdk.js/x", "sdk"),
+        ("https://cdn.example/en_US/sdk.jsx", None),  # still segment-wise
+        ("https://cdn.example/a/b/sdk.js", None),  # `*` stays inside one segment
+        ("https://cdn.example/lib/v2/x.js", "sdk"),
+        ("https://cdn.example/lib/v2", None),  # "v*/" lists what is under it
+        ("https://cdn.example/lib/w2/x.js", None),
+    ],
+)
+def test_query_conditions_and_path_globs(url: str, expected: str | None) -> None:
+    assert vendor_id(QUERIES.vendor_for_url(url)) == expected
+
+
+def test_entry_for_location_names_the_deciding_entry() -> None:
+    assert QUERIES.entry_for_location("tags.example", "https://tags.example/t/js?id=AW-1") == (
+        "tags.example/t/js?id=AW-*",
+        QUERIES.vendor("ads"),
+    )
+    assert QUERIES.entry_for_location("www.tags.example", "https://www.tags.example/") == (
+        "tags.example",
+        QUERIES.vendor("tm"),
+    )
+    assert QUERIES.entry_for_location("www.tags.example", None) == ("tags.example", QUERIES.vendor("tm"))
+    assert QUERIES.entry_for_location("other.example", "https://other.example/") is None
+
+
+def test_conditions_at_one_path_later_vendor_first() -> None:
+    first = Vendor("first", "First", "analytics", urls=("t.example/js?id=*",))
+    second = Vendor("second", "Second", "advertising", urls=("t.example/js?id=A*",))
+    assert vendor_id(Catalog([first, second]).vendor_for_url("https://t.example/js?id=A1")) == "second"
+    assert vendor_id(Catalog([second, first]).vendor_for_url("https://t.example/js?id=A1")) == "first"
+    # the same entry in two vendors: the later one owns it
+    again = Vendor("again", "Again", "social", urls=("t.example/js?id=A*",))
+    assert vendor_id(Catalog([second, again]).vendor_for_url("https://t.example/js?id=A1")) == "again"
+
+
+def test_builtin_gtag_is_split_by_tag_id() -> None:
+    gtag = "https://www.googletagmanager.com/gtag/js?id="
+    assert vendor_id(CATALOG.vendor_for_url(gtag + "AW-123")) == "google-ads"
+    assert vendor_id(CATALOG.vendor_for_url(gtag + "DC-123")) == "google-ads"
+    assert vendor_id(CATALOG.vendor_for_url(gtag + "G-ABC")) == "google-analytics"
+    assert vendor_id(CATALOG.vendor_for_url(gtag + "UA-1-1")) == "google-analytics"
+    assert vendor_id(CATALOG.vendor_for_url(gtag + "GT-ABC")) == "google-tag-manager"
+    assert vendor_id(CATALOG.vendor_for_url("https://www.googletagmanager.com/gtm.js?id=GTM-1")) == "google-tag-manager"
+    assert vendor_id(CATALOG.vendor_for_url("https://connect.facebook.net/fr_FR/sdk.js")) == "facebook-social"
+    assert vendor_id(CATALOG.vendor_for_url("https://connect.facebook.net/en_US/fbevents.js")) == "meta-pixel"
 
 
 def test_operator_vendor_can_claim_a_path_on_a_builtin_host() -> None:
@@ -1226,6 +1323,97 @@ def test_import_and_build_load_no_heavy_modules() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert (
         result.stdout.strip()
-        == "[] ['proxy', 'proxy.core', 'proxy.core.catalog', 'proxy.core.categories', 'proxy.core.memo',"
-        " 'proxy.core.ocd', 'proxy.core.url', 'proxy.core.vendors']"
+        == "[] ['proxy', 'proxy.core', 'proxy.core.catalog', 'proxy.core.catalog_files', 'proxy.core.categories',"
+        " 'proxy.core.memo', 'proxy.core.ocd', 'proxy.core.url', 'proxy.core.url_entries', 'proxy.core.vendors']"
     )
+
+
+def test_entry_for_cookie_names_the_owning_name_or_pattern() -> None:
+    assert CATALOG.entry_for_cookie("_ga") == ("_ga", CATALOG.vendor("google-analytics"), False)
+    assert CATALOG.entry_for_cookie("_ga_ABC") == ("_ga_*", CATALOG.vendor("google-analytics"), False)
+    hit = CATALOG.entry_for_cookie("GRV_BHV_UID_42")
+    assert hit is not None and hit[0] == "GRV_BHV_UID*" and hit[2] is True
+    assert hit[1] is CATALOG.vendor_for_cookie("GRV_BHV_UID_42")
+    assert CATALOG.entry_for_cookie("shop_session_42") is None
+    assert CATALOG.entry_for_cookie("") is None
+    inner = Catalog([Vendor("v", "V", "analytics", cookies=("a*b", "a*"))])
+    assert inner.entry_for_cookie("axb") == ("a*b", inner.vendor("v"), False)
+    assert inner.entry_for_cookie("axc") == ("a*", inner.vendor("v"), False)
+
+
+# ---------------------------------------------------------------------------
+# The snapshot of the TOML files (a faster load, never a different catalogue)
+# ---------------------------------------------------------------------------
+
+
+def test_shipped_snapshot_is_fresh_and_holds_the_toml_documents() -> None:
+    folder = resources.files("proxy") / "data" / "vendors"
+    files = _toml_files(folder)
+    snapshot = json.loads((folder / SNAPSHOT_NAME).read_text(encoding="utf-8"))
+    assert snapshot["digest"] == catalog_digest(files), "stale snapshot: run python tools/snapshot_catalog.py"
+    assert make_snapshot(folder) == (folder / SNAPSHOT_NAME).read_text(encoding="utf-8")
+    documents = _snapshot_documents(folder, catalog_digest(files))
+    assert documents == [(name, tomllib.loads(data.decode())) for name, data in files]
+
+
+def _write_folder(path: Path, toml_text: str) -> Path:
+    folder = path / "vendors"
+    folder.mkdir()
+    (folder / "a.toml").write_text(toml_text, encoding="utf-8")
+    return folder
+
+
+SMALL = """
+[meta]
+version = "1"
+updated = 2026-01-02
+
+[[vendor]]
+name = "Acme"
+category = "analytics"
+hosts = ["acme.example"]
+"""
+
+
+def test_a_snapshot_is_used_only_with_the_digest_of_the_toml(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path, SMALL)
+    (folder / SNAPSHOT_NAME).write_text(make_snapshot(folder), encoding="utf-8")
+    meta, vendors = read_catalog(folder, BUILTIN_CATEGORIES, snapshot=True)
+    assert meta.updated == datetime.date(2026, 1, 2) and vendors[0].hosts == ("acme.example",)
+    # A snapshot with the right stamp is what is read (here doctored, to tell them apart) ...
+    doctored = (folder / SNAPSHOT_NAME).read_text(encoding="utf-8").replace("acme.example", "other.example")
+    (folder / SNAPSHOT_NAME).write_text(doctored, encoding="utf-8")
+    assert read_catalog(folder, BUILTIN_CATEGORIES, snapshot=True)[1][0].hosts == ("other.example",)
+    assert read_catalog(folder, BUILTIN_CATEGORIES)[1][0].hosts == ("acme.example",)
+    # ... and once the TOML changes, the stale snapshot is ignored.
+    (folder / "a.toml").write_text(SMALL.replace("acme.example", "new.example"), encoding="utf-8")
+    assert read_catalog(folder, BUILTIN_CATEGORIES, snapshot=True)[1][0].hosts == ("new.example",)
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"digest": 1}', '{"digest": "x", "documents": [[1, 2]]}'])
+def test_a_malformed_snapshot_falls_back_to_the_toml(tmp_path: Path, text: str) -> None:
+    folder = _write_folder(tmp_path, SMALL)
+    (folder / SNAPSHOT_NAME).write_text(text, encoding="utf-8")
+    assert read_catalog(folder, BUILTIN_CATEGORIES, snapshot=True)[1][0].hosts == ("acme.example",)
+
+
+def test_a_snapshot_of_bad_toml_is_refused(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path, "[meta\n")
+    with pytest.raises(VendorError, match="not valid TOML"):
+        make_snapshot(folder)
+
+
+def test_operator_url_entries_are_checked_with_their_toml_path() -> None:
+    from proxy.core.config import ConfigError, parse_config
+
+    vendor = {"name": "A", "category": "advertising", "urls": ["x.example/t.js?acct", "x.example/a?b=1&c=2"]}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"vendor": [vendor]})
+    assert info.value.problems == [
+        "vendor[0].urls[0]: 'x.example/t.js?acct': the query condition '?acct' has no '='; write '?acct=*' to ask"
+        " for the parameter with any value",
+        "vendor[0].urls[1]: 'x.example/a?b=1&c=2': the query condition '1&c=2' has '&': an entry takes one"
+        " condition (one parameter)",
+    ]
+    ok = parse_config({"vendor": [{**vendor, "urls": ["x.example/t.js?acct=ACME-*"]}]})
+    assert ok.policy.catalog.vendor_for_url("https://x.example/t.js?acct=ACME-1") is not None

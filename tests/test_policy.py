@@ -207,6 +207,10 @@ def test_link_header_filter(value: str, kept: str | None, removed: list[str]) ->
         ("https://h/../../x", "/x"),
         ("https://h/a..b/.c/", "/a..b/.c/"),
         ("../rel/x", "../rel/x"),
+        # the authority ends at `?` or `#` too: a `/` there is not the path's
+        ("https://h?next=/x/y", "/"),
+        ("https://h#/x", "/"),
+        ("https://h/t\tr?x", "/tr"),
     ],
 )
 def test_url_path(url: str, path: str) -> None:

@@ -5,14 +5,19 @@ Pure: standard library only. A `Catalog` compiles the lookups of a sequence of v
 dict probe or one regex scan; `make_catalog` is the built-in catalogue plus operator
 vendors, with the Open Cookie Database (`proxy.core.ocd`) as the cookie fallback.
 
-Lookups are by host, and by host and path where a host is shared: one host
+Lookups are by host, and by host, path and query where a host is shared: one host
 belongs to one vendor, and where several services share it (`www.google.com`
-serves reCAPTCHA, Maps embeds and ad beacons), their well-known paths are listed
-as `urls` (`www.google.com/recaptcha/`), which win over the host's own entry; the
-rest of such a host is left to the site's own rules.
+serves reCAPTCHA, Maps embeds and ad beacons; gtag.js on www.googletagmanager.com
+serves Analytics or Ads by its `?id=`), their well-known paths are listed as
+`urls` (`www.google.com/recaptcha/`, `googletagmanager.com/gtag/js?id=AW-*`), which
+win over the host's own entry; the rest of such a host is left to the site's own
+rules. How an entry meets a URL, and in which order entries are tried, is
+`proxy.core.url_entries`'s contract; this module is the one lookup the gate, the
+`Link` filter, `explain` and `catalogue` use (the runtime guard's table carries the
+same entries).
 
-The vendor validators, the OCD loader and the URL parsers used to live here and are
-still importable from this module.
+The vendor validators, the catalogue file reader, the OCD loader and the URL parsers
+used to live here and are still importable from this module.
 """
 
 from __future__ import annotations
@@ -22,15 +27,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from .catalog_files import load_builtin_catalog, load_builtin_vendors, read_catalog
 from .memo import Memo
 from .ocd import OCD_REPOSITORY, load_ocd_vendors, parse_ocd
-from .url import host_of, path_under, url_path
+from .url import host_of, parse_query, path_rewritten, url_path, url_query
+from .url_entries import UrlEntry, make_url_entry, make_url_gate
 from .vendors import (
     CatalogMeta,
     Vendor,
     VendorError,
-    load_builtin_catalog,
-    load_builtin_vendors,
     parse_catalog,
     parse_cookie_pattern,
     parse_host,
@@ -39,7 +44,6 @@ from .vendors import (
     parse_source,
     parse_vendor,
     parse_vendors,
-    read_catalog,
 )
 
 __all__ = [
@@ -99,8 +103,8 @@ class _CookieIndex:
     def __bool__(self) -> bool:
         return bool(self.exact or self.prefixes or self.patterns)
 
-    def match_pattern(self, name: str) -> Vendor | None:
-        """The vendor of the most literal pattern matching `name` (exact names aside)."""
+    def match_pattern(self, name: str) -> tuple[str, Vendor] | None:
+        """The most literal pattern matching `name` (exact names aside) and its vendor."""
         found: Vendor | None = None
         found_prefix = ""
         size = len(name)
@@ -116,8 +120,13 @@ class _CookieIndex:
                 pattern, vendor = self.patterns[m.lastindex - 1]
                 literal = len(pattern) - pattern.count("*")
                 if found is None or (literal, found_prefix + "*") > (len(found_prefix), pattern):
-                    return vendor
-        return found
+                    return pattern, vendor
+        return None if found is None else (found_prefix + "*", found)
+
+    def entry(self, name: str) -> tuple[str, Vendor] | None:
+        """The exact name or pattern owning `name`, and its vendor."""
+        vendor = self.exact.get(name)
+        return (name, vendor) if vendor is not None else self.match_pattern(name)
 
 
 def _cookie_index(vendors: Iterable[Vendor]) -> _CookieIndex:
@@ -144,7 +153,27 @@ def _cookie_index(vendors: Iterable[Vendor]) -> _CookieIndex:
     )
 
 
-_Trie: TypeAlias = dict[str, "_Trie"]
+_Hit: TypeAlias = tuple[str, Vendor]
+"""A lookup's answer: the entry that decided (host suffix or URL entry text) and its vendor."""
+_UrlRow: TypeAlias = tuple[str, "re.Pattern[str] | None", "str | None", "re.Pattern[str] | None", _Hit]
+"""A URL entry as `Catalog._lookup` reads it: path, path regex, query parameter and value regex, hit."""
+
+
+def _url_table(
+    urls: Iterable[tuple[int, UrlEntry, Vendor]],
+) -> dict[str, tuple[re.Pattern[str] | None, tuple[_UrlRow, ...]]]:
+    """URL entries by host, in the order they are tried: longest path first (as
+    written), at equal length a query condition first, then the later vendor; with the
+    host's gate (`url_entries.make_url_gate`), which most URLs of the host fail."""
+    by_host: dict[str, list[tuple[int, UrlEntry, Vendor]]] = {}
+    for item in urls:
+        by_host.setdefault(item[1].host, []).append(item)
+    table: dict[str, tuple[re.Pattern[str] | None, tuple[_UrlRow, ...]]] = {}
+    for host, items in by_host.items():
+        items.sort(key=lambda pev: (-len(pev[1].path), pev[1].param is None, -pev[0]))
+        rows = tuple((e.path, e.path_regex, e.param, e.value_regex, (e.text, v)) for _, e, v in items)
+        table[host] = (make_url_gate([e.path for _, e, _ in items]), rows)
+    return table
 
 
 def _trie_regex(words: Iterable[str]) -> str:
@@ -152,24 +181,40 @@ def _trie_regex(words: Iterable[str]) -> str:
 
     A plain alternation of hundreds of literals makes the regex engine try every
     alternative at every position; a trie shares prefixes, so each position costs
-    about one character comparison per trie level reached.
+    about one character comparison per trie level reached. The trie is built as a
+    radix tree over the sorted words (a node per branching point, not per character),
+    so building it costs a few steps per word.
     """
-    trie: _Trie = {}
-    for word in words:
-        node = trie
-        for ch in word:
-            node = node.setdefault(ch, {})
-        node[""] = {}  # the empty key marks the end of a word
+    ordered = sorted(set(words))
 
-    def emit(node: _Trie) -> str:
-        branches = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
+    def emit(lo: int, hi: int, depth: int) -> str:
+        # ordered[lo:hi] all start with the same `depth` characters.
+        branches: list[str] = []
+        ends = False
+        i = lo
+        while i < hi:
+            word = ordered[i]
+            if len(word) == depth:
+                ends = True  # sorted: the word that ends here comes first
+                i += 1
+                continue
+            ch = word[depth]
+            j = i + 1
+            while j < hi and ordered[j][depth] == ch:
+                j += 1
+            # The common prefix of a sorted run is that of its first and last words.
+            last, k = ordered[j - 1], depth + 1
+            while k < len(word) and k < len(last) and word[k] == last[k]:
+                k += 1
+            branches.append(re.escape(word[depth:k]) + emit(i, j, k))
+            i = j
         if not branches:
             return ""
         body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
         # A word ends here: the optional group is greedy, so longer words win.
-        return f"(?:{body})?" if "" in node else body
+        return f"(?:{body})?" if ends else body
 
-    return emit(trie)
+    return emit(0, len(ordered), 0)
 
 
 class Catalog:
@@ -209,19 +254,16 @@ class Catalog:
             by_id[vendor.id] = vendor
         self._by_id = by_id
         self._vendors = tuple(by_id.values())
-        hosts: dict[str, Vendor] = {}
+        hosts: dict[str, _Hit] = {}
         inline: dict[str, Vendor] = {}
         services: dict[str, Vendor] = {}
         names: dict[str, Vendor] = {}
-        paths: dict[str, list[tuple[str, Vendor]]] = {}
-        for vendor in self._vendors:
+        urls: dict[str, tuple[int, UrlEntry, Vendor]] = {}
+        for position, vendor in enumerate(self._vendors):
             for host in vendor.hosts:
-                hosts[host.lower()] = vendor
-            for prefix in vendor.urls:
-                host, _, path = prefix.partition("/")
-                entries = paths.setdefault(host.lower(), [])
-                entries[:] = [(p, v) for p, v in entries if p != "/" + path]  # a later vendor wins
-                entries.append(("/" + path, vendor))
+                hosts[host.lower()] = (host.lower(), vendor)
+            for text in vendor.urls:
+                urls[text] = (position, make_url_entry(text), vendor)  # a later vendor wins
             for signature in vendor.inline:
                 inline[signature] = vendor
             for service in vendor.services:
@@ -229,8 +271,7 @@ class Catalog:
             names.setdefault(vendor.id.casefold(), vendor)
             names.setdefault(vendor.name.casefold(), vendor)
         self._hosts = hosts
-        # Longest prefix first, so /recaptcha/api2/ would beat /recaptcha/.
-        self._paths = {h: tuple(sorted(e, key=lambda pv: -len(pv[0]))) for h, e in paths.items()}
+        self._paths = _url_table(urls.values())
         self._cookies = _cookie_index(self._vendors)
         self._cookie_exact = self._cookies.exact
         self._cookie_fallback = _cookie_index(cookie_fallback) or None
@@ -258,38 +299,62 @@ class Catalog:
         `badexample.com` does not) and the longest listed suffix wins. The host is
         lowercased and stripped of leading/trailing dots first (so a cookie
         `Domain=.example.com` works); it should otherwise be as `host_of` returns it.
-        URL prefixes (`urls`) take no part: there is no path.
+        URL entries (`urls`) take no part: there is no path.
         """
-        return self._lookup(host, None)
+        hit = self._lookup(host, None)
+        return None if hit is None else hit[1]
 
     def vendor_for_location(self, host: str, url: str) -> Vendor | None:
         """The vendor serving `url`, whose host is `host` (as `host_of` returns it).
 
         Like `vendor_for_host`, but at each suffix of the host, from the longest, a
-        listed URL prefix whose path the URL's path is under wins over the host entry
-        (`www.facebook.com/tr` is the Meta Pixel, the rest of facebook.com is social).
+        listed URL entry the URL satisfies wins over the host entry
+        (`www.facebook.com/tr` is the Meta Pixel, the rest of facebook.com is social);
+        entries are tried in the order `proxy.core.url_entries` describes.
         """
+        hit = self._lookup(host, url if self._paths else None)
+        return None if hit is None else hit[1]
+
+    def entry_for_location(self, host: str, url: str | None) -> tuple[str, Vendor] | None:
+        """The catalogue entry deciding `url` on `host` (None: the host alone), as the
+        entry's text (a host suffix or a URL entry) and its vendor; what
+        `vendor_for_location` answers, with the reason."""
         return self._lookup(host, url if self._paths else None)
 
-    def _lookup(self, host: str, url: str | None) -> Vendor | None:
+    def _lookup(self, host: str, url: str | None) -> _Hit | None:
         host = host.lower().strip(".")
         hosts = self._hosts
         paths = self._paths if url is not None else None
         path: str | None = None
+        query: dict[str, list[str]] | None = None
         i = 0
         while True:
             suffix = host[i:] if i else host
             if paths is not None and url is not None:
                 entries = paths.get(suffix)
-                if entries is not None:
+                if entries is not None and (
+                    entries[0] is None or entries[0].match(url) is not None or path_rewritten(url)
+                ):
                     if path is None:
                         path = url_path(url)
-                    for prefix, owner in entries:
-                        if path_under(path, prefix):
-                            return owner
-            vendor = hosts.get(suffix)
-            if vendor is not None:
-                return vendor
+                    for prefix, pattern, param, values, hit in entries[1]:
+                        if pattern is None:
+                            if not path.startswith(prefix) or not (
+                                prefix[-1] == "/" or len(path) == len(prefix) or path[len(prefix)] == "/"
+                            ):
+                                continue
+                        elif pattern.match(path) is None:
+                            continue
+                        if values is None or param is None:
+                            return hit
+                        if query is None:
+                            query = parse_query(url_query(url))
+                        for value in query.get(param, ()):
+                            if values.fullmatch(value) is not None:
+                                return hit
+            found = hosts.get(suffix)
+            if found is not None:
+                return found
             i = host.find(".", i) + 1
             if i == 0:
                 return None
@@ -317,11 +382,22 @@ class Catalog:
             return cache.table[name]
         except KeyError:
             pass
-        vendor = self._cookies.match_pattern(name)
+        hit = self._cookies.match_pattern(name)
         fallback = self._cookie_fallback
-        if vendor is None and fallback is not None:
-            vendor = fallback.exact.get(name) or fallback.match_pattern(name)
-        return cache.put(name, vendor, len(name))
+        if hit is None and fallback is not None:
+            hit = fallback.entry(name)
+        return cache.put(name, None if hit is None else hit[1], len(name))
+
+    def entry_for_cookie(self, name: str) -> tuple[str, Vendor, bool] | None:
+        """The exact name or pattern that owns cookie `name`, its vendor, and whether it
+        came from the `cookie_fallback` vendors; what `vendor_for_cookie` answers, with
+        the reason. Not memoised."""
+        hit = self._cookies.entry(name) if name else None
+        if hit is not None:
+            return hit[0], hit[1], False
+        fallback = self._cookie_fallback
+        hit = fallback.entry(name) if fallback is not None and name else None
+        return None if hit is None else (hit[0], hit[1], True)
 
     def vendor_for_inline(self, text: str) -> Vendor | None:
         """The vendor of the first inline signature found in `text`, or None.

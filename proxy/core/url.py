@@ -14,7 +14,16 @@ import ipaddress
 import re
 from typing import Final
 
-__all__ = ["LABEL_DOTS", "host_of", "path_under", "url_path"]
+__all__ = [
+    "LABEL_DOTS",
+    "host_of",
+    "path_rewritten",
+    "parse_query",
+    "path_under",
+    "query_values",
+    "url_path",
+    "url_query",
+]
 
 # The common shape (`https://host/…`, `//host/…`, plain ASCII host, optional port)
 # is taken by one anchored regex; anything else goes through the slow path below,
@@ -177,31 +186,33 @@ def _ipv4(parts: list[str]) -> str | None:
 
 
 _DOT_SEGMENT: Final = re.compile(r"/(?:\.|%2[eE]){1,2}(?=/|$)")
+# `scheme://authority` or `//authority`, then the path up to the query or fragment.
+_ABSOLUTE_PATH: Final = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*([^?#]*)")
 
 
 def url_path(url: str) -> str:
     """The path of a relative or absolute URL, without query or fragment (a backslash
-    counts as a slash, as browsers read http(s) URLs). In a path starting with `/`,
-    `.` and `..` segments (also as `%2e`) are resolved as the browser resolves them before
-    requesting, so `/x/../tr` is `/tr`."""
+    counts as a slash, as browsers read http(s) URLs; tabs and newlines are removed; the
+    authority ends at the first `/`, `?` or `#`, so `https://host?next=/x` has the path
+    `/`). In a path starting with `/`, `.` and `..` segments (also as `%2e`) are resolved
+    as the browser resolves them before requesting, so `/x/../tr` is `/tr`."""
+    if "\t" in url or "\n" in url or "\r" in url:
+        url = url.translate(_TAB_NEWLINE)
     if "\\" in url:
         url = url.replace("\\", "/")
-    start = 0
-    if url.startswith("//") or "://" in url[:12]:
-        after = url.find("//") + 2
-        slash = url.find("/", after)
-        if slash < 0:
-            return "/"
-        start = slash
-    end = len(url)
-    for stop in "?#":
-        j = url.find(stop, start)
-        if 0 <= j < end:
-            end = j
-    path = url[start:end] or "/"
-    if path[0] == "/" and _DOT_SEGMENT.search(path):
+    m = _ABSOLUTE_PATH.match(url)
+    path = (m.group(1) if m is not None else url.partition("?")[0].partition("#")[0]) or "/"
+    # Every dot segment starts `/.` or `/%2`: two substring tests spare most paths the regex.
+    if path[0] == "/" and ("/." in path or "/%2" in path) and _DOT_SEGMENT.search(path):
         return _resolve_dot_segments(path)
     return path
+
+
+def path_rewritten(url: str) -> bool:
+    """Whether the browser may request another path than `url` shows: it has a
+    backslash, a tab or newline, or something that may be a dot segment (`/.`, `/%2`).
+    False guarantees that `url_path` is the path as written."""
+    return "/." in url or "/%2" in url or "\\" in url or "\t" in url or "\n" in url or "\r" in url
 
 
 def _resolve_dot_segments(path: str) -> str:
@@ -229,3 +240,56 @@ def path_under(path: str, prefix: str) -> bool:
     if prefix.endswith("/"):
         return path.startswith(prefix)
     return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
+
+
+def url_query(url: str) -> str:
+    """The query of a URL as the browser sends it: what follows the first `?` up to the
+    fragment, without the `?` ("" when there is none). Tabs and newlines are removed
+    first, as the URL parser removes them anywhere."""
+    q = url.find("?")
+    if q < 0:
+        return ""
+    h = url.find("#")
+    if 0 <= h < q:
+        return ""
+    query = url[q + 1 :] if h < 0 else url[q + 1 : h]
+    if "\t" in query or "\n" in query or "\r" in query:
+        query = query.translate(_TAB_NEWLINE)
+    return query
+
+
+def parse_query(query: str) -> dict[str, list[str]]:
+    """The parameters of `query` (as `url_query` gives it), each name with its values in
+    order, decoded as the browser's `URLSearchParams` decodes them
+    (application/x-www-form-urlencoded: `&` separates pairs, the first `=` splits name
+    from value, `+` is a space, percent-escapes are UTF-8 bytes and invalid sequences
+    become U+FFFD). Names are case-sensitive. Never raises."""
+    params: dict[str, list[str]] = {}
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        if "%" in key or "+" in key:
+            key = _form_decode(key)
+        if "%" in value or "+" in value:
+            value = _form_decode(value)
+        values = params.get(key)
+        if values is None:
+            params[key] = [value]
+        else:
+            values.append(value)
+    return params
+
+
+def query_values(query: str, name: str) -> list[str]:
+    """Every value of the parameter `name` in `query`, in order (`parse_query`)."""
+    return parse_query(query).get(name, [])
+
+
+def _form_decode(text: str) -> str:
+    if "+" in text:
+        text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    raw = _PERCENT.sub(lambda m: bytes((int(m.group(1), 16),)), text.encode("utf-8", "surrogatepass"))
+    return raw.decode("utf-8", "replace")

@@ -5,9 +5,9 @@ A vendor is a third party with one consent category, the hosts it serves from
 wildcards), substrings that identify its inline snippets, and the service keys
 consent managers use for it. The built-in catalogue (`data/vendors/*.toml`) and
 operator `[[vendor]]` tables share one shape and one validator (`parse_vendor`);
-every problem is reported with its TOML path, all at once (`VendorError`). The one
-piece of IO is reading the package's own files, once, in `load_builtin_catalog`.
-Compiling vendors into lookups is `proxy.core.catalog`'s job.
+every problem is reported with its TOML path, all at once (`VendorError`). Reading
+the package's files is `proxy.core.catalog_files`'s job, compiling vendors into
+lookups `proxy.core.catalog`'s.
 """
 
 from __future__ import annotations
@@ -15,24 +15,18 @@ from __future__ import annotations
 import datetime
 import encodings.idna
 import re
-import tomllib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
-from importlib.resources.abc import Traversable
 from typing import Final
 
-from .categories import BUILTIN_CATEGORIES
 from .url import LABEL_DOTS, host_of
+from .url_entries import parse_path_condition
 
 __all__ = [
     "COOKIE_FORBIDDEN",
     "CatalogMeta",
     "Vendor",
     "VendorError",
-    "load_builtin_catalog",
-    "load_builtin_vendors",
     "parse_catalog",
     "parse_cookie_pattern",
     "parse_host",
@@ -41,7 +35,6 @@ __all__ = [
     "parse_source",
     "parse_vendor",
     "parse_vendors",
-    "read_catalog",
     "slug",
     "toml_type",
 ]
@@ -52,8 +45,10 @@ class Vendor:
     """One third party and everything that identifies it.
 
     `hosts` are lowercase ASCII (punycode) DNS suffixes; `urls` are such a suffix
-    followed by a path prefix (`www.google.com/recaptcha/`), for the services of a
-    host shared by several (they win over `hosts` on that host); `cookies` are exact
+    followed by a path prefix and an optional query condition
+    (`www.google.com/recaptcha/`, `googletagmanager.com/gtag/js?id=AW-*`; see
+    `proxy.core.url_entries`), for the services of a host shared by several (they win
+    over `hosts` on that host); `cookies` are exact
     names or patterns where `*` matches any run of characters (including none);
     `inline` are case-sensitive substrings of inline script text; `services` are
     consent manager service keys, stored casefolded. `source` says where the entry's
@@ -281,20 +276,22 @@ def parse_source(text: str) -> str:
 
 
 def parse_host_path(text: str) -> str:
-    """Validate a catalogue URL prefix, `host/path`: a host as `parse_host` takes it
-    (matching its subdomains too) and a path prefix that matches whole segments
-    (`/tr` matches `/tr` and `/tr/x`, not `/track`; `/recaptcha/` matches what is
-    under it). No scheme, query or fragment. Returns it with the host normalised."""
+    """Validate a catalogue URL entry, `host/path` or `host/path?param=glob`: a host as
+    `parse_host` takes it (matching its subdomains too), a path prefix matched
+    segment-wise (`/tr` matches `/tr` and `/tr/x`, not `/track`; `/recaptcha/` what is
+    under it; `*` any run inside one segment) and an optional query condition (see
+    `proxy.core.url_entries`). No scheme or fragment. Returns it with the host normalised."""
     if "://" in text or text.startswith("//"):
         raise ValueError(f"{text!r} has a scheme; write host/path, as in 'www.google.com/recaptcha/'")
-    host, slash, path = text.partition("/")
-    if not slash or not path:
-        raise ValueError(f"{text!r} has no path; a host alone goes in 'hosts'")
-    if any(c in path for c in "?#\\") or not path.isprintable() or " " in path:
-        raise ValueError(f"{text!r}: the path may not hold a query, fragment, backslash or whitespace")
-    if "//" in "/" + path:
-        raise ValueError(f"{text!r}: empty path segment ('//')")
-    return f"{parse_host(host)}/{path}"
+    host, _, rest = text.partition("/")
+    if "?" in host:  # `host?param=glob`: every path of the host
+        host, _, condition = host.partition("?")
+        rest = "?" + condition
+    try:
+        rest = parse_path_condition("/" + rest)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    return f"{parse_host(host)}{rest}"
 
 
 def slug(name: str) -> str:
@@ -539,42 +536,3 @@ def parse_catalog(
     if problems or meta is None:
         raise VendorError(problems)
     return meta, tuple(vendors)
-
-
-def read_catalog(
-    folder: Traversable, categories: Collection[str], *, require_source: bool = False
-) -> tuple[CatalogMeta, tuple[Vendor, ...]]:
-    """Read every `*.toml` file in `folder`, in sorted name order, and validate them
-    together with `parse_catalog` (`require_source` is passed on).
-
-    Problems are prefixed `<folder name>/<file name>: `; a file that is not valid
-    TOML or UTF-8 is reported with the parser's message, and the other files are
-    still checked. Raises VendorError listing every problem.
-    """
-    entries = sorted((e for e in folder.iterdir() if e.name.endswith(".toml") and e.is_file()), key=lambda e: e.name)
-    problems: list[str] = []
-    documents: list[tuple[str, Mapping[str, object]]] = []
-    for entry in entries:
-        name = f"{folder.name}/{entry.name}"
-        try:
-            documents.append((name, tomllib.loads(entry.read_text(encoding="utf-8"))))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            problems.append(f"{name}: not valid TOML: {exc}")
-    try:
-        result = parse_catalog(documents, categories, require_source=require_source)
-    except VendorError as exc:
-        raise VendorError([*problems, *exc.problems]) from None
-    if problems:
-        raise VendorError(problems)
-    return result
-
-
-@cache
-def load_builtin_catalog() -> tuple[CatalogMeta, tuple[Vendor, ...]]:
-    """Read and validate the package's `data/vendors/*.toml`, once per process."""
-    return read_catalog(resources.files("proxy") / "data" / "vendors", BUILTIN_CATEGORIES, require_source=True)
-
-
-def load_builtin_vendors() -> tuple[Vendor, ...]:
-    """The built-in vendors, in file order (read once per process)."""
-    return load_builtin_catalog()[1]

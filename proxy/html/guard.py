@@ -33,8 +33,8 @@ Table format (version 1; short keys because it ships on every gated page)::
                 "vendor-id" | 0, 0 | 1 | "category"], ...],
      "page": "www.shop.example"}
 
-`vendors` entries: id, category, host suffixes, URL prefixes `host/path` (a later phase
-may add `?param=glob`, which the guard already matches). `rules` outcomes: 0 keeps
+`vendors` entries: id, category, host suffixes, URL entries `host/path[?param=glob]`
+(`proxy.core.url_entries`); later vendors come first. `rules` outcomes: 0 keeps
 (`allow`), 1 takes the vendor's category (a rule with only an `action`), a string is the
 rule's category.
 """
@@ -109,19 +109,25 @@ def _plain_path(path: str) -> str:
 
 
 def _overlap(a: str | None, b: str | None) -> bool:
-    """Whether some URL path can be under both prefixes (None: any path)."""
+    """Whether some URL path can be under both prefixes (None: any path); a `*` in a
+    path may match anything, so only the part before it is compared."""
     if a is None or b is None:
         return True
-    a, b = _plain_path(a), _plain_path(b)
+    a, b = _plain_path(a).partition("*")[0], _plain_path(b).partition("*")[0]
     return a.startswith(b) or b.startswith(a)
 
 
 def _precedes(e: _Entry, k: _Entry) -> bool:
-    """Whether the lookup can meet `e` before `k` for a URL both match."""
+    """Whether the lookup can meet `e` before `k` for a URL both match (the order of
+    `proxy.core.url_entries`: longer path, then a query condition, then later vendor)."""
     if e.suffix == k.suffix:
         if e.path is None:
             return False
-        return k.path is None or (_overlap(e.path, k.path) and len(_plain_path(e.path)) >= len(_plain_path(k.path)))
+        if k.path is None:
+            return True
+        e_len, k_len = len(_plain_path(e.path)), len(_plain_path(k.path))
+        before = e_len > k_len or (e_len == k_len and ("?" in e.path or "?" not in k.path))
+        return before and _overlap(e.path, k.path)
     return e.suffix.endswith("." + k.suffix) and _overlap(e.path, k.path)
 
 
@@ -223,7 +229,8 @@ class GuardRules:
             ]
         vendors: dict[str, list[object]] = {}
         order = {v.id: i for i, v in enumerate(policy.catalog.vendors)}
-        for e in sorted(keep, key=lambda e: (order[e.vendor.id], e.path is not None, e.text)):
+        # Later vendors first: the guard tries URL entries of equal rank in table order.
+        for e in sorted(keep, key=lambda e: (-order[e.vendor.id], e.path is not None, e.text)):
             row = vendors.setdefault(e.vendor.id, [e.vendor.id, e.vendor.category, [], []])
             row[3 if e.path is not None else 2].append(e.text)  # type: ignore[attr-defined]
         return {

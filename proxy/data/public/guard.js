@@ -81,9 +81,11 @@
     for (const v of R.vendors || []) {
       for (const h of v[2] || []) HOSTS[h] = v;
       for (const u of v[3] || []) {
-        // host/path?param=glob, where `*` in the glob is any run of characters
-        const m = /^([^/]+)([^?]*)(\?([^=]*)=(.*))?$/s.exec(u);
-        (URLS[m[1]] = URLS[m[1]] || []).push([m[2], v, m[4], m[3] && RegExp("^" + m[5].replace(/[\\^$.+?()[\]{}|/]/g, "\\$&").replace(/\*/g, ".*") + "$", "s")]);
+        // host/path?param=glob: `*` in the glob is any run of characters, in the path
+        // any run inside one segment (proxy/core/url_entries.py)
+        const m = /^([^/]+)([^?]*)(\?([^=]*)=(.*))?$/s.exec(u),
+          g = (x, star) => x.replace(/[\\^$.+?()[\]{}|/]/g, "\\$&").replace(/\*/g, star);
+        (URLS[m[1]] = URLS[m[1]] || []).push([m[2], v, m[4], m[3] && RegExp("^" + g(m[5], ".*") + "$", "s"), m[2].includes("*") && RegExp("^" + g(m[2], "[^/]*") + (m[2].endsWith("/") ? "" : "(?![^/])"), "s")]);
       }
     }
     // At one host suffix the longest path prefix wins, with a query condition before without.
@@ -99,7 +101,7 @@
     // Catalog._lookup: at each suffix from the longest, URL prefixes, then the host.
     lookup = (h, path, query) => {
       for (let i = 0; i >= 0; i = h.indexOf(".") + 1 || -1, h = h.slice(i)) {
-        for (const e of URLS[h] || []) if (under(path, e[0]) && (!e[3] || query.getAll(e[2]).some((x) => e[3].test(x)))) return e[1];
+        for (const e of URLS[h] || []) if ((e[4] ? e[4].test(path) : under(path, e[0])) && (!e[3] || query.getAll(e[2]).some((x) => e[3].test(x)))) return e[1];
         if (HOSTS[h]) return HOSTS[h];
       }
     },
