@@ -112,6 +112,12 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--workers", type=int, default=2, help="the worker count compared with --workers 1")
     ap.add_argument(
+        "--cpus",
+        metavar="LIST",
+        help="pin both instances to these CPUs (taskset -c LIST); `1` puts both workers on one core, which "
+        "isolates what the worker machinery costs per request from what running in parallel costs",
+    )
+    ap.add_argument(
         "--pinned",
         action="store_true",
         help="also run --workers 1 pinned to CPU 1 (proxy_bench.py's setup: a core of its own)",
@@ -127,10 +133,9 @@ def main() -> int:
         folder.chmod(0o755)
     (www / "html" / "100KB.html").write_bytes(pages.make_page(100 * 1024))
     origin_port = free_port()
-    targets: dict[str, tuple[int, str | None]] = {
-        "--workers 1": (1, None),
-        f"--workers {args.workers}": (args.workers, None),
-    }
+    cpus = args.cpus
+    targets: dict[str, tuple[int, str | None]] = {"--workers 1": (1, cpus)}
+    targets[f"--workers {args.workers}"] = (args.workers, cpus)
     if args.pinned:
         targets["--workers 1, CPU 1"] = (1, "1")
     counts = tuple(targets)
@@ -184,7 +189,7 @@ def main() -> int:
                 time.sleep(0.5)
         print(
             f"\nmedians over {args.rounds} rounds, {args.seconds} s each, wrk -c{args.conns}, gated 100 KB page "
-            "(wrk and the origin on CPU 0; tag-gate not pinned)"
+            f"(wrk and the origin on CPU 0; tag-gate {f'on CPUs {cpus}' if cpus else 'not pinned'})"
         )
         base = statistics.median(r["rps"] for r in results[counts[0]])
         for n in counts:

@@ -222,8 +222,9 @@ async def relay_lines(stream: asyncio.StreamReader | None, out: LineWriter, *, k
     from several workers never interleave, whatever their length: PIPE_BUF (4 KiB) is
     all the kernel keeps whole when several processes write to one pipe, and a line here
     may be longer (an event line up to `MAX_EVENT_CHARS`, an access line with an escaped
-    path). A partial line left at end-of-file (its writer was killed mid-line) is kept,
-    ended with a newline, with `keep_partial`, else dropped and counted in `out.dropped`."""
+    path). A line longer than `MAX_RELAY_LINE` is cut into lines of that length. A partial
+    line left at end-of-file (its writer was killed mid-line) is kept, ended with a
+    newline, with `keep_partial`, else dropped and counted in `out.dropped`."""
     if stream is None:
         return
     pending = b""
@@ -235,13 +236,14 @@ async def relay_lines(stream: asyncio.StreamReader | None, out: LineWriter, *, k
         if not chunk:
             break
         pending += chunk
-        if b"\n" not in chunk and len(pending) < MAX_RELAY_LINE:
-            continue
-        *lines, pending = pending.split(b"\n")
-        if len(pending) >= MAX_RELAY_LINE:
-            lines.append(pending)
-            pending = b""
-        out.offer([line.decode("utf-8", "backslashreplace") + "\n" for line in lines])
+        lines: list[bytes] = []
+        if b"\n" in chunk:
+            *lines, pending = pending.split(b"\n")
+        lines.append(pending)
+        pieces = [line[i : i + MAX_RELAY_LINE] for line in lines for i in range(0, max(len(line), 1), MAX_RELAY_LINE)]
+        pending = pieces.pop() if len(pieces[-1]) < MAX_RELAY_LINE else b""
+        if pieces:
+            out.offer([piece.decode("utf-8", "backslashreplace") + "\n" for piece in pieces])
     if pending:
         if keep_partial:
             out.offer([pending.decode("utf-8", "backslashreplace") + "\n"])

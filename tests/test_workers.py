@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import re
@@ -22,8 +23,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import Gauge
 
-from proxy.core.config import ConfigError, parse_config
+from proxy.core.config import ConfigError, merge_reload, parse_config
 from proxy.cpus import decide_cpus, load_cpus
+from proxy.logs import MAX_RELAY_LINE, LineWriter, relay_lines
 from proxy.metrics import Metrics
 from tests.proxytools import free_port
 from tests.test_cli_functional import CLI, run_cli, serve_process, upstream
@@ -123,6 +125,51 @@ def test_every_gauge_says_how_workers_combine() -> None:
             assert gauge._multiprocess_mode in ("livesum", "livemax"), gauge._name
     worker = Metrics(worker=True)
     assert not hasattr(worker, "ready") and not hasattr(worker, "reloads")
+
+
+async def test_relayed_output_arrives_a_whole_line_at_a_time() -> None:
+    for keep_partial, expected, dropped in [
+        (False, ['{"a":1}', '{"b":2}', "x" * MAX_RELAY_LINE, "tail"], 1),
+        (True, ['{"a":1}', '{"b":2}', "x" * MAX_RELAY_LINE, "tail", '{"c":'], 0),
+    ]:
+        reader = asyncio.StreamReader()
+        for piece in (b'{"a":1}\n{"b"', b":2}\n", b"x" * (MAX_RELAY_LINE + 4) + b"\n", b'tail\n{"c":'):
+            reader.feed_data(piece)
+        reader.feed_eof()
+        out = io.StringIO()
+        writer = LineWriter(out, capacity=4 * MAX_RELAY_LINE, name="test relay")
+        await relay_lines(reader, writer, keep_partial=keep_partial)
+        assert writer.drain(5)
+        lines = out.getvalue().split("\n")
+        assert lines[-1] == ""
+        assert lines[:-1] == expected[:2] + ["x" * MAX_RELAY_LINE, "xxxx"] + expected[3:]
+        assert writer.dropped == dropped
+        writer.close()
+
+
+def test_reloads_merge_against_the_starting_config_however_many_there_were() -> None:
+    """A worker (re)started after several reloads builds `merge_reload(base, latest)`;
+    the running process got there reload by reload: the same config."""
+    base = parse_config({"server": {"listen": "127.0.0.1:8080", "upstream": "http://127.0.0.1:1"}})
+    first = parse_config(
+        {
+            "server": {"listen": "127.0.0.1:9000", "upstream": "http://127.0.0.1:2", "workers": 4},
+            "timeouts": {"grace": 3},
+            "limits": {"max_request_body": 10, "max_headers": 5},
+            "html": {"action": "defer"},
+        }
+    )
+    second = parse_config(
+        {"server": {"listen": "127.0.0.1:8080", "upstream": "http://127.0.0.1:3"}, "limits": {"max_request_body": 20}}
+    )
+    step, changed = merge_reload(merge_reload(base, first)[0], second)
+    direct, _ = merge_reload(base, second)
+    assert step == direct
+    assert step.server.listen == base.server.listen and step.server.upstream == base.server.upstream
+    assert step.limits.max_request_body == 20 and step.limits.max_headers == base.limits.max_headers
+    assert step.html.action == "remove"
+    assert merge_reload(base, first)[1] == ("server.listen", "server.upstream", "server.workers", "timeouts", "limits")
+    assert changed == ("server.upstream",)
 
 
 # --------------------------------------------------------------------------- helpers
