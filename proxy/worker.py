@@ -67,7 +67,9 @@ async def run_worker(sock: socket.socket) -> int:
 
 
 async def _serve(channel: Channel, start: dict[str, Any]) -> int:
-    tune_allocator(os.environ)
+    tuned = tune_allocator(os.environ)
+    if tuned:
+        log.debug("%s", tuned)
     try:
         config = make_worker_config(start)
     except ConfigError as exc:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -111,6 +112,33 @@ def test_a_bad_workers_flag_is_one_clear_line(value: str) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert lines[0].startswith("tag-gate: --workers: ")
+
+
+@pytest.mark.parametrize("role", ["public", "admin"])
+def test_an_address_in_use_is_one_clear_line_before_any_worker_starts(role: str) -> None:
+    """Also when the port is held by SO_REUSEPORT sockets (another tag-gate's workers):
+    joining their group would split the traffic with a stranger."""
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = free_port()
+        listen, admin = (port, other) if role == "public" else (other, port)
+        result = run_cli(
+            "serve",
+            "--workers",
+            "2",
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--listen",
+            f"127.0.0.1:{listen}",
+            "--admin-listen",
+            f"127.0.0.1:{admin}",
+        )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"tag-gate: cannot listen on 127.0.0.1:{port} ({role} listener): ")
 
 
 def test_every_gauge_says_how_workers_combine() -> None:
