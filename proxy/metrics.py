@@ -167,12 +167,12 @@ class Metrics:
             # by the supervisor with its own drops.
             self.log_dropped = Counter(LOG_DROPPED[0], LOG_DROPPED[1], ["stream"], registry=r)
             self._drop_counters = {stream: self.log_dropped.labels(stream) for stream in LOG_STREAMS}
-            return
-        self.reloads = make_reloads(r)
-        self.log_drops = _LogDrops(self._drop_sources)
-        r.register(self.log_drops)
-        self.ready = make_ready(r)
-        make_info(r)
+        else:  # the supervisor's own when there are workers
+            self.reloads = make_reloads(r)
+            self.log_drops = _LogDrops(self._drop_sources)
+            r.register(self.log_drops)
+            self.ready = make_ready(r)
+            make_info(r)
 
     def count_refused_head(self, status: int) -> None:
         """A request head aiohttp's parser refused (answered before any handler ran)."""

@@ -163,7 +163,8 @@ class Supervisor:
         self._background: set[asyncio.Task[Any]] = set()
 
     def stopping(self) -> bool:
-        """A stop began (a method, not an attribute: it changes across every await)."""
+        """A stop began. A method, so that a type checker does not take the flag it
+        reads as unchanged across an await."""
         return self._stopping
 
     @property
