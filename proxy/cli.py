@@ -11,17 +11,22 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
+from .control import ConfigSource
 from .core.addresses import parse_address
-from .core.config import Config, ConfigError, check_runnable, load_config, with_overrides
+from .core.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from .logs import EventLogHandler
 
 ENV_VARS = {
     "config": "TAG_GATE_CONFIG",
     "listen": "TAG_GATE_LISTEN",
     "upstream": "TAG_GATE_UPSTREAM",
     "admin_listen": "TAG_GATE_ADMIN_LISTEN",
+    "workers": "TAG_GATE_WORKERS",
 }
 """Environment variables read by `serve`, for containers; flags win over them."""
 
@@ -63,6 +68,14 @@ def _build_parser() -> _Parser:
         "--admin-listen",
         metavar="HOST:PORT",
         help=f"admin address for /healthz /readyz /metrics, or 'off' (env {ENV_VARS['admin_listen']})",
+    )
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        help=(
+            "worker processes sharing the port under a supervisor, or 'auto' for one per CPU this process may "
+            f"use; 1 (the default) serves in this one process (env {ENV_VARS['workers']})"
+        ),
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -148,7 +161,7 @@ def _build_parser() -> _Parser:
     return parser
 
 
-def _setup_logging(level: str) -> logging.Handler:
+def _setup_logging(level: str) -> EventLogHandler:
     """The event log on stderr: one line per event, written by a thread (see proxy/logs.py).
     The caller closes the returned handler at exit (a bounded drain)."""
     from .logs import install_event_log
@@ -161,45 +174,71 @@ def _fail(message: str, status: int = 1) -> int:
     return status
 
 
-def _serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Config:
+def _serve_source(args: argparse.Namespace, environ: dict[str, str]) -> ConfigSource:
+    """The config file's text as read now, with the environment's and flags' overrides."""
     path = args.config or environ.get(ENV_VARS["config"]) or None
-    config = load_config(path)
     overrides: dict[str, tuple[str, str]] = {}
-    for key in ("listen", "upstream", "admin_listen"):
+    for key in ("listen", "upstream", "admin_listen", "workers"):
         flag = getattr(args, key)
         if flag is not None:
             overrides[key] = (f"--{key.replace('_', '-')}", flag)
         elif environ.get(ENV_VARS[key]):
             overrides[key] = (ENV_VARS[key], environ[ENV_VARS[key]])
-    config = with_overrides(config, overrides)
-    problems = check_runnable(config)
-    if problems:
-        raise ConfigError(problems)
-    return config
+    return ConfigSource.read(path, overrides)
+
+
+def _serve_config(args: argparse.Namespace, environ: dict[str, str]) -> Config:
+    return _serve_source(args, environ).build()
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    environ = dict(os.environ)
     try:
-        config = _serve_config(args, dict(os.environ))
+        source = _serve_source(args, environ)
+        config = source.build()
     except ConfigError as exc:
         for line in exc.problems:
             sys.stderr.write(f"tag-gate: {line}\n")
         return 1
+    workers = config.server.workers
+    if workers == "auto":
+        from .cpus import load_cpus
+
+        workers = load_cpus()
+    if workers > 1:
+        # The supervisor's own metrics stay in memory; only its workers write the
+        # multiprocess files, in a directory of its own (prometheus-client chooses its
+        # mode from these variables when it is first imported).
+        for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+            os.environ.pop(name, None)
     events = _setup_logging(args.log_level)
     try:
         import uvloop
 
-        from .service import ServeError, serve, tune_allocator
+        from .startup import ServeError, tune_allocator
 
-        environ = dict(os.environ)
         tuned = tune_allocator(environ)
         if tuned:
             logging.getLogger("tag_gate").debug("%s", tuned)
-
-        def rebuild() -> Config:
-            return _serve_config(args, environ)
-
         try:
+            if workers > 1:
+                from .supervisor import supervise
+
+                return uvloop.run(
+                    supervise(
+                        source,
+                        config,
+                        workers,
+                        reread=lambda: _serve_source(args, environ),
+                        events=events,
+                        log_level=args.log_level,
+                    )
+                )
+            from .service import serve
+
+            def rebuild() -> Config:
+                return _serve_config(args, environ)
+
             return uvloop.run(serve(config, reload=rebuild))
         except ServeError as exc:
             problem = str(exc)

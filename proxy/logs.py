@@ -212,6 +212,45 @@ class LineWriter:
             view = view[written:]
 
 
+MAX_RELAY_LINE: Final = 1 << 20
+"""Longest line `relay_lines` waits for; a longer one is cut there."""
+
+
+async def relay_lines(stream: asyncio.StreamReader | None, out: LineWriter, *, keep_partial: bool) -> None:
+    """Copy another process's output (a worker's stdout or stderr pipe) to `out`, whole
+    lines at a time, until end-of-file. One process then writes each stream, so lines
+    from several workers never interleave, whatever their length: PIPE_BUF (4 KiB) is
+    all the kernel keeps whole when several processes write to one pipe, and a line here
+    may be longer (an event line up to `MAX_EVENT_CHARS`, an access line with an escaped
+    path). A line longer than `MAX_RELAY_LINE` is cut into lines of that length. A partial
+    line left at end-of-file (its writer was killed mid-line) is kept, ended with a
+    newline, with `keep_partial`, else dropped and counted in `out.dropped`."""
+    if stream is None:
+        return
+    pending = b""
+    while True:
+        try:
+            chunk = await stream.read(65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            break
+        pending += chunk
+        lines: list[bytes] = []
+        if b"\n" in chunk:
+            *lines, pending = pending.split(b"\n")
+        lines.append(pending)
+        pieces = [line[i : i + MAX_RELAY_LINE] for line in lines for i in range(0, max(len(line), 1), MAX_RELAY_LINE)]
+        pending = pieces.pop() if len(pieces[-1]) < MAX_RELAY_LINE else b""
+        if pieces:
+            out.offer([piece.decode("utf-8", "backslashreplace") + "\n" for piece in pieces])
+    if pending:
+        if keep_partial:
+            out.offer([pending.decode("utf-8", "backslashreplace") + "\n"])
+        else:
+            out.count_dropped()
+
+
 def _raw_fd(out: IO[str]) -> int | None:
     """The descriptor behind a real file or pipe (its buffer flushed first), else None."""
     try:
@@ -231,12 +270,16 @@ class AccessLog:
     `close()` hand over what is gathered and wait, bounded, until it is written.
     """
 
-    def __init__(self, out: IO[str] | None, *, capacity: int = ACCESS_CAPACITY) -> None:
+    def __init__(self, out: IO[str] | None, *, capacity: int = ACCESS_CAPACITY, pid: int | None = None) -> None:
         self._out = out
         self._writer = LineWriter(out, capacity=capacity, name="tag-gate access log") if out is not None else None
         self._buffer: list[str] = []
         self._handle: asyncio.TimerHandle | None = None
         self.enabled = out is not None
+        self._pid = pid
+        self._tail = f',"pid":{pid}}}\n' if pid is not None else "}\n"
+        """How every line ends: with workers, each names the process that served the
+        request (`"pid"`), so a line in the shared log leads to that worker's events."""
 
     @property
     def dropped(self) -> int:
@@ -246,6 +289,8 @@ class AccessLog:
     def write(self, record: dict[str, Any]) -> None:
         if self._out is None:
             return
+        if self._pid is not None:
+            record = {**record, "pid": self._pid}
         self._append(json.dumps(record, separators=(",", ":")) + "\n")
 
     def request(
@@ -258,7 +303,7 @@ class AccessLog:
         if _plain(path) and _plain(remote or "") and (error is None or _plain(error)):
             line = (
                 f'{{"ts":{ts:.3f},"remote":{_quote(remote)},"method":"{method}","path":"{path}",'
-                f'"status":{status},"ms":{ms:.2f}' + (f',"error":"{error}"}}\n' if error else "}\n")
+                f'"status":{status},"ms":{ms:.2f}' + (f',"error":"{error}"' if error else "") + self._tail
             )
             self._append(line)
             return
@@ -400,8 +445,9 @@ class OneLineFormatter(logging.Formatter):
     finished line is passed through `one_line` and cut at `MAX_EVENT_CHARS`.
     """
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    def __init__(self, tag: str | None = None) -> None:
+        where = f"%(name)s [{tag}]" if tag else "%(name)s"
+        super().__init__(f"%(asctime)s %(levelname)s {where}: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         message = format_safely(record.msg, record.args)
@@ -421,9 +467,9 @@ class EventLogHandler(logging.Handler):
     line) and handed to a `LineWriter`; it never waits for the stream, and a record that
     cannot be written is counted, never reported as a 'Logging error'."""
 
-    def __init__(self, out: IO[str], *, capacity: int = EVENT_CAPACITY) -> None:
+    def __init__(self, out: IO[str], *, capacity: int = EVENT_CAPACITY, tag: str | None = None) -> None:
         super().__init__()
-        self.setFormatter(OneLineFormatter())
+        self.setFormatter(OneLineFormatter(tag))
         self.writer = LineWriter(out, capacity=capacity, name="tag-gate event log")
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -450,13 +496,14 @@ def event_lines_dropped() -> int:
     return sum(handler.writer.dropped for handler in _handlers)
 
 
-def install_event_log(level: int, out: IO[str] | None = None) -> EventLogHandler:
+def install_event_log(level: int, out: IO[str] | None = None, *, tag: str | None = None) -> EventLogHandler:
     """Send every log record of this process to `out` (stderr) through one
     `EventLogHandler`: the root logger gets it as its only handler and the loggers in
     `ROUTED_LOGGERS` propagate to it with no handler of their own. Warnings, exceptions
     nobody could raise (`__del__`, finalisers) and exceptions in threads are logged as
-    one-line events too. `close()` the handler at exit."""
-    handler = EventLogHandler(out if out is not None else sys.stderr)
+    one-line events too. `tag` marks every line after the logger's name (a worker's
+    `worker 2`). `close()` the handler at exit."""
+    handler = EventLogHandler(out if out is not None else sys.stderr, tag=tag)
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

@@ -4,6 +4,21 @@ Label values come from small fixed sets (status class, error kind, category, act
 never from paths, hosts or cookie values, so the series count stays bounded whatever
 the traffic. Children for every known label value are resolved once here so the
 request path only calls `.inc()` / `.observe()`.
+
+With worker processes (`server.workers` > 1) each worker's `Metrics(worker=True)` writes
+its values to prometheus-client's multiprocess files (the worker's environment names a
+private directory in PROMETHEUS_MULTIPROC_DIR), and the supervisor's `SupervisorMetrics`
+adds them up for `/metrics`. Counters and the histogram are summed over every worker
+that ever ran, so a restart loses no count. A gauge must say how workers combine
+(`multiprocess_mode`): the ones here are `livesum` (a total over the running workers)
+or `livemax` (the worst running worker), and a live gauge's file goes when its worker
+exits (`mark_process_dead`). `set_function` cannot work across processes (the
+function lives in the worker, the scrape in the supervisor), so a gauge that reads
+state is registered with `observe()`: one process sets the function as before, a worker
+sets the value from it on `sample()`, every half second. A new gauge needs both: a
+deliberate mode, and `observe()` rather than `set_function` (tests/test_workers.py
+checks the first). Readiness, build information and reload counts are the supervisor's
+own, so a worker has none of them.
 """
 
 from __future__ import annotations
@@ -15,7 +30,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from . import __version__
 
@@ -38,11 +55,16 @@ LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 
 class Metrics:
-    """Every metric tag-gate exports, registered in its own registry."""
+    """Every metric tag-gate exports, registered in its own registry; with `worker`, the
+    share of one worker process (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, worker: bool = False) -> None:
+        self.worker = worker
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._observed: list[tuple[Gauge, Callable[[], float]]] = []
+        self._drop_sources: dict[str, Callable[[], float]] = {stream: _zero for stream in LOG_STREAMS}
+        self._drops_sampled: dict[str, float] = dict.fromkeys(LOG_STREAMS, 0.0)
         self.requests = Counter(
             "tag_gate_requests",
             "Requests answered on the public listener, by status class.",
@@ -58,7 +80,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge("tag_gate_in_flight_requests", "Requests being handled.", registry=r)
+        self.in_flight = Gauge(
+            "tag_gate_in_flight_requests", "Requests being handled.", registry=r, multiprocess_mode="livesum"
+        )
         self.client_disconnects = Counter(
             "tag_gate_client_disconnects",
             "Requests whose client went away before the response ended.",
@@ -80,11 +104,16 @@ class Metrics:
             "Upstream connections, by state (open includes idle).",
             ["state"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.upstream_queued = Gauge(
             "tag_gate_upstream_queued_requests",
             "Requests waiting for a free upstream connection (limits.upstream_pool_size).",
             registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.websockets = Gauge(
+            "tag_gate_websockets_open", "WebSocket relays open.", registry=r, multiprocess_mode="livesum"
         )
         self.gate_cache = Counter(
             "tag_gate_gate_cache",
@@ -94,9 +123,11 @@ class Metrics:
         )
         self.gate_cache_event = {e: self.gate_cache.labels(e) for e in ("hit", "miss", "eviction")}
         self.gate_cache_bytes = Gauge(
-            "tag_gate_gate_cache_bytes", "Bytes of gated pages held in the cache.", registry=r
+            "tag_gate_gate_cache_bytes",
+            "Bytes of gated pages held in the cache.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
-        self.websockets = Gauge("tag_gate_websockets_open", "WebSocket relays open.", registry=r)
         self.websocket_closes = Counter(
             "tag_gate_websocket_closes",
             "WebSocket relays ended, by reason: too_big (a message over limits.websocket_max_message), "
@@ -107,7 +138,10 @@ class Metrics:
         )
         self.websocket_close = {k: self.websocket_closes.labels(k) for k in WEBSOCKET_CLOSE_REASONS}
         self.loop_lag = Gauge(
-            "tag_gate_event_loop_lag_seconds", "How late the last periodic event-loop tick ran.", registry=r
+            "tag_gate_event_loop_lag_seconds",
+            "How late the last periodic event-loop tick ran (with workers: the most of the running workers).",
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.consent_reads = Counter(
             "tag_gate_consent_reads",
@@ -141,17 +175,17 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.reloads = Counter(
-            "tag_gate_config_reloads",
-            "SIGHUP config reloads, applied or refused (the running config kept).",
-            ["result"],
-            registry=r,
-        )
-        self.log_drops = _LogDrops()
-        r.register(self.log_drops)
-        self.ready = Gauge("tag_gate_ready", "1 when ready to serve, 0 while starting or draining.", registry=r)
-        info = Gauge("tag_gate_info", "Build information.", ["version"], registry=r)
-        info.labels(__version__).set(1)
+        if worker:
+            # Counted per worker (from the logs' own counts, on `sample()`) and added up
+            # by the supervisor with its own drops.
+            self.log_dropped = Counter(LOG_DROPPED[0], LOG_DROPPED[1], ["stream"], registry=r)
+            self._drop_counters = {stream: self.log_dropped.labels(stream) for stream in LOG_STREAMS}
+        else:  # the supervisor's own when there are workers
+            self.reloads = make_reloads(r)
+            self.log_drops = _LogDrops(self._drop_sources)
+            r.register(self.log_drops)
+            self.ready = make_ready(r)
+            make_info(r)
 
     def count_refused_head(self, status: int) -> None:
         """A request head aiohttp's parser refused (answered before any handler ran)."""
@@ -166,10 +200,60 @@ class Metrics:
     def count_log_drops(self, stream: str, read: Callable[[], float]) -> None:
         """Report `read()` (the lines a log has dropped so far) as `stream`'s count."""
         assert stream in LOG_STREAMS
-        self.log_drops.sources[stream] = read
+        self._drop_sources[stream] = read
+
+    def observe(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """Let `gauge` show `read()`: at scrape time in one process, from `sample()` in a
+        worker (where `set_function` would never reach the supervisor's scrape)."""
+        if self.worker:
+            self._observed.append((gauge, read))
+        else:
+            gauge.set_function(read)
+
+    def sample(self) -> None:
+        """A worker's periodic update of what `observe()` and `count_log_drops()` read
+        (nothing to do in one process, where a scrape reads them itself)."""
+        if not self.worker:
+            return
+        for gauge, read in self._observed:
+            gauge.set(read())
+        for stream, read in self._drop_sources.items():
+            now = read()
+            if now > self._drops_sampled[stream]:
+                self._drop_counters[stream].inc(now - self._drops_sampled[stream])
+                self._drops_sampled[stream] = now
+
+    def set_ready(self, ready: bool) -> None:
+        """`tag_gate_ready`; a worker reports readiness to its supervisor instead."""
+        if not self.worker:
+            self.ready.set(1 if ready else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+LOG_DROPPED: Final = (
+    "tag_gate_log_dropped",
+    "Log lines dropped because their stream did not keep up (stdout or stderr blocked), by stream.",
+)
+
+
+def make_reloads(registry: CollectorRegistry) -> Counter:
+    return Counter(
+        "tag_gate_config_reloads",
+        "SIGHUP config reloads, applied or refused (the running config kept).",
+        ["result"],
+        registry=registry,
+    )
+
+
+def make_ready(registry: CollectorRegistry) -> Gauge:
+    return Gauge("tag_gate_ready", "1 when ready to serve, 0 while starting or draining.", registry=registry)
+
+
+def make_info(registry: CollectorRegistry) -> None:
+    info = Gauge("tag_gate_info", "Build information.", ["version"], registry=registry)
+    info.labels(__version__).set(1)
 
 
 class _LogDrops(Collector):
@@ -177,18 +261,81 @@ class _LogDrops(Collector):
     counts: lines are dropped on the logging thread (or the writer thread) without
     touching the registry."""
 
-    def __init__(self) -> None:
-        self.sources: dict[str, Callable[[], float]] = {stream: _zero for stream in LOG_STREAMS}
+    def __init__(self, sources: dict[str, Callable[[], float]]) -> None:
+        self.sources = sources
 
     def collect(self) -> Iterable[Metric]:
-        family = CounterMetricFamily(
-            "tag_gate_log_dropped",
-            "Log lines dropped because their stream did not keep up (stdout or stderr blocked), by stream.",
-            labels=["stream"],
-        )
+        family = CounterMetricFamily(*LOG_DROPPED, labels=["stream"])
         for stream, read in self.sources.items():
             family.add_metric([stream], read())
         yield family
+
+
+class SupervisorMetrics:
+    """The supervisor's `/metrics`: every worker's values from the multiprocess files in
+    `directory`, and the supervisor's own (readiness, reloads, worker restarts and
+    states, build information, the lines its own logs dropped, which are added to the
+    workers' `tag_gate_log_dropped_total`). The supervisor never writes those files:
+    its own metrics live in this process's memory."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._drop_sources: dict[str, Callable[[], float]] = {stream: _zero for stream in LOG_STREAMS}
+        r.register(_WorkersCollector(directory, self._drop_sources))
+        self.ready = make_ready(r)
+        self.reloads = make_reloads(r)
+        self.restarts = Counter(
+            "tag_gate_worker_restarts",
+            "Worker processes started again after one exited without being asked to.",
+            registry=r,
+        )
+        self.workers = Gauge(
+            "tag_gate_workers",
+            "Worker processes: configured (server.workers), running (started and not exited), "
+            "ready (serving and reported ready).",
+            ["state"],
+            registry=r,
+        )
+        make_info(r)
+
+    def count_log_drops(self, stream: str, read: Callable[[], float]) -> None:
+        """Add `read()` (lines the supervisor's own log writer dropped) to `stream`'s count."""
+        assert stream in LOG_STREAMS
+        self._drop_sources[stream] = read
+
+    def render(self) -> bytes:
+        """The exposition text; reads the workers' files (call it off the event loop)."""
+        return generate_latest(self.registry)
+
+
+class _WorkersCollector(Collector):
+    """What `MultiProcessCollector` reads from the workers' files, with the supervisor's
+    own dropped log lines added to `tag_gate_log_dropped_total` (one family, one
+    series per stream, whoever dropped the line)."""
+
+    def __init__(self, directory: str, drops: dict[str, Callable[[], float]]) -> None:
+        self._files = MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
+        self._drops = drops
+
+    def collect(self) -> Iterable[Metric]:
+        own = {stream: read() for stream, read in self._drops.items()}
+        for metric in self._files.collect():  # type: ignore[no-untyped-call]
+            if metric.name == LOG_DROPPED[0]:
+                samples = []
+                for sample in metric.samples:
+                    extra = own.pop(sample.labels.get("stream", ""), 0.0)
+                    samples.append(Sample(sample.name, sample.labels, sample.value + extra))
+                samples.extend(Sample(LOG_DROPPED[0] + "_total", {"stream": s}, v) for s, v in own.items())
+                metric.samples = samples
+                own = {}
+            yield metric
+        if own:
+            family = CounterMetricFamily(*LOG_DROPPED, labels=["stream"])
+            for stream, value in own.items():
+                family.add_metric([stream], value)
+            yield family
 
 
 def _zero() -> float:

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
-import platform
+import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Final
 
@@ -30,13 +28,16 @@ from aiohttp import web
 
 from .admin import make_admin_app
 from .core.addresses import Address
-from .core.config import Config, ConfigError
+from .core.config import Config, ConfigError, merge_reload
 from .http import _aiohttp
 from .http.handler import ProxyHandler
 from .http.server import ProxyServer
 from .http.state import ProxyState, Runtime
 from .logs import AccessLog, event_lines_dropped
 from .metrics import Metrics
+from .startup import ServeError as ServeError
+from .startup import check_http_parser as check_http_parser
+from .startup import tune_allocator as tune_allocator
 
 log = logging.getLogger("tag_gate")
 
@@ -49,55 +50,6 @@ STOP_POLL: Final = 0.05
 
 STOP_CLEANUP: Final = 0.5
 """What aiohttp's runner cleanup may still wait once every connection has been cut."""
-
-
-class ServeError(Exception):
-    """tag-gate cannot start; the message is one line for the operator."""
-
-
-M_TRIM_THRESHOLD: Final = -1
-HEAP_TRIM_THRESHOLD: Final = 32 << 20
-MALLOC_ENV: Final = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_")
-
-
-def tune_allocator(environ: Mapping[str, str]) -> str | None:
-    """Keep freed heap for reuse instead of handing it back to the kernel per request.
-
-    glibc's malloc returns the top of the heap to the kernel as soon as a little of it
-    is free. A proxy allocates and frees a response's worth of buffers (bodies,
-    lol-html's state) on every request, so every request paid to shrink the heap, then
-    to grow it and fault its pages in again (bench/README.md has what the 32 MiB trim
-    threshold gains); up to 32 MiB of free heap may stay mapped after a burst. An operator
-    who sets glibc's own MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_ or
-    MALLOC_MMAP_THRESHOLD_ keeps those instead. Returns what was done, for the log, or
-    None (not glibc, or the operator's settings apply)."""
-    if any(name in environ for name in MALLOC_ENV):
-        return None
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return None
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    if not mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD):
-        return None
-    return f"malloc trim threshold set to {HEAP_TRIM_THRESHOLD >> 20} MiB"
-
-
-def check_http_parser() -> str | None:
-    """A problem message when aiohttp runs on its pure-Python HTTP parser.
-
-    Most historical aiohttp request-smuggling bugs lived in that parser, which is used
-    when the C extension is missing or AIOHTTP_NO_EXTENSIONS is set.
-    """
-    if not _aiohttp.c_parser_in_use():
-        return (
-            "aiohttp is using its pure-Python HTTP parser (C extension missing or AIOHTTP_NO_EXTENSIONS set); "
-            "tag-gate refuses to run on it: reinstall aiohttp with its binary wheel"
-        )
-    return None
 
 
 def load_assets(cookie_name: str = "tg_consent") -> dict[str, tuple[bytes, str]]:
@@ -115,15 +67,29 @@ def load_assets(cookie_name: str = "tg_consent") -> dict[str, tuple[bytes, str]]
 
 
 class Service:
-    """The running listeners for one config."""
+    """The running listeners for one config.
 
-    def __init__(self, config: Config, *, access_log: AccessLog | None = None) -> None:
+    With `worker`, one of a supervisor's worker processes (proxy/worker.py): the public
+    listener is bound with SO_REUSEPORT beside the other workers', there is no admin
+    listener (the supervisor has it), metrics go to the multiprocess files
+    (`Metrics(worker=True)`, sampled every half second), the access log names this
+    process (`"pid"`), and a reload comes in two steps, `prepare` then `commit`, so that
+    the supervisor applies a config on every worker or on none.
+    """
+
+    def __init__(
+        self, config: Config, *, access_log: AccessLog | None = None, worker: bool = False, generation: int = 1
+    ) -> None:
         self.config = config
-        self.metrics = Metrics()
-        log_out = access_log if access_log is not None else AccessLog(sys.stdout if config.server.access_log else None)
+        self.worker = worker
+        self.metrics = Metrics(worker=worker)
+        if access_log is not None:
+            log_out = access_log
+        else:
+            log_out = AccessLog(sys.stdout if config.server.access_log else None, pid=os.getpid() if worker else None)
         self.metrics.count_log_drops("access", lambda: log_out.dropped)
         self.metrics.count_log_drops("error", event_lines_dropped)
-        self._generation = 1
+        self._generation = generation
         self.state = ProxyState(
             runtime=Runtime.make(config, self.metrics, {}, self._generation),
             metrics=self.metrics,
@@ -131,15 +97,20 @@ class Service:
         )
         state = self.state
         m = self.metrics
-        m.in_flight.set_function(lambda: state.in_flight)
-        m.upstream_connections.labels("open").set_function(lambda: state.pool.open_connections if state.pool else 0)
-        m.upstream_connections.labels("idle").set_function(lambda: state.pool.idle_connections if state.pool else 0)
-        m.upstream_queued.set_function(lambda: state.pool.queued_requests if state.pool else 0)
+        m.observe(m.in_flight, lambda: state.in_flight)
+        m.observe(m.upstream_connections.labels("open"), lambda: state.pool.open_connections if state.pool else 0)
+        m.observe(m.upstream_connections.labels("idle"), lambda: state.pool.idle_connections if state.pool else 0)
+        m.observe(m.upstream_queued, lambda: state.pool.queued_requests if state.pool else 0)
         self._runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self.public_address: Address | None = None
         self.admin_address: Address | None = None
         self._lag_task: asyncio.Task[None] | None = None
+
+    @property
+    def generation(self) -> int:
+        """The running runtime's generation (1 at start, one more per applied config)."""
+        return self._generation
 
     async def start(self) -> None:
         problem = check_http_parser()
@@ -151,30 +122,38 @@ class Service:
         server = ProxyServer(ProxyHandler(self.state), cfg, self.metrics)
         public_sock = await self._listen(cfg.server.listen, "public")
         admin_sock = None
-        if cfg.server.admin_listen is not None:
+        if cfg.server.admin_listen is not None and not self.worker:
             admin_sock = await self._listen(cfg.server.admin_listen, "admin")
         self._runner = web.ServerRunner(server, shutdown_timeout=cfg.timeouts.grace)
         await self._runner.setup()
         await web.SockSite(self._runner, public_sock).start()
         self.public_address = _address_of(public_sock, cfg.server.listen)
         if admin_sock is not None and cfg.server.admin_listen is not None:
-            self._admin_runner = web.AppRunner(make_admin_app(self.state), access_log=None, shutdown_timeout=1.0)
+            state = self.state
+            admin = make_admin_app(lambda: state.ready, state.metrics.render)
+            self._admin_runner = web.AppRunner(admin, access_log=None, shutdown_timeout=1.0)
             await self._admin_runner.setup()
             await web.SockSite(self._admin_runner, admin_sock).start()
             self.admin_address = _address_of(admin_sock, cfg.server.admin_listen)
         self._lag_task = asyncio.ensure_future(self._watch_loop_lag())
         self.state.ready = True
-        self.metrics.ready.set(1)
+        self.metrics.set_ready(True)
 
     async def _listen(self, address: Address, role: str) -> socket.socket:
-        """A bound, listening socket, or a one-line ServeError (after cleaning up)."""
+        """A bound, listening socket, or a one-line ServeError (after cleaning up). A
+        worker's public socket shares its port with the other workers' (SO_REUSEPORT)."""
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )
             family = infos[0][0]
-            return socket.create_server((address.host, address.port), family=family, backlog=1024)
-        except (OSError, IndexError) as exc:
+            return socket.create_server(
+                (address.host, address.port),
+                family=family,
+                backlog=1024,
+                reuse_port=self.worker and role == "public",
+            )
+        except (OSError, IndexError, ValueError) as exc:
             await self.stop(grace=0)
             reason = getattr(exc, "strerror", None) or str(exc)
             raise ServeError(f"cannot listen on {address} ({role} listener): {reason}") from None
@@ -186,13 +165,15 @@ class Service:
             before = loop.time()
             await asyncio.sleep(interval)
             self.metrics.loop_lag.set(max(0.0, loop.time() - before - interval))
+            self.metrics.sample()
 
     def reload(self, build: Callable[[], Config]) -> bool:
         """Apply a new config, transactionally: any problem keeps the running one.
 
         Consent, HTML, cookie, catalogue and rule settings apply to the next request.
         Listener addresses, the upstream, timeouts and size limits belong to sockets that
-        are already open; a change there is reported and waits for a restart.
+        are already open; a change there is reported and waits for a restart
+        (`merge_reload`).
         """
         try:
             new = build()
@@ -205,44 +186,37 @@ class Service:
             log.error("reload refused, keeping the running config: %s: %s", type(exc).__name__, exc)
             self.metrics.reloads.labels("refused").inc()
             return False
-        old = self.config
-        fixed = {
-            "server.listen": (old.server.listen, new.server.listen),
-            "server.admin_listen": (old.server.admin_listen, new.server.admin_listen),
-            "server.upstream": (old.server.upstream, new.server.upstream),
-            "timeouts": (old.timeouts, new.timeouts),
-            "limits": (replace(old.limits, max_request_body=0), replace(new.limits, max_request_body=0)),
-        }
-        for name, (before, after) in fixed.items():
-            if before != after:
-                log.warning("reload: %s changed; it takes effect after a restart", name)
-        applied = replace(
-            new,
-            server=replace(
-                new.server, listen=old.server.listen, admin_listen=old.server.admin_listen, upstream=old.server.upstream
-            ),
-            timeouts=old.timeouts,
-            limits=replace(old.limits, max_request_body=new.limits.max_request_body),
-        )
+        for name in merge_reload(self.config, new)[1]:
+            log.warning("reload: %s changed; it takes effect after a restart", name)
         try:
-            runtime = Runtime.make(
-                applied, self.metrics, load_assets(applied.consent.cookie_name), self._generation + 1
-            )
+            runtime = self.prepare(new, self._generation + 1)
         except Exception as exc:  # building it failed: nothing was swapped
             log.error("reload refused, keeping the running config: %s: %s", type(exc).__name__, exc)
             self.metrics.reloads.labels("refused").inc()
             return False
-        self._generation += 1
-        self.config = applied
-        self.state.runtime = runtime  # the one swap: the next request reads the new runtime
+        self.commit(runtime)
         self.metrics.reloads.labels("applied").inc()
-        log.info("reloaded config from %s", applied.source)
+        log.info("reloaded config from %s", runtime.config.source)
         return True
+
+    def prepare(self, new: Config, generation: int) -> Runtime:
+        """Build, without applying, the runtime for `new` as a reload applies it
+        (`merge_reload` with the running config). Raises whatever building raised; the
+        running runtime is untouched either way."""
+        applied, _ = merge_reload(self.config, new)
+        return Runtime.make(applied, self.metrics, load_assets(applied.consent.cookie_name), generation)
+
+    def commit(self, runtime: Runtime) -> None:
+        """Apply a runtime `prepare` built: one assignment, which cannot fail; the next
+        request reads the new runtime."""
+        self._generation = runtime.generation
+        self.config = runtime.config
+        self.state.runtime = runtime
 
     async def drain(self, delay: float) -> None:
         """Readiness off; keep serving for `delay` seconds so routing can move away."""
         self.state.ready = False
-        self.metrics.ready.set(0)
+        self.metrics.set_ready(False)
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -259,7 +233,7 @@ class Service:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         self.state.ready = False
-        self.metrics.ready.set(0)
+        self.metrics.set_ready(False)
         if self._lag_task is not None:
             self._lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -290,11 +264,59 @@ class Service:
             self._admin_runner = None
         await self.state.close_upstream()
         await self.state.access_log.close()
+        self.metrics.sample()
 
 
 def _address_of(sock: socket.socket, wanted: Address) -> Address:
     """The address actually bound (port 0 becomes the port the kernel chose)."""
     return Address(wanted.host, sock.getsockname()[1])
+
+
+class StopRequest:
+    """SIGTERM and SIGINT (or, for a worker, its supervisor going away) asking to stop.
+
+    Call it with the signal number; `wait()` returns once the first arrives. The first
+    signal decides how (`SIGTERM`: drain with `timeouts.shutdown_delay` first; `SIGINT`:
+    no delay); a second one ends the delay at once and stops without waiting."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._event = asyncio.Event()
+
+    def __call__(self, signum: int) -> None:
+        self.received.append(signum)
+        if len(self.received) > 1:
+            log.warning("second signal: stopping without waiting")
+        self._event.set()
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self, signum)
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def rearm(self) -> None:
+        """Make `wait()` wait for a signal after the ones already received."""
+        self._event.clear()
+
+
+async def drain_and_stop(service: Service, stop: StopRequest) -> None:
+    """After the first stop signal: drain (SIGTERM alone: `shutdown_delay` first, cut
+    short by a second signal), then `Service.stop` with `timeouts.grace`, or with none
+    after a second signal."""
+    await stop.wait()
+    timeouts = service.config.timeouts
+    first = stop.received[0]
+    log.info("received %s: draining", signal.Signals(first).name)
+    if first == signal.SIGTERM and len(stop.received) == 1:
+        drain = asyncio.ensure_future(service.drain(timeouts.shutdown_delay))
+        stop.rearm()
+        waiter = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((drain, waiter), return_when=asyncio.FIRST_COMPLETED)
+        drain.cancel()
+        waiter.cancel()
+    await service.stop(grace=0 if len(stop.received) > 1 else timeouts.grace)
 
 
 async def serve(
@@ -310,17 +332,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, service.reload, reload)
-    stop = asyncio.Event()
-    received: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        received.append(signum)
-        if len(received) > 1:
-            log.warning("second signal: stopping without waiting")
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    stop = StopRequest()
+    stop.install(loop)
     log.info(
         "tag-gate listening on %s, forwarding to %s%s",
         service.public_address,
@@ -331,16 +344,6 @@ async def serve(
         result = on_ready(service)
         if result is not None:
             await result
-    await stop.wait()
-    first = received[0]
-    log.info("received %s: draining", signal.Signals(first).name)
-    if first == signal.SIGTERM and len(received) == 1:
-        drain = asyncio.ensure_future(service.drain(config.timeouts.shutdown_delay))
-        stop.clear()
-        waiter = asyncio.ensure_future(stop.wait())
-        await asyncio.wait((drain, waiter), return_when=asyncio.FIRST_COMPLETED)
-        drain.cancel()
-        waiter.cancel()
-    await service.stop(grace=0 if len(received) > 1 else config.timeouts.grace)
+    await drain_and_stop(service, stop)
     log.info("tag-gate stopped")
     return 0

@@ -37,7 +37,6 @@ from aiohttp import web
 from proxy.admin import make_admin_app
 from proxy.cli import ENV_VARS
 from proxy.core.config import Config, ConfigError, ServerConfig, Timeouts, check_runnable, parse_config, with_overrides
-from proxy.http.state import ProxyState
 from tests.test_cli_functional import serve_process, upstream
 from tests.test_dockerfile import instructions
 
@@ -61,10 +60,10 @@ DRAIN_MARGIN = 5
 
 ADMIN_PATHS = frozenset(
     route.resource.canonical
-    for route in make_admin_app(cast(ProxyState, None)).router.routes()
+    for route in make_admin_app(lambda: False, bytes).router.routes()
     if route.resource is not None
 )
-"""The admin listener's paths (the handlers only touch the state when called)."""
+"""The admin listener's paths."""
 
 
 class ManifestError(Exception):
@@ -531,7 +530,7 @@ MUTATIONS: list[tuple[str, str, Callable[[Manifests], None]]] = [
         set_in("spec.targetCPUUtilizationPercentage", 70, "HorizontalPodAutoscaler"),
     ),
     ("schemas", "custom resource applied with the rest", move_podmonitor_to_top),
-    ("config", "unknown key (server.workers does not exist yet)", edit_config("[server]\n", "[server]\nworkers = 2\n")),
+    ("config", "unknown key (a typo)", edit_config("[server]\n", "[server]\nworkerz = 2\n")),
     ("config", "file disagrees with the image's variable", edit_config('"0.0.0.0:9090"', '"0.0.0.0:9091"')),
     ("config", "config mounted elsewhere", set_in(f"{TG}.volumeMounts.0.mountPath", "/etc/taggate")),
     ("ports", "admin container port", set_in(f"{TG}.ports.1.containerPort", 9091)),

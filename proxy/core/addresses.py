@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from .reader import as_str, type_name
@@ -126,3 +126,24 @@ def parse_methods(value: Any) -> frozenset[str]:
             raise ValueError(f"[{i}] {name} is never forwarded (it would make tag-gate a tunnel or leak headers)")
         methods.add(name)
     return frozenset(methods)
+
+
+MAX_WORKERS: Final = 1024
+"""More worker processes than this is a typo, not a machine."""
+
+
+def parse_workers(value: Any) -> int | Literal["auto"]:
+    """`server.workers`: a whole number from 1 to `MAX_WORKERS`, or `"auto"`."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'expected a whole number of worker processes or "auto", got {type_name(value)}')
+    if not 1 <= value <= MAX_WORKERS:
+        raise ValueError(f"expected from 1 to {MAX_WORKERS} worker processes, got {value}")
+    return value
+
+
+def parse_workers_text(value: Any) -> int | Literal["auto"]:
+    """`--workers` or `TAG_GATE_WORKERS`: the same as `parse_workers`, from text."""
+    text = as_str(value).strip()
+    return parse_workers(int(text) if text.isdigit() else text)

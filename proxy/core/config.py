@@ -33,6 +33,8 @@ from .addresses import (
     parse_methods,
     parse_networks,
     parse_upstream,
+    parse_workers,
+    parse_workers_text,
 )
 from .catalog import Catalog, Vendor, VendorError, make_catalog, parse_host
 from .categories import BUILTIN_CATEGORIES, ESSENTIAL
@@ -110,6 +112,9 @@ class ServerConfig:
     methods: frozenset[str] = frozenset(DEFAULT_METHODS)
     headers_with_underscores: Literal["drop", "reject", "allow"] = "drop"
     access_log: bool = True
+    workers: int | Literal["auto"] = 1
+    """Worker processes sharing `listen` (SO_REUSEPORT) under a supervisor; 1 runs the
+    proxy in the one process, as before. `"auto"`: the CPUs this process may use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +228,7 @@ def _read_server(r: Reader) -> ServerConfig:
             "headers_with_underscores", d.headers_with_underscores, one_of("drop", "reject", "allow")
         ),
         access_log=r.get("access_log", d.access_log, as_bool),
+        workers=r.get("workers", d.workers, parse_workers),
     )
     r.finish()
     return cfg
@@ -541,13 +547,27 @@ def load_config(path: str | Path | None, *, registry: Registry = DEFAULT_REGISTR
     """Read a TOML file (or the built-in defaults when `path` is None)."""
     if path is None:
         return Config() if registry is DEFAULT_REGISTRY else parse_config({}, "<built-in defaults>", registry=registry)
+    return parse_config_text(load_config_text(path), path, registry=registry)
+
+
+def load_config_text(path: str | Path) -> str:
+    """The text of the config file at `path`; ConfigError if it cannot be read or is
+    not UTF-8."""
     p = Path(path)
     try:
-        text = p.read_bytes().decode("utf-8")
+        return p.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError([f"{p}: cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+
+
+def parse_config_text(text: str, path: str | Path, *, registry: Registry = DEFAULT_REGISTRY) -> Config:
+    """Parse `text`, the contents of the config file at `path` (named in every problem,
+    never read here): the same `Config` or `ConfigError` as `load_config(path)` gives for
+    a file holding `text`. Worker processes build their config from the text the
+    supervisor read, so that every process runs exactly what the supervisor accepted."""
+    p = Path(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -562,6 +582,7 @@ OVERRIDABLE: Final[dict[str, Callable[[Any], Any]]] = {
     "listen": parse_address,
     "upstream": parse_upstream,
     "admin_listen": parse_address_or_off,
+    "workers": parse_workers_text,
 }
 """Server settings that flags and environment variables may override, with their parsers."""
 
@@ -594,3 +615,34 @@ def check_runnable(config: Config) -> list[str]:
     if admin is not None and admin == config.server.listen and admin.port != 0:
         problems.append("server.admin_listen: must differ from server.listen (health and metrics stay private)")
     return problems
+
+
+def merge_reload(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]:
+    """What a reload applies: `new`, except the settings that belong to what is already
+    open (listener addresses, the upstream, timeouts, limits other than
+    `max_request_body`, the number of workers), which keep their `running` values until a
+    restart. Returns that config and the names of those settings `new` changes, for the
+    log. Merging again from the result gives the same: the kept settings always come
+    from the config the process started with."""
+    fixed = {
+        "server.listen": (running.server.listen, new.server.listen),
+        "server.admin_listen": (running.server.admin_listen, new.server.admin_listen),
+        "server.upstream": (running.server.upstream, new.server.upstream),
+        "server.workers": (running.server.workers, new.server.workers),
+        "timeouts": (running.timeouts, new.timeouts),
+        "limits": (replace(running.limits, max_request_body=0), replace(new.limits, max_request_body=0)),
+    }
+    changed = tuple(name for name, (before, after) in fixed.items() if before != after)
+    applied = replace(
+        new,
+        server=replace(
+            new.server,
+            listen=running.server.listen,
+            admin_listen=running.server.admin_listen,
+            upstream=running.server.upstream,
+            workers=running.server.workers,
+        ),
+        timeouts=running.timeouts,
+        limits=replace(running.limits, max_request_body=new.limits.max_request_body),
+    )
+    return applied, changed
