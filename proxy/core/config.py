@@ -34,6 +34,7 @@ from .addresses import (
     parse_networks,
     parse_upstream,
 )
+from .banner import BannerError, BannerSettings, parse_banner
 from .catalog import Catalog, Vendor, VendorError, make_catalog, parse_host
 from .categories import BUILTIN_CATEGORIES, ESSENTIAL
 from .config_rules import (
@@ -58,6 +59,7 @@ from .reader import (
     one_of,
     parse_size,
 )
+from .tags import Tag, read_tags
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -199,6 +201,10 @@ class Config:
     rules: tuple[UrlRule, ...] = ()
     cookie_rules: tuple[CookieRule, ...] = ()
     exceptions: tuple[str, ...] = ()
+    banner: BannerSettings = field(default_factory=BannerSettings)
+    """`[banner]`: tag-gate's own consent banner (off by default)."""
+    tags: tuple[Tag, ...] = ()
+    """`[[tag]]`: the site's tags, inserted into gated pages by consent."""
     policy: Policy = field(default_factory=lambda: make_policy(None))
     source: str = "<built-in defaults>"
     """Where the config came from, for logs and `check-config`."""
@@ -507,7 +513,17 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", *, registry:
     rules = read_rules(root, categories, vendor_ids)
     cookie_rules = read_cookie_rules(root, categories)
     exceptions = read_exceptions(root)
+    tags = read_tags(root, categories)
+    banner = _read_banner(root, categories, vendor_ids, problems)
     root.finish()
+    if server.mode == "report-only" and (banner.enabled or tags):
+        problems.append(
+            f"{'banner.enabled' if banner.enabled else 'tag'}: report-only mode changes no page, so "
+            f"{'the banner' if banner.enabled else 'the [[tag]] entries'} would never reach one; "
+            'use server.mode = "enforce"'
+        )
+    if banner.enabled and "tag-gate" not in consent.sources:
+        problems.append('banner.enabled: the banner writes tg_consent: consent.sources must list "tag-gate"')
     if problems:
         raise ConfigError(problems)
     config = Config(
@@ -522,9 +538,26 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", *, registry:
         rules=rules,
         cookie_rules=cookie_rules,
         exceptions=exceptions,
+        banner=banner,
+        tags=tags,
         source=source,
     )
     return replace(config, policy=make_policy(config, catalog))
+
+
+def _read_banner(
+    root: Reader, categories: frozenset[str], vendor_ids: frozenset[str], problems: list[str]
+) -> BannerSettings:
+    """`[banner]`, validated by `proxy.core.banner.parse_banner` (its problems carry their
+    TOML paths already)."""
+    table = root.raw("banner")
+    if table is None:
+        return BannerSettings()
+    try:
+        return parse_banner(table, categories=categories, vendor_ids=vendor_ids)
+    except BannerError as exc:
+        problems.extend(exc.problems)
+        return BannerSettings()
 
 
 def load_config(path: str | Path | None, *, registry: Registry = DEFAULT_REGISTRY) -> Config:
