@@ -330,6 +330,7 @@ class ProxyHandler:
             host=ex.host,
             secure=ex.facts.scheme == "https",
             conditional_ours=ex.conditional_ours,
+            request_headers=ex.request.headers,
         )
         empty = ex.method == "HEAD" or status in BODYLESS_STATUSES or status < 200
         if plan.body in (Body.GATE, Body.REPORT) and not empty:
