@@ -222,7 +222,8 @@ def test_tags_in_order_with_the_nonce_live_or_inert() -> None:
     adds = result.additions
     assert adds.localised is None, "no banner: tags only"
     assert adds.head_end == (
-        '<script data-tg-tag="init" nonce="PaGe+n0nce/=" data-tg-category="analytics" type="text/plain">gtag(1)</script>'
+        '<script data-tg-tag="init" nonce="PaGe+n0nce/=" data-tg-category="analytics" type="text/plain">'
+        "gtag(1)</script>"
     )
     assert adds.body_end == (
         '<script data-tg-tag="ga" async nonce="PaGe+n0nce/=" data-tg-category="analytics" type="text/plain" '
