@@ -37,6 +37,7 @@ from .http.server import ProxyServer
 from .http.state import ProxyState, Runtime
 from .logs import AccessLog, event_lines_dropped
 from .metrics import Metrics
+from .proof_log import make_proof_sink, sink_key
 
 log = logging.getLogger("tag_gate")
 
@@ -123,6 +124,9 @@ class Service:
         log_out = access_log if access_log is not None else AccessLog(sys.stdout if config.server.access_log else None)
         self.metrics.count_log_drops("access", lambda: log_out.dropped)
         self.metrics.count_log_drops("error", event_lines_dropped)
+        self.metrics.count_log_drops("proof", self._proof_dropped)
+        self._proof_lost = 0
+        self._closing: set[asyncio.Future[None]] = set()
         self._generation = 1
         self.state = ProxyState(
             runtime=Runtime.make(config, self.metrics, {}, self._generation),
@@ -148,6 +152,7 @@ class Service:
         cfg = self.config
         self.state.runtime = Runtime.make(cfg, self.metrics, load_assets(cfg.consent.cookie_name), self._generation)
         await self.state.open_upstream()
+        self.state.proof_sink = make_proof_sink(cfg.banner, self.state.access_log)
         server = ProxyServer(ProxyHandler(self.state), cfg, self.metrics)
         public_sock = await self._listen(cfg.server.listen, "public")
         admin_sock = None
@@ -234,10 +239,29 @@ class Service:
             return False
         self._generation += 1
         self.config = applied
+        self._swap_proof_sink(applied)
         self.state.runtime = runtime  # the one swap: the next request reads the new runtime
         self.metrics.reloads.labels("applied").inc()
         log.info("reloaded config from %s", applied.source)
         return True
+
+    def _proof_dropped(self) -> float:
+        sink = self.state.proof_sink
+        return float(self._proof_lost + (sink.dropped if sink is not None else 0))
+
+    def _swap_proof_sink(self, config: Config) -> None:
+        """A reload that changes where proof lines go opens the new sink and closes the
+        old one in the background (what it gathered is still written, bounded)."""
+        old = self.state.proof_sink
+        if old is not None and old.key == sink_key(config.banner):
+            return
+        new = make_proof_sink(config.banner, self.state.access_log)
+        self.state.proof_sink = new
+        if old is not None:
+            self._proof_lost += old.dropped
+            task = asyncio.ensure_future(old.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def drain(self, delay: float) -> None:
         """Readiness off; keep serving for `delay` seconds so routing can move away."""
@@ -289,6 +313,11 @@ class Service:
             await self._admin_runner.cleanup()
             self._admin_runner = None
         await self.state.close_upstream()
+        sink, self.state.proof_sink = self.state.proof_sink, None
+        if sink is not None:
+            await sink.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         await self.state.access_log.close()
 
 

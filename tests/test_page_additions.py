@@ -16,7 +16,6 @@ from multidict import CIMultiDict
 
 from proxy.core.config import parse_config
 from proxy.html.gate import NO_ADDITIONS
-from proxy.http import stages as stages_module
 from proxy.http.stages import Body, ResponsePlan, Stages
 from proxy.metrics import Metrics
 
@@ -163,7 +162,7 @@ def test_a_choice_expires_while_its_visitor_is_memoised(monkeypatch: pytest.Monk
     cookie = record(age_days=29)
     assert not stages.visitor((cookie,), None).banner_open
     later = time.time() + 2 * 86400
-    monkeypatch.setattr(stages_module.time, "time", lambda: later)
+    monkeypatch.setattr(time, "time", lambda: later)
     visitor = stages.visitor((cookie,), None)
     assert visitor.banner_open and visitor.consent.granted == frozenset({"essential"})
 

@@ -10,7 +10,7 @@ upstream clients, readiness and the in-flight count.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -18,6 +18,7 @@ from ..core.addresses import Upstream
 from ..core.config import Config
 from ..logs import AccessLog
 from ..metrics import Metrics
+from ..proof_log import ProofSink, RateLimiter
 from .forwarding import make_session
 from .pool import UpstreamPool
 from .stages import Stages
@@ -70,6 +71,9 @@ class ProxyState:
     """Used for WebSocket relays only; HTTP goes through `pool`."""
     ready: bool = False
     in_flight: int = 0
+    proof_sink: ProofSink | None = None
+    """Where proof-of-consent lines go (None: banner off or `proof_sink = "off"`)."""
+    proof_limiter: RateLimiter = field(default_factory=RateLimiter)
 
     @property
     def config(self) -> Config:
