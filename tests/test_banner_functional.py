@@ -133,7 +133,8 @@ async def test_managed_tags_through_the_proxy(site: TestServer) -> None:
         {"id": "ga", "kind": "script", "category": "analytics", "src": "https://www.googletagmanager.com/gtag/js"},
         {"id": "init", "kind": "inline", "category": "analytics", "code": "window.x=1", "placement": "head-end"},
     ]
-    async with running_proxy(str(site.make_url("")), tag=tags) as proxy:
+    sections: dict[str, Any] = {"tag": tags}
+    async with running_proxy(str(site.make_url("")), **sections) as proxy:
         _, _, refused = await fetch(f"{proxy.url}/shop", None)
         _, _, granted = await fetch(f"{proxy.url}/shop", "tg_consent=analytics")
     assert b'<script data-tg-tag="init" nonce="SiteN0nce" data-tg-category="analytics" type="text/plain">' in refused
