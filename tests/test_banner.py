@@ -539,9 +539,9 @@ def test_snippet() -> None:
     markup = make_banner_snippet('{"version":1}', 'r4nd"om&')
     assert markup == (
         '<script type="application/json" id="tag-gate-banner-config">{"version":1}</script>'
-        '<script src="/__tag-gate/banner.js" defer nonce="r4nd&quot;om&amp;"></script>'
+        '<script src="/__tag-gate/banner.js" async nonce="r4nd&quot;om&amp;"></script>'
     )
-    assert make_banner_snippet("{}", None).endswith('<script src="/__tag-gate/banner.js" defer></script>')
+    assert make_banner_snippet("{}", None).endswith('<script src="/__tag-gate/banner.js" async></script>')
     assert make_banner_snippet("{}", "é").isascii()
 
 
@@ -613,9 +613,9 @@ def test_parse_consent_record_refuses(body: bytes, message: str) -> None:
 
 
 def test_the_documented_table_is_valid() -> None:
-    """docs/banner.md's proposed [banner] table parses, and means what it says."""
+    """docs/banner.md's [banner] table parses, and means what it says."""
     text = (REPO / "docs" / "banner.md").read_text(encoding="utf-8")
-    block = text.split("## Proposed `[banner]` table", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    block = text.split("## The `[banner]` table", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     settings = parse_banner(tomllib.loads(block)["banner"], vendor_ids=VENDOR_IDS)
     assert [p.id for p in settings.purposes] == ["essential", "improvement", "advertising", "social"]
     data = blob(settings, "fr")

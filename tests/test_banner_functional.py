@@ -115,7 +115,7 @@ async def test_every_gated_page_gets_the_banner(site: TestServer) -> None:
                 assert m is not None, (cookie, query)
                 blob = json.loads(m.group(1))
                 assert blob["open"] is opened and blob["lang"] == "en", "the page's <html lang=en> wins"
-                assert body.endswith(b'<script src="/__tag-gate/banner.js" defer nonce="SiteN0nce"></script>')
+                assert body.endswith(b'<script src="/__tag-gate/banner.js" async nonce="SiteN0nce"></script>')
                 h = {k.lower(): v for k, v in headers}
                 assert "Accept-Language" in h["vary"] and h["cache-control"].startswith("private")
                 assert h["etag"] == ('W/"v1-tgf0a0d0s0g0r"' if opened else 'W/"v1-tgf1a1d1s1g0"')

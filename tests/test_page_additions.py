@@ -104,7 +104,7 @@ def test_first_visit_gets_an_open_banner_with_the_page_nonce() -> None:
     assert result.body is Body.GATE
     blob = banner_blob(result)
     assert blob["open"] is True and blob["policy_version"] == 3 and blob["lang"] == "en"
-    assert blob["_script"] == '<script src="/__tag-gate/banner.js" defer nonce="PaGe+n0nce/="></script>'
+    assert blob["_script"] == '<script src="/__tag-gate/banner.js" async nonce="PaGe+n0nce/="></script>'
     assert "Accept-Language" in headers["Vary"] and "Cookie" in headers["Vary"]
     assert headers["Cache-Control"].startswith("private")
     assert result.additions.head_end == result.additions.body_end == ""
@@ -183,7 +183,7 @@ def test_a_fixed_language_does_not_vary() -> None:
 
 def test_no_nonce_without_one_in_the_csp() -> None:
     result, _ = plan(make_stages(banner=BANNER), csp=None)
-    assert banner_blob(result)["_script"] == '<script src="/__tag-gate/banner.js" defer></script>'
+    assert banner_blob(result)["_script"] == '<script src="/__tag-gate/banner.js" async></script>'
 
 
 @pytest.mark.parametrize(
