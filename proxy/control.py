@@ -41,12 +41,11 @@ from typing import Any, Final
 from .core.config import (
     Config,
     ConfigError,
-    check_runnable,
     load_config,
     load_config_text,
     parse_config_text,
-    with_overrides,
 )
+from .core.running import check_runnable, with_overrides
 
 MAX_MESSAGE: Final = 16 << 20
 """Longest message line (a config file's text travels in one)."""

@@ -49,8 +49,12 @@ UPSTREAM_ERROR_KINDS: Final = (
 )
 WEBSOCKET_CLOSE_REASONS: Final = ("too_big", "idle", "client", "upstream", "error", "shutdown")
 """Why a WebSocket relay ended (proxy.http.websocket documents each)."""
-LOG_STREAMS: Final = ("access", "error")
-"""`access`: the JSON access log on stdout; `error`: the event log on stderr."""
+LOG_STREAMS: Final = ("access", "error", "proof")
+"""`access`: the JSON access log on stdout; `error`: the event log on stderr; `proof`:
+the proof-of-consent lines when they have a writer of their own (a file, or stdout
+without the access log)."""
+CONSENT_RECORD_OUTCOMES: Final = ("written", "not_kept", "invalid", "too_large", "rate_limited", "cross_site")
+"""What became of a POST to /__tag-gate/consent (proxy.http.proof)."""
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -175,6 +179,15 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.consent_records = Counter(
+            "tag_gate_consent_records",
+            "Proof-of-consent POSTs from the banner, by outcome: written (handed to the sink), not_kept "
+            '(proof_sink = "off"), invalid, too_large, rate_limited, cross_site.',
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in CONSENT_RECORD_OUTCOMES:
+            self.consent_records.labels(outcome)
         if worker:
             # Counted per worker (from the logs' own counts, on `sample()`) and added up
             # by the supervisor with its own drops.

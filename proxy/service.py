@@ -28,13 +28,15 @@ from aiohttp import web
 
 from .admin import make_admin_app
 from .core.addresses import Address
-from .core.config import Config, ConfigError, merge_reload
+from .core.config import Config, ConfigError
+from .core.running import merge_reload
 from .http import _aiohttp
 from .http.handler import ProxyHandler
 from .http.server import ProxyServer
 from .http.state import ProxyState, Runtime
 from .logs import AccessLog, event_lines_dropped
 from .metrics import Metrics
+from .proof_log import make_proof_sink, sink_key
 from .startup import ServeError as ServeError
 from .startup import check_http_parser as check_http_parser
 from .startup import tune_allocator as tune_allocator
@@ -90,6 +92,9 @@ class Service:
         self.metrics.count_log_drops("access", lambda: log_out.dropped)
         self.metrics.count_log_drops("error", event_lines_dropped)
         self._generation = generation
+        self.metrics.count_log_drops("proof", self._proof_dropped)
+        self._proof_lost = 0
+        self._closing: set[asyncio.Future[None]] = set()
         self.state = ProxyState(
             runtime=Runtime.make(config, self.metrics, {}, self._generation),
             metrics=self.metrics,
@@ -119,6 +124,7 @@ class Service:
         cfg = self.config
         self.state.runtime = Runtime.make(cfg, self.metrics, load_assets(cfg.consent.cookie_name), self._generation)
         await self.state.open_upstream()
+        self.state.proof_sink = make_proof_sink(cfg.banner, self.state.access_log)
         server = ProxyServer(ProxyHandler(self.state), cfg, self.metrics)
         public_sock = await self._listen(cfg.server.listen, "public")
         admin_sock = None
@@ -211,7 +217,26 @@ class Service:
         request reads the new runtime."""
         self._generation = runtime.generation
         self.config = runtime.config
+        self._swap_proof_sink(runtime.config)
         self.state.runtime = runtime
+
+    def _proof_dropped(self) -> float:
+        sink = self.state.proof_sink
+        return float(self._proof_lost + (sink.dropped if sink is not None else 0))
+
+    def _swap_proof_sink(self, config: Config) -> None:
+        """A reload that changes where proof lines go opens the new sink and closes the
+        old one in the background (what it gathered is still written, bounded)."""
+        old = self.state.proof_sink
+        if old is not None and old.key == sink_key(config.banner):
+            return
+        new = make_proof_sink(config.banner, self.state.access_log)
+        self.state.proof_sink = new
+        if old is not None:
+            self._proof_lost += old.dropped
+            task = asyncio.ensure_future(old.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def drain(self, delay: float) -> None:
         """Readiness off; keep serving for `delay` seconds so routing can move away."""
@@ -263,6 +288,11 @@ class Service:
             await self._admin_runner.cleanup()
             self._admin_runner = None
         await self.state.close_upstream()
+        sink, self.state.proof_sink = self.state.proof_sink, None
+        if sink is not None:
+            await sink.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         await self.state.access_log.close()
         self.metrics.sample()
 

@@ -81,7 +81,8 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from .admin import make_admin_app
 from .control import Channel, ConfigSource
-from .core.config import Address, Config, ConfigError, merge_reload
+from .core.config import Address, Config, ConfigError
+from .core.running import merge_reload
 from .logs import ACCESS_CAPACITY, DRAIN_TIMEOUT, EventLogHandler, LineWriter, event_lines_dropped, relay_lines
 from .metrics import SupervisorMetrics
 from .startup import ServeError, check_http_parser, reserve_port

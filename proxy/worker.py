@@ -30,7 +30,8 @@ from dataclasses import replace
 from typing import Any
 
 from .control import Channel, ConfigSource
-from .core.config import Address, Config, ConfigError, merge_reload
+from .core.config import Address, Config, ConfigError
+from .core.running import merge_reload
 from .http.state import Runtime
 from .logs import install_event_log
 from .service import ServeError, Service, StopRequest, drain_and_stop, tune_allocator

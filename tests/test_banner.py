@@ -150,8 +150,22 @@ def test_full_table() -> None:
             {"id": "social", "categories": ["social"]},
         ],
         texts={"fr": {"accept_all": "J'accepte tout", "purpose": {"improvement": {"description": "Mesure et chat."}}}},
+        proof_sink="file",
+        proof_file="/var/log/tag-gate/consent.jsonl",
+        proof_max_size="1MiB",
+        proof_keep=3,
+        proof_salt="s3cret-s3cret-s3cret",
+        proof_rate=5,
     )
     assert settings.policy_version == 3 and settings.position == "none"
+    assert (settings.proof_sink, settings.proof_file, settings.proof_max_size, settings.proof_keep) == (
+        "file",
+        "/var/log/tag-gate/consent.jsonl",
+        1 << 20,
+        3,
+    )
+    assert settings.proof_salt == "s3cret-s3cret-s3cret" and settings.proof_rate == 5
+    assert "s3cret" not in repr(settings), "the salt is a secret: never in a log line"
     assert [p.id for p in settings.purposes] == ["essential", "improvement", "advertising", "social"]
     assert settings.categories == ("analytics", "functional", "advertising", "social")
     assert settings.retention == (("google-analytics", "2 years"),)
@@ -232,6 +246,14 @@ BAD_TABLES: list[tuple[dict[str, Any], str]] = [
     ({"texts": {"pl": {"title": "Pliki cookie"}}}, "banner.texts.pl: no built-in texts for 'pl'"),
     ({"texts": {"FR": {"title": "x"}}}, "banner.texts.FR: expected a two- or three-letter lowercase language code"),
     ({"texts": "fr"}, "banner.texts: expected a table of languages"),
+    ({"enabled": True}, 'banner.proof_salt: required with proof_sink = "stdout"'),
+    ({"proof_salt": "short"}, "banner.proof_salt: at least 16 characters"),
+    ({"proof_sink": "syslog"}, "banner.proof_sink: expected one of stdout, file, off"),
+    ({"proof_sink": "file"}, 'banner.proof_file: required with proof_sink = "file"'),
+    ({"proof_file": " /tmp/x"}, "banner.proof_file: ' /tmp/x': leading or trailing spaces"),
+    ({"proof_max_size": "1kB"}, "banner.proof_max_size: at least 64KiB"),
+    ({"proof_keep": 0}, "banner.proof_keep: expected a number from 1 to 100"),
+    ({"proof_rate": "fast"}, "banner.proof_rate: expected a whole number"),
 ]
 
 
@@ -239,6 +261,11 @@ BAD_TABLES: list[tuple[dict[str, Any], str]] = [
 def test_problems_name_their_toml_path(table: dict[str, Any], message: str) -> None:
     found = problems(**table)
     assert any(p.startswith(message) for p in found), found
+
+
+def test_no_salt_needed_without_proof_lines() -> None:
+    assert banner(enabled=True, proof_sink="off").enabled
+    assert not banner(proof_sink="stdout").enabled  # a disabled banner writes nothing
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -512,9 +539,9 @@ def test_snippet() -> None:
     markup = make_banner_snippet('{"version":1}', 'r4nd"om&')
     assert markup == (
         '<script type="application/json" id="tag-gate-banner-config">{"version":1}</script>'
-        '<script src="/__tag-gate/banner.js" defer nonce="r4nd&quot;om&amp;"></script>'
+        '<script src="/__tag-gate/banner.js" async nonce="r4nd&quot;om&amp;"></script>'
     )
-    assert make_banner_snippet("{}", None).endswith('<script src="/__tag-gate/banner.js" defer></script>')
+    assert make_banner_snippet("{}", None).endswith('<script src="/__tag-gate/banner.js" async></script>')
     assert make_banner_snippet("{}", "é").isascii()
 
 
@@ -586,9 +613,9 @@ def test_parse_consent_record_refuses(body: bytes, message: str) -> None:
 
 
 def test_the_documented_table_is_valid() -> None:
-    """docs/banner.md's proposed [banner] table parses, and means what it says."""
+    """docs/banner.md's [banner] table parses, and means what it says."""
     text = (REPO / "docs" / "banner.md").read_text(encoding="utf-8")
-    block = text.split("## Proposed `[banner]` table", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    block = text.split("## The `[banner]` table", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     settings = parse_banner(tomllib.loads(block)["banner"], vendor_ids=VENDOR_IDS)
     assert [p.id for p in settings.purposes] == ["essential", "improvement", "advertising", "social"]
     data = blob(settings, "fr")

@@ -16,11 +16,11 @@ from proxy.core.config import (
     parse_config,
     parse_size,
     parse_upstream,
-    with_overrides,
 )
 from proxy.core.consent import DEFAULT_REGISTRY, read_consent
 from proxy.core.defer import STYLES
 from proxy.core.policy import Action, Kind
+from proxy.core.running import with_overrides
 
 REFERENCE = Path(__file__).resolve().parent.parent / "config" / "tag-gate.toml"
 

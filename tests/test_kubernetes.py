@@ -36,7 +36,8 @@ from aiohttp import web
 
 from proxy.admin import make_admin_app
 from proxy.cli import ENV_VARS
-from proxy.core.config import Config, ConfigError, ServerConfig, Timeouts, check_runnable, parse_config, with_overrides
+from proxy.core.config import Config, ConfigError, ServerConfig, Timeouts, parse_config
+from proxy.core.running import check_runnable, with_overrides
 from tests.test_cli_functional import serve_process, upstream
 from tests.test_dockerfile import instructions
 

@@ -24,7 +24,8 @@ import pytest
 from aiohttp import web
 from prometheus_client import Gauge
 
-from proxy.core.config import ConfigError, merge_reload, parse_config
+from proxy.core.config import ConfigError, parse_config
+from proxy.core.running import merge_reload
 from proxy.cpus import decide_cpus, load_cpus
 from proxy.logs import MAX_RELAY_LINE, LineWriter, relay_lines
 from proxy.metrics import Metrics

@@ -6,7 +6,7 @@ Contract:
   (`server.listen: ...`, `vendor[3].hosts[0]: ...`). Unknown keys are errors.
 - `load_config(path)` reads and parses a file; `load_config(None)` gives the built-in
   defaults. Overrides from the command line or the environment are applied with
-  `with_overrides`, which re-validates them the same way.
+  `proxy.core.running.with_overrides`, which re-validates them the same way.
 - Everything that can be compiled is compiled here, once, so the request path only
   reads finished values.
 """
@@ -34,8 +34,8 @@ from .addresses import (
     parse_networks,
     parse_upstream,
     parse_workers,
-    parse_workers_text,
 )
+from .banner import BannerError, BannerSettings, parse_banner
 from .catalog import Catalog, Vendor, VendorError, make_catalog, parse_host
 from .categories import BUILTIN_CATEGORIES, ESSENTIAL
 from .config_rules import (
@@ -60,11 +60,11 @@ from .reader import (
     one_of,
     parse_size,
 )
+from .tags import Tag, read_tags
 
 __all__ = [
     "DEFAULT_METHODS",
     "NEVER_FORWARDED_METHODS",
-    "OVERRIDABLE",
     "Address",
     "Config",
     "ConfigError",
@@ -79,7 +79,6 @@ __all__ = [
     "as_count",
     "as_seconds",
     "as_str",
-    "check_runnable",
     "load_config",
     "make_policy",
     "parse_address",
@@ -89,7 +88,6 @@ __all__ = [
     "parse_networks",
     "parse_size",
     "parse_upstream",
-    "with_overrides",
 ]
 
 
@@ -206,6 +204,10 @@ class Config:
     rules: tuple[UrlRule, ...] = ()
     cookie_rules: tuple[CookieRule, ...] = ()
     exceptions: tuple[str, ...] = ()
+    banner: BannerSettings = field(default_factory=BannerSettings)
+    """`[banner]`: tag-gate's own consent banner (off by default)."""
+    tags: tuple[Tag, ...] = ()
+    """`[[tag]]`: the site's tags, inserted into gated pages by consent."""
     policy: Policy = field(default_factory=lambda: make_policy(None))
     source: str = "<built-in defaults>"
     """Where the config came from, for logs and `check-config`."""
@@ -523,7 +525,17 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", *, registry:
     rules = read_rules(root, categories, vendor_ids)
     cookie_rules = read_cookie_rules(root, categories)
     exceptions = read_exceptions(root)
+    tags = read_tags(root, categories)
+    banner = _read_banner(root, categories, vendor_ids, problems)
     root.finish()
+    if server.mode == "report-only" and (banner.enabled or tags):
+        problems.append(
+            f"{'banner.enabled' if banner.enabled else 'tag'}: report-only mode changes no page, so "
+            f"{'the banner' if banner.enabled else 'the [[tag]] entries'} would never reach one; "
+            'use server.mode = "enforce"'
+        )
+    if banner.enabled and "tag-gate" not in consent.sources:
+        problems.append('banner.enabled: the banner writes tg_consent: consent.sources must list "tag-gate"')
     if problems:
         raise ConfigError(problems)
     config = Config(
@@ -538,9 +550,26 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", *, registry:
         rules=rules,
         cookie_rules=cookie_rules,
         exceptions=exceptions,
+        banner=banner,
+        tags=tags,
         source=source,
     )
     return replace(config, policy=make_policy(config, catalog))
+
+
+def _read_banner(
+    root: Reader, categories: frozenset[str], vendor_ids: frozenset[str], problems: list[str]
+) -> BannerSettings:
+    """`[banner]`, validated by `proxy.core.banner.parse_banner` (its problems carry their
+    TOML paths already)."""
+    table = root.raw("banner")
+    if table is None:
+        return BannerSettings()
+    try:
+        return parse_banner(table, categories=categories, vendor_ids=vendor_ids)
+    except BannerError as exc:
+        problems.extend(exc.problems)
+        return BannerSettings()
 
 
 def load_config(path: str | Path | None, *, registry: Registry = DEFAULT_REGISTRY) -> Config:
@@ -576,73 +605,3 @@ def parse_config_text(text: str, path: str | Path, *, registry: Registry = DEFAU
         return parse_config(data, source=str(p), registry=registry)
     except ConfigError as exc:
         raise ConfigError([f"{p}: {line}" for line in exc.problems]) from None
-
-
-OVERRIDABLE: Final[dict[str, Callable[[Any], Any]]] = {
-    "listen": parse_address,
-    "upstream": parse_upstream,
-    "admin_listen": parse_address_or_off,
-    "workers": parse_workers_text,
-}
-"""Server settings that flags and environment variables may override, with their parsers."""
-
-
-def with_overrides(config: Config, overrides: Mapping[str, tuple[str, str]]) -> Config:
-    """Apply `{setting: (origin, value)}` overrides (origin names the flag or variable).
-
-    Raises `ConfigError` naming the origin of every bad value.
-    """
-    problems: list[str] = []
-    changes: dict[str, Any] = {}
-    for key, (origin, value) in overrides.items():
-        try:
-            changes[key] = OVERRIDABLE[key](value)
-        except (ValueError, TypeError) as exc:
-            problems.append(f"{origin}: {exc}")
-    if problems:
-        raise ConfigError(problems)
-    return replace(config, server=replace(config.server, **changes))
-
-
-def check_runnable(config: Config) -> list[str]:
-    """Problems that make a parsed config unable to serve (e.g. no upstream at all)."""
-    problems = []
-    if config.server.upstream is None:
-        problems.append(
-            "server.upstream: not set; give it in the config file, with --upstream, or in TAG_GATE_UPSTREAM"
-        )
-    admin = config.server.admin_listen
-    if admin is not None and admin == config.server.listen and admin.port != 0:
-        problems.append("server.admin_listen: must differ from server.listen (health and metrics stay private)")
-    return problems
-
-
-def merge_reload(running: Config, new: Config) -> tuple[Config, tuple[str, ...]]:
-    """What a reload applies: `new`, except the settings that belong to what is already
-    open (listener addresses, the upstream, timeouts, limits other than
-    `max_request_body`, the number of workers), which keep their `running` values until a
-    restart. Returns that config and the names of those settings `new` changes, for the
-    log. Merging again from the result gives the same: the kept settings always come
-    from the config the process started with."""
-    fixed = {
-        "server.listen": (running.server.listen, new.server.listen),
-        "server.admin_listen": (running.server.admin_listen, new.server.admin_listen),
-        "server.upstream": (running.server.upstream, new.server.upstream),
-        "server.workers": (running.server.workers, new.server.workers),
-        "timeouts": (running.timeouts, new.timeouts),
-        "limits": (replace(running.limits, max_request_body=0), replace(new.limits, max_request_body=0)),
-    }
-    changed = tuple(name for name, (before, after) in fixed.items() if before != after)
-    applied = replace(
-        new,
-        server=replace(
-            new.server,
-            listen=running.server.listen,
-            admin_listen=running.server.admin_listen,
-            upstream=running.server.upstream,
-            workers=running.server.workers,
-        ),
-        timeouts=running.timeouts,
-        limits=replace(running.limits, max_request_body=new.limits.max_request_body),
-    )
-    return applied, changed

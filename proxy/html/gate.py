@@ -34,7 +34,7 @@ import lolhtml
 
 from ..core.consent import ConsentState
 from .attributes import may_carry_ping, srcset_urls
-from .handlers import DOCUMENT_HANDLER, HANDLERS
+from .handlers import DOCUMENT_HANDLER, HANDLERS, PAGE_HANDLER, PAGE_SELECTOR
 from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats
 
 __all__ = [
@@ -183,6 +183,8 @@ class HtmlGate:
         rewriter = lolhtml.HTMLRewriter(sink)
         for selector, handler in _REGISTRATIONS[run.plan.inline_styles, run.head_pending, ping]:
             rewriter.on(selector, handler(run))
+        if run.page_pending:
+            rewriter.on(PAGE_SELECTOR, PAGE_HANDLER(run))
         rewriter.on_document(DOCUMENT_HANDLER(run))
         self._rewriter = rewriter
         return rewriter

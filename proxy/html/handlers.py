@@ -30,7 +30,7 @@ from .attributes import CSS_URL, LINK_RELS, attribute_text, may_name_a_host, src
 from .markup import GOOGLE_TAG_VENDORS, activation_script
 from .run import GateRun, GateStats, TextGate
 
-__all__ = ["DOCUMENT_HANDLER", "HANDLERS", "SVG_NS", "gate_fragment"]
+__all__ = ["DOCUMENT_HANDLER", "HANDLERS", "PAGE_HANDLER", "PAGE_SELECTOR", "SVG_NS", "gate_fragment"]
 
 SVG_NS: Final = "http://www.w3.org/2000/svg"
 _KEEP, _REMOVE, _DEFER = Action.KEEP, Action.REMOVE, Action.DEFER
@@ -439,8 +439,9 @@ class _DocumentHandler(_Handler):
             return
         if run.stats.activation_needed:
             e.append(activation_script(run.nonce), run.html)
-        if run.additions.body_end and not run.report_only:
-            e.append(run.additions.body_end, run.html)
+        added = run.end_additions()
+        if added:
+            e.append(added, run.html)
 
 
 class _TopHandler(_Handler):
@@ -452,6 +453,21 @@ class _TopHandler(_Handler):
         run = self.run
         if run.head_pending:
             e.prepend(run.take_head_start(), run.html)
+
+
+class _PageHandler(_Handler):
+    """`<html>` and `<body>`, for the page additions: the page's language (read once),
+    and the head-end addition right before the `<body>` start tag."""
+
+    __slots__ = ()
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        if e.tag_name == "html":
+            if run.page_lang is None:
+                run.page_lang = (_attr(e, "lang") or "").strip()
+        elif run.head_end_pending:
+            e.before(run.take_head_end(), run.html)
 
 
 _EMBED_ATTRS: Final = {"object": "data", "embed": "src"}
@@ -474,3 +490,7 @@ HANDLERS: Final[Mapping[str, Callable[[GateRun], Any]]] = {
 
 DOCUMENT_HANDLER: Final = _DocumentHandler
 """The document-end handler (inserts activate.js when the page needs it)."""
+
+PAGE_SELECTOR: Final = "html, body"
+PAGE_HANDLER: Final = _PageHandler
+"""Registered when the page gets a head-end or page-language addition."""

@@ -51,6 +51,18 @@ class Additions:
     body_end: str = ""
     """Appended at the end of the document, after activate.js (the consent banner, the
     site's managed tags)."""
+    head_end: str = ""
+    """Inserted at the end of `<head>` (the site's managed head tags): right before the
+    `<body>` start tag, where the parser puts a script at the end of the head whether or
+    not `</head>` was written; in a document without a `<body>` tag, at the document end
+    before everything else added there. Scripts only: anything else there opens the body."""
+    localised: Callable[[str | None], str] | None = None
+    """Document-end markup that depends on the page's language (the consent banner):
+    called once at the end with the `lang` of the page's `<html>` start tag (None
+    without one), appended after activate.js and before `body_end`."""
+    activation: bool = False
+    """The added markup holds elements deferred in the native style: load activate.js
+    even when the page itself needed none."""
 
 
 NO_ADDITIONS: Final = Additions()
@@ -166,11 +178,34 @@ class GateRun:
         self.additions = additions
         self.head_pending = bool(additions.head_start) and not nested and not report_only
         """`additions.head_start` is still to be inserted."""
+        self.page_pending = not nested and not report_only and bool(additions.head_end or additions.localised)
+        """The gate watches `<html>` and `<body>` for `additions.head_end` and `localised`."""
+        self.head_end_pending = self.page_pending and bool(additions.head_end)
+        self.page_lang: str | None = None
+        """The `lang` of the page's first `<html>` start tag ("" when it has none)."""
+        if additions.activation and not nested and not report_only:
+            stats.activation_needed = True
 
     def take_head_start(self) -> str:
         """The head-start markup, once (the caller inserts it)."""
         self.head_pending = False
         return self.additions.head_start
+
+    def take_head_end(self) -> str:
+        """The head-end markup, once (the caller inserts it)."""
+        self.head_end_pending = False
+        return self.additions.head_end
+
+    def end_additions(self) -> str:
+        """What goes at the document end after activate.js: the head-end markup when no
+        `<body>` tag took it, the page-language markup, then `body_end` ("" in
+        report-only mode and in nested documents)."""
+        if self.nested or self.report_only:
+            return ""
+        additions = self.additions
+        head = self.take_head_end() if self.head_end_pending else ""
+        localised = additions.localised(self.page_lang or None) if additions.localised is not None else ""
+        return head + localised + additions.body_end
 
     def nested_gate(self, stats: GateStats) -> TextGate:
         """A gate for markup inside this document (<noscript> content, a srcdoc

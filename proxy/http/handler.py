@@ -32,6 +32,7 @@ from .connection import BodyError, UpstreamError
 from .exchange import Exchange
 from .forwarding import BadForwardRequest, forward_headers, response_headers
 from .pool import UpstreamResponse
+from .proof import CONSENT_PATH, handle_consent_post
 from .relay import DECISIONS_HEADER, GatedRelay, Relay, decisions_value, error_response
 from .response import BODYLESS_STATUSES, is_html
 from .server import DeadlineRequestHandler
@@ -163,6 +164,9 @@ class ProxyHandler:
                 return origin_form
             ex.target = origin_form
         if ex.target.startswith(RESERVED_PREFIX):
+            if ex.path == CONSENT_PATH:
+                framing = check_framing(request)
+                return framing if framing is not None else await handle_consent_post(ex, self.state)
             return self._serve_asset(ex)
 
         headers = request.headers
@@ -330,6 +334,7 @@ class ProxyHandler:
             host=ex.host,
             secure=ex.facts.scheme == "https",
             conditional_ours=ex.conditional_ours,
+            request_headers=ex.request.headers,
         )
         empty = ex.method == "HEAD" or status in BODYLESS_STATUSES or status < 200
         if plan.body in (Body.GATE, Body.REPORT) and not empty:

@@ -14,8 +14,10 @@ Contract: nothing here writes to a socket; `proxy.http.relay` owns the IO.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from aiohttp import hdrs
@@ -32,6 +34,7 @@ from ..html.body import BodyPipeline
 from ..html.codings import CODINGS, client_accepts, filter_accept_encoding, parse_content_encoding
 from ..html.gate import NO_ADDITIONS, Additions, GatePlan, HtmlGate
 from ..metrics import Metrics
+from .additions import PageAdditions
 from .response import (
     BODYLESS_STATUSES,
     REPRESENTATION_HEADERS,
@@ -61,6 +64,17 @@ class Visitor:
     """Names of cookies the browser sent in refused categories (withdrawal candidates)."""
     changed: bool
     """Whether `cookie` differs from what the browser sent."""
+    banner_open: bool = False
+    """With the banner on: the visitor has no current choice (`PageAdditions.read_choice`),
+    so the banner opens at once and `consent` does not count the stale record."""
+    valid_until: float = math.inf
+    """Unix time when this memoised visitor must be read again (its record's lifetime ends)."""
+
+    @property
+    def etag_key(self) -> str:
+        """The consent key in this visitor's ETags: a page whose banner opens at once is
+        another representation than the same page with the banner closed."""
+        return self.consent.key + "r" if self.banner_open else self.consent.key
 
 
 class Body(enum.Enum):
@@ -107,6 +121,8 @@ class HeaderStep:
     dependent: bool = False
     """The response now depends on the visitor's consent (set by any step that changed
     something because of it; `consent_marks` then says so to caches)."""
+    request_headers: Mapping[str, str] = field(default_factory=dict)
+    """The client's request headers (Accept-Language, Sec-Fetch-Dest, ...)."""
 
     @property
     def html_type(self) -> bool:
@@ -204,6 +220,38 @@ def link_header(h: HeaderStep) -> None:
             h.headers.add(hdrs.LINK, value)
 
 
+def page_additions(h: HeaderStep) -> None:
+    """tag-gate's consent banner and the site's `[[tag]]` entries for a gated HTML page
+    (never in report-only mode): appended to `plan.additions` after what earlier steps
+    put there, so the page goes through the gate even for a visitor who refuses nothing
+    (`Stages.body_mode`). The banner's language may follow Accept-Language: said in Vary."""
+    stages = h.stages
+    adds = stages.additions
+    if not adds or stages.report_only or not (h.html_body and stages.policy.gates_page(h.path)):
+        return
+    found = adds.for_page(
+        path=h.path,
+        consent=h.visitor.consent,
+        banner_open=h.visitor.banner_open,
+        nonce=csp_nonce(h.headers),
+        request_headers=h.request_headers,
+    )
+    if found is None:
+        return
+    extra, by_language = found
+    old = h.plan.additions
+    h.plan.additions = replace(
+        old,
+        head_end=old.head_end + extra.head_end,
+        body_end=old.body_end + extra.body_end,
+        localised=extra.localised or old.localised,
+        activation=old.activation or extra.activation,
+    )
+    h.dependent = True
+    if by_language:
+        add_vary(h.headers, (hdrs.ACCEPT_LANGUAGE,))
+
+
 def gated_page_marks(h: HeaderStep) -> None:
     """A page the gate covers (or a 304 for one): a consent-specific ETag, and the body
     mode (gate, report, fail-safe, or pass when nothing can be refused) with the
@@ -215,7 +263,7 @@ def gated_page_marks(h: HeaderStep) -> None:
     h.dependent = True
     etag = h.headers.get(hdrs.ETAG)
     if etag is not None:
-        h.headers[hdrs.ETAG] = consent_etag(etag, h.visitor.consent.key)
+        h.headers[hdrs.ETAG] = consent_etag(etag, h.visitor.etag_key)
     if h.html_body or h.method == "HEAD":
         h.plan.body = stages.body_mode(h.plan, h.headers, h.client_accept_encoding, h.visitor.consent)
 
@@ -233,6 +281,7 @@ HEADER_STEPS: Final[tuple[Callable[[HeaderStep], None], ...]] = (
     withdrawal,
     client_hints,
     link_header,
+    page_additions,
     gated_page_marks,
     consent_marks,
 )
@@ -265,6 +314,7 @@ class Stages:
             inline_styles=html.inline_styles,
         )
         self.report_only = cfg.server.mode == "report-only"
+        self.additions = PageAdditions(cfg)
         self._visitors: Memo[tuple[tuple[str, ...], str | None], Visitor] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
         self._element_counters: dict[tuple[str, str], Any] = {}
         essential_hosts = [h for v in self.policy.catalog.vendors if v.category == ESSENTIAL for h in v.hosts]
@@ -280,9 +330,14 @@ class Stages:
         the same visitor sends the same header on every asset of a page."""
         key = (cookies, sec_gpc)
         cached = self._visitors.table.get(key)
-        if cached is not None:
+        banner = self.additions.banner is not None
+        now = time.time() if banner else 0.0
+        if cached is not None and (not banner or now < cached.valid_until):
             return cached
         consent = read_consent("; ".join(cookies) if cookies else None, sec_gpc, self.config.consent)
+        banner_open, until = False, math.inf
+        if banner:
+            consent, banner_open, until = self.additions.read_choice(cookies, sec_gpc, consent, now)
         self.metrics.consent_reads.labels(consent.source, consent.reason).inc()
         if cookies:
             policy = self.policy
@@ -290,11 +345,11 @@ class Stages:
             refused = tuple(n for n in result.stripped if n)
             if self.config.cookies.strip_request and not self.report_only:
                 changed = result.stripped != () or len(cookies) > 1
-                visitor = Visitor(consent, result.value, refused, changed)
+                visitor = Visitor(consent, result.value, refused, changed, banner_open, until)
             else:
-                visitor = Visitor(consent, "; ".join(cookies), refused, len(cookies) > 1)
+                visitor = Visitor(consent, "; ".join(cookies), refused, len(cookies) > 1, banner_open, until)
         else:
-            visitor = Visitor(consent, None, (), False)
+            visitor = Visitor(consent, None, (), False, banner_open, until)
         # The forwarded Cookie header is about as long as the one received: twice the key.
         size = 2 * sum(map(len, cookies)) + (len(sec_gpc) if sec_gpc else 0)
         return self._visitors.put(key, visitor, size)
@@ -309,7 +364,7 @@ class Stages:
         ours = False
         inm = headers.get(hdrs.IF_NONE_MATCH)
         if inm is not None:
-            value, ours = upstream_if_none_match(inm, visitor.consent.key)
+            value, ours = upstream_if_none_match(inm, visitor.etag_key)
             if value is None:
                 del headers[hdrs.IF_NONE_MATCH]
             else:
@@ -337,6 +392,7 @@ class Stages:
         host: str | None,
         secure: bool,
         conditional_ours: bool,
+        request_headers: Mapping[str, str] | None = None,
     ) -> ResponsePlan:
         """Run `HEADER_STEPS` over one response head; return the plan for its body."""
         step = HeaderStep(
@@ -351,6 +407,7 @@ class Stages:
             secure=secure,
             conditional_ours=conditional_ours,
             plan=ResponsePlan(headers=headers, body=Body.PASS),
+            request_headers=request_headers if request_headers is not None else {},
         )
         for run in HEADER_STEPS:
             run(step)
@@ -364,7 +421,8 @@ class Stages:
         consent: ConsentState,
     ) -> Body:
         """How a gated page's body goes out, with the headers that implies."""
-        if not self.policy.refusable(consent):
+        refusable = self.policy.refusable(consent)
+        if not refusable and plan.additions == NO_ADDITIONS:
             # Nothing this visitor refuses can be on the page: no reason to parse it.
             return Body.PASS
         codings = parse_content_encoding(headers.get(hdrs.CONTENT_ENCODING))
@@ -374,6 +432,8 @@ class Stages:
         elif not ascii_compatible(charset_of(headers.get(hdrs.CONTENT_TYPE))):
             unreadable = "unsupported_charset"
         if unreadable is not None:
+            if not refusable:
+                return Body.PASS  # only additions were wanted: the page goes out as it came
             return self._fail_safe(plan, headers, unreadable)
         if self.report_only:
             plan.decode = codings[0] if codings else None

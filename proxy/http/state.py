@@ -10,7 +10,7 @@ upstream clients, readiness and the in-flight count.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -19,6 +19,7 @@ from ..core.config import Config
 from ..html.cache import GateCache
 from ..logs import AccessLog
 from ..metrics import Metrics
+from ..proof_log import ProofSink, RateLimiter
 from .forwarding import make_session
 from .pool import UpstreamPool
 from .stages import Stages
@@ -74,6 +75,9 @@ class ProxyState:
     """Used for WebSocket relays only; HTTP goes through `pool`."""
     ready: bool = False
     in_flight: int = 0
+    proof_sink: ProofSink | None = None
+    """Where proof-of-consent lines go (None: banner off or `proof_sink = "off"`)."""
+    proof_limiter: RateLimiter = field(default_factory=RateLimiter)
 
     @property
     def config(self) -> Config:

@@ -1,45 +1,47 @@
-"""A loopback site that serves pages the way tag-gate will once the banner is wired in.
+"""A loopback shop behind a real tag-gate with its consent banner on, for the browser.
 
-Each page carries refused tags in tag-gate's native deferral markup (built with
-`proxy.core.defer`, exactly as the HTML gate writes it), `/__tag-gate/activate.js`, and at
-the end of the document the banner snippet from `proxy.core.banner` (the JSON blob for the
-visitor's language, opened when `decide_reask` says so, and the deferred script with
-the page's CSP nonce). `/__tag-gate/*` assets come from `proxy.service.load_assets`, and
-`POST /__tag-gate/consent` records each proof-of-consent body.
+- The site (`BannerSite`) is a plain origin: its page carries its tags as vendors
+  publish them (gtag.js and its inline config, the Meta pixel, Crisp chat, a YouTube
+  embed), each script with the response's CSP nonce, under a strict nonce-based CSP
+  (`script-src 'nonce-…'`; `style-src 'self'` plus `style-src-attr 'unsafe-inline'` for
+  tag-gate's iframe placeholders, or `style-src 'self'` alone with `?strict`). It knows
+  nothing of the banner.
+- tag-gate (`tests/proxytools.running_proxy`, in-process) runs in front with
+  `[banner] enabled = true` and `[html] action = "defer"` (social embeds behind
+  placeholders), writing proof-of-consent lines to a file. Tests change its config with
+  `BannerWorld.configure` (a transactional reload, as SIGHUP does).
+- A TLS front (`TlsFront`) passes bytes from an https port to tag-gate, for the pages a
+  visitor opens over https.
+- The fake internet of world.py answers for every third-party host and records each
+  request; Debian's Chromium is driven by Playwright.
 
-Pages are served under a strict nonce-based CSP (`script-src 'nonce-…'`,
-`style-src 'self'`): the banner must work without inline styles or scripts.
-
-`BannerWorld` adds the fake internet of world.py (every third-party host, recorded)
-and Debian's Chromium. Used by tests/e2e/test_banner.py and bench/banner_bench.py.
+Used by tests/e2e/test_banner.py and bench/banner_bench.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trustme
 from aiohttp import hdrs, web
 
-from proxy.core.banner import BannerSettings, decide_reask, make_banner_config, make_banner_snippet, negotiate_language
 from proxy.core.catalog import make_catalog
-from proxy.core.consent import DEFAULT_SETTINGS
-from proxy.core.defer import apply_edit, defer_edit, make_cmp_names, start_tag
-from proxy.core.policy import Kind
-from proxy.service import load_assets
+from proxy.core.config import parse_config
 from tests.e2e.world import CHROMIUM_FLAGS, FakeInternet
+from tests.proxytools import Running, make_config_data, running_proxy
 
 SITE_HOST = "www.shop.test"
 CATALOG = make_catalog()
 COOKIE = "tg_consent"
-NAMES = make_cmp_names(DEFAULT_SETTINGS)
+SALT = "e2e-proof-salt-0123456789"
 
 SITE_CSS = """body{font:16px/1.5 Georgia,serif;margin:0;color:#222;background:#fff}
 header,main,footer{padding:1rem 2rem}header{background:#0b3d2e;color:#fff}
@@ -59,54 +61,19 @@ h2{font-size:64px!important}p{margin:80px!important}input{display:none!important
 APP_JS = "window.appRan = true;\n"
 
 
-def deferred(tag: str, kind: Kind, attrs: dict[str, str], vendor_id: str, body: str = "") -> str:
-    """An element as the HTML gate writes it when its category is refused and
-    `html.action = "defer"` in the native `tag-gate` style."""
-    vendor = CATALOG.vendor(vendor_id)
-    assert vendor is not None, vendor_id
-    edit = defer_edit("tag-gate", kind, attrs, vendor.category, vendor, NAMES)
-    return edit.before + start_tag(tag, apply_edit(list(attrs.items()), edit)) + body + f"</{tag}>" + edit.after
-
-
-def page_html(nonce: str, lang: str, css: str) -> str:
-    n = {"nonce": nonce}
-    tags_head = "\n".join(
-        (
-            deferred(
-                "script",
-                Kind.SCRIPT,
-                {"async": "", "src": "https://www.googletagmanager.com/gtag/js?id=G-ABCDE12345", **n},
-                "google-analytics",
-            ),
-            deferred(
-                "script",
-                Kind.INLINE,
-                n,
-                "google-analytics",
-                "window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments);}"
-                "gtag('js',new Date());gtag('config','G-ABCDE12345');",
-            ),
-        )
-    )
-    tags_body = "\n".join(
-        (
-            deferred(
-                "script", Kind.SCRIPT, {"src": "https://connect.facebook.net/en_US/fbevents.js", **n}, "meta-pixel"
-            ),
-            deferred("script", Kind.SCRIPT, {"src": "https://client.crisp.chat/l.js", "async": "", **n}, "crisp"),
-            deferred(
-                "iframe",
-                Kind.FRAME,
-                {
-                    "src": "https://www.youtube.com/embed/dQw4w9WgXcQ",
-                    "width": "320",
-                    "height": "180",
-                    "title": "Product video",
-                },
-                "youtube",
-            ),
-        )
-    )
+def page_html(nonce: str, lang: str, css: str, *, tags: bool = True) -> str:
+    """The shop's page; its tags as vendors publish them, each script with the nonce."""
+    head_tags = f"""<!-- Google tag (gtag.js) -->
+<script async src="https://www.googletagmanager.com/gtag/js?id=G-ABCDE12345" nonce="{nonce}"></script>
+<script nonce="{nonce}">
+  window.dataLayer = window.dataLayer || [];
+  function gtag(){{dataLayer.push(arguments);}}
+  gtag('js', new Date());
+  gtag('config', 'G-ABCDE12345');
+</script>"""
+    body_tags = f"""<script src="https://connect.facebook.net/en_US/fbevents.js" nonce="{nonce}"></script>
+<script src="https://client.crisp.chat/l.js" async nonce="{nonce}"></script>
+<iframe src="https://www.youtube.com/embed/dQw4w9WgXcQ" width="320" height="180" title="Product video"></iframe>"""
     return f"""<!doctype html>
 <html lang="{lang}">
 <head>
@@ -114,10 +81,11 @@ def page_html(nonce: str, lang: str, css: str) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Green Shop</title>
 <link rel="stylesheet" href="/{css}.css">
-{tags_head}
+{head_tags if tags else ""}
 <script nonce="{nonce}">
 window.loadId = Math.random();
 window.consentEvents = [];
+window.managedOrder = [];
 document.addEventListener("tag-gate:consent", function (e) {{ window.consentEvents.push(e.detail); }});
 </script>
 <script src="/app.js" defer nonce="{nonce}"></script>
@@ -133,7 +101,7 @@ document.addEventListener("tag-gate:consent", function (e) {{ window.consentEven
 <div class="card"><h2>Watering can</h2><p>Brass spout, 1.5 litres.</p></div>
 </div>
 <h2>How to repot</h2>
-{tags_body}
+{body_tags if tags else ""}
 </main>
 <footer>
 <p><a href="#tag-gate-preferences" id="footer-link">Cookie settings</a> ·
@@ -145,43 +113,18 @@ document.addEventListener("tag-gate:consent", function (e) {{ window.consentEven
 """
 
 
-@dataclass
-class Record:
-    """One POST to /__tag-gate/consent."""
-
-    body: bytes
-    content_type: str
-    at: float
-
-
-@dataclass
 class BannerSite:
-    """The site; its banner settings and endpoint behaviour are changed by the tests."""
+    """The origin. `pages` counts page requests; `cookie_headers` holds the Cookie header
+    each page request arrived with (what tag-gate let through)."""
 
-    settings: BannerSettings
-    force_open: bool | None = None
-    """Override `decide_reask` (None: ask it, as the server will)."""
-    consent_status: int = 204
-    records: list[Record] = field(default_factory=list)
-    pages: int = 0
-    with_banner: bool = True
-    port: int = 0
-    tls_port: int = 0
-    _runner: web.AppRunner | None = None
+    def __init__(self) -> None:
+        self.pages = 0
+        self.cookie_headers: list[str] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        assets = load_assets(COOKIE)
         app = web.Application()
-
-        async def asset(request: web.Request) -> web.Response:
-            item = assets.get(request.match_info["name"])
-            if item is None:
-                raise web.HTTPNotFound()
-            return web.Response(body=item[0], headers={hdrs.CONTENT_TYPE: item[1]})
-
-        async def consent(request: web.Request) -> web.Response:
-            self.records.append(Record(await request.read(), request.headers.get(hdrs.CONTENT_TYPE, ""), time.time()))
-            return web.Response(status=self.consent_status)
 
         def text(body: str, content_type: str) -> Any:
             async def handler(request: web.Request) -> web.Response:
@@ -189,8 +132,6 @@ class BannerSite:
 
             return handler
 
-        app.router.add_get("/__tag-gate/{name}", asset)
-        app.router.add_post("/__tag-gate/consent", consent)
         app.router.add_get("/site.css", text(SITE_CSS, "text/css"))
         app.router.add_get("/hostile.css", text(SITE_CSS + HOSTILE_CSS, "text/css"))
         app.router.add_get("/app.js", text(APP_JS, "text/javascript"))
@@ -199,43 +140,29 @@ class BannerSite:
         app.router.add_get("/{page:.*}", self.page)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        self.port = await self._listen(None)
-        ca = trustme.CA()
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert(SITE_HOST).configure_cert(ctx)
-        self.tls_port = await self._listen(ctx)
-
-    async def _listen(self, ctx: ssl.SSLContext | None) -> int:
-        assert self._runner is not None
         sock = socket.create_server(("127.0.0.1", 0))
-        await web.SockSite(self._runner, sock, ssl_context=ctx).start()
-        return int(sock.getsockname()[1])
+        await web.SockSite(self._runner, sock).start()
+        self.port = int(sock.getsockname()[1])
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     async def page(self, request: web.Request) -> web.Response:
-        """A gated page: the banner snippet goes at the end of the document, where the
-        HTML gate appends activate.js (after `</html>`, which browsers put in body)."""
+        """`/shop` (any path): the page. Query: `lang` (its <html lang>), `hostile`
+        (CSS that would wreck an unscoped banner), `strict` (no inline style attributes
+        either), `notags` (the page without third-party tags)."""
         self.pages += 1
+        self.cookie_headers.append(request.headers.get(hdrs.COOKIE, ""))
         nonce = secrets.token_urlsafe(16)
-        page_lang = request.query.get("lang", "en")
-        css = "hostile" if "hostile" in request.query else "site"
-        markup = page_html(nonce, page_lang, css)
-        markup += f'<script src="/__tag-gate/activate.js" defer nonce="{nonce}"></script>'
-        if self.with_banner:
-            lang = negotiate_language(request.headers.get(hdrs.ACCEPT_LANGUAGE), page_lang, self.settings)
-            reask = decide_reask(request.cookies.get(COOKIE), self.settings, time.time())
-            blob = make_banner_config(
-                self.settings,
-                CATALOG,
-                lang,
-                open_now=reask if self.force_open is None else self.force_open,
-                cookie_name=COOKIE,
-            )
-            markup += make_banner_snippet(blob, nonce)
-        csp = f"script-src 'nonce-{nonce}'; style-src 'self'; object-src 'none'; base-uri 'none'"
+        q = request.query
+        markup = page_html(nonce, q.get("lang", "en"), "hostile" if "hostile" in q else "site", tags="notags" not in q)
+        styles = "style-src 'self'" if "strict" in q else "style-src 'self'; style-src-attr 'unsafe-inline'"
+        csp = f"script-src 'nonce-{nonce}'; {styles}; object-src 'none'; base-uri 'none'"
         return web.Response(
             text=markup,
             content_type="text/html",
@@ -243,15 +170,78 @@ class BannerSite:
         )
 
 
-class BannerWorld:
-    """Fake internet + banner site + one Chromium (Debian's, via Playwright)."""
+class TlsFront:
+    """An https port whose connections are piped, byte for byte, to tag-gate's port."""
 
-    def __init__(self, chromium: str, settings: BannerSettings) -> None:
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        ca = trustme.CA()
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert(SITE_HOST).configure_cert(ctx)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ctx)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(Exception):
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+
+def banner_table(proof: Path, **changes: Any) -> dict[str, Any]:
+    """The e2e `[banner]` table (changes replace its keys)."""
+    table: dict[str, Any] = {
+        "enabled": True,
+        "policy_url": "/privacy",
+        "reopen_selector": ".js-cookie-settings",
+        "vendors": ["google-analytics", "meta-pixel", "crisp", "youtube", "stripe"],
+        "retention": {"google-analytics": "13 months", "meta-pixel": "90 days"},
+        "proof_salt": SALT,
+        "proof_sink": "file",
+        "proof_file": str(proof),
+    }
+    table.update(changes)
+    return table
+
+
+HTML: dict[str, Any] = {"action": "defer", "category": {"social": {"action": "placeholder"}}}
+
+
+class BannerWorld:
+    """Fake internet + site + tag-gate (banner on) + a TLS front + one Chromium."""
+
+    def __init__(self, chromium: str, proof_file: Path) -> None:
         self.chromium = chromium
+        self.proof_file = proof_file
         self.internet = FakeInternet()
-        self.site = BannerSite(settings)
+        self.site = BannerSite()
+        self.proxy: Running | None = None
+        self.tls: TlsFront | None = None
         self.browser: Any = None
         self._stack = contextlib.AsyncExitStack()
+
+    def sections(self, banner: dict[str, Any] | None = None, tags: list[dict[str, Any]] | None = None) -> Any:
+        out: dict[str, Any] = {"html": HTML, "banner": banner_table(self.proof_file, **(banner or {}))}
+        if tags:
+            out["tag"] = tags
+        return out
 
     async def start(self) -> None:
         from playwright.async_api import async_playwright
@@ -260,6 +250,10 @@ class BannerWorld:
         self._stack.push_async_callback(self.internet.stop)
         await self.site.start()
         self._stack.push_async_callback(self.site.stop)
+        self.proxy = await self._stack.enter_async_context(running_proxy(self.site.url, **self.sections()))
+        self.tls = TlsFront(self.proxy.port)
+        await self.tls.start()
+        self._stack.push_async_callback(self.tls.stop)
         pw = await self._stack.enter_async_context(async_playwright())
         rules = ", ".join(
             (
@@ -279,9 +273,29 @@ class BannerWorld:
     async def stop(self) -> None:
         await self._stack.aclose()
 
+    def configure(self, *, banner: dict[str, Any] | None = None, tags: list[dict[str, Any]] | None = None) -> None:
+        """Give the running tag-gate a new config (the e2e defaults with these changes)."""
+        assert self.proxy is not None
+        config = parse_config(make_config_data(self.site.url, **self.sections(banner, tags)))
+        assert self.proxy.service.reload(lambda: config), "the new config was refused"
+
     def url(self, path: str = "shop", *, https: bool = False, query: str = "") -> str:
-        scheme, port = ("https", self.site.tls_port) if https else ("http", self.site.port)
+        assert self.proxy is not None and self.tls is not None
+        scheme, port = ("https", self.tls.port) if https else ("http", self.proxy.port)
         return f"{scheme}://{SITE_HOST}:{port}/{path}" + (f"?{query}" if query else "")
+
+    def origin(self, https: bool = False) -> str:
+        return self.url("", https=https).rstrip("/")
+
+    def proof_lines(self) -> list[dict[str, Any]]:
+        """Every proof-of-consent line written so far (the sink flushed first)."""
+        assert self.proxy is not None
+        sink = self.proxy.service.state.proof_sink
+        if sink is not None:
+            sink.flush(2.0)
+        if not self.proof_file.exists():
+            return []
+        return [json.loads(line) for line in self.proof_file.read_text(encoding="utf-8").splitlines() if line]
 
     async def quiet(self, seconds: float = 0.3, timeout: float = 10.0) -> None:
         """Wait until the fake internet has been idle for `seconds`."""

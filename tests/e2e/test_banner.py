@@ -1,9 +1,11 @@
-"""The consent banner in a real browser (issue 16, the in-page half).
+"""The consent banner and the tag manager in a real browser, through a real tag-gate.
 
-Pages come from tests/e2e/banner_site.py: refused tags in tag-gate's native deferral
-markup, activate.js, and the banner snippet from proxy.core.banner at the end of the
-document, under a strict nonce CSP. Every third-party request goes to the fake
-internet of world.py and is recorded. Every proof-of-consent POST is checked against
+The site (tests/e2e/banner_site.py) serves its page with its tags as vendors publish
+them, under a strict nonce CSP, and knows nothing of the banner; tag-gate in front of it
+defers the refused tags and inserts the banner, activate.js and the `[[tag]]` entries.
+Every third-party request goes to the fake internet of world.py and is recorded. Every
+proof-of-consent line tag-gate writes during a test is checked against
+docs/consent-proof.schema.json, and the record it holds against
 docs/consent-record.schema.json and proxy.core.banner.parse_consent_record.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import re
 import time
@@ -22,8 +26,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from proxy.core.banner import BannerSettings, parse_banner, parse_consent_record
-from tests.e2e.banner_site import CATALOG, COOKIE, SITE_HOST, BannerWorld
+from proxy.core.banner import parse_consent_record
+from tests.e2e.banner_site import COOKIE, SALT, BannerWorld
 from tests.e2e.conftest import INSTALL_HINT
 from tests.e2e.world import category_of_host, find_chromium
 from tests.schema_check import check
@@ -31,7 +35,9 @@ from tests.schema_check import check
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((REPO / "docs" / "consent-record.schema.json").read_text(encoding="utf-8"))
+RECORD_SCHEMA = json.loads((REPO / "docs" / "consent-record.schema.json").read_text(encoding="utf-8"))
+PROOF_SCHEMA = json.loads((REPO / "docs" / "consent-proof.schema.json").read_text(encoding="utf-8"))
+RECORD_KEYS = ("consent_id", "policy_version", "granted", "refused", "page", "action")
 ALL = ["functional", "analytics", "advertising", "social"]
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 DESKTOP = {"width": 1280, "height": 800}
@@ -40,20 +46,8 @@ RECORD = re.compile(r"^([a-z.]*)~(\d+)~(\d+)~([A-Za-z0-9_-]{16,24})$")
 TRACKERS_BY_CATEGORY = {"analytics": "gtag", "advertising": "meta-pixel", "functional": "crisp"}
 
 
-def settings(**changes: Any) -> BannerSettings:
-    table: dict[str, Any] = {
-        "enabled": True,
-        "policy_url": "/privacy",
-        "reopen_selector": ".js-cookie-settings",
-        "vendors": ["google-analytics", "meta-pixel", "crisp", "youtube", "stripe"],
-        "retention": {"google-analytics": "13 months", "meta-pixel": "90 days"},
-    }
-    table.update(changes)
-    return parse_banner(table, vendor_ids={v.id for v in CATALOG.vendors})
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def bw() -> AsyncIterator[BannerWorld]:
+async def bw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BannerWorld]:
     chromium = find_chromium()
     if chromium is None:
         pytest.skip(INSTALL_HINT)
@@ -61,7 +55,7 @@ async def bw() -> AsyncIterator[BannerWorld]:
         import playwright.async_api  # noqa: F401
     except ImportError:
         pytest.skip("playwright is not installed: pip install -e '.[test]'")
-    world = BannerWorld(chromium, settings())
+    world = BannerWorld(chromium, tmp_path_factory.mktemp("proof") / "consent.jsonl")
     try:
         await world.start()
         yield world
@@ -69,20 +63,31 @@ async def bw() -> AsyncIterator[BannerWorld]:
         await world.stop()
 
 
+MARKS: dict[int, int] = {}
+
+
 @pytest_asyncio.fixture(loop_scope="module")
 async def site(bw: BannerWorld) -> AsyncIterator[BannerWorld]:
-    """The world with the site reset; afterwards, every POST it got must be a valid record."""
-    bw.site.settings = settings()
-    bw.site.force_open = None
-    bw.site.consent_status = 204
-    bw.site.with_banner = True
-    bw.site.records.clear()
+    """The world with tag-gate's config reset; afterwards, every proof-of-consent line
+    written during the test must match its schema and hold a valid record."""
+    bw.configure()
+    MARKS[id(bw)] = len(bw.proof_lines())
     yield bw
-    for r in bw.site.records:
-        assert r.content_type.startswith("application/json"), r.content_type
-        body = json.loads(r.body)
-        assert check(SCHEMA, body) == [], body
-        parse_consent_record(r.body)
+    for line in new_lines(bw):
+        assert check(PROOF_SCHEMA, line) == [], line
+        record = as_record(line)
+        assert check(RECORD_SCHEMA, record) == [], record
+        parse_consent_record(json.dumps(record).encode())
+
+
+def new_lines(world: BannerWorld) -> list[dict[str, Any]]:
+    """The proof-of-consent lines tag-gate wrote during this test."""
+    return world.proof_lines()[MARKS.get(id(world), 0) :]
+
+
+def as_record(line: dict[str, Any]) -> dict[str, Any]:
+    """The record banner.js POSTed, as the proof line holds it."""
+    return {**{k: line[k] for k in RECORD_KEYS}, "time": line["decided_at"]}
 
 
 @dataclass
@@ -167,17 +172,17 @@ async def visit(
     locale: str | None = None,
     cookie: str | None = None,
     wait_banner: bool = True,
+    path: str = "shop",
 ) -> AsyncIterator[Visit]:
     context = await world.browser.new_context(viewport=viewport or DESKTOP, locale=locale)
     try:
         if cookie is not None:
-            scheme, port = ("https", world.site.tls_port) if https else ("http", world.site.port)
-            await context.add_cookies([{"name": COOKIE, "value": cookie, "url": f"{scheme}://{SITE_HOST}:{port}/"}])
+            await context.add_cookies([{"name": COOKIE, "value": cookie, "url": world.origin(https) + "/"}])
         page = await context.new_page()
         v = Visit(context, page)
         page.on("console", lambda m: v.errors.append(f"console: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: v.errors.append(f"exception: {e}"))
-        await page.goto(world.url(query=query, https=https), wait_until="load", timeout=15_000)
+        await page.goto(world.url(path, query=query, https=https), wait_until="load", timeout=15_000)
         await page.wait_for_function("() => window.appRan === true")
         if wait_banner:
             await page.wait_for_function("() => !!window.tagGateBanner")
@@ -197,13 +202,13 @@ def valid_cookie(
 
 
 async def wait_records(world: BannerWorld, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The records of the first `n` proof lines of this test (waiting for them)."""
     deadline = time.monotonic() + timeout
-    while len(world.site.records) < n:
+    while len(lines := new_lines(world)) < n:
         if time.monotonic() > deadline:
-            raise AssertionError(f"expected {n} consent POSTs, got {len(world.site.records)}")
-        await asyncio.sleep(0.05)
-    out: list[dict[str, Any]] = [json.loads(r.body) for r in world.site.records]
-    return out
+            raise AssertionError(f"expected {n} proof-of-consent lines, got {len(lines)}")
+        await asyncio.sleep(0.1)
+    return [as_record(line) for line in lines]
 
 
 def hits_by_category(world: BannerWorld, mark: tuple[int, int]) -> dict[str, list[str]]:
@@ -233,10 +238,13 @@ async def test_first_visit_shows_the_banner_and_runs_nothing(site: BannerWorld) 
         await asyncio.sleep(0.6)  # activate.js polls the cookie every 500 ms: let it look
         assert await v.trackers() == []
         assert await v.cookie() is None
+        # tag-gate deferred the site's tags and put the video behind a placeholder
+        assert await v.page.locator("script[type='text/plain'][data-tg-category]").count() == 4
+        assert await v.page.locator("[data-tg-placeholder][data-tg-category=social]").count() == 1
         await site.quiet()
         assert hits_by_category(site, mark) == {}
         assert v.errors == []
-    assert site.site.records == []
+    assert new_lines(site) == []
 
 
 async def test_accept_and_refuse_have_the_same_prominence(site: BannerWorld) -> None:
@@ -291,13 +299,16 @@ async def test_refuse_all_writes_no_category(site: BannerWorld) -> None:
             "policy_version": 1,
             "granted": [],
             "refused": ALL,
-            "page": f"http://{SITE_HOST}:{site.site.port}/shop",
+            "page": site.url(),
             "time": when,
             "action": "refuse_all",
         }
         await v.page.locator("tag-gate-banner .reopen").wait_for()
         await asyncio.sleep(0.6)
         assert await v.trackers() == []
+        placeholder = v.page.locator("[data-tg-placeholder]")
+        assert await placeholder.is_visible() and "YouTube" in await placeholder.inner_text()
+        assert await placeholder.get_by_role("button", name="Load YouTube").is_visible()
         await site.quiet()
         assert hits_by_category(site, mark) == {}
         assert v.errors == []
@@ -318,7 +329,7 @@ async def test_accept_all_runs_deferred_tags_without_reload(site: BannerWorld) -
         assert await v.page.evaluate("window.consentEvents") == [{"granted": ALL}]
         (record,) = await wait_records(site, 1)
         assert record["granted"] == ALL and record["refused"] == [] and record["action"] == "accept_all"
-        assert record["page"] == f"http://{SITE_HOST}:{site.site.port}/shop", "query and fragment are left out"
+        assert record["page"] == site.url(), "query and fragment are left out"
         await site.quiet()
         seen = hits_by_category(site, mark)
         assert set(seen) == {"analytics", "advertising", "functional", "social"}, seen
@@ -386,6 +397,11 @@ async def test_reopen_with_the_button_and_withdraw(site: BannerWorld) -> None:
         assert await analytics.is_checked()
         await analytics.uncheck()
         load_id = await v.page.evaluate("window.loadId")
+        held = {c["name"] for c in await v.context.cookies()}
+        assert {"_ga", "_ga_ABCDE12345", "_fbp", "crisp-client-session"} <= held, held
+        await site.quiet()
+        mark = site.internet.mark()
+        pages = site.site.pages
         async with v.page.expect_navigation(timeout=10_000):
             await v.page.get_by_role("button", name="Save my choices").click()
         await v.page.wait_for_function("() => window.appRan === true && !!window.tagGateBanner")
@@ -394,7 +410,14 @@ async def test_reopen_with_the_button_and_withdraw(site: BannerWorld) -> None:
         assert granted == ["functional", "advertising", "social"] and kept == cid
         (record,) = await wait_records(site, 1)
         assert record["consent_id"] == cid and record["refused"] == ["analytics"]
-        mark = site.internet.mark()
+        # The reload still carried the analytics cookies: the site never saw them, and
+        # tag-gate's response expired them.
+        assert site.site.pages == pages + 1
+        sent = {kv.split("=", 1)[0].strip() for kv in site.site.cookie_headers[-1].split(";")}
+        assert not sent & {"_ga", "_ga_ABCDE12345"} and {"_fbp", "crisp-client-session"} <= sent, sent
+        held = {c["name"] for c in await v.context.cookies()}
+        assert not held & {"_ga", "_ga_ABCDE12345"}, held
+        assert {"_fbp", "crisp-client-session"} <= held
         await v.page.wait_for_function("() => (window.trackersRan || []).length >= 2", timeout=5000)
         await asyncio.sleep(0.6)
         assert await v.trackers() == ["crisp", "meta-pixel"]
@@ -428,7 +451,7 @@ async def test_reopen_from_the_site_s_own_link_and_escape(site: BannerWorld, ope
         assert not await v.is_open()
         expected = f"page:{'a' if opener == '#footer-link' else 'button'}{opener}"
         assert await v.focus_settles_on(expected) == expected
-        assert (await v.record())[0] == [] and site.site.records == []
+        assert (await v.record())[0] == [] and new_lines(site) == []
 
 
 async def test_open_from_a_link_on_another_page(site: BannerWorld) -> None:
@@ -438,11 +461,11 @@ async def test_open_from_a_link_on_another_page(site: BannerWorld) -> None:
 
 
 async def test_position_and_no_button(site: BannerWorld) -> None:
-    site.site.settings = settings(position="bottom-right")
+    site.configure(banner={"position": "bottom-right"})
     async with visit(site, cookie=valid_cookie([])) as v:
         box = await v.page.locator("tag-gate-banner .reopen").bounding_box()
         assert box is not None and box["x"] + box["width"] > DESKTOP["width"] - 40
-    site.site.settings = settings(position="none")
+    site.configure(banner={"position": "none"})
     async with visit(site, cookie=valid_cookie([])) as v:
         assert await v.page.locator("tag-gate-banner .reopen").count() == 0
         await v.page.evaluate("window.tagGateBanner.open()")
@@ -454,28 +477,45 @@ async def test_position_and_no_button(site: BannerWorld) -> None:
 
 async def test_reask_after_a_policy_version_change(site: BannerWorld) -> None:
     old = valid_cookie(["analytics"], version=1, cid="OldChoice0123456789abc")
-    site.site.settings = settings(policy_version=2)
+    async with visit(site, cookie=old) as v:  # the current version: the choice stands
+        assert not await v.is_open()
+        await v.page.wait_for_function("() => (window.trackersRan || []).includes('gtag')", timeout=5000)
+    site.configure(banner={"policy_version": 2})
+    mark = site.internet.mark()
     async with visit(site, cookie=old) as v:
         assert await v.is_open() and await v.view() == "banner"
+        # Fail closed: until the visitor answers again, the old choice grants nothing.
+        await asyncio.sleep(0.6)
+        assert await v.trackers() == []
+        await site.quiet()
+        assert hits_by_category(site, mark) == {}
         await v.page.get_by_role("button", name="Accept all").click()
+        await v.page.wait_for_function("() => (window.trackersRan || []).length >= 3", timeout=5000)
         granted, version, _, cid = await v.record()
         assert granted == ALL and version == 2 and cid == "OldChoice0123456789abc"
         (record,) = await wait_records(site, 1)
         assert record["policy_version"] == 2
 
 
-async def test_the_banner_reasks_by_itself_when_the_cookie_is_older_than_the_policy(site: BannerWorld) -> None:
-    site.site.settings = settings(policy_version=2)
-    site.site.force_open = False  # as if the server had not noticed
-    async with visit(site, cookie=valid_cookie(["analytics"], version=1)) as v:
-        assert await v.is_open()
-    async with visit(site, cookie=valid_cookie(["analytics"], version=2)) as v:
-        assert not await v.is_open()
-    async with visit(site, cookie="analytics") as v:  # no record at all (hand-written)
-        assert await v.is_open()
-    site.site.force_open = True  # the server's lifetime check
-    async with visit(site, cookie=valid_cookie(["analytics"], version=2)) as v:
-        assert await v.is_open()
+@pytest.mark.parametrize(
+    ("cookie", "reask"),
+    [
+        (valid_cookie(["analytics"], when=time.time() - 29 * 86400), False),
+        (valid_cookie(["analytics"], when=time.time() - 31 * 86400), True),  # older than lifetime_days
+        ("analytics", True),  # no record at all (written by hand)
+        (valid_cookie(["analytics"], when=time.time() + 3 * 86400), True),  # from the future
+    ],
+    ids=["current", "expired", "no-record", "future"],
+)
+async def test_reask_after_the_lifetime_and_fail_closed(site: BannerWorld, cookie: str, reask: bool) -> None:
+    site.configure(banner={"lifetime_days": 30})
+    mark = site.internet.mark()
+    async with visit(site, cookie=cookie) as v:
+        assert await v.is_open() is reask
+        await asyncio.sleep(0.6)
+        assert await v.trackers() == ([] if reask else ["gtag"])
+        await site.quiet()
+        assert set(hits_by_category(site, mark)) == (set() if reask else {"analytics"})
 
 
 # --------------------------------------------------------------------------- keyboard
@@ -559,7 +599,7 @@ async def test_escape_on_the_first_banner_decides_nothing(site: BannerWorld) -> 
     async with visit(site) as v:
         await v.page.keyboard.press("Escape")
         assert not await v.is_open()
-        assert await v.cookie() is None and site.site.records == []
+        assert await v.cookie() is None and new_lines(site) == []
         assert await v.page.locator("tag-gate-banner .reopen").is_visible()
     async with visit(site) as v:  # still undecided: asked again on the next page
         assert await v.is_open()
@@ -629,12 +669,14 @@ async def test_site_styles_neither_break_nor_are_broken(site: BannerWorld) -> No
         assert await v.dialog().get_by_role("switch").count() == 0
         await v.page.get_by_role("button", name="Let me choose").click()
         assert await v.dialog().get_by_role("switch", name="Analytics").is_visible()
-    site.site.with_banner = False
-    async with visit(site, wait_banner=False) as v:
+    site.configure(banner={"enabled": False})
+    async with visit(site, query="strict&notags", wait_banner=False) as v:
+        assert await v.page.locator("tag-gate-banner").count() == 0
         before = await v.page.locator("#buy").evaluate(script)
         heading = await v.page.locator("h1").evaluate(script)
-    site.site.with_banner = True
-    async with visit(site) as v:
+    site.configure()
+    async with visit(site, query="strict&notags") as v:
+        assert await v.is_open()
         assert await v.page.locator("#buy").evaluate(script) == before
         assert await v.page.locator("h1").evaluate(script) == heading
         assert v.errors == [], "no CSP violation (inline style or script) either"
@@ -667,17 +709,28 @@ async def test_secure_cookie_on_https(site: BannerWorld) -> None:
         c = await v.cookie()
         assert c is not None and c["secure"] is True and c["sameSite"] == "Lax"
         (record,) = await wait_records(site, 1)
-        assert record["page"] == f"https://{SITE_HOST}:{site.site.tls_port}/shop"
+        assert record["page"] == site.url(https=True)
 
 
-async def test_a_failing_consent_endpoint_never_affects_the_page(site: BannerWorld) -> None:
-    site.site.consent_status = 500
+async def test_a_failing_proof_sink_never_affects_the_page(site: BannerWorld, tmp_path: Path) -> None:
+    site.configure(banner={"proof_file": str(tmp_path / "missing-directory" / "consent.jsonl")})
     async with visit(site) as v:
         await v.page.get_by_role("button", name="Accept all").click()
         await v.page.wait_for_function("() => (window.trackersRan || []).length >= 3", timeout=5000)
         assert (await v.record())[0] == ALL
-        assert [e for e in v.errors if e.startswith("exception")] == []
-        await wait_records(site, 1)
+        assert v.errors == []
+        assert site.proxy is not None
+        sink = site.proxy.service.state.proof_sink
+        assert sink is not None and sink.file is not None
+        deadline = time.monotonic() + 5
+        while sink.dropped < 1:  # the line was taken, then lost to the file system, and counted
+            assert time.monotonic() < deadline, "the lost line was not counted"
+            sink.flush(0.5)
+            await asyncio.sleep(0.1)
+        assert sink.file.failures >= 1
+        await v.page.reload()
+        await v.page.wait_for_function("() => window.appRan === true && !!window.tagGateBanner")
+        assert not await v.is_open() and (await v.record())[0] == ALL
 
 
 # --------------------------------------------------------------------------- screenshots
@@ -715,3 +768,143 @@ async def test_screenshots_and_layout(site: BannerWorld, request: pytest.Fixture
             await v.page.screenshot(path=str(out / f"banner-preferences-{name}.png"))
     for f in out.glob("banner*.png"):
         assert f.stat().st_size > 5000
+
+
+# --------------------------------------------------------------------------- proof of consent
+
+
+async def test_the_proof_line_holds_the_decision_and_a_salted_client_hash(site: BannerWorld) -> None:
+    async with visit(site, query="from=mail") as v:
+        user_agent: str = await v.page.evaluate("navigator.userAgent")
+        await v.page.get_by_role("button", name="Let me choose").click()
+        await v.dialog().get_by_role("switch", name="Social media and embedded content").check()
+        await v.page.get_by_role("button", name="Save my choices").click()
+        _, _, when, cid = await v.record()
+        await wait_records(site, 1)
+    (line,) = new_lines(site)
+    expected = hmac.new(SALT.encode(), f"127.0.0.1\n{user_agent}".encode(), hashlib.sha256).hexdigest()
+    assert {k: v for k, v in line.items() if k != "time"} == {
+        "event": "consent",
+        "v": 1,
+        "consent_id": cid,
+        "policy_version": 1,
+        "granted": ["social"],
+        "refused": ["functional", "analytics", "advertising"],
+        "action": "save",
+        "page": site.url(),
+        "decided_at": when,
+        "client": expected,
+    }
+    assert user_agent not in json.dumps(line) and "127.0.0.1" not in json.dumps(line)
+
+
+# --------------------------------------------------------------------------- the tag manager
+
+MANAGED: list[dict[str, Any]] = [
+    {"id": "a1", "kind": "inline", "category": "analytics", "placement": "head-end", "code": "managedOrder.push('a1')"},
+    {
+        "id": "hotjar",
+        "kind": "script",
+        "category": "analytics",
+        "placement": "head-end",
+        "src": "https://static.hotjar.com/c/hotjar-1234567.js?sv=6",
+    },
+    {"id": "f1", "kind": "inline", "category": "functional", "code": "managedOrder.push('f1')"},
+    {
+        "id": "insight",
+        "kind": "script",
+        "category": "advertising",
+        "src": "https://snap.licdn.com/li.lms-analytics/insight.min.js",
+    },
+    {"id": "a2", "kind": "inline", "category": "analytics", "code": "managedOrder.push('a2')"},
+    {
+        "id": "li-pixel",
+        "kind": "pixel",
+        "category": "advertising",
+        "src": "https://px.ads.linkedin.com/collect/?pid=1&fmt=gif",
+    },
+    {
+        "id": "other-page",
+        "kind": "inline",
+        "category": "essential",
+        "code": "managedOrder.push('x')",
+        "paths": ["/blog/"],
+    },
+]
+MANAGED_HOSTS = {
+    "static.hotjar.com": "analytics",
+    "snap.licdn.com": "advertising",
+    "px.ads.linkedin.com": "advertising",
+}
+
+
+def managed_hits(world: BannerWorld, mark: tuple[int, int]) -> set[str]:
+    hits, _ = world.internet.since(mark)
+    return {h.host for h in hits if h.host in MANAGED_HOSTS and h.fetch_site != "none"}
+
+
+async def managed_state(v: Visit) -> dict[str, Any]:
+    state: dict[str, Any] = await v.page.evaluate(
+        """() => ({
+          order: window.managedOrder,
+          tags: [...document.querySelectorAll('[data-tg-tag]')].map(e => e.dataset.tgTag),
+          inert: [...document.querySelectorAll('[data-tg-tag][data-tg-category]')].map(e => e.dataset.tgTag),
+          nonces: [...document.querySelectorAll('script[data-tg-tag]:not([data-tg-category])')]
+            .every(e => e.nonce && e.nonce === document.querySelector('script[src="/app.js"]').nonce),
+        })"""
+    )
+    return state
+
+
+async def test_managed_tags_wait_for_consent_and_run_without_a_reload_in_order(site: BannerWorld) -> None:
+    site.configure(tags=MANAGED)
+    mark = site.internet.mark()
+    async with visit(site, query="notags") as v:
+        await asyncio.sleep(0.6)
+        state = await managed_state(v)
+        assert state["tags"] == ["a1", "hotjar", "f1", "insight", "a2", "li-pixel"], "in order, on their paths only"
+        assert state["inert"] == state["tags"] and state["order"] == []
+        await site.quiet()
+        assert managed_hits(site, mark) == set()
+
+        load_id = await v.page.evaluate("window.loadId")
+        await v.page.get_by_role("button", name="Let me choose").click()
+        await v.dialog().get_by_role("switch", name="Analytics").check()
+        await v.page.get_by_role("button", name="Save my choices").click()
+        await v.page.wait_for_function("() => (window.trackersRan || []).includes('hotjar')", timeout=5000)
+        await asyncio.sleep(0.6)
+        state = await managed_state(v)
+        assert state["order"] == ["a1", "a2"] and state["inert"] == ["f1", "insight", "li-pixel"]
+        await site.quiet()
+        assert managed_hits(site, mark) == {"static.hotjar.com"}
+
+        await v.page.locator("tag-gate-banner .reopen").click()
+        await v.page.get_by_role("button", name="Accept all").click()
+        await v.page.wait_for_function("() => (window.trackersRan || []).includes('linkedin-insight')", timeout=5000)
+        await site.quiet()
+        state = await managed_state(v)
+        assert state["order"] == ["a1", "a2", "f1"] and state["inert"] == []
+        assert managed_hits(site, mark) == set(MANAGED_HOSTS)
+        assert await v.page.evaluate("window.loadId") == load_id, "no reload"
+        assert v.errors == [], "activated under the page's strict CSP: they carry its nonce"
+
+
+async def test_managed_tags_granted_at_load_are_live_with_the_nonce(site: BannerWorld) -> None:
+    site.configure(tags=MANAGED)
+    for granted, order, live in [
+        (ALL, ["a1", "f1", "a2"], {"static.hotjar.com", "snap.licdn.com", "px.ads.linkedin.com"}),
+        (["analytics"], ["a1", "a2"], {"static.hotjar.com"}),
+        ([], [], set()),
+    ]:
+        mark = site.internet.mark()
+        async with visit(site, query="notags", cookie=valid_cookie(granted)) as v:
+            await asyncio.sleep(0.6)
+            state = await managed_state(v)
+            assert state["order"] == order, granted
+            assert state["nonces"] is True
+            assert len(state["inert"]) == 6 - len([t for t in MANAGED[:6] if t["category"] in granted]), state
+            await site.quiet()
+            assert managed_hits(site, mark) == live, granted
+            assert v.errors == []
+    async with visit(site, path="blog/post", query="notags", cookie=valid_cookie([])) as v:
+        assert (await managed_state(v))["order"] == ["x"], "an essential tag on its own path"

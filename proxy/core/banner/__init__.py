@@ -10,7 +10,7 @@ no consent manager) is one static script; everything site- and visitor-specific 
 it as one JSON blob the server writes into the page, right before the script:
 
     <script type="application/json" id="tag-gate-banner-config">{...}</script>
-    <script src="/__tag-gate/banner.js" defer nonce="..."></script>
+    <script src="/__tag-gate/banner.js" async nonce="..."></script>
 
 This package owns that blob and what feeds it:
 

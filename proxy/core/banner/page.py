@@ -5,7 +5,7 @@ run no consent manager) is one static script; everything site- and visitor-speci
 reaches it as one JSON blob the server writes into the page, right before the script:
 
     <script type="application/json" id="tag-gate-banner-config">{...}</script>
-    <script src="/__tag-gate/banner.js" defer nonce="..."></script>
+    <script src="/__tag-gate/banner.js" async nonce="..."></script>
 
 The blob's format (version 1) is documented on `make_banner_config`.
 """
@@ -215,12 +215,13 @@ def _build(settings: BannerSettings, catalog: Catalog, lang: str, open_now: bool
 
 def make_banner_snippet(config_json: str, nonce: str | None) -> str:
     """The markup the server inserts (once, at the end of the document): the JSON blob,
-    then the deferred script with the page's CSP nonce. Pure ASCII."""
+    then the script (`async`: it blocks neither parsing nor DOMContentLoaded) with the
+    page's CSP nonce. Pure ASCII."""
     nonce_attr = f' nonce="{html.escape(nonce, quote=True)}"' if nonce else ""
     return (
         (
             f'<script type="application/json" id="{CONFIG_ELEMENT_ID}">{config_json}</script>'
-            f'<script src="{SCRIPT_PATH}" defer{nonce_attr}></script>'
+            f'<script src="{SCRIPT_PATH}" async{nonce_attr}></script>'
         )
         .encode("ascii", "xmlcharrefreplace")
         .decode("ascii")

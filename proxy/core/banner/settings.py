@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from ..categories import BUILTIN_CATEGORIES, ESSENTIAL
+from ..reader import parse_size
 from .texts import (
     BUILTIN_LANGUAGES,
     DURATION_KEYS,
@@ -32,6 +33,9 @@ POSITIONS: Final = ("bottom-left", "bottom-right", "none")
 LANGUAGE_MODES: Final = ("page", "browser")
 MAX_PURPOSES: Final = 20
 MAX_TEXT_LENGTH: Final = 2000
+PROOF_SINKS: Final = ("stdout", "file", "off")
+MIN_SALT_LENGTH: Final = 16
+DEFAULT_PROOF_MAX_SIZE: Final = 16 << 20
 _ID: Final = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _LANG: Final = re.compile(r"[a-z]{2,3}")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
@@ -86,11 +90,27 @@ class BannerSettings:
     """(language, overrides) with keys flattened (`purpose.analytics.title`)."""
     languages: tuple[str, ...] = BUILTIN_LANGUAGES
     """Languages the banner can be shown in: the built-in ones and complete operator sets."""
+    proof_sink: Literal["stdout", "file", "off"] = "stdout"
+    """Where proof-of-consent lines go: stdout, a rotated file, or nowhere."""
+    proof_file: str = ""
+    proof_max_size: int = DEFAULT_PROOF_MAX_SIZE
+    """Bytes after which the proof file is rotated (`<file>.1`, `.2`, ...)."""
+    proof_keep: int = 10
+    """Rotated proof files kept besides the current one."""
+    proof_salt: str = field(default="", repr=False)
+    """Secret mixed into the hash of the visitor's address and user agent."""
+    proof_rate: int = 30
+    """Proof-of-consent POSTs accepted per client address per minute."""
 
     @property
     def categories(self) -> tuple[str, ...]:
         """The non-essential categories the banner asks about, in purpose order."""
         return tuple(c for p in self.purposes for c in p.categories if c != ESSENTIAL)
+
+
+def _bad(problems: _Problems, where: str) -> bool:
+    """Whether a problem is already reported at `where` (one problem per key)."""
+    return any(p.startswith(f"{where}: ") for p in problems.items)
 
 
 class _Problems:
@@ -332,6 +352,12 @@ _BANNER_KEYS: Final = (
     "retention",
     "purpose",
     "texts",
+    "proof_sink",
+    "proof_file",
+    "proof_max_size",
+    "proof_keep",
+    "proof_salt",
+    "proof_rate",
 )
 
 
@@ -369,7 +395,16 @@ def parse_banner(
       exactly one purpose, and `essential` only with itself;
     - `[banner.texts.<lang>]`: any text key of proxy/data/banner/i18n/en.toml, plus
       `purpose.<id>.title|description` and `vendor.<id>` (a vendor's description);
-      a language that is not built in must give every key.
+      a language that is not built in must give every key;
+    - `proof_sink` ("stdout"): where proof-of-consent lines go: "stdout", "file" or "off";
+    - `proof_file` (""): the file, with `proof_sink = "file"` (required then);
+    - `proof_max_size` ("16MiB", at least 64KiB) and `proof_keep` (10): the file is
+      rotated past that size and that many old files are kept;
+    - `proof_salt` (""): the secret mixed into the hash of the visitor's address and
+      user agent, at least 16 characters; required when the banner is enabled and
+      proof lines are written (an unsalted hash of an IPv4 address is reversed by
+      trying them all);
+    - `proof_rate` (30): proof POSTs accepted per client address per minute.
     """
     problems = _Problems()
     if not isinstance(table, Mapping):
@@ -466,8 +501,48 @@ def parse_banner(
             raise ValueError(f"expected one of {', '.join(POSITIONS)}, got {value!r}")
         return value
 
+    def proof_sink(value: object) -> str:
+        if not isinstance(value, str) or value not in PROOF_SINKS:
+            raise ValueError(f"expected one of {', '.join(PROOF_SINKS)}, got {value!r}")
+        return value
+
+    def file_path(value: object) -> str:
+        if value == "":
+            return ""  # not set
+        text = _as_text(value, limit=4096)
+        if text != text.strip() or "\n" in text:
+            raise ValueError(f"{text!r}: leading or trailing spaces, or a line break, in a file name")
+        return text
+
+    def max_size(value: object) -> int:
+        size = parse_size(value)
+        if size < 64 << 10:
+            raise ValueError(f"at least 64KiB, got {value!r}")
+        return size
+
+    def salt(value: object) -> str:
+        if value == "":
+            return ""  # not set
+        text = _as_text(value, limit=1024)
+        if len(text) < MIN_SALT_LENGTH:
+            raise ValueError(f"at least {MIN_SALT_LENGTH} characters (a random secret, e.g. `openssl rand -hex 16`)")
+        return text
+
+    enabled = _read(table, "enabled", path, problems, d.enabled, _as_bool)
+    sink = _read(table, "proof_sink", path, problems, d.proof_sink, proof_sink)
+    proof_file = _read(table, "proof_file", path, problems, d.proof_file, file_path)
+    proof_salt = _read(table, "proof_salt", path, problems, d.proof_salt, salt)
+    if sink == "file" and not proof_file:
+        problems.add(f"{path}.proof_file", 'required with proof_sink = "file"')
+    if enabled and sink != "off" and not proof_salt and not _bad(problems, f"{path}.proof_salt"):
+        problems.add(
+            f"{path}.proof_salt",
+            f'required with proof_sink = "{sink}": a secret of at least {MIN_SALT_LENGTH} characters, the same on '
+            'every replica (e.g. `openssl rand -hex 16`); or proof_sink = "off"',
+        )
+
     settings = BannerSettings(
-        enabled=_read(table, "enabled", path, problems, d.enabled, _as_bool),
+        enabled=enabled,
         policy_version=_read(table, "policy_version", path, problems, d.policy_version, _as_int(1, 999_999)),
         lifetime_days=_read(table, "lifetime_days", path, problems, d.lifetime_days, _as_int(1, MAX_LIFETIME_DAYS)),
         position=_read(table, "position", path, problems, d.position, position),
@@ -481,6 +556,12 @@ def parse_banner(
         retention=tuple(retention),
         texts=texts,
         languages=tuple(languages),
+        proof_sink=sink,
+        proof_file=proof_file,
+        proof_max_size=_read(table, "proof_max_size", path, problems, d.proof_max_size, max_size),
+        proof_keep=_read(table, "proof_keep", path, problems, d.proof_keep, _as_int(1, 100)),
+        proof_salt=proof_salt,
+        proof_rate=_read(table, "proof_rate", path, problems, d.proof_rate, _as_int(1, 10_000)),
     )
     if problems.items:
         raise BannerError(problems.items)

@@ -11,7 +11,8 @@
  * It runs again on the `tag-gate:consent` event (banner.js), on a cookie change
  * (cookieStore where there is one) and on a 500 ms poll of document.cookie.
  * The cookie's value may carry metadata after a "~" (categories~version~time~id):
- * only the part before the first "~" names categories.
+ * only the part before the first "~" names categories. On a page with tag-gate's
+ * banner, a record of an older policy version or past its lifetime grants nothing.
  * When tag-gate's runtime guard is on the page (window.__tagGateGuard), it releases
  * everything in one ordered pass (its own blocked tags and these), so this script
  * hands activation over to it and only keeps the placeholders' buttons.
@@ -23,14 +24,34 @@
   var running = false;
   var again = false;
 
+  // With tag-gate's banner on the page, a record the server reads as no choice at all
+  // (none, malformed, an older policy version, past its lifetime, dated in the future)
+  // grants nothing here either: the banner is asking again (proxy.core.banner.decide_reask).
+  function stale(raw) {
+    var el = document.getElementById("tag-gate-banner-config");
+    if (!el) return false;
+    var cfg;
+    try { cfg = JSON.parse(el.textContent || ""); } catch (e) { return true; }
+    var f = raw.split("~");
+    if (f.length !== 4 || !/^\d+$/.test(f[1]) || !/^\d+$/.test(f[2]) || !/^[A-Za-z0-9_-]{16,24}$/.test(f[3])) return true;
+    var age = Date.now() / 1000 - f[2];
+    return +f[1] < (cfg.policy_version | 0) || age > ((cfg.cookie && cfg.cookie.max_age) || 0) || age < -86400;
+  }
+
   function granted() {
     var out = { essential: true };
     var parts = document.cookie.split(";");
+    var seen = null;
     for (var i = 0; i < parts.length; i++) {
       var kv = parts[i].replace(/^\s+/, "");
       if (kv.indexOf(COOKIE + "=") !== 0) continue;
+      var raw = kv.slice(COOKIE.length + 1);
+      // Two different copies (paths, domains) say nothing for sure: grant nothing.
+      if (seen !== null && raw !== seen) return { essential: true };
+      seen = raw;
+      if (stale(raw)) return { essential: true };
       // banner.js appends "~version~time~id" after the categories.
-      var value = kv.slice(COOKIE.length + 1).split("~")[0];
+      var value = raw.split("~")[0];
       try { value = decodeURIComponent(value); } catch (e) { return { essential: true }; }
       value.split(/[.,|]/).forEach(function (name) { if (name) out[name.trim()] = true; });
     }

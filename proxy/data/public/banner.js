@@ -1,10 +1,12 @@
 /* tag-gate consent banner and preferences centre, served at /__tag-gate/banner.js.
  *
  * For sites that run no consent manager. The server puts the per-site, per-language
- * configuration in the page (format: proxy/banner.py, make_banner_config) and loads this
- * script with `defer`, so the page paints first:
+ * configuration at the end of the page (format: proxy/core/banner/page.py,
+ * make_banner_config) and loads this script with `async`, so it blocks neither parsing
+ * nor DOMContentLoaded; the UI is built after the page's next frame, so the page
+ * paints first:
  *   <script type="application/json" id="tag-gate-banner-config">{...}</script>
- *   <script src="/__tag-gate/banner.js" defer nonce="..."></script>
+ *   <script src="/__tag-gate/banner.js" async nonce="..."></script>
  *
  * The UI lives in an open shadow root on a <tag-gate-banner> element: site styles do
  * not reach it and its styles (a constructed stylesheet, which CSP does not govern,
@@ -28,7 +30,8 @@
   "use strict";
   var D = document;
   var source = D.getElementById("tag-gate-banner-config");
-  if (!source || window.tagGateBanner) return;
+  if (!source || window.__tagGateBanner) return;
+  window.__tagGateBanner = true;
   var cfg;
   try { cfg = JSON.parse(source.textContent || ""); } catch (e) { return; }
   if (!cfg || cfg.version !== 1 || !Array.isArray(cfg.purposes) || !cfg.texts) return;
@@ -187,34 +190,7 @@
     return el;
   }
 
-  var host = D.createElement("tag-gate-banner");
-  var root = host.attachShadow({ mode: "open" });
-  if (root.adoptedStyleSheets !== undefined && typeof CSSStyleSheet === "function") {
-    try {
-      var sheet = new CSSStyleSheet();
-      sheet.replaceSync(CSS);
-      root.adoptedStyleSheets = [sheet];
-    } catch (e) { sheet = null; }
-  }
-  if (!root.adoptedStyleSheets || !root.adoptedStyleSheets.length) {
-    var style = h("style", { nonce: NONCE || null });
-    style.textContent = CSS;
-    root.appendChild(style);
-  }
-
-  var dialog = h("dialog", { "aria-modal": "true", "aria-labelledby": "tg-title", "aria-describedby": "tg-desc",
-    lang: cfg.lang });
-  var status = h("div", { role: "status", class: "sr", lang: cfg.lang });
-  var reopen = null;
-  if (cfg.position === "bottom-left" || cfg.position === "bottom-right") {
-    reopen = h("button", { type: "button", class: "reopen " + cfg.position, "aria-haspopup": "dialog", lang: cfg.lang,
-      text: T.preferences_button, onclick: function () { open("preferences"); } });
-    root.appendChild(reopen);
-  }
-  root.appendChild(dialog);
-  root.appendChild(status);
-  var returnTo = null;
-  var heading = null;
+  var host, root, dialog, status, reopen = null, returnTo = null, heading = null;
 
   function button(text, onclick, extra) {
     var attrs = { type: "button", text: text, onclick: onclick };
@@ -331,43 +307,80 @@
     setTimeout(function () { status.textContent = text; }, 50);
   }
 
-  dialog.addEventListener("close", function () {
-    if (reopen) reopen.hidden = false;
-    var target = returnTo;
-    returnTo = null;
-    if (target && target !== D.body && target.isConnected && typeof target.focus === "function") target.focus();
-  });
+  /* Builds the UI, attaches it and opens it when due. Runs after the page's next frame
+   * (requestAnimationFrame runs right before a frame is painted; a task queued there
+   * runs after it), so the banner never delays the page's first paint. */
+  function build() {
+    host = D.createElement("tag-gate-banner");
+    root = host.attachShadow({ mode: "open" });
+    if (root.adoptedStyleSheets !== undefined && typeof CSSStyleSheet === "function") {
+      try {
+        var sheet = new CSSStyleSheet();
+        sheet.replaceSync(CSS);
+        root.adoptedStyleSheets = [sheet];
+      } catch (e) { sheet = null; }
+    }
+    if (!root.adoptedStyleSheets || !root.adoptedStyleSheets.length) {
+      var style = h("style", { nonce: NONCE || null });
+      style.textContent = CSS;
+      root.appendChild(style);
+    }
 
-  dialog.addEventListener("keydown", function (e) {
-    if (e.key !== "Tab") return;
-    var all = Array.prototype.filter.call(
-      dialog.querySelectorAll("button,a[href],input:not([disabled]),summary"),
-      function (el) { return el.getClientRects().length > 0; });
-    if (!all.length) return;
-    var active = root.activeElement;
-    if (e.shiftKey && (active === all[0] || active === heading)) { e.preventDefault(); all[all.length - 1].focus(); }
-    else if (!e.shiftKey && active === all[all.length - 1]) { e.preventDefault(); all[0].focus(); }
-  });
+    dialog = h("dialog", { "aria-modal": "true", "aria-labelledby": "tg-title", "aria-describedby": "tg-desc",
+      lang: cfg.lang });
+    status = h("div", { role: "status", class: "sr", lang: cfg.lang });
+    if (cfg.position === "bottom-left" || cfg.position === "bottom-right") {
+      reopen = h("button", { type: "button", class: "reopen " + cfg.position, "aria-haspopup": "dialog", lang: cfg.lang,
+        text: T.preferences_button, onclick: function () { open("preferences"); } });
+      root.appendChild(reopen);
+    }
+    root.appendChild(dialog);
+    root.appendChild(status);
 
-  D.addEventListener("click", function (e) {
-    var t = e.target;
-    var opener = t && t.closest ? t.closest(OPENERS) : null;
-    if (!opener) return;
-    e.preventDefault();
-    open("preferences", opener);
-  });
-  window.addEventListener("hashchange", function () {
+    dialog.addEventListener("close", function () {
+      if (reopen) reopen.hidden = false;
+      var target = returnTo;
+      returnTo = null;
+      if (target && target !== D.body && target.isConnected && typeof target.focus === "function") target.focus();
+    });
+
+    dialog.addEventListener("keydown", function (e) {
+      if (e.key !== "Tab") return;
+      var all = Array.prototype.filter.call(
+        dialog.querySelectorAll("button,a[href],input:not([disabled]),summary"),
+        function (el) { return el.getClientRects().length > 0; });
+      if (!all.length) return;
+      var active = root.activeElement;
+      if (e.shiftKey && (active === all[0] || active === heading)) { e.preventDefault(); all[all.length - 1].focus(); }
+      else if (!e.shiftKey && active === all[all.length - 1]) { e.preventDefault(); all[0].focus(); }
+    });
+
+    D.addEventListener("click", function (e) {
+      var t = e.target;
+      var opener = t && t.closest ? t.closest(OPENERS) : null;
+      if (!opener) return;
+      e.preventDefault();
+      open("preferences", opener);
+    });
+    window.addEventListener("hashchange", function () {
+      if (location.hash === "#tag-gate-preferences") open("preferences");
+    });
+
+    window.tagGateBanner = {
+      open: function () { open("preferences"); },
+      choice: readChoice
+    };
+
+    (D.body || D.documentElement).appendChild(host);
+    var choice = readChoice();
+    var age = choice ? Math.floor(Date.now() / 1000) - choice.time : 0;
     if (location.hash === "#tag-gate-preferences") open("preferences");
-  });
+    else if (cfg.open || !choice || choice.version < POLICY || age > MAX_AGE) open("banner");
+  }
 
-  window.tagGateBanner = {
-    open: function () { open("preferences"); },
-    choice: readChoice
-  };
-
-  (D.body || D.documentElement).appendChild(host);
-  var choice = readChoice();
-  var age = choice ? Math.floor(Date.now() / 1000) - choice.time : 0;
-  if (location.hash === "#tag-gate-preferences") open("preferences");
-  else if (cfg.open || !choice || choice.version < POLICY || age > MAX_AGE) open("banner");
+  if (typeof requestAnimationFrame === "function" && D.visibilityState !== "hidden") {
+    requestAnimationFrame(function () { setTimeout(build, 0); });
+  } else {
+    setTimeout(build, 0);
+  }
 })();
