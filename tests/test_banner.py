@@ -623,3 +623,13 @@ def test_the_documented_table_is_valid() -> None:
     assert data["purposes"][1]["description"] == "Mesurer les visites et proposer un chat en direct."
     assert data["texts"]["accept_all"] == "J'accepte tout"
     assert [v["name"] for v in data["purposes"][1]["vendors"]] == ["Google Analytics", "Hotjar"]
+
+
+def test_a_proof_file_with_several_workers_is_a_config_error() -> None:
+    from proxy.core.config import ConfigError, parse_config
+
+    banner = {"enabled": True, "proof_salt": "s" * 16, "proof_sink": "file", "proof_file": "/tmp/p.jsonl"}
+    with pytest.raises(ConfigError, match=r'banner.proof_sink: "file" with several workers'):
+        parse_config({"server": {"workers": 2}, "banner": banner})
+    parse_config({"server": {"workers": 1}, "banner": banner})
+    parse_config({"server": {"workers": 2}, "banner": {**banner, "proof_sink": "stdout"}})

@@ -536,6 +536,11 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", *, registry:
         )
     if banner.enabled and "tag-gate" not in consent.sources:
         problems.append('banner.enabled: the banner writes tg_consent: consent.sources must list "tag-gate"')
+    if banner.enabled and banner.proof_sink == "file" and server.workers != 1:
+        problems.append(
+            'banner.proof_sink: "file" with several workers would have every worker rotate the same file; '
+            'use "stdout" (the supervisor relays every worker\'s lines) or server.workers = 1'
+        )
     if problems:
         raise ConfigError(problems)
     config = Config(
