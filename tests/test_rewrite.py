@@ -43,10 +43,15 @@ COMPLETE = GatePlan(Policy(CATALOG), inline_styles=True)
 
 
 def gate(
-    p: GatePlan, consent: ConsentState, data: bytes | str, chunks: list[int] | None = None, host: str = "shop.example"
+    p: GatePlan,
+    consent: ConsentState,
+    data: bytes | str,
+    chunks: list[int] | None = None,
+    host: str = "shop.example",
+    adaptive: bool | None = None,
 ) -> bytes:
     raw = data.encode() if isinstance(data, str) else data
-    g = HtmlGate(p, consent, page_host=host)
+    g = HtmlGate(p, consent, page_host=host, adaptive=adaptive)
     out = []
     if chunks is None:
         out.append(g.feed(raw))
@@ -118,6 +123,7 @@ def test_html5lib_corpus_passes_through_byte_identical(
             continue
         assert whole == data, name
         assert gate_whole(nothing, NONE, data) == data, (name, "whole")
+        assert gate(nothing, NONE, data, adaptive=True) == data, (name, "narrow <img>")
         for size in (1, 7):
             assert gate(nothing, NONE, data, [size] * (len(data) // size)) == data, (name, size)
         sizes = []
@@ -130,6 +136,49 @@ def test_html5lib_corpus_passes_through_byte_identical(
     assert len(ambiguous) <= 8, ambiguous
     record_count("html5lib inputs byte-identical through the gate", len(inputs) - len(ambiguous))
     record_count("html5lib inputs refused as ambiguous (fail closed)", len(ambiguous))
+
+
+def test_html5lib_corpus_gates_the_same_with_the_img_selector_narrow_or_wide(testdata: Path) -> None:
+    """Every html5lib input without `<base`, with refused and first-party images written
+    before and after it (so they land in every parser state the corpus reaches: foreign
+    content, templates, tables, raw text, after the body...): the gate's output is the
+    same whichever `<img>` selector it registered (issue 17's adaptive selectors)."""
+    imgs = (
+        b'<img src="//bat.bing.com/a"><img src="/b.png"><img src="/&#47;bat.bing.com/c">'
+        b'<img srcset="x.png 1x, https://bat.bing.com/d 2x"><img src="/\\bat.bing.com/e">'
+    )
+    checked = 0
+    for name, data in html5lib_inputs(testdata / "html5lib-tests"):
+        if b"<base" in data.lower():
+            continue
+        for doc in (imgs + data, data + imgs):
+            try:
+                wide = gate(REMOVE, NONE, doc, adaptive=False)
+            except GateError:
+                continue
+            assert gate(REMOVE, NONE, doc, adaptive=True) == wide, name
+            assert gate_whole(REMOVE, NONE, doc) == wide, name
+            checked += 1
+    assert checked > 17000
+
+
+def test_a_listing_page_selects_only_the_images_that_could_leave_the_host() -> None:
+    listing = "".join(f'<a href="/p/{i}"><img src="/img/{i}.jpg" alt="{i}"></a>' for i in range(850))
+    page = f"<html><head><title>Shop</title></head><body>{listing}<img src=https://bat.bing.com/a></body></html>"
+    g = HtmlGate(REMOVE, NONE, page_host="shop.example")
+    out = g.feed_whole(page.encode())
+    assert g.narrowed and b"bat.bing.com" not in out and out.count(b"<img ") == 850
+    with_base = page.replace("<title>", '<base href="https://cdn.example/"><title>')
+    g = HtmlGate(REMOVE, NONE, page_host="shop.example")
+    g.feed_whole(with_base.encode())
+    assert not g.narrowed
+    relative_rule = plan(rules=[UrlRule("p", path_prefixes=("/img/1",), category="advertising")])
+    g = HtmlGate(relative_rule, NONE, page_host="shop.example")
+    out = g.feed_whole(page.encode())
+    assert not g.narrowed and out.count(b"<img ") < 850  # the rule sees relative URLs
+    streamed = HtmlGate(REMOVE, NONE, page_host="shop.example")
+    assert streamed.feed(page.encode()) + streamed.end() == HtmlGate(REMOVE, NONE).feed_whole(page.encode())
+    assert not streamed.narrowed
 
 
 # --------------------------------------------------------------------------- chunking
@@ -155,6 +204,9 @@ def test_chunk_boundaries_never_change_the_output(name: str, consent: ConsentSta
     assert gate_whole(p, consent, data) == whole
     for i in range(1, len(data)):
         assert gate(p, consent, data, [i]) == whole, f"split at {i}"
+    if b"<base" not in data.lower():  # the <img> selector forced narrow, split anywhere
+        for i in range(1, len(data), 5):
+            assert gate(p, consent, data, [i], adaptive=True) == whole, f"narrow, split at {i}"
     rng = random.Random(len(data))
     for _ in range(50):
         sizes = [rng.randint(1, 200) for _ in range(len(data) // 20)]
@@ -288,6 +340,10 @@ def test_each_element_kind_is_removed_when_refused(snippet: str, gone: str, kept
         assert gone not in out
     assert kept in out
     assert gate_whole(REMOVE, NONE, snippet).decode() == out
+    for adaptive in (True, False):  # the <img> selector forced narrow and forced wide
+        assert gate(REMOVE, NONE, snippet, adaptive=adaptive).decode() == out
+        for size in (1, 3):
+            assert gate(REMOVE, NONE, snippet, [size] * (len(snippet) // size), adaptive=adaptive).decode() == out
     assert gate(plan(consent_mode=False), ALL, snippet).decode() == snippet
 
 

@@ -52,14 +52,16 @@ _PING_NAME: Final = re.compile(rb"ping[\t\n\f\r ]*=")
 _BEFORE_ATTRIBUTE_NAME: Final = frozenset(b"\t\n\f\r \"'/")
 
 
-def may_carry_ping(document: bytes) -> bool:
+def may_carry_ping(document: bytes, lowered: bytes | None = None) -> bool:
     """Whether some element of `document` may have a `ping` attribute with a value: the
     bytes `ping` in any case, after whitespace, `/` or a closing quote (whatever ends the
     token before an attribute name), then `=`. Conservative: `"ping=` inside text counts
     too; `mapping = {...}` in a script does not. lol-html reads the same bytes (in the
     Latin-1 transport ASCII letters are unchanged), and attribute names have no
-    character references, so a `ping` the parser sees is never missed."""
-    lowered = document.lower()
+    character references, so a `ping` the parser sees is never missed. `lowered`:
+    `document.lower()` when the caller has it already."""
+    if lowered is None:
+        lowered = document.lower()
     for match in _PING_NAME.finditer(lowered):
         start = match.start()
         if start == 0 or lowered[start - 1] in _BEFORE_ATTRIBUTE_NAME:

@@ -74,6 +74,18 @@ lol-html tests every start tag against every compound selector (about 3 ns each)
 rare elements are selected by tag alone and their handlers read the attributes; an
 attribute condition stays where the tag is common (`a[ping]`, `td[background]`)."""
 
+IMG_NARROW: Final = (
+    'img[src*="//"], img[src*=":"], img[src*="\\\\"], img[src*="&"], '
+    'img[src*="\\9"], img[src*="\\a"], img[src*="\\d"], img[srcset], img[attributionsrc]'
+)
+"""The adaptive `<img>` selector for a document in hand with no `<base` and no rule that
+classifies relative URLs: only the images whose `src` could leave the page's host (`//`,
+a scheme's `:`, a backslash, a tab, newline or carriage return the URL parser drops, an
+`&` that may hide any of them as a character reference; lol-html matches the raw value)
+or that carry a `srcset` or `attributionsrc`. Every other `<img>` is one the img handler
+would keep after one attribute read (`plainly_relative`), so it costs no Python call.
+Any attribute the img handler learns to read must be added here."""
+
 _OPTIONAL: Final = ("style", "top")
 """Selectors registered only when needed: `style` with `html.inline_styles`, `top` when
 the page gets a head-start addition (the runtime guard)."""
@@ -125,13 +137,27 @@ def _nested_gate(run: GateRun, stats: GateStats) -> HtmlGate:
 
 
 _REGISTRATIONS: Final = {
-    (inline_styles, top, ping): tuple((SELECTORS[name], HANDLERS[name]) for name in names if ping or name != "ping")
+    (inline_styles, top, ping, narrow): tuple(
+        (IMG_NARROW if narrow and name == "img" else SELECTORS[name], HANDLERS[name])
+        for name in names
+        if ping or name != "ping"
+    )
     for (inline_styles, top), names in _SELECTOR_NAMES.items()
     for ping in (False, True)
+    for narrow in (False, True)
 }
 """What a gate registers with lol-html, by (`html.inline_styles`, whether the page gets
-a head-start addition, whether the page may have a `ping` attribute): selector and
-handler factory, in SELECTORS order."""
+a head-start addition, whether the page may have a `ping` attribute, whether `<img>` is
+selected narrowly): selector and handler factory, in SELECTORS order."""
+
+_BASE_TAG: Final = b"<base"
+
+
+def may_narrow_images(lowered: bytes) -> bool:
+    """Whether a document (lower-cased) may be gated with `IMG_NARROW`: it has no `<base`
+    (a base element moves relative URLs to its host, and the gate learns of it only when
+    it arrives). Conservative: `<base` inside a comment or script counts too."""
+    return _BASE_TAG not in lowered
 
 
 class HtmlGate:
@@ -149,7 +175,15 @@ class HtmlGate:
         stats: GateStats | None = None,
         nested: int = 0,
         additions: Additions = NO_ADDITIONS,
+        adaptive: bool | None = None,
     ) -> None:
+        """`adaptive`: None chooses the `<img>` selector per document when `feed_whole`
+        has it in hand (`may_narrow_images`); True narrows it for every document, streamed
+        too (tests comparing both forms; the caller vouches there is no `<base>`), False
+        never narrows."""
+        self._adaptive = adaptive
+        self.narrowed = False
+        """Whether `<img>` was selected with `IMG_NARROW` (known once the gate is built)."""
         if stats is None:
             stats = GateStats(records=[] if record else None, unclassified_hosts=set() if record else None)
         self.stats = stats
@@ -175,13 +209,17 @@ class HtmlGate:
         self._head: bytes | None = b""  # the input's first bytes, until there are two
         self._rewriter: Any = None  # built on the first write (see `feed_whole`)
 
-    def _build(self, *, ping: bool = True) -> Any:
+    def _build(self, *, ping: bool = True, narrow: bool = False) -> Any:
         """The lol-html rewriter with this gate's selectors; `ping=False` leaves out
-        `a[ping]`/`area[ping]` (which make lol-html read the attributes of every link)."""
+        `a[ping]`/`area[ping]` (which make lol-html read the attributes of every link);
+        `narrow` selects `<img>` with `IMG_NARROW` (only where no rule classifies relative
+        URLs: the img handler's plainly-relative shortcut is what makes it exact)."""
         run = self._run
+        narrow = (narrow or self._adaptive is True) and self._adaptive is not False and run.relative_first_party
+        self.narrowed = narrow
         sink: Any = self._out.append
         rewriter = lolhtml.HTMLRewriter(sink)
-        for selector, handler in _REGISTRATIONS[run.plan.inline_styles, run.head_pending, ping]:
+        for selector, handler in _REGISTRATIONS[run.plan.inline_styles, run.head_pending, ping, narrow]:
             rewriter.on(selector, handler(run))
         if run.page_pending:
             rewriter.on(PAGE_SELECTOR, PAGE_HANDLER(run))
@@ -256,9 +294,11 @@ class HtmlGate:
         """`feed(document) + end()` for a caller that holds the complete document before
         the first feed: the same output, and a document in which no element can carry a
         `ping` attribute is gated without the `<a ping>` selectors (on the benchmark's
-        100 KB page with 655 links the pre-scan costs 68 µs, the selectors 105 µs)."""
+        100 KB page with 655 links the pre-scan costs 68 µs, the selectors 105 µs), and one
+        without `<base` selects only the `<img>` that could leave the page's host."""
         if self._rewriter is None:
-            self._build(ping=may_carry_ping(document))
+            lowered = document.lower()
+            self._build(ping=may_carry_ping(document, lowered), narrow=may_narrow_images(lowered))
         return self.feed(document) + self.end()
 
     def _drain_bytes(self) -> bytes:
