@@ -184,24 +184,20 @@ def client_hints(h: HeaderStep) -> None:
 
 
 def link_header(h: HeaderStep) -> None:
-    """Remove Link header entries (preconnect, preload, ...) to refused hosts."""
+    """Remove the Link header's link-values (preconnect, preload with its `imagesrcset`,
+    ...) that reach a refused host, reading every Link line as the one list the browser
+    reads (RFC 8288, `proxy.core.link_header`); malformed link-values go too."""
     policy, consent = h.stages.policy, h.visitor.consent
     if not (policy.refusable(consent) and hdrs.LINK in h.headers):
         return
-    new_links: list[str] = []
-    changed = False
-    for value in h.headers.getall(hdrs.LINK):
-        kept, removed = filter_link_header(
-            value, lambda url: policy.decide_url(consent, Kind.HEADER, url, h.host).keeps
-        )
-        changed = changed or bool(removed)
-        if kept:
-            new_links.append(kept)
-    if changed and not h.stages.report_only:
+    kept, removed = filter_link_header(
+        h.headers.getall(hdrs.LINK), lambda url: policy.decide_url(consent, Kind.HEADER, url, h.host).keeps
+    )
+    if removed and not h.stages.report_only:
         h.dependent = True
         h.headers.popall(hdrs.LINK)
-        for value in new_links:
-            h.headers.add(hdrs.LINK, value)
+        if kept:
+            h.headers[hdrs.LINK] = kept
 
 
 def gated_page_marks(h: HeaderStep) -> None:
