@@ -35,7 +35,7 @@ from .pool import UpstreamResponse
 from .relay import DECISIONS_HEADER, GatedRelay, Relay, decisions_value, error_response
 from .response import BODYLESS_STATUSES, is_html
 from .server import DeadlineRequestHandler
-from .stages import Body
+from .stages import Body, FetchMetadata
 from .state import ProxyState
 from .websocket import relay_websocket
 
@@ -45,6 +45,9 @@ RESERVED_PREFIX: Final = "/__tag-gate/"
 """Paths tag-gate answers itself (first-party assets); never forwarded."""
 
 _SEC_GPC: Final = "Sec-GPC"
+SEC_FETCH_DEST: Final = "Sec-Fetch-Dest"
+SEC_FETCH_MODE: Final = "Sec-Fetch-Mode"
+SEC_FETCH_USER: Final = "Sec-Fetch-User"
 
 RETRY_AFTER: Final = "1"
 """Seconds a visitor refused for a full upstream queue is told to wait: the queue
@@ -330,7 +333,12 @@ class ProxyHandler:
             host=ex.host,
             secure=ex.facts.scheme == "https",
             conditional_ours=ex.conditional_ours,
+            fetch=fetch_metadata(ex.request.headers),
         )
+        if plan.refused is not None:
+            up.close()
+            ex.note("refused_redirect")
+            return error_response(403, f"Forbidden: {plan.refused}")
         empty = ex.method == "HEAD" or status in BODYLESS_STATUSES or status < 200
         if plan.body in (Body.GATE, Body.REPORT) and not empty:
             return await GatedRelay(ex, metrics, resp, upstream_coding).run()
@@ -340,6 +348,15 @@ class ProxyHandler:
         if length is not None and status not in BODYLESS_STATUSES and plan.keep_length:
             resp.content_length = length
         return await Relay(ex, metrics).raw(resp, up, (), body=not empty)
+
+
+def fetch_metadata(headers: Any) -> FetchMetadata:
+    """The request's `Sec-Fetch-Dest`, `-Mode` and `-User`, lower-cased and trimmed."""
+    return FetchMetadata(
+        headers.get(SEC_FETCH_DEST, "").strip().lower(),
+        headers.get(SEC_FETCH_MODE, "").strip().lower(),
+        headers.get(SEC_FETCH_USER, "").strip().lower(),
+    )
 
 
 def _hostname(host_header: str | None) -> str | None:

@@ -14,6 +14,7 @@ Contract: nothing here writes to a socket; `proxy.http.relay` owns the IO.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -26,6 +27,7 @@ from ..core.config import Config
 from ..core.consent import ConsentState, read_consent
 from ..core.cookies import SetCookie, expire_cookies, filter_accept_ch, filter_set_cookies, strip_cookie_header
 from ..core.defer import make_cmp_names
+from ..core.header_urls import filter_alt_svc, filter_csp, filter_report_to, filter_reporting_endpoints, parse_refresh
 from ..core.memo import Memo
 from ..core.policy import Kind, Origin, Policy, filter_link_header
 from ..html.body import BodyPipeline
@@ -45,6 +47,16 @@ from .response import (
     make_private,
     upstream_if_none_match,
 )
+
+Trim = Callable[[str, Callable[[str], bool]], tuple[str | None, bool]]
+"""A header value and a URL verdict in, (the value to keep or None, whether it changed) out."""
+
+REFRESH: Final = "Refresh"
+REPORTING_ENDPOINTS: Final = "Reporting-Endpoints"
+REPORT_TO: Final = "Report-To"
+EXPECT_CT: Final = "Expect-CT"
+SPECULATION_RULES: Final = "Speculation-Rules"
+_EXPECT_CT_URI: Final = re.compile(r'report-uri\s*=\s*"([^"]*)"', re.IGNORECASE)
 
 _CACHE_LIMIT: Final = 4096
 _CACHE_BYTES: Final = 8 << 20
@@ -74,6 +86,28 @@ class Body(enum.Enum):
     """Relay unchanged under a strict Content-Security-Policy (the gate cannot read it)."""
 
 
+@dataclass(frozen=True, slots=True)
+class FetchMetadata:
+    """The request's `Sec-Fetch-*` headers, lower-cased ("" when not sent)."""
+
+    dest: str = ""
+    mode: str = ""
+    user: str = ""
+
+    @property
+    def sent(self) -> bool:
+        """Whether the client sends fetch metadata at all (every current browser does)."""
+        return bool(self.dest or self.mode)
+
+    @property
+    def user_navigation(self) -> bool:
+        """A top-level navigation the visitor started (a click, the address bar)."""
+        return self.mode == "navigate" and self.dest == "document" and self.user == "?1"
+
+
+NO_FETCH_METADATA: Final = FetchMetadata()
+
+
 @dataclass
 class ResponsePlan:
     headers: CIMultiDict[str]
@@ -87,6 +121,9 @@ class ResponsePlan:
     fail_safe_reason: str | None = None
     additions: Additions = NO_ADDITIONS
     """Markup the gate adds to this page (the runtime guard, the banner, managed tags)."""
+    refused: str | None = None
+    """Set when the response must not be relayed at all (a redirect to a refused
+    tracker): the reason; the handler answers 403 instead."""
 
 
 @dataclass
@@ -107,6 +144,29 @@ class HeaderStep:
     dependent: bool = False
     """The response now depends on the visitor's consent (set by any step that changed
     something because of it; `consent_marks` then says so to caches)."""
+    fetch: FetchMetadata = NO_FETCH_METADATA
+    """The request's fetch metadata (what kind of request this response answers)."""
+
+    def keep_url(self, url: str) -> bool:
+        """Whether the visitor's consent lets the browser contact `url` (relative URLs
+        are this host's) when a header of this response names it."""
+        return self.stages.policy.decide_url(self.visitor.consent, Kind.HEADER, url, self.host).keeps
+
+    def refusable(self) -> bool:
+        return self.stages.policy.refusable(self.visitor.consent)
+
+    def count_header(self, name: str) -> None:
+        """Count a header removed or trimmed (or that would be, in report-only mode)."""
+        self.stages.metrics.response_headers.labels(name).inc()
+
+    def replace_all(self, name: str, values: list[str]) -> None:
+        """Put `values` in place of every `name` line (nothing in report-only mode)."""
+        if self.stages.report_only:
+            return
+        self.dependent = True
+        self.headers.popall(name, None)
+        for value in values:
+            self.headers.add(name, value)
 
     @property
     def html_type(self) -> bool:
@@ -200,6 +260,86 @@ def link_header(h: HeaderStep) -> None:
             h.headers[hdrs.LINK] = kept
 
 
+def _filter_lines(
+    h: HeaderStep, name: str, trim: Callable[[str, Callable[[str], bool]], tuple[str | None, bool]]
+) -> None:
+    """Run `trim` over every `name` line; replace them all if any changed, counted once."""
+    values = h.headers.getall(name, ())
+    if not values:
+        return
+    kept: list[str] = []
+    changed = False
+    for value in values:
+        new, removed = trim(value, h.keep_url)
+        changed = changed or removed
+        if new is not None:
+            kept.append(new)
+    if changed:
+        h.count_header(name.lower())
+        h.replace_all(name, kept)
+
+
+def refresh_header(h: HeaderStep) -> None:
+    """Remove a `Refresh` header that would navigate to a host the visitor refuses (one
+    that does not parse goes too: the browser ignores it, it cannot be checked)."""
+    if REFRESH not in h.headers or not h.refusable():
+        return
+
+    def trim(value: str, keep: Callable[[str], bool]) -> tuple[str | None, bool]:
+        ok, urls = parse_refresh(value)
+        return (value, False) if ok and all(keep(u) for u in urls) else (None, True)
+
+    _filter_lines(h, REFRESH, trim)
+
+
+def reporting_headers(h: HeaderStep) -> None:
+    """Reports go only where consent allows: `report-uri` in the site's own CSP (enforced
+    or report-only), the `Reporting-Endpoints` and `Report-To` endpoints every Reporting
+    API report is sent to (CSP `report-to`, NEL, COOP/COEP, ...), and `Expect-CT`'s
+    report-uri lose what names a refused host."""
+    if not h.refusable():
+        return
+    _filter_lines(h, hdrs.CONTENT_SECURITY_POLICY, filter_csp)
+    _filter_lines(h, hdrs.CONTENT_SECURITY_POLICY_REPORT_ONLY, filter_csp)
+    _filter_lines(h, REPORTING_ENDPOINTS, filter_reporting_endpoints)
+    _filter_lines(h, REPORT_TO, filter_report_to)
+
+    def expect_ct(value: str, keep: Callable[[str], bool]) -> tuple[str | None, bool]:
+        urls = _EXPECT_CT_URI.findall(value)
+        return (value, False) if all(keep(u) for u in urls) else (None, True)
+
+    _filter_lines(h, EXPECT_CT, expect_ct)
+
+
+def speculation_rules(h: HeaderStep) -> None:
+    """Drop `Speculation-Rules`: its rule sets can prefetch or prerender any host and are
+    not read here (prefetching is an optimisation, the page works without it)."""
+    if SPECULATION_RULES in h.headers and h.refusable():
+        h.count_header(SPECULATION_RULES.lower())
+        h.replace_all(SPECULATION_RULES, [])
+
+
+def alt_svc(h: HeaderStep) -> None:
+    """Remove `Alt-Svc` alternatives on a refused host (the browser would connect there)."""
+    if hdrs.ALT_SVC in h.headers and h.refusable():
+        _filter_lines(h, hdrs.ALT_SVC, filter_alt_svc)
+
+
+def refused_redirect(h: HeaderStep) -> None:
+    """A redirect to a refused host answering anything but a navigation the visitor
+    started (an image, script, frame, beacon, or a navigation a page caused by itself)
+    is not relayed: the handler answers 403 instead. The visitor's own clicks may
+    still lead anywhere; clients without fetch metadata are not second-guessed."""
+    if not (300 <= h.status < 400 and h.status != 304) or not h.fetch.sent or h.fetch.user_navigation:
+        return
+    location = h.headers.get(hdrs.LOCATION)
+    if location is None or not h.refusable() or h.keep_url(location.strip()):
+        return
+    h.count_header("location")
+    if not h.stages.report_only:
+        h.plan.refused = "a redirect to a host this visitor's consent refuses"
+
+
 def gated_page_marks(h: HeaderStep) -> None:
     """A page the gate covers (or a 304 for one): a consent-specific ETag, and the body
     mode (gate, report, fail-safe, or pass when nothing can be refused) with the
@@ -225,10 +365,15 @@ def consent_marks(h: HeaderStep) -> None:
 
 
 HEADER_STEPS: Final[tuple[Callable[[HeaderStep], None], ...]] = (
+    refused_redirect,
     set_cookie_filter,
     withdrawal,
     client_hints,
     link_header,
+    refresh_header,
+    reporting_headers,
+    speculation_rules,
+    alt_svc,
     gated_page_marks,
     consent_marks,
 )
@@ -333,6 +478,7 @@ class Stages:
         host: str | None,
         secure: bool,
         conditional_ours: bool,
+        fetch: FetchMetadata = NO_FETCH_METADATA,
     ) -> ResponsePlan:
         """Run `HEADER_STEPS` over one response head; return the plan for its body."""
         step = HeaderStep(
@@ -347,6 +493,7 @@ class Stages:
             secure=secure,
             conditional_ours=conditional_ours,
             plan=ResponsePlan(headers=headers, body=Body.PASS),
+            fetch=fetch,
         )
         for run in HEADER_STEPS:
             run(step)
