@@ -18,19 +18,15 @@ from proxy.core.header_urls import (
     parse_refresh,
 )
 from proxy.core.policy import Kind
-from proxy.http.stages import (
-    HEADER_STEPS,
-    Body,
+from proxy.http.header_filters import (
     FetchMetadata,
-    HeaderStep,
-    ResponsePlan,
-    Stages,
     alt_svc,
     refresh_header,
     refused_redirect,
     reporting_headers,
     speculation_rules,
 )
+from proxy.http.stages import HEADER_STEPS, Body, HeaderStep, ResponsePlan, Stages
 from proxy.metrics import Metrics
 
 STAGES = Stages(parse_config({"server": {"upstream": "http://127.0.0.1:1"}}), Metrics())

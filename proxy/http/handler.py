@@ -31,11 +31,12 @@ from yarl import URL
 from .connection import BodyError, UpstreamError
 from .exchange import Exchange
 from .forwarding import BadForwardRequest, forward_headers, response_headers
+from .header_filters import FetchMetadata
 from .pool import UpstreamResponse
 from .relay import DECISIONS_HEADER, GatedRelay, Relay, decisions_value, error_response
 from .response import BODYLESS_STATUSES, is_html
 from .server import DeadlineRequestHandler
-from .stages import Body, FetchMetadata
+from .stages import Body
 from .state import ProxyState
 from .websocket import relay_websocket
 

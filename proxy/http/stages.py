@@ -14,7 +14,6 @@ Contract: nothing here writes to a socket; `proxy.http.relay` owns the IO.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -27,13 +26,21 @@ from ..core.config import Config
 from ..core.consent import ConsentState, read_consent
 from ..core.cookies import SetCookie, expire_cookies, filter_accept_ch, filter_set_cookies, strip_cookie_header
 from ..core.defer import make_cmp_names
-from ..core.header_urls import filter_alt_svc, filter_csp, filter_report_to, filter_reporting_endpoints, parse_refresh
 from ..core.memo import Memo
 from ..core.policy import Kind, Origin, Policy, filter_link_header
 from ..html.body import BodyPipeline
 from ..html.codings import CODINGS, client_accepts, filter_accept_encoding, parse_content_encoding
 from ..html.gate import NO_ADDITIONS, Additions, GatePlan, GateStats, HtmlGate
 from ..metrics import Metrics
+from .header_filters import (
+    NO_FETCH_METADATA,
+    FetchMetadata,
+    alt_svc,
+    refresh_header,
+    refused_redirect,
+    reporting_headers,
+    speculation_rules,
+)
 from .response import (
     BODYLESS_STATUSES,
     REPRESENTATION_HEADERS,
@@ -47,16 +54,6 @@ from .response import (
     make_private,
     upstream_if_none_match,
 )
-
-Trim = Callable[[str, Callable[[str], bool]], tuple[str | None, bool]]
-"""A header value and a URL verdict in, (the value to keep or None, whether it changed) out."""
-
-REFRESH: Final = "Refresh"
-REPORTING_ENDPOINTS: Final = "Reporting-Endpoints"
-REPORT_TO: Final = "Report-To"
-EXPECT_CT: Final = "Expect-CT"
-SPECULATION_RULES: Final = "Speculation-Rules"
-_EXPECT_CT_URI: Final = re.compile(r'report-uri\s*=\s*"([^"]*)"', re.IGNORECASE)
 
 _CACHE_LIMIT: Final = 4096
 _CACHE_BYTES: Final = 8 << 20
@@ -84,28 +81,6 @@ class Body(enum.Enum):
     """Report-only: the gate decides and counts, the bytes go out unchanged."""
     FAIL_SAFE = "fail-safe"
     """Relay unchanged under a strict Content-Security-Policy (the gate cannot read it)."""
-
-
-@dataclass(frozen=True, slots=True)
-class FetchMetadata:
-    """The request's `Sec-Fetch-*` headers, lower-cased ("" when not sent)."""
-
-    dest: str = ""
-    mode: str = ""
-    user: str = ""
-
-    @property
-    def sent(self) -> bool:
-        """Whether the client sends fetch metadata at all (every current browser does)."""
-        return bool(self.dest or self.mode)
-
-    @property
-    def user_navigation(self) -> bool:
-        """A top-level navigation the visitor started (a click, the address bar)."""
-        return self.mode == "navigate" and self.dest == "document" and self.user == "?1"
-
-
-NO_FETCH_METADATA: Final = FetchMetadata()
 
 
 @dataclass
@@ -158,6 +133,11 @@ class HeaderStep:
     def count_header(self, name: str) -> None:
         """Count a header removed or trimmed (or that would be, in report-only mode)."""
         self.stages.metrics.response_headers.labels(name).inc()
+
+    def refuse(self, reason: str) -> None:
+        """Answer 403 instead of this response (nothing in report-only mode)."""
+        if not self.stages.report_only:
+            self.plan.refused = reason
 
     def replace_all(self, name: str, values: list[str]) -> None:
         """Put `values` in place of every `name` line (nothing in report-only mode)."""
@@ -258,86 +238,6 @@ def link_header(h: HeaderStep) -> None:
         h.headers.popall(hdrs.LINK)
         if kept:
             h.headers[hdrs.LINK] = kept
-
-
-def _filter_lines(
-    h: HeaderStep, name: str, trim: Callable[[str, Callable[[str], bool]], tuple[str | None, bool]]
-) -> None:
-    """Run `trim` over every `name` line; replace them all if any changed, counted once."""
-    values = h.headers.getall(name, ())
-    if not values:
-        return
-    kept: list[str] = []
-    changed = False
-    for value in values:
-        new, removed = trim(value, h.keep_url)
-        changed = changed or removed
-        if new is not None:
-            kept.append(new)
-    if changed:
-        h.count_header(name.lower())
-        h.replace_all(name, kept)
-
-
-def refresh_header(h: HeaderStep) -> None:
-    """Remove a `Refresh` header that would navigate to a host the visitor refuses (one
-    that does not parse goes too: the browser ignores it, it cannot be checked)."""
-    if REFRESH not in h.headers or not h.refusable():
-        return
-
-    def trim(value: str, keep: Callable[[str], bool]) -> tuple[str | None, bool]:
-        ok, urls = parse_refresh(value)
-        return (value, False) if ok and all(keep(u) for u in urls) else (None, True)
-
-    _filter_lines(h, REFRESH, trim)
-
-
-def reporting_headers(h: HeaderStep) -> None:
-    """Reports go only where consent allows: `report-uri` in the site's own CSP (enforced
-    or report-only), the `Reporting-Endpoints` and `Report-To` endpoints every Reporting
-    API report is sent to (CSP `report-to`, NEL, COOP/COEP, ...), and `Expect-CT`'s
-    report-uri lose what names a refused host."""
-    if not h.refusable():
-        return
-    _filter_lines(h, hdrs.CONTENT_SECURITY_POLICY, filter_csp)
-    _filter_lines(h, hdrs.CONTENT_SECURITY_POLICY_REPORT_ONLY, filter_csp)
-    _filter_lines(h, REPORTING_ENDPOINTS, filter_reporting_endpoints)
-    _filter_lines(h, REPORT_TO, filter_report_to)
-
-    def expect_ct(value: str, keep: Callable[[str], bool]) -> tuple[str | None, bool]:
-        urls = _EXPECT_CT_URI.findall(value)
-        return (value, False) if all(keep(u) for u in urls) else (None, True)
-
-    _filter_lines(h, EXPECT_CT, expect_ct)
-
-
-def speculation_rules(h: HeaderStep) -> None:
-    """Drop `Speculation-Rules`: its rule sets can prefetch or prerender any host and are
-    not read here (prefetching is an optimisation, the page works without it)."""
-    if SPECULATION_RULES in h.headers and h.refusable():
-        h.count_header(SPECULATION_RULES.lower())
-        h.replace_all(SPECULATION_RULES, [])
-
-
-def alt_svc(h: HeaderStep) -> None:
-    """Remove `Alt-Svc` alternatives on a refused host (the browser would connect there)."""
-    if hdrs.ALT_SVC in h.headers and h.refusable():
-        _filter_lines(h, hdrs.ALT_SVC, filter_alt_svc)
-
-
-def refused_redirect(h: HeaderStep) -> None:
-    """A redirect to a refused host answering anything but a navigation the visitor
-    started (an image, script, frame, beacon, or a navigation a page caused by itself)
-    is not relayed: the handler answers 403 instead. The visitor's own clicks may
-    still lead anywhere; clients without fetch metadata are not second-guessed."""
-    if not (300 <= h.status < 400 and h.status != 304) or not h.fetch.sent or h.fetch.user_navigation:
-        return
-    location = h.headers.get(hdrs.LOCATION)
-    if location is None or not h.refusable() or h.keep_url(location.strip()):
-        return
-    h.count_header("location")
-    if not h.stages.report_only:
-        h.plan.refused = "a redirect to a host this visitor's consent refuses"
 
 
 def gated_page_marks(h: HeaderStep) -> None:
