@@ -28,13 +28,14 @@ import aiohttp
 from aiohttp import hdrs, web
 from yarl import URL
 
+from ..core.mime import resolve_content_type
 from .connection import BodyError, UpstreamError
 from .exchange import Exchange
 from .forwarding import BadForwardRequest, forward_headers, response_headers
 from .header_filters import FetchMetadata
 from .pool import UpstreamResponse
 from .relay import DECISIONS_HEADER, GatedRelay, Relay, decisions_value, error_response
-from .response import BODYLESS_STATUSES, is_html
+from .response import BODYLESS_STATUSES
 from .server import DeadlineRequestHandler
 from .stages import Body
 from .state import ProxyState
@@ -304,8 +305,9 @@ class ProxyHandler:
     def _must_gate(self, ex: Exchange, up: UpstreamResponse) -> bool:
         policy = ex.runtime.stages.policy
         assert ex.visitor is not None
+        content = resolve_content_type(up.headers.getall(hdrs.CONTENT_TYPE, ()))
         return (
-            is_html(up.headers.get(hdrs.CONTENT_TYPE))
+            (content.html or content.xml or content.unknown)
             and policy.gates_page(ex.path)
             and policy.refusable(ex.visitor.consent)
         )
