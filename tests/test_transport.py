@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -225,6 +226,13 @@ PRESCANS: list[tuple[bytes, bool, str | None]] = [
     # character references in attribute values are decoded
     (b"<meta charset='&#115;hift_jis'>", False, "Shift_JIS"),
     (b"<plaintext><meta charset=big5>", True, None),
+    # the one-step start and what it must leave to the full prescan
+    (b'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">', False, "UTF-8"),
+    (b"<html><head><META CHARSET='Shift_JIS'/>", False, "Shift_JIS"),
+    (b"<head><meta charset=nonsense><meta charset=big5>", False, "Big5"),
+    (b'<html lang="<meta charset=big5>"><meta charset=gbk>', False, "GBK"),
+    (b"<!doctype html><!-- <meta charset=big5> --><meta charset=gbk>", False, "GBK"),
+    (b"<html " + b"x" * 1100 + b"><meta charset=big5>", False, "Big5"),
 ]
 
 
@@ -433,3 +441,58 @@ def test_xml_gate(document: str, expected: str) -> None:
     for cut in range(len(data) + 1):
         gate = XmlGate(keep)
         assert gate.feed(data[:cut]) + gate.feed(data[cut:]) + gate.end() == expected.encode(), cut
+
+
+# ------------------------------------------------------------ html5lib, from the start
+
+
+def test_html5lib_corpus_through_the_document_start(testdata: Path, record_count: Callable[[str, int], None]) -> None:
+    """Every html5lib input as a `text/html` body with no charset, through
+    `DocumentStart` and the gate with nothing to remove, whole and in 7-byte pieces:
+    byte-identical, except a document whose own `<meta>` or `<?xml>` names an encoding
+    whose bytes are not ASCII (ISO-2022-JP): that one leaves transcoded to UTF-8."""
+    from proxy.core.catalog import Catalog
+    from proxy.core.policy import UrlRule
+    from proxy.html.gate import GateError
+    from tests.test_rewrite import html5lib_inputs
+
+    nothing = GatePlan(
+        Policy(Catalog([]), rules=[UrlRule("never", hosts=frozenset({"never.invalid"}), category="advertising")])
+    )
+    identical = transcoded = ambiguous = 0
+    for name, data in html5lib_inputs(testdata / "html5lib-tests"):
+        outputs = []
+        for cut in (None, 7):
+            start = DocumentStart(
+                HtmlGate(nothing, NONE),
+                lambda: XmlGate(keep),
+                kind="html",
+                essence="text/html",
+                header_charset=None,
+                default_encoding="windows-1252",
+            )
+            try:
+                if cut is None:
+                    outputs.append(start.feed_whole(data))
+                else:
+                    outputs.append(
+                        b"".join(start.feed(data[i : i + cut]) for i in range(0, len(data), cut)) + start.end()
+                    )
+            except GateError as exc:
+                assert exc.reason == "parse_ambiguity", (name, exc)
+                outputs.append(b"<ambiguous>")
+            assert start.outcome is not None
+        assert outputs[0] == outputs[1], name
+        encoding = start.outcome.charset.encoding
+        if outputs[0] == b"<ambiguous>":
+            ambiguous += 1
+        elif encoding == "ISO-2022-JP":
+            assert outputs[0] == data.decode("iso2022_jp_ext", "replace").encode(), name
+            transcoded += 1
+        else:
+            assert outputs[0] == data, (name, encoding)
+            identical += 1
+    assert ambiguous <= 8 and transcoded <= 5, (ambiguous, transcoded)
+    record_count("html5lib inputs byte-identical through the document start", identical)
+    record_count("html5lib inputs transcoded (their <meta> names ISO-2022-JP)", transcoded)
+    record_count("html5lib inputs refused as ambiguous through the document start (fail closed)", ambiguous)

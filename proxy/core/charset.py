@@ -32,6 +32,10 @@ from .encoding_labels import closest_byte_based, encoding_for_label
 UNCONDITIONAL: Final = 1024
 """Bytes the prescan reads even after the head has ended (Chromium)."""
 
+_WINDOW: Final = 2048
+"""The prescan's first look (at least `UNCONDITIONAL`: past it, a window that ends
+after the head has ended answers as the whole prefix would)."""
+
 _XML_STARTS: Final = (b"<?xml", b"<\x00?\x00x\x00", b"\x00<\x00?\x00x")
 _BOMS: Final = ((b"\xef\xbb\xbf", "UTF-8"), (b"\xfe\xff", "UTF-16BE"), (b"\xff\xfe", "UTF-16LE"))
 
@@ -197,9 +201,23 @@ def _attributes(text: str, pos: int) -> tuple[list[tuple[str, str]], int] | None
         pos = m.end()
 
 
+_QUICK: Final = re.compile(
+    rb"(?:[\t\n\f\r ]|<!doctype[^<>]*>|<html[^<>]*>|<head[^<>]*>)*"
+    rb"<meta[\t\n\f\r ]+charset[\t\n\f\r ]*=[\t\n\f\r ]*([\"']?)([A-Za-z0-9_.:-]+)\1[\t\n\f\r /]*>",
+    re.IGNORECASE,
+)
+"""The common start, `<!doctype html><html ...><head><meta charset="x">`, in one step:
+what the full prescan below finds for it (no `<` or `>` inside the tags before it)."""
+
+
 def prescan_meta(prefix: bytes, complete: bool) -> str | None:
     """Chromium's meta prescan over the bytes so far: the encoding a `<meta>` declares,
     None when the prescan is over without one, `MORE`."""
+    quick = _QUICK.match(prefix, 0, UNCONDITIONAL)
+    if quick is not None:
+        found = meta_encoding([("charset", quick.group(2).decode("ascii"))])
+        if found is not None:
+            return found
     text = prefix.decode("latin-1")
     n = len(text)
     in_head = True
@@ -276,7 +294,14 @@ def resolve_charset(
             return Charset(encoding, "xml")
         from_xml = encoding
     if html_page:
-        meta = prescan_meta(prefix, complete)
+        # Most pages declare their charset in the first few hundred bytes: look there
+        # first, and at everything only when that window cannot tell.
+        if len(prefix) <= _WINDOW:
+            meta = prescan_meta(prefix, complete)
+        else:
+            meta = prescan_meta(prefix[:_WINDOW], False)
+            if meta == MORE:
+                meta = prescan_meta(prefix, complete)
         if meta == MORE:
             return None
         if meta is not None:
