@@ -4,6 +4,7 @@ sockets: each builds a `HeaderStep` and runs one step)."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 
 import pytest
@@ -19,12 +20,14 @@ from proxy.core.header_urls import (
 )
 from proxy.core.policy import Kind
 from proxy.http.header_filters import (
+    TOP_LEVEL_CSP,
     FetchMetadata,
     alt_svc,
     refresh_header,
     refused_redirect,
     reporting_headers,
     speculation_rules,
+    top_level_page,
 )
 from proxy.http.stages import HEADER_STEPS, Body, HeaderStep, ResponsePlan, Stages
 from proxy.metrics import Metrics
@@ -225,37 +228,57 @@ def test_alt_svc_step() -> None:
 # ------------------------------------------------------------------ redirects
 
 CLICK = FetchMetadata("document", "navigate", "?1")
-REDIRECTS: list[tuple[str, int, str, FetchMetadata, bool]] = [
-    # id, status, Location, fetch metadata -> refused?
-    ("pixel redirect", 302, FB, IMG, True),
+PLAIN_NAVIGATION = FetchMetadata(accepts_html=True)
+"""A navigation on a plain-http site: no `Sec-Fetch-*`, an `Accept` naming HTML."""
+REDIRECTS: list[tuple[str, int, str, FetchMetadata, str]] = [
+    # id, status, Location, fetch metadata -> "refused" (403), "top" (top-level page), "kept"
+    ("pixel redirect", 302, FB, IMG, "refused"),
     (
         "script redirect",
         301,
         "https://connect.facebook.net/en_US/fbevents.js",
         FetchMetadata("script", "no-cors", ""),
-        True,
+        "refused",
     ),
-    ("iframe redirect", 307, "https://www.youtube.com/embed/x", FetchMetadata("iframe", "navigate", ""), True),
-    ("beacon", 308, GA, FetchMetadata("empty", "no-cors", ""), True),
-    ("protocol-relative", 302, "//www.facebook.com/tr", IMG, True),
-    ("backslashes", 302, "/\\www.facebook.com/tr", IMG, True),
-    ("navigation a page caused", 302, FB, FetchMetadata("document", "navigate", ""), True),
-    ("the visitor's click", 302, FB, CLICK, False),
-    ("first-party", 302, "/img/a.png", IMG, False),
-    ("unknown host (kept by default)", 302, "https://cdn.example/a.png", IMG, False),
-    ("no fetch metadata", 302, FB, FetchMetadata(), False),
-    ("not a redirect", 201, FB, IMG, False),
-    ("304", 304, FB, IMG, False),
+    ("iframe redirect", 307, "https://www.youtube.com/embed/x", FetchMetadata("iframe", "navigate", ""), "refused"),
+    ("beacon", 308, GA, FetchMetadata("empty", "no-cors", ""), "refused"),
+    ("protocol-relative", 302, "//www.facebook.com/tr", IMG, "refused"),
+    ("backslashes", 302, "/\\www.facebook.com/tr", IMG, "refused"),
+    ("navigation a page caused", 302, FB, FetchMetadata("document", "navigate", ""), "refused"),
+    ("the visitor's click", 302, FB, CLICK, "kept"),
+    ("the visitor's click, Accept too", 302, FB, FetchMetadata("document", "navigate", "?1", True), "kept"),
+    ("first-party", 302, "/img/a.png", IMG, "kept"),
+    ("unknown host (kept by default)", 302, "https://cdn.example/a.png", IMG, "kept"),
+    ("no fetch metadata, a subresource's Accept", 302, FB, FetchMetadata(), "refused"),
+    ("no fetch metadata, a navigation's Accept", 302, FB, PLAIN_NAVIGATION, "top"),
+    ("no fetch metadata, first-party", 302, "/next", PLAIN_NAVIGATION, "kept"),
+    ("not a redirect", 201, FB, IMG, "kept"),
+    ("304", 304, FB, IMG, "kept"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("status", "location", "fetch", "refused"), [r[1:] for r in REDIRECTS], ids=[r[0] for r in REDIRECTS]
+    ("status", "location", "fetch", "outcome"), [r[1:] for r in REDIRECTS], ids=[r[0] for r in REDIRECTS]
 )
-def test_refused_redirect(status: int, location: str, fetch: FetchMetadata, refused: bool) -> None:
+def test_refused_redirect(status: int, location: str, fetch: FetchMetadata, outcome: str) -> None:
     h = step([("Location", location)], status=status, fetch=fetch)
     refused_redirect(h)
-    assert (h.plan.refused is not None) is refused
+    got = "refused" if h.plan.refused is not None else "top" if h.plan.top_level_only is not None else "kept"
+    assert got == outcome
+    if outcome == "top":
+        assert h.plan.top_level_only == location
+
+
+@pytest.mark.parametrize(
+    "url",
+    [FB, "//www.facebook.com/tr", 'https://x.example/"><script>alert(1)</script>', "http://[bad"],
+)
+def test_top_level_page(url: str) -> None:
+    """The stand-in page only links to the URL: no script, no refresh, the link intact."""
+    body = top_level_page(url)
+    assert "<script" not in body and "refresh" not in body
+    assert html.unescape(body.split('href="', 1)[1].split('"', 1)[0]) == url
+    assert TOP_LEVEL_CSP.startswith("default-src 'none'")
 
 
 def test_redirect_kept_when_granted_or_report_only() -> None:

@@ -32,12 +32,12 @@ from ..core.mime import resolve_content_type
 from .connection import BodyError, UpstreamError
 from .exchange import Exchange
 from .forwarding import BadForwardRequest, forward_headers, response_headers
-from .header_filters import FetchMetadata
+from .header_filters import TOP_LEVEL_CSP, FetchMetadata, top_level_page
 from .pool import UpstreamResponse
 from .relay import DECISIONS_HEADER, GatedRelay, Relay, decisions_value, error_response
 from .response import BODYLESS_STATUSES
 from .server import DeadlineRequestHandler
-from .stages import Body
+from .stages import Body, ResponsePlan
 from .state import ProxyState
 from .websocket import relay_websocket
 
@@ -342,6 +342,10 @@ class ProxyHandler:
             up.close()
             ex.note("refused_redirect")
             return error_response(403, f"Forbidden: {plan.refused}")
+        if plan.top_level_only is not None:
+            up.close()
+            ex.note("refused_redirect")
+            return top_level_response(plan)
         empty = ex.method == "HEAD" or status in BODYLESS_STATUSES or status < 200
         if plan.body in (Body.GATE, Body.REPORT) and not empty:
             return await GatedRelay(ex, metrics, resp, upstream_coding).run()
@@ -354,12 +358,26 @@ class ProxyHandler:
 
 
 def fetch_metadata(headers: Any) -> FetchMetadata:
-    """The request's `Sec-Fetch-Dest`, `-Mode` and `-User`, lower-cased and trimmed."""
+    """The request's `Sec-Fetch-Dest`, `-Mode` and `-User`, lower-cased and trimmed, and
+    whether its `Accept` names HTML."""
     return FetchMetadata(
         headers.get(SEC_FETCH_DEST, "").strip().lower(),
         headers.get(SEC_FETCH_MODE, "").strip().lower(),
         headers.get(SEC_FETCH_USER, "").strip().lower(),
+        "text/html" in headers.get(hdrs.ACCEPT, "").lower(),
     )
+
+
+def top_level_response(plan: ResponsePlan) -> web.Response:
+    """The page standing in for a redirect to a refused tracker (`top_level_page`), with
+    the cookies the redirect set (a login flow's state) and nothing cacheable."""
+    assert plan.top_level_only is not None
+    resp = web.Response(status=200, text=top_level_page(plan.top_level_only), content_type="text/html")
+    resp.headers[hdrs.CONTENT_SECURITY_POLICY] = TOP_LEVEL_CSP
+    resp.headers[hdrs.CACHE_CONTROL] = "no-store"
+    for line in plan.headers.getall(hdrs.SET_COOKIE, ()):
+        resp.headers.add(hdrs.SET_COOKIE, line)
+    return resp
 
 
 def _hostname(host_header: str | None) -> str | None:

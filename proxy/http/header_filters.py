@@ -7,10 +7,12 @@ a response's headers alone: `Refresh`, reporting endpoints, `Speculation-Rules`,
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
+from urllib.parse import urlsplit
 
 from aiohttp import hdrs
 from multidict import CIMultiDict
@@ -25,6 +27,11 @@ class FetchMetadata:
     dest: str = ""
     mode: str = ""
     user: str = ""
+    accepts_html: bool = False
+    """The request's `Accept` names `text/html`: what browsers send for navigations
+    (top level and frames) and never for images, scripts, styles or fetches. It is what
+    tells them apart where `Sec-Fetch-*` is not sent (Chromium sends it only to
+    potentially trustworthy origins: https, localhost)."""
 
     @property
     def sent(self) -> bool:
@@ -52,6 +59,7 @@ class Head(Protocol):
     def count_header(self, name: str) -> None: ...
     def replace_all(self, name: str, values: list[str]) -> None: ...
     def refuse(self, reason: str) -> None: ...
+    def top_level_only(self, url: str) -> None: ...
 
 
 Trim = Callable[[str, Callable[[str], bool]], tuple[str | None, bool]]
@@ -132,11 +140,44 @@ def refused_redirect(h: Head) -> None:
     """A redirect to a refused host answering anything but a navigation the visitor
     started (an image, script, frame, beacon, or a navigation a page caused by itself)
     is not relayed: the handler answers 403 instead. The visitor's own clicks may
-    still lead anywhere; clients without fetch metadata are not second-guessed."""
-    if not (300 <= h.status < 400 and h.status != 304) or not h.fetch.sent or h.fetch.user_navigation:
+    still lead anywhere.
+
+    Without fetch metadata (plain-http sites, other clients), a request whose `Accept`
+    does not name HTML is a subresource: 403. One that does is a navigation of unknown
+    kind (a click, a frame, a page's own refresh): it gets a small page with a link
+    to the redirect's target (`top_level_page`), so neither a frame nor the page
+    itself reaches the tracker and a visitor's click arrives with one more click."""
+    if not (300 <= h.status < 400 and h.status != 304):
+        return
+    if h.fetch.sent and h.fetch.user_navigation:
         return
     location = h.headers.get(hdrs.LOCATION)
     if location is None or not h.refusable() or h.keep_url(location.strip()):
         return
     h.count_header("location")
-    h.refuse("a redirect to a host this visitor's consent refuses")
+    if h.fetch.sent or not h.fetch.accepts_html:
+        h.refuse("a redirect to a host this visitor's consent refuses")
+    else:
+        h.top_level_only(location.strip())
+
+
+TOP_LEVEL_PAGE: Final = """<!doctype html>
+<html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer">
+<meta name="robots" content="noindex"><title>Leaving this site</title></head>
+<body><p>This link leads to another site: <a href="{href}" target="_top" rel="noreferrer">{host}</a>.</p>
+</body></html>
+"""
+TOP_LEVEL_CSP: Final = "default-src 'none'; base-uri 'none'; form-action 'none'"
+"""Nothing on the stand-in page loads from anywhere."""
+
+
+def top_level_page(url: str) -> str:
+    """The page that stands in for a redirect to a refused host on a navigation of
+    unknown kind (a click, a frame, a page's own refresh: without fetch metadata they
+    look alike): a link to `url` (resolved against the request's URL, as `Location`
+    is) that the visitor may follow, out of any frame. It does not follow it by itself."""
+    try:
+        host = urlsplit(url).hostname or url
+    except ValueError:  # an unparseable authority: show the URL itself
+        host = url
+    return TOP_LEVEL_PAGE.format(href=html.escape(url), host=html.escape(host))

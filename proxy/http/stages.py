@@ -101,6 +101,10 @@ class ResponsePlan:
     refused: str | None = None
     """Set when the response must not be relayed at all (a redirect to a refused
     tracker): the reason; the handler answers 403 instead."""
+    top_level_only: str | None = None
+    """Set when a redirect to a refused tracker answers a navigation of unknown kind:
+    its `Location`; the handler answers `header_filters.top_level_page` (a link the
+    visitor may follow) instead."""
     document: str = "html"
     """What the gated body is: "html", "xml" or "sniff" (see `HeaderStep.document`)."""
     essence: str = ""
@@ -152,6 +156,11 @@ class HeaderStep:
         """Answer 403 instead of this response (nothing in report-only mode)."""
         if not self.stages.report_only:
             self.plan.refused = reason
+
+    def top_level_only(self, url: str) -> None:
+        """Answer a page linking to `url` instead (nothing in report-only mode)."""
+        if not self.stages.report_only:
+            self.plan.top_level_only = url
 
     def replace_all(self, name: str, values: list[str]) -> None:
         """Put `values` in place of every `name` line (nothing in report-only mode)."""
@@ -259,9 +268,9 @@ def content_type(h: HeaderStep) -> None:
     """Read `Content-Type` as the browser does (every line, comma lists, the last valid
     type, quoted parameters; `proxy.core.mime`) and decide what document the body is:
     HTML, an XML document (by type, when the request is for a document: `Sec-Fetch-Dest`
-    document, iframe, object, ...), or a body of unknown type the browser will sniff
-    (unless `X-Content-Type-Options: nosniff`). Several values are replaced by the one
-    the browser settles on, so nothing downstream can read another."""
+    document, iframe, object, ..., or not sent at all), or a body of unknown type the
+    browser will sniff (unless `X-Content-Type-Options: nosniff`). Several values are
+    replaced by the one the browser settles on, so nothing downstream can read another."""
     lines = h.headers.getall(hdrs.CONTENT_TYPE, ())
     content = h.content = resolve_content_type(lines) if lines else NO_CONTENT_TYPE
     if content.values > 1 and not h.stages.report_only:
@@ -274,7 +283,7 @@ def content_type(h: HeaderStep) -> None:
     dest = h.fetch.dest
     if content.html:
         h.document = "html"
-    elif content.xml and dest in DOCUMENT_DESTINATIONS:
+    elif content.xml and (dest in DOCUMENT_DESTINATIONS or not h.fetch.sent):
         h.document = "xml"
     elif (
         content.unknown
