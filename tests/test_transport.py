@@ -24,7 +24,7 @@ from proxy.core.encoding_labels import ENCODINGS, LABELS, encoding_for_label
 from proxy.core.mime import ContentType, nosniff, resolve_content_type, sniff, split_values
 from proxy.core.policy import Kind, Policy
 from proxy.html.gate import GatePlan, HtmlGate
-from proxy.html.start import DocumentStart, NotAPage
+from proxy.html.start import DocumentStart, NotAPage, StartOutcome
 from proxy.html.xmlgate import XmlGate
 
 POLICY = Policy(make_catalog())
@@ -462,6 +462,7 @@ def test_html5lib_corpus_through_the_document_start(testdata: Path, record_count
     identical = transcoded = ambiguous = 0
     for name, data in html5lib_inputs(testdata / "html5lib-tests"):
         outputs = []
+        outcome: StartOutcome | None = None
         for cut in (None, 7):
             start = DocumentStart(
                 HtmlGate(nothing, NONE),
@@ -481,9 +482,10 @@ def test_html5lib_corpus_through_the_document_start(testdata: Path, record_count
             except GateError as exc:
                 assert exc.reason == "parse_ambiguity", (name, exc)
                 outputs.append(b"<ambiguous>")
-            assert start.outcome is not None
-        assert outputs[0] == outputs[1], name
-        encoding = start.outcome.charset.encoding
+            outcome = start.outcome
+            assert outcome is not None
+        assert outputs[0] == outputs[1] and outcome is not None, name
+        encoding = outcome.charset.encoding
         if outputs[0] == b"<ambiguous>":
             ambiguous += 1
         elif encoding == "ISO-2022-JP":
