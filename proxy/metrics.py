@@ -48,6 +48,18 @@ UPSTREAM_ERROR_KINDS: Final = (
     "queue_full",
 )
 WEBSOCKET_CLOSE_REASONS: Final = ("too_big", "idle", "client", "upstream", "error", "shutdown")
+RESPONSE_HEADER_LABELS: Final = (
+    "location",
+    "refresh",
+    "content-security-policy",
+    "content-security-policy-report-only",
+    "reporting-endpoints",
+    "report-to",
+    "expect-ct",
+    "speculation-rules",
+    "alt-svc",
+)
+"""`tag_gate_response_headers_total{header}` labels (created at start, so the series exist)."""
 """Why a WebSocket relay ended (proxy.http.websocket documents each)."""
 LOG_STREAMS: Final = ("access", "error", "proof")
 """`access`: the JSON access log on stdout; `error`: the event log on stderr; `proof`:
@@ -179,6 +191,15 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.response_headers = Counter(
+            "tag_gate_response_headers",
+            "Upstream response headers removed or trimmed because they reach a refused host "
+            "(location: a redirect answered 403 instead), by header.",
+            ["header"],
+            registry=r,
+        )
+        for name in RESPONSE_HEADER_LABELS:
+            self.response_headers.labels(name)
         self.consent_records = Counter(
             "tag_gate_consent_records",
             "Proof-of-consent POSTs from the banner, by outcome: written (handed to the sink), not_kept "

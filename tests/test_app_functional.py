@@ -636,7 +636,7 @@ async def test_upstream_reset_mid_body_aborts_the_client_response(content_length
 async def test_upstream_short_body_under_content_length_is_not_a_clean_response() -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: ScriptedUpstream) -> None:
         await read_request_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"q" * 50)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n" + b"q" * 50)
         await writer.drain()
         writer.close()
 
@@ -644,6 +644,22 @@ async def test_upstream_short_body_under_content_length_is_not_a_clean_response(
         with pytest.raises(aiohttp.ClientPayloadError):
             async with client.get(tg.url + "/") as resp:
                 await resp.read()
+
+
+async def test_upstream_short_body_of_unknown_type_is_a_502() -> None:
+    """Without a Content-Type the browser sniffs the body, so tag-gate reads it before
+    relaying (small bodies of declared length arrive whole): cut short, it is a 502."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: ScriptedUpstream) -> None:
+        await read_request_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"<p>" * 16)
+        await writer.drain()
+        writer.close()
+
+    async with scripted_upstream(script) as up, running_proxy(up.url) as tg, aiohttp.ClientSession() as client:
+        async with client.get(tg.url + "/") as resp:
+            assert resp.status == 502
+            assert b"<p><p>" not in await resp.read()
 
 
 async def test_early_hints_then_final_response() -> None:

@@ -122,8 +122,11 @@ async def test_every_gated_page_gets_the_banner(site: TestServer) -> None:
                 _, head_headers, head_body = await fetch(
                     f"{proxy.url}/shop{query}", cookie, "HEAD", headers={"Accept-Language": "fr"}
                 )
+                # A HEAD has no body to read the encoding from: its Content-Type stays as
+                # the site sent it, where the GET's names the encoding the gate found.
                 framing = ("Transfer-Encoding", "chunked")
-                assert head_body == b"" and head_headers == [x for x in headers if x != framing]
+                same = [x if x[0] != "Content-Type" else (x[0], x[1].split(";")[0]) for x in headers if x != framing]
+                assert head_body == b"" and head_headers == same
         async with aiohttp.ClientSession() as client, client.get(f"{proxy.url}/__tag-gate/banner.js") as resp:
             assert resp.status == 200 and "tagGateBanner" in await resp.text()
 

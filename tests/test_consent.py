@@ -61,6 +61,12 @@ def grants(*categories: str) -> Reading:
     return Reading(True, True, frozenset(categories))
 
 
+def choice(reading: Reading) -> Reading:
+    """The choice a reading holds, without what it speaks for and when (tested apart in
+    test_reading_covers_and_dates)."""
+    return Reading(reading.present, reading.decided, reading.granted, reading.reason)
+
+
 def b64json(obj: object) -> str:
     return base64.b64encode(json.dumps(obj).encode()).decode()
 
@@ -143,7 +149,7 @@ NATIVE = [
 
 @pytest.mark.parametrize(("value", "expected"), NATIVE)
 def test_read_native(value: str, expected: Reading) -> None:
-    assert read_native(value) == expected
+    assert choice(read_native(value)) == expected
 
 
 ONETRUST = [
@@ -169,12 +175,12 @@ ONETRUST = [
 
 @pytest.mark.parametrize(("value", "expected"), ONETRUST)
 def test_read_onetrust(value: str, expected: Reading) -> None:
-    assert read_onetrust(value) == expected
+    assert choice(read_onetrust(value)) == expected
 
 
 def test_onetrust_site_specific_groups_are_mappable() -> None:
     settings = ConsentSettings(onetrust_groups={"C0001": frozenset(), "C0042": frozenset({ANALYTICS})})
-    assert read_onetrust("interactionCount=1&groups=C0042:1,C0002:1", settings) == grants(ANALYTICS)
+    assert choice(read_onetrust("interactionCount=1&groups=C0042:1,C0002:1", settings)) == grants(ANALYTICS)
 
 
 COOKIEBOT = [
@@ -207,7 +213,7 @@ COOKIEBOT = [
 
 @pytest.mark.parametrize(("value", "expected"), COOKIEBOT)
 def test_read_cookiebot(value: str, expected: Reading) -> None:
-    assert read_cookiebot(value) == expected
+    assert choice(read_cookiebot(value)) == expected
 
 
 KLARO = [
@@ -230,7 +236,7 @@ KLARO = [
 
 @pytest.mark.parametrize(("value", "expected"), KLARO)
 def test_read_klaro(value: str, expected: Reading) -> None:
-    assert read_klaro(value) == expected
+    assert choice(read_klaro(value)) == expected
 
 
 COOKIECONSENT = [
@@ -252,7 +258,7 @@ COOKIECONSENT = [
 
 @pytest.mark.parametrize(("value", "expected"), COOKIECONSENT)
 def test_read_cookieconsent(value: str, expected: Reading) -> None:
-    assert read_cookieconsent(value) == expected
+    assert choice(read_cookieconsent(value)) == expected
 
 
 TARTEAUCITRON = [
@@ -276,7 +282,7 @@ TARTEAUCITRON = [
 
 @pytest.mark.parametrize(("value", "expected"), TARTEAUCITRON)
 def test_read_tarteaucitron(value: str, expected: Reading) -> None:
-    assert read_tarteaucitron(value) == expected
+    assert choice(read_tarteaucitron(value)) == expected
 
 
 COMPLIANZ: list[tuple[dict[str, str], Reading]] = [
@@ -296,7 +302,7 @@ COMPLIANZ: list[tuple[dict[str, str], Reading]] = [
 
 @pytest.mark.parametrize(("values", "expected"), COMPLIANZ)
 def test_read_complianz(values: dict[str, str], expected: Reading) -> None:
-    assert read_complianz(values) == expected
+    assert choice(read_complianz(values)) == expected
 
 
 COOKIEYES = [
@@ -318,7 +324,7 @@ COOKIEYES = [
 
 @pytest.mark.parametrize(("value", "expected"), COOKIEYES)
 def test_read_cookieyes(value: str, expected: Reading) -> None:
-    assert read_cookieyes(value) == expected
+    assert choice(read_cookieyes(value)) == expected
 
 
 DIDOMI: list[tuple[str, str | None, Reading]] = [
@@ -352,7 +358,7 @@ DIDOMI: list[tuple[str, str | None, Reading]] = [
 
 @pytest.mark.parametrize(("token", "tc_string", "expected"), DIDOMI)
 def test_read_didomi(token: str, tc_string: str | None, expected: Reading) -> None:
-    assert read_didomi(token, tc_string) == expected
+    assert choice(read_didomi(token, tc_string)) == expected
 
 
 TCF = [
@@ -375,7 +381,7 @@ TCF = [
 
 @pytest.mark.parametrize(("value", "expected"), TCF)
 def test_read_tcf(value: str, expected: Reading) -> None:
-    assert read_tcf(value) == expected
+    assert choice(read_tcf(value)) == expected
 
 
 @pytest.mark.parametrize(
@@ -406,7 +412,7 @@ OSANO = [
 
 @pytest.mark.parametrize(("value", "expected"), OSANO)
 def test_read_osano(value: str, expected: Reading) -> None:
-    assert read_osano(value) == expected
+    assert choice(read_osano(value)) == expected
 
 
 @pytest.mark.parametrize(
@@ -445,13 +451,14 @@ RESOLUTION: list[tuple[str | None, str | None, ConsentSettings, set[str], bool, 
         "tag-gate",
         "ok",
     ),
+    # source order no longer lets an undated grant outvote a refusal (test_consent_combine.py)
     (
         f"OptanonConsent={OT_GRANT_ALL}; tg_consent=analytics",
         None,
         ConsentSettings(sources=("onetrust", "tag-gate")),
-        set(ALL),
+        {ANALYTICS},
         True,
-        "onetrust",
+        "tag-gate",
         "ok",
     ),
     (
@@ -876,7 +883,7 @@ def test_native_cookie_grants_exactly_what_it_names(
     value = separator.join(name.upper() if upper else name for name in chosen)
     if quoted:
         value = f'"{value}"'
-    assert read_native(value) == grants(*(set(chosen) & set(ALL)))
+    assert choice(read_native(value)) == grants(*(set(chosen) & set(ALL)))
 
 
 def test_pure_modules_do_not_import_io_libraries() -> None:
@@ -1073,4 +1080,4 @@ def test_bridge_script_mirrors_cmp_choices(tmp_path: Path) -> None:
                 assert line.endswith("; Secure") is (protocol == "https:")
                 assert "max-age=31536000" in line or "max-age=0" in line
     for value in filter(None, BRIDGE_SCENARIOS.values()):
-        assert read_native(value) == grants(*value.split("."))
+        assert choice(read_native(value)) == grants(*value.split("."))

@@ -46,8 +46,11 @@ def plan(
     request: dict[str, str] | None = None,
     csp: str | None = "script-src 'nonce-PaGe+n0nce/='",
     etag: str | None = None,
+    coding: str | None = None,
 ) -> tuple[ResponsePlan, CIMultiDict[str]]:
     headers: CIMultiDict[str] = CIMultiDict({"Content-Type": content_type})
+    if coding:
+        headers["Content-Encoding"] = coding
     if csp:
         headers["Content-Security-Policy"] = csp
     if etag:
@@ -252,7 +255,7 @@ def test_tags_refused_by_gpc_are_left_out() -> None:
 def test_an_unreadable_page_of_a_visitor_who_refuses_nothing_passes_unchanged() -> None:
     """Additions alone never turn a page the gate cannot read into a fail-safe one."""
     stages = make_stages(banner=BANNER)
-    result, headers = plan(stages, record(), content_type="text/html; charset=utf-16")
+    result, headers = plan(stages, record(), coding="compress")
     assert result.body is Body.PASS and headers.getall("Content-Security-Policy") == ["script-src 'nonce-PaGe+n0nce/='"]
-    refusing, _ = plan(stages, record(granted=""), content_type="text/html; charset=utf-16")
+    refusing, _ = plan(stages, record(granted=""), coding="compress")
     assert refusing.body is Body.FAIL_SAFE

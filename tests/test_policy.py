@@ -173,11 +173,15 @@ def test_vendor_overrides_by_id() -> None:
 @pytest.mark.parametrize(
     ("value", "kept", "removed"),
     [
-        ("<https://www.google-analytics.com>; rel=preconnect", None, ["https://www.google-analytics.com"]),
+        (
+            "<https://www.google-analytics.com>; rel=preconnect",
+            None,
+            ["<https://www.google-analytics.com>; rel=preconnect"],
+        ),
         (
             '</style.css>; rel=preload; as=style, <https://connect.facebook.net/x.js>; rel=preload; as="script,x"',
             "</style.css>; rel=preload; as=style",
-            ["https://connect.facebook.net/x.js"],
+            ['<https://connect.facebook.net/x.js>; rel=preload; as="script,x"'],
         ),
         ("</a.css>; rel=preload", "</a.css>; rel=preload", []),
     ],

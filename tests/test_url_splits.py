@@ -14,6 +14,7 @@ from aiohttp import hdrs
 from multidict import CIMultiDict
 
 from proxy.core.config import Config, parse_config
+from proxy.core.link_header import parse_link_field
 from proxy.explain import explain_page
 from proxy.html.gate import gate_document
 from proxy.http.stages import Body, HeaderStep, ResponsePlan, Stages, Visitor, link_header
@@ -93,7 +94,7 @@ def test_link_header_step_decides_the_shared_table(group: Group) -> None:
         plan=ResponsePlan(headers=headers, body=Body.PASS),
     )
     link_header(step)
-    left = set(step.headers.getall(hdrs.LINK, []))
+    left = {text for text, _ in parse_link_field(step.headers.getall(hdrs.LINK, []))}
     wrong = [
         f"{r.url!r}: Link kept={f'<{r.url}>; rel=preload; as=script' in left}, table blocked={r.blocked} {r.note}"
         for r in table

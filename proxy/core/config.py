@@ -47,6 +47,7 @@ from .config_rules import (
 )
 from .consent import DEFAULT_REGISTRY, ConsentSettings, ParseContext, Registry, settings_problems
 from .defer import STYLES
+from .encoding_labels import ASCII_INCOMPATIBLE, encoding_for_label
 from .policy import CookieRule, Policy, UrlRule
 from .reader import (
     Reader,
@@ -174,6 +175,8 @@ class HtmlConfig:
     decisions_header: bool = False
     cache_size: int = 64 << 20
     """Bytes of gated pages kept for reuse (`proxy.html.cache`); 0 turns the cache off."""
+    default_charset: str = "windows-1252"
+    """The encoding assumed for a page that declares none (the Encoding Standard's name)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +404,14 @@ def _read_html(r: Reader, categories: frozenset[str], styles: Sequence[str]) -> 
             raise ValueError("; ".join(problems))
         return tuple(out)
 
+    def page_encoding(value: Any) -> str:
+        encoding = encoding_for_label(as_str(value))
+        if encoding is None:
+            raise ValueError(f"unknown encoding label {value!r} (labels of the Encoding Standard, e.g. 'shift_jis')")
+        if encoding in ASCII_INCOMPATIBLE or encoding == "replacement":
+            raise ValueError(f"{encoding} cannot be a default: pages without a declaration are read as ASCII")
+        return encoding
+
     def ratio(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 2:
             raise ValueError(f"expected a number of at least 2, got {value!r}")
@@ -435,6 +446,7 @@ def _read_html(r: Reader, categories: frozenset[str], styles: Sequence[str]) -> 
         zstd_level=r.get("zstd_level", d.zstd_level, level(1, 19)),
         decisions_header=r.get("decisions_header", d.decisions_header, as_bool),
         cache_size=r.get("cache_size", d.cache_size, size_or_off),
+        default_charset=r.get("default_charset", d.default_charset, page_encoding),
     )
     r.finish()
     return cfg

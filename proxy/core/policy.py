@@ -32,6 +32,7 @@ from .actions import EFFECTS, Action, Kind
 from .catalog import Catalog
 from .categories import ESSENTIAL
 from .consent import ConsentState
+from .link_header import parse_link_field
 from .memo import Memo
 from .url import host_of, url_path
 from .vendors import Vendor
@@ -48,8 +49,6 @@ __all__ = [
     "UrlRule",
     "compile_globs",
     "filter_link_header",
-    "link_target",
-    "split_link_header",
 ]
 
 
@@ -436,57 +435,24 @@ class Policy:
 # --------------------------------------------------------------------------- headers
 
 
-def filter_link_header(value: str, keep: Callable[[str], bool]) -> tuple[str | None, list[str]]:
-    """A `Link` header value without the link-values whose URL `keep` refuses.
+def filter_link_header(values: str | Sequence[str], keep: Callable[[str], bool]) -> tuple[str | None, list[str]]:
+    """The `Link` field (one line, or every line in order) without the link-values the
+    browser could fetch from a URL `keep` refuses: the `<...>` reference or any
+    `imagesrcset` candidate. The lines are read as one list, as the browser reads them
+    (`proxy.core.link_header`); a link-value the browser would ignore as malformed is
+    removed too, since its bytes could change how the next one is split.
 
-    Returns (new value or None when nothing is left, removed URLs). An unchanged
-    header comes back as the very same string. Malformed link-values are kept.
-    """
-    removed: list[str] = []
+    Returns (the new field value, None when nothing is left; the removed link-values'
+    texts). With nothing removed the first element is the input unchanged (the very
+    same string for one line)."""
+    lines = [values] if isinstance(values, str) else list(values)
     kept: list[str] = []
-    for link in split_link_header(value):
-        target = link_target(link)
-        if target is not None and not keep(target):
-            removed.append(target)
+    removed: list[str] = []
+    for text, link in parse_link_field(lines):
+        if link is not None and all(keep(url) for url in link.urls()):
+            kept.append(text)
         else:
-            kept.append(link)
+            removed.append(text)
     if not removed:
-        return value, removed
+        return (lines[0] if len(lines) == 1 else ", ".join(lines)), removed
     return (", ".join(kept) if kept else None), removed
-
-
-def split_link_header(value: str) -> list[str]:
-    """Split a `Link` header value into its link-values, respecting quoted strings and
-    the angle brackets around each URI reference."""
-    parts: list[str] = []
-    depth_angle = False
-    quoted = False
-    start = 0
-    i = 0
-    while i < len(value):
-        ch = value[i]
-        if quoted:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-        elif ch == "<":
-            depth_angle = True
-        elif ch == ">":
-            depth_angle = False
-        elif ch == "," and not depth_angle:
-            parts.append(value[start:i])
-            start = i + 1
-        i += 1
-    parts.append(value[start:])
-    return [p for p in (p.strip() for p in parts) if p]
-
-
-def link_target(link_value: str) -> str | None:
-    """The URI reference of one link-value (`<url>; rel=...`), or None if malformed."""
-    if not link_value.startswith("<"):
-        return None
-    end = link_value.find(">")
-    return link_value[1:end].strip() if end > 0 else None

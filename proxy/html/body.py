@@ -11,6 +11,7 @@ from typing import Final
 
 from .codings import DecodeError, Encoder, make_decoder
 from .gate import GateError, HtmlGate
+from .start import DocumentStart
 
 WHOLE_DOCUMENT_MAX: Final = 1 << 18
 """Largest document the gate takes in one step when the whole body has arrived (about a
@@ -30,7 +31,7 @@ class BodyPipeline:
     def __init__(
         self,
         *,
-        gate: HtmlGate,
+        gate: HtmlGate | DocumentStart,
         decode: str | None,
         encode: str | None,
         max_output: int,

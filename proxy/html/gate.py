@@ -200,6 +200,10 @@ class HtmlGate:
             additions=additions,
         )
         self._run = run
+        self.page_charset = "windows-1252"
+        """The encoding the browser decodes this page's bytes with (the Encoding
+        Standard's name), set by `proxy.html.start` before the first feed: the bytes
+        the gate sees are in it ("UTF-8" for a page transcoded for the gate)."""
         self._out: list[bytes] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._ascii = True

@@ -227,6 +227,19 @@ def forward_headers(
 RESPONSE_DROPPED: Final = HOP_BY_HOP | {istr(hdrs.CONTENT_LENGTH)}
 
 
+class _Absent(str):
+    """The type of `ABSENT_CONTENT_TYPE` (an object of its own, told apart by identity)."""
+
+    __slots__ = ()
+
+
+ABSENT_CONTENT_TYPE: Final = _Absent("")
+"""Stands in a response's headers for a `Content-Type` the upstream did not send:
+aiohttp would add `application/octet-stream`, which makes the browser download a body
+it would have sniffed (an HTML page, an image) instead. It reads as an empty value
+(no type), anything may replace it, and `serialize_head` leaves it out."""
+
+
 def response_headers(incoming: CIMultiDictProxy[str], into: CIMultiDict[str]) -> CIMultiDict[str]:
     """Copy the upstream's response headers into `into` (the response's own headers, so
     nothing is copied twice), minus hop-by-hop ones, nominated ones and Content-Length
@@ -239,6 +252,8 @@ def response_headers(incoming: CIMultiDictProxy[str], into: CIMultiDict[str]) ->
     for name, value in incoming.items():
         if name not in dropped:
             add(name, value)
+    if hdrs.CONTENT_TYPE not in into:
+        into[hdrs.CONTENT_TYPE] = ABSENT_CONTENT_TYPE
     return into
 
 
@@ -259,9 +274,12 @@ def serialize_head(status_line: str, headers: CIMultiDict[str], *, fallback: Cal
 
     A `Server` header aiohttp added itself (`Python/3.x aiohttp/3.y`, when the upstream
     sent none) is left out: tag-gate does not announce what it runs on, and passes on
-    the site's own `Server` line, whatever it says, as it came."""
+    the site's own `Server` line, whatever it says, as it came. So is a `Content-Type`
+    the upstream did not send (`ABSENT_CONTENT_TYPE`)."""
     if headers.get(hdrs.SERVER) is SERVER_SOFTWARE:  # aiohttp's constant, not a copy
         del headers[hdrs.SERVER]
+    if headers.get(hdrs.CONTENT_TYPE) is ABSENT_CONTENT_TYPE:
+        del headers[hdrs.CONTENT_TYPE]
     for value in headers.values():
         if not value.isascii():
             try:

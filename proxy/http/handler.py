@@ -28,15 +28,17 @@ import aiohttp
 from aiohttp import hdrs, web
 from yarl import URL
 
+from ..core.mime import resolve_content_type
 from .connection import BodyError, UpstreamError
 from .exchange import Exchange
 from .forwarding import BadForwardRequest, forward_headers, response_headers
+from .header_filters import TOP_LEVEL_CSP, FetchMetadata, top_level_page
 from .pool import UpstreamResponse
 from .proof import CONSENT_PATH, handle_consent_post
 from .relay import DECISIONS_HEADER, GatedRelay, Relay, decisions_value, error_response
-from .response import BODYLESS_STATUSES, is_html
+from .response import BODYLESS_STATUSES
 from .server import DeadlineRequestHandler
-from .stages import Body
+from .stages import Body, ResponsePlan
 from .state import ProxyState
 from .websocket import relay_websocket
 
@@ -46,6 +48,9 @@ RESERVED_PREFIX: Final = "/__tag-gate/"
 """Paths tag-gate answers itself (first-party assets); never forwarded."""
 
 _SEC_GPC: Final = "Sec-GPC"
+SEC_FETCH_DEST: Final = "Sec-Fetch-Dest"
+SEC_FETCH_MODE: Final = "Sec-Fetch-Mode"
+SEC_FETCH_USER: Final = "Sec-Fetch-User"
 
 RETRY_AFTER: Final = "1"
 """Seconds a visitor refused for a full upstream queue is told to wait: the queue
@@ -304,8 +309,9 @@ class ProxyHandler:
     def _must_gate(self, ex: Exchange, up: UpstreamResponse) -> bool:
         policy = ex.runtime.stages.policy
         assert ex.visitor is not None
+        content = resolve_content_type(up.headers.getall(hdrs.CONTENT_TYPE, ()))
         return (
-            is_html(up.headers.get(hdrs.CONTENT_TYPE))
+            (content.html or content.xml or content.unknown)
             and policy.gates_page(ex.path)
             and policy.refusable(ex.visitor.consent)
         )
@@ -335,7 +341,16 @@ class ProxyHandler:
             secure=ex.facts.scheme == "https",
             conditional_ours=ex.conditional_ours,
             request_headers=ex.request.headers,
+            fetch=fetch_metadata(ex.request.headers),
         )
+        if plan.refused is not None:
+            up.close()
+            ex.note("refused_redirect")
+            return error_response(403, f"Forbidden: {plan.refused}")
+        if plan.top_level_only is not None:
+            up.close()
+            ex.note("refused_redirect")
+            return top_level_response(plan)
         empty = ex.method == "HEAD" or status in BODYLESS_STATUSES or status < 200
         if plan.body in (Body.GATE, Body.REPORT) and not empty:
             return await GatedRelay(ex, metrics, resp, upstream_coding).run()
@@ -345,6 +360,29 @@ class ProxyHandler:
         if length is not None and status not in BODYLESS_STATUSES and plan.keep_length:
             resp.content_length = length
         return await Relay(ex, metrics).raw(resp, up, (), body=not empty)
+
+
+def fetch_metadata(headers: Any) -> FetchMetadata:
+    """The request's `Sec-Fetch-Dest`, `-Mode` and `-User`, lower-cased and trimmed, and
+    whether its `Accept` names HTML."""
+    return FetchMetadata(
+        headers.get(SEC_FETCH_DEST, "").strip().lower(),
+        headers.get(SEC_FETCH_MODE, "").strip().lower(),
+        headers.get(SEC_FETCH_USER, "").strip().lower(),
+        "text/html" in headers.get(hdrs.ACCEPT, "").lower(),
+    )
+
+
+def top_level_response(plan: ResponsePlan) -> web.Response:
+    """The page standing in for a redirect to a refused tracker (`top_level_page`), with
+    the cookies the redirect set (a login flow's state) and nothing cacheable."""
+    assert plan.top_level_only is not None
+    resp = web.Response(status=200, text=top_level_page(plan.top_level_only), content_type="text/html")
+    resp.headers[hdrs.CONTENT_SECURITY_POLICY] = TOP_LEVEL_CSP
+    resp.headers[hdrs.CACHE_CONTROL] = "no-store"
+    for line in plan.headers.getall(hdrs.SET_COOKIE, ()):
+        resp.headers.add(hdrs.SET_COOKIE, line)
+    return resp
 
 
 def _hostname(host_header: str | None) -> str | None:

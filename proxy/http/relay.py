@@ -22,16 +22,19 @@ from typing import Final
 
 import aiohttp
 from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 from ..core.actions import ELEMENT_ACTIONS
 from ..html.body import WHOLE_DOCUMENT_MAX
 from ..html.cache import CachedPage
 from ..html.codings import DecodeError
 from ..html.gate import GateError, GateStats
+from ..html.start import DocumentStart, NotAPage
 from ..metrics import Metrics
 from ._aiohttp import send_head_with_body
 from .exchange import Exchange
 from .pool import UpstreamResponse
+from .response import REPRESENTATION_HEADERS
 from .stages import Body, ResponsePlan, Visitor
 
 log = logging.getLogger("tag_gate")
@@ -147,6 +150,7 @@ class Phase(enum.Enum):
     STREAMING = "streaming"
     COMPLETE = "complete"
     FAIL_SAFE = "fail-safe"
+    UNGATED = "ungated"
     REFUSED = "refused"
     ABORTED = "aborted"
     CLIENT_GONE = "client-gone"
@@ -161,8 +165,9 @@ class GatedRelay(Relay):
         BUFFERING  nothing sent; upstream bytes kept (≤ REPLAY_LIMIT) to replay
             ├─ first gate output, or replay past REPLAY_LIMIT ─▶ STREAMING (head sent)
             ├─ body ends ─▶ COMPLETE (head, output and end in one write)
-            └─ gate or decode fails ─▶ `_failed`: FAIL_SAFE (page unchanged, strict
-               CSP) or REFUSED (502, undecodable body)
+            ├─ gate or decode fails ─▶ `_failed`: FAIL_SAFE (page unchanged, strict
+            │  CSP) or REFUSED (502, undecodable body)
+            └─ its first bytes show no page (`NotAPage`) ─▶ UNGATED (relayed as it came)
         HOLDING    `html.decisions_header`: all output held for the counts
             ├─ body ends ─▶ COMPLETE (one write with Content-Length and the header)
             └─ gate or decode fails, or output over the hold limit ─▶ `_failed`
@@ -312,13 +317,30 @@ class GatedRelay(Relay):
             self.replay.append(chunk)
             self.replay_size += len(chunk)
 
+    def _settle_head(self) -> None:
+        """Apply what the start of the body decided (`proxy.html.start`) to the head,
+        just before it goes out: a Content-Type naming the encoding, the fail-safe CSP
+        for an XML document found by sniffing."""
+        start = self.pipeline.gate
+        if not isinstance(start, DocumentStart) or start.outcome is None:
+            return
+        outcome, headers = start.outcome, self.resp.headers
+        if outcome.content_type is not None:
+            headers[hdrs.CONTENT_TYPE] = outcome.content_type
+        if outcome.fail_safe:
+            self.stages.fail_safe_headers(headers, "xml_document")
+
+    async def _start(self, *, coalesce: bool) -> None:
+        self._settle_head()
+        await start_response(self.ex.request, self.resp, coalesce=coalesce)
+
     async def _take(self, out: bytes) -> None:
         """Gate output produced mid-body."""
         if self.phase is Phase.HOLDING:
             self._hold(out)
             return
         if self.phase is Phase.BUFFERING and (out or self.replay_size > REPLAY_LIMIT):
-            await start_response(self.ex.request, self.resp, coalesce=bool(out))
+            await self._start(coalesce=bool(out))
             self.phase = Phase.STREAMING
             self.replay = []
         if out:
@@ -342,19 +364,37 @@ class GatedRelay(Relay):
             assert self.ex.visitor is not None
             resp.headers[DECISIONS_HEADER] = decisions_value(self.plan, self.pipeline.gate.stats, self.ex.visitor)
             resp.content_length = len(body)
+            self._settle_head()
             await resp.prepare(self.ex.request)
             await resp.write(body)
             await resp.write_eof()
         else:
             if self.phase is Phase.BUFFERING:
-                await start_response(self.ex.request, resp, coalesce=bool(out))
+                await self._start(coalesce=bool(out))
             await resp.write_eof(out)  # the last piece and the chunked terminator in one write
         self.phase = Phase.COMPLETE
         return resp
 
+    def _restore_coding(self, headers: CIMultiDict[str]) -> None:
+        """The upstream's bytes go out as they came: with their own Content-Encoding."""
+        headers.popall(hdrs.CONTENT_ENCODING, None)
+        if self.upstream_coding:
+            headers[hdrs.CONTENT_ENCODING] = self.upstream_coding
+
     async def _failed(self, exc: GateError | DecodeError) -> web.StreamResponse:
-        """Fail safe or abort: the one decision, by whether the head has gone out."""
+        """Fail safe or abort: the one decision, by whether the head has gone out.
+        A body found not to be a page at all (`NotAPage`, decided on its first bytes)
+        is relayed as it came."""
         reason = exc.reason if isinstance(exc, GateError) else f"decode_{exc.reason}"
+        if isinstance(exc, NotAPage) and self.phase is not Phase.STREAMING:
+            headers = self.plan.headers
+            self._restore_coding(headers)
+            for name in REPRESENTATION_HEADERS:  # the upstream's bytes, so its framing too
+                headers.popall(name, None)
+                for value in self.up.headers.getall(name, ()):
+                    headers.add(name, value)
+            self.phase = Phase.UNGATED
+            return await self.raw(self.resp, self.up, self.replay)
         if self.phase is Phase.STREAMING:
             self.metrics.fail_safe.labels(reason).inc()
             self.phase = Phase.ABORTED
@@ -371,9 +411,7 @@ class GatedRelay(Relay):
         # Relayed unchanged under a strict CSP; refused cookies stay dropped.
         headers = self.plan.headers
         self.stages.fail_safe_headers(headers, reason)
-        headers.popall(hdrs.CONTENT_ENCODING, None)
-        if self.upstream_coding:
-            headers[hdrs.CONTENT_ENCODING] = self.upstream_coding
+        self._restore_coding(headers)
         self.phase = Phase.FAIL_SAFE
         resp = web.StreamResponse(status=self.up.status, headers=headers)
         return await self.raw(resp, self.up, self.replay)

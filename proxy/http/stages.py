@@ -29,25 +29,36 @@ from ..core.consent import ConsentState, read_consent
 from ..core.cookies import SetCookie, expire_cookies, filter_accept_ch, filter_set_cookies, strip_cookie_header
 from ..core.defer import make_cmp_names
 from ..core.memo import Memo
+from ..core.mime import DOCUMENT_DESTINATIONS, NO_CONTENT_TYPE, ContentType, nosniff, resolve_content_type
 from ..core.policy import Kind, Origin, Policy, filter_link_header
 from ..html.body import BodyPipeline
 from ..html.codings import CODINGS, client_accepts, filter_accept_encoding, parse_content_encoding
 from ..html.gate import NO_ADDITIONS, Additions, GatePlan, HtmlGate
+from ..html.start import DocumentStart
+from ..html.xmlgate import XmlGate
 from ..metrics import Metrics
 from .additions import PageAdditions
+from .header_filters import (
+    NO_FETCH_METADATA,
+    FetchMetadata,
+    alt_svc,
+    refresh_header,
+    refused_redirect,
+    reporting_headers,
+    speculation_rules,
+)
 from .response import (
     BODYLESS_STATUSES,
     REPRESENTATION_HEADERS,
     add_vary,
-    ascii_compatible,
-    charset_of,
     consent_etag,
     csp_nonce,
     fail_safe_csp,
-    is_html,
     make_private,
     upstream_if_none_match,
 )
+
+X_CONTENT_TYPE_OPTIONS: Final = "X-Content-Type-Options"
 
 _CACHE_LIMIT: Final = 4096
 _CACHE_BYTES: Final = 8 << 20
@@ -101,6 +112,19 @@ class ResponsePlan:
     fail_safe_reason: str | None = None
     additions: Additions = NO_ADDITIONS
     """Markup the gate adds to this page (the runtime guard, the banner, managed tags)."""
+    refused: str | None = None
+    """Set when the response must not be relayed at all (a redirect to a refused
+    tracker): the reason; the handler answers 403 instead."""
+    top_level_only: str | None = None
+    """Set when a redirect to a refused tracker answers a navigation of unknown kind:
+    its `Location`; the handler answers `header_filters.top_level_page` (a link the
+    visitor may follow) instead."""
+    document: str = "html"
+    """What the gated body is: "html", "xml" or "sniff" (see `HeaderStep.document`)."""
+    essence: str = ""
+    """The MIME type the browser reads from `Content-Type` ("" when none)."""
+    charset_label: str | None = None
+    """The `charset` label in `Content-Type`, if any."""
 
 
 @dataclass
@@ -123,14 +147,54 @@ class HeaderStep:
     something because of it; `consent_marks` then says so to caches)."""
     request_headers: Mapping[str, str] = field(default_factory=dict)
     """The client's request headers (Accept-Language, Sec-Fetch-Dest, ...)."""
+    fetch: FetchMetadata = NO_FETCH_METADATA
+    """The request's fetch metadata (what kind of request this response answers)."""
+    content: ContentType = NO_CONTENT_TYPE
+    """`Content-Type` as the browser reads it (set by `content_type`, an early step)."""
+    document: str | None = None
+    """What the browser renders the body as, when the gate must read it: "html", "xml"
+    (XHTML, SVG, ... loaded as a document) or "sniff" (an unknown type it will sniff);
+    None otherwise (set by `content_type`)."""
+
+    def keep_url(self, url: str) -> bool:
+        """Whether the visitor's consent lets the browser contact `url` (relative URLs
+        are this host's) when a header of this response names it."""
+        return self.stages.policy.decide_url(self.visitor.consent, Kind.HEADER, url, self.host).keeps
+
+    def refusable(self) -> bool:
+        return self.stages.policy.refusable(self.visitor.consent)
+
+    def count_header(self, name: str) -> None:
+        """Count a header removed or trimmed (or that would be, in report-only mode)."""
+        self.stages.metrics.response_headers.labels(name).inc()
+
+    def refuse(self, reason: str) -> None:
+        """Answer 403 instead of this response (nothing in report-only mode)."""
+        if not self.stages.report_only:
+            self.plan.refused = reason
+
+    def top_level_only(self, url: str) -> None:
+        """Answer a page linking to `url` instead (nothing in report-only mode)."""
+        if not self.stages.report_only:
+            self.plan.top_level_only = url
+
+    def replace_all(self, name: str, values: list[str]) -> None:
+        """Put `values` in place of every `name` line (nothing in report-only mode)."""
+        if self.stages.report_only:
+            return
+        self.dependent = True
+        self.headers.popall(name, None)
+        for value in values:
+            self.headers.add(name, value)
 
     @property
     def html_type(self) -> bool:
-        return is_html(self.headers.get(hdrs.CONTENT_TYPE))
+        return self.document == "html"
 
     @property
     def html_body(self) -> bool:
-        return self.html_type and self.status not in BODYLESS_STATUSES and self.status >= 200
+        """A body the browser may render as a document the gate must read."""
+        return self.document is not None and self.status not in BODYLESS_STATUSES and self.status >= 200
 
 
 # --------------------------------------------------------------------------- header steps
@@ -200,24 +264,49 @@ def client_hints(h: HeaderStep) -> None:
 
 
 def link_header(h: HeaderStep) -> None:
-    """Remove Link header entries (preconnect, preload, ...) to refused hosts."""
+    """Remove the Link header's link-values (preconnect, preload with its `imagesrcset`,
+    ...) that reach a refused host, reading every Link line as the one list the browser
+    reads (RFC 8288, `proxy.core.link_header`); malformed link-values go too."""
     policy, consent = h.stages.policy, h.visitor.consent
     if not (policy.refusable(consent) and hdrs.LINK in h.headers):
         return
-    new_links: list[str] = []
-    changed = False
-    for value in h.headers.getall(hdrs.LINK):
-        kept, removed = filter_link_header(
-            value, lambda url: policy.decide_url(consent, Kind.HEADER, url, h.host).keeps
-        )
-        changed = changed or bool(removed)
-        if kept:
-            new_links.append(kept)
-    if changed and not h.stages.report_only:
+    kept, removed = filter_link_header(
+        h.headers.getall(hdrs.LINK), lambda url: policy.decide_url(consent, Kind.HEADER, url, h.host).keeps
+    )
+    if removed and not h.stages.report_only:
         h.dependent = True
         h.headers.popall(hdrs.LINK)
-        for value in new_links:
-            h.headers.add(hdrs.LINK, value)
+        if kept:
+            h.headers[hdrs.LINK] = kept
+
+
+def content_type(h: HeaderStep) -> None:
+    """Read `Content-Type` as the browser does (every line, comma lists, the last valid
+    type, quoted parameters; `proxy.core.mime`) and decide what document the body is:
+    HTML, an XML document (by type, when the request is for a document: `Sec-Fetch-Dest`
+    document, iframe, object, ..., or not sent at all), or a body of unknown type the
+    browser will sniff (unless `X-Content-Type-Options: nosniff`). Several values are
+    replaced by the one the browser settles on, so nothing downstream can read another."""
+    lines = h.headers.getall(hdrs.CONTENT_TYPE, ())
+    content = h.content = resolve_content_type(lines) if lines else NO_CONTENT_TYPE
+    if content.values > 1 and not h.stages.report_only:
+        value = content.serialise()
+        h.headers.popall(hdrs.CONTENT_TYPE)
+        if value is not None:
+            h.headers[hdrs.CONTENT_TYPE] = value
+    if h.status in BODYLESS_STATUSES or h.status < 200 or h.method == "HEAD":
+        return
+    dest = h.fetch.dest
+    if content.html:
+        h.document = "html"
+    elif content.xml and (dest in DOCUMENT_DESTINATIONS or not h.fetch.sent):
+        h.document = "xml"
+    elif (
+        content.unknown
+        and (dest in DOCUMENT_DESTINATIONS or not h.fetch.sent)
+        and not nosniff(h.headers.getall(X_CONTENT_TYPE_OPTIONS, ()))
+    ):
+        h.document = "sniff"
 
 
 def page_additions(h: HeaderStep) -> None:
@@ -227,7 +316,8 @@ def page_additions(h: HeaderStep) -> None:
     (`Stages.body_mode`). The banner's language may follow Accept-Language: said in Vary."""
     stages = h.stages
     adds = stages.additions
-    if not adds or stages.report_only or not (h.html_body and stages.policy.gates_page(h.path)):
+    html = (h.html_body and h.html_type) or (h.method == "HEAD" and h.content.html and h.status >= 200)
+    if not adds or stages.report_only or not (html and stages.policy.gates_page(h.path)):
         return
     found = adds.for_page(
         path=h.path,
@@ -257,15 +347,20 @@ def gated_page_marks(h: HeaderStep) -> None:
     mode (gate, report, fail-safe, or pass when nothing can be refused) with the
     framing and coding headers that mode implies."""
     stages = h.stages
-    gated = (h.html_type and stages.policy.gates_page(h.path)) or (h.conditional_ours and h.status == 304)
+    page = h.document is not None or (h.method == "HEAD" and h.content.html)
+    gated = (page and stages.policy.gates_page(h.path)) or (h.conditional_ours and h.status == 304)
     if not gated:
         return
     h.dependent = True
     etag = h.headers.get(hdrs.ETAG)
     if etag is not None:
         h.headers[hdrs.ETAG] = consent_etag(etag, h.visitor.etag_key)
-    if h.html_body or h.method == "HEAD":
-        h.plan.body = stages.body_mode(h.plan, h.headers, h.client_accept_encoding, h.visitor.consent)
+    if h.html_body or (h.method == "HEAD" and h.content.html):
+        plan = h.plan
+        plan.document = h.document or "html"
+        plan.essence = h.content.essence
+        plan.charset_label = h.content.charset
+        plan.body = stages.body_mode(plan, h.headers, h.client_accept_encoding, h.visitor.consent)
 
 
 def consent_marks(h: HeaderStep) -> None:
@@ -277,10 +372,16 @@ def consent_marks(h: HeaderStep) -> None:
 
 
 HEADER_STEPS: Final[tuple[Callable[[HeaderStep], None], ...]] = (
+    refused_redirect,
+    content_type,
     set_cookie_filter,
     withdrawal,
     client_hints,
     link_header,
+    refresh_header,
+    reporting_headers,
+    speculation_rules,
+    alt_svc,
     page_additions,
     gated_page_marks,
     consent_marks,
@@ -393,6 +494,7 @@ class Stages:
         secure: bool,
         conditional_ours: bool,
         request_headers: Mapping[str, str] | None = None,
+        fetch: FetchMetadata = NO_FETCH_METADATA,
     ) -> ResponsePlan:
         """Run `HEADER_STEPS` over one response head; return the plan for its body."""
         step = HeaderStep(
@@ -408,6 +510,7 @@ class Stages:
             conditional_ours=conditional_ours,
             plan=ResponsePlan(headers=headers, body=Body.PASS),
             request_headers=request_headers if request_headers is not None else {},
+            fetch=fetch,
         )
         for run in HEADER_STEPS:
             run(step)
@@ -425,19 +528,20 @@ class Stages:
         if not refusable and plan.additions == NO_ADDITIONS:
             # Nothing this visitor refuses can be on the page: no reason to parse it.
             return Body.PASS
+        if plan.document != "html" and (self.report_only or not refusable):
+            return Body.PASS  # additions are for HTML pages; an XML document needs none
         codings = parse_content_encoding(headers.get(hdrs.CONTENT_ENCODING))
-        unreadable = None
         if len(codings) > 1 or (codings and codings[0] not in CODINGS):
-            unreadable = "unsupported_encoding"
-        elif not ascii_compatible(charset_of(headers.get(hdrs.CONTENT_TYPE))):
-            unreadable = "unsupported_charset"
-        if unreadable is not None:
             if not refusable:
                 return Body.PASS  # only additions were wanted: the page goes out as it came
-            return self._fail_safe(plan, headers, unreadable)
+            return self._fail_safe(plan, headers, "unsupported_encoding")
         if self.report_only:
             plan.decode = codings[0] if codings else None
             return Body.REPORT
+        if plan.document == "xml":
+            # The strict CSP keeps an XML document's fetches on the site; its own gate
+            # (`proxy.html.xmlgate`) handles what a CSP does not cover.
+            self._fail_safe(plan, headers, "xml_document")
         plan.nonce = csp_nonce(headers)
         for name in REPRESENTATION_HEADERS:
             headers.popall(name, None)
@@ -473,14 +577,27 @@ class Stages:
 
     def body_pipeline(self, plan: ResponsePlan, consent: ConsentState, host: str | None) -> BodyPipeline:
         html = self.config.html
+        gate = HtmlGate(
+            self.gate_plan,
+            consent,
+            page_host=host,
+            nonce=plan.nonce,
+            report_only=plan.body is Body.REPORT,
+            additions=plan.additions,
+        )
+        policy = self.policy
+
+        def xml_gate() -> XmlGate:
+            return XmlGate(lambda url: policy.decide_url(consent, Kind.HEADER, url, host).keeps)
+
         return BodyPipeline(
-            gate=HtmlGate(
-                self.gate_plan,
-                consent,
-                page_host=host,
-                nonce=plan.nonce,
-                report_only=plan.body is Body.REPORT,
-                additions=plan.additions,
+            gate=DocumentStart(
+                gate,
+                xml_gate,
+                kind=plan.document,
+                essence=plan.essence,
+                header_charset=plan.charset_label,
+                default_encoding=html.default_charset,
             ),
             decode=plan.decode,
             encode=plan.encode,

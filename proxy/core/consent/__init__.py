@@ -6,17 +6,31 @@ reader (raw cookie values in, a `Reading` out), its settings and their TOML tabl
 `[consent.<name>]`, and its deferral convention. `registry.py` lists them in the default
 resolution order. Formats are the ones recorded in docs/field-survey.md §b.
 
-Resolution, in `settings.sources` order:
+Resolution reads every source in `settings.sources`:
 
 1. A source whose cookie is absent is skipped.
-2. A source that is present and **decided** decides: its categories are granted and its
-   name is recorded in `ConsentState.source`.
-3. A source that is present but **broken** (malformed, oversized, or the same cookie sent
-   twice with different values) also decides, as "essential only", with `reason` saying
-   why. A broken higher-priority source never lets a lower-priority one grant more.
-4. A source that is present but **undecided** (OneTrust `interactionCount=0`, CookieYes
-   `action:` empty, ...) is skipped, so a later source may still decide.
-5. Nobody decided: `settings.undecided` is granted. `source` is "default" when some
+2. A source that is present but **broken** (malformed, oversized, or the same cookie
+   sent twice with different values) decides "essential only", wherever it is in the
+   order, with `reason` saying why: the choice it holds could be a refusal.
+3. A source that is present but **undecided** (OneTrust `interactionCount=0`, CookieYes
+   `action:` empty, ...) is skipped.
+4. One source present and **decided**: its categories are granted and its name is
+   recorded in `ConsentState.source`.
+5. Several decided sources (a stale cookie of a former consent manager beside the
+   current one, two managers on one site) are combined category by category, so that
+   no source can grant what a later or undatable refusal in another took back
+   (`combine_decisions`): the sources that speak for a category vote on it (the native
+   cookie and the all-or-nothing managers speak for every category; a manager with
+   groups, fields, purposes or services only for the categories of the keys its cookie
+   holds, e.g. the TC string only for what its purposes map to); of the voters whose
+   cookie dates the decision (`Reading.at`: `tg_consent`'s `~time~`, OneTrust's
+   `OptanonAlertBoxClosed` or `datestamp`, Cookiebot's `utc`, Didomi's `updated`, the TC
+   string's `LastUpdated`) only the most recent votes, or all of the latest when their
+   precision cannot order them (a day-level TC string and a stamp of the same day);
+   the category is granted only when every remaining vote grants it, so an undated
+   refusal always wins. `source` names the first source whose own choice stands on
+   every category it speaks for. Source order no longer decides anything else.
+6. Nobody decided: `settings.undecided` is granted. `source` is "default" when some
    consent cookie was present (but undecided) and "none" when there was none at all.
 
 Then, when `Sec-GPC: 1` was sent, the `settings.gpc_refuses` categories are removed,
@@ -47,9 +61,9 @@ from .native import read_native
 from .onetrust import read_onetrust
 from .osano import read_osano
 from .registry import BUILTIN, DEFAULT_REGISTRY, Registry
-from .resolve import MAX_COOKIE_HEADER_BYTES, read_consent, read_gpc, source_cookie_names
+from .resolve import MAX_COOKIE_HEADER_BYTES, combine_decisions, read_consent, read_gpc, source_cookie_names
 from .settings import DEFAULT_SETTINGS, ConsentSettings, Problem, settings_problems, validate_settings
-from .source import REASONS, Jar, ParseContext, Reading, Source, Table, View
+from .source import REASONS, DecidedAt, Jar, ParseContext, Reading, Source, Table, View
 from .state import ConsentState, consent_key, consent_report, format_consent
 from .tarteaucitron import read_tarteaucitron
 from .tcf import categories_from_purposes, read_tcf
@@ -66,6 +80,7 @@ __all__ = [
     "SOURCES",
     "ConsentSettings",
     "ConsentState",
+    "DecidedAt",
     "Deferral",
     "Edit",
     "Element",
@@ -78,6 +93,7 @@ __all__ = [
     "Table",
     "View",
     "categories_from_purposes",
+    "combine_decisions",
     "consent_key",
     "consent_report",
     "format_consent",

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..categories import ADVERTISING, ANALYTICS, ESSENTIAL, FUNCTIONAL, SOCIAL
+from .dates import from_unix_millis
 from .markup import Deferral, Edit, Element, inverse_names
 from .source import DEFAULT_VIEW, MALFORMED, UNDECIDED, Check, ParseContext, Reading, Source, Table, View
 from .tables import check_category_sets, frozen_sets, read_category_sets, shared
-from .values import percent_decode, prepare, refusal_wins, single_cookie
+from .values import dated, percent_decode, prepare, refusal_wins, single_cookie
 
 COOKIE: Final = "CookieConsent"
 _JS_PAIR: Final = re.compile(
@@ -78,7 +79,8 @@ def read_cookiebot(value: str, settings: View = DEFAULT_VIEW) -> Reading:
     Undecided (the visitor chose nothing): the bare value `-1`, `stamp:'-1'` (Cookiebot
     writes it where no consent is required, with everything pre-accepted) and
     `method:'implied'` (consent inferred, not given). A category field that is present
-    but not a boolean, or no category field at all, is malformed."""
+    but not a boolean, or no category field at all, is malformed. `utc` (Unix
+    milliseconds) dates the decision."""
     prepared = prepare(value, settings)
     if isinstance(prepared, Reading):
         return prepared
@@ -100,7 +102,8 @@ def read_cookiebot(value: str, settings: View = DEFAULT_VIEW) -> Reading:
             raise ValueError("no consent field")
     except ValueError:
         return MALFORMED
-    return refusal_wins(entries, settings)
+    utc = obj.get("utc")
+    return dated(refusal_wins(entries, settings), from_unix_millis(utc) if isinstance(utc, str) else None)
 
 
 def _cookie(view: View) -> str:

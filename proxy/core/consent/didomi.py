@@ -6,12 +6,13 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Final
 
 from ..categories import ADVERTISING, ANALYTICS, SOCIAL
 from . import tcf
+from .dates import from_iso8601
 from .markup import Deferral, Edit, Element, escape_attr
 from .source import CONFLICT, DEFAULT_VIEW, MALFORMED, Check, Jar, ParseContext, Reading, Source, Table, View
 from .tables import (
@@ -22,7 +23,7 @@ from .tables import (
     read_services,
     shared,
 )
-from .values import decided, json_object, one, percent_decode, prepare, refusal_wins, string_list
+from .values import dated, decided, json_object, one, percent_decode, prepare, refusal_wins, string_list
 
 COOKIE: Final = "didomi_token"
 STORAGE_PURPOSE: Final = "cookies"
@@ -74,7 +75,9 @@ def read_didomi(token: str, tc_string: str | None, settings: View = DEFAULT_VIEW
     outside TCF), categories come from the token's `purposes.enabled` under the
     refusal-wins rule, minus the same removals. A disabled `cookies` purpose (TCF
     purpose 1) refuses everything. A broken token or a broken TC string makes the
-    whole source malformed."""
+    whole source malformed. The token's `updated` dates the decision, which speaks for
+    the categories its purposes and vendors map to (with a TC string, also those of
+    the TCF purposes)."""
     prepared = prepare(token, settings)
     if isinstance(prepared, Reading):
         return prepared
@@ -98,8 +101,10 @@ def read_didomi(token: str, tc_string: str | None, settings: View = DEFAULT_VIEW
                 lists[f"{section}.{state}"] = string_list(part.get(state, []), f"{section}.{state}")
     except ValueError:
         return MALFORMED
+    updated = obj.get("updated")
+    at = from_iso8601(updated) if isinstance(updated, str) else None
     if STORAGE_PURPOSE in lists["purposes.disabled"]:
-        return decided((), settings)
+        return dated(decided((), settings), at)
     own = settings.of(SOURCE)
     removed: set[str] = set()
     for purpose in lists["purposes.disabled"]:
@@ -109,10 +114,12 @@ def read_didomi(token: str, tc_string: str | None, settings: View = DEFAULT_VIEW
         if category is not None:
             removed.add(category)
     if from_tcf is not None:
-        return decided(from_tcf - removed, settings)
+        covers = tcf.covered(settings) | removed
+        return dated(replace(decided(from_tcf - removed, settings), covers=covers), at)
     enabled = [p for p in lists["purposes.enabled"] if p in own.purposes]
-    granted = refusal_wins(((own.purposes[p], True) for p in enabled), settings).granted
-    return decided(granted - removed, settings)
+    from_token = refusal_wins(((own.purposes[p], True) for p in enabled), settings)
+    covers = (from_token.covers or frozenset()) | removed
+    return dated(replace(decided(from_token.granted - removed, settings), covers=covers), at)
 
 
 def _read(jar: Jar, view: View) -> Reading:

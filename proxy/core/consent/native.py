@@ -12,9 +12,10 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
+from .dates import from_unix_seconds
 from .markup import Deferral, Edit, Element
-from .source import DEFAULT_VIEW, MALFORMED, Reading, Source, View
-from .values import decided, percent_decode, prepare, single_cookie
+from .source import DEFAULT_VIEW, MALFORMED, DecidedAt, Reading, Source, View
+from .values import dated, decided, percent_decode, prepare, single_cookie
 
 _SEPARATORS: Final = re.compile(r"[.,|]")
 
@@ -23,17 +24,23 @@ def read_native(value: str, settings: View = DEFAULT_VIEW) -> Reading:
     """tag-gate's own cookie (`tg_consent`): granted names joined by `.` (`,` and `|`
     also accepted, percent-encoding tolerated). Empty or `none` is a decision for
     essential only. Unknown names are ignored. Everything from the first `~` on is the
-    banner's record (`~policy version~time~consent id`, see proxy.core.banner) and grants
-    nothing."""
+    banner's record (`~policy version~time~consent id`, see proxy.core.banner): it grants
+    nothing, and its time dates the decision."""
     prepared = prepare(value, settings)
     if isinstance(prepared, Reading):
         return prepared
     try:
-        text = percent_decode(prepared).partition("~")[0]
+        text, _, record = percent_decode(prepared).partition("~")
     except ValueError:
         return MALFORMED
     names = {name.strip(" \t").lower() for name in _SEPARATORS.split(text)}
-    return decided(names, settings)
+    return dated(decided(names, settings), _decided_at(record))
+
+
+def _decided_at(record: str) -> DecidedAt | None:
+    """The `time` of the banner's `version~time~consent id` record (None without one)."""
+    fields = record.split("~")
+    return from_unix_seconds(fields[1]) if len(fields) == 3 else None
 
 
 def _cookie(view: View) -> str:

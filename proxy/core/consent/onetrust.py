@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..categories import ADVERTISING, ANALYTICS, ESSENTIAL, FUNCTIONAL, SOCIAL
+from .dates import from_iso8601, from_js_date
 from .markup import Deferral, Edit, Element, inverse_names, with_class
-from .source import DEFAULT_VIEW, MALFORMED, UNDECIDED, Check, ParseContext, Reading, Source, Table, View
+from .source import DEFAULT_VIEW, MALFORMED, UNDECIDED, Check, Jar, ParseContext, Reading, Source, Table, View
 from .tables import check_category_sets, frozen_sets, read_category_sets, shared
-from .values import percent_decode, prepare, refusal_wins, single_cookie
+from .values import dated, one, percent_decode, prepare, refusal_wins
 
 COOKIE: Final = "OptanonConsent"
+CLOSED: Final = "OptanonAlertBoxClosed"
 _DIGITS: Final = re.compile(r"[0-9]{1,9}")
 
 DEFAULT_GROUPS: Final = frozen_sets(
@@ -45,7 +47,8 @@ def read_onetrust(value: str, settings: View = DEFAULT_VIEW) -> Reading:
     first page view with the *site's defaults* in `groups` (all 1 in opt-out regions),
     so without an interaction the groups are not the visitor's choice. A missing
     `interactionCount` is likewise undecided. A group absent from `groups` is not
-    consented; unmapped groups (custom ids, IAB stacks) grant nothing."""
+    consented; unmapped groups (custom ids, IAB stacks) grant nothing. `datestamp`
+    (JavaScript's `Date` text) dates the decision."""
     prepared = prepare(value, settings)
     if isinstance(prepared, Reading):
         return prepared
@@ -83,11 +86,22 @@ def read_onetrust(value: str, settings: View = DEFAULT_VIEW) -> Reading:
     except ValueError:
         return MALFORMED
     mapping = settings.of(SOURCE).groups
-    return refusal_wins(((mapping[g], ok) for g, ok in flags.items() if g in mapping), settings)
+    reading = refusal_wins(((mapping[g], ok) for g, ok in flags.items() if g in mapping), settings)
+    stamp = fields.get("datestamp")
+    return dated(reading, from_js_date(stamp) if stamp else None)
 
 
-def _cookie(view: View) -> str:
-    return COOKIE
+def _read(jar: Jar, view: View) -> Reading:
+    """`OptanonConsent`, dated by `OptanonAlertBoxClosed` (when the visitor closed the
+    banner or saved a choice) where that is readable, else by its own `datestamp`
+    (which OneTrust may rewrite on later page views, so it can be later than the choice)."""
+    value = one(jar, COOKIE)
+    if isinstance(value, Reading):
+        return value
+    reading = read_onetrust(value, view)
+    closed = one(jar, CLOSED)
+    at = from_iso8601(closed) if isinstance(closed, str) and len(closed) <= 64 else None
+    return dated(reading, at)
 
 
 def _cookies(view: View) -> tuple[str, ...]:
@@ -118,10 +132,10 @@ def _defer(e: Element, names: Mapping[str, str]) -> Edit:
 SOURCE: Final = Source(
     name="onetrust",
     defaults=OneTrustSettings(),
-    read=single_cookie(_cookie, read_onetrust),
+    read=_read,
     cookies=_cookies,
     parse=_parse,
     check=_check,
     defer=Deferral(_defer, _names),
-    also_essential=("OptanonAlertBoxClosed",),
+    also_essential=(CLOSED,),
 )

@@ -1,7 +1,8 @@
 """The consent managers tag-gate knows, in order.
 
-`BUILTIN`'s order is the default resolution order (`[consent] sources`): the first
-source present and decided wins. Adding a consent manager is one module defining its
+`BUILTIN`'s order is the default `[consent] sources` order: every listed source is read,
+and several decisions are combined category by category (see the package docstring);
+the order only picks which name `ConsentState.source` records. Adding a consent manager is one module defining its
 `SOURCE` (see `source.py`) and one line here. A `Registry` can also be built from other
 sources (an embedding application's, a test's) and handed to
 `proxy.core.config.parse_config`.

@@ -5,12 +5,13 @@ The rules are in the package docstring (`proxy.core.consent`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Final
 
 from ..categories import ESSENTIAL
 from ..cookies import parse_cookie_header
 from .settings import DEFAULT_SETTINGS, ConsentSettings
+from .source import Reading
 from .state import ConsentState, consent_key
 
 MAX_COOKIE_HEADER_BYTES: Final = 16384
@@ -60,15 +61,61 @@ def read_consent(
         for name, value in parse_cookie_header(cookie_header):
             jar.setdefault(name, []).append(value)
     undecided_seen = False
+    decisions: list[tuple[str, Reading]] = []
     for name, read in settings.readers:
         reading = read(jar, settings)
         if not reading.present:
             continue
         if reading.decided:
-            return _state(reading.granted, True, name, gpc, "ok", settings)
-        if reading.reason != "ok":
+            decisions.append((name, reading))
+        elif reading.reason != "ok":
             return _state((), False, name, gpc, reading.reason, settings)
-        undecided_seen = True
+        else:
+            undecided_seen = True
+    if len(decisions) == 1:
+        name, reading = decisions[0]
+        return _state(reading.granted, True, name, gpc, "ok", settings)
+    if decisions:
+        granted = combine_decisions([r for _, r in decisions], settings.categories)
+        return _state(granted, True, _standing(decisions, granted), gpc, "ok", settings)
     if undecided_seen:
         return _state(settings.undecided, False, "default", gpc, "ok", settings)
     return _state(settings.undecided, False, "none", gpc, "missing", settings)
+
+
+def combine_decisions(readings: Sequence[Reading], categories: Collection[str]) -> frozenset[str]:
+    """What several decided sources grant together, category by category (the rule is
+    in the package docstring): the sources that speak for a category vote on it; the
+    dated ones are reduced to the most recent decision (all of the latest, when their
+    dates cannot be told apart); then every remaining vote must grant it."""
+    granted: set[str] = set()
+    for category in categories:
+        if category == ESSENTIAL:
+            continue
+        voters = [r for r in readings if r.covers is None or category in r.covers]
+        if voters and all(category in r.granted for r in _latest(voters)):
+            granted.add(category)
+    return frozenset(granted)
+
+
+def _latest(voters: Sequence[Reading]) -> list[Reading]:
+    """The undated voters, and of the dated ones those no other dated one certainly
+    follows."""
+    dated = [(r, r.at) for r in voters if r.at is not None]
+    if len(dated) < 2:
+        return list(voters)
+    undated = [r for r in voters if r.at is None]
+    return undated + [r for r, at in dated if not any(at.before(other) for s, other in dated if s is not r)]
+
+
+def _standing(decisions: Sequence[tuple[str, Reading]], granted: frozenset[str]) -> str:
+    """The source recorded for a combined decision: the first (in resolution order)
+    whose own choice stands on every category it speaks for, else the first."""
+    for name, reading in decisions:
+        covers = reading.covers
+        if covers is None:
+            if reading.granted == granted:
+                return name
+        elif reading.granted & covers == granted & covers:
+            return name
+    return decisions[0][0]

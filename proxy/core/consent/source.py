@@ -57,16 +57,37 @@ Check = tuple[str, str | int | None, str]
 
 
 @dataclass(frozen=True, slots=True)
+class DecidedAt:
+    """When a decision was made, as far as the source's clock says: somewhere in
+    [`earliest`, `latest`) Unix seconds (a day-precision TCF stamp spans a whole day, a
+    Cookiebot stamp one millisecond)."""
+
+    earliest: float
+    latest: float
+
+    def before(self, other: DecidedAt) -> bool:
+        """Whether this decision was certainly made before `other` (the spans do not overlap)."""
+        return self.latest <= other.earliest
+
+
+@dataclass(frozen=True, slots=True)
 class Reading:
     """What one source says. `present` False: its cookie was not sent. `decided` True:
     `granted` (non-essential names, already limited to known categories) is the choice.
     Present, undecided and `reason` "ok": the CMP says no choice was made yet. Present
-    with any other `reason`: broken, which decides "essential only"."""
+    with any other `reason`: broken, which decides "essential only".
+
+    A decided reading may also say which categories it speaks for (`covers`; None: every
+    category, a name not granted is refused) and when the choice was made (`at`; None:
+    the cookie does not say). Both matter only when several sources decide
+    (`proxy.core.consent.resolve`)."""
 
     present: bool
     decided: bool
     granted: frozenset[str] = frozenset()
     reason: str = "ok"
+    covers: frozenset[str] | None = None
+    at: DecidedAt | None = None
 
 
 ABSENT: Final = Reading(False, False, reason="missing")

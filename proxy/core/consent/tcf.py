@@ -4,15 +4,16 @@ decoded by `proxy.core.tcf`; this module decides what its purposes grant)."""
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Final
 
 from ..categories import ADVERTISING, ANALYTICS, ESSENTIAL
-from ..tcf import parse_tc_string
+from ..tcf import TCString, parse_tc_string
+from .dates import from_tcf_deciseconds
 from .source import DEFAULT_VIEW, MALFORMED, Check, ParseContext, Reading, Source, Table, View
 from .tables import check_category_sets, read_category_sets, shared, toml_key
-from .values import decided, percent_decode, prepare, single_cookie
+from .values import dated, decided, percent_decode, prepare, single_cookie
 
 COOKIE: Final = "euconsent-v2"
 
@@ -49,26 +50,41 @@ def categories_from_purposes(purposes: Collection[int], settings: View = DEFAULT
     )
 
 
-def tcf_categories(value: str, settings: View) -> frozenset[str] | Reading:
-    """The categories a raw `euconsent-v2` value grants, or the broken `Reading`."""
+def covered(settings: View = DEFAULT_VIEW) -> frozenset[str]:
+    """The categories a TC string speaks for: those its mapped purposes lead to (a
+    string cannot grant or refuse a category no purpose maps to, e.g. social embeds)."""
+    mapped = {c for categories in settings.of(SOURCE).purposes.values() for c in categories}
+    return frozenset(mapped) & settings.categories - {ESSENTIAL}
+
+
+def _decode(value: str, settings: View) -> TCString | Reading:
     prepared = prepare(value, settings)
     if isinstance(prepared, Reading):
         return prepared
     try:
-        tc = parse_tc_string(percent_decode(prepared))
+        return parse_tc_string(percent_decode(prepared))
     except ValueError:
         return MALFORMED
+
+
+def tcf_categories(value: str, settings: View) -> frozenset[str] | Reading:
+    """The categories a raw `euconsent-v2` value grants, or the broken `Reading`."""
+    tc = _decode(value, settings)
+    if isinstance(tc, Reading):
+        return tc
     return categories_from_purposes(tc.purposes_consent, settings)
 
 
 def read_tcf(value: str, settings: View = DEFAULT_VIEW) -> Reading:
     """IAB TCF `euconsent-v2` (raw, percent-encoded or double-quoted): decided by the
     purpose consents; see `categories_from_purposes`. A string that does not decode
-    is malformed."""
-    categories = tcf_categories(value, settings)
-    if isinstance(categories, Reading):
-        return categories
-    return decided(categories, settings)
+    is malformed. It speaks for `covered` categories, dated by `LastUpdated`."""
+    tc = _decode(value, settings)
+    if isinstance(tc, Reading):
+        return tc
+    granted = categories_from_purposes(tc.purposes_consent, settings)
+    reading = replace(decided(granted, settings), covers=covered(settings))
+    return dated(reading, from_tcf_deciseconds(tc.last_updated))
 
 
 def _cookie(view: View) -> str:

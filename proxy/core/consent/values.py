@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import replace
 from typing import Final
 from urllib.parse import unquote
 
 from ..categories import ESSENTIAL
-from .source import ABSENT, CONFLICT, OVERSIZED, Jar, Reading, View
+from .source import ABSENT, CONFLICT, OVERSIZED, DecidedAt, Jar, Reading, View
 
 _BAD_PERCENT: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -27,12 +28,22 @@ def decided(granted: Iterable[str], view: View) -> Reading:
 
 
 def refusal_wins(entries: Iterable[tuple[Collection[str], bool]], view: View) -> Reading:
-    """A decided reading from (categories, granted?) pairs; see the module docstring."""
+    """A decided reading from (categories, granted?) pairs; see the module docstring.
+    It speaks for the categories of the keys present (`Reading.covers`): a category
+    whose keys are all absent from the cookie is neither granted nor refused by it."""
     granted: set[str] = set()
     refused: set[str] = set()
     for categories, ok in entries:
         (granted if ok else refused).update(categories)
-    return decided(granted - refused, view)
+    reading = decided(granted - refused, view)
+    return replace(reading, covers=frozenset(granted | refused) & view.categories - {ESSENTIAL})
+
+
+def dated(reading: Reading, at: DecidedAt | None) -> Reading:
+    """`reading` with its decision date, when it is a decision and the date is known."""
+    if at is None or not reading.decided:
+        return reading
+    return replace(reading, at=at)
 
 
 def prepare(value: str, view: View) -> str | Reading:
