@@ -53,7 +53,7 @@ from ..core.consent import ConsentState
 from ..core.memo import Memo
 from ..core.policy import Policy, UrlRule
 from ..core.vendors import Vendor
-from .guard_code import RULES_PLACEHOLDER, compact_js, guard_sizes, js_tokens, load_guard_code
+from .guard_code import compact_js, guard_sizes, js_string, js_tokens, load_guard_code, split_guard_code
 from .jsregex import translate_regex
 
 __all__ = [
@@ -166,6 +166,7 @@ class GuardRules:
         self._rules = self._compile_rules(warnings)
         self.warnings: tuple[str, ...] = tuple(warnings)
         self._memo: Memo[str, tuple[str, str]] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
+        self._scripts: Memo[str, tuple[str, str]] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
 
     def _compile_rules(self, warnings: list[str]) -> list[list[object]]:
         out: list[list[object]] = []
@@ -252,8 +253,15 @@ class GuardRules:
         return head + _script_json(page_host) + tail
 
     def script(self, consent: ConsentState, page_host: str | None) -> str:
-        """The text of the inline `<script>` (guard code with its table)."""
-        return load_guard_code().replace(RULES_PLACEHOLDER, self.rules_json(consent, page_host), 1)
+        """The text of the inline `<script>` (guard code with its table as a JSON text in
+        a string literal); `page_host` None leaves the host to the browser (`location`)."""
+        hit = self._scripts.table.get(consent.key)
+        if hit is None:
+            head, tail = self._cached(consent)
+            before, after = split_guard_code()
+            parts = (f"{before}'{js_string(head)}", f"{js_string(tail)}'{after}")
+            hit = self._scripts.put(consent.key, parts, len(parts[0]) + len(parts[1]))
+        return hit[0] + js_string(_script_json(page_host)) + hit[1]
 
 
 def _outcome(rule: UrlRule) -> object:

@@ -4,7 +4,10 @@ guard.js is written to be read; what ships on every gated page is its compact fo
 comments and blank space removed by a small JavaScript tokenizer that knows strings,
 template literals, regular expression literals and comments, every other token kept
 as it was (`compact_js`). The compact code holds `RULES_PLACEHOLDER` exactly once,
-where `proxy.html.guard` puts the rule table.
+where `proxy.html.guard` puts the rule table, as a JSON text inside a JavaScript string
+literal (`js_string`): Chromium compiles a string literal about four times faster than
+the same table written as an object literal, and the guard parses it at its first
+decision, not while the page waits for the install.
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ from functools import cache
 from importlib import resources
 from typing import Final
 
-__all__ = ["RULES_PLACEHOLDER", "compact_js", "guard_sizes", "js_tokens", "load_guard_code"]
+__all__ = [
+    "RULES_PLACEHOLDER",
+    "compact_js",
+    "guard_sizes",
+    "js_string",
+    "js_tokens",
+    "load_guard_code",
+    "split_guard_code",
+]
 
 RULES_PLACEHOLDER: Final = '"__TG_RULES__"'
 """Where the rule table goes in guard.js (a JSON string literal, so the source parses)."""
@@ -216,6 +227,22 @@ def load_guard_code() -> str:
     if code.count(RULES_PLACEHOLDER) != 1:
         raise ValueError(f"guard.js must hold the rule placeholder {RULES_PLACEHOLDER} exactly once")
     return code
+
+
+@cache
+def split_guard_code() -> tuple[str, str]:
+    """The compact code before and after the rule placeholder."""
+    before, _, after = load_guard_code().partition(RULES_PLACEHOLDER)
+    return before, after
+
+
+def js_string(text: str) -> str:
+    """The body of a single-quoted JavaScript string literal whose value is `text`.
+
+    `text` is JSON made safe for `<script>` (ASCII, no `<`, `>` or `&`), so only the
+    backslash and the quote need escaping; parts escaped apart concatenate into the
+    escaped whole, which lets the per-page part be escaped alone."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def guard_sizes() -> dict[str, int]:
