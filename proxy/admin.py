@@ -1,8 +1,10 @@
-"""The admin listener: liveness, readiness and Prometheus metrics.
+"""The admin listener: liveness, readiness, Prometheus metrics, and the CSP layer's listings.
 
 It runs on its own address (default 127.0.0.1:9090) and is never reachable through the
 public listener. Liveness does not depend on the upstream, so an origin outage never
 makes an orchestrator restart tag-gate; readiness is false while starting and draining.
+`/csp-gaps` is the CSP report endpoint's listing as JSON (`ReportSink.listing`: catalogue
+gaps by host, runtime leaks by vendor), what `tag-gate explain --admin` reads.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ def make_admin_app(state: ProxyState) -> web.Application:
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
+    async def handle_csp_gaps(request: web.Request) -> web.Response:
+        return web.json_response(state.reports.listing())
+
     app = web.Application()
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/csp-gaps", handle_csp_gaps)
     return app

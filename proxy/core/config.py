@@ -36,6 +36,7 @@ from .addresses import (
 )
 from .catalog import Catalog, Vendor, VendorError, make_catalog, parse_host
 from .categories import BUILTIN_CATEGORIES, ESSENTIAL
+from .config_guard import CspConfig, GuardConfig, csp_problems, read_csp, read_guard
 from .config_rules import (
     element_action,
     read_cookie_rules,
@@ -67,6 +68,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "CookieConfig",
+    "CspConfig",
+    "GuardConfig",
     "HtmlConfig",
     "IPNetwork",
     "Limits",
@@ -169,6 +172,10 @@ class HtmlConfig:
     brotli_quality: int = 4
     zstd_level: int = 3
     decisions_header: bool = False
+    guard: GuardConfig = GuardConfig()
+    """`[html.guard]`: the runtime guard (proxy/core/config_guard.py)."""
+    csp: CspConfig = CspConfig()
+    """`[html.csp]`: the CSP layer and its report endpoint."""
     cache_size: int = 64 << 20
     """Bytes of gated pages kept for reuse (`proxy.html.cache`); 0 turns the cache off."""
 
@@ -426,6 +433,8 @@ def _read_html(r: Reader, categories: frozenset[str], styles: Sequence[str]) -> 
         brotli_quality=r.get("brotli_quality", d.brotli_quality, level(0, 11)),
         zstd_level=r.get("zstd_level", d.zstd_level, level(1, 19)),
         decisions_header=r.get("decisions_header", d.decisions_header, as_bool),
+        guard=read_guard(r.table("guard")),
+        csp=read_csp(r.table("csp")),
         cache_size=r.get("cache_size", d.cache_size, size_or_off),
     )
     r.finish()
@@ -518,6 +527,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", *, registry:
     cookie_rules = read_cookie_rules(root, categories)
     exceptions = read_exceptions(root)
     root.finish()
+    problems += csp_problems(html.csp, catalog.vendors, html.first_party_hosts, categories)
     if problems:
         raise ConfigError(problems)
     config = Config(

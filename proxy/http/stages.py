@@ -25,6 +25,7 @@ from ..core.categories import ADVERTISING, ESSENTIAL
 from ..core.config import Config
 from ..core.consent import ConsentState, read_consent
 from ..core.cookies import SetCookie, expire_cookies, filter_accept_ch, filter_set_cookies, strip_cookie_header
+from ..core.csp import decide_guard_delivery
 from ..core.defer import make_cmp_names
 from ..core.memo import Memo
 from ..core.policy import Kind, Origin, Policy, filter_link_header
@@ -32,6 +33,7 @@ from ..html.body import BodyPipeline
 from ..html.codings import CODINGS, client_accepts, filter_accept_encoding, parse_content_encoding
 from ..html.gate import NO_ADDITIONS, Additions, GatePlan, HtmlGate
 from ..metrics import Metrics
+from .layers import RuntimeLayers
 from .response import (
     BODYLESS_STATUSES,
     REPRESENTATION_HEADERS,
@@ -104,6 +106,8 @@ class HeaderStep:
     secure: bool
     conditional_ours: bool
     plan: ResponsePlan
+    fetch_dest: str | None = None
+    """The request's `Sec-Fetch-Dest` (the CSP layer covers worker scripts too)."""
     dependent: bool = False
     """The response now depends on the visitor's consent (set by any step that changed
     something because of it; `consent_marks` then says so to caches)."""
@@ -220,6 +224,56 @@ def gated_page_marks(h: HeaderStep) -> None:
         h.plan.body = stages.body_mode(h.plan, h.headers, h.client_accept_encoding, h.visitor.consent)
 
 
+def runtime_guard(h: HeaderStep) -> None:
+    """A gated page whose visitor refuses something gets the runtime guard as the first
+    thing in `<head>` (`additions.head_start`, before anything other steps add there):
+    inline with the nonce the site's CSP needs; from `/__tag-gate/guard.js` when that
+    policy blocks inline scripts but allows `'self'`; else not at all. Not on pages the
+    gate passes (nothing refusable, report-only, fail-safe) or with `[html.guard]` off."""
+    layers = h.stages.layers
+    if layers.guard is None or h.plan.body is not Body.GATE:
+        return
+    values = h.headers.getall(hdrs.CONTENT_SECURITY_POLICY, ())
+    delivery = decide_guard_delivery(values, "https" if h.secure else "http")
+    markup = layers.guard_markup(h.visitor.consent, h.host, delivery, h.path)
+    if markup:
+        additions = h.plan.additions
+        h.plan.additions = Additions(head_start=markup + additions.head_start, body_end=additions.body_end)
+
+
+_WORKER_DESTS: Final = frozenset({"worker", "sharedworker"})
+
+
+def csp_layer(h: HeaderStep) -> None:
+    """On the pages that get the guard (and on worker scripts for such visitors, whose
+    own requests no page code can see), tag-gate's CSP (`[html.csp]`, sampled): report-
+    only by default, or enforcing as a second policy, which browsers intersect with the
+    site's own, so the site's policy is never weakened. Reports go to /__tag-gate/csp."""
+    layers = h.stages.layers
+    csp = layers.csp
+    if csp is None:
+        return
+    if h.plan.body is Body.GATE:
+        worker = False
+    elif (
+        h.fetch_dest in _WORKER_DESTS
+        and h.status == 200
+        and not h.stages.report_only
+        and h.stages.policy.refusable(h.visitor.consent)
+    ):
+        worker = True
+        add_vary(h.headers, ("Sec-Fetch-Dest",))
+    else:
+        return
+    if not layers.sampled():
+        return
+    consent = h.visitor.consent
+    h.headers.add(csp.header, csp.value(consent, worker))
+    h.headers.add("Reporting-Endpoints", csp.endpoints(consent))
+    h.dependent = True
+    h.stages.metrics.csp_headers.labels(csp.layer.mode, "worker" if worker else "page").inc()
+
+
 def consent_marks(h: HeaderStep) -> None:
     """A response that depends on consent says so: `private` (shared caches must not
     store it) and `Vary: Cookie, Sec-GPC`."""
@@ -234,6 +288,8 @@ HEADER_STEPS: Final[tuple[Callable[[HeaderStep], None], ...]] = (
     client_hints,
     link_header,
     gated_page_marks,
+    runtime_guard,
+    csp_layer,
     consent_marks,
 )
 """The headers stage, in order: the last marks what any earlier step made consent-dependent."""
@@ -269,6 +325,7 @@ class Stages:
         self._element_counters: dict[tuple[str, str], Any] = {}
         essential_hosts = [h for v in self.policy.catalog.vendors if v.category == ESSENTIAL for h in v.hosts]
         self.fail_safe_policy = fail_safe_csp([*html.first_party_hosts, *essential_hosts])
+        self.layers = RuntimeLayers(cfg, self.metrics)
         # The commonest visitor (no cookie) is read once now: its memo entry is warm and
         # its consent-read series exists from the start, so /metrics does not grow later.
         self.visitor((), None)
@@ -337,6 +394,7 @@ class Stages:
         host: str | None,
         secure: bool,
         conditional_ours: bool,
+        fetch_dest: str | None = None,
     ) -> ResponsePlan:
         """Run `HEADER_STEPS` over one response head; return the plan for its body."""
         step = HeaderStep(
@@ -351,6 +409,7 @@ class Stages:
             secure=secure,
             conditional_ours=conditional_ours,
             plan=ResponsePlan(headers=headers, body=Body.PASS),
+            fetch_dest=fetch_dest,
         )
         for run in HEADER_STEPS:
             run(step)

@@ -10,12 +10,13 @@ upstream clients, readiness and the in-flight count.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
 from ..core.addresses import Upstream
 from ..core.config import Config
+from ..core.csp_reports import ReportSink
 from ..html.cache import GateCache
 from ..logs import AccessLog
 from ..metrics import Metrics
@@ -74,6 +75,8 @@ class ProxyState:
     """Used for WebSocket relays only; HTTP goes through `pool`."""
     ready: bool = False
     in_flight: int = 0
+    reports: ReportSink = field(default_factory=ReportSink)
+    """What the CSP report endpoint keeps (rate limit, gap and leak listings) across reloads."""
 
     @property
     def config(self) -> Config:
