@@ -121,6 +121,13 @@ def test_a_vendor_list_narrows_what_is_listed() -> None:
     assert "google-analytics.com" in text and "social.test" not in text and "cdn.test" not in text
 
 
+def test_report_to_is_left_out_of_insecure_pages() -> None:
+    headers = CspHeaders(CspLayer(), VENDORS, [])
+    consent = read_consent(None, None)
+    assert "report-to" not in headers.value(consent, secure=False)
+    assert headers.value(consent, secure=False).endswith("report-uri /__tag-gate/csp?k=f0a0d0s0g0")
+
+
 def test_worker_scripts_also_get_script_src() -> None:
     text = value(CspLayer(), None, worker=True)
     assert "script-src 'self' data: blob: static.shop.test *.static.shop.test 'unsafe-eval' 'wasm-unsafe-eval'" in text

@@ -123,6 +123,17 @@ def test_a_policy_allowing_neither_gets_no_guard_and_says_so(caplog: pytest.LogC
     assert any("allows neither" in r.getMessage() and "/hashed" in r.getMessage() for r in caplog.records)
 
 
+def test_report_to_only_on_https_pages() -> None:
+    s = stages()
+    visitor = s.visitor((), None)
+    headers: CIMultiDict[str] = CIMultiDict({"Content-Type": "text/html"})
+    args: dict[str, Any] = dict(method="GET", status=200, path="/", visitor=visitor, client_accept_encoding=None)
+    s.plan_response(headers=headers, host="h", secure=False, conditional_ours=False, **args)
+    assert (
+        headers[CSP_RO].endswith("; report-uri /__tag-gate/csp?k=f0a0d0s0g0") and "Reporting-Endpoints" not in headers
+    )
+
+
 def test_guard_off_keeps_the_csp_layer_and_csp_off_keeps_the_guard() -> None:
     result, headers = plan(stages(guard={"enabled": False}))
     assert result.additions.head_start == "" and CSP_RO in headers

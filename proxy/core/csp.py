@@ -20,7 +20,7 @@ Two jobs, both per response head and both pure (stdlib, config values only):
    listing `'self'`, `data:`, `blob:`, `html.first_party_hosts` and the allowed
    vendors' hosts for the visitor's consent (`host` and `*.host`, a host covered by a
    listed parent left out), reporting to `/__tag-gate/csp?k=<consent key>` by both
-   `report-uri` and `report-to` (`Reporting-Endpoints`). Built once per consent key
+   `report-uri` and, on https pages, `report-to` (`Reporting-Endpoints`). Built once per consent key
    (the key also tells the report endpoint what the page was served under). A worker
    script's response gets the same sources under `script-src` as well (a worker has no
    inline script, and its `importScripts` is governed by `script-src`).
@@ -212,7 +212,7 @@ class CspHeaders:
         self.header = "Content-Security-Policy" if layer.mode == "enforce" else "Content-Security-Policy-Report-Only"
         self._vendors = vendors
         self._own = ["'self'", "data:", "blob:", *host_sources(first_party_hosts)]
-        self._memo: Memo[tuple[str, bool], str] = Memo(512, 8 << 20)
+        self._memo: Memo[tuple[str, bool, bool], str] = Memo(512, 8 << 20)
         self._keys: dict[str, frozenset[str]] = {}
 
     def sources(self, granted: Collection[str]) -> list[str]:
@@ -231,9 +231,12 @@ class CspHeaders:
         urls = _url_sources((u for v in allowed for u in v.urls), plain)
         return [*self._own, *hosts, *urls]
 
-    def value(self, consent: ConsentState, worker: bool = False) -> str:
-        """The header value for this visitor (a worker script's adds `script-src`)."""
-        key = (consent.key, worker)
+    def value(self, consent: ConsentState, worker: bool = False, secure: bool = True) -> str:
+        """The header value for this visitor (a worker script's adds `script-src`).
+        `report-to` only on a page served over https: the Reporting API delivers only
+        from secure contexts, and Chromium ignores `report-uri` whenever `report-to` is
+        present, so an http page would report nothing at all."""
+        key = (consent.key, worker, secure)
         hit = self._memo.table.get(key)
         if hit is not None:
             return hit
@@ -243,7 +246,9 @@ class CspHeaders:
         parts = [f"{d} {sources}" for d in self.layer.directives]
         if worker:
             parts.append(f"script-src {sources} 'unsafe-eval' 'wasm-unsafe-eval'")
-        parts += [f"report-uri {CSP_ENDPOINT}?k={consent.key}", f"report-to {REPORTING_GROUP}"]
+        parts.append(f"report-uri {CSP_ENDPOINT}?k={consent.key}")
+        if secure:
+            parts.append(f"report-to {REPORTING_GROUP}")
         text = "; ".join(parts)
         return self._memo.put(key, text, len(text))
 

@@ -268,8 +268,9 @@ def csp_layer(h: HeaderStep) -> None:
     if not layers.sampled():
         return
     consent = h.visitor.consent
-    h.headers.add(csp.header, csp.value(consent, worker))
-    h.headers.add("Reporting-Endpoints", csp.endpoints(consent))
+    h.headers.add(csp.header, csp.value(consent, worker, h.secure))
+    if h.secure:
+        h.headers.add("Reporting-Endpoints", csp.endpoints(consent))
     h.dependent = True
     h.stages.metrics.csp_headers.labels(csp.layer.mode, "worker" if worker else "page").inc()
 
