@@ -143,6 +143,13 @@ async def test_reports_are_classified_counted_and_listed(upstream: UpstreamFacto
     assert (
         m['tag_gate_csp_reports_total{result="granted"}'] == 2 and m['tag_gate_csp_reports_total{result="leak"}'] == 2
     )
+    # granted after the page loaded (released in place): the key refused it, the cookie grants it now
+    cookie = "tg_consent=analytics.advertising"
+    await post(endpoint + "?k=f0a1d0s0g0", json.dumps(CSP_REPORT).encode(), "application/csp-report", Cookie=cookie)
+    m = await metrics(tg.admin_url, "tag_gate_csp_reports_total")
+    assert (
+        m['tag_gate_csp_reports_total{result="granted"}'] == 3 and m['tag_gate_csp_reports_total{result="leak"}'] == 2
+    )
 
 
 async def test_the_endpoint_refuses_what_it_should(upstream: UpstreamFactory, tag_gate: TagGateFactory) -> None:

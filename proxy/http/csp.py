@@ -3,8 +3,9 @@
 Browsers post a report for each request a page made that our CSP layer (`[html.csp]`,
 `proxy.core.csp`) did not list. This endpoint classifies each with the gate's matcher
 (`proxy.core.csp_reports.classify_report`) under the consent the page was served with
-(the `k` query parameter the header wrote; the request's own cookies when it is
-missing or unknown) and counts:
+(the `k` query parameter the header wrote), joined with what the request's own
+cookies grant now (a visitor who granted after the page loaded has had tags released
+in place, which the page's policy still reports) and counts:
 
 - leak: a refused vendor was contacted anyway. `tag_gate_runtime_leaks{category,vendor}`
   (vendor ids come from the catalogue or the config: a bounded label set), one log line
@@ -90,13 +91,17 @@ async def handle_csp_report(state: ProxyState, ex: Exchange, page_host: str | No
         metrics.csp_reports["invalid"].inc()
         return error_response(400, f"Bad Request: {exc}")
     stages = runtime.stages
+    # The page's policy is fixed when it loads; a visitor who grants later has the guard
+    # release tags in place, and the browser reports those hosts too: what the cookie
+    # grants now counts as granted alongside what the key says the page was served under.
+    now_granted = stages.visitor(
+        tuple(request.headers.getall(hdrs.COOKIE, ())), request.headers.get("Sec-GPC")
+    ).consent.granted
     granted = None
     key = request.query.get("k")
     if key and stages.layers.csp is not None:
         granted = stages.layers.csp.granted(key)
-    if granted is None:
-        visitor = stages.visitor(tuple(request.headers.getall(hdrs.COOKIE, ())), request.headers.get("Sec-GPC"))
-        granted = visitor.consent.granted
+    granted = now_granted if granted is None else granted | now_granted
     wall = time.time()
     for report in reports:
         verdict = classify_report(stages.policy, granted, report, page_host)
