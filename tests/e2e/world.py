@@ -237,6 +237,8 @@ class FakeInternet(_LoopbackServer):
         super().__init__()
         self.scripts: dict[str, str] = {}
         """Scenario scripts by "host/path" (query ignored), served before the TRACKERS."""
+        self.pages: dict[str, str] = {}
+        """Scenario documents by "host/path" (query ignored): what a frame there shows."""
         self.hits: list[Hit] = []
         self.handshakes: list[tuple[str, float]] = []
         self.last_activity = time.monotonic()
@@ -284,6 +286,9 @@ class FakeInternet(_LoopbackServer):
         custom = self.scripts.get(host + path)
         if custom is not None:
             return web.Response(text=custom, content_type="text/javascript")
+        page = self.pages.get(host + path)
+        if page is not None:
+            return web.Response(text=page, content_type="text/html")
         for t in TRACKERS:
             if host == t.host and path.startswith(t.path):
                 js = TRACKER_JS.format(
