@@ -23,6 +23,7 @@ from proxy.html.guard import (
     load_guard_code,
     make_guard,
     make_guard_rules,
+    minify_js,
     translate_regex,
 )
 from tests.guard_table import Row, consent, policy, rows
@@ -282,6 +283,32 @@ def test_compaction_cases(source: str, compact: str) -> None:
 def test_compaction_refuses_what_it_cannot_read(bad: str) -> None:
     with pytest.raises(ValueError):
         compact_js(bad)
+
+
+@pytest.mark.parametrize(
+    ("source", "minified"),
+    [
+        # declared names shrink; globals, properties and strings stay
+        ("const longName = 1, other = longName + window.longName;", "const e=1,t=e+window.longName;"),
+        # object keys stay, shorthand properties keep their key
+        ("const value = 1; const o = { value, key: value, value: 2 };", "const e=1;const t={value:e,key:e,value:2};"),
+        # arrow parameters (with a default that refers to another), catch bindings, patterns
+        ("const f = (alpha, beta = alpha) => beta;", "const n=(e,t=e)=>t;"),
+        ("try { x(); } catch (err) { err.name; }", "try{x();}catch(e){e.name;}"),
+        ("for (const [key, val] of list) use(key, val);", "for(const[e,t]of list)use(e,t);"),
+        ("const g = item => item.src;", "const t=e=>e.src;"),
+        ("let a1, b1 = 2; a1 = { b1 };", "let e,t=2;e={b1:t};"),
+    ],
+)
+def test_minify_cases(source: str, minified: str) -> None:
+    assert minify_js(source) == minified
+
+
+def test_minified_guard_keeps_its_public_names() -> None:
+    code = load_guard_code()
+    assert len(code) < len(compact_js(GUARD_JS))
+    for name in ("__tagGateGuard", "errors:", "blocked:", "T:", "decide:", "granted:", "pass:", "sync:", "i:"):
+        assert name in code, name
 
 
 def test_guard_code_has_one_placeholder_and_the_script_embeds_the_table() -> None:

@@ -53,7 +53,7 @@ from ..core.consent import ConsentState
 from ..core.memo import Memo
 from ..core.policy import Policy, UrlRule
 from ..core.vendors import Vendor
-from .guard_code import compact_js, guard_sizes, js_string, js_tokens, load_guard_code, split_guard_code
+from .guard_code import compact_js, guard_sizes, js_string, js_tokens, load_guard_code, minify_js, split_guard_code
 from .jsregex import translate_regex
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "load_guard_code",
     "make_guard",
     "make_guard_rules",
+    "minify_js",
     "translate_regex",
 ]
 
