@@ -51,11 +51,11 @@ def guard_report(config: Config, consent: ConsentState, page_host: str | None) -
     table = json.loads(text)
     out["vendors"] = [
         {"vendor": v[0], "category": v[1], "refused": v[1] in refused, "hosts": v[2], "urls": v[3]}
-        for v in table["vendors"]
+        for v in guard.vendor_rows(consent)
     ]
     out["rules"] = [
         {
-            "hosts": r[0] or [],
+            "hosts": sorted(r[0] or ()),
             "paths": r[1] or [],
             "regex": r[2][0] if r[2] else "",
             "vendor": r[3] or "",

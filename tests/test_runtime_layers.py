@@ -67,7 +67,7 @@ def test_a_gated_page_gets_the_inline_guard_and_the_report_only_policy() -> None
     assert result.body is Body.GATE
     assert head.startswith("<script>" + GUARD_START) and head.endswith("');</script>")
     table = json.loads(head[len("<script>" + GUARD_START) + 1 : -len("');</script>")].replace("\\'", "'"))
-    assert table["page"] == "www.shop.test" and table["cookie"] == "tg_consent" and table["granted"] == ["essential"]
+    assert table["page"] == "www.shop.test" and table["cookie"] == "tg_consent" and table["granted"] == {"essential": 1}
     assert headers[CSP_RO].endswith("report-uri /__tag-gate/csp?k=f0a0d0s0g0; report-to tag-gate")
     assert headers["Reporting-Endpoints"] == 'tag-gate="/__tag-gate/csp?k=f0a0d0s0g0"'
     assert CSP not in headers
@@ -178,7 +178,7 @@ def test_a_configured_cookie_name_reaches_the_guard() -> None:
     result, _ = plan(s, cookie="site_consent=analytics")
     head = result.additions.head_start
     assert '\\"cookie\\":\\"site_consent\\"' not in head and '"cookie":"site_consent"' in head
-    assert '"granted":["analytics","essential"]' in head
+    assert '"granted":{"analytics":1,"essential":1}' in head
 
 
 def test_the_guard_comes_before_anything_else_added_at_the_head() -> None:

@@ -30,12 +30,15 @@
  *   after the other), each once. Network calls that were dropped stay dropped.
  *   Withdrawal applies to the next request, here, without waiting for anything.
  *
- * Arguments: the window and the rule table as a JSON text (proxy/html/guard.py: {cookie,
- * granted, final, firstParty, unknown, vendors: [[id, category, [host suffix],
- * ["host/path[?param=glob]"]]], rules: [[[host suffix] | 0, [path prefix] | 0,
- * [regex, flags] | 0, vendor | 0, 0 (keep) | 1 (the vendor's category) | "category"]],
- * page: the page's host, or null for location.hostname}). A JSON text in a string
- * literal costs Chromium a quarter of what the same object literal costs to compile.
+ * Arguments: the window and the rule table as a JSON text, indexed by the server
+ * (proxy/html/guard.py, version 2: {cookie, granted: {category: 1}, final: {category:
+ * 1}, firstParty: {host: 1}, unknown, vendors: [[id, category]], hosts: {host suffix:
+ * vendor index}, urls: {host suffix: [[path prefix, vendor index, query parameter | 0,
+ * value regex source | 0]], longest prefix first}, rules: [[{host suffix: 1} | 0,
+ * [path prefix] | 0, [regex, flags] | 0, vendor | 0, 0 (keep) | 1 (the vendor's
+ * category) | "category"]], page: the page's host, or null for location.hostname}).
+ * A JSON text in a string literal costs Chromium a quarter of what the same object
+ * literal costs to compile.
  *
  * Short names: G the public object, R the table, W/D window/document, O Object, F
  * Reflect, ok the granted categories, A element -> fetching attributes, T blocked
@@ -74,40 +77,25 @@
   let ok,
     off = 0,
     PAGE,
-    FP,
-    FINAL,
-    HOSTS,
-    URLS,
     RULES,
     A,
     SEL;
 
   // ------------------------------------------------------------------ deciding
 
-  // The table, parsed and indexed at the first decision (not while the page waits).
+  // The table, parsed at the first decision (not while the page waits); its maps lose
+  // their prototype, so a host named "constructor" is only a host.
   const table = () => {
-    if (HOSTS) return;
+    if (PAGE) return;
     R = JSON.parse(R);
     PAGE = R.page || location.hostname;
-    FP = set(R.firstParty);
-    FINAL = set(R.final);
-    HOSTS = set();
-    URLS = set();
+    for (const k of ["granted", "final", "firstParty", "hosts", "urls"]) O.setPrototypeOf(R[k], null);
+    ok = ok || R.granted;
     RULES = [];
     A = set();
     SEL = [];
-    ok = ok || set(R.granted);
-    for (const v of R.vendors) {
-      for (const h of v[2]) HOSTS[h] = v;
-      for (const u of v[3]) {
-        // host/path?param=glob, where `*` in the glob is any run of characters
-        const m = /^([^/]+)([^?]*)(\?([^=]*)=(.*))?$/s.exec(u);
-        (URLS[m[1]] = URLS[m[1]] || []).push([m[2], v, m[4], m[3] && RegExp("^" + m[5].replace(/[\\^$.+?()[\]{}|/]/g, "\\$&").replace(/\*/g, ".*") + "$", "s")]);
-      }
-    }
-    // At one host suffix the longest path prefix wins, with a query condition before without.
-    for (const h in URLS) URLS[h].sort((a, b) => b[0].length - a[0].length || !!b[3] - !!a[3]);
-    for (const r of R.rules) t(() => RULES.push([r[0] && set(r[0]), r[1], r[2] && RegExp(r[2][0], r[2][1]), r[3], r[4]]));
+    for (const h in R.urls) for (const e of R.urls[h]) e[3] = e[3] && RegExp(e[3], "s");
+    for (const r of R.rules) t(() => RULES.push([r[0] && O.setPrototypeOf(r[0], null), r[1], r[2] && RegExp(r[2][0], r[2][1]), r[3], r[4]]));
     // The attributes that make each element fetch something.
     for (const e of "script:src,href img:src,srcset image:href source:src,srcset iframe:src,srcdoc frame:src embed:src object:data link:href,imagesrcset video:src,poster audio:src track:src input:src a:ping area:ping".split(" ")) {
       const [tag, names] = e.split(":");
@@ -124,8 +112,8 @@
     // Catalog._lookup: at each suffix from the longest, URL prefixes, then the host.
     lookup = (h, path, query) => {
       for (let i = 0; i >= 0; i = h.indexOf(".") + 1 || -1, h = h.slice(i)) {
-        for (const e of URLS[h] || []) if (under(path, e[0]) && (!e[3] || query.getAll(e[2]).some((x) => e[3].test(x)))) return e[1];
-        if (HOSTS[h]) return HOSTS[h];
+        for (const e of R.urls[h] || []) if (under(path, e[0]) && (!e[3] || query.getAll(e[2]).some((x) => e[3].test(x)))) return R.vendors[e[1]];
+        if (h in R.hosts) return R.vendors[R.hosts[h]];
       }
     },
     memo = new Map(),
@@ -147,7 +135,7 @@
         // relative: the page's own (no vendor), unless a <base> sends it elsewhere
         rel = !abs && host == PAGE,
         v = !rel && lookup(host.replace(/^\.+/, ""), path, u.searchParams);
-      out = v ? [v[1], v[0]] : rel || host == PAGE || within(host, FP) || !R.unknown ? 0 : [R.unknown, ""];
+      out = v ? [v[1], v[0]] : rel || host == PAGE || within(host, R.firstParty) || !R.unknown ? 0 : [R.unknown, ""];
       for (const r of RULES)
         if (!((r[0] && !within(host, r[0])) || (r[1] && !r[1].some((p) => path.startsWith(p))) || (r[2] && !r[2].test(s)) || (r[3] && !(v && v[0] == r[3])))) {
           const c = r[4] === 1 ? v && v[1] : r[4];
@@ -387,7 +375,7 @@
           return g;
         }
       }
-      for (let c of v) if (!FINAL[(c = c.trim().toLowerCase())]) g[c] = 1;
+      for (let c of v) if (!R.final[(c = c.trim().toLowerCase())]) g[c] = 1;
       return g;
     },
     // Release lives in its own first-party script, fetched the first time it is needed.
