@@ -168,7 +168,7 @@ def free_port() -> int:
 
 
 GUARD_ELEMENT = re.compile(
-    rb'<script(?: nonce="[^"]*")?>\(\(W,R\)=>.*?</script>'
+    rb'<script(?: nonce="[^"]*")?>\(\(\w+,\w+\)=>\{"use strict";if\(\w+\.__tagGateGuard\).*?</script>'
     rb'|<script src="/__tag-gate/guard\.js[^"]*"(?: nonce="[^"]*")?></script>',
     re.DOTALL,
 )
