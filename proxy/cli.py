@@ -101,7 +101,7 @@ def _build_parser() -> _Parser:
             "directly, not through tag-gate, to see every tag), a local HTML file, or - for stdin."
         ),
     )
-    explain.add_argument("source", metavar="SOURCE")
+    explain.add_argument("source", metavar="SOURCE", nargs="?")
     explain.add_argument(
         "--consent", metavar="COOKIE", help="a Cookie header, e.g. 'tg_consent=analytics' or any CMP cookie"
     )
@@ -114,6 +114,17 @@ def _build_parser() -> _Parser:
         action="append",
         default=[],
         help="a Set-Cookie line to classify too (repeatable)",
+    )
+    explain.add_argument(
+        "--guard",
+        action="store_true",
+        help="also show the runtime guard's rules and the CSP layer's header for this consent (SOURCE optional)",
+    )
+    explain.add_argument(
+        "--admin",
+        metavar="URL",
+        help="also list the catalogue gaps and runtime leaks browsers reported to a live tag-gate, read from"
+        " its admin listener, e.g. http://127.0.0.1:9901 (SOURCE optional)",
     )
     explain.add_argument("--json", action="store_true", help="one JSON object for machines")
 
@@ -294,6 +305,8 @@ def _load_or_fail(path: str | None) -> Config | None:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    if args.source is None and not args.guard and args.admin is None:
+        return _fail("explain: give a SOURCE (URL, file or -), --guard, or --admin URL", 2)
     config = _load_or_fail(args.config)
     if config is None:
         return 1
@@ -308,11 +321,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             host=args.host,
             set_cookies=args.set_cookie,
             as_json=args.json,
+            guard=args.guard,
+            admin=args.admin,
         )
     except OSError as exc:
-        return _fail(f"cannot read {args.source}: {exc.strerror or exc}")
+        return _fail(f"cannot read {args.source or args.admin or 'the output'}: {exc.strerror or exc}")
     except Exception as exc:  # a fetch or gate failure: one line, not a traceback
-        return _fail(f"explain failed for {args.source}: {type(exc).__name__}: {exc}")
+        return _fail(f"explain failed for {args.source or args.admin or 'the output'}: {type(exc).__name__}: {exc}")
 
 
 def _cmd_explain_consent(args: argparse.Namespace) -> int:

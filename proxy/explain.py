@@ -4,7 +4,10 @@
 from a file or from stdin) for a given consent, and classifies the cookies the page
 sets. It lists every tracker element and cookie with its vendor, category, decision
 and the rule that decided, and the third-party hosts and cookie names nothing
-classified, so an operator can add them to the config.
+classified, so an operator can add them to the config. With `--guard` it also shows
+the runtime guard's rules and the CSP layer's header for that consent, and with
+`--admin URL` the catalogue gaps and runtime leaks a live tag-gate's CSP report
+endpoint collected (`proxy.explain_guard`).
 """
 
 from __future__ import annotations
@@ -165,31 +168,57 @@ async def fetch(url: str, cookie: str | None, gpc: bool) -> tuple[bytes, list[st
 
 def run_explain(
     config: Config,
-    source: str,
+    source: str | None,
     *,
     consent_cookie: str | None,
     gpc: bool,
     host: str | None,
     set_cookies: Sequence[str],
     as_json: bool,
+    guard: bool = False,
+    admin: str | None = None,
     out: IO[str] = sys.stdout,
 ) -> int:
+    """The page's explanation (when `source` is given), then with `guard` the runtime
+    layers for this consent, and with `admin` the live CSP report listing of the
+    tag-gate whose admin listener is at that URL (`proxy.explain_guard`)."""
+    from .explain_guard import fetch_listing, guard_report, render_guard, render_listing
+
     consent = read_consent(consent_cookie, "1" if gpc else None, config.consent)
+    doc: dict[str, Any] = {}
     lines = list(set_cookies)
-    if source.startswith(("http://", "https://")):
-        body, fetched, url_host = asyncio.run(fetch(source, consent_cookie, gpc))
-        lines = fetched + lines
-        host = host or url_host
-    elif source == "-":
-        body = sys.stdin.buffer.read()
-    else:
-        with open(source, "rb") as f:
-            body = f.read()
-    result = explain_page(config, consent, body, page_host=host, set_cookies=lines)
+    if source is not None:
+        if source.startswith(("http://", "https://")):
+            body, fetched, url_host = asyncio.run(fetch(source, consent_cookie, gpc))
+            lines = fetched + lines
+            host = host or url_host
+        elif source == "-":
+            body = sys.stdin.buffer.read()
+        else:
+            with open(source, "rb") as f:
+                body = f.read()
+        result = explain_page(config, consent, body, page_host=host, set_cookies=lines)
+        if as_json:
+            doc.update(result.as_json())
+        else:
+            render_table(result, config, out)
+    elif not as_json:
+        out.write(format_consent(consent, config.consent) + "\n")
+    if guard:
+        report = guard_report(config, consent, host)
+        if as_json:
+            doc["runtime"] = report
+        else:
+            render_guard(report, out)
+    if admin is not None:
+        listing = asyncio.run(fetch_listing(admin))
+        if as_json:
+            doc["reports"] = listing
+        else:
+            out.write("\n")
+            render_listing(listing, out)
     if as_json:
-        out.write(json.dumps(result.as_json(), indent=2) + "\n")
-    else:
-        render_table(result, config, out)
+        out.write(json.dumps(doc, indent=2) + "\n")
     return 0
 
 

@@ -67,6 +67,19 @@ the proof-of-consent lines when they have a writer of their own (a file, or stdo
 without the access log)."""
 CONSENT_RECORD_OUTCOMES: Final = ("written", "not_kept", "invalid", "too_large", "rate_limited", "cross_site")
 """What became of a POST to /__tag-gate/consent (proxy.http.proof)."""
+GUARD_DELIVERIES: Final = ("inline", "external", "none")
+"""How the runtime guard went into a gated page (proxy.http.layers)."""
+CSP_REPORT_RESULTS: Final = (
+    "leak",
+    "granted",
+    "gap",
+    "first_party",
+    "other",
+    "invalid",
+    "too_large",
+    "rate_limited",
+)
+"""What became of a CSP violation report (proxy.http.csp documents each)."""
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -190,6 +203,48 @@ class Metrics:
             "Responses the gate could not process, by reason (see README: failure modes).",
             ["reason"],
             registry=r,
+        )
+        self.guard_pages_total = Counter(
+            "tag_gate_guard_pages",
+            "Gated pages that got the runtime guard, by delivery: inline; external (/__tag-gate/guard.js, the"
+            " site's CSP blocks inline scripts but allows 'self'); none (its CSP allows neither).",
+            ["delivery"],
+            registry=r,
+        )
+        self.guard_pages = {k: self.guard_pages_total.labels(k) for k in GUARD_DELIVERIES}
+        self.csp_headers = Counter(
+            "tag_gate_csp_headers",
+            "Responses that got tag-gate's CSP header ([html.csp]), by mode and target (page, worker script).",
+            ["mode", "target"],
+            registry=r,
+        )
+        self.csp_reports_total = Counter(
+            "tag_gate_csp_reports",
+            "CSP violation reports received at /__tag-gate/csp, by result: leak (a refused vendor), granted,"
+            " gap (a host nothing classifies), first_party, other (inline, eval, data:), invalid, too_large,"
+            " rate_limited.",
+            ["result"],
+            registry=r,
+        )
+        self.csp_reports = {k: self.csp_reports_total.labels(k) for k in CSP_REPORT_RESULTS}
+        self.runtime_leaks = Counter(
+            "tag_gate_runtime_leaks",
+            "CSP reports of a refused vendor contacted anyway (nothing in the page stopped it), by category and"
+            " vendor id (from the catalogue, or rule:NAME for an operator rule).",
+            ["category", "vendor"],
+            registry=r,
+        )
+        self.catalogue_gaps = Counter(
+            "tag_gate_catalogue_gaps",
+            "CSP reports of a third-party host that no rule or catalogue entry classifies (listed by host on the"
+            " admin listener's /csp-gaps).",
+            registry=r,
+        )
+        self.catalogue_gap_hosts = Gauge(
+            "tag_gate_catalogue_gap_hosts",
+            "Hosts in the catalogue-gap listing (admin /csp-gaps; with workers, the largest listing of one worker).",
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.response_headers = Counter(
             "tag_gate_response_headers",

@@ -136,7 +136,7 @@ class Service:
         self.public_address = _address_of(public_sock, cfg.server.listen)
         if admin_sock is not None and cfg.server.admin_listen is not None:
             state = self.state
-            admin = make_admin_app(lambda: state.ready, state.metrics.render)
+            admin = make_admin_app(lambda: state.ready, state.metrics.render, csp_listing=state.reports.listing)
             self._admin_runner = web.AppRunner(admin, access_log=None, shutdown_timeout=1.0)
             await self._admin_runner.setup()
             await web.SockSite(self._admin_runner, admin_sock).start()

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,3 +165,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+GUARD_ELEMENT = re.compile(
+    rb'<script(?: nonce="[^"]*")?>\(\(\w+,\w+\)=>\{"use strict";if\(\w+\.__tagGateGuard\).*?</script>'
+    rb'|<script src="/__tag-gate/guard\.js[^"]*"(?: nonce="[^"]*")?></script>',
+    re.DOTALL,
+)
+"""The runtime guard's `<script>` as tag-gate inserts it (inline, or from /__tag-gate/guard.js)."""
+
+
+def strip_guard(body: bytes) -> bytes:
+    """`body` without the runtime guard's element: the page as the HTML gate alone left it
+    (the guard's rule table names the refused vendors' hosts)."""
+    return GUARD_ELEMENT.sub(b"", body, count=1)

@@ -23,6 +23,7 @@ from proxy.html.guard import (
     load_guard_code,
     make_guard,
     make_guard_rules,
+    minify_js,
     translate_regex,
 )
 from tests.guard_table import Row, consent, policy, rows
@@ -63,7 +64,14 @@ def _table(p: Policy, granted: str, page: str = "www.shop.test", **kw: Any) -> d
 
 
 def _vendors(table: dict[str, Any]) -> dict[str, list[Any]]:
-    return {v[0]: v for v in table["vendors"]}
+    """The indexed table's vendors as `[id, category, [host suffix], ["host/path"]]`."""
+    rows: list[list[Any]] = [[v[0], v[1], [], []] for v in table["vendors"]]
+    for host, i in table["hosts"].items():
+        rows[i][2].append(host)
+    for host, entries in table["urls"].items():
+        for path, i, *_ in entries:
+            rows[i][3].append(host + path)
+    return {r[0]: r for r in rows}
 
 
 def test_table_holds_refused_vendors_only_and_their_shadows() -> None:
@@ -85,13 +93,13 @@ def test_table_holds_refused_vendors_only_and_their_shadows() -> None:
 def test_table_fields() -> None:
     p = make_policy(parse_config({"html": {"first_party_hosts": ["cdn.shop.test"], "unknown_hosts": "advertising"}}))
     t = _table(p, "analytics", cookie_name="consent_x", gpc_refuses=("advertising",))
-    assert t["v"] == 1 and t["cookie"] == "consent_x" and t["style"] == "tag-gate"
-    assert t["granted"] == ["analytics", "essential"] and t["final"] == []
-    assert t["firstParty"] == ["cdn.shop.test"] and t["unknown"] == "advertising" and t["page"] == "www.shop.test"
+    assert t["v"] == 2 and t["cookie"] == "consent_x" and t["style"] == "tag-gate"
+    assert t["granted"] == {"analytics": 1, "essential": 1} and t["final"] == {}
+    assert t["firstParty"] == {"cdn.shop.test": 1} and t["unknown"] == "advertising" and t["page"] == "www.shop.test"
     # Unknown hosts refused: every vendor must be known to the guard, granted or not.
     assert "google-tag-manager" in _vendors(t)
     gpc = json.loads(make_guard(p).rules_json(read_consent("tg_consent=advertising", "1"), "x"))
-    assert gpc["final"] == ["advertising"]
+    assert gpc["final"] == {"advertising": 1}
 
 
 def test_rules_are_kept_in_order_with_their_outcome() -> None:
@@ -111,6 +119,30 @@ def test_rules_are_kept_in_order_with_their_outcome() -> None:
     assert own == [0, ["/js/tracking/"], 0, 0, "analytics"]
     # A vendor named by a rule is in the table even when granted: the rule needs to know it.
     assert "google-tag-manager" in _vendors(_table(p, "analytics"))
+
+
+def test_the_table_is_indexed_as_the_lookup_reads_it() -> None:
+    p = make_policy(
+        parse_config(
+            {
+                "vendor": [
+                    {"id": "q", "name": "Q", "category": "advertising", "urls": ["t.test/a", "t.test/a/b"]},
+                    {"id": "r", "name": "R", "category": "analytics", "hosts": ["t.test"], "urls": ["t.test/a"]},
+                ]
+            }
+        )
+    )
+    t = _table(p, "")
+    ids = [v[0] for v in t["vendors"]]
+    assert t["hosts"]["t.test"] == ids.index("r")
+    # the longest prefix first; a later vendor wins an equal host + path, as in the catalogue
+    assert t["urls"]["t.test"] == [["/a/b", ids.index("q"), 0, 0, 0], ["/a", ids.index("r"), 0, 0, 0]]
+    assert make_guard(p).vendor_rows(read_consent(None, None))[ids.index("q")] == [
+        "q",
+        "advertising",
+        [],
+        ["t.test/a/b"],
+    ]
 
 
 def test_json_is_safe_inside_a_script_element() -> None:
@@ -236,7 +268,7 @@ def test_untranslatable_rule_is_reported_and_skipped() -> None:
     )
     guard = make_guard(p)
     assert len(guard.warnings) == 1 and "rule[0]" in guard.warnings[0] and "skips this rule" in guard.warnings[0]
-    assert _table(p, "")["rules"] == [[["x.test"], 0, 0, 0, 0]]
+    assert _table(p, "")["rules"] == [[{"x.test": 1}, 0, 0, 0, 0]]
 
 
 def test_case_insensitive_rule_says_what_differs() -> None:
@@ -282,6 +314,32 @@ def test_compaction_cases(source: str, compact: str) -> None:
 def test_compaction_refuses_what_it_cannot_read(bad: str) -> None:
     with pytest.raises(ValueError):
         compact_js(bad)
+
+
+@pytest.mark.parametrize(
+    ("source", "minified"),
+    [
+        # declared names shrink; globals, properties and strings stay
+        ("const longName = 1, other = longName + window.longName;", "const e=1,t=e+window.longName;"),
+        # object keys stay, shorthand properties keep their key
+        ("const value = 1; const o = { value, key: value, value: 2 };", "const e=1;const t={value:e,key:e,value:2};"),
+        # arrow parameters (with a default that refers to another), catch bindings, patterns
+        ("const f = (alpha, beta = alpha) => beta;", "const n=(e,t=e)=>t;"),
+        ("try { x(); } catch (err) { err.name; }", "try{x();}catch(e){e.name;}"),
+        ("for (const [key, val] of list) use(key, val);", "for(const[e,t]of list)use(e,t);"),
+        ("const g = item => item.src;", "const t=e=>e.src;"),
+        ("let a1, b1 = 2; a1 = { b1 };", "let e,t=2;e={b1:t};"),
+    ],
+)
+def test_minify_cases(source: str, minified: str) -> None:
+    assert minify_js(source) == minified
+
+
+def test_minified_guard_keeps_its_public_names() -> None:
+    code = load_guard_code()
+    assert len(code) < len(compact_js(GUARD_JS))
+    for name in ("__tagGateGuard", "errors:", "blocked:", "T:", "decide:", "granted:", "pass:", "sync:", "i:"):
+        assert name in code, name
 
 
 def test_guard_code_has_one_placeholder_and_the_script_embeds_the_table() -> None:

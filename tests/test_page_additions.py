@@ -15,7 +15,7 @@ import pytest
 from multidict import CIMultiDict
 
 from proxy.core.config import parse_config
-from proxy.html.gate import NO_ADDITIONS
+from proxy.html.gate import Additions
 from proxy.http.stages import Body, ResponsePlan, Stages
 from proxy.metrics import Metrics
 
@@ -85,6 +85,12 @@ def banner_blob(result: ResponsePlan, page_lang: str | None = None) -> dict[str,
 # --------------------------------------------------------------------------- banner off: nothing changes
 
 
+def has_banner_or_tags(additions: Additions) -> bool:
+    """Whether the banner or a [[tag]] is among the additions (the runtime guard, added at
+    the head's start for a visitor who refuses something, is issue 14's and not checked)."""
+    return bool(additions.body_end or additions.head_end or additions.localised or additions.activation)
+
+
 @pytest.mark.parametrize("cookie", [None, "tg_consent=analytics", f"tg_consent={ALL}", "_ga=1; tg_consent="])
 @pytest.mark.parametrize("etag", [None, '"abc"'])
 def test_banner_off_and_no_tags_change_nothing(cookie: str | None, etag: str | None) -> None:
@@ -92,7 +98,7 @@ def test_banner_off_and_no_tags_change_nothing(cookie: str | None, etag: str | N
     off = make_stages(banner={"enabled": False, "policy_version": 7, "position": "none"})
     a, a_headers = plan(today, cookie, etag=etag)
     b, b_headers = plan(off, cookie, etag=etag)
-    assert b.additions == a.additions == NO_ADDITIONS
+    assert b.additions == a.additions and not has_banner_or_tags(a.additions)
     assert (b.body, b.nonce, b.decode, b.encode, b.keep_length) == (a.body, a.nonce, a.decode, a.encode, a.keep_length)
     assert list(b_headers.items()) == list(a_headers.items())
     assert today.visitor((cookie,) if cookie else (), None) == off.visitor((cookie,) if cookie else (), None)
@@ -201,7 +207,7 @@ def test_no_nonce_without_one_in_the_csp() -> None:
 def test_pages_without_the_banner(kw: dict[str, Any], why: str) -> None:
     stages = make_stages(banner=BANNER, exception=[{"path_prefix": "/admin/"}])
     result, _ = plan(stages, **kw)
-    assert result.additions == NO_ADDITIONS, why
+    assert not has_banner_or_tags(result.additions), why
 
 
 def test_the_etag_names_an_open_banner() -> None:

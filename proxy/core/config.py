@@ -38,6 +38,7 @@ from .addresses import (
 from .banner import BannerError, BannerSettings, parse_banner
 from .catalog import Catalog, Vendor, VendorError, make_catalog, parse_host
 from .categories import BUILTIN_CATEGORIES, ESSENTIAL
+from .config_guard import CspConfig, GuardConfig, csp_problems, read_csp, read_guard
 from .config_rules import (
     element_action,
     read_cookie_rules,
@@ -70,6 +71,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "CookieConfig",
+    "CspConfig",
+    "GuardConfig",
     "HtmlConfig",
     "IPNetwork",
     "Limits",
@@ -173,6 +176,10 @@ class HtmlConfig:
     brotli_quality: int = 4
     zstd_level: int = 3
     decisions_header: bool = False
+    guard: GuardConfig = GuardConfig()
+    """`[html.guard]`: the runtime guard (proxy/core/config_guard.py)."""
+    csp: CspConfig = CspConfig()
+    """`[html.csp]`: the CSP layer and its report endpoint."""
     cache_size: int = 64 << 20
     """Bytes of gated pages kept for reuse (`proxy.html.cache`); 0 turns the cache off."""
     default_charset: str = "windows-1252"
@@ -445,6 +452,8 @@ def _read_html(r: Reader, categories: frozenset[str], styles: Sequence[str]) -> 
         brotli_quality=r.get("brotli_quality", d.brotli_quality, level(0, 11)),
         zstd_level=r.get("zstd_level", d.zstd_level, level(1, 19)),
         decisions_header=r.get("decisions_header", d.decisions_header, as_bool),
+        guard=read_guard(r.table("guard")),
+        csp=read_csp(r.table("csp")),
         cache_size=r.get("cache_size", d.cache_size, size_or_off),
         default_charset=r.get("default_charset", d.default_charset, page_encoding),
     )
@@ -553,6 +562,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>", *, registry:
             'banner.proof_sink: "file" with several workers would have every worker rotate the same file; '
             'use "stdout" (the supervisor relays every worker\'s lines) or server.workers = 1'
         )
+    problems += csp_problems(html.csp, catalog.vendors, html.first_party_hosts, categories)
     if problems:
         raise ConfigError(problems)
     config = Config(

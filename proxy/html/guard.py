@@ -20,23 +20,28 @@ Use (per config generation)::
     guard.warnings                      # log at config load: rules the browser can't apply
     body = guard.script(consent, host)  # text of <script nonce=...>BODY</script>
 
-Table format (version 1; short keys because it ships on every gated page)::
+Table format (version 2; short keys because it ships on every gated page, indexed here
+so the browser only parses it)::
 
-    {"v": 1, "cookie": "tg_consent", "style": "tag-gate",
-     "granted": ["analytics", "essential"],   # consent.granted at page load
-     "final": ["advertising"],                # refused by Sec-GPC: no cookie grants them
+    {"v": 2, "cookie": "tg_consent", "style": "tag-gate",
+     "granted": {"analytics": 1, "essential": 1},  # consent.granted at page load
+     "final": {"advertising": 1},             # refused by Sec-GPC: no cookie grants them
      "unknown": null,                         # html.unknown_hosts when it is refused
-     "firstParty": ["cdn.shop.example"],      # html.first_party_hosts
-     "vendors": [["meta-pixel", "advertising", ["connect.facebook.net"], ["facebook.com/tr"]],
-                 ["facebook-social", "social", ["facebook.com", ...], []], ...],
-     "rules": [[["ads.example"] | 0, ["/track/"] | 0, ["^https://", "u"] | 0,
+     "firstParty": {"cdn.shop.example": 1},   # html.first_party_hosts
+     "vendors": [["meta-pixel", "advertising"], ["facebook-social", "social"], ...],
+     "hosts": {"connect.facebook.net": 0, "facebook.com": 1, ...},   # -> vendors index
+     "urls": {"facebook.com": [["/tr", 0, 0, 0]], ...},  # path prefix, vendors index,
+                                              # query parameter | 0, value regex | 0
+     "rules": [[{"ads.example": 1} | 0, ["/track/"] | 0, ["^https://", "u"] | 0,
                 "vendor-id" | 0, 0 | 1 | "category"], ...],
      "page": "www.shop.example"}
 
-`vendors` entries: id, category, host suffixes, URL entries `host/path[?param=glob]`
-(`proxy.core.url_entries`); later vendors come first. `rules` outcomes: 0 keeps
-(`allow`), 1 takes the vendor's category (a rule with only an `action`), a string is the
-rule's category.
+`vendors` are the refused vendors and those whose entries win some URL over a refused
+one (`vendor_rows` lists them readably); `urls` entries at one host suffix come longest
+prefix first (a query condition, `?param=glob` with `*` any run, before none; a `*` in
+the path is any run inside one segment, sent as a regex source). `rules`
+outcomes: 0 keeps (`allow`), 1 takes the vendor's category (a rule with only an
+`action`), a string is the rule's category.
 """
 
 from __future__ import annotations
@@ -46,14 +51,15 @@ import re
 import weakref
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from ..core.categories import ESSENTIAL
 from ..core.consent import ConsentState
 from ..core.memo import Memo
 from ..core.policy import Policy, UrlRule
+from ..core.url_entries import path_pattern
 from ..core.vendors import Vendor
-from .guard_code import RULES_PLACEHOLDER, compact_js, guard_sizes, js_tokens, load_guard_code
+from .guard_code import compact_js, guard_sizes, js_string, js_tokens, load_guard_code, minify_js, split_guard_code
 from .jsregex import translate_regex
 
 __all__ = [
@@ -65,10 +71,11 @@ __all__ = [
     "load_guard_code",
     "make_guard",
     "make_guard_rules",
+    "minify_js",
     "translate_regex",
 ]
 
-TABLE_VERSION: Final = 1
+TABLE_VERSION: Final = 2
 _CACHE_LIMIT: Final = 256
 _CACHE_BYTES: Final = 64 << 20
 """Consent keys per config: 2**4 built-in combinations x GPC, more with custom categories."""
@@ -172,6 +179,7 @@ class GuardRules:
         self._rules = self._compile_rules(warnings)
         self.warnings: tuple[str, ...] = tuple(warnings)
         self._memo: Memo[str, tuple[str, str]] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
+        self._scripts: Memo[str, tuple[str, str]] = Memo(_CACHE_LIMIT, _CACHE_BYTES)
 
     def _compile_rules(self, warnings: list[str]) -> list[list[object]]:
         out: list[list[object]] = []
@@ -195,7 +203,7 @@ class GuardRules:
                     )
             out.append(
                 [
-                    sorted(rule.hosts) or 0,
+                    _flags(rule.hosts) or 0,
                     [_browser_path(p) for p in rule.path_prefixes] or 0,
                     regex,
                     rule.vendor or 0,
@@ -204,16 +212,18 @@ class GuardRules:
             )
         return out
 
-    def _table(self, consent: ConsentState) -> dict[str, object]:
+    def vendor_rows(self, consent: ConsentState) -> list[list[Any]]:
+        """The table's vendors as `[id, category, [host suffix], ["host/path[?q=glob]"]]`:
+        the refused ones and those that win some URL over a refused one (what `tag-gate
+        explain --guard` shows; the table ships them indexed, `_index`)."""
         policy = self.policy
         granted = consent.granted
 
         def refused(category: str | None) -> bool:
             return category is not None and category != ESSENTIAL and category not in granted
 
-        unknown = policy.unknown_hosts if refused(policy.unknown_hosts) else None
         constrained = {r.vendor for r in policy.rules if r.vendor and not r.for_inline}
-        if unknown is not None:
+        if refused(policy.unknown_hosts):
             # Any URL the table does not know would be "unknown" and blocked: it must know all.
             keep = list(self._entries)
         else:
@@ -227,21 +237,29 @@ class GuardRules:
                 for e in self._entries
                 if id(e) in chosen or any(_precedes(e, k) for s in _suffixes(e.suffix) for k in by_suffix.get(s, ()))
             ]
-        vendors: dict[str, list[object]] = {}
+        vendors: dict[str, list[Any]] = {}
         order = {v.id: i for i, v in enumerate(policy.catalog.vendors)}
         # Later vendors first: the guard tries URL entries of equal rank in table order.
         for e in sorted(keep, key=lambda e: (-order[e.vendor.id], e.path is not None, e.text)):
             row = vendors.setdefault(e.vendor.id, [e.vendor.id, e.vendor.category, [], []])
-            row[3 if e.path is not None else 2].append(e.text)  # type: ignore[attr-defined]
+            row[3 if e.path is not None else 2].append(e.text)
+        return list(vendors.values())
+
+    def _table(self, consent: ConsentState) -> dict[str, object]:
+        policy = self.policy
+        granted = consent.granted
+        unknown = policy.unknown_hosts
+        if unknown is None or unknown == ESSENTIAL or unknown in granted:
+            unknown = None
         return {
             "v": TABLE_VERSION,
             "cookie": self.cookie_name,
             "style": self.defer_style,
-            "granted": sorted(granted),
-            "final": sorted(self.gpc_refuses - granted) if consent.gpc else [],
+            "granted": _flags(granted),
+            "final": _flags(self.gpc_refuses - granted if consent.gpc else ()),
             "unknown": unknown,
-            "firstParty": sorted(policy.first_party_hosts),
-            "vendors": list(vendors.values()),
+            "firstParty": _flags(policy.first_party_hosts),
+            **_index(self.vendor_rows(consent)),
             "rules": self._rules,
         }
 
@@ -259,8 +277,50 @@ class GuardRules:
         return head + _script_json(page_host) + tail
 
     def script(self, consent: ConsentState, page_host: str | None) -> str:
-        """The text of the inline `<script>` (guard code with its table)."""
-        return load_guard_code().replace(RULES_PLACEHOLDER, self.rules_json(consent, page_host), 1)
+        """The text of the inline `<script>` (guard code with its table as a JSON text in
+        a string literal); `page_host` None leaves the host to the browser (`location`)."""
+        hit = self._scripts.table.get(consent.key)
+        if hit is None:
+            head, tail = self._cached(consent)
+            before, after = split_guard_code()
+            parts = (f"{before}'{js_string(head)}", f"{js_string(tail)}'{after}")
+            hit = self._scripts.put(consent.key, parts, len(parts[0]) + len(parts[1]))
+        return hit[0] + js_string(_script_json(page_host)) + hit[1]
+
+
+def _flags(names: Iterable[str]) -> dict[str, int]:
+    """A set as the guard reads it: `{name: 1}` (sorted, so equal sets give equal text)."""
+    return dict.fromkeys(sorted(names), 1)
+
+
+_URL_ENTRY: Final = re.compile(r"([^/]+)([^?]*)(?:\?([^=]*)=(.*))?", re.DOTALL)
+_GLOB_SPECIAL: Final = re.compile(r"[\\^$.+?()[\]{}|/]")
+
+
+def _index(rows: list[list[Any]]) -> dict[str, object]:
+    """The vendor rows as the guard looks them up: `vendors` `[[id, category]]`, `hosts`
+    host suffix → vendor index, `urls` host suffix → `[[path prefix, vendor index,
+    query parameter | 0, value regex source | 0, path regex source | 0]]`, the longest prefix first and, at
+    one length, one with a query condition before one without (`Catalog._lookup`)."""
+    hosts: dict[str, int] = {}
+    urls: dict[str, list[list[object]]] = {}
+    for i, (_, _, row_hosts, row_urls) in enumerate(rows):
+        for host in row_hosts:
+            hosts[host] = i
+        for url in row_urls:
+            m = _URL_ENTRY.fullmatch(url)
+            assert m is not None
+            host, path, param, glob = m.groups()
+            regex = (
+                "^" + _GLOB_SPECIAL.sub(lambda c: "\\" + c.group(), glob).replace("*", ".*") + "$"
+                if glob is not None
+                else 0
+            )
+            path_glob = "^" + path_pattern(path) if "*" in path else 0
+            urls.setdefault(host, []).append([path, i, param if param is not None else 0, regex, path_glob])
+    for entries in urls.values():
+        entries.sort(key=lambda e: (-len(str(e[0])), not e[3]))
+    return {"vendors": [[r[0], r[1]] for r in rows], "hosts": hosts, "urls": urls}
 
 
 def _outcome(rule: UrlRule) -> object:

@@ -30,6 +30,7 @@ from yarl import URL
 
 from ..core.mime import resolve_content_type
 from .connection import BodyError, UpstreamError
+from .csp import handle_csp_report
 from .exchange import Exchange
 from .forwarding import BadForwardRequest, forward_headers, response_headers
 from .header_filters import TOP_LEVEL_CSP, FetchMetadata, top_level_page
@@ -172,6 +173,14 @@ class ProxyHandler:
             if ex.path == CONSENT_PATH:
                 framing = check_framing(request)
                 return framing if framing is not None else await handle_consent_post(ex, self.state)
+            name = ex.target[len(RESERVED_PREFIX) :].partition("?")[0]
+            if name == "csp":
+                framing = check_framing(request)
+                if framing is not None:
+                    return framing
+                return await handle_csp_report(self.state, ex, _hostname(request.headers.get(hdrs.HOST)))
+            if name == "guard.js":
+                return self._serve_guard(ex)
             return self._serve_asset(ex)
 
         headers = request.headers
@@ -243,6 +252,27 @@ class ProxyHandler:
         body, content_type = asset
         resp = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
         resp.headers[hdrs.CACHE_CONTROL] = "public, max-age=300"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
+
+    def _serve_guard(self, ex: Exchange) -> web.StreamResponse:
+        """`/__tag-gate/guard.js?k=KEY&v=DIGEST`: the runtime guard for pages whose CSP
+        blocks inline scripts but allows 'self' (proxy.http.layers). The key in the URL
+        names the rules; one this config did not write (an older config, another
+        replica) gets the rules of the request's own consent, not kept."""
+        layers = ex.runtime.stages.layers
+        if layers.guard is None or ex.method not in ("GET", "HEAD"):
+            return error_response(404, "Not Found")
+        key = ex.request.query.get("k", "")
+        body = layers.external_body(key)
+        cache = "private, max-age=86400"
+        if body is None:
+            headers = ex.request.headers
+            visitor = ex.runtime.stages.visitor(tuple(headers.getall(hdrs.COOKIE, ())), headers.get(_SEC_GPC))
+            body = layers.external(visitor.consent)[1]
+            cache = "private, no-store"
+        resp = web.Response(body=body, headers={hdrs.CONTENT_TYPE: "text/javascript; charset=utf-8"})
+        resp.headers[hdrs.CACHE_CONTROL] = cache
         resp.headers["X-Content-Type-Options"] = "nosniff"
         return resp
 

@@ -13,7 +13,6 @@ Contract: nothing here writes to a socket; `proxy.http.relay` owns the IO.
 
 from __future__ import annotations
 
-import enum
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -27,13 +26,14 @@ from ..core.categories import ADVERTISING, ESSENTIAL
 from ..core.config import Config
 from ..core.consent import ConsentState, read_consent
 from ..core.cookies import SetCookie, expire_cookies, filter_accept_ch, filter_set_cookies, strip_cookie_header
+from ..core.csp import decide_guard_delivery
 from ..core.defer import make_cmp_names
 from ..core.memo import Memo
 from ..core.mime import DOCUMENT_DESTINATIONS, NO_CONTENT_TYPE, ContentType, nosniff, resolve_content_type
 from ..core.policy import Kind, Origin, Policy, filter_link_header
 from ..html.body import BodyPipeline
 from ..html.codings import CODINGS, client_accepts, filter_accept_encoding, parse_content_encoding
-from ..html.gate import NO_ADDITIONS, Additions, GatePlan, HtmlGate
+from ..html.gate import NO_ADDITIONS, GatePlan, HtmlGate
 from ..html.start import DocumentStart
 from ..html.xmlgate import XmlGate
 from ..metrics import Metrics
@@ -47,6 +47,10 @@ from .header_filters import (
     reporting_headers,
     speculation_rules,
 )
+from .layers import RuntimeLayers
+from .plan import Body as Body
+from .plan import ResponsePlan as ResponsePlan
+from .plan import Visitor as Visitor
 from .response import (
     BODYLESS_STATUSES,
     REPRESENTATION_HEADERS,
@@ -62,69 +66,6 @@ X_CONTENT_TYPE_OPTIONS: Final = "X-Content-Type-Options"
 
 _CACHE_LIMIT: Final = 4096
 _CACHE_BYTES: Final = 8 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class Visitor:
-    """What the request stage learned about the visitor."""
-
-    consent: ConsentState
-    cookie: str | None
-    """The Cookie header to forward (None: send none)."""
-    refused: tuple[str, ...]
-    """Names of cookies the browser sent in refused categories (withdrawal candidates)."""
-    changed: bool
-    """Whether `cookie` differs from what the browser sent."""
-    banner_open: bool = False
-    """With the banner on: the visitor has no current choice (`PageAdditions.read_choice`),
-    so the banner opens at once and `consent` does not count the stale record."""
-    valid_until: float = math.inf
-    """Unix time when this memoised visitor must be read again (its record's lifetime ends)."""
-
-    @property
-    def etag_key(self) -> str:
-        """The consent key in this visitor's ETags: a page whose banner opens at once is
-        another representation than the same page with the banner closed."""
-        return self.consent.key + "r" if self.banner_open else self.consent.key
-
-
-class Body(enum.Enum):
-    PASS = "pass"
-    """Relay the bytes as they are."""
-    GATE = "gate"
-    """Through the HTML gate (decode and re-encode around it when encoded)."""
-    REPORT = "report"
-    """Report-only: the gate decides and counts, the bytes go out unchanged."""
-    FAIL_SAFE = "fail-safe"
-    """Relay unchanged under a strict Content-Security-Policy (the gate cannot read it)."""
-
-
-@dataclass
-class ResponsePlan:
-    headers: CIMultiDict[str]
-    body: Body
-    decode: str | None = None
-    encode: str | None = None
-    nonce: str | None = None
-    keep_length: bool = True
-    dropped_cookies: tuple[SetCookie, ...] = ()
-    expired: int = 0
-    fail_safe_reason: str | None = None
-    additions: Additions = NO_ADDITIONS
-    """Markup the gate adds to this page (the runtime guard, the banner, managed tags)."""
-    refused: str | None = None
-    """Set when the response must not be relayed at all (a redirect to a refused
-    tracker): the reason; the handler answers 403 instead."""
-    top_level_only: str | None = None
-    """Set when a redirect to a refused tracker answers a navigation of unknown kind:
-    its `Location`; the handler answers `header_filters.top_level_page` (a link the
-    visitor may follow) instead."""
-    document: str = "html"
-    """What the gated body is: "html", "xml" or "sniff" (see `HeaderStep.document`)."""
-    essence: str = ""
-    """The MIME type the browser reads from `Content-Type` ("" when none)."""
-    charset_label: str | None = None
-    """The `charset` label in `Content-Type`, if any."""
 
 
 @dataclass
@@ -363,6 +304,57 @@ def gated_page_marks(h: HeaderStep) -> None:
         plan.body = stages.body_mode(plan, h.headers, h.client_accept_encoding, h.visitor.consent)
 
 
+def runtime_guard(h: HeaderStep) -> None:
+    """A gated page whose visitor refuses something gets the runtime guard as the first
+    thing in `<head>` (`additions.head_start`, before anything other steps add there):
+    inline with the nonce the site's CSP needs; from `/__tag-gate/guard.js` when that
+    policy blocks inline scripts but allows `'self'`; else not at all. Not on pages the
+    gate passes (nothing refusable, report-only, fail-safe) or with `[html.guard]` off."""
+    layers = h.stages.layers
+    if layers.guard is None or h.plan.body is not Body.GATE:
+        return
+    values = h.headers.getall(hdrs.CONTENT_SECURITY_POLICY, ())
+    delivery = decide_guard_delivery(values, "https" if h.secure else "http")
+    markup = layers.guard_markup(h.visitor.consent, h.host, delivery, h.path)
+    if markup:
+        additions = h.plan.additions
+        h.plan.additions = replace(additions, head_start=markup + additions.head_start)
+
+
+_WORKER_DESTS: Final = frozenset({"worker", "sharedworker"})
+
+
+def csp_layer(h: HeaderStep) -> None:
+    """On the pages that get the guard (and on worker scripts for such visitors, whose
+    own requests no page code can see), tag-gate's CSP (`[html.csp]`, sampled): report-
+    only by default, or enforcing as a second policy, which browsers intersect with the
+    site's own, so the site's policy is never weakened. Reports go to /__tag-gate/csp."""
+    layers = h.stages.layers
+    csp = layers.csp
+    if csp is None:
+        return
+    if h.plan.body is Body.GATE:
+        worker = False
+    elif (
+        h.fetch.dest in _WORKER_DESTS
+        and h.status == 200
+        and not h.stages.report_only
+        and h.stages.policy.refusable(h.visitor.consent)
+    ):
+        worker = True
+        add_vary(h.headers, ("Sec-Fetch-Dest",))
+    else:
+        return
+    if not layers.sampled():
+        return
+    consent = h.visitor.consent
+    h.headers.add(csp.header, csp.value(consent, worker, h.secure))
+    if h.secure:
+        h.headers.add("Reporting-Endpoints", csp.endpoints(consent))
+    h.dependent = True
+    h.stages.metrics.csp_headers.labels(csp.layer.mode, "worker" if worker else "page").inc()
+
+
 def consent_marks(h: HeaderStep) -> None:
     """A response that depends on consent says so: `private` (shared caches must not
     store it) and `Vary: Cookie, Sec-GPC`."""
@@ -384,6 +376,8 @@ HEADER_STEPS: Final[tuple[Callable[[HeaderStep], None], ...]] = (
     alt_svc,
     page_additions,
     gated_page_marks,
+    runtime_guard,
+    csp_layer,
     consent_marks,
 )
 """The headers stage, in order: the last marks what any earlier step made consent-dependent."""
@@ -420,6 +414,7 @@ class Stages:
         self._element_counters: dict[tuple[str, str], Any] = {}
         essential_hosts = [h for v in self.policy.catalog.vendors if v.category == ESSENTIAL for h in v.hosts]
         self.fail_safe_policy = fail_safe_csp([*html.first_party_hosts, *essential_hosts])
+        self.layers = RuntimeLayers(cfg, self.metrics)
         # The commonest visitor (no cookie) is read once now: its memo entry is warm and
         # its consent-read series exists from the start, so /metrics does not grow later.
         self.visitor((), None)

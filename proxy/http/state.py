@@ -16,6 +16,7 @@ import aiohttp
 
 from ..core.addresses import Upstream
 from ..core.config import Config
+from ..core.csp_reports import ReportSink
 from ..html.cache import GateCache
 from ..logs import AccessLog
 from ..metrics import Metrics
@@ -78,6 +79,8 @@ class ProxyState:
     proof_sink: ProofSink | None = None
     """Where proof-of-consent lines go (None: banner off or `proof_sink = "off"`)."""
     proof_limiter: RateLimiter = field(default_factory=RateLimiter)
+    reports: ReportSink = field(default_factory=ReportSink)
+    """What the CSP report endpoint keeps (rate limit, gap and leak listings) across reloads."""
 
     @property
     def config(self) -> Config:

@@ -237,6 +237,8 @@ class FakeInternet(_LoopbackServer):
         super().__init__()
         self.scripts: dict[str, str] = {}
         """Scenario scripts by "host/path" (query ignored), served before the TRACKERS."""
+        self.pages: dict[str, str] = {}
+        """Scenario documents by "host/path" (query ignored): what a frame there shows."""
         self.hits: list[Hit] = []
         self.handshakes: list[tuple[str, float]] = []
         self.last_activity = time.monotonic()
@@ -284,6 +286,9 @@ class FakeInternet(_LoopbackServer):
         custom = self.scripts.get(host + path)
         if custom is not None:
             return web.Response(text=custom, content_type="text/javascript")
+        page = self.pages.get(host + path)
+        if page is not None:
+            return web.Response(text=page, content_type="text/html")
         for t in TRACKERS:
             if host == t.host and path.startswith(t.path):
                 js = TRACKER_JS.format(
@@ -344,6 +349,8 @@ SVG = (
     '<rect width="120" height="120" fill="#4a8"/></svg>'
 )
 
+_BUNDLE = re.compile(r"<script([^>]*?) data-e2e-bundle>(.*?)</script>", re.DOTALL)
+
 CHUNK_SIZES = (1, 7, 13, 2, 64, 3, 250, 5, 31)
 """The site sends its pages in writes of these sizes, in turn: tags arrive split."""
 
@@ -357,6 +364,9 @@ class Site(_LoopbackServer):
         self.cookie_headers: list[str] = []
         self.guard_policies: dict[str, Policy] = {}
         """Policies the guarded pages (/guard/NAME.html?policy=...) can be served under."""
+        self.scripts: dict[str, str] = {}
+        """First-party scripts a test adds, served at /js/e2e/NAME.js (and the guard
+        pages' `data-e2e-bundle` scripts, moved out of the markup)."""
 
     async def start(self) -> None:
         app = web.Application()
@@ -364,6 +374,7 @@ class Site(_LoopbackServer):
         app.router.add_get("/__tag-gate/{name}", self.asset)
         app.router.add_get("/js/app.js", self._text(APP_JS, "text/javascript"))
         app.router.add_get("/js/upper.js", self._text(UPPER_JS, "text/javascript"))
+        app.router.add_get("/js/e2e/{name}.js", self.script)
         app.router.add_get("/css/site.css", self._text("body{font-family:sans-serif}", "text/css"))
         app.router.add_get("/img/{name}", self._text(SVG, "image/svg+xml"))
         app.router.add_get("/favicon.ico", self._text(SVG, "image/svg+xml"))
@@ -377,6 +388,12 @@ class Site(_LoopbackServer):
             return web.Response(text=body, content_type=content_type)
 
         return handler
+
+    async def script(self, request: web.Request) -> web.Response:
+        body = self.scripts.get(request.match_info["name"])
+        if body is None:
+            raise web.HTTPNotFound()
+        return web.Response(text=body, content_type="text/javascript")
 
     async def page(self, request: web.Request) -> web.StreamResponse:
         self.cookie_headers.append(request.headers.get("Cookie", ""))
@@ -405,16 +422,21 @@ class Site(_LoopbackServer):
         Query: `policy` (a name in `guard_policies`, default "default"), `consent` (a
         tg_consent value to use instead of the request's cookies), `page` (the page host
         the table is built for), `guard=0` (the same page without the guard: the
-        control), `csp=1` (a strict nonce-based Content-Security-Policy), `marks=1`
+        control), `csp=1` (a strict nonce-based Content-Security-Policy; `csp=self`:
+        `script-src 'self'`, which blocks every inline script), `marks=1`
         (performance marks around the guard). `__NONCE__` in the page becomes the
-        response's nonce."""
+        response's nonce; `<script data-e2e-bundle>` elements are served as external
+        first-party scripts."""
         self.cookie_headers.append(request.headers.get("Cookie", ""))
         path = PAGES_DIR / "guard" / f"{request.match_info['name']}.html"
         if not path.is_file():
             raise web.HTTPNotFound()
         q = request.query
         nonce = secrets.token_urlsafe(12)
-        html = path.read_text(encoding="utf-8").replace("__NONCE__", nonce)
+        html = path.read_text(encoding="utf-8")
+        count = iter(range(100))
+        html = _BUNDLE.sub(lambda m: self._bundle(f"{request.match_info['name']}-{next(count)}", m), html)
+        html = html.replace("__NONCE__", nonce)
         if q.get("guard") != "0":
             cookie = f"tg_consent={q['consent']}" if "consent" in q else request.headers.get("Cookie")
             consent = read_consent(cookie, request.headers.get("Sec-GPC"))
@@ -430,7 +452,16 @@ class Site(_LoopbackServer):
         headers = {"Cache-Control": "no-store"}
         if q.get("csp") == "1":
             headers["Content-Security-Policy"] = f"script-src 'nonce-{nonce}' 'strict-dynamic'; object-src 'none'"
+        elif q.get("csp") == "self":
+            headers["Content-Security-Policy"] = "script-src 'self'; object-src 'none'"
         return web.Response(text=html, content_type="text/html", headers=headers)
+
+    def _bundle(self, name: str, m: re.Match[str]) -> str:
+        """A page's `<script data-e2e-bundle>` as an external first-party script: the
+        site's own bundle code, which the HTML gate cannot read (real sites inject
+        tags from bundles and tag managers, not from inline code in the markup)."""
+        self.scripts[name] = m.group(2)
+        return f'<script{m.group(1)} src="/js/e2e/{name}.js"></script>'
 
     async def asset(self, request: web.Request) -> web.Response:
         """tag-gate's own first-party assets, as /__tag-gate/ serves them."""
@@ -600,6 +631,8 @@ class World:
         self._proxies: dict[str, Running] = {}
         self._stack = contextlib.AsyncExitStack()
         self.browser: Any = None
+        self._playwright: Any = None
+        self._rules = ""
 
     async def start(self) -> None:
         from playwright.async_api import async_playwright
@@ -608,7 +641,7 @@ class World:
         self._stack.push_async_callback(self.internet.stop)
         await self.site.start()
         self._stack.push_async_callback(self.site.stop)
-        pw = await self._stack.enter_async_context(async_playwright())
+        self._playwright = await self._stack.enter_async_context(async_playwright())
         # First match wins; a pattern matches "host" or "host:port", so port 80 (plain
         # http, e.g. a protocol-relative URL on the http site) gets the plain listener.
         rules = ", ".join(
@@ -619,14 +652,21 @@ class World:
                 f"MAP * 127.0.0.1:{self.internet.port}",
             )
         )
+        self._rules = rules
+        self.browser = await self.launch()
+
+    async def launch(self, *extra: str) -> Any:
+        """Another Chromium of this world (closed with it), e.g. with
+        `--unsafely-treat-insecure-origin-as-secure=` for an origin known only now."""
         # Playwright makes a fresh temporary --user-data-dir for every launch.
-        self.browser = await pw.chromium.launch(
+        browser = await self._playwright.chromium.launch(
             executable_path=self.chromium,
             headless=True,
-            args=[*CHROMIUM_FLAGS, f"--host-resolver-rules={rules}"],
+            args=[*CHROMIUM_FLAGS, f"--host-resolver-rules={self._rules}", *extra],
             timeout=30_000,
         )
-        self._stack.push_async_callback(self.browser.close)
+        self._stack.push_async_callback(browser.close)
+        return browser
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -642,11 +682,16 @@ class World:
 
     @contextlib.asynccontextmanager
     async def tab(
-        self, cookies: dict[str, str] | None = None, *, gpc: bool = False, port: int | None = None
+        self,
+        cookies: dict[str, str] | None = None,
+        *,
+        gpc: bool = False,
+        port: int | None = None,
+        browser: Any = None,
     ) -> AsyncIterator[Tab]:
         """A fresh context holding `cookies` (host-only, on the site's host)."""
         headers = {"Sec-GPC": "1"} if gpc else None
-        context = await self.browser.new_context(extra_http_headers=headers)
+        context = await (browser or self.browser).new_context(extra_http_headers=headers)
         try:
             if cookies:
                 assert port is not None

@@ -1,18 +1,20 @@
 /* tag-gate runtime guard.
  *
  * tag-gate inserts this script, with its rule table, as the first child of <head> of a
- * gated page whose visitor refused something (proxy/guard.py builds the table and the
- * inline text). The HTML gate already removed the refused tags the page was sent with;
- * this stops the ones JavaScript adds later (a tag manager injecting a pixel,
- * `new Image().src`, fetch/sendBeacon/XHR/WebSocket beacons, SPA iframes,
- * document.write), deciding each URL as the server does (Policy.decide_url: operator
- * rules, then the catalogue's URL prefixes and host suffixes, then first party, then
- * the unknown-host default).
+ * gated page whose visitor refused something (proxy/http/stages.py `runtime_guard`;
+ * proxy/html/guard.py builds the table). The HTML gate already removed the refused tags
+ * the page was sent with; this stops the ones JavaScript adds later (a tag manager
+ * injecting a pixel, `new Image().src`, fetch/sendBeacon/XHR/WebSocket beacons, SPA
+ * iframes, document.write), deciding each URL as the server does (Policy.decide_url:
+ * operator rules, then the catalogue's URL prefixes and host suffixes, then first
+ * party, then the unknown-host default).
  *
  * Contract:
  * - Installs synchronously; hooks are Proxies of the originals on prototypes (kept
  *   configurable) and on the insertion and markup methods, in this window and in every
- *   same-origin frame the page reaches (contentWindow/contentDocument, srcdoc).
+ *   same-origin frame the page reaches (contentWindow/contentDocument, srcdoc, a frame
+ *   it inserts). The install does nothing else: the table is parsed and indexed at the
+ *   first decision, the consent cookie first read in a task of its own.
  * - Only URLs of refused categories are touched: same-origin, first-party and unknown
  *   hosts go through unless a rule of the table says otherwise.
  * - A blocked element acts like one a blocker stopped: no request, an async `error`
@@ -22,20 +24,27 @@
  *   true, WebSocket/EventSource fail with `error` (and `close`), Worker/SharedWorker
  *   throw a SecurityError as a Content-Security-Policy would.
  * - Any error of its own lets the page's call proceed and counts __tagGateGuard.errors.
- * - Release: when the consent cookie (or a `tag-gate:consent` event) grants more,
- *   deferred scripts and frames are re-created in document order (classic scripts one
- *   after the other), each once; other elements get their attributes back. Network
- *   calls that were dropped stay dropped. Withdrawal applies to the next request.
+ * - Release: when the consent cookie (or a `tag-gate:consent` event) grants more, the
+ *   guard loads /__tag-gate/guard-release.js once (with its own nonce), which
+ *   re-creates the blocked scripts and frames in document order (classic scripts one
+ *   after the other), each once. Network calls that were dropped stay dropped.
+ *   Withdrawal applies to the next request, here, without waiting for anything.
  *
- * Rule table (JSON, see proxy/guard.py): {cookie, granted, final, page, firstParty,
- *   unknown, vendors: [[id, category, [host suffix], ["host/path[?param=glob]"]]],
- *   rules: [[[host suffix] | 0, [path prefix] | 0, [regex, flags] | 0, vendor | 0,
- *            0 (keep) | 1 (the vendor's category) | "category"]]}
+ * Arguments: the window and the rule table as a JSON text, indexed by the server
+ * (proxy/html/guard.py, version 2: {cookie, granted: {category: 1}, final: {category:
+ * 1}, firstParty: {host: 1}, unknown, vendors: [[id, category]], hosts: {host suffix:
+ * vendor index}, urls: {host suffix: [[path prefix, vendor index, query parameter | 0,
+ * value regex source | 0]], longest prefix first}, rules: [[{host suffix: 1} | 0,
+ * [path prefix] | 0, [regex, flags] | 0, vendor | 0, 0 (keep) | 1 (the vendor's
+ * category) | "category"]], page: the page's host, or null for location.hostname}).
+ * A JSON text in a string literal costs Chromium a quarter of what the same object
+ * literal costs to compile.
  *
  * Short names: G the public object, R the table, W/D window/document, O Object, F
  * Reflect, ok the granted categories, A element -> fetching attributes, T blocked
- * scripts and frames. guard.py compacts this file (comments and blank space out); keep
- * `}` and `)` from preceding a division, which it would read as a regular expression.
+ * scripts and frames. guard_code.py compacts this file (comments and blank space out);
+ * keep `}` and `)` from preceding a division, which it would read as a regular
+ * expression.
  */
 ((W, R) => {
   "use strict";
@@ -47,8 +56,11 @@
     EP = Element.prototype,
     SA = EP.setAttribute,
     RA = EP.removeAttribute,
+    IH = O.getOwnPropertyDescriptor(EP, "innerHTML"),
     CAT = "data-tg-category",
-    G = (W.__tagGateGuard = { errors: 0, blocked: [] }),
+    NONCE = ((me && me.nonce) || "").replace(/[^\w+/=-]/g, ""),
+    T = [],
+    G = (W.__tagGateGuard = { errors: 0, blocked: [], T, n: NONCE }),
     set = (list) => {
       const d = O.create(null);
       for (const k of list || []) d[k] = 1;
@@ -62,35 +74,34 @@
         G.errors++;
       }
     };
-  if (typeof R == "string") R = JSON.parse(me.getAttribute("data-tg-rules"));
-  const NONCE = ((me && me.nonce) || "").replace(/[^\w+/=-]/g, ""),
-    PAGE = R.page || location.hostname,
-    FP = set(R.firstParty),
-    FINAL = set(R.final),
-    HOSTS = set(),
-    URLS = set(),
-    RULES = [];
-  let ok = set(R.granted),
-    off = 0;
+  let ok,
+    off = 0,
+    PAGE,
+    RULES,
+    A,
+    SEL;
 
   // ------------------------------------------------------------------ deciding
 
-  // The table is indexed at the first decision, not while the page waits for the install.
-  const index = () => {
-    index.done = 1;
-    for (const v of R.vendors || []) {
-      for (const h of v[2] || []) HOSTS[h] = v;
-      for (const u of v[3] || []) {
-        // host/path?param=glob: `*` in the glob is any run of characters, in the path
-        // any run inside one segment (proxy/core/url_entries.py)
-        const m = /^([^/]+)([^?]*)(\?([^=]*)=(.*))?$/s.exec(u),
-          g = (x, star) => x.replace(/[\\^$.+?()[\]{}|/]/g, "\\$&").replace(/\*/g, star);
-        (URLS[m[1]] = URLS[m[1]] || []).push([m[2], v, m[4], m[3] && RegExp("^" + g(m[5], ".*") + "$", "s"), m[2].includes("*") && RegExp("^" + g(m[2], "[^/]*") + (m[2].endsWith("/") ? "" : "(?![^/])"), "s")]);
-      }
+  // The table, parsed at the first decision (not while the page waits); its maps lose
+  // their prototype, so a host named "constructor" is only a host.
+  const table = () => {
+    if (PAGE) return;
+    R = JSON.parse(R);
+    PAGE = R.page || location.hostname;
+    for (const k of ["granted", "final", "firstParty", "hosts", "urls"]) O.setPrototypeOf(R[k], null);
+    ok = ok || R.granted;
+    RULES = [];
+    A = set();
+    SEL = [];
+    for (const h in R.urls) for (const e of R.urls[h]) (e[3] = e[3] && RegExp(e[3], "s")), (e[4] = e[4] && RegExp(e[4], "s"));
+    for (const r of R.rules) t(() => RULES.push([r[0] && O.setPrototypeOf(r[0], null), r[1], r[2] && RegExp(r[2][0], r[2][1]), r[3], r[4]]));
+    // The attributes that make each element fetch something.
+    for (const e of "script:src,href img:src,srcset image:href source:src,srcset iframe:src,srcdoc frame:src embed:src object:data link:href,imagesrcset video:src,poster audio:src track:src input:src a:ping area:ping".split(" ")) {
+      const [tag, names] = e.split(":");
+      A[tag] = names.split(",");
+      SEL.push(tag);
     }
-    // At one host suffix the longest path prefix wins, with a query condition before without.
-    for (const h in URLS) URLS[h].sort((a, b) => b[0].length - a[0].length || !!b[3] - !!a[3]);
-    for (const r of R.rules || []) t(() => RULES.push([r[0] && set(r[0]), r[1], r[2] && RegExp(r[2][0], r[2][1]), r[3], r[4]]));
   };
 
   // Whether h or a parent domain of it is in `s`.
@@ -101,14 +112,14 @@
     // Catalog._lookup: at each suffix from the longest, URL prefixes, then the host.
     lookup = (h, path, query) => {
       for (let i = 0; i >= 0; i = h.indexOf(".") + 1 || -1, h = h.slice(i)) {
-        for (const e of URLS[h] || []) if ((e[4] ? e[4].test(path) : under(path, e[0])) && (!e[3] || query.getAll(e[2]).some((x) => e[3].test(x)))) return e[1];
-        if (HOSTS[h]) return HOSTS[h];
+        for (const e of R.urls[h] || []) if ((e[4] ? e[4].test(path) : under(path, e[0])) && (!e[3] || query.getAll(e[2]).some((x) => e[3].test(x)))) return R.vendors[e[1]];
+        if (h in R.hosts) return R.vendors[R.hosts[h]];
       }
     },
     memo = new Map(),
     // [category, vendor] for a URL as the page wrote it, or null: Policy._classify_url.
     classify = (raw) => {
-      if (!index.done) index();
+      table();
       const s = String(raw).trim(),
         abs = /^([a-z][a-z\d+.-]*:|[\\/]{2})/i.test(s.replace(/^[\x00-\x20]+|[\t\n\r]/g, ""));
       if (memo.has(s)) return memo.get(s);
@@ -124,7 +135,7 @@
         // relative: the page's own (no vendor), unless a <base> sends it elsewhere
         rel = !abs && host == PAGE,
         v = !rel && lookup(host.replace(/^\.+/, ""), path, u.searchParams);
-      out = v ? [v[1], v[0]] : rel || host == PAGE || within(host, FP) || !R.unknown ? 0 : [R.unknown, ""];
+      out = v ? [v[1], v[0]] : rel || host == PAGE || within(host, R.firstParty) || !R.unknown ? 0 : [R.unknown, ""];
       for (const r of RULES)
         if (!((r[0] && !within(host, r[0])) || (r[1] && !r[1].some((p) => path.startsWith(p))) || (r[2] && !r[2].test(s)) || (r[3] && !(v && v[0] == r[3])))) {
           const c = r[4] === 1 ? v && v[1] : r[4];
@@ -144,17 +155,8 @@
 
   // ------------------------------------------------------------------ blocking
 
-  // The attributes that make each element fetch something.
-  const A = set(),
-    SEL = [],
-    RELEASED = /^(script|i?frame|embed|object)$/,
-    T = [];
-  for (const e of "script:src,href img:src,srcset image:href source:src,srcset iframe:src,srcdoc frame:src embed:src object:data link:href,imagesrcset video:src,poster audio:src track:src input:src a:ping area:ping".split(" ")) {
-    const [tag, names] = e.split(":");
-    A[tag] = names.split(",");
-    SEL.push(tag);
-  }
-  const block = (el, name, v, d) => {
+  const RELEASED = /^(script|i?frame|embed|object)$/,
+    block = (el, name, v, d) => {
       const tag = el.localName;
       if (tag == "script" && !el.hasAttribute(CAT)) {
         if (el.hasAttribute("type")) SA.call(el, "data-tg-type", el.getAttribute("type"));
@@ -173,6 +175,7 @@
     },
     // undefined: let the value through; true: blocked; a string: use it instead.
     check = (el, name, v) => {
+      table();
       const tag = el && el.localName;
       name = String(name).toLowerCase().replace(/^xlink:/, "");
       if (off || !(A[tag] || []).includes(name)) return;
@@ -180,11 +183,12 @@
       const d = /set|ping/.test(name) ? String(v).split(/[\s,]+/).map(decide).find((x) => x) : decide(v);
       if (d) return block(el, name, v, d) || true;
     },
-    // Checks an element or fragment and what is in it; returns how many it changed.
-    // Scripts that arrive by innerHTML never run: `runs` is false there.
+    // Checks an element or fragment about to be inserted and what is in it (`runs`:
+    // its scripts will run); returns how many it changed.
     scan = (n, runs) => {
       let changed = 0;
-      if (n && (n.nodeType == 1 || n.nodeType == 11) && !n.isConnected)
+      if (n && (n.nodeType == 1 || n.nodeType == 11) && !n.isConnected) {
+        table();
         for (const el of [n, ...(n.firstElementChild ? n.querySelectorAll(SEL) : [])])
           if (A[el.localName] && (runs || el.localName != "script"))
             for (const k of A[el.localName]) {
@@ -193,9 +197,14 @@
               if (r) changed++;
               if (typeof r == "string") SA.call(el, k, r);
             }
+      }
       return changed;
     },
-    IH = O.getOwnPropertyDescriptor(EP, "innerHTML"),
+    // A same-origin frame the page inserted gets the hooks at once (code may reach it
+    // through window.frames, not only contentWindow).
+    frames = (n) => {
+      if (n.isConnected && n.nodeType == 1) for (const f of n.localName == "iframe" ? [n] : n.getElementsByTagName("iframe")) if (f.contentWindow) install(f.contentWindow);
+    },
     // Markup is parsed in an inert <template> first; only when something must change is
     // the checked serialisation used instead of the page's string. Raw-text contexts
     // (a script's code) and TrustedHTML are left alone.
@@ -226,17 +235,10 @@
       const d = o && O.getOwnPropertyDescriptor(o, k),
         f = d && d[acc || "value"];
       if (typeof f != "function" || P.has(f)) return;
-      const p = new Proxy(f, trap.call ? { apply: trap } : trap);
+      const p = new Proxy(f, trap);
       P.set(p, f);
       d[acc || "value"] = p;
       O.defineProperty(o, k, d);
-    },
-    // Hooks names of several interfaces: "Node:appendChild,insertBefore Element:...".
-    each = (w, spec, trap, acc) => {
-      for (const e of spec.split(" ")) {
-        const [c, names] = e.split(":");
-        for (const k of names.split(",")) hook((w[c] || w["HTML" + c + "Element"] || {}).prototype, k, trap(k), acc);
-      }
     },
     // The page's call with argument i replaced by r (a string), or nothing (r true).
     through = (r, f, self, a, i) => {
@@ -246,6 +248,18 @@
     },
     html = (f, self, a, i, runs, ctx = self) => through(t(markup, a[i], ctx, runs), f, self, a, i),
     ev = (x, type, E) => x.dispatchEvent(new E(type)),
+    // One trap per kind of hook, shared by every interface and realm (those that need
+    // the realm's own constructors are made per realm).
+    H = {},
+    trap = (k, apply) => H[k] || (H[k] = { apply }),
+    // A setter of a fetching property: the trap knows the attribute by the property.
+    setter = (k) => trap(k, (f, el, a) => through(t(check, el, k, a[0]), f, el, a, 0)),
+    inserted = trap("+", (f, self, a) => {
+      t(() => a.forEach((n) => scan(n, 1)));
+      const r = F.apply(f, self, a);
+      t(() => a.forEach(frames));
+      return r;
+    }),
     realms = new WeakSet(),
     install = (w) => {
       let N;
@@ -258,155 +272,87 @@
       realms.add(N);
       w.__tagGateGuard = G;
       t(() => {
-        hook(w.Function.prototype, "toString", (f, self, a) => F.apply(f, P.get(self) || self, a));
-        each(
-          w,
-          "Script:src Image:src,srcset Source:src,srcset IFrame:src,srcdoc Frame:src Embed:src Object:data Link:href,imageSrcset Media:src Video:poster Track:src Input:src Anchor:ping Area:ping Attr:value",
-          (k) => (f, el, a) => through(el.ownerElement !== undefined ? t(check, el.ownerElement, el.name, a[0]) : t(check, el, k, a[0]), f, el, a, 0),
-          "set"
-        );
-        each(w, "Element:setAttribute", () => (f, el, a) => through(t(check, el, a[0], a[1]), f, el, a, 1));
-        each(w, "Element:setAttributeNS", () => (f, el, a) => through(t(check, el, a[1], a[2]), f, el, a, 2));
-        each(
-          w,
-          "Node:appendChild,insertBefore,replaceChild Element:append,prepend,replaceChildren,before,after,replaceWith,insertAdjacentElement Document:append,prepend,replaceChildren DocumentFragment:append,prepend,replaceChildren CharacterData:before,after,replaceWith Range:insertNode,surroundContents",
-          () => (f, self, a) => {
-            t(() => a.forEach((n) => scan(n, 1)));
-            return F.apply(f, self, a);
+        // "Interface:name,name ...", "-Name" for HTMLNameElement.
+        const each = (spec, h, acc) => {
+          for (const e of spec.split(" ")) {
+            const [c, names] = e.split(":"),
+              o = (w[c[0] == "-" ? "HTML" + c.slice(1) + "Element" : c] || {}).prototype;
+            for (const k of names.split(",")) hook(o, k, h || setter(k.toLowerCase()), acc);
           }
-        );
-        each(w, "Element:innerHTML,setHTMLUnsafe ShadowRoot:innerHTML,setHTMLUnsafe", () => (f, el, a) => html(f, el, a, 0), "set");
-        each(w, "Element:setHTMLUnsafe ShadowRoot:setHTMLUnsafe", () => (f, el, a) => html(f, el, a, 0));
-        each(w, "Element:outerHTML", () => (f, el, a) => html(f, el, a, 0, 0, el.parentNode), "set");
-        each(w, "Element:insertAdjacentHTML", () => (f, el, a) => html(f, el, a, 1, 0, /^(beforebegin|afterend)$/i.test(a[0]) ? el.parentNode : el));
-        each(w, "Range:createContextualFragment", () => (f, r, a) => html(f, r, a, 0, 1, null));
-        each(w, "Document:write,writeln", () => (f, d, a) => html(f, d, a.length > 1 ? [a.join("")] : a, 0, 1, null));
+        };
+        hook(w.Function.prototype, "toString", trap("s", (f, self, a) => F.apply(f, P.get(self) || self, a)));
+        each("-Script:src -Image:src,srcset -Source:src,srcset -IFrame:src,srcdoc -Frame:src -Embed:src -Object:data -Link:href,imageSrcset -Media:src -Video:poster -Track:src -Input:src", 0, "set");
+        each("Attr:value", trap("v", (f, at, a) => through(t(check, at.ownerElement, at.name, a[0]), f, at, a, 0)), "set");
+        each("Element:setAttribute", trap("a", (f, el, a) => through(t(check, el, a[0], a[1]), f, el, a, 1)));
+        each("Element:setAttributeNS", trap("n", (f, el, a) => through(t(check, el, a[1], a[2]), f, el, a, 2)));
+        each("Node:appendChild,insertBefore,replaceChild Element:append,prepend,replaceChildren,before,after,replaceWith,insertAdjacentElement Document:append,prepend,replaceChildren CharacterData:before,after,replaceWith Range:insertNode,surroundContents", inserted);
+        each("Element:innerHTML ShadowRoot:innerHTML", trap("h", (f, el, a) => html(f, el, a, 0)), "set");
+        each("Element:setHTMLUnsafe ShadowRoot:setHTMLUnsafe", H.h);
+        each("Element:outerHTML", trap("o", (f, el, a) => html(f, el, a, 0, 0, el.parentNode)), "set");
+        each("Element:insertAdjacentHTML", trap("j", (f, el, a) => html(f, el, a, 1, 0, /^(beforebegin|afterend)$/i.test(a[0]) ? el.parentNode : el)));
+        each("Range:createContextualFragment", trap("r", (f, r, a) => html(f, r, a, 0, 1, null)));
+        each("Document:write,writeln", trap("w", (f, d, a) => html(f, d, a.length > 1 ? [a.join("")] : a, 0, 1, null)));
         // Code reaching into a same-origin frame gets a guarded realm.
         each(
-          w,
-          "IFrame:contentWindow,contentDocument",
-          () => (f, el, a) => {
+          "-IFrame:contentWindow,contentDocument",
+          trap("c", (f, el, a) => {
             const r = F.apply(f, el, a);
             if (r) install(r.defaultView || r);
             return r;
-          },
+          }),
           "get"
         );
-
-        hook(w, "fetch", (f, self, a) =>
-          t(() => decide(a[0] && typeof a[0].url == "string" ? a[0].url : a[0])) ? w.Promise.reject(new w.TypeError("Failed to fetch")) : F.apply(f, self, a)
-        );
-        each(w, "Navigator:sendBeacon", () => (f, n, a) => t(decide, a[0]) ? true : F.apply(f, n, a));
+        hook(w, "fetch", {
+          apply: (f, self, a) =>
+            t(() => decide(a[0] && typeof a[0].url == "string" ? a[0].url : a[0])) ? w.Promise.reject(new w.TypeError("Failed to fetch")) : F.apply(f, self, a),
+        });
+        each("Navigator:sendBeacon", trap("b", (f, n, a) => t(decide, a[0]) ? true : F.apply(f, n, a)));
         // A blocked XMLHttpRequest ends as after a network error: readyState 4, status 0.
         const xhr = new WeakMap();
-        each(w, "XMLHttpRequest:open", () => (f, x, a) => {
-          t(() => xhr.set(x, decide(a[1]) && [a[2] === false], delete x.readyState));
-          return F.apply(f, x, a);
+        each("XMLHttpRequest:open", {
+          apply: (f, x, a) => {
+            t(() => xhr.set(x, decide(a[1]) && [a[2] === false], delete x.readyState));
+            return F.apply(f, x, a);
+          },
         });
-        each(w, "XMLHttpRequest:send", () => (f, x, a) => {
-          const b = xhr.get(x);
-          if (!b) return F.apply(f, x, a);
-          if (b[0]) throw new w.DOMException("Failed to load", "NetworkError");
-          ev(x, "loadstart", w.ProgressEvent);
-          setTimeout(() => {
-            O.defineProperty(x, "readyState", { value: 4, configurable: true });
-            ev(x, "readystatechange", w.Event);
-            ev(x, "error", w.ProgressEvent);
-            ev(x, "loadend", w.ProgressEvent);
-          });
+        each("XMLHttpRequest:send", {
+          apply: (f, x, a) => {
+            const b = xhr.get(x);
+            if (!b) return F.apply(f, x, a);
+            if (b[0]) throw new w.DOMException("Failed to load", "NetworkError");
+            ev(x, "loadstart", w.ProgressEvent);
+            setTimeout(() => {
+              O.defineProperty(x, "readyState", { value: 4, configurable: true });
+              ev(x, "readystatechange", w.Event);
+              ev(x, "error", w.ProgressEvent);
+              ev(x, "loadend", w.ProgressEvent);
+            });
+          },
         });
-        for (const k of ["WebSocket", "EventSource", "Worker", "SharedWorker"])
-          hook(w, k, {
-            construct: (C, a, nt) => {
-              if (!t(decide, String(a[0]).replace(/^(\s*)ws/i, "$1http"))) return F.construct(C, a, nt);
-              if (!C.CLOSED) throw new w.DOMException("Refused to load " + a[0], "SecurityError");
-              // A WebSocket or EventSource that could not connect: error (and close) soon.
-              const x = O.setPrototypeOf(new w.EventTarget(), nt.prototype),
-                base = { readyState: 0, bufferedAmount: 0, binaryType: "blob", withCredentials: false, url: new URL(a[0], D.baseURI).href },
-                emit = (e) => {
-                  x.dispatchEvent(e);
-                  if (x["on" + e.type]) x["on" + e.type](e);
-                };
-              for (const [k, d] of O.entries(O.getOwnPropertyDescriptors(C.prototype)))
-                if (d.get || (k != "constructor" && d.value.call))
-                  O.defineProperty(x, k, { value: !d.get ? () => {} : k in base ? base[k] : /^on/.test(k) ? null : "", writable: true, configurable: true });
-              setTimeout(() => {
-                x.readyState = C.CLOSED;
-                emit(new w.Event("error"));
-                if (C.OPEN == 1) emit(new w.CloseEvent("close", { code: 1006 }));
-              });
-              return x;
-            },
-          });
-      });
-    };
-
-  // ------------------------------------------------------------------ release
-
-  let busy = 0,
-    again = 0;
-  // A new element of the same name with the original attributes back (never a clone: a
-  // cloned script counts as already started). Returns true when `next` will be called.
-  const recreate = (el, next) => {
-      const doc = el.ownerDocument,
-        n = doc.createElementNS(el.namespaceURI, el.localName),
-        script = el.localName == "script";
-      for (const { name, value } of [...el.attributes]) {
-        const k = name.startsWith("data-tg-") ? name.slice(8) : script && name == "type" ? "" : name;
-        if (k && !/^(category|vendor)$/.test(k)) SA.call(n, k, value);
-      }
-      if (el.nonce) n.nonce = el.nonce;
-      const wait = script && n.hasAttribute("src");
-      if (script && !wait) n.textContent = el.textContent;
-      if (wait) {
-        let done = 0;
-        const go = (e) => {
-          if (done++) return;
-          // the page's own load/error listeners are on the old element
-          if (e) el.dispatchEvent(new Event(e.type));
-          next();
+        const ctor = {
+          construct: (C, a, nt) => {
+            if (!t(decide, String(a[0]).replace(/^(\s*)ws/i, "$1http"))) return F.construct(C, a, nt);
+            if (!C.CLOSED) throw new w.DOMException("Refused to load " + a[0], "SecurityError");
+            // A WebSocket or EventSource that could not connect: error (and close) soon.
+            const x = O.setPrototypeOf(new w.EventTarget(), nt.prototype),
+              base = { readyState: 0, bufferedAmount: 0, binaryType: "blob", withCredentials: false, url: new URL(a[0], D.baseURI).href },
+              emit = (e) => {
+                x.dispatchEvent(e);
+                if (x["on" + e.type]) x["on" + e.type](e);
+              };
+            for (const [k, d] of O.entries(O.getOwnPropertyDescriptors(C.prototype)))
+              if (d.get || (k != "constructor" && d.value.call))
+                O.defineProperty(x, k, { value: !d.get ? () => {} : k in base ? base[k] : /^on/.test(k) ? null : "", writable: true, configurable: true });
+            setTimeout(() => {
+              x.readyState = C.CLOSED;
+              emit(new w.Event("error"));
+              if (C.OPEN == 1) emit(new w.CloseEvent("close", { code: 1006 }));
+            });
+            return x;
+          },
         };
-        n.addEventListener("load", go);
-        n.addEventListener("error", go);
-        setTimeout(go, 1e4);
-      }
-      if (el.parentNode) el.parentNode.replaceChild(n, el);
-      else (doc.head || doc.documentElement).appendChild(n);
-      return wait;
-    },
-    collect = (doc, list) => {
-      list.push(...doc.querySelectorAll("[" + CAT + "]"));
-      for (const f of doc.querySelectorAll("iframe")) if (f.contentDocument) collect(f.contentDocument, list);
-      return list;
-    },
-    release = () => {
-      if (busy) return (again = 1);
-      busy = 1;
-      const list = collect(D, []);
-      let i = 0;
-      for (const el of T) if (!list.includes(el)) list.push(el);
-      const step = () => {
-        while (i < list.length) {
-          const el = list[i++],
-            c = el.getAttribute(CAT);
-          if (!ok[c]) continue;
-          T.splice(T.indexOf(el) >>> 0, 1);
-          if (el.hasAttribute("data-tg-placeholder")) {
-            const tp = el.querySelector("template");
-            if (tp && el.parentNode) el.parentNode.replaceChild(tp.content.cloneNode(true), el);
-          } else if (RELEASED.test(el.localName)) {
-            if (t(recreate, el, step)) return;
-          } else
-            for (const { name, value } of [...el.attributes])
-              if (name.startsWith("data-tg-")) {
-                RA.call(el, name);
-                if (!/^data-tg-(category|vendor)$/.test(name)) SA.call(el, name.slice(8), value);
-              }
-        }
-        busy = 0;
-        if (again) release((again = 0));
-      };
-      step();
+        for (const k of ["WebSocket", "EventSource", "Worker", "SharedWorker"]) hook(w, k, ctor);
+      });
     };
 
   // ------------------------------------------------------------------ consent
@@ -429,10 +375,21 @@
           return g;
         }
       }
-      for (let c of v) if (!FINAL[(c = c.trim().toLowerCase())]) g[c] = 1;
+      for (let c of v) if (!R.final[(c = c.trim().toLowerCase())]) g[c] = 1;
       return g;
     },
+    // Release lives in its own first-party script, fetched the first time it is needed.
+    release = () => {
+      if (G.release) return G.release();
+      if (release.asked) return;
+      release.asked = 1;
+      const s = D.createElement("script");
+      s.src = location.origin + "/__tag-gate/guard-release.js";
+      if (NONCE) s.nonce = NONCE;
+      (D.head || D.documentElement).appendChild(s);
+    },
     sync = (e) => {
+      table();
       const d = e && e.detail,
         raw = read();
       if (last === undefined) last = raw;
@@ -450,12 +407,15 @@
 
   install(W);
   D.addEventListener("tag-gate:consent", (e) => t(sync, e));
-  if (W.cookieStore) W.cookieStore.addEventListener("change", () => t(sync));
-  setTimeout(() => t(sync));
-  setInterval(() => t(sync), 500);
+  setTimeout(() => {
+    t(sync);
+    if (W.cookieStore) W.cookieStore.addEventListener("change", () => t(sync));
+    setInterval(() => t(sync), 500);
+  });
   O.assign(G, {
     i: install,
     decide,
+    t,
     sync: () => t(sync),
     // Runs f with the guard off (tag-gate's own "load this embed" button).
     pass: (f) => {
@@ -466,6 +426,6 @@
         off--;
       }
     },
-    granted: () => O.keys(ok),
+    granted: () => (table(), O.keys(ok)),
   });
 })(window, "__TG_RULES__");

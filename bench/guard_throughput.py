@@ -1,0 +1,132 @@
+"""Gated-page throughput with the runtime layers on and off, interleaved in one run.
+
+Method (as proxy_bench.py, ../shared/docs/perf-anchors.md §2): an origin nginx (1
+worker) serves the pages as HTML; the tag-gate processes under test run on CPU 1 (one
+under load at a time), wrk and the origin on CPU 0. Every round runs every (page,
+target) pair once in rotating order; figures are medians over the rounds, and the
+ratio is taken against `off` in the same run. Requests carry no consent cookie, so
+every page is gated and (when on) gets the guard, precomputed per consent key.
+
+Targets (each its own tag-gate process and config):
+  off        [html.guard] enabled = false, [html.csp] mode = "off"
+  guard      the guard on, the CSP layer off
+  guard+csp  the defaults: the guard on, the CSP layer report-only on 10 % of pages
+
+With --no-cache the gated-page cache is off too (html.cache_size = 0), so every
+request runs the whole gate: the guard's share of the gate's own cost.
+
+Usage:  python bench/guard_throughput.py [--rounds 5] [--seconds 5] [--conns 50] [--no-cache]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pages
+import proxy_bench as pb
+
+REPO = Path(__file__).resolve().parent.parent
+
+TARGETS = {
+    "off": '[html.guard]\nenabled = false\n\n[html.csp]\nmode = "off"\n',
+    "guard": '[html.csp]\nmode = "off"\n',
+    "guard+csp": "",
+}
+
+
+def start(name: str, port: int, upstream: int, run: Path, cache: bool) -> subprocess.Popen[bytes]:
+    conf = run / f"{name}.toml"
+    html = "" if cache else "[html]\ncache_size = 0\n\n"
+    conf.write_text(f'[server]\nupstream = "http://127.0.0.1:{upstream}"\n\n{html}{TARGETS[name]}')
+    command = ["taskset", "-c", "1", sys.executable, "-m", "proxy", "serve", "--config", str(conf)]
+    command += ["--listen", f"127.0.0.1:{port}", "--admin-listen", "off", "--log-level", "warning"]
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--conns", type=int, default=50)
+    ap.add_argument("--no-cache", action="store_true", help="turn the gated-page cache off in every target")
+    args = ap.parse_args()
+    pb.ensure_tools()
+    scratch = Path(tempfile.mkdtemp(prefix="tag-gate-guard-bench-"))
+    www, run = scratch / "www", scratch / "run"
+    (www / "html").mkdir(parents=True)
+    run.mkdir()
+    for folder in (scratch, www, www / "html", run):
+        folder.chmod(0o755)
+    files = {"2KB": pages.make_small_page(), "100KB": pages.make_page(100 * 1024)}
+    for name, data in files.items():
+        (www / "html" / f"{name}.html").write_bytes(data)
+    origin_port = pb.free_port()
+    ports = {name: pb.free_port() for name in TARGETS}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        origin = pb.nginx_conf(
+            run,
+            "origin",
+            "01",
+            f"types {{ }}\n  server {{ listen 127.0.0.1:{origin_port} backlog=4096; root {www};"
+            " location /html/ { default_type text/html; } }",
+        )
+        procs.append(subprocess.Popen([pb.nginx_bin(), "-c", str(origin), "-e", str(run / "nginx-stderr.log")]))
+        for name, port in ports.items():
+            procs.append(start(name, port, origin_port, run, not args.no_cache))
+        for port in (origin_port, *ports.values()):
+            pb.wait_port(port)
+        # What each target sends: the guard is there exactly where it should be.
+        for name, port in ports.items():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/html/2KB.html", timeout=10) as resp:
+                body = resp.read()
+            has_guard = b"__tagGateGuard" in body
+            print(f"{name:10} guard in page: {has_guard}, page {len(body):,} bytes", flush=True)
+        print(f"warm-up: 3 s per target and page ({len(ports)} targets)", flush=True)
+        for port in ports.values():
+            for page in files:
+                pb.run_wrk(f"http://127.0.0.1:{port}/html/{page}.html", 3, args.conns, [])
+        results: dict[tuple[str, str], list[float]] = {}
+        keys = [(page, t) for page in files for t in ports]
+        for rnd in range(args.rounds):
+            order = keys[rnd % len(keys) :] + keys[: rnd % len(keys)]
+            for page, target in order:
+                r = pb.run_wrk(f"http://127.0.0.1:{ports[target]}/html/{page}.html", args.seconds, args.conns, [])
+                results.setdefault((page, target), []).append(r["rps"])
+                flag = "  ERRORS" if r["errors"] else ""
+                print(f"round {rnd + 1} {page:>5} {target:10} {r['rps']:9.0f} req/s{flag}", flush=True)
+                time.sleep(0.5)
+        cache = "off" if args.no_cache else "on"
+        print(
+            f"\nmedians over {args.rounds} rounds, {args.seconds} s each, {args.conns} connections,"
+            f" gated-page cache {cache} (tag-gate on CPU 1; wrk and origin on CPU 0)"
+        )
+        print(f"{'page':>5} {'target':10} {'req/s':>9} {'vs off':>8}")
+        for page in files:
+            base = statistics.median(results[(page, "off")])
+            for target in ports:
+                rps = statistics.median(results[(page, target)])
+                print(f"{page:>5} {target:10} {rps:9.0f} {rps / base - 1:+8.1%}")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

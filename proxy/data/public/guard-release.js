@@ -1,0 +1,88 @@
+/* tag-gate runtime guard: release without reload, served at /__tag-gate/guard-release.js.
+ *
+ * guard.js loads this the first time the visitor's consent grants more than the page
+ * was served with (it is not needed before, so the guard's install does not carry it).
+ * It re-creates what is now granted, in document order: blocked scripts and frames
+ * (the guard's, in `__tagGateGuard.T`, and every element the HTML gate deferred in
+ * tag-gate's convention, `[data-tg-category]`, in this document and its same-origin
+ * frames). A new element of the same name gets the original attributes back (never a
+ * clone: a cloned script counts as already started) and `el.nonce`; classic scripts run
+ * one after the other (the next waits for load or error), each exactly once, and the
+ * page's load/error listeners on the old element hear the outcome. Placeholders become
+ * their embed; other elements get their fetching attributes back. DOMContentLoaded and
+ * load are not dispatched again; dropped network calls are not replayed.
+ */
+(() => {
+  "use strict";
+  const G = window.__tagGateGuard;
+  if (!G || G.release) return;
+  const CAT = "data-tg-category",
+    RELEASED = /^(script|i?frame|embed|object)$/,
+    T = G.T;
+  let busy = 0,
+    again = 0;
+  // Returns true when `next` will be called (an external script: after load or error).
+  const recreate = (el, next) => {
+      const doc = el.ownerDocument,
+        n = doc.createElementNS(el.namespaceURI, el.localName),
+        script = el.localName == "script";
+      for (const { name, value } of [...el.attributes]) {
+        const k = name.startsWith("data-tg-") ? name.slice(8) : script && name == "type" ? "" : name;
+        if (k && !/^(category|vendor)$/.test(k)) n.setAttribute(k, value);
+      }
+      if (el.nonce) n.nonce = el.nonce;
+      const wait = script && n.hasAttribute("src");
+      if (script && !wait) n.textContent = el.textContent;
+      if (wait) {
+        let done = 0;
+        const go = (e) => {
+          if (done++) return;
+          // the page's own load/error listeners are on the old element
+          if (e) el.dispatchEvent(new Event(e.type));
+          next();
+        };
+        n.addEventListener("load", go);
+        n.addEventListener("error", go);
+        setTimeout(go, 1e4);
+      }
+      if (el.parentNode) el.parentNode.replaceChild(n, el);
+      else (doc.head || doc.documentElement).appendChild(n);
+      return wait;
+    },
+    collect = (doc, list) => {
+      list.push(...doc.querySelectorAll("[" + CAT + "]"));
+      for (const f of doc.querySelectorAll("iframe")) if (f.contentDocument) collect(f.contentDocument, list);
+      return list;
+    },
+    release = () => {
+      if (busy) return (again = 1);
+      busy = 1;
+      const ok = new Set(G.granted()),
+        list = collect(document, []);
+      let i = 0;
+      for (const el of T) if (!list.includes(el)) list.push(el);
+      const step = () => {
+        while (i < list.length) {
+          const el = list[i++];
+          if (!ok.has(el.getAttribute(CAT))) continue;
+          T.splice(T.indexOf(el) >>> 0, 1);
+          if (el.hasAttribute("data-tg-placeholder")) {
+            const tp = el.querySelector("template");
+            if (tp && el.parentNode) el.parentNode.replaceChild(tp.content.cloneNode(true), el);
+          } else if (RELEASED.test(el.localName)) {
+            if (G.t(recreate, el, step)) return;
+          } else
+            for (const { name, value } of [...el.attributes])
+              if (name.startsWith("data-tg-")) {
+                el.removeAttribute(name);
+                if (!/^data-tg-(category|vendor)$/.test(name)) el.setAttribute(name.slice(8), value);
+              }
+        }
+        busy = 0;
+        if (again) release((again = 0));
+      };
+      step();
+    };
+  G.release = () => G.t(release);
+  G.release();
+})();

@@ -1,0 +1,133 @@
+"""The runtime layers of one config: the guard's markup and our CSP header, per response head.
+
+`RuntimeLayers` is built with the `Stages` of a config (so a reload brings new ones) and
+holds everything the two header steps (`stages.runtime_guard`, `stages.csp_layer`) and
+the `/__tag-gate/guard.js` route need, computed once per consent key:
+
+- the guard's inline body (`proxy.html.guard.GuardRules`, memoised per consent key) and
+  the whole `<script>` element per (key, page host) when the page has no nonce, so
+  every such page shares one string (the gated-page cache hashes the additions);
+- the external form for pages whose CSP blocks inline scripts but allows `'self'`:
+  `/__tag-gate/guard.js?k=<consent key>&v=<digest of the body>` (a new config gives
+  new URLs, so the browser may keep each one a day);
+- our CSP header per consent key (`proxy.core.csp.CspHeaders`) and the sampling of the
+  pages that get it: deterministic, every 1/sample-th gated page.
+
+Contract: nothing here does IO except one log line per page path whose CSP keeps the
+guard inline out (bounded: 1024 paths per config).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Final
+
+from ..core.config import Config
+from ..core.consent import ConsentState
+from ..core.csp import CspHeaders, GuardDelivery
+from ..core.memo import Memo
+from ..html.guard import GuardRules, make_guard
+from ..metrics import Metrics
+
+log = logging.getLogger("tag_gate")
+
+GUARD_PATH: Final = "/__tag-gate/guard.js"
+_LOGGED_PATHS: Final = 1024
+
+
+class RuntimeLayers:
+    """The guard and the CSP layer for one config (see the module docstring)."""
+
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        html = config.html
+        policy = config.policy
+        self.metrics = metrics
+        self.guard: GuardRules | None = None
+        if html.guard.enabled:
+            self.guard = make_guard(
+                policy,
+                cookie_name=config.consent.cookie_name,
+                gpc_refuses=config.consent.gpc_refuses,
+                defer_style=html.defer_style,
+            )
+            for warning in self.guard.warnings:
+                log.warning("runtime guard: %s", warning)
+        csp = html.csp
+        self.csp: CspHeaders | None = None
+        if csp.mode != "off" and csp.sample > 0:
+            self.csp = CspHeaders(csp.layer, policy.catalog.vendors, html.first_party_hosts)
+        self.sample = csp.sample
+        self._credit = 1.0 - csp.sample  # the first page is sampled
+        self._markup: Memo[tuple[str, str | None], str] = Memo(256, 32 << 20)
+        self._external: dict[str, tuple[str, bytes]] = {}
+        self._logged: set[str] = set()
+
+    # ------------------------------------------------------------ the guard
+
+    def guard_markup(self, consent: ConsentState, host: str | None, delivery: GuardDelivery, path: str) -> str:
+        """The `<script>` element that puts the guard into this page ("" when the site's
+        CSP keeps it out), counted by delivery; the first time a page path cannot have
+        the guard inline, one log line says why."""
+        guard = self.guard
+        assert guard is not None
+        self.metrics.guard_pages[delivery.how].inc()
+        if delivery.how != "inline":
+            self._log_once(path, delivery)
+        if delivery.how == "none":
+            return ""
+        nonce = f' nonce="{delivery.nonce}"' if delivery.nonce else ""
+        if delivery.how == "external":
+            url, _ = self.external(consent)
+            return f'<script src="{url}"{nonce}></script>'
+        if nonce:
+            return f"<script{nonce}>{guard.script(consent, host)}</script>"
+        key = (consent.key, host)
+        hit = self._markup.table.get(key)
+        if hit is None:
+            text = f"<script>{guard.script(consent, host)}</script>"
+            hit = self._markup.put(key, text, len(text))
+        return hit
+
+    def external(self, consent: ConsentState) -> tuple[str, bytes]:
+        """The external guard's URL and body for this visitor's consent key."""
+        hit = self._external.get(consent.key)
+        if hit is None:
+            assert self.guard is not None
+            body = self.guard.script(consent, None).encode()
+            digest = hashlib.blake2b(body, digest_size=6).hexdigest()
+            hit = self._external[consent.key] = (f"{GUARD_PATH}?k={consent.key}&v={digest}", body)
+        return hit
+
+    def external_body(self, key: str) -> bytes | None:
+        """The external guard served under a consent key this config wrote into a page."""
+        hit = self._external.get(key)
+        return hit[1] if hit is not None else None
+
+    def _log_once(self, path: str, delivery: GuardDelivery) -> None:
+        if path in self._logged or len(self._logged) >= _LOGGED_PATHS:
+            return
+        self._logged.add(path)
+        if delivery.how == "external":
+            log.warning(
+                "runtime guard: the Content-Security-Policy of %s blocks inline scripts without a nonce tag-gate can"
+                " use; the guard is loaded from %s instead (allowed by 'self')",
+                path[:200],
+                GUARD_PATH,
+            )
+        else:
+            log.warning(
+                "runtime guard: the Content-Security-Policy of %s allows neither an inline script tag-gate can"
+                " mark nor 'self'; the page gets no runtime guard (the HTML gate still applies)",
+                path[:200],
+            )
+
+    # ------------------------------------------------------------ the CSP layer
+
+    def sampled(self) -> bool:
+        """Whether this page gets our CSP header: every 1/sample-th page, counting."""
+        self._credit += self.sample
+        if self._credit >= 1.0:
+            self._credit -= 1.0
+            return True
+        return False

@@ -1,0 +1,180 @@
+"""The runtime layers through the running proxy, against real loopback servers: the guard
+inserted first in `<head>`, the external guard route, the CSP report endpoint with its
+limits, and the admin listener's gap listing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from proxy.html.guard_code import split_guard_code
+from tests.conftest import TagGateFactory, UpstreamFactory
+
+PAGE = (
+    b"<!doctype html><html><head><title>t</title>"
+    b'<script src="https://connect.facebook.net/en_US/fbevents.js"></script></head>'
+    b"<body><p>hello</p></body></html>"
+)
+GUARD_START = split_guard_code()[0].encode()
+CSP_RO = "Content-Security-Policy-Report-Only"
+
+
+def site(csp: str | None = None) -> web.Application:
+    async def page(request: web.Request) -> web.Response:
+        resp = web.Response(body=PAGE, content_type="text/html")
+        if csp:
+            resp.headers["Content-Security-Policy"] = csp
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    return app
+
+
+async def get(url: str, **headers: str) -> tuple[int, Any, bytes]:
+    async with aiohttp.ClientSession() as client, client.get(url, headers=headers) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+async def post(url: str, body: bytes, content_type: str, **headers: str) -> int:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(url, data=body, headers={"Content-Type": content_type, **headers}) as resp,
+    ):
+        await resp.read()
+        return resp.status
+
+
+async def metrics(admin_url: str, prefix: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as client, client.get(admin_url + "/metrics") as resp:
+        out = {}
+        for line in (await resp.text()).splitlines():
+            if line.startswith(prefix):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+
+async def test_the_guard_is_the_first_child_of_head(upstream: UpstreamFactory, tag_gate: TagGateFactory) -> None:
+    server = await upstream(site())
+    tg = await tag_gate(f"http://127.0.0.1:{server.port}", html={"csp": {"sample": 1}})
+    status, headers, body = await get(tg.url + "/")
+    assert status == 200
+    assert body.startswith(b"<!doctype html><html><script>" + GUARD_START)
+    assert body.index(b"</script><head><title>t</title>") < body.index(b"<p>hello")
+    assert b"fbevents.js" not in body.split(b"</script>", 1)[1]  # the gate still removed the tag
+    # plain http: report-uri alone (with report-to, Chromium would send nothing from an insecure page)
+    assert (
+        headers[CSP_RO].endswith("; report-uri /__tag-gate/csp?k=f0a0d0s0g0") and "Reporting-Endpoints" not in headers
+    )
+    # everything granted: neither layer
+    status, headers, body = await get(tg.url + "/", Cookie="tg_consent=functional.analytics.advertising.social")
+    assert body == PAGE and CSP_RO not in headers
+
+
+async def test_external_guard_for_a_self_only_policy(upstream: UpstreamFactory, tag_gate: TagGateFactory) -> None:
+    server = await upstream(site("script-src 'self'; object-src 'none'"))
+    tg = await tag_gate(f"http://127.0.0.1:{server.port}")
+    _, _, body = await get(tg.url + "/", Cookie="tg_consent=analytics")
+    start = body.index(b'<script src="/__tag-gate/guard.js?k=f0a1d0s0g0&v=')
+    url = body[start + 13 : body.index(b'"', start + 13)].decode()
+    status, headers, script = await get(tg.url + url, Cookie="tg_consent=analytics")
+    assert status == 200 and headers["Content-Type"] == "text/javascript; charset=utf-8"
+    assert headers["Cache-Control"] == "private, max-age=86400" and headers["X-Content-Type-Options"] == "nosniff"
+    assert script.startswith(GUARD_START) and b'\\"analytics\\"' not in script
+    assert b'"granted":{"analytics":1,"essential":1}' in script and b'"page":null' in script
+    # a key this config never wrote: the request's own consent, not to be kept
+    status, headers, other = await get(tg.url + "/__tag-gate/guard.js?k=f9a9&v=0")
+    assert status == 200 and headers["Cache-Control"] == "private, no-store" and b'"granted":{"essential":1}' in other
+    status, _, release = await get(tg.url + "/__tag-gate/guard-release.js")
+    assert status == 200 and b"G.release" in release
+
+
+CSP_REPORT = {
+    "csp-report": {
+        "document-uri": "https://www.shop.test/p?session=abc",
+        "blocked-uri": "https://www.facebook.com/tr?id=1&uid=secret",
+        "effective-directive": "img-src",
+        "disposition": "report",
+    }
+}
+BATCH = [
+    {
+        "type": "csp-violation",
+        "body": {
+            "documentURL": "https://www.shop.test/p",
+            "blockedURL": f"https://{host}/c?visitor=secret",
+            "effectiveDirective": "connect-src",
+            "disposition": "report",
+        },
+    }
+    for host in ("collector.unknown.test", "collector.unknown.test", "www.google-analytics.com", "www.shop.test")
+]
+
+
+async def test_reports_are_classified_counted_and_listed(upstream: UpstreamFactory, tag_gate: TagGateFactory) -> None:
+    server = await upstream(site())
+    tg = await tag_gate(f"http://127.0.0.1:{server.port}")
+    endpoint = tg.url + "/__tag-gate/csp"
+    # the key in the report URL says what the page was served under (analytics granted)
+    for body, content_type in ((CSP_REPORT, "application/csp-report"), (BATCH, "application/reports+json")):
+        status = await post(endpoint + "?k=f0a1d0s0g0", json.dumps(body).encode(), content_type, Host="www.shop.test")
+        assert status == 204
+    m = await metrics(tg.admin_url, "tag_gate_")
+    assert m['tag_gate_csp_reports_total{result="leak"}'] == 1
+    assert m['tag_gate_runtime_leaks_total{category="advertising",vendor="meta-pixel"}'] == 1
+    assert m['tag_gate_csp_reports_total{result="gap"}'] == 2 and m["tag_gate_catalogue_gaps_total"] == 2
+    assert m['tag_gate_csp_reports_total{result="granted"}'] == 1  # analytics, granted by the key
+    assert m['tag_gate_csp_reports_total{result="first_party"}'] == 1
+    assert m["tag_gate_catalogue_gap_hosts"] == 1
+    async with aiohttp.ClientSession() as client, client.get(tg.admin_url + "/csp-gaps") as resp:
+        listing = await resp.json()
+    (gap,) = listing["gaps"]
+    assert gap["host"] == "collector.unknown.test" and gap["count"] == 2 and gap["directive"] == "connect-src"
+    assert gap["example"] == "https://collector.unknown.test/c" and gap["page"] == "https://www.shop.test/p"
+    assert listing["leaks"][0]["vendor"] == "meta-pixel" and "secret" not in json.dumps(listing)
+    # without a key the request's own cookies say what was granted
+    await post(endpoint, json.dumps(CSP_REPORT).encode(), "application/csp-report", Cookie="tg_consent=advertising")
+    await post(endpoint + "?k=bogus", json.dumps(CSP_REPORT).encode(), "application/csp-report")
+    m = await metrics(tg.admin_url, "tag_gate_csp_reports_total")
+    assert (
+        m['tag_gate_csp_reports_total{result="granted"}'] == 2 and m['tag_gate_csp_reports_total{result="leak"}'] == 2
+    )
+    # granted after the page loaded (released in place): the key refused it, the cookie grants it now
+    cookie = "tg_consent=analytics.advertising"
+    await post(endpoint + "?k=f0a1d0s0g0", json.dumps(CSP_REPORT).encode(), "application/csp-report", Cookie=cookie)
+    m = await metrics(tg.admin_url, "tag_gate_csp_reports_total")
+    assert (
+        m['tag_gate_csp_reports_total{result="granted"}'] == 3 and m['tag_gate_csp_reports_total{result="leak"}'] == 2
+    )
+
+
+async def test_the_endpoint_refuses_what_it_should(upstream: UpstreamFactory, tag_gate: TagGateFactory) -> None:
+    server = await upstream(site())
+    tg = await tag_gate(
+        f"http://127.0.0.1:{server.port}",
+        html={"csp": {"max_report_size": 200, "report_rate": 0.01, "report_burst": 4}},
+    )
+    endpoint = tg.url + "/__tag-gate/csp"
+    status, headers, _ = await get(endpoint)
+    assert status == 405 and headers["Allow"] == "POST"
+    assert await post(endpoint, b"x" * 500, "application/csp-report") == 413
+    assert await post(endpoint, b"{", "application/csp-report") == 400
+    assert await post(endpoint, b"{}", "text/plain") == 400
+    assert await post(endpoint, json.dumps(CSP_REPORT).encode(), "application/csp-report") == 204
+    assert await post(endpoint, json.dumps(CSP_REPORT).encode(), "application/csp-report") == 429
+    m = await metrics(tg.admin_url, "tag_gate_csp_reports_total")
+    assert m['tag_gate_csp_reports_total{result="too_large"}'] == 1
+    assert m['tag_gate_csp_reports_total{result="invalid"}'] == 2
+    assert m['tag_gate_csp_reports_total{result="rate_limited"}'] == 1
+
+
+async def test_the_endpoint_is_gone_when_the_layer_is_off(upstream: UpstreamFactory, tag_gate: TagGateFactory) -> None:
+    server = await upstream(site())
+    tg = await tag_gate(f"http://127.0.0.1:{server.port}", html={"csp": {"mode": "off"}})
+    assert await post(tg.url + "/__tag-gate/csp", json.dumps(CSP_REPORT).encode(), "application/csp-report") == 404
+    _, headers, _ = await get(tg.url + "/")
+    assert CSP_RO not in headers

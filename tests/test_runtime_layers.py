@@ -1,0 +1,203 @@
+"""The header steps that put the runtime guard and our CSP into a response (no sockets):
+`runtime_guard` and `csp_layer` in `proxy.http.stages.HEADER_STEPS`, table-tested through
+`Stages.plan_response` with the response heads a site sends."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from multidict import CIMultiDict
+
+from proxy.core.config import parse_config
+from proxy.html.gate import Additions
+from proxy.html.guard_code import split_guard_code
+from proxy.http.header_filters import FetchMetadata
+from proxy.http.stages import Body, HeaderStep, ResponsePlan, Stages, runtime_guard
+from proxy.metrics import Metrics
+
+CSP = "Content-Security-Policy"
+CSP_RO = "Content-Security-Policy-Report-Only"
+GUARD_START = split_guard_code()[0]
+
+
+def stages(**html: Any) -> Stages:
+    sections: dict[str, Any] = {"html": {"csp": {"sample": 1}, **html}}
+    return Stages(parse_config(sections), Metrics())
+
+
+def plan(
+    s: Stages,
+    *,
+    cookie: str | None = None,
+    csp: list[str] = (),  # type: ignore[assignment]
+    content_type: str = "text/html; charset=utf-8",
+    fetch_dest: str | None = "document",
+    path: str = "/p",
+) -> tuple[ResponsePlan, CIMultiDict[str]]:
+    headers: CIMultiDict[str] = CIMultiDict({"Content-Type": content_type})
+    for value in csp:
+        headers.add(CSP, value)
+    visitor = s.visitor((cookie,) if cookie else (), None)
+    result = s.plan_response(
+        method="GET",
+        status=200,
+        path=path,
+        headers=headers,
+        visitor=visitor,
+        client_accept_encoding=None,
+        host="www.shop.test",
+        secure=True,
+        conditional_ours=False,
+        fetch=FetchMetadata(dest=fetch_dest or ""),
+    )
+    return result, headers
+
+
+def metric(s: Stages, name: str, **labels: str) -> float:
+    value = s.metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+def test_a_gated_page_gets_the_inline_guard_and_the_report_only_policy() -> None:
+    s = stages()
+    result, headers = plan(s)
+    head = result.additions.head_start
+    assert result.body is Body.GATE
+    assert head.startswith("<script>" + GUARD_START) and head.endswith("');</script>")
+    table = json.loads(head[len("<script>" + GUARD_START) + 1 : -len("');</script>")].replace("\\'", "'"))
+    assert table["page"] == "www.shop.test" and table["cookie"] == "tg_consent" and table["granted"] == {"essential": 1}
+    assert headers[CSP_RO].endswith("report-uri /__tag-gate/csp?k=f0a0d0s0g0; report-to tag-gate")
+    assert headers["Reporting-Endpoints"] == 'tag-gate="/__tag-gate/csp?k=f0a0d0s0g0"'
+    assert CSP not in headers
+    assert metric(s, "tag_gate_guard_pages_total", delivery="inline") == 1
+    assert metric(s, "tag_gate_csp_headers_total", mode="report-only", target="page") == 1
+    # the same visitor and host share one string (the gated-page cache hashes it)
+    assert plan(s)[0].additions.head_start is head
+
+
+@pytest.mark.parametrize(
+    ("cookie", "sections"),
+    [
+        ("tg_consent=functional.analytics.advertising.social", {}),  # nothing refused: the page passes
+        (None, {"server": {"mode": "report-only"}}),
+    ],
+)
+def test_pages_the_gate_passes_get_neither(cookie: str | None, sections: dict[str, Any]) -> None:
+    s = Stages(parse_config({"html": {"csp": {"sample": 1}}, **sections}), Metrics())
+    result, headers = plan(s, cookie=cookie)
+    assert result.additions.head_start == "" and CSP_RO not in headers and "Reporting-Endpoints" not in headers
+
+
+def test_the_pages_nonce_goes_on_the_guard() -> None:
+    result, headers = plan(stages(), csp=["script-src 'nonce-r4nd0m' 'strict-dynamic'; object-src 'none'"])
+    assert result.additions.head_start.startswith('<script nonce="r4nd0m">' + GUARD_START)
+    # our policy is a second header; the site's stays as it was
+    assert headers.getall(CSP) == ["script-src 'nonce-r4nd0m' 'strict-dynamic'; object-src 'none'"]
+
+
+def test_a_policy_blocking_inline_but_allowing_self_gets_the_external_guard(caplog: pytest.LogCaptureFixture) -> None:
+    s = stages()
+    with caplog.at_level(logging.WARNING, logger="tag_gate"):
+        for _ in range(3):
+            result, _ = plan(s, csp=["script-src 'self'"], path="/strict")
+    head = result.additions.head_start
+    assert head.startswith('<script src="/__tag-gate/guard.js?k=f0a0d0s0g0&v=') and head.endswith('"></script>')
+    assert [r.getMessage() for r in caplog.records if "/strict" in r.getMessage()] == [
+        "runtime guard: the Content-Security-Policy of /strict blocks inline scripts without a nonce tag-gate can"
+        " use; the guard is loaded from /__tag-gate/guard.js instead (allowed by 'self')"
+    ]
+    assert metric(s, "tag_gate_guard_pages_total", delivery="external") == 3
+    url, body = s.layers.external(s.visitor((), None).consent)
+    assert head == f'<script src="{url}"></script>' and s.layers.external_body("f0a0d0s0g0") is body
+    assert body.startswith(GUARD_START.encode()) and b'"page":null' in body
+
+
+def test_a_policy_allowing_neither_gets_no_guard_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    s = stages()
+    with caplog.at_level(logging.WARNING, logger="tag_gate"):
+        result, headers = plan(s, csp=["script-src 'sha256-AAAA'"], path="/hashed")
+    assert result.additions.head_start == "" and CSP_RO in headers
+    assert metric(s, "tag_gate_guard_pages_total", delivery="none") == 1
+    assert any("allows neither" in r.getMessage() and "/hashed" in r.getMessage() for r in caplog.records)
+
+
+def test_report_to_only_on_https_pages() -> None:
+    s = stages()
+    visitor = s.visitor((), None)
+    headers: CIMultiDict[str] = CIMultiDict({"Content-Type": "text/html"})
+    args: dict[str, Any] = dict(method="GET", status=200, path="/", visitor=visitor, client_accept_encoding=None)
+    s.plan_response(headers=headers, host="h", secure=False, conditional_ours=False, **args)
+    assert (
+        headers[CSP_RO].endswith("; report-uri /__tag-gate/csp?k=f0a0d0s0g0") and "Reporting-Endpoints" not in headers
+    )
+
+
+def test_guard_off_keeps_the_csp_layer_and_csp_off_keeps_the_guard() -> None:
+    result, headers = plan(stages(guard={"enabled": False}))
+    assert result.additions.head_start == "" and CSP_RO in headers
+    result, headers = plan(stages(csp={"mode": "off"}))
+    assert result.additions.head_start.startswith("<script>") and CSP_RO not in headers
+
+
+def test_enforce_mode_adds_a_second_policy_never_touching_the_sites() -> None:
+    s = stages(csp={"mode": "enforce", "vendors": ["google-analytics"], "sample": 1})
+    site = "default-src 'self' https:; script-src 'nonce-abc'"
+    _, headers = plan(s, cookie="tg_consent=analytics", csp=[site])
+    values = headers.getall(CSP)
+    # Browsers enforce every policy they get: a request must pass the site's AND ours, so
+    # ours can only take away, never allow what the site's forbids.
+    assert values[0] == site and len(values) == 2
+    assert values[1].startswith("connect-src 'self' data: blob: analytics.google.com *.analytics.google.com")
+    assert CSP_RO not in headers
+
+
+def test_worker_scripts_get_the_policy_with_script_src_and_vary_on_their_destination() -> None:
+    s = stages()
+    _, headers = plan(s, content_type="text/javascript", fetch_dest="worker")
+    assert "script-src 'self' data: blob: 'unsafe-eval' 'wasm-unsafe-eval'" in headers[CSP_RO]
+    assert "Sec-Fetch-Dest" in headers["Vary"] and "Cookie" in headers["Vary"]
+    assert headers["Cache-Control"].startswith("private")
+    assert metric(s, "tag_gate_csp_headers_total", mode="report-only", target="worker") == 1
+    _, plain = plan(s, content_type="text/javascript", fetch_dest="script")
+    assert CSP_RO not in plain and "Vary" not in plain
+    _, granted = plan(s, content_type="text/javascript", fetch_dest="worker", cookie="tg_consent=f.a")
+    assert CSP_RO in granted  # "f.a" grants nothing known: still refusable
+
+
+def test_the_header_goes_on_the_sampled_fraction_of_pages() -> None:
+    s = stages(csp={"sample": 0.25})
+    got = [CSP_RO in plan(s)[1] for _ in range(12)]
+    assert got == [True, False, False, False] * 3
+    assert all(plan(s)[0].additions.head_start for _ in range(3))  # the guard is not sampled
+
+
+def test_a_configured_cookie_name_reaches_the_guard() -> None:
+    s = Stages(parse_config({"consent": {"cookie_name": "site_consent"}}), Metrics())
+    result, _ = plan(s, cookie="site_consent=analytics")
+    head = result.additions.head_start
+    assert '\\"cookie\\":\\"site_consent\\"' not in head and '"cookie":"site_consent"' in head
+    assert '"granted":{"analytics":1,"essential":1}' in head
+
+
+def test_the_guard_comes_before_anything_else_added_at_the_head() -> None:
+    s = stages()
+    visitor = s.visitor((), None)
+    h = HeaderStep(
+        stages=s,
+        method="GET",
+        status=200,
+        path="/",
+        headers=CIMultiDict({"Content-Type": "text/html"}),
+        visitor=visitor,
+        client_accept_encoding=None,
+        host="www.shop.test",
+        secure=True,
+        conditional_ours=False,
+        plan=ResponsePlan(headers=CIMultiDict(), body=Body.GATE, additions=Additions("<x-head>", "<x-end>")),
+    )
+    runtime_guard(h)
+    assert h.plan.additions.head_start.startswith("<script>") and h.plan.additions.head_start.endswith("<x-head>")
+    assert h.plan.additions.body_end == "<x-end>"
