@@ -30,7 +30,7 @@ from .attributes import CSS_URL, LINK_RELS, attribute_text, may_name_a_host, src
 from .markup import GOOGLE_TAG_VENDORS, activation_script
 from .run import GateRun, GateStats, TextGate
 
-__all__ = ["DOCUMENT_HANDLER", "HANDLERS", "SVG_NS", "gate_fragment"]
+__all__ = ["DOCUMENT_HANDLER", "FOREIGN_HANDLER", "HANDLERS", "SVG_NS", "gate_fragment"]
 
 SVG_NS: Final = "http://www.w3.org/2000/svg"
 _KEEP, _REMOVE, _DEFER = Action.KEEP, Action.REMOVE, Action.DEFER
@@ -443,6 +443,16 @@ class _DocumentHandler(_Handler):
             e.append(run.additions.body_end, run.html)
 
 
+class _ForeignHandler(_Handler):
+    """`<svg>` and `<math>`: tells the gate that lol-html read a foreign start tag (the
+    gate knows which input bytes it was writing, `HtmlGate._write`)."""
+
+    __slots__ = ()
+
+    def element(self, e: Any) -> None:
+        self.run.foreign_entered = True
+
+
 class _TopHandler(_Handler):
     """`<html>` and `<head>`: the head-start addition goes right after the first of them."""
 
@@ -471,6 +481,9 @@ HANDLERS: Final[Mapping[str, Callable[[GateRun], Any]]] = {
     "top": _TopHandler,
 }
 """A new handler for each of `gate.SELECTORS`, by name."""
+
+FOREIGN_HANDLER: Final = _ForeignHandler
+"""The handler of `gate.FOREIGN_SELECTOR`."""
 
 DOCUMENT_HANDLER: Final = _DocumentHandler
 """The document-end handler (inserts activate.js when the page needs it)."""

@@ -166,6 +166,13 @@ class GateRun:
         self.additions = additions
         self.head_pending = bool(additions.head_start) and not nested and not report_only
         """`additions.head_start` is still to be inserted."""
+        self.foreign_entered = False
+        """lol-html has read an `<svg>` or `<math>` start tag (set by its handler; the gate
+        follows foreign content, `proxy.html.foreign`)."""
+        self.in_foreign = False
+        """The gate is writing bytes of a foreign region to lol-html."""
+        self.foreign_acted = False
+        """An effect was taken while `in_foreign` (the gate then fails safe)."""
 
     def take_head_start(self) -> str:
         """The head-start markup, once (the caller inserts it)."""
@@ -226,6 +233,10 @@ class GateRun:
     def action(self, decision: Decision) -> Action:
         """The effect actually taken (`decision.action` or its final form), counted."""
         action = self._taken(decision)
+        if self.in_foreign and action is not _KEEP and not self.report_only:
+            # The browser reads the output: a removed or wrapped element inside foreign
+            # content changes its tree where the gate followed the input's.
+            self.foreign_acted = True
         # Action is a StrEnum: the member is its value, as a key and as a label.
         self.stats.counts[(action, decision.category or "")] += 1
         if not self.report_only and action in self.activating:
