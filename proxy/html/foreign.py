@@ -66,29 +66,33 @@ _VOID: Final = frozenset(
 _UNMODELLED: Final = frozenset(
     b"html head body frameset frame caption col colgroup tbody td tfoot th thead tr table select option "
     b"optgroup template form li dd dt a button nobr applet marquee object h1 h2 h3 h4 h5 h6 rb rp rt rtc "
-    b"b big code em font i s small strike strong tt u math svg".split()
+    b"math svg".split()
     # math/svg are handled before this set is consulted; they are listed so that a
     # change of order cannot silently model them as plain containers.
 )
 """Start tags inside an integration point whose "in body" rules depend on more of the
-tree than the region holds (implied end tags, insertion modes, active formatting
-elements, scope): the browser model becomes unknown."""
+tree than the region holds (implied end tags, insertion modes, scope, an `<a>` or
+`<nobr>` that closes an earlier one): the browser model becomes unknown. Other
+formatting elements (`<b>`, `<em>`, ...) are plain containers here: the model pops
+an element only on its own end tag (anything else is unknown), so none is left in the
+list of active formatting elements to be reopened inside the region."""
 _CLOSES_P: Final = frozenset(
     b"address article aside blockquote center details dialog dir div dl fieldset figcaption figure "
     b"footer header hgroup main menu nav ol p search section summary ul pre listing hr xmp".split()
 )
 _IMPLIED_END: Final = frozenset(b"p li dd dt option optgroup rb rp rt rtc".split())
 
+_WS: Final = rb"[\t\n\f\r ]"
+_VALUE: Final = rb"""(?:"[^"]*+"|'[^']*+'|[^\t\n\f\r >"'][^\t\n\f\r >]*+|(?=>))"""
+_NAME: Final = rb"[^\t\n\f\r />][^\t\n\f\r /=>]*+"
+_EQUALS: Final = rb"(?:" + _WS + rb"*+=" + _WS + rb"*+(%s)|(?!" + _WS + rb"*+=))"
 _TAG: Final = re.compile(
-    rb"""<(/?)([A-Za-z][^\t\n\f\r />]*+)((?>[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r /=>]*+"""
-    rb"""(?>[\t\n\f\r ]*+=[\t\n\f\r ]*+(?>"[^"]*+"|'[^']*+'|[^\t\n\f\r >]*+))?)*+)>"""
+    rb"<(/?)([A-Za-z][^\t\n\f\r />]*+)((?:[\t\n\f\r /]++|" + _NAME + _EQUALS % (b"?:" + _VALUE) + rb")*+)>"
 )
-"""A whole start or end tag as the tokenizer reads it (quoted values may hold `>`);
-possessive so that an unfinished tag fails fast instead of backtracking."""
-_ATTR: Final = re.compile(
-    rb"""([\t\n\f\r /]++)|([^\t\n\f\r />][^\t\n\f\r /=>]*+)"""
-    rb"""(?>[\t\n\f\r ]*+=[\t\n\f\r ]*+("[^"]*+"|'[^']*+'|[^\t\n\f\r >]*+))?"""
-)
+"""A whole start or end tag as the tokenizer reads it: a quoted value may hold `>`, an
+`=` after a name always starts a value (an unclosed quote means an unfinished tag);
+possessive, so an unfinished tag fails fast instead of backtracking."""
+_ATTR: Final = re.compile(rb"([\t\n\f\r /]++)|(" + _NAME + rb")" + _EQUALS % _VALUE)
 _COMMENT_END: Final = re.compile(rb"--!?>")
 _LT: Final = ord("<")
 
