@@ -79,7 +79,8 @@ def tracker_images(document: bytes) -> list[str]:
     found: list[str] = []
 
     def walk(node: ET.Element, inert: bool) -> None:
-        tag = node.tag if isinstance(node.tag, str) else ""
+        tag: object = node.tag  # a function for comments
+        tag = tag if isinstance(tag, str) else ""
         if tag == HTML_NS + "img" and not inert:
             found.append(node.get("src") or "")
         for child in node:
@@ -193,7 +194,7 @@ def foreign_pages(draw: Any) -> str:
     parts = draw(st.lists(st.sampled_from(OPEN + CLOSE), min_size=1, max_size=8))
     opener, closer = draw(st.sampled_from(HIDE))
     tail = draw(st.lists(st.sampled_from(OPEN + CLOSE), max_size=3))
-    return "".join(parts) + opener + IMG + closer + "".join(tail) + f"<p>{IMG}"
+    return str("".join(parts) + opener + IMG + closer + "".join(tail) + f"<p>{IMG}")
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

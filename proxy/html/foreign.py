@@ -44,9 +44,7 @@ class ForeignContentError(Exception):
 # integration point, 2 HTML integration point.
 _Frame = tuple[bytes, str, int]
 
-_RAW: Final = frozenset(
-    b"textarea title plaintext script style iframe xmp noembed noframes noscript".split()
-)
+_RAW: Final = frozenset(b"textarea title plaintext script style iframe xmp noembed noframes noscript".split())
 """Start tags after which both parsers switch the tokenizer to a text state in HTML
 content (RCDATA, RAWTEXT, script data, PLAINTEXT; scripting on) and neither does in
 foreign content."""
@@ -231,8 +229,10 @@ class ForeignTracker:
 
     def _markup_declaration(self, buf: bytes, lt: int) -> int:
         head = buf[lt : lt + 9]
-        if not head.startswith(b"<!--") and len(head) < 9 and (
-            b"<!--".startswith(head) or b"<![CDATA[".startswith(head)
+        if (
+            not head.startswith(b"<!--")
+            and len(head) < 9
+            and (b"<!--".startswith(head) or b"<![CDATA[".startswith(head))
         ):
             self._keep(buf, lt)  # too short to tell yet
             return -1
@@ -343,9 +343,13 @@ class ForeignTracker:
         elif (current == "s" and name in _SVG_IP) or (current == "m" and name in _TEXT_IP):
             if not closing:
                 lol.append("h")
-        elif current == "m" and name == b"annotation-xml":
-            if not closing and attrs.get(b"encoding", b"").lower() in _HTML_ENCODINGS:
-                lol.append("h")
+        elif (
+            current == "m"
+            and name == b"annotation-xml"
+            and not closing
+            and attrs.get(b"encoding", b"").lower() in _HTML_ENCODINGS
+        ):
+            lol.append("h")
         return False
 
     def _browser_start(self, name: bytes, attrs: dict[bytes, bytes], closing: bool) -> bool:
@@ -414,9 +418,8 @@ class ForeignTracker:
             if len(lol) < 2:
                 return
             previous = lol[-2]
-            if (
-                (previous == "m" and (name in _TEXT_IP or name == b"annotation-xml"))
-                or (previous == "s" and name in _SVG_IP)
+            if (previous == "m" and (name in _TEXT_IP or name == b"annotation-xml")) or (
+                previous == "s" and name in _SVG_IP
             ):
                 lol.pop()
         elif (current == "s" and name == b"svg") or (current == "m" and name == b"math") or name in (b"p", b"br"):

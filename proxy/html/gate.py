@@ -350,7 +350,8 @@ class HtmlGate:
                 return
             stop = size if end is None else end
             run.foreign_entered = False
-            self._call(lambda: rewriter.write(data[start:stop]))
+            piece = data[start:stop]
+            self._call(lambda: rewriter.write(piece))  # noqa: B023 (called at once)
             pos = stop
             if run.foreign_entered:
                 run.foreign_entered = False
