@@ -133,7 +133,7 @@ class _ScriptHandler:
         if run.report_only or action is _KEEP:
             t.replace(text, run.html)
             return
-        if action is _REMOVE:
+        if action is _REMOVE or run.in_foreign:  # no markup inserted inside foreign content
             t.replace("", run.html)
             if self.mode == self.PASS:
                 self.mode = self.SWALLOW

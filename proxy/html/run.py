@@ -113,6 +113,10 @@ class TextGate(Protocol):
 
 
 _KEEP, _REMOVE, _DEFER, _PLACEHOLDER = Action.KEEP, Action.REMOVE, Action.DEFER, Action.PLACEHOLDER
+_FETCHING: Final = (
+    "src", "srcset", "href", "xlink:href", "data", "poster", "background", "srcdoc", "imagesrcset", "ping"
+)  # fmt: skip
+"""Attributes removed from a refused element inside foreign content (`GateRun.act`)."""
 _INLINE: Final = Kind.INLINE  # a module global costs a sixth of an enum member lookup (Python 3.11)
 _FINAL: Final = {action: traits.final for action, traits in TRAITS.items()}
 _ACTIVATING: Final = {
@@ -170,9 +174,8 @@ class GateRun:
         """lol-html has read an `<svg>` or `<math>` start tag (set by its handler; the gate
         follows foreign content, `proxy.html.foreign`)."""
         self.in_foreign = False
-        """The gate is writing bytes of a foreign region to lol-html."""
-        self.foreign_acted = False
-        """An effect was taken while `in_foreign` (the gate then fails safe)."""
+        """The gate is writing bytes of a foreign region to lol-html: a refused element
+        is neutralised in place (`act`), never removed or wrapped."""
 
     def take_head_start(self) -> str:
         """The head-start markup, once (the caller inserts it)."""
@@ -233,10 +236,6 @@ class GateRun:
     def action(self, decision: Decision) -> Action:
         """The effect actually taken (`decision.action` or its final form), counted."""
         action = self._taken(decision)
-        if self.in_foreign and action is not _KEEP and not self.report_only:
-            # The browser reads the output: a removed or wrapped element inside foreign
-            # content changes its tree where the gate followed the input's.
-            self.foreign_acted = True
         # Action is a StrEnum: the member is its value, as a key and as a label.
         self.stats.counts[(action, decision.category or "")] += 1
         if not self.report_only and action in self.activating:
@@ -251,6 +250,15 @@ class GateRun:
         An effect this method does not know is a `ValueError` (the gate fails closed)."""
         action = self.action(decision)
         if self.report_only or action is _KEEP:
+            return
+        if self.in_foreign:
+            # The foreign-content tracker follows the input's tree and the browser reads
+            # the output's: inside foreign content only attributes change, so both trees
+            # stay the same (a removed `<img>` would no longer break out of an `<svg>`).
+            for name in _FETCHING:
+                e.remove_attribute(name)
+            if e.tag_name == "script":
+                e.set_attribute("type", "text/plain")  # its own text must not run instead
             return
         if action is _REMOVE:
             if attribute is None:
