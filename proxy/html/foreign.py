@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["ForeignContentError", "ForeignTracker", "find_tag_end", "may_open_foreign"]
+__all__ = ["ForeignContentError", "ForeignTracker", "find_tag_end", "may_open_foreign", "tag_attributes"]
 
 
 class ForeignContentError(Exception):
@@ -110,6 +110,24 @@ def may_open_foreign(document: bytes) -> bool:
     """Whether `document` may hold an `<svg>` or `<math>` start tag (in any case)."""
     lowered = document.lower()
     return b"<svg" in lowered or b"<math" in lowered
+
+
+def tag_attributes(tag: bytes) -> list[tuple[bytes, bytes, int]]:
+    """Each attribute of a whole tag: name (ASCII-lowercased), raw value (quotes
+    removed) and the name's offset in `tag`; every occurrence, duplicates included."""
+    m = _TAG.match(tag)
+    if m is None:
+        return []
+    out = []
+    for a in _ATTR.finditer(tag, m.start(3), m.end(3)):
+        name = a.group(2)
+        if name is None:
+            continue
+        value = a.group(3) or b""
+        if value[:1] in (b'"', b"'"):
+            value = value[1:-1]
+        out.append((name.lower(), value, a.start(2)))
+    return out
 
 
 def _attributes(raw: bytes) -> tuple[dict[bytes, bytes], bool]:
