@@ -7,7 +7,6 @@ not be there, unless the gate failed safe."""
 
 from __future__ import annotations
 
-import os
 import random
 import warnings
 import xml.etree.ElementTree as ET
@@ -235,7 +234,7 @@ def foreign_pages(draw: Any) -> str:
     return str("".join(parts) + opener + IMG + closer + "".join(tail) + f"<p>{IMG}")
 
 
-@settings(max_examples=int(os.environ.get("TG_FOREIGN_EXAMPLES", "400")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(foreign_pages(), st.randoms(use_true_random=False))
 def test_no_tracker_lands_in_html_through_the_gate(page: str, rnd: random.Random) -> None:
     data = page.encode()
