@@ -335,15 +335,30 @@ class _FrameHandler(_Handler):
 
 
 class _BaseHandler(_Handler):
+    """`<base href>`: the browser resolves relative URLs against the first one. Elements
+    before it may still resolve against it (an `<object data>`, `<embed src>` or video
+    `poster` is fetched after parsing goes on), so a base on a refused host loses its
+    `href` wherever it stands: no URL of the page, earlier or later, can reach that host
+    through it, and the next base (if any) applies instead, as in the browser."""
+
     __slots__ = ()
 
     def element(self, e: Any) -> None:
         run = self.run
-        if run.base_host is None:
-            host = host_of(_attr(e, "href") or "")
-            if host and host != run.page_host:
-                run.base_host = host
-                run.relative_first_party = False
+        if run.base_fixed:
+            return  # the browser ignores every base after the first with an href
+        href = _attr(e, "href") or ""
+        host = host_of(href)
+        if host and host != run.page_host:
+            decision = run.decide(_MEDIA, "base", href)
+            if not decision.keeps:
+                run.action(decision)
+                if not run.report_only:
+                    e.remove_attribute("href")
+                    return
+            run.base_host = host
+            run.relative_first_party = False
+        run.base_fixed = True
 
 
 class _NoscriptHandler:

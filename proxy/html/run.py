@@ -155,6 +155,8 @@ class GateRun:
         self.consent = consent
         self.page_host = page_host
         self.base_host: str | None = None
+        self.base_fixed = False
+        """A `<base href>` the browser uses has been seen (later ones do nothing)."""
         self.nonce = nonce
         self.report_only = report_only
         self.stats = stats
