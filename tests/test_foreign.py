@@ -247,3 +247,32 @@ def test_no_tracker_lands_in_html_through_the_gate(page: str, rnd: random.Random
     assert outcome(data, sizes) == out, "chunking changed the outcome"
     if out is not None:
         assert tracker_images(out) == [], out
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        # The browser decodes the value, lol-html compares the raw bytes.
+        f'<math><annotation-xml encoding="text&#47;html"><style><!--</style>{IMG}-->',
+        # The browser keeps the first of two attributes, lol-html takes any (here lol-html
+        # reads raw text where the browser reads a comment: a disagreement all the same).
+        f'<math><annotation-xml encoding=x encoding="text/html"><style><!--</style>{IMG}-->',
+    ],
+)
+def test_annotation_xml_encoding_read_as_each_parser_reads_it(page: str) -> None:
+    data = page.encode()
+    assert tracker_images(data) or "encoding=x" in page
+    with pytest.raises(GateError) as info:
+        gate(REMOVE, NONE, data)
+    assert info.value.reason == "foreign_content"
+
+
+def test_whole_document_gated_again_when_it_holds_foreign_content() -> None:
+    """`feed_whole` makes one plain pass and starts over, following foreign content,
+    at the first `<svg>`/`<math>`: output and counts are the streaming path's."""
+    page = (f"<script src={TRACKER}.js></script>" + ORDINARY[0] + IMG + ORDINARY[3]).encode()
+    streamed = HtmlGate(REMOVE, NONE, page_host="shop.example")
+    out = streamed.feed(page) + streamed.end()
+    whole = HtmlGate(REMOVE, NONE, page_host="shop.example")
+    assert whole.feed_whole(page) == out
+    assert whole.stats.counts == streamed.stats.counts and sum(whole.stats.counts.values()) == 2

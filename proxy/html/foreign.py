@@ -32,7 +32,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["ForeignContentError", "ForeignTracker", "find_tag_end", "may_open_foreign", "tag_attributes"]
+from .attributes import attribute_text
+
+__all__ = ["ForeignContentError", "ForeignTracker", "find_tag_end", "tag_attributes"]
 
 
 class ForeignContentError(Exception):
@@ -106,12 +108,6 @@ def find_tag_end(data: bytes, start: int) -> int | None:
     return m.end() if m else None
 
 
-def may_open_foreign(document: bytes) -> bool:
-    """Whether `document` may hold an `<svg>` or `<math>` start tag (in any case)."""
-    lowered = document.lower()
-    return b"<svg" in lowered or b"<math" in lowered
-
-
 def tag_attributes(tag: bytes) -> list[tuple[bytes, bytes, int]]:
     """Each attribute of a whole tag: name (ASCII-lowercased), raw value (quotes
     removed) and the name's offset in `tag`; every occurrence, duplicates included."""
@@ -128,6 +124,25 @@ def tag_attributes(tag: bytes) -> list[tuple[bytes, bytes, int]]:
             value = value[1:-1]
         out.append((name.lower(), value, a.start(2)))
     return out
+
+
+def _pairs(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """Every (name, raw value) of a tag's attribute text, duplicates included."""
+    out = []
+    for m in _ATTR.finditer(raw):
+        name = m.group(2)
+        if name is not None:
+            value = m.group(3) or b""
+            out.append((name.lower(), value[1:-1] if value[:1] in (b'"', b"'") else value))
+    return out
+
+
+def _decoded(value: bytes) -> bytes:
+    """An attribute value as the browser reads it (character references decoded)."""
+    if b"&" not in value:
+        return value
+    text = attribute_text(value.decode("utf-8", "replace")) or ""
+    return text.encode("utf-8", "replace")
 
 
 def _attributes(raw: bytes) -> tuple[dict[bytes, bytes], bool]:
@@ -330,7 +345,7 @@ class ForeignTracker:
 
     def _start_tag(self, name: bytes, raw_attrs: bytes) -> None:
         attrs, closing = _attributes(raw_attrs)
-        lol_raw = self._lol_start(name, attrs, closing)
+        lol_raw = self._lol_start(name, attrs, closing, raw_attrs)
         browser_raw = self._browser_start(name, attrs, closing)
         if lol_raw or browser_raw:
             if self._unknown or lol_raw != browser_raw:
@@ -344,7 +359,7 @@ class ForeignTracker:
                 return
             self._text_end = re.compile(rb"</" + re.escape(name) + rb"[\t\n\f\r />]", re.IGNORECASE)
 
-    def _lol_start(self, name: bytes, attrs: dict[bytes, bytes], closing: bool) -> bool:
+    def _lol_start(self, name: bytes, attrs: dict[bytes, bytes], closing: bool, raw_attrs: bytes) -> bool:
         """lol-html's simulator on a start tag; whether it switches to a text state."""
         lol = self._lol
         if name == b"svg":
@@ -365,7 +380,8 @@ class ForeignTracker:
             current == "m"
             and name == b"annotation-xml"
             and not closing
-            and attrs.get(b"encoding", b"").lower() in _HTML_ENCODINGS
+            # lol-html takes any `encoding` attribute, undecoded; the browser the first, decoded.
+            and any(v.lower() in _HTML_ENCODINGS for n, v in _pairs(raw_attrs) if n == b"encoding")
         ):
             lol.append("h")
         return False
@@ -494,6 +510,7 @@ def _integration_point(name: bytes, ns: str, attrs: dict[bytes, bytes]) -> int:
         return 2 if name in _SVG_IP else 0
     if name in _TEXT_IP:
         return 1
-    if name == b"annotation-xml" and attrs.get(b"encoding", b"").lower() in _HTML_ENCODINGS:
+    encoding = attrs.get(b"encoding")
+    if name == b"annotation-xml" and encoding is not None and _decoded(encoding).lower() in _HTML_ENCODINGS:
         return 2
     return 0

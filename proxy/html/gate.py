@@ -27,6 +27,7 @@ names that moved are still importable from here.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
@@ -34,7 +35,7 @@ import lolhtml
 
 from ..core.consent import ConsentState
 from .attributes import may_carry_ping, srcset_urls
-from .foreign import ForeignContentError, ForeignTracker, find_tag_end, may_open_foreign
+from .foreign import ForeignContentError, ForeignTracker, find_tag_end
 from .handlers import DOCUMENT_HANDLER, FOREIGN_HANDLER, HANDLERS
 from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats
 
@@ -105,6 +106,10 @@ _FOREIGN_PREFIXES: Final = frozenset(p[:n] for p in _FOREIGN_OPENERS for n in ra
 _MAX_CARRY: Final = 1 << 16
 """Most bytes of an unfinished `<svg`/`<math` tag held back from lol-html; a longer one
 goes through, and if lol-html then reads it as a start tag the gate fails safe."""
+
+
+class _Restart(Exception):
+    """The optimistic pass of `feed_whole` met foreign content."""
 
 
 class GateError(Exception):
@@ -187,11 +192,13 @@ class HtmlGate:
         # report-only mode, where the page goes out as it came).
         self._foreign = None if report_only else ForeignTracker()
         self._carry = b""  # the start of a `<svg`/`<math` tag, until it is whole
+        self._optimistic = False  # see `feed_whole`
+        self._args = (plan, consent, page_host, nonce, report_only, nested, additions)
 
     def _build(self, *, ping: bool = True, foreign: bool = True) -> Any:
         """The lol-html rewriter with this gate's selectors; `ping=False` leaves out
         `a[ping]`/`area[ping]` (which make lol-html read the attributes of every link),
-        `foreign=False` the `svg, math` selector (a document without either tag)."""
+        `foreign=False` the `svg, math` selector."""
         run = self._run
         sink: Any = self._out.append
         rewriter = lolhtml.HTMLRewriter(sink)
@@ -209,6 +216,8 @@ class HtmlGate:
         try:
             step()
         except Exception as exc:  # lol-html reports handler and parser errors as RuntimeError
+            if self._optimistic and self._run.foreign_entered:
+                raise _Restart from None
             message = str(exc)
             lowered = message.lower()
             ambiguous = "ambiguity" in lowered or "text content tag" in lowered
@@ -273,8 +282,45 @@ class HtmlGate:
         `ping` attribute is gated without the `<a ping>` selectors (on the benchmark's
         100 KB page with 655 links the pre-scan costs 68 µs, the selectors 105 µs)."""
         if self._rewriter is None:
-            self._build(ping=may_carry_ping(document), foreign=may_open_foreign(document))
+            self._build(ping=may_carry_ping(document))
+            if self._foreign is not None and self._head == b"":
+                # One plain pass, stopped by the `svg, math` handler at the first foreign
+                # start tag; only a document that has one is gated again, precisely
+                # (`_write`): pages without foreign content pay no scan at all.
+                self._optimistic = self._run.stop_on_foreign = True
+                try:
+                    return self.feed(document) + self.end()
+                except _Restart:
+                    return self._redo(document)
         return self.feed(document) + self.end()
+
+    def _redo(self, document: bytes) -> bytes:
+        """Gate `document` again in a fresh gate that follows foreign content from the
+        start; its counts become this gate's."""
+        plan, consent, page_host, nonce, report_only, nested, additions = self._args
+        stats = self.stats
+        fresh_stats = GateStats(
+            records=[] if stats.records is not None else None,
+            unclassified_hosts=set() if stats.unclassified_hosts is not None else None,
+        )
+        fresh = HtmlGate(
+            plan,
+            consent,
+            page_host=page_host,
+            nonce=nonce,
+            report_only=report_only,
+            stats=fresh_stats,
+            nested=nested,
+            additions=additions,
+        )
+        try:
+            return fresh.feed(document) + fresh.end()
+        except GateError as exc:
+            self._failed = exc
+            raise
+        finally:
+            for f in dataclasses.fields(GateStats):
+                setattr(stats, f.name, getattr(fresh_stats, f.name))
 
     def _drain_bytes(self) -> bytes:
         # While every input byte was ASCII the transport form is the output itself
@@ -308,7 +354,7 @@ class HtmlGate:
     def _write(self, rewriter: Any, data: bytes) -> None:
         """Hand `data` (transport form) to lol-html, following foreign content."""
         tracker = self._foreign
-        if tracker is None:
+        if tracker is None or self._optimistic:
             self._call(lambda: rewriter.write(data))
             return
         if self._carry:

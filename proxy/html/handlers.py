@@ -465,7 +465,10 @@ class _ForeignHandler(_Handler):
     __slots__ = ()
 
     def element(self, e: Any) -> None:
-        self.run.foreign_entered = True
+        run = self.run
+        run.foreign_entered = True
+        if run.stop_on_foreign:
+            raise RuntimeError("foreign content: gate the document again, following it")
 
 
 class _TopHandler(_Handler):

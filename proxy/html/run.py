@@ -175,6 +175,8 @@ class GateRun:
         self.foreign_entered = False
         """lol-html has read an `<svg>` or `<math>` start tag (set by its handler; the gate
         follows foreign content, `proxy.html.foreign`)."""
+        self.stop_on_foreign = False
+        """The `svg, math` handler stops the write (`HtmlGate.feed_whole`'s plain pass)."""
         self.in_foreign = False
         """The gate is writing bytes of a foreign region to lol-html: a refused element
         is neutralised in place (`act`), never removed or wrapped."""
