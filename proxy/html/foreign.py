@@ -162,6 +162,9 @@ def _attributes(raw: bytes) -> tuple[dict[bytes, bytes], bool]:
     return attrs, closing
 
 
+_NO_ATTRS: Final[dict[bytes, bytes]] = {}
+
+
 def _breaks_out(name: bytes, attrs: dict[bytes, bytes]) -> bool:
     return name in _BREAKOUT or (name == b"font" and not _FONT_BREAKOUT.isdisjoint(attrs))
 
@@ -344,7 +347,10 @@ class ForeignTracker:
             self.active = False
 
     def _start_tag(self, name: bytes, raw_attrs: bytes) -> None:
-        attrs, closing = _attributes(raw_attrs)
+        # Attributes matter for two names only; self-closing needs a parse only when the
+        # tag ends in "/" (which an unquoted value may hold): most tags need neither.
+        closing = raw_attrs.endswith(b"/") and _attributes(raw_attrs)[1]
+        attrs = _attributes(raw_attrs)[0] if name == b"font" or name == b"annotation-xml" else _NO_ATTRS
         lol_raw = self._lol_start(name, attrs, closing, raw_attrs)
         browser_raw = self._browser_start(name, attrs, closing)
         if lol_raw or browser_raw:

@@ -364,6 +364,7 @@ class HtmlGate:
         pos = 0
         size = len(data)
         lowered: bytes | None = None
+        nearest: list[int] = []
         while pos < size:
             if tracker.active:
                 try:
@@ -378,7 +379,13 @@ class HtmlGate:
                 continue
             if lowered is None:
                 lowered = data.lower()
-            found = [i for i in (lowered.find(opener, pos) for opener in _FOREIGN_OPENERS) if i >= 0]
+                # Where each opener next occurs (-1: nowhere), searched again only once
+                # passed: a page of icons would otherwise rescan to the end at each one.
+                nearest = [lowered.find(opener) for opener in _FOREIGN_OPENERS]
+            for k, opener in enumerate(_FOREIGN_OPENERS):
+                if 0 <= nearest[k] < pos:
+                    nearest[k] = lowered.find(opener, pos)
+            found = [i for i in nearest if i >= 0]
             if not found:
                 tail = size
                 for n in (4, 3, 2, 1):  # a `<svg`/`<math` cut by the end of `data`: hold it
