@@ -465,8 +465,15 @@ def test_a_rule_allowlists_and_classifies() -> None:
 
 
 def test_foreign_base_href_makes_relative_urls_third_party() -> None:
+    # A base on a refused host loses its href (issue 15, class 5): relative URLs stay home.
     out = gate(REMOVE, NONE, '<base href="https://static.hotjar.com/c/"><script src="hotjar.js"></script>').decode()
-    assert "hotjar.js" not in out
+    assert out == '<base><script src="hotjar.js"></script>'
+    # A base on a host the visitor allows is kept; relative URLs are decided against it.
+    analytics_base = '<base href="https://cdn.example/"><script src="https://static.hotjar.com/c/hotjar.js"></script>'
+    assert gate(REMOVE, NONE, analytics_base).decode() == '<base href="https://cdn.example/">'
+    social = read_consent("tg_consent=social", None)
+    out = gate(REMOVE, social, '<base href="https://www.facebook.com/"><img src="tr?id=1"><img src="me.png">').decode()
+    assert out == '<base href="https://www.facebook.com/"><img src="me.png">'
 
 
 def test_shared_hosts_are_decided_by_path() -> None:
@@ -630,8 +637,12 @@ def test_noscript_and_srcdoc_resolve_against_a_foreign_base() -> None:
         '<base href="https://www.facebook.com/"><noscript><img src="tr?id=1"></noscript>'
         '<iframe srcdoc="&lt;img src=tr?id=2&gt;"></iframe>'
     )
-    out = gate(REMOVE, NONE, snippet).decode()
+    # Social granted: the base on www.facebook.com stands; its /tr beacon is advertising.
+    out = gate(REMOVE, read_consent("tg_consent=social", None), snippet).decode()
     assert "tr?id=1" not in out and "tr?id=2" not in out
+    # Nothing granted: the base itself loses its href, so nothing resolves to the tracker.
+    out = gate(REMOVE, NONE, snippet).decode()
+    assert "facebook" not in out
 
 
 def test_a_placeholder_keeps_the_gated_srcdoc() -> None:

@@ -27,14 +27,16 @@ names that moved are still importable from here.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import lolhtml
 
 from ..core.consent import ConsentState
 from .attributes import may_carry_ping, srcset_urls
-from .handlers import DOCUMENT_HANDLER, HANDLERS, PAGE_HANDLER, PAGE_SELECTOR
+from .foreign import ForeignContentError, ForeignTracker, find_tag_end
+from .handlers import DOCUMENT_HANDLER, FOREIGN_HANDLER, HANDLERS, PAGE_HANDLER, PAGE_SELECTOR
 from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats
 
 __all__ = [
@@ -108,6 +110,18 @@ def gate_selectors(plan: GatePlan, *, top: bool = False) -> tuple[str, ...]:
 
 
 _UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
+
+FOREIGN_SELECTOR: Final = "svg, math"
+"""Start tags that open foreign content; registered while the gate follows it."""
+_FOREIGN_OPENERS: Final = (b"<svg", b"<math")
+_FOREIGN_PREFIXES: Final = frozenset(p[:n] for p in _FOREIGN_OPENERS for n in range(1, len(p) + 1))
+_MAX_CARRY: Final = 1 << 16
+"""Most bytes of an unfinished `<svg`/`<math` tag held back from lol-html; a longer one
+goes through, and if lol-html then reads it as a start tag the gate fails safe."""
+
+
+class _Restart(Exception):
+    """The optimistic pass of `feed_whole` met foreign content."""
 
 
 class GateError(Exception):
@@ -212,12 +226,19 @@ class HtmlGate:
         self._failed: GateError | None = None
         self._head: bytes | None = b""  # the input's first bytes, until there are two
         self._rewriter: Any = None  # built on the first write (see `feed_whole`)
+        # Foreign content is followed wherever the gate changes the page (not in
+        # report-only mode, where the page goes out as it came).
+        self._foreign = None if report_only else ForeignTracker()
+        self._carry = b""  # the start of a `<svg`/`<math` tag, until it is whole
+        self._optimistic = False  # see `feed_whole`
+        self._args = (plan, consent, page_host, nonce, report_only, nested, additions)
 
-    def _build(self, *, ping: bool = True, narrow: bool = False) -> Any:
+    def _build(self, *, ping: bool = True, narrow: bool = False, foreign: bool = True) -> Any:
         """The lol-html rewriter with this gate's selectors; `ping=False` leaves out
         `a[ping]`/`area[ping]` (which make lol-html read the attributes of every link);
         `narrow` selects `<img>` with `IMG_NARROW` (only where no rule classifies relative
-        URLs: the img handler's plainly-relative shortcut is what makes it exact)."""
+        URLs: the img handler's plainly-relative shortcut is what makes it exact);
+        `foreign=False` leaves out the `svg, math` selector."""
         run = self._run
         narrow = (narrow or self._adaptive is True) and self._adaptive is not False and run.relative_first_party
         self.narrowed = narrow
@@ -227,6 +248,8 @@ class HtmlGate:
             rewriter.on(selector, handler(run))
         if run.page_pending:
             rewriter.on(PAGE_SELECTOR, PAGE_HANDLER(run))
+        if self._foreign is not None and foreign:
+            rewriter.on(FOREIGN_SELECTOR, FOREIGN_HANDLER(run))
         rewriter.on_document(DOCUMENT_HANDLER(run))
         self._rewriter = rewriter
         return rewriter
@@ -237,6 +260,8 @@ class HtmlGate:
         try:
             step()
         except Exception as exc:  # lol-html reports handler and parser errors as RuntimeError
+            if self._optimistic and self._run.foreign_entered:
+                raise _Restart from None
             message = str(exc)
             lowered = message.lower()
             ambiguous = "ambiguity" in lowered or "text content tag" in lowered
@@ -270,8 +295,7 @@ class HtmlGate:
         else:
             self._ascii = False
             transport = chunk.decode("latin-1").encode("utf-8")
-        rewriter = self._rewriter or self._build()
-        self._call(lambda: rewriter.write(transport))
+        self._write(self._rewriter or self._build(), transport)
         out = self._drain_bytes()
         if out:
             self._pending = 0
@@ -288,7 +312,9 @@ class HtmlGate:
         """Finish the document; return the remaining output."""
         head, self._head = self._head, None
         first = self.feed(head) if head else b""  # a one-byte document
-        self._call((self._rewriter or self._build()).end)
+        rewriter = self._rewriter or self._build()
+        self._flush_carry(rewriter)
+        self._call(rewriter.end)
         if self._ascii:
             return first + self._drain_bytes()
         text = self._drain_transport() + self._decoder.decode(b"", final=True)
@@ -303,7 +329,44 @@ class HtmlGate:
         if self._rewriter is None:
             lowered = document.lower()
             self._build(ping=may_carry_ping(document, lowered), narrow=may_narrow_images(lowered))
+            if self._foreign is not None and self._head == b"":
+                # One plain pass, stopped by the `svg, math` handler at the first foreign
+                # start tag; only a document that has one is gated again, precisely
+                # (`_write`): pages without foreign content pay no scan at all.
+                self._optimistic = self._run.stop_on_foreign = True
+                try:
+                    return self.feed(document) + self.end()
+                except _Restart:
+                    return self._redo(document)
         return self.feed(document) + self.end()
+
+    def _redo(self, document: bytes) -> bytes:
+        """Gate `document` again in a fresh gate that follows foreign content from the
+        start; its counts become this gate's."""
+        plan, consent, page_host, nonce, report_only, nested, additions = self._args
+        stats = self.stats
+        fresh_stats = GateStats(
+            records=[] if stats.records is not None else None,
+            unclassified_hosts=set() if stats.unclassified_hosts is not None else None,
+        )
+        fresh = HtmlGate(
+            plan,
+            consent,
+            page_host=page_host,
+            nonce=nonce,
+            report_only=report_only,
+            stats=fresh_stats,
+            nested=nested,
+            additions=additions,
+        )
+        try:
+            return fresh.feed(document) + fresh.end()
+        except GateError as exc:
+            self._failed = exc
+            raise
+        finally:
+            for f in dataclasses.fields(GateStats):
+                setattr(stats, f.name, getattr(fresh_stats, f.name))
 
     def _drain_bytes(self) -> bytes:
         # While every input byte was ASCII the transport form is the output itself
@@ -319,13 +382,102 @@ class HtmlGate:
 
     # Nested gates (<noscript>) speak the transport form directly: text in, text out.
     def feed_text(self, text: str) -> str:
-        rewriter = self._rewriter or self._build()
-        self._call(lambda: rewriter.write(text.encode("utf-8")))
+        self._write(self._rewriter or self._build(), text.encode("utf-8"))
         return self._drain_transport()
 
     def end_text(self) -> str:
-        self._call((self._rewriter or self._build()).end)
+        rewriter = self._rewriter or self._build()
+        self._flush_carry(rewriter)
+        self._call(rewriter.end)
         return self._drain_transport() + self._decoder.decode(b"", final=True)
+
+    # Foreign content (`proxy.html.foreign`): the input goes to lol-html in pieces cut at
+    # each `<svg`/`<math` candidate, so that the gate knows which bytes lol-html read as
+    # the start tag of a foreign region (its `svg, math` handler fires during that piece's
+    # write); the region's bytes pass the tracker before lol-html sees them. Cutting the
+    # input never changes lol-html's output (the gate's chunking contract).
+
+    def _write(self, rewriter: Any, data: bytes) -> None:
+        """Hand `data` (transport form) to lol-html, following foreign content."""
+        tracker = self._foreign
+        if tracker is None or self._optimistic:
+            self._call(lambda: rewriter.write(data))
+            return
+        if self._carry:
+            data = self._carry + data
+            self._carry = b""
+        run = self._run
+        pos = 0
+        size = len(data)
+        lowered: bytes | None = None
+        nearest: list[int] = []
+        while pos < size:
+            if tracker.active:
+                try:
+                    end = tracker.feed(data[pos:] if pos else data)
+                except ForeignContentError as exc:
+                    self._fail_foreign(str(exc))
+                stop = size if end is None else pos + end
+                run.in_foreign = True
+                self._plain_write(rewriter, data[pos:stop], region=True)
+                run.in_foreign = False
+                pos = stop
+                continue
+            if lowered is None:
+                lowered = data.lower()
+                # Where each opener next occurs (-1: nowhere), searched again only once
+                # passed: a page of icons would otherwise rescan to the end at each one.
+                nearest = [lowered.find(opener) for opener in _FOREIGN_OPENERS]
+            for k, opener in enumerate(_FOREIGN_OPENERS):
+                if 0 <= nearest[k] < pos:
+                    nearest[k] = lowered.find(opener, pos)
+            found = [i for i in nearest if i >= 0]
+            if not found:
+                tail = size
+                for n in (4, 3, 2, 1):  # a `<svg`/`<math` cut by the end of `data`: hold it
+                    if size - n >= pos and lowered[size - n :] in _FOREIGN_PREFIXES:
+                        tail = size - n
+                        break
+                self._plain_write(rewriter, data[pos:tail])
+                self._carry = data[tail:]
+                return
+            start = min(found)
+            self._plain_write(rewriter, data[pos:start])
+            end = find_tag_end(data, start)
+            if end is None and size - start <= _MAX_CARRY:
+                self._carry = data[start:]
+                return
+            stop = size if end is None else end
+            run.foreign_entered = False
+            piece = data[start:stop]
+            self._call(lambda: rewriter.write(piece))  # noqa: B023 (called at once)
+            pos = stop
+            if run.foreign_entered:
+                run.foreign_entered = False
+                if end is None:
+                    self._fail_foreign("a foreign start tag longer than 64 KiB")
+                tracker.start(data[start:stop])
+
+    def _plain_write(self, rewriter: Any, data: bytes, *, region: bool = False) -> None:
+        """A write in which lol-html must not open a foreign region, unless it is inside
+        one (where the tracker follows nested `<svg>`/`<math>` itself)."""
+        if not data:
+            return
+        run = self._run
+        self._call(lambda: rewriter.write(data))
+        if region:
+            run.foreign_entered = False
+        elif run.foreign_entered:
+            self._fail_foreign("lol-html opened foreign content where the gate did not expect it")
+
+    def _flush_carry(self, rewriter: Any) -> None:
+        carry, self._carry = self._carry, b""
+        if carry:
+            self._plain_write(rewriter, carry)
+
+    def _fail_foreign(self, detail: str) -> NoReturn:
+        self._failed = GateError("foreign_content", detail)
+        raise self._failed
 
 
 def gate_document(

@@ -30,7 +30,15 @@ from .attributes import CSS_URL, LINK_RELS, attribute_text, may_name_a_host, src
 from .markup import GOOGLE_TAG_VENDORS, activation_script
 from .run import GateRun, GateStats, TextGate
 
-__all__ = ["DOCUMENT_HANDLER", "HANDLERS", "PAGE_HANDLER", "PAGE_SELECTOR", "SVG_NS", "gate_fragment"]
+__all__ = [
+    "DOCUMENT_HANDLER",
+    "FOREIGN_HANDLER",
+    "HANDLERS",
+    "PAGE_HANDLER",
+    "PAGE_SELECTOR",
+    "SVG_NS",
+    "gate_fragment",
+]
 
 SVG_NS: Final = "http://www.w3.org/2000/svg"
 _KEEP, _REMOVE, _DEFER = Action.KEEP, Action.REMOVE, Action.DEFER
@@ -133,7 +141,7 @@ class _ScriptHandler:
         if run.report_only or action is _KEEP:
             t.replace(text, run.html)
             return
-        if action is _REMOVE:
+        if action is _REMOVE or run.in_foreign:  # no markup inserted inside foreign content
             t.replace("", run.html)
             if self.mode == self.PASS:
                 self.mode = self.SWALLOW
@@ -335,15 +343,30 @@ class _FrameHandler(_Handler):
 
 
 class _BaseHandler(_Handler):
+    """`<base href>`: the browser resolves relative URLs against the first one. Elements
+    before it may still resolve against it (an `<object data>`, `<embed src>` or video
+    `poster` is fetched after parsing goes on), so a base on a refused host loses its
+    `href` wherever it stands: no URL of the page, earlier or later, can reach that host
+    through it, and the next base (if any) applies instead, as in the browser."""
+
     __slots__ = ()
 
     def element(self, e: Any) -> None:
         run = self.run
-        if run.base_host is None:
-            host = host_of(_attr(e, "href") or "")
-            if host and host != run.page_host:
-                run.base_host = host
-                run.relative_first_party = False
+        if run.base_fixed:
+            return  # the browser ignores every base after the first with an href
+        href = _attr(e, "href") or ""
+        host = host_of(href)
+        if host and host != run.page_host:
+            decision = run.decide(_MEDIA, "base", href)
+            if not decision.keeps:
+                run.action(decision)
+                if not run.report_only:
+                    e.remove_attribute("href")
+                    return
+            run.base_host = host
+            run.relative_first_party = False
+        run.base_fixed = True
 
 
 class _NoscriptHandler:
@@ -444,6 +467,19 @@ class _DocumentHandler(_Handler):
             e.append(added, run.html)
 
 
+class _ForeignHandler(_Handler):
+    """`<svg>` and `<math>`: tells the gate that lol-html read a foreign start tag (the
+    gate knows which input bytes it was writing, `HtmlGate._write`)."""
+
+    __slots__ = ()
+
+    def element(self, e: Any) -> None:
+        run = self.run
+        run.foreign_entered = True
+        if run.stop_on_foreign:
+            raise RuntimeError("foreign content: gate the document again, following it")
+
+
 class _TopHandler(_Handler):
     """`<html>` and `<head>`: the head-start addition goes right after the first of them."""
 
@@ -487,6 +523,9 @@ HANDLERS: Final[Mapping[str, Callable[[GateRun], Any]]] = {
     "top": _TopHandler,
 }
 """A new handler for each of `gate.SELECTORS`, by name."""
+
+FOREIGN_HANDLER: Final = _ForeignHandler
+"""The handler of `gate.FOREIGN_SELECTOR`."""
 
 DOCUMENT_HANDLER: Final = _DocumentHandler
 """The document-end handler (inserts activate.js when the page needs it)."""

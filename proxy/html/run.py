@@ -125,6 +125,10 @@ class TextGate(Protocol):
 
 
 _KEEP, _REMOVE, _DEFER, _PLACEHOLDER = Action.KEEP, Action.REMOVE, Action.DEFER, Action.PLACEHOLDER
+_FETCHING: Final = (
+    "src", "srcset", "href", "xlink:href", "data", "poster", "background", "srcdoc", "imagesrcset", "ping"
+)  # fmt: skip
+"""Attributes removed from a refused element inside foreign content (`GateRun.act`)."""
 _INLINE: Final = Kind.INLINE  # a module global costs a sixth of an enum member lookup (Python 3.11)
 _FINAL: Final = {action: traits.final for action, traits in TRAITS.items()}
 _ACTIVATING: Final = {
@@ -163,6 +167,8 @@ class GateRun:
         self.consent = consent
         self.page_host = page_host
         self.base_host: str | None = None
+        self.base_fixed = False
+        """A `<base href>` the browser uses has been seen (later ones do nothing)."""
         self.nonce = nonce
         self.report_only = report_only
         self.stats = stats
@@ -185,6 +191,14 @@ class GateRun:
         """The `lang` of the page's first `<html>` start tag ("" when it has none)."""
         if additions.activation and not nested and not report_only:
             stats.activation_needed = True
+        self.foreign_entered = False
+        """lol-html has read an `<svg>` or `<math>` start tag (set by its handler; the gate
+        follows foreign content, `proxy.html.foreign`)."""
+        self.stop_on_foreign = False
+        """The `svg, math` handler stops the write (`HtmlGate.feed_whole`'s plain pass)."""
+        self.in_foreign = False
+        """The gate is writing bytes of a foreign region to lol-html: a refused element
+        is neutralised in place (`act`), never removed or wrapped."""
 
     def take_head_start(self) -> str:
         """The head-start markup, once (the caller inserts it)."""
@@ -275,6 +289,15 @@ class GateRun:
         An effect this method does not know is a `ValueError` (the gate fails closed)."""
         action = self.action(decision)
         if self.report_only or action is _KEEP:
+            return
+        if self.in_foreign:
+            # The foreign-content tracker follows the input's tree and the browser reads
+            # the output's: inside foreign content only attributes change, so both trees
+            # stay the same (a removed `<img>` would no longer break out of an `<svg>`).
+            for name in _FETCHING:
+                e.remove_attribute(name)
+            if e.tag_name == "script":
+                e.set_attribute("type", "text/plain")  # its own text must not run instead
             return
         if action is _REMOVE:
             if attribute is None:

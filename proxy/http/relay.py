@@ -4,7 +4,7 @@ Contract (DESIGN.md "fail closed, never break the page"):
 - every upstream byte is forwarded as soon as it is read, with backpressure both ways
   (a slow client slows the upstream read, never grows a buffer);
 - a failure before the first byte goes out is answered cleanly: a page the gate cannot
-  parse is relayed unchanged under a strict CSP (fail-safe), a body that cannot be
+  parse is relayed under a strict CSP with its connection hints neutralised (fail-safe), a body that cannot be
   decoded gets 502;
 - a failure after the first byte aborts the client connection (no terminating chunk),
   so neither the browser nor a cache can take a truncated or half-filtered body for a
@@ -27,8 +27,9 @@ from multidict import CIMultiDict
 from ..core.actions import ELEMENT_ACTIONS
 from ..html.body import WHOLE_DOCUMENT_MAX
 from ..html.cache import CachedPage
-from ..html.codings import DecodeError
+from ..html.codings import DecodeError, make_decoder
 from ..html.gate import GateError, GateStats
+from ..html.hints import HintFilter
 from ..html.start import DocumentStart, NotAPage
 from ..metrics import Metrics
 from ._aiohttp import send_head_with_body
@@ -408,13 +409,51 @@ class GatedRelay(Relay):
             self.phase = Phase.REFUSED
             self.up.close()
             return error_response(502, "Bad Gateway: the upstream's page could not be decoded")
-        # Relayed unchanged under a strict CSP; refused cookies stay dropped.
+        # Relayed under a strict CSP, unchanged but for connection hints (CSP does not
+        # cover them); refused cookies stay dropped.
         headers = self.plan.headers
         self.stages.fail_safe_headers(headers, reason)
-        self._restore_coding(headers)
+        headers.popall(hdrs.CONTENT_ENCODING, None)  # sent decoded
         self.phase = Phase.FAIL_SAFE
         resp = web.StreamResponse(status=self.up.status, headers=headers)
-        return await self.raw(resp, self.up, self.replay)
+        return await self._fail_safe_body(resp)
+
+    async def _fail_safe_body(self, resp: web.StreamResponse) -> web.StreamResponse:
+        """The fail-safe body: the upstream's bytes from the start (the replay, then the
+        rest), decoded, with `<link rel=preconnect|dns-prefetch>` neutralised
+        (`proxy.html.hints`). A decode failure now cuts the connection."""
+        html = self.ex.runtime.config.html
+        decoder = (
+            make_decoder(self.plan.decode, max_output=html.max_decoded_size, max_ratio=html.max_ratio)
+            if self.plan.decode
+            else None
+        )
+        hints = HintFilter()
+
+        def filtered(chunk: bytes) -> bytes:
+            if decoder is None:
+                return hints.feed(chunk)
+            return b"".join(hints.feed(piece) for piece in decoder.feed(chunk))
+
+        content = self.up.content
+        try:
+            await start_response(self.ex.request, resp, coalesce=any(self.replay))
+            for chunk in self.replay:
+                await resp.write(filtered(chunk))
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                await resp.write(filtered(chunk))
+            tail = b"".join(hints.feed(piece) for piece in decoder.end()) if decoder is not None else b""
+            await resp.write_eof(tail + hints.end())
+        except ConnectionResetError:
+            self.client_gone(self.up)
+        except (TimeoutError, aiohttp.ClientError, DecodeError) as exc:
+            self.abort(self.up, exc)
+        if hints.renamed:
+            self.ex.note(f"fail_safe_hints_{hints.renamed}")
+        return resp
 
 
 def error_response(status: int, message: str, *, close: bool = False) -> web.Response:

@@ -551,6 +551,9 @@ class Stages:
 
     def _fail_safe(self, plan: ResponsePlan, headers: CIMultiDict[str], reason: str) -> Body:
         headers.add(hdrs.CONTENT_SECURITY_POLICY, self.fail_safe_policy)
+        # Link headers are hints (preconnect, dns-prefetch, preload): CSP does not cover
+        # the first two, and a page that works without them loses nothing.
+        headers.popall(hdrs.LINK, None)
         plan.fail_safe_reason = reason
         self.metrics.fail_safe.labels(reason).inc()
         # Fail closed on cookies too: only what is known to be essential survives.
