@@ -40,9 +40,26 @@ LINK_RELS: Final = frozenset(
         "apple-touch-icon-precomposed",
         "mask-icon",
         "manifest",
+        "compression-dictionary",
+        "dictionary",
+        "alternate",
+        "next",
+        "subresource",
+        "serviceworker",
+        "import",
+        "payment",
+        "facilitated-payment",
+        "fluid-icon",
+        "apple-touch-startup-image",
+        "shortcut",
+        "expect",
+        "pingback",
+        "search",
     }
 )
-"""`<link rel>` tokens that make the browser contact the URL."""
+"""`<link rel>` tokens that make the browser contact the URL (or might: `alternate`
+stylesheets are fetched, `compression-dictionary` and its trial name `dictionary`
+download a dictionary, and the rest are cheap to cover)."""
 
 CSS_URL: Final = re.compile(r"""url\(\s*(?:"([^"]*)"|'([^']*)'|([^)\s]*))\s*\)""", re.IGNORECASE)
 """A CSS `url(...)`: group 1, 2 or 3 holds the URL (double-quoted, single-quoted, bare)."""
@@ -52,14 +69,15 @@ _PING_NAME: Final = re.compile(rb"ping[\t\n\f\r ]*=")
 _BEFORE_ATTRIBUTE_NAME: Final = frozenset(b"\t\n\f\r \"'/")
 
 
-def may_carry_ping(document: bytes) -> bool:
+def may_carry_ping(document: bytes, lowered: bytes | None = None) -> bool:
     """Whether some element of `document` may have a `ping` attribute with a value: the
     bytes `ping` in any case, after whitespace, `/` or a closing quote (whatever ends the
     token before an attribute name), then `=`. Conservative: `"ping=` inside text counts
     too; `mapping = {...}` in a script does not. lol-html reads the same bytes (in the
     Latin-1 transport ASCII letters are unchanged), and attribute names have no
     character references, so a `ping` the parser sees is never missed."""
-    lowered = document.lower()
+    if lowered is None:
+        lowered = document.lower()
     for match in _PING_NAME.finditer(lowered):
         start = match.start()
         if start == 0 or lowered[start - 1] in _BEFORE_ATTRIBUTE_NAME:

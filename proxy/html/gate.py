@@ -27,6 +27,7 @@ names that moved are still importable from here.
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -34,6 +35,7 @@ import lolhtml
 
 from ..core.consent import ConsentState
 from .attributes import may_carry_ping, srcset_urls
+from .fetching import PRESENTATION_ATTRIBUTES
 from .handlers import DOCUMENT_HANDLER, HANDLERS
 from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats
 
@@ -48,6 +50,7 @@ __all__ = [
     "HtmlGate",
     "gate_document",
     "gate_selectors",
+    "prescan",
     "may_carry_ping",
     "srcset_urls",
 ]
@@ -57,42 +60,81 @@ HTML: Final = lolhtml.ContentType.HTML
 SELECTORS: Final = {
     "script": "script",
     "img": "img",
-    "media": "source, video, audio[src], input[src], "
+    "media": "source, video, audio[src], input[src], track, "
     "body[background], table[background], td[background], th[background]",
     "frame": "iframe, frame",
     "embed": "object[data], embed[src]",
     "link": "link",
     "ping": "a[ping], area[ping]",
-    "style": '[style*="url("]',
+    "style": "[style]",
     "base": "base[href]",
     "noscript": "noscript",
     "top": "html, head",
+    "style_element": "style",
+    "meta": "meta",
+    "svg": "image, feimage, use",
+    "animation": "set, animate",
+    "presentation": ", ".join(f"[{name}]" for name in PRESENTATION_ATTRIBUTES),
+    "attribution": "[attributionsrc]",
+    "background": "tr[background], thead[background], tbody[background], tfoot[background], "
+    "col[background], colgroup[background]",
 }
 """The selectors the gate registers (the rewrite benchmark's reference uses the same).
 
 lol-html tests every start tag against every compound selector (about 3 ns each), so
 rare elements are selected by tag alone and their handlers read the attributes; an
-attribute condition stays where the tag is common (`a[ping]`, `td[background]`)."""
+attribute condition stays where the tag is common (`a[ping]`, `td[background]`). A
+selector without a tag (`[style]`) makes lol-html read the attributes of every element,
+which costs a fifth of the gate's speed: when the gate holds the whole document first
+(`feed_whole`), `prescan` leaves out what the document cannot need."""
 
-_OPTIONAL: Final = ("style", "top")
-"""Selectors registered only when needed: `style` with `html.inline_styles`, `top` when
-the page gets a head-start addition (the runtime guard)."""
+PRESCANNED: Final = ("ping", "style", "presentation", "svg", "animation", "attribution", "background")
+"""Selectors a whole document is pre-scanned for (`prescan`); a streamed one gets them all."""
 
-_SELECTOR_NAMES: Final = {
-    (inline_styles, top): tuple(
+_STYLE_VALUE: Final = re.compile(
+    rb"style[\t\n\f\r ]*=[\t\n\f\r ]*(?:\"[^\"(&]*[(&]|'[^'(&]*[(&]|(?![\"'])[^\t\n\f\r >(&]*[(&])"
+)
+_BACKGROUND_ATTRIBUTE: Final = re.compile(rb"background[\t\n\f\r ]*=")
+
+
+def prescan(document: bytes) -> frozenset[str]:
+    """The `PRESCANNED` selectors a complete document may need, from its bytes (lol-html
+    reads the same bytes; attribute and tag names have no character references, and in
+    the Latin-1 transport ASCII letters are unchanged). Conservative: text that only looks
+    like markup (in a script) counts too. `style`: a `style` attribute whose value holds
+    `(` or `&` (CSS fetches only through a function or url token, and a character
+    reference may spell the parenthesis); SVG elements and presentation attributes only
+    after an `<svg` start tag; `<image>` (an `<img>` to the parser) by its tag."""
+    lowered = document.lower()
+    needed = set()
+    if may_carry_ping(document, lowered):
+        needed.add("ping")
+    if _STYLE_VALUE.search(lowered) is not None:
+        needed.add("style")
+    if b"<svg" in lowered:
+        needed.update(("presentation", "svg", "animation"))
+    elif b"<image" in lowered:
+        needed.add("svg")
+    if b"attributionsrc" in lowered:
+        needed.add("attribution")
+    if _BACKGROUND_ATTRIBUTE.search(lowered) is not None:
+        needed.add("background")
+    return frozenset(needed)
+
+
+_ALL: Final = frozenset(PRESCANNED)
+
+
+def gate_selectors(plan: GatePlan, *, top: bool = False, needed: frozenset[str] = _ALL) -> tuple[str, ...]:
+    """The names of the SELECTORS a gate with this plan registers, in order (`top`: the
+    page gets a head-start addition; `needed`: the prescanned selectors to include)."""
+    return tuple(
         name
         for name in SELECTORS
-        if name not in _OPTIONAL or (name == "style" and inline_styles) or (name == "top" and top)
+        if (name != "top" or top)
+        and (name not in _ALL or name in needed)
+        and (name != "style" or plan.inline_styles)
     )
-    for inline_styles in (False, True)
-    for top in (False, True)
-}
-
-
-def gate_selectors(plan: GatePlan, *, top: bool = False) -> tuple[str, ...]:
-    """The names of the SELECTORS a gate with this plan registers, in order (`top`: the
-    page gets a head-start addition)."""
-    return _SELECTOR_NAMES[plan.inline_styles, top]
 
 
 _UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
@@ -117,6 +159,7 @@ def _nested_gate(run: GateRun, stats: GateStats) -> HtmlGate:
         report_only=run.report_only,
         stats=stats,
         nested=run.nested + 1,
+        charset=run.charset,
     )
     if run.base_host is not None:
         gate._run.base_host = run.base_host
@@ -124,14 +167,19 @@ def _nested_gate(run: GateRun, stats: GateStats) -> HtmlGate:
     return gate
 
 
-_REGISTRATIONS: Final = {
-    (inline_styles, top, ping): tuple((SELECTORS[name], HANDLERS[name]) for name in names if ping or name != "ping")
-    for (inline_styles, top), names in _SELECTOR_NAMES.items()
-    for ping in (False, True)
-}
+_REGISTRATIONS: dict[tuple[bool, bool, frozenset[str]], tuple[tuple[str, Callable[[GateRun], Any]], ...]] = {}
 """What a gate registers with lol-html, by (`html.inline_styles`, whether the page gets
-a head-start addition, whether the page may have a `ping` attribute): selector and
-handler factory, in SELECTORS order."""
+a head-start addition, the prescanned selectors needed): selector and handler factory,
+in SELECTORS order (built on first use: at most 2 x 2 x 128 entries)."""
+
+
+def _registrations(plan: GatePlan, top: bool, needed: frozenset[str]) -> tuple[tuple[str, Any], ...]:
+    key = (plan.inline_styles, top, needed)
+    found = _REGISTRATIONS.get(key)
+    if found is None:
+        names = gate_selectors(plan, top=top, needed=needed)
+        found = _REGISTRATIONS[key] = tuple((SELECTORS[name], HANDLERS[name]) for name in names)
+    return found
 
 
 class HtmlGate:
@@ -149,6 +197,7 @@ class HtmlGate:
         stats: GateStats | None = None,
         nested: int = 0,
         additions: Additions = NO_ADDITIONS,
+        charset: str | None = None,
     ) -> None:
         if stats is None:
             stats = GateStats(records=[] if record else None, unclassified_hosts=set() if record else None)
@@ -164,6 +213,7 @@ class HtmlGate:
             html=HTML,
             nest=_nested_gate,
             additions=additions,
+            charset=charset,
         )
         self._run = run
         self._out: list[bytes] = []
@@ -175,13 +225,13 @@ class HtmlGate:
         self._head: bytes | None = b""  # the input's first bytes, until there are two
         self._rewriter: Any = None  # built on the first write (see `feed_whole`)
 
-    def _build(self, *, ping: bool = True) -> Any:
-        """The lol-html rewriter with this gate's selectors; `ping=False` leaves out
-        `a[ping]`/`area[ping]` (which make lol-html read the attributes of every link)."""
+    def _build(self, *, needed: frozenset[str] = _ALL) -> Any:
+        """The lol-html rewriter with this gate's selectors; `needed` names the
+        `PRESCANNED` ones to include (a streamed document needs them all)."""
         run = self._run
         sink: Any = self._out.append
         rewriter = lolhtml.HTMLRewriter(sink)
-        for selector, handler in _REGISTRATIONS[run.plan.inline_styles, run.head_pending, ping]:
+        for selector, handler in _registrations(run.plan, run.head_pending, needed):
             rewriter.on(selector, handler(run))
         rewriter.on_document(DOCUMENT_HANDLER(run))
         self._rewriter = rewriter
@@ -216,6 +266,9 @@ class HtmlGate:
                 self._head = chunk
                 return b""
             self._head = None
+            if chunk[:3] == b"\xef\xbb\xbf":
+                self._run.charset = "utf-8"  # a byte order mark outranks any label
+                self._run.charset_known = True
             if chunk[:2] in _UTF16_BOMS:
                 # Browsers obey a byte order mark over any charset label: the page is
                 # UTF-16 to them, and markup lol-html cannot see would run.
@@ -256,7 +309,7 @@ class HtmlGate:
         `ping` attribute is gated without the `<a ping>` selectors (on the benchmark's
         100 KB page with 655 links the pre-scan costs 68 µs, the selectors 105 µs)."""
         if self._rewriter is None:
-            self._build(ping=may_carry_ping(document))
+            self._build(needed=prescan(document))
         return self.feed(document) + self.end()
 
     def _drain_bytes(self) -> bytes:

@@ -26,9 +26,20 @@ from ..core.actions import Action, Kind
 from ..core.defer import apply_edit, defer_edit, runs_as_script, start_tag
 from ..core.policy import Decision
 from ..core.url import host_of
-from .attributes import CSS_URL, LINK_RELS, attribute_text, may_name_a_host, srcset_urls
+from .attributes import LINK_RELS, attribute_text, may_name_a_host, srcset_urls
+from .fetching import (
+    AnimationHandler,
+    AttributionHandler,
+    MetaHandler,
+    PresentationHandler,
+    StyleAttributeHandler,
+    StyleElementHandler,
+    SvgHrefHandler,
+    gate_data_url,
+)
 from .markup import GOOGLE_TAG_VENDORS, activation_script
 from .run import GateRun, GateStats, TextGate
+from .sources import is_data_url, speculation_urls
 
 __all__ = ["DOCUMENT_HANDLER", "HANDLERS", "SVG_NS", "gate_fragment"]
 
@@ -54,7 +65,7 @@ class _Handler:
 class _ScriptHandler:
     """External scripts by URL; inline scripts held back and decided by signature."""
 
-    __slots__ = ("run", "mode", "attrs", "buf", "size")
+    __slots__ = ("run", "mode", "attrs", "buf", "size", "rules")
 
     IGNORE = 0
     BUFFER = 1
@@ -67,9 +78,12 @@ class _ScriptHandler:
         self.attrs: list[tuple[str, str]] = []
         self.buf: list[str] = []
         self.size = 0
+        self.rules = False
+        """The buffered script is speculation rules (JSON), not JavaScript."""
 
     def element(self, e: Any) -> None:
         run = self.run
+        self.rules = False
         svg = e.namespace_uri == SVG_NS
         url = (_attr(e, "href") or _attr(e, "xlink:href")) if svg else _attr(e, "src")
         nonce = e.get_attribute("nonce")
@@ -90,9 +104,12 @@ class _ScriptHandler:
                 return
             run.act(e, _SCRIPT, decision)
             return
-        if not runs_as_script(_attr(e, "type")):
+        kind = _attr(e, "type")
+        if not runs_as_script(kind):
             self.mode = self.IGNORE
-            return
+            if kind is None or kind.strip().lower() != "speculationrules":
+                return
+            self.rules = True
         self.mode = self.BUFFER
         self.attrs = e.attributes
         self.buf = []
@@ -120,6 +137,9 @@ class _ScriptHandler:
 
     def _finish(self, t: Any, text: str) -> None:
         run = self.run
+        if self.rules:
+            self._finish_rules(t, text)
+            return
         decision = run.decide_inline(text)
         if decision.keeps:
             if run.gcm_pending and _is_google(decision):
@@ -146,6 +166,32 @@ class _ScriptHandler:
         inert = start_tag("script", apply_edit(self.attrs, edit))
         t.replace(f"{edit.before}</script>{inert}{text}", run.html)
         # Didomi's wrapper has no closing part for scripts: the type change is enough.
+
+
+    def _finish_rules(self, t: Any, text: str) -> None:
+        """Speculation rules prefetch or prerender their URLs: any refused one, or a
+        document rule that may match links beyond the page's own paths while the visitor
+        refused something, empties the rules (the browser then speculates nothing)."""
+        run = self.run
+        found = speculation_urls(text)
+        refusal: Decision | None = None
+        if found is not None:
+            urls, contained = found
+            for url in urls:
+                d = run.decide(_LINK, "script", url)
+                if not d.keeps:
+                    refusal = d
+                    break
+            if refusal is None and not contained:
+                d = run.policy.unparseable_host.decide(run.consent, _LINK)
+                refusal = None if d.keeps else d
+        if refusal is None:
+            t.replace(text, run.html)
+            return
+        run.count(refusal)
+        t.replace(text if run.report_only else "", run.html)
+        if self.mode == self.PASS:
+            self.mode = self.SWALLOW
 
 
 def _is_google(decision: Decision) -> bool:
@@ -192,9 +238,16 @@ class _MediaHandler(_Handler):
         "table": ("background",),
         "td": ("background",),
         "th": ("background",),
+        "tr": ("background",),
+        "thead": ("background",),
+        "tbody": ("background",),
+        "tfoot": ("background",),
+        "col": ("background",),
+        "colgroup": ("background",),
+        "track": ("src",),
     }
     SRCSET: Final = frozenset({"source"})
-    BACKGROUND: Final = frozenset({"body", "table", "td", "th"})
+    BACKGROUND: Final = frozenset({"body", "table", "td", "th", "tr", "thead", "tbody", "tfoot", "col", "colgroup"})
 
     def element(self, e: Any) -> None:
         run = self.run
@@ -245,6 +298,14 @@ class _UrlHandler:
         for url in urls:
             if url:
                 decision = run.decide(self.kind, tag, url)
+                if decision.keeps and is_data_url(url):
+                    replacement, refusal = gate_data_url(run, tag, self.kind, url)
+                    if refusal is not None:
+                        run.remove(e, refusal)
+                        return
+                    if replacement is not None and not run.report_only:
+                        e.set_attribute(self.attribute.get(tag, "src"), replacement)
+                    continue
                 if not decision.keeps:
                     run.act(e, self.kind, decision)
                     return
@@ -275,37 +336,6 @@ class _PingHandler(_Handler):
             e.remove_attribute("ping")
 
 
-class _StyleHandler(_Handler):
-    """`url(...)` in a style attribute: a refused URL becomes `none` (no request, the
-    rest of the declaration and of the attribute unchanged)."""
-
-    __slots__ = ()
-
-    def element(self, e: Any) -> None:
-        run = self.run
-        value = _attr(e, "style")
-        if not value:
-            return
-        refused: list[Decision] = []
-
-        def replace(m: re.Match[str]) -> str:
-            url = (m.group(1) or m.group(2) or m.group(3) or "").strip()
-            if url:
-                d = run.decide(_LINK, e.tag_name, url)
-                if not d.keeps:
-                    refused.append(d)
-                    return "none"
-            return m.group(0)
-
-        new = CSS_URL.sub(replace, value)
-        if not refused:
-            return
-        for decision in refused:
-            run.action(decision)
-        if not run.report_only:
-            e.set_attribute("style", new.replace("&", "&amp;"))
-
-
 class _FrameHandler(_Handler):
     """`<iframe>`/`<frame>` by src. An iframe's srcdoc holds a whole document (shown
     instead of src): it goes through a nested gate first, so that a placeholder's saved
@@ -330,6 +360,13 @@ class _FrameHandler(_Handler):
         url = _attr(e, "src")
         if url:
             decision = run.decide(_FRAME, tag, url)
+            if decision.keeps and is_data_url(url):
+                replacement, refusal = gate_data_url(run, tag, _FRAME, url)
+                if refusal is not None:
+                    run.remove(e, refusal)
+                elif replacement is not None and not run.report_only:
+                    e.set_attribute("src", replacement)
+                return
             if not decision.keeps:
                 run.act(e, _FRAME, decision)
 
@@ -340,7 +377,7 @@ class _BaseHandler(_Handler):
     def element(self, e: Any) -> None:
         run = self.run
         if run.base_host is None:
-            host = host_of(_attr(e, "href") or "")
+            host = run.host_of(_attr(e, "href") or "")
             if host and host != run.page_host:
                 run.base_host = host
                 run.relative_first_party = False
@@ -465,7 +502,14 @@ HANDLERS: Final[Mapping[str, Callable[[GateRun], Any]]] = {
     "embed": lambda run: _UrlHandler(run, Kind.EMBED, _EMBED_ATTRS),
     "link": lambda run: _UrlHandler(run, Kind.LINK, _LINK_ATTRS),
     "ping": _PingHandler,
-    "style": _StyleHandler,
+    "style": StyleAttributeHandler,
+    "style_element": StyleElementHandler,
+    "meta": MetaHandler,
+    "svg": SvgHrefHandler,
+    "animation": AnimationHandler,
+    "presentation": PresentationHandler,
+    "attribution": AttributionHandler,
+    "background": _MediaHandler,
     "base": _BaseHandler,
     "noscript": _NoscriptHandler,
     "top": _TopHandler,
