@@ -131,9 +131,7 @@ def gate_selectors(plan: GatePlan, *, top: bool = False, needed: frozenset[str] 
     return tuple(
         name
         for name in SELECTORS
-        if (name != "top" or top)
-        and (name not in _ALL or name in needed)
-        and (name != "style" or plan.inline_styles)
+        if (name != "top" or top) and (name not in _ALL or name in needed) and (name != "style" or plan.inline_styles)
     )
 
 

@@ -18,14 +18,12 @@ lol-html's element and text chunk objects are typed `Any` (the binding has no st
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from ..core.actions import Action, Kind
 from ..core.defer import apply_edit, defer_edit, runs_as_script, start_tag
 from ..core.policy import Decision
-from ..core.url import host_of
 from .attributes import LINK_RELS, attribute_text, may_name_a_host, srcset_urls
 from .fetching import (
     AnimationHandler,
@@ -166,7 +164,6 @@ class _ScriptHandler:
         inert = start_tag("script", apply_edit(self.attrs, edit))
         t.replace(f"{edit.before}</script>{inert}{text}", run.html)
         # Didomi's wrapper has no closing part for scripts: the type change is enough.
-
 
     def _finish_rules(self, t: Any, text: str) -> None:
         """Speculation rules prefetch or prerender their URLs: any refused one, or a

@@ -152,7 +152,10 @@ def _same_site_only(cond: Any) -> bool:
     if not isinstance(cond, dict):
         return False
     if "href_matches" in cond:
-        return _relative_patterns(cond["href_matches"]) and cond.get("relative_to", "ruleset") in ("ruleset", "document")
+        return _relative_patterns(cond["href_matches"]) and cond.get("relative_to", "ruleset") in (
+            "ruleset",
+            "document",
+        )
     if "and" in cond and isinstance(cond["and"], list):
         return any(_same_site_only(c) for c in cond["and"])
     if "or" in cond and isinstance(cond["or"], list):

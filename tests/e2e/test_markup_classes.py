@@ -72,7 +72,8 @@ CASES: dict[str, Case] = {
         "bat.bing.com",
     ),
     "svg-feimage": Case(
-        f'<svg><filter id="f"><feImage href="{BING}&x=fe"/></filter><rect width="9" height="9" filter="url(#f)"/></svg>',
+        f'<svg><filter id="f"><feImage href="{BING}&x=fe"/></filter>'
+        '<rect width="9" height="9" filter="url(#f)"/></svg>',
         "bat.bing.com",
     ),
     "smil-set-href": Case(
@@ -107,19 +108,19 @@ CASES: dict[str, Case] = {
         "bat.bing.com",
     ),
     "tr-background": Case(f'<table><tr background="{BING}&x=tr"><td>cell</td></tr></table>', "bat.bing.com"),
-    "tbody-background": Case(f'<table><tbody background="{BING}&x=tbody"><tr><td>cell</td></tr></table>', "bat.bing.com"),
-    "thead-background": Case(f'<table><thead background="{BING}&x=thead"><tr><td>cell</td></tr></table>', "bat.bing.com"),
-    "link-compression-dictionary": Case(
-        f'<link rel="compression-dictionary" href="{BING}&x=dict">', "bat.bing.com"
+    "tbody-background": Case(
+        f'<table><tbody background="{BING}&x=tbody"><tr><td>cell</td></tr></table>', "bat.bing.com"
     ),
+    "thead-background": Case(
+        f'<table><thead background="{BING}&x=thead"><tr><td>cell</td></tr></table>', "bat.bing.com"
+    ),
+    "link-compression-dictionary": Case(f'<link rel="compression-dictionary" href="{BING}&x=dict">', "bat.bing.com"),
     "link-alternate-stylesheet": Case(
         '<link rel="alternate stylesheet" href="https://bat.bing.com/action/0?ti=alt" title="x">', "bat.bing.com"
     ),
     "img-attributionsrc": Case(f'<img src="/img/a.svg" attributionsrc="{BING}&x=attr">', "bat.bing.com"),
     "meta-refresh": Case(f'<meta http-equiv="refresh" content="0; url={FB}&x=refresh">', "www.facebook.com"),
-    "meta-refresh-quoted": Case(
-        f"<meta http-equiv=Refresh content=\"0;URL='{FB}&x=refresh2'\">", "www.facebook.com"
-    ),
+    "meta-refresh-quoted": Case(f"<meta http-equiv=Refresh content=\"0;URL='{FB}&x=refresh2'\">", "www.facebook.com"),
     "style-import": Case('<style>@import "https://bat.bing.com/action/0?ti=import";</style>', "bat.bing.com"),
     "style-url": Case(
         "<style>body{background:url(https://bat.bing.com/action/0?ti=styleurl)}</style><p>x</p>", "bat.bing.com"
@@ -133,7 +134,7 @@ CASES: dict[str, Case] = {
         "bat.bing.com",
     ),
     "style-image-set": Case(
-        "<style>body{background-image:image-set(\"https://bat.bing.com/action/0?ti=set\" 1x)}</style><p>x</p>",
+        '<style>body{background-image:image-set("https://bat.bing.com/action/0?ti=set" 1x)}</style><p>x</p>',
         "bat.bing.com",
     ),
     "style-attribute-url": Case(
@@ -168,9 +169,12 @@ CASES: dict[str, Case] = {
         '<script type=" TEXT/JAVASCRIPT1.5 " src="https://connect.facebook.net/en_US/fbevents.js"></script>',
         "connect.facebook.net",
     ),
-    "iframe-data-html": Case(f'<iframe src="data:text/html,<img src={FB}%26x=dataframe>"></iframe>', "www.facebook.com"),
+    "iframe-data-html": Case(
+        f'<iframe src="data:text/html,<img src={FB}%26x=dataframe>"></iframe>', "www.facebook.com"
+    ),
     "iframe-data-html-base64": Case(
-        '<iframe src="data:text/html;base64,PGltZyBzcmM9aHR0cHM6Ly9iYXQuYmluZy5jb20vYWN0aW9uLzA/dGk9YjY0Pg=="></iframe>',
+        '<iframe src="data:text/html;base64,'
+        'PGltZyBzcmM9aHR0cHM6Ly9iYXQuYmluZy5jb20vYWN0aW9uLzA/dGk9YjY0Pg=="></iframe>',
         "bat.bing.com",
     ),
     "object-data-html": Case(f'<object data="data:text/html,<img src={FB}%26x=dataobj>"></object>', "www.facebook.com"),
