@@ -88,13 +88,23 @@ selector without a tag (`[style]`) makes lol-html read the attributes of every e
 which costs a fifth of the gate's speed: when the gate holds the whole document first
 (`feed_whole`), `prescan` leaves out what the document cannot need."""
 
-PRESCANNED: Final = ("ping", "style", "presentation", "svg", "animation", "attribution", "background")
+PRESCANNED: Final = ("ping", "style", "presentation", "attribution")
 """Selectors a whole document is pre-scanned for (`prescan`); a streamed one gets them all."""
 
 _STYLE_VALUE: Final = re.compile(
     rb"style[\t\n\f\r ]*=[\t\n\f\r ]*(?:\"[^\"(&]*[(&]|'[^'(&]*[(&]|(?![\"'])[^\t\n\f\r >(&]*[(&])"
 )
-_BACKGROUND_ATTRIBUTE: Final = re.compile(rb"background[\t\n\f\r ]*=")
+
+
+def _any_match(lowered: bytes, word: bytes, pattern: re.Pattern[bytes]) -> bool:
+    """Whether `pattern` matches at some occurrence of `word` (its literal start): a
+    `bytes.find` walk, since a regex search that fails scans a page several times slower."""
+    i = lowered.find(word)
+    while i >= 0:
+        if pattern.match(lowered, i) is not None:
+            return True
+        i = lowered.find(word, i + 1)
+    return False
 
 
 def prescan(document: bytes) -> frozenset[str]:
@@ -103,22 +113,20 @@ def prescan(document: bytes) -> frozenset[str]:
     the Latin-1 transport ASCII letters are unchanged). Conservative: text that only looks
     like markup (in a script) counts too. `style`: a `style` attribute whose value holds
     `(` or `&` (CSS fetches only through a function or url token, and a character
-    reference may spell the parenthesis); SVG elements and presentation attributes only
-    after an `<svg` start tag; `<image>` (an `<img>` to the parser) by its tag."""
+    reference may spell the parenthesis); presentation attributes only after an `<svg`
+    start tag (only SVG elements have them). Each test is one pass over the page (about
+    as long as `bytes.lower`), so only selectors that make lol-html read every element's
+    attributes are prescanned; the rest are selected by tag, always."""
     lowered = document.lower()
     needed = set()
     if may_carry_ping(document, lowered):
         needed.add("ping")
-    if _STYLE_VALUE.search(lowered) is not None:
+    if _any_match(lowered, b"style", _STYLE_VALUE):
         needed.add("style")
     if b"<svg" in lowered:
-        needed.update(("presentation", "svg", "animation"))
-    elif b"<image" in lowered:
-        needed.add("svg")
+        needed.add("presentation")
     if b"attributionsrc" in lowered:
         needed.add("attribution")
-    if _BACKGROUND_ATTRIBUTE.search(lowered) is not None:
-        needed.add("background")
     return frozenset(needed)
 
 
