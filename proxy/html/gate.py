@@ -35,7 +35,6 @@ import lolhtml
 
 from ..core.consent import ConsentState
 from .attributes import may_carry_ping, srcset_urls
-from .fetching import PRESENTATION_ATTRIBUTES
 from .handlers import DOCUMENT_HANDLER, HANDLERS
 from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats
 
@@ -74,8 +73,8 @@ SELECTORS: Final = {
     "meta": "meta",
     "svg": "image, feimage, use",
     "animation": "set, animate",
-    "presentation": ", ".join(f"[{name}]" for name in PRESENTATION_ATTRIBUTES),
-    "attribution": "[attributionsrc]",
+    "presentation": "svg, svg *",
+    "attribution": "a[attributionsrc], area[attributionsrc]",
     "background": "tr[background], thead[background], tbody[background], tfoot[background], "
     "col[background], colgroup[background]",
 }
@@ -88,7 +87,7 @@ selector without a tag (`[style]`) makes lol-html read the attributes of every e
 which costs a fifth of the gate's speed: when the gate holds the whole document first
 (`feed_whole`), `prescan` leaves out what the document cannot need."""
 
-PRESCANNED: Final = ("ping", "style", "presentation", "attribution")
+PRESCANNED: Final = ("ping", "style", "attribution")
 """Selectors a whole document is pre-scanned for (`prescan`); a streamed one gets them all."""
 
 _STYLE_VALUE: Final = re.compile(
@@ -113,20 +112,19 @@ def prescan(document: bytes) -> frozenset[str]:
     the Latin-1 transport ASCII letters are unchanged). Conservative: text that only looks
     like markup (in a script) counts too. `style`: a `style` attribute whose value holds
     `(` or `&` (CSS fetches only through a function or url token, and a character
-    reference may spell the parenthesis); presentation attributes only after an `<svg`
-    start tag (only SVG elements have them). Each test is one pass over the page (about
-    as long as `bytes.lower`), so only selectors that make lol-html read every element's
-    attributes are prescanned; the rest are selected by tag, always."""
+    reference may spell the parenthesis). Each test is one pass over the page, about as
+    long as lol-html's own, so only the selectors that make lol-html read the attributes
+    of every element (or every link) are prescanned; the rest are selected by tag, always
+    (presentation attributes as `svg *`: only inside an `<svg>` are attributes read).
+    `attribution` rides on `ping`: `<a attributionsrc>` is contacted only when the link
+    is followed, like a ping, and `<img>`/`<script>` handlers read `attributionsrc`
+    themselves."""
     lowered = document.lower()
     needed = set()
     if may_carry_ping(document, lowered):
-        needed.add("ping")
+        needed.update(("ping", "attribution"))
     if _any_match(lowered, b"style", _STYLE_VALUE):
         needed.add("style")
-    if b"<svg" in lowered:
-        needed.add("presentation")
-    if b"attributionsrc" in lowered:
-        needed.add("attribution")
     return frozenset(needed)
 
 

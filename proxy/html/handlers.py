@@ -84,6 +84,8 @@ class _ScriptHandler:
         self.rules = False
         svg = e.namespace_uri == SVG_NS
         url = (_attr(e, "href") or _attr(e, "xlink:href")) if svg else _attr(e, "src")
+        if e.get_attribute("attributionsrc") is not None:
+            AttributionHandler(run).element(e)
         nonce = e.get_attribute("nonce")
         if nonce and run.nonce is None:
             run.nonce = nonce
@@ -197,12 +199,19 @@ def _is_google(decision: Decision) -> bool:
 
 class _ImgHandler(_Handler):
     """`<img>`: the most common element on any page, so the fast path is spelled out:
-    a plainly relative src (the site's own photo) costs one attribute read."""
+    a plainly relative src (the site's own photo) costs one attribute read (and one for
+    `attributionsrc`, registered on load)."""
 
-    __slots__ = ()
+    __slots__ = ("attribution",)
+
+    def __init__(self, run: GateRun) -> None:
+        super().__init__(run)
+        self.attribution = AttributionHandler(run)
 
     def element(self, e: Any) -> None:
         run = self.run
+        if e.get_attribute("attributionsrc") is not None:
+            self.attribution.element(e)
         src = e.get_attribute("src")
         if src:
             if "&" in src:
