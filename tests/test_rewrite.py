@@ -478,12 +478,8 @@ def test_selectors_are_the_documented_set() -> None:
         "noscript",
         "top",
         "style_element",
-        "meta",
-        "svg",
-        "animation",
-        "presentation",
         "attribution",
-        "background",
+        "extra",
     }
 
 

@@ -497,6 +497,41 @@ class _TopHandler(_Handler):
             e.prepend(run.take_head_start(), run.html)
 
 
+class _ExtraHandler:
+    """The less common fetching elements under one selector registration: `<meta>`,
+    SVG (presentation attributes of every element inside `<svg>`, `<image>`,
+    `<feImage>`, `<use>`, SMIL `<set>`/`<animate>`), an HTML `<image>` (an `<img>` to the
+    parser), and `background` on table parts."""
+
+    __slots__ = ("meta", "svg", "animation", "presentation", "media")
+
+    _SVG_HREF: Final = frozenset({"image", "feimage", "use"})
+    _ANIMATION: Final = frozenset({"set", "animate"})
+
+    def __init__(self, run: GateRun) -> None:
+        self.meta = MetaHandler(run)
+        self.svg = SvgHrefHandler(run)
+        self.animation = AnimationHandler(run)
+        self.presentation = PresentationHandler(run)
+        self.media = _MediaHandler(run)
+
+    def element(self, e: Any) -> None:
+        tag = e.tag_name
+        if tag == "meta":
+            self.meta.element(e)
+        elif e.namespace_uri == SVG_NS:
+            if tag in self._SVG_HREF:
+                self.svg.element(e)
+            elif tag in self._ANIMATION:
+                self.animation.element(e)
+            if not e.removed:
+                self.presentation.element(e)
+        elif tag == "image":
+            self.svg.element(e)
+        elif tag in _MediaHandler.BACKGROUND:
+            self.media.element(e)
+
+
 _EMBED_ATTRS: Final = {"object": "data", "embed": "src"}
 _LINK_ATTRS: Final = {"link": "href"}
 
@@ -510,12 +545,8 @@ HANDLERS: Final[Mapping[str, Callable[[GateRun], Any]]] = {
     "ping": _PingHandler,
     "style": StyleAttributeHandler,
     "style_element": StyleElementHandler,
-    "meta": MetaHandler,
-    "svg": SvgHrefHandler,
-    "animation": AnimationHandler,
-    "presentation": PresentationHandler,
     "attribution": AttributionHandler,
-    "background": _MediaHandler,
+    "extra": lambda run: _ExtraHandler(run),
     "base": _BaseHandler,
     "noscript": _NoscriptHandler,
     "top": _TopHandler,
