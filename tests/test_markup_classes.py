@@ -253,13 +253,17 @@ def test_speculation_urls() -> None:
 
 
 def test_prescan_leaves_out_only_what_a_document_cannot_need() -> None:
-    plain = b'<p style="color:red">x</p><a href="/a">a</a><table><td>background: x</td></table><image>'
+    plain = b'<p style="color:red">x</p><a href="/a">a</a><table><td>cell</td></table>'
     assert prescan(plain) == frozenset()
-    assert prescan(b'<p style="background:url(x)">') == {"style"}
+    assert prescan(b'<p style="color:var(x)">') == {"style"}
     assert prescan(b"<p STYLE = 'a:b&#40;'>") == {"style"}
     assert prescan(b"<p style=a(b>") == {"style"}
-    assert prescan(b"<SVG><rect>") == frozenset()
     assert prescan(b"<a PING=x>") == {"ping", "attribution"}
+    assert prescan(b"<STYLE>a{}</STYLE>") == {"style_element"}
+    for markup in (b"<SVG>", b"<image>", b"<feImage>", b"<use>", b"<set>", b"<animate>", b"<tr background=x>"):
+        assert prescan(markup) == {"extra"}, markup
+    large = plain + b" " * (16 << 10)
+    assert prescan(large) == {"style_element", "extra"}
 
 
 def _wpt(testdata: Path, name: str) -> list[object]:

@@ -479,6 +479,7 @@ def test_selectors_are_the_documented_set() -> None:
         "top",
         "style_element",
         "attribution",
+        "meta",
         "extra",
     }
 

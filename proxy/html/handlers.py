@@ -498,18 +498,17 @@ class _TopHandler(_Handler):
 
 
 class _ExtraHandler:
-    """The less common fetching elements under one selector registration: `<meta>`,
-    SVG (presentation attributes of every element inside `<svg>`, `<image>`,
-    `<feImage>`, `<use>`, SMIL `<set>`/`<animate>`), an HTML `<image>` (an `<img>` to the
-    parser), and `background` on table parts."""
+    """The less common fetching elements under one selector registration: SVG
+    (presentation attributes of every element inside `<svg>`, `<image>`, `<feImage>`,
+    `<use>`, SMIL `<set>`/`<animate>`), an HTML `<image>` (an `<img>` to the parser), and
+    `background` on table parts."""
 
-    __slots__ = ("meta", "svg", "animation", "presentation", "media")
+    __slots__ = ("svg", "animation", "presentation", "media")
 
     _SVG_HREF: Final = frozenset({"image", "feimage", "use"})
     _ANIMATION: Final = frozenset({"set", "animate"})
 
     def __init__(self, run: GateRun) -> None:
-        self.meta = MetaHandler(run)
         self.svg = SvgHrefHandler(run)
         self.animation = AnimationHandler(run)
         self.presentation = PresentationHandler(run)
@@ -517,9 +516,7 @@ class _ExtraHandler:
 
     def element(self, e: Any) -> None:
         tag = e.tag_name
-        if tag == "meta":
-            self.meta.element(e)
-        elif e.namespace_uri == SVG_NS:
+        if e.namespace_uri == SVG_NS:
             if tag in self._SVG_HREF:
                 self.svg.element(e)
             elif tag in self._ANIMATION:
@@ -546,6 +543,7 @@ HANDLERS: Final[Mapping[str, Callable[[GateRun], Any]]] = {
     "style": StyleAttributeHandler,
     "style_element": StyleElementHandler,
     "attribution": AttributionHandler,
+    "meta": MetaHandler,
     "extra": lambda run: _ExtraHandler(run),
     "base": _BaseHandler,
     "noscript": _NoscriptHandler,
