@@ -119,7 +119,7 @@ def prescan(document: bytes) -> frozenset[str]:
     is followed, like a ping, and `<img>`/`<script>` handlers read `attributionsrc`
     themselves."""
     lowered = document.lower()
-    needed = set()
+    needed: set[str] = set()
     if may_carry_ping(document, lowered):
         needed.update(("ping", "attribution"))
     if _any_match(lowered, b"style", _STYLE_VALUE):
