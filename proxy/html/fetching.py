@@ -19,6 +19,7 @@ from ..core.actions import Kind
 from ..core.policy import Decision
 from .attributes import attribute_text
 from .css import gate_css, may_fetch
+from .fragment import gate_fragment
 from .hosts import python_codec
 from .run import GateRun
 from .sources import HTML_DOCUMENT, INERT, DataUrl, data_kind, is_data_url, make_data_url, parse_data_url, refresh_url
@@ -113,8 +114,6 @@ def gate_data_url(run: GateRun, tag: str, kind: Kind, url: str) -> tuple[str | N
 
 
 def _gate_data_document(run: GateRun, parsed: DataUrl) -> tuple[str | None, Decision | None]:
-    from .handlers import gate_fragment  # handlers imports this module
-
     text = parsed.body.decode("latin-1")
     charset = None
     for param in parsed.mediatype.split(";")[1:]:

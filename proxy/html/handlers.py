@@ -35,8 +35,9 @@ from .fetching import (
     SvgHrefHandler,
     gate_data_url,
 )
+from .fragment import FRAGMENT_MEMO_MAX_TEXT, MAX_NESTING, gate_fragment
 from .markup import GOOGLE_TAG_VENDORS, activation_script
-from .run import GateRun, GateStats, TextGate
+from .run import GateRun, TextGate
 from .sources import is_data_url, speculation_urls
 
 __all__ = ["DOCUMENT_HANDLER", "HANDLERS", "SVG_NS", "gate_fragment"]
@@ -353,7 +354,7 @@ class _FrameHandler(_Handler):
         run = self.run
         tag = e.tag_name
         source = e.get_attribute("srcdoc")
-        if source and run.nested >= _MAX_NESTING:
+        if source and run.nested >= MAX_NESTING:
             if not run.report_only:
                 e.set_attribute("srcdoc", "")  # too deep to gate: an empty document
         elif source:
@@ -392,7 +393,7 @@ class _BaseHandler(_Handler):
 class _NoscriptHandler:
     """lol-html hands <noscript> content over as text (scripting-on parsing). Small
     content is collected and gated whole (`gate_fragment`); content past
-    `_FRAGMENT_MEMO_MAX_TEXT` streams through a nested gate instead."""
+    `FRAGMENT_MEMO_MAX_TEXT` streams through a nested gate instead."""
 
     __slots__ = ("run", "gate", "buf", "size")
 
@@ -404,7 +405,7 @@ class _NoscriptHandler:
 
     def text(self, t: Any) -> None:
         run = self.run
-        if run.nested >= _MAX_NESTING:
+        if run.nested >= MAX_NESTING:
             # A <noscript> that deep is nobody's markup but an evasion's: what it holds
             # would render without scripts, ungated, so it goes.
             if not run.report_only:
@@ -416,7 +417,7 @@ class _NoscriptHandler:
         if gate is None:
             self.buf.append(chunk)
             self.size += len(chunk)
-            if not last and self.size <= _FRAGMENT_MEMO_MAX_TEXT:
+            if not last and self.size <= FRAGMENT_MEMO_MAX_TEXT:
                 t.remove()
                 return
             text = "".join(self.buf)
@@ -433,44 +434,6 @@ class _NoscriptHandler:
             out += gate.end_text()
             self.gate = None
         t.replace(out, run.html)
-
-
-_MAX_NESTING: Final = 2
-"""<noscript>/srcdoc levels gated inside one another; deeper content is dropped."""
-_FRAGMENT_MEMO_MAX_TEXT: Final = 4096
-
-
-def gate_fragment(run: GateRun, text: str) -> str | None:
-    """Gate a whole small fragment; None when it comes out unchanged.
-
-    Sites repeat the same <noscript> pixels and srcdoc snippets on every page, and a
-    nested lol-html rewriter costs more to build than the fragment costs to parse, so
-    results are memoised per plan by everything they depend on (what was counted is
-    replayed into this response's stats). Text without a tag holds no element at all."""
-    if "<" not in text:
-        return None
-    stats = run.stats
-    memoise = stats.records is None and stats.unclassified_hosts is None and len(text) <= _FRAGMENT_MEMO_MAX_TEXT
-    if not memoise:
-        gate = run.nested_gate(stats)
-        out = gate.feed_text(text) + gate.end_text()
-        return None if out == text else out
-    key = (text, run.consent, run.page_host, run.base_host, run.nonce, run.report_only, run.nested)
-    memo = run.plan.fragment_memo
-    hit = memo.table.get(key)
-    if hit is None:
-        own = GateStats()
-        gate = run.nested_gate(own)
-        out = gate.feed_text(text) + gate.end_text()
-        changed = None if out == text else out
-        hit = (changed, tuple(own.counts.items()), own.activation_needed, own.consent_mode_inserted)
-        memo.put(key, hit, 2 * len(text) + (len(run.page_host) if run.page_host else 0))
-    result, counts, activation, consent_mode = hit
-    for item, n in counts:
-        stats.counts[item] += n
-    stats.activation_needed |= activation
-    stats.consent_mode_inserted |= consent_mode
-    return result
 
 
 class _DocumentHandler(_Handler):
