@@ -260,7 +260,8 @@ def test_prescan_leaves_out_only_what_a_document_cannot_need() -> None:
     assert prescan(b"<p style=a(b>") == {"style"}
     assert prescan(b"<a PING=x>") == {"ping", "attribution"}
     assert prescan(b"<STYLE>a{}</STYLE>") == {"style_element"}
-    for markup in (b"<SVG>", b"<image>", b"<feImage>", b"<use>", b"<set>", b"<animate>", b"<tr background=x>"):
+    tags = (b"<SVG>", b"<image>", b"<feImage>", b"<use>", b"<set>", b"<animate>", b"<tr background=x>")
+    for markup in (*tags, b"<img attributionsrc>"):
         assert prescan(markup) == {"extra"}, markup
     large = plain + b" " * (16 << 10)
     assert prescan(large) == {"style_element", "extra"}

@@ -75,7 +75,8 @@ SELECTORS: Final = {
     # registration costs a rewriter about 2.5 us to build, each compound in it 0.7.
     "meta": "meta",
     "extra": "image, feimage, use, set, animate, svg, svg *, tr[background], thead[background], "
-    "tbody[background], tfoot[background], col[background], colgroup[background]",
+    "tbody[background], tfoot[background], col[background], colgroup[background], img[attributionsrc], "
+    "script[attributionsrc]",
 }
 """The selectors the gate registers (the rewrite benchmark's reference uses the same).
 
@@ -116,8 +117,7 @@ def prescan(document: bytes) -> frozenset[str]:
     of every element (or every link) are prescanned; the rest are selected by tag, always
     (presentation attributes as `svg *`: only inside an `<svg>` are attributes read).
     `attribution` rides on `ping`: `<a attributionsrc>` is contacted only when the link
-    is followed, like a ping, and `<img>`/`<script>` handlers read `attributionsrc`
-    themselves."""
+    is followed, like a ping; `<img>`/`<script>` with `attributionsrc` are in `extra`."""
     lowered = document.lower()
     needed: set[str] = set()
     if may_carry_ping(document, lowered):
@@ -138,7 +138,7 @@ _SMALL_DOCUMENT: Final = 16 << 10
 """Up to this size a document is also scanned for the tags of `style_element` and
 `extra`: building a rewriter costs the same for any page (each registration about
 2.5 us, each compound 0.7), scanning costs by the byte; past it they are registered."""
-_EXTRA_TAGS: Final = (b"<svg", b"<image", b"<feimage", b"<use", b"<set", b"<animate")
+_EXTRA_TAGS: Final = (b"<svg", b"<image", b"<feimage", b"<use", b"<set", b"<animate", b"attributionsrc")
 
 
 _ALL: Final = frozenset(PRESCANNED)

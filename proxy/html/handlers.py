@@ -85,8 +85,6 @@ class _ScriptHandler:
         self.rules = False
         svg = e.namespace_uri == SVG_NS
         url = (_attr(e, "href") or _attr(e, "xlink:href")) if svg else _attr(e, "src")
-        if e.get_attribute("attributionsrc") is not None:
-            AttributionHandler(run).element(e)
         nonce = e.get_attribute("nonce")
         if nonce and run.nonce is None:
             run.nonce = nonce
@@ -200,19 +198,12 @@ def _is_google(decision: Decision) -> bool:
 
 class _ImgHandler(_Handler):
     """`<img>`: the most common element on any page, so the fast path is spelled out:
-    a plainly relative src (the site's own photo) costs one attribute read (and one for
-    `attributionsrc`, registered on load)."""
+    a plainly relative src (the site's own photo) costs one attribute read."""
 
-    __slots__ = ("attribution",)
-
-    def __init__(self, run: GateRun) -> None:
-        super().__init__(run)
-        self.attribution = AttributionHandler(run)
+    __slots__ = ()
 
     def element(self, e: Any) -> None:
         run = self.run
-        if e.get_attribute("attributionsrc") is not None:
-            self.attribution.element(e)
         src = e.get_attribute("src")
         if src:
             if "&" in src:
@@ -463,10 +454,11 @@ class _TopHandler(_Handler):
 class _ExtraHandler:
     """The less common fetching elements under one selector registration: SVG
     (presentation attributes of every element inside `<svg>`, `<image>`, `<feImage>`,
-    `<use>`, SMIL `<set>`/`<animate>`), an HTML `<image>` (an `<img>` to the parser), and
-    `background` on table parts."""
+    `<use>`, SMIL `<set>`/`<animate>`), an HTML `<image>` (an `<img>` to the parser),
+    `background` on table parts, and `attributionsrc` on `<img>`/`<script>` (fetched on
+    load; on `<a>`/`<area>` only when the link is followed, with the `ping` group)."""
 
-    __slots__ = ("svg", "animation", "presentation", "media")
+    __slots__ = ("svg", "animation", "presentation", "media", "attribution")
 
     _SVG_HREF: Final = frozenset({"image", "feimage", "use"})
     _ANIMATION: Final = frozenset({"set", "animate"})
@@ -476,10 +468,13 @@ class _ExtraHandler:
         self.animation = AnimationHandler(run)
         self.presentation = PresentationHandler(run)
         self.media = _MediaHandler(run)
+        self.attribution = AttributionHandler(run)
 
     def element(self, e: Any) -> None:
         tag = e.tag_name
-        if e.namespace_uri == SVG_NS:
+        if tag == "img" or tag == "script":
+            self.attribution.element(e)  # selected with [attributionsrc]
+        elif e.namespace_uri == SVG_NS:
             if tag in self._SVG_HREF:
                 self.svg.element(e)
             elif tag in self._ANIMATION:
