@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -314,3 +315,27 @@ def test_data_urls_agree_with_the_fetch_standard_test_data(testdata: Path) -> No
         if parsed is None or parsed.body != bytes(body[0]):
             wrong.append(url)
     assert wrong == []
+
+
+async def test_the_header_charset_reaches_the_gate(aiohttp_server: Any) -> None:
+    """Through the proxy: a Shift_JIS page declared only in the Content-Type header."""
+    from aiohttp import web
+
+    from tests.proxytools import running_proxy
+
+    page = '<html><body><img src="https://\uff42at.bing.com/a"><p>ok</p></body></html>'.encode("shift_jis")
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=page, headers={"Content-Type": "text/html; charset=Shift_JIS"})
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    server = await aiohttp_server(app)
+    async with running_proxy(f"http://127.0.0.1:{server.port}") as running:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):  # the second answer comes from the gated-page cache
+                async with session.get(f"http://127.0.0.1:{running.port}/") as resp:
+                    body = await resp.read()
+                assert b"<img" not in body and b"<p>ok</p>" in body

@@ -32,6 +32,7 @@ from ..metrics import Metrics
 from ._aiohttp import send_head_with_body
 from .exchange import Exchange
 from .pool import UpstreamResponse
+from .response import charset_of
 from .stages import Body, ResponsePlan, Visitor
 
 log = logging.getLogger("tag_gate")
@@ -291,6 +292,7 @@ class GatedRelay(Relay):
             nonce=plan.nonce,
             generation=ex.runtime.generation,
             additions=plan.additions,
+            charset=charset_of(plan.headers.get(hdrs.CONTENT_TYPE)),
         )
         hit = cache.get(key, body)
         if hit is not None:

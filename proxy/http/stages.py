@@ -421,6 +421,7 @@ class Stages:
                 nonce=plan.nonce,
                 report_only=plan.body is Body.REPORT,
                 additions=plan.additions,
+                charset=charset_of(plan.headers.get(hdrs.CONTENT_TYPE)),
             ),
             decode=plan.decode,
             encode=plan.encode,
