@@ -540,6 +540,10 @@ def test_selectors_are_the_documented_set() -> None:
         "base",
         "noscript",
         "top",
+        "style_element",
+        "attribution",
+        "meta",
+        "extra",
     }
 
 
@@ -584,10 +588,12 @@ def test_less_common_fetching_markup_is_gated(snippet: str, gone: str, kept: str
     assert gate(plan(consent_mode=False), ALL, snippet).decode() == snippet
 
 
-def test_inline_styles_are_left_alone_unless_asked_for() -> None:
+def test_inline_styles_are_gated_by_default_and_left_alone_when_turned_off() -> None:
     snippet = '<div style="background:url(https://bat.bing.com/c.png)">x</div>'
-    assert gate(REMOVE, NONE, snippet).decode() == snippet
-    assert "bing" not in gate(COMPLETE, NONE, snippet).decode()
+    assert "bing" not in gate(REMOVE, NONE, snippet).decode()
+    assert "bing" not in gate_whole(REMOVE, NONE, snippet).decode()
+    off = GatePlan(Policy(CATALOG), inline_styles=False)
+    assert gate(off, NONE, snippet).decode() == snippet
 
 
 def test_gpc_refused_categories_are_removed_not_deferred() -> None:

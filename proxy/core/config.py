@@ -168,7 +168,7 @@ class HtmlConfig:
     unknown_hosts: str = "keep"
     first_party_hosts: tuple[str, ...] = ()
     consent_mode: bool = True
-    inline_styles: bool = False
+    inline_styles: bool = True
     max_inline_script: int = 1 << 20
     max_decoded_size: int = 64 << 20
     max_ratio: float = 100.0

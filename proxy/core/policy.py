@@ -272,6 +272,17 @@ class Policy:
             if self.unknown_hosts
             else _classification(None, None, Origin.UNKNOWN_HOST, Action.KEEP)
         )
+        self.unparseable_host = _classification(
+            None,
+            None,
+            Origin.UNKNOWN_HOST,
+            Action.REMOVE,
+            rule="unparseable-host",
+            grant=Grant.EVERYTHING,
+            needs=self.gated_categories,
+        )
+        """An http(s) URL whose host tag-gate cannot parse (the browser may): not first
+        party; kept only when the visitor granted every category the policy gates."""
         self.relative_can_match = any(r.path_prefixes or r.url_regex is not None or r.hosts for r in self._url_rules)
         """Whether any rule could classify a relative URL; if not, those are first-party outright."""
 

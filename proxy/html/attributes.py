@@ -40,9 +40,26 @@ LINK_RELS: Final = frozenset(
         "apple-touch-icon-precomposed",
         "mask-icon",
         "manifest",
+        "compression-dictionary",
+        "dictionary",
+        "alternate",
+        "next",
+        "subresource",
+        "serviceworker",
+        "import",
+        "payment",
+        "facilitated-payment",
+        "fluid-icon",
+        "apple-touch-startup-image",
+        "shortcut",
+        "expect",
+        "pingback",
+        "search",
     }
 )
-"""`<link rel>` tokens that make the browser contact the URL."""
+"""`<link rel>` tokens that make the browser contact the URL (or might: `alternate`
+stylesheets are fetched, `compression-dictionary` and its trial name `dictionary`
+download a dictionary, and the rest are cheap to cover)."""
 
 CSS_URL: Final = re.compile(r"""url\(\s*(?:"([^"]*)"|'([^']*)'|([^)\s]*))\s*\)""", re.IGNORECASE)
 """A CSS `url(...)`: group 1, 2 or 3 holds the URL (double-quoted, single-quoted, bare)."""

@@ -45,7 +45,7 @@ class CachedPage:
     activation_needed: bool
 
 
-CacheKey = tuple[bytes, str | None, str | None, str, str | None, str | None, int, Additions]
+CacheKey = tuple[bytes, str | None, str | None, str, str | None, str | None, int, Additions, str | None]
 
 
 class GateCache:
@@ -72,10 +72,12 @@ class GateCache:
         nonce: str | None,
         generation: int,
         additions: Additions,
+        charset: str | None = None,
     ) -> CacheKey:
-        """The key of a whole upstream body gated for one visitor (see the module docstring)."""
+        """The key of a whole upstream body gated for one visitor (see the module docstring;
+        `charset`, the Content-Type's, decides how non-ASCII hosts read)."""
         digest = xxhash.xxh3_128_digest(body)
-        return (digest, coding, encode, consent_key, host, nonce, generation, additions)
+        return (digest, coding, encode, consent_key, host, nonce, generation, additions, charset)
 
     def get(self, key: CacheKey, source: bytes) -> CachedPage | None:
         """The page gated from exactly `source` under `key`'s other inputs, or None."""

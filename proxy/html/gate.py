@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import re
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
@@ -50,6 +51,7 @@ __all__ = [
     "HtmlGate",
     "gate_document",
     "gate_selectors",
+    "prescan",
     "may_carry_ping",
     "srcset_urls",
 ]
@@ -59,22 +61,33 @@ HTML: Final = lolhtml.ContentType.HTML
 SELECTORS: Final = {
     "script": "script",
     "img": "img",
-    "media": "source, video, audio[src], input[src], "
+    "media": "source, video, audio[src], input[src], track, "
     "body[background], table[background], td[background], th[background]",
     "frame": "iframe, frame",
     "embed": "object[data], embed[src]",
     "link": "link",
     "ping": "a[ping], area[ping]",
-    "style": '[style*="url("]',
+    "style": "[style]",
     "base": "base[href]",
     "noscript": "noscript",
     "top": "html, head",
+    "style_element": "style",
+    "attribution": "a[attributionsrc], area[attributionsrc]",
+    # One registration, one dispatching handler (`handlers.HANDLERS["extra"]`): each
+    # registration costs a rewriter about 2.5 us to build, each compound in it 0.7.
+    "meta": "meta",
+    "extra": "image, feimage, use, set, animate, svg, svg *, tr[background], thead[background], "
+    "tbody[background], tfoot[background], col[background], colgroup[background], img[attributionsrc], "
+    "script[attributionsrc]",
 }
 """The selectors the gate registers (the rewrite benchmark's reference uses the same).
 
 lol-html tests every start tag against every compound selector (about 3 ns each), so
 rare elements are selected by tag alone and their handlers read the attributes; an
-attribute condition stays where the tag is common (`a[ping]`, `td[background]`)."""
+attribute condition stays where the tag is common (`a[ping]`, `td[background]`). A
+selector without a tag (`[style]`) makes lol-html read the attributes of every element,
+which costs a fifth of the gate's speed: when the gate holds the whole document first
+(`feed_whole`), `prescan` leaves out what the document cannot need."""
 
 IMG_NARROW: Final = (
     'img[src*="//"], img[src*=":"], img[src*="\\\\"], img[src*="&"], '
@@ -88,25 +101,73 @@ or that carry a `srcset` or `attributionsrc`. Every other `<img>` is one the img
 would keep after one attribute read (`plainly_relative`), so it costs no Python call.
 Any attribute the img handler learns to read must be added here."""
 
-_OPTIONAL: Final = ("style", "top")
-"""Selectors registered only when needed: `style` with `html.inline_styles`, `top` when
-the page gets a head-start addition (the runtime guard)."""
+PRESCANNED: Final = ("ping", "style", "attribution", "style_element", "extra")
+"""Selectors a whole document is pre-scanned for (`prescan`); a streamed one gets them all."""
 
-_SELECTOR_NAMES: Final = {
-    (inline_styles, top): tuple(
+_STYLE_VALUE: Final = re.compile(
+    rb"style[\t\n\f\r ]*=[\t\n\f\r ]*(?:\"[^\"(&]*[(&]|'[^'(&]*[(&]|(?![\"'])[^\t\n\f\r >(&]*[(&])"
+)
+
+
+def _any_match(lowered: bytes, word: bytes, pattern: re.Pattern[bytes]) -> bool:
+    """Whether `pattern` matches at some occurrence of `word` (its literal start): a
+    `bytes.find` walk, since a regex search that fails scans a page several times slower."""
+    i = lowered.find(word)
+    while i >= 0:
+        if pattern.match(lowered, i) is not None:
+            return True
+        i = lowered.find(word, i + 1)
+    return False
+
+
+def prescan(document: bytes, lowered: bytes | None = None) -> frozenset[str]:
+    """The `PRESCANNED` selectors a complete document may need, from its bytes (lol-html
+    reads the same bytes; attribute and tag names have no character references, and in
+    the Latin-1 transport ASCII letters are unchanged). Conservative: text that only looks
+    like markup (in a script) counts too. `style`: a `style` attribute whose value holds
+    `(` or `&` (CSS fetches only through a function or url token, and a character
+    reference may spell the parenthesis). Each test is one pass over the page, about as
+    long as lol-html's own, so only the selectors that make lol-html read the attributes
+    of every element (or every link) are prescanned; the rest are selected by tag, always
+    (presentation attributes as `svg *`: only inside an `<svg>` are attributes read).
+    `attribution` rides on `ping`: `<a attributionsrc>` is contacted only when the link
+    is followed, like a ping; `<img>`/`<script>` with `attributionsrc` are in `extra`.
+    `lowered`: `document.lower()` when the caller has it already."""
+    if lowered is None:
+        lowered = document.lower()
+    needed: set[str] = set()
+    if may_carry_ping(document, lowered):
+        needed.update(("ping", "attribution"))
+    if _any_match(lowered, b"style", _STYLE_VALUE):
+        needed.add("style")
+    if len(document) > _SMALL_DOCUMENT:
+        needed.update(("style_element", "extra"))
+        return frozenset(needed)
+    if b"<style" in lowered:
+        needed.add("style_element")
+    if b"background" in lowered or any(tag in lowered for tag in _EXTRA_TAGS):
+        needed.add("extra")
+    return frozenset(needed)
+
+
+_SMALL_DOCUMENT: Final = 16 << 10
+"""Up to this size a document is also scanned for the tags of `style_element` and
+`extra`: building a rewriter costs the same for any page (each registration about
+2.5 us, each compound 0.7), scanning costs by the byte; past it they are registered."""
+_EXTRA_TAGS: Final = (b"<svg", b"<image", b"<feimage", b"<use", b"<set", b"<animate", b"attributionsrc")
+
+
+_ALL: Final = frozenset(PRESCANNED)
+
+
+def gate_selectors(plan: GatePlan, *, top: bool = False, needed: frozenset[str] = _ALL) -> tuple[str, ...]:
+    """The names of the SELECTORS a gate with this plan registers, in order (`top`: the
+    page gets a head-start addition; `needed`: the prescanned selectors to include)."""
+    return tuple(
         name
         for name in SELECTORS
-        if name not in _OPTIONAL or (name == "style" and inline_styles) or (name == "top" and top)
+        if (name != "top" or top) and (name not in _ALL or name in needed) and (name != "style" or plan.inline_styles)
     )
-    for inline_styles in (False, True)
-    for top in (False, True)
-}
-
-
-def gate_selectors(plan: GatePlan, *, top: bool = False) -> tuple[str, ...]:
-    """The names of the SELECTORS a gate with this plan registers, in order (`top`: the
-    page gets a head-start addition)."""
-    return _SELECTOR_NAMES[plan.inline_styles, top]
 
 
 _UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
@@ -143,6 +204,7 @@ def _nested_gate(run: GateRun, stats: GateStats) -> HtmlGate:
         report_only=run.report_only,
         stats=stats,
         nested=run.nested + 1,
+        charset=run.charset,
     )
     if run.base_host is not None:
         gate._run.base_host = run.base_host
@@ -150,19 +212,22 @@ def _nested_gate(run: GateRun, stats: GateStats) -> HtmlGate:
     return gate
 
 
-_REGISTRATIONS: Final = {
-    (inline_styles, top, ping, narrow): tuple(
-        (IMG_NARROW if narrow and name == "img" else SELECTORS[name], HANDLERS[name])
-        for name in names
-        if ping or name != "ping"
-    )
-    for (inline_styles, top), names in _SELECTOR_NAMES.items()
-    for ping in (False, True)
-    for narrow in (False, True)
-}
+_REGISTRATIONS: dict[tuple[bool, bool, frozenset[str], bool], tuple[tuple[str, Callable[[GateRun], Any]], ...]] = {}
 """What a gate registers with lol-html, by (`html.inline_styles`, whether the page gets
-a head-start addition, whether the page may have a `ping` attribute, whether `<img>` is
-selected narrowly): selector and handler factory, in SELECTORS order."""
+a head-start addition, the prescanned selectors needed, whether `<img>` is selected
+narrowly): selector and handler factory, in SELECTORS order (built on first use)."""
+
+
+def _registrations(plan: GatePlan, top: bool, needed: frozenset[str], narrow: bool) -> tuple[tuple[str, Any], ...]:
+    key = (plan.inline_styles, top, needed, narrow)
+    found = _REGISTRATIONS.get(key)
+    if found is None:
+        names = gate_selectors(plan, top=top, needed=needed)
+        found = _REGISTRATIONS[key] = tuple(
+            (IMG_NARROW if narrow and name == "img" else SELECTORS[name], HANDLERS[name]) for name in names
+        )
+    return found
+
 
 _BASE_TAG: Final = b"<base"
 
@@ -190,6 +255,7 @@ class HtmlGate:
         nested: int = 0,
         additions: Additions = NO_ADDITIONS,
         adaptive: bool | None = None,
+        charset: str | None = None,
     ) -> None:
         """`adaptive`: None chooses the `<img>` selector per document when `feed_whole`
         has it in hand (`may_narrow_images`); True narrows it for every document, streamed
@@ -212,12 +278,10 @@ class HtmlGate:
             html=HTML,
             nest=_nested_gate,
             additions=additions,
+            charset=charset,
         )
         self._run = run
-        self.page_charset = "windows-1252"
-        """The encoding the browser decodes this page's bytes with (the Encoding
-        Standard's name), set by `proxy.html.start` before the first feed: the bytes
-        the gate sees are in it ("UTF-8" for a page transcoded for the gate)."""
+        self._page_charset = charset or "windows-1252"
         self._out: list[bytes] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._ascii = True
@@ -233,18 +297,32 @@ class HtmlGate:
         self._optimistic = False  # see `feed_whole`
         self._args = (plan, consent, page_host, nonce, report_only, nested, additions)
 
-    def _build(self, *, ping: bool = True, narrow: bool = False, foreign: bool = True) -> Any:
-        """The lol-html rewriter with this gate's selectors; `ping=False` leaves out
-        `a[ping]`/`area[ping]` (which make lol-html read the attributes of every link);
-        `narrow` selects `<img>` with `IMG_NARROW` (only where no rule classifies relative
-        URLs: the img handler's plainly-relative shortcut is what makes it exact);
+    @property
+    def page_charset(self) -> str:
+        """The encoding the browser decodes this page's bytes with (the Encoding
+        Standard's name), set by `proxy.html.start` before the first feed: the bytes
+        the gate sees are in it ("UTF-8" for a page transcoded for the gate). Setting it
+        settles the charset the gate reads non-ASCII URLs in (`GateRun.charset`)."""
+        return self._page_charset
+
+    @page_charset.setter
+    def page_charset(self, encoding: str) -> None:
+        self._page_charset = encoding
+        self._run.charset = encoding
+        self._run.charset_known = True
+
+    def _build(self, *, needed: frozenset[str] = _ALL, narrow: bool = False, foreign: bool = True) -> Any:
+        """The lol-html rewriter with this gate's selectors; `needed` names the
+        `PRESCANNED` ones to include (a streamed document needs them all); `narrow`
+        selects `<img>` with `IMG_NARROW` (only where no rule classifies relative URLs:
+        the img handler's plainly-relative shortcut is what makes it exact);
         `foreign=False` leaves out the `svg, math` selector."""
         run = self._run
         narrow = (narrow or self._adaptive is True) and self._adaptive is not False and run.relative_first_party
         self.narrowed = narrow
         sink: Any = self._out.append
         rewriter = lolhtml.HTMLRewriter(sink)
-        for selector, handler in _REGISTRATIONS[run.plan.inline_styles, run.head_pending, ping, narrow]:
+        for selector, handler in _registrations(run.plan, run.head_pending, needed, narrow):
             rewriter.on(selector, handler(run))
         if run.page_pending:
             rewriter.on(PAGE_SELECTOR, PAGE_HANDLER(run))
@@ -285,6 +363,9 @@ class HtmlGate:
                 self._head = chunk
                 return b""
             self._head = None
+            if chunk[:3] == b"\xef\xbb\xbf":
+                self._run.charset = "utf-8"  # a byte order mark outranks any label
+                self._run.charset_known = True
             if chunk[:2] in _UTF16_BOMS:
                 # Browsers obey a byte order mark over any charset label: the page is
                 # UTF-16 to them, and markup lol-html cannot see would run.
@@ -328,7 +409,7 @@ class HtmlGate:
         without `<base` selects only the `<img>` that could leave the page's host."""
         if self._rewriter is None:
             lowered = document.lower()
-            self._build(ping=may_carry_ping(document, lowered), narrow=may_narrow_images(lowered))
+            self._build(needed=prescan(document, lowered), narrow=may_narrow_images(lowered))
             if self._foreign is not None and self._head == b"":
                 # One plain pass, stopped by the `svg, math` handler at the first foreign
                 # start tag; only a document that has one is gated again, precisely

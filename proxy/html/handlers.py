@@ -18,17 +18,27 @@ lol-html's element and text chunk objects are typed `Any` (the binding has no st
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from ..core.actions import Action, Kind
 from ..core.defer import apply_edit, defer_edit, runs_as_script, start_tag
 from ..core.policy import Decision
-from ..core.url import host_of
-from .attributes import CSS_URL, LINK_RELS, attribute_text, may_name_a_host, srcset_urls
+from .attributes import LINK_RELS, attribute_text, may_name_a_host, srcset_urls
+from .fetching import (
+    AnimationHandler,
+    AttributionHandler,
+    MetaHandler,
+    PresentationHandler,
+    StyleAttributeHandler,
+    StyleElementHandler,
+    SvgHrefHandler,
+    gate_data_url,
+)
+from .fragment import FRAGMENT_MEMO_MAX_TEXT, MAX_NESTING, gate_fragment
 from .markup import GOOGLE_TAG_VENDORS, activation_script
-from .run import GateRun, GateStats, TextGate
+from .run import GateRun, TextGate
+from .sources import is_data_url, speculation_urls
 
 __all__ = [
     "DOCUMENT_HANDLER",
@@ -62,7 +72,7 @@ class _Handler:
 class _ScriptHandler:
     """External scripts by URL; inline scripts held back and decided by signature."""
 
-    __slots__ = ("run", "mode", "attrs", "buf", "size")
+    __slots__ = ("run", "mode", "attrs", "buf", "size", "rules")
 
     IGNORE = 0
     BUFFER = 1
@@ -75,9 +85,12 @@ class _ScriptHandler:
         self.attrs: list[tuple[str, str]] = []
         self.buf: list[str] = []
         self.size = 0
+        self.rules = False
+        """The buffered script is speculation rules (JSON), not JavaScript."""
 
     def element(self, e: Any) -> None:
         run = self.run
+        self.rules = False
         svg = e.namespace_uri == SVG_NS
         url = (_attr(e, "href") or _attr(e, "xlink:href")) if svg else _attr(e, "src")
         nonce = e.get_attribute("nonce")
@@ -98,9 +111,12 @@ class _ScriptHandler:
                 return
             run.act(e, _SCRIPT, decision)
             return
-        if not runs_as_script(_attr(e, "type")):
+        kind = _attr(e, "type")
+        if not runs_as_script(kind):
             self.mode = self.IGNORE
-            return
+            if kind is None or kind.strip().lower() != "speculationrules":
+                return
+            self.rules = True
         self.mode = self.BUFFER
         self.attrs = e.attributes
         self.buf = []
@@ -128,6 +144,9 @@ class _ScriptHandler:
 
     def _finish(self, t: Any, text: str) -> None:
         run = self.run
+        if self.rules:
+            self._finish_rules(t, text)
+            return
         decision = run.decide_inline(text)
         if decision.keeps:
             if run.gcm_pending and _is_google(decision):
@@ -154,6 +173,31 @@ class _ScriptHandler:
         inert = start_tag("script", apply_edit(self.attrs, edit))
         t.replace(f"{edit.before}</script>{inert}{text}", run.html)
         # Didomi's wrapper has no closing part for scripts: the type change is enough.
+
+    def _finish_rules(self, t: Any, text: str) -> None:
+        """Speculation rules prefetch or prerender their URLs: any refused one, or a
+        document rule that may match links beyond the page's own paths while the visitor
+        refused something, empties the rules (the browser then speculates nothing)."""
+        run = self.run
+        found = speculation_urls(text)
+        refusal: Decision | None = None
+        if found is not None:
+            urls, contained = found
+            for url in urls:
+                d = run.decide(_LINK, "script", url)
+                if not d.keeps:
+                    refusal = d
+                    break
+            if refusal is None and not contained:
+                d = run.policy.unparseable_host.decide(run.consent, _LINK)
+                refusal = None if d.keeps else d
+        if refusal is None:
+            t.replace(text, run.html)
+            return
+        run.count(refusal)
+        t.replace(text if run.report_only else "", run.html)
+        if self.mode == self.PASS:
+            self.mode = self.SWALLOW
 
 
 def _is_google(decision: Decision) -> bool:
@@ -200,9 +244,16 @@ class _MediaHandler(_Handler):
         "table": ("background",),
         "td": ("background",),
         "th": ("background",),
+        "tr": ("background",),
+        "thead": ("background",),
+        "tbody": ("background",),
+        "tfoot": ("background",),
+        "col": ("background",),
+        "colgroup": ("background",),
+        "track": ("src",),
     }
     SRCSET: Final = frozenset({"source"})
-    BACKGROUND: Final = frozenset({"body", "table", "td", "th"})
+    BACKGROUND: Final = frozenset({"body", "table", "td", "th", "tr", "thead", "tbody", "tfoot", "col", "colgroup"})
 
     def element(self, e: Any) -> None:
         run = self.run
@@ -253,6 +304,14 @@ class _UrlHandler:
         for url in urls:
             if url:
                 decision = run.decide(self.kind, tag, url)
+                if decision.keeps and is_data_url(url):
+                    replacement, refusal = gate_data_url(run, tag, self.kind, url)
+                    if refusal is not None:
+                        run.remove(e, refusal)
+                        return
+                    if replacement is not None and not run.report_only:
+                        e.set_attribute(self.attribute.get(tag, "src"), replacement)
+                    continue
                 if not decision.keeps:
                     run.act(e, self.kind, decision)
                     return
@@ -283,37 +342,6 @@ class _PingHandler(_Handler):
             e.remove_attribute("ping")
 
 
-class _StyleHandler(_Handler):
-    """`url(...)` in a style attribute: a refused URL becomes `none` (no request, the
-    rest of the declaration and of the attribute unchanged)."""
-
-    __slots__ = ()
-
-    def element(self, e: Any) -> None:
-        run = self.run
-        value = _attr(e, "style")
-        if not value:
-            return
-        refused: list[Decision] = []
-
-        def replace(m: re.Match[str]) -> str:
-            url = (m.group(1) or m.group(2) or m.group(3) or "").strip()
-            if url:
-                d = run.decide(_LINK, e.tag_name, url)
-                if not d.keeps:
-                    refused.append(d)
-                    return "none"
-            return m.group(0)
-
-        new = CSS_URL.sub(replace, value)
-        if not refused:
-            return
-        for decision in refused:
-            run.action(decision)
-        if not run.report_only:
-            e.set_attribute("style", new.replace("&", "&amp;"))
-
-
 class _FrameHandler(_Handler):
     """`<iframe>`/`<frame>` by src. An iframe's srcdoc holds a whole document (shown
     instead of src): it goes through a nested gate first, so that a placeholder's saved
@@ -325,7 +353,7 @@ class _FrameHandler(_Handler):
         run = self.run
         tag = e.tag_name
         source = e.get_attribute("srcdoc")
-        if source and run.nested >= _MAX_NESTING:
+        if source and run.nested >= MAX_NESTING:
             if not run.report_only:
                 e.set_attribute("srcdoc", "")  # too deep to gate: an empty document
         elif source:
@@ -338,6 +366,13 @@ class _FrameHandler(_Handler):
         url = _attr(e, "src")
         if url:
             decision = run.decide(_FRAME, tag, url)
+            if decision.keeps and is_data_url(url):
+                replacement, refusal = gate_data_url(run, tag, _FRAME, url)
+                if refusal is not None:
+                    run.remove(e, refusal)
+                elif replacement is not None and not run.report_only:
+                    e.set_attribute("src", replacement)
+                return
             if not decision.keeps:
                 run.act(e, _FRAME, decision)
 
@@ -356,7 +391,7 @@ class _BaseHandler(_Handler):
         if run.base_fixed:
             return  # the browser ignores every base after the first with an href
         href = _attr(e, "href") or ""
-        host = host_of(href)
+        host = run.host_of(href)
         if host and host != run.page_host:
             decision = run.decide(_MEDIA, "base", href)
             if not decision.keeps:
@@ -372,7 +407,7 @@ class _BaseHandler(_Handler):
 class _NoscriptHandler:
     """lol-html hands <noscript> content over as text (scripting-on parsing). Small
     content is collected and gated whole (`gate_fragment`); content past
-    `_FRAGMENT_MEMO_MAX_TEXT` streams through a nested gate instead."""
+    `FRAGMENT_MEMO_MAX_TEXT` streams through a nested gate instead."""
 
     __slots__ = ("run", "gate", "buf", "size")
 
@@ -384,7 +419,7 @@ class _NoscriptHandler:
 
     def text(self, t: Any) -> None:
         run = self.run
-        if run.nested >= _MAX_NESTING:
+        if run.nested >= MAX_NESTING:
             # A <noscript> that deep is nobody's markup but an evasion's: what it holds
             # would render without scripts, ungated, so it goes.
             if not run.report_only:
@@ -396,7 +431,7 @@ class _NoscriptHandler:
         if gate is None:
             self.buf.append(chunk)
             self.size += len(chunk)
-            if not last and self.size <= _FRAGMENT_MEMO_MAX_TEXT:
+            if not last and self.size <= FRAGMENT_MEMO_MAX_TEXT:
                 t.remove()
                 return
             text = "".join(self.buf)
@@ -413,44 +448,6 @@ class _NoscriptHandler:
             out += gate.end_text()
             self.gate = None
         t.replace(out, run.html)
-
-
-_MAX_NESTING: Final = 2
-"""<noscript>/srcdoc levels gated inside one another; deeper content is dropped."""
-_FRAGMENT_MEMO_MAX_TEXT: Final = 4096
-
-
-def gate_fragment(run: GateRun, text: str) -> str | None:
-    """Gate a whole small fragment; None when it comes out unchanged.
-
-    Sites repeat the same <noscript> pixels and srcdoc snippets on every page, and a
-    nested lol-html rewriter costs more to build than the fragment costs to parse, so
-    results are memoised per plan by everything they depend on (what was counted is
-    replayed into this response's stats). Text without a tag holds no element at all."""
-    if "<" not in text:
-        return None
-    stats = run.stats
-    memoise = stats.records is None and stats.unclassified_hosts is None and len(text) <= _FRAGMENT_MEMO_MAX_TEXT
-    if not memoise:
-        gate = run.nested_gate(stats)
-        out = gate.feed_text(text) + gate.end_text()
-        return None if out == text else out
-    key = (text, run.consent, run.page_host, run.base_host, run.nonce, run.report_only, run.nested)
-    memo = run.plan.fragment_memo
-    hit = memo.table.get(key)
-    if hit is None:
-        own = GateStats()
-        gate = run.nested_gate(own)
-        out = gate.feed_text(text) + gate.end_text()
-        changed = None if out == text else out
-        hit = (changed, tuple(own.counts.items()), own.activation_needed, own.consent_mode_inserted)
-        memo.put(key, hit, 2 * len(text) + (len(run.page_host) if run.page_host else 0))
-    result, counts, activation, consent_mode = hit
-    for item, n in counts:
-        stats.counts[item] += n
-    stats.activation_needed |= activation
-    stats.consent_mode_inserted |= consent_mode
-    return result
 
 
 class _DocumentHandler(_Handler):
@@ -506,6 +503,42 @@ class _PageHandler(_Handler):
             e.before(run.take_head_end(), run.html)
 
 
+class _ExtraHandler:
+    """The less common fetching elements under one selector registration: SVG
+    (presentation attributes of every element inside `<svg>`, `<image>`, `<feImage>`,
+    `<use>`, SMIL `<set>`/`<animate>`), an HTML `<image>` (an `<img>` to the parser),
+    `background` on table parts, and `attributionsrc` on `<img>`/`<script>` (fetched on
+    load; on `<a>`/`<area>` only when the link is followed, with the `ping` group)."""
+
+    __slots__ = ("svg", "animation", "presentation", "media", "attribution")
+
+    _SVG_HREF: Final = frozenset({"image", "feimage", "use"})
+    _ANIMATION: Final = frozenset({"set", "animate"})
+
+    def __init__(self, run: GateRun) -> None:
+        self.svg = SvgHrefHandler(run)
+        self.animation = AnimationHandler(run)
+        self.presentation = PresentationHandler(run)
+        self.media = _MediaHandler(run)
+        self.attribution = AttributionHandler(run)
+
+    def element(self, e: Any) -> None:
+        tag = e.tag_name
+        if tag == "img" or tag == "script":
+            self.attribution.element(e)  # selected with [attributionsrc]
+        elif e.namespace_uri == SVG_NS:
+            if tag in self._SVG_HREF:
+                self.svg.element(e)
+            elif tag in self._ANIMATION:
+                self.animation.element(e)
+            if not e.removed:
+                self.presentation.element(e)
+        elif tag == "image":
+            self.svg.element(e)
+        elif tag in _MediaHandler.BACKGROUND:
+            self.media.element(e)
+
+
 _EMBED_ATTRS: Final = {"object": "data", "embed": "src"}
 _LINK_ATTRS: Final = {"link": "href"}
 
@@ -517,7 +550,11 @@ HANDLERS: Final[Mapping[str, Callable[[GateRun], Any]]] = {
     "embed": lambda run: _UrlHandler(run, Kind.EMBED, _EMBED_ATTRS),
     "link": lambda run: _UrlHandler(run, Kind.LINK, _LINK_ATTRS),
     "ping": _PingHandler,
-    "style": _StyleHandler,
+    "style": StyleAttributeHandler,
+    "style_element": StyleElementHandler,
+    "attribution": AttributionHandler,
+    "meta": MetaHandler,
+    "extra": lambda run: _ExtraHandler(run),
     "base": _BaseHandler,
     "noscript": _NoscriptHandler,
     "top": _TopHandler,

@@ -14,6 +14,7 @@ HTML with the content type the gate passes in, so this module needs no lol-html 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from ..core.memo import Memo
 from ..core.policy import Decision, Origin, Policy
 from ..core.url import host_of
 from .attributes import attribute_text, plainly_relative
+from .hosts import UNPARSEABLE, ascii_host_url, readings
 from .markup import consent_mode_script, placeholder
 
 __all__ = ["NO_ADDITIONS", "Additions", "ElementRecord", "GatePlan", "GateRun", "GateStats", "TextGate"]
@@ -89,9 +91,10 @@ class GatePlan:
     max_inline_script: int = 1 << 20
     gpc_refuses: frozenset[str] = frozenset({"advertising"})
     """`consent.gpc_refuses`: with Sec-GPC these are removed, never deferred."""
-    inline_styles: bool = False
-    """Gate `url()` in style attributes. lol-html then reads every element's attributes,
-    which costs about a fifth of the gate's speed, so it is off unless asked for."""
+    inline_styles: bool = True
+    """Gate `url()` and the like in style attributes. lol-html then reads every element's
+    attributes, which costs about a fifth of the gate's speed; a document the gate holds
+    whole is pre-scanned, so only pages with a style attribute that may fetch pay it."""
     max_pending: int = 32 << 20
     """Input bytes the gate may take without producing output before it gives up."""
     fragment_memo: Memo[tuple[object, ...], FragmentResult] = field(
@@ -129,6 +132,17 @@ _FETCHING: Final = (
     "src", "srcset", "href", "xlink:href", "data", "poster", "background", "srcdoc", "imagesrcset", "ping"
 )  # fmt: skip
 """Attributes removed from a refused element inside foreign content (`GateRun.act`)."""
+
+_NOT_A_TRACKER: Final = Origin.NOT_A_TRACKER
+_SPECIAL_START: Final = re.compile(r"[\x00-\x20]*(?:[hH][tT][tT][pP][sS]?:|[/\\][\t\n\r]*[/\\])")
+
+
+def _names_a_host(url: str) -> bool:
+    """Whether a URL the policy found no host in is still an http(s) or network-path
+    URL (so its host is one nobody could read, not an absent one)."""
+    return _SPECIAL_START.match(url) is not None
+
+
 _INLINE: Final = Kind.INLINE  # a module global costs a sixth of an enum member lookup (Python 3.11)
 _FINAL: Final = {action: traits.final for action, traits in TRAITS.items()}
 _ACTIVATING: Final = {
@@ -161,8 +175,13 @@ class GateRun:
         html: Any,
         nest: Callable[[GateRun, GateStats], TextGate],
         additions: Additions = NO_ADDITIONS,
+        charset: str | None = None,
     ) -> None:
         self.plan = plan
+        self.charset = charset
+        """The page's charset label as far as known (header, BOM, `<meta charset>`):
+        how non-ASCII bytes in a URL read (`proxy.html.hosts`)."""
+        self.charset_known = charset is not None
         self.policy = plan.policy
         self.consent = consent
         self.page_host = page_host
@@ -231,13 +250,44 @@ class GateRun:
     def decide(self, kind: Kind, tag: str, url: str) -> Decision:
         if self.relative_first_party and plainly_relative(url):
             return self.first_party
-        if self.base_host is not None and host_of(url) is None and "//" not in url[:8]:
+        if not url.isascii() or "%" in url:
+            return self._decide_readings(kind, tag, url)
+        return self._decide(kind, tag, url, True)
+
+    def _decide_readings(self, kind: Kind, tag: str, url: str) -> Decision:
+        """A URL with non-ASCII characters (or a percent sign) may name a host the
+        Latin-1 transport garbles: decide every way it may read in the page (its charset
+        first), with the host mapped as the browser maps it. Any refusal wins; a host
+        that does not parse in the browser's own reading is `policy.unparseable_host`."""
+        first: Decision | None = None
+        for i, text in enumerate(readings(url, self.charset) if not url.isascii() else [url]):
+            mapped = ascii_host_url(text)
+            if mapped is UNPARSEABLE:
+                if i:
+                    continue
+                decision = self.policy.unparseable_host.decide(self.consent, kind)
+            else:
+                decision = self._decide(kind, tag, mapped, i == 0)
+            if not decision.keeps:
+                return decision
+            if first is None:
+                first = decision
+        return first if first is not None else self.first_party
+
+    def _decide(self, kind: Kind, tag: str, url: str, record: bool) -> Decision:
+        base_host = self.base_host
+        if base_host is not None and host_of(url) is None and "//" not in url[:8] and ":" not in url.split("/", 1)[0]:
             # Relative to a foreign <base href>: classify where the browser will go.
-            url_for_policy = f"//{self.base_host}/{url.lstrip('/')}"
+            url_for_policy = f"//{base_host}/{url.lstrip('/')}"
         else:
             url_for_policy = url
-        decision = self.policy.classify_url(url_for_policy, self.page_host).decide(self.consent, kind)
+        classification = self.policy.classify_url(url_for_policy, self.page_host)
+        if classification.origin is _NOT_A_TRACKER and _names_a_host(url_for_policy):
+            classification = self.policy.unparseable_host  # http(s) with a host nobody can read
+        decision = classification.decide(self.consent, kind)
         stats = self.stats
+        if not record:
+            return decision
         if decision.category is not None:
             if stats.records is not None:
                 stats.records.append(ElementRecord(tag, url, kind, self._effective(decision)))
@@ -246,6 +296,14 @@ class GateRun:
             if host:
                 stats.unclassified_hosts.add(host)
         return decision
+
+    def host_of(self, url: str) -> str | None:
+        """The host a URL read from the page contacts, as the browser reads it
+        (`UNPARSEABLE` for an http(s) host tag-gate cannot parse)."""
+        if url.isascii() and "%" not in url:
+            return host_of(url)
+        mapped = ascii_host_url(readings(url, self.charset)[0] if not url.isascii() else url)
+        return UNPARSEABLE if mapped is UNPARSEABLE else host_of(mapped)
 
     def decide_inline(self, text: str) -> Decision:
         decision = self.policy.classify_inline(text).decide(self.consent, _INLINE)
@@ -282,6 +340,21 @@ class GateRun:
         return action
 
     # ------------------------------------------------------------ acting
+
+    def count(self, decision: Decision) -> None:
+        """Count a refusal the caller acts on itself (a URL inside CSS made `none`)."""
+        self.stats.counts[(_REMOVE, decision.category or "")] += 1
+
+    def remove(self, e: Any, decision: Decision, attribute: str | None = None) -> None:
+        """Act on a refused element that no consent manager could activate later (SVG
+        and SMIL references, refresh, attributionsrc): it goes, or only `attribute`."""
+        self.count(decision)
+        if self.report_only:
+            return
+        if attribute is None:
+            e.remove()
+        else:
+            e.remove_attribute(attribute)
 
     def act(self, e: Any, kind: Kind, decision: Decision, attribute: str | None = None) -> None:
         """Act on a refused element. With `attribute`, only that attribute fetches (a
