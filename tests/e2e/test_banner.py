@@ -29,7 +29,7 @@ import pytest_asyncio
 from proxy.core.banner import parse_consent_record
 from tests.e2e.banner_site import COOKIE, SALT, BannerWorld
 from tests.e2e.conftest import INSTALL_HINT
-from tests.e2e.world import category_of_host, find_chromium
+from tests.e2e.world import category_of_host, find_chromium, is_console_error
 from tests.schema_check import check
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -180,7 +180,7 @@ async def visit(
             await context.add_cookies([{"name": COOKIE, "value": cookie, "url": world.origin(https) + "/"}])
         page = await context.new_page()
         v = Visit(context, page)
-        page.on("console", lambda m: v.errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.on("console", lambda m: v.errors.append(f"console: {m.text}") if is_console_error(m) else None)
         page.on("pageerror", lambda e: v.errors.append(f"exception: {e}"))
         await page.goto(world.url(path, query=query, https=https), wait_until="load", timeout=15_000)
         await page.wait_for_function("() => window.appRan === true")

@@ -115,7 +115,7 @@ SCRIPTS = {
     "ct.pinterest.com/chain/b.js": "(window.chain = window.chain || []).push(window.libA ? 'B' : 'B-before-A');"
     " window.init = function () { window.chain.push('init'); };",
     "ct.pinterest.com/self/tag.js": "window.selfRan = (window.selfRan || 0) + 1;",
-    "connect.facebook.net/worker/sdk.js": "postMessage('import-ok');",
+    "connect.facebook.net/worker/fbevents.js": "postMessage('import-ok');",
 }
 
 SITE_SCRIPTS = {
@@ -126,7 +126,7 @@ document.write('<img src="https://bat.bing.com/action/0?ti=docwrite" width="1" h
 document.writeln('<p id="written">written</p>');
 """,
     "worker": """/* the site's own worker: it loads a vendor SDK and sends a beacon of its own */
-try { importScripts("https://connect.facebook.net/worker/sdk.js"); } catch (e) { postMessage("import-" + e.name); }
+try { importScripts("https://connect.facebook.net/worker/fbevents.js"); } catch (e) { postMessage("import-" + e.name); }
 fetch("https://bat.bing.com/action/0?ti=worker", { mode: "no-cors" })
   .then(function () { postMessage("fetch-ok"); }, function (e) { postMessage("fetch-" + e.name); });
 """,

@@ -32,7 +32,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trustme
 from aiohttp import web
@@ -522,6 +522,16 @@ def normalise_console(text: str) -> str:
     return _PORT.sub(":PORT", text)
 
 
+REPORT_ONLY_NOTICE: Final = "violates the following report-only Content Security Policy directive"
+
+
+def is_console_error(message: Any) -> bool:
+    """A console message that says something went wrong. Chromium logs each violation of
+    a report-only policy (tag-gate's CSP layer, on a sampled page) at error level, but
+    nothing was blocked: that is the layer measuring, not the page breaking."""
+    return bool(message.type == "error" and REPORT_ONLY_NOTICE not in message.text)
+
+
 @dataclass
 class Tab:
     """A page in a fresh browser context, with its traffic watched."""
@@ -543,7 +553,7 @@ class Tab:
         self.last_event = time.monotonic()
 
     def _on_console(self, message: Any) -> None:
-        if message.type == "error":
+        if is_console_error(message):
             self.console_errors.append(normalise_console(f"console: {message.text}"))
 
     def _on_page_error(self, error: Any) -> None:
