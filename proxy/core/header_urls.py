@@ -20,6 +20,8 @@ import re
 from collections.abc import Callable
 from typing import Final
 
+from .quoted import split_outside_quotes
+
 Keep = Callable[[str], bool]
 
 _ASCII_WS: Final = " \t\n\f\r"
@@ -69,25 +71,7 @@ def parse_refresh(value: str) -> tuple[bool, list[str]]:
 def split_quoted(value: str, separator: str) -> list[str]:
     """`value` split on `separator` outside double-quoted strings (backslash escapes
     the next character inside them), parts trimmed, empty ones left out."""
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = escape = False
-    for c in value:
-        if quoted:
-            if escape:
-                escape = False
-            elif c == "\\":
-                escape = True
-            elif c == '"':
-                quoted = False
-        elif c == '"':
-            quoted = True
-        elif c == separator:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(c)
-    parts.append("".join(current))
+    parts, _ = split_outside_quotes(value, separator)
     return [p for p in (p.strip(" \t") for p in parts) if p]
 
 

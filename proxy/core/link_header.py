@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from .quoted import split_outside_quotes
+
 _LWS: Final = " \t"
 _TCHAR_EXCLUDED: Final = frozenset("()<>@,;:\\\"/[]?={} \t*'%")
 """Characters a parameter name may not contain (RFC 9110 token, minus RFC 8187's `*'%`)."""
@@ -80,28 +82,8 @@ def split_link_values(field: str) -> list[tuple[str, bool]]:
 
 def _split_params(text: str) -> list[str] | None:
     """`;`-separated parameters, honouring quoted strings; None if one is left open."""
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = escape = False
-    for c in text:
-        if quoted:
-            if escape:
-                escape = False
-            elif c == "\\":
-                escape = True
-            elif c == '"':
-                quoted = False
-        elif c == '"':
-            quoted = True
-        elif c == ";":
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(c)
-    if quoted:
-        return None
-    parts.append("".join(current))
-    return parts
+    parts, left_open = split_outside_quotes(text, ";")
+    return None if left_open else parts
 
 
 def _unquote(value: str) -> str | None:

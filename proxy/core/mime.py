@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from .quoted import split_outside_quotes
+
 _LWS: Final = " \t"
 _WS_ASCII: Final = b" \t\n\x0b\x0c\r"
 
@@ -89,26 +91,10 @@ def split_values(lines: Sequence[str]) -> list[str]:
             if value:
                 out.append(value)
             continue
-        start = 0
-        quoted = escape = False
-        for i, c in enumerate(line):
-            if quoted:
-                if escape:
-                    escape = False
-                elif c == "\\":
-                    escape = True
-                elif c == '"':
-                    quoted = False
-            elif c == '"':
-                quoted = True
-            elif c == ",":
-                value = line[start:i].strip(_LWS)
-                if value:
-                    out.append(value)
-                start = i + 1
-        value = line[start:].strip(_LWS)
-        if value:
-            out.append(value)
+        for part in split_outside_quotes(line, ",")[0]:
+            value = part.strip(_LWS)
+            if value:
+                out.append(value)
     return out
 
 

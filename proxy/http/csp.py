@@ -26,7 +26,6 @@ with `tag-gate explain`, not proof.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -35,27 +34,13 @@ from aiohttp import hdrs, web
 
 from ..core.csp_reports import classify_report, parse_csp_reports, strip_query
 from .relay import error_response
+from .request_body import read_capped
 
 if TYPE_CHECKING:
     from .exchange import Exchange
     from .state import ProxyState
 
 log = logging.getLogger("tag_gate")
-
-
-async def _read_capped(request: web.BaseRequest, limit: int, timeout: float) -> bytes | None:
-    """The request body, or None once it passes `limit` bytes."""
-    chunks: list[bytes] = []
-    total = 0
-    async with asyncio.timeout(timeout):
-        while True:
-            chunk = await request.content.readany()
-            if not chunk:
-                return b"".join(chunks)
-            total += len(chunk)
-            if total > limit:
-                return None
-            chunks.append(chunk)
 
 
 async def handle_csp_report(state: ProxyState, ex: Exchange, page_host: str | None) -> web.StreamResponse:
@@ -78,7 +63,7 @@ async def handle_csp_report(state: ProxyState, ex: Exchange, page_host: str | No
     body: bytes | None = None
     if length is None or length <= csp.max_report_size:
         try:
-            body = await _read_capped(request, csp.max_report_size, runtime.config.timeouts.client_body)
+            body = await read_capped(request, csp.max_report_size, runtime.config.timeouts.client_body)
         except TimeoutError:
             metrics.csp_reports["invalid"].inc()
             return error_response(408, "Request Timeout", close=True)

@@ -19,7 +19,6 @@ The page never waits for any of this: banner.js sends the record with sendBeacon
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -33,6 +32,7 @@ from aiohttp import hdrs, web
 from ..core.addresses import IPNetwork
 from ..core.banner import CONSENT_PATH, MAX_RECORD_BYTES, parse_consent_record
 from .relay import error_response
+from .request_body import read_capped
 
 __all__ = ["CONSENT_PATH", "client_address", "client_hash", "handle_consent_post"]
 
@@ -79,21 +79,6 @@ def _utc(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-async def _read_body(request: web.BaseRequest, limit: int, timeout: float) -> bytes | None:
-    """The body, or None past `limit` bytes."""
-    chunks: list[bytes] = []
-    total = 0
-    async with asyncio.timeout(timeout):
-        while True:
-            chunk = await request.content.readany()
-            if not chunk:
-                return b"".join(chunks)
-            total += len(chunk)
-            if total > limit:
-                return None
-            chunks.append(chunk)
-
-
 async def handle_consent_post(ex: Exchange, state: ProxyState) -> web.StreamResponse:
     """Answer one request to the consent endpoint (see the module docstring)."""
     config = ex.runtime.config
@@ -123,7 +108,7 @@ async def handle_consent_post(ex: Exchange, state: ProxyState) -> web.StreamResp
         resp.headers[hdrs.RETRY_AFTER] = "60"
         return resp
     try:
-        body = await _read_body(request, MAX_RECORD_BYTES, config.timeouts.client_body)
+        body = await read_capped(request, MAX_RECORD_BYTES, config.timeouts.client_body)
     except TimeoutError:
         count.labels("invalid").inc()
         return error_response(408, "Request Timeout: the request body stopped arriving", close=True)

@@ -137,6 +137,13 @@ class HeaderStep:
         """A body the browser may render as a document the gate must read."""
         return self.document is not None and self.status not in BODYLESS_STATUSES and self.status >= 200
 
+    @property
+    def head_of_html(self) -> bool:
+        """A HEAD for what its GET would serve as an HTML page: it gets the same head
+        (ETag, additions, body mode), though no body is read (`content_type` leaves
+        `document` unset for a HEAD)."""
+        return self.method == "HEAD" and self.content.html and self.status >= 200
+
 
 # --------------------------------------------------------------------------- header steps
 
@@ -257,7 +264,7 @@ def page_additions(h: HeaderStep) -> None:
     (`Stages.body_mode`). The banner's language may follow Accept-Language: said in Vary."""
     stages = h.stages
     adds = stages.additions
-    html = (h.html_body and h.html_type) or (h.method == "HEAD" and h.content.html and h.status >= 200)
+    html = (h.html_body and h.html_type) or h.head_of_html
     if not adds or stages.report_only or not (html and stages.policy.gates_page(h.path)):
         return
     found = adds.for_page(
@@ -288,7 +295,7 @@ def gated_page_marks(h: HeaderStep) -> None:
     mode (gate, report, fail-safe, or pass when nothing can be refused) with the
     framing and coding headers that mode implies."""
     stages = h.stages
-    page = h.document is not None or (h.method == "HEAD" and h.content.html)
+    page = h.document is not None or h.head_of_html
     gated = (page and stages.policy.gates_page(h.path)) or (h.conditional_ours and h.status == 304)
     if not gated:
         return
@@ -296,7 +303,7 @@ def gated_page_marks(h: HeaderStep) -> None:
     etag = h.headers.get(hdrs.ETAG)
     if etag is not None:
         h.headers[hdrs.ETAG] = consent_etag(etag, h.visitor.etag_key)
-    if h.html_body or (h.method == "HEAD" and h.content.html):
+    if h.html_body or h.head_of_html:
         plan = h.plan
         plan.document = h.document or "html"
         plan.essence = h.content.essence
