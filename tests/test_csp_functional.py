@@ -4,7 +4,9 @@ limits, and the admin listener's gap listing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -178,3 +180,30 @@ async def test_the_endpoint_is_gone_when_the_layer_is_off(upstream: UpstreamFact
     assert await post(tg.url + "/__tag-gate/csp", json.dumps(CSP_REPORT).encode(), "application/csp-report") == 404
     _, headers, _ = await get(tg.url + "/")
     assert CSP_RO not in headers
+
+
+async def test_a_slow_or_huge_report_costs_the_endpoint_nothing(
+    upstream: UpstreamFactory, tag_gate: TagGateFactory
+) -> None:
+    """A report body that stops arriving gets 408 after `timeouts.client_body`; one of
+    8 MB announced is refused at the cap (413) without reading the rest."""
+    server = await upstream(site())
+    tg = await tag_gate(f"http://127.0.0.1:{server.port}", timeouts={"client_body": 0.5})
+    port = int(tg.url.rsplit(":", 1)[1])
+    head = (
+        "POST /__tag-gate/csp HTTP/1.1\r\nHost: s\r\nContent-Type: application/csp-report\r\nContent-Length: {}\r\n\r\n"
+    )
+
+    async def exchange(length: int, body: bytes) -> tuple[bytes, float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = time.monotonic()
+        writer.write(head.format(length).encode() + body)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(200), 5)
+        writer.close()
+        return answer, time.monotonic() - started
+
+    stalled, took = await exchange(1000, b'{"csp-report":')
+    assert stalled.startswith(b"HTTP/1.1 408") and took < 3, (stalled, took)
+    huge, _ = await exchange(8_000_000, b"x" * 70_000)
+    assert huge.startswith(b"HTTP/1.1 413"), huge
