@@ -79,10 +79,12 @@ def may_carry_ping(document: bytes, lowered: bytes | None = None) -> bool:
     `document.lower()` when the caller has it already."""
     if lowered is None:
         lowered = document.lower()
-    for match in _PING_NAME.finditer(lowered):
-        start = match.start()
-        if start == 0 or lowered[start - 1] in _BEFORE_ATTRIBUTE_NAME:
+    # A `bytes.find` walk: a regex search that fails scans a page several times slower.
+    start = lowered.find(b"ping")
+    while start >= 0:
+        if (start == 0 or lowered[start - 1] in _BEFORE_ATTRIBUTE_NAME) and _PING_NAME.match(lowered, start):
             return True
+        start = lowered.find(b"ping", start + 1)
     return False
 
 

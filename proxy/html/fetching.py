@@ -161,7 +161,15 @@ class SvgHrefHandler(_Handler):
             for url in srcset_urls(value) if name == "srcset" else (value,):
                 d = run.decide(_MEDIA, tag, url)
                 if not d.keeps:
-                    run.remove(e, d)
+                    if names[0] == "src":
+                        # An HTML <image>: lol-html does not know it is void, and removing
+                        # it would take the rest of the page along; without its URLs the
+                        # <img> it becomes fetches nothing.
+                        run.remove(e, d, "src")
+                        if not run.report_only:
+                            e.remove_attribute("srcset")
+                    else:
+                        run.remove(e, d)
                     return
 
 

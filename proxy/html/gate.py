@@ -61,8 +61,9 @@ HTML: Final = lolhtml.ContentType.HTML
 SELECTORS: Final = {
     "script": "script",
     "img": "img",
-    "media": "source, video, audio[src], input[src], track, "
-    "body[background], table[background], td[background], th[background]",
+    "media": "source, video, audio[src], input[src], track",
+    "background": "body[background], table[background], td[background], th[background], tr[background], "
+    "thead[background], tbody[background], tfoot[background], col[background], colgroup[background]",
     "frame": "iframe, frame",
     "embed": "object[data], embed[src]",
     "link": "link",
@@ -72,22 +73,22 @@ SELECTORS: Final = {
     "noscript": "noscript",
     "top": "html, head",
     "style_element": "style",
-    "attribution": "a[attributionsrc], area[attributionsrc]",
-    # One registration, one dispatching handler (`handlers.HANDLERS["extra"]`): each
-    # registration costs a rewriter about 2.5 us to build, each compound in it 0.7.
+    "attribution": "a[attributionsrc], area[attributionsrc], img[attributionsrc], script[attributionsrc]",
     "meta": "meta",
-    "extra": "image, feimage, use, set, animate, svg, svg *, tr[background], thead[background], "
-    "tbody[background], tfoot[background], col[background], colgroup[background], img[attributionsrc], "
-    "script[attributionsrc]",
+    # One registration, one dispatching handler (`handlers.HANDLERS["svg"]`): each
+    # registration costs a rewriter about 2.5 us to build, each compound in it 0.7.
+    "svg": "image, feimage, use, set, animate, svg, svg *",
 }
 """The selectors the gate registers (the rewrite benchmark's reference uses the same).
 
-lol-html tests every start tag against every compound selector (about 3 ns each), so
-rare elements are selected by tag alone and their handlers read the attributes; an
-attribute condition stays where the tag is common (`a[ping]`, `td[background]`). A
-selector without a tag (`[style]`) makes lol-html read the attributes of every element,
-which costs a fifth of the gate's speed: when the gate holds the whole document first
-(`feed_whole`), `prescan` leaves out what the document cannot need."""
+lol-html tests every start tag against every compound selector (about 25 instructions
+each, a third of its whole cost on an element-heavy page), and a compound with an
+attribute condition makes it parse the attributes of every element of that tag, so rare
+elements are selected by tag alone and their handlers read the attributes; an attribute
+condition stays where the tag is common (`a[ping]`, `td[background]`). A selector
+without a tag (`[style]`) makes lol-html read the attributes of every element, which
+costs a fifth of the gate's speed. When the gate holds the whole document first
+(`feed_whole`), `prescan` leaves out every registration the document cannot need."""
 
 IMG_NARROW: Final = (
     'img[src*="//"], img[src*=":"], img[src*="\\\\"], img[src*="&"], '
@@ -101,7 +102,37 @@ or that carry a `srcset` or `attributionsrc`. Every other `<img>` is one the img
 would keep after one attribute read (`plainly_relative`), so it costs no Python call.
 Any attribute the img handler learns to read must be added here."""
 
-PRESCANNED: Final = ("ping", "style", "attribution", "style_element", "extra")
+FOREIGN: Final = "foreign"
+"""`prescan`'s name for `FOREIGN_SELECTOR` (not one of `SELECTORS`)."""
+
+_ALWAYS_SCANNED: Final = {
+    "background": (b"background",),
+    "attribution": (b"attributionsrc",),
+    "svg": (b"<svg", b"<image"),
+    "base": (b"<base",),
+}
+"""Registrations a document in hand gets only if one of these byte strings occurs in it
+(lower-cased): each scan leaves out several compounds, or ones lol-html pays for on
+every element of a common tag (`[background]` on table cells, `img[attributionsrc]`)."""
+
+_SMALL_SCANNED: Final = {
+    "script": (b"<script",),
+    "img": (b"<img",),
+    "media": (b"<source", b"<video", b"<audio", b"<input", b"<track"),
+    "frame": (b"<iframe", b"<frame"),
+    "embed": (b"<object", b"<embed"),
+    "link": (b"<link",),
+    "noscript": (b"<noscript",),
+    "top": (b"<html", b"<head"),
+    "style_element": (b"<style",),
+    "meta": (b"<meta",),
+    FOREIGN: (b"<svg", b"<math"),
+}
+"""The same for the other tag-selected registrations, in a document of at most
+`_SMALL_DOCUMENT` bytes: a scan costs by the byte and a registration by the element
+(and 2.5 us to build), so only a small page saves by scanning for each."""
+
+PRESCANNED: Final = ("ping", "style", *_ALWAYS_SCANNED, *(name for name in _SMALL_SCANNED if name != FOREIGN))
 """Selectors a whole document is pre-scanned for (`prescan`); a streamed one gets them all."""
 
 _STYLE_VALUE: Final = re.compile(
@@ -121,43 +152,45 @@ def _any_match(lowered: bytes, word: bytes, pattern: re.Pattern[bytes]) -> bool:
 
 
 def prescan(document: bytes, lowered: bytes | None = None) -> frozenset[str]:
-    """The `PRESCANNED` selectors a complete document may need, from its bytes (lol-html
-    reads the same bytes; attribute and tag names have no character references, and in
-    the Latin-1 transport ASCII letters are unchanged). Conservative: text that only looks
-    like markup (in a script) counts too. `style`: a `style` attribute whose value holds
-    `(` or `&` (CSS fetches only through a function or url token, and a character
-    reference may spell the parenthesis). Each test is one pass over the page, about as
-    long as lol-html's own, so only the selectors that make lol-html read the attributes
-    of every element (or every link) are prescanned; the rest are selected by tag, always
-    (presentation attributes as `svg *`: only inside an `<svg>` are attributes read).
-    `attribution` rides on `ping`: `<a attributionsrc>` is contacted only when the link
-    is followed, like a ping; `<img>`/`<script>` with `attributionsrc` are in `extra`.
-    `lowered`: `document.lower()` when the caller has it already."""
+    """The `PRESCANNED` selectors (and `FOREIGN`) a complete document may need, from its
+    bytes. Exact in the one direction that matters: a registration is left out only when
+    no element it selects can be in the document, so its handler could never run and the
+    output is the same as with it. lol-html reads the same bytes (in the Latin-1
+    transport ASCII letters are unchanged); a start tag named `video` needs the bytes
+    `<video` in some case, and attribute and tag names have no character references.
+    Conservative: text that only looks like markup (in a script, a comment) counts too.
+    `style`: a `style` attribute whose value holds `(` or `&` (CSS fetches only through a
+    function or url token, and a character reference may spell the parenthesis); `ping`:
+    `may_carry_ping`. `lowered`: `document.lower()` when the caller has it already."""
     if lowered is None:
         lowered = document.lower()
     needed: set[str] = set()
     if may_carry_ping(document, lowered):
-        needed.update(("ping", "attribution"))
+        needed.add("ping")
     if _any_match(lowered, b"style", _STYLE_VALUE):
         needed.add("style")
-    if len(document) > _SMALL_DOCUMENT:
-        needed.update(("style_element", "extra"))
-        return frozenset(needed)
-    if b"<style" in lowered:
-        needed.add("style_element")
-    if b"background" in lowered or any(tag in lowered for tag in _EXTRA_TAGS):
-        needed.add("extra")
+    scans = _ALWAYS_SCANNED.items()
+    if len(document) <= _SMALL_DOCUMENT:
+        scans = (*scans, *_SMALL_SCANNED.items())
+    else:
+        needed.update(_SMALL_SCANNED)
+    found: dict[bytes, bool] = {}
+    for name, needles in scans:
+        for needle in needles:
+            hit = found.get(needle)
+            if hit is None:
+                hit = found[needle] = needle in lowered
+            if hit:
+                needed.add(name)
+                break
     return frozenset(needed)
 
 
 _SMALL_DOCUMENT: Final = 16 << 10
-"""Up to this size a document is also scanned for the tags of `style_element` and
-`extra`: building a rewriter costs the same for any page (each registration about
-2.5 us, each compound 0.7), scanning costs by the byte; past it they are registered."""
-_EXTRA_TAGS: Final = (b"<svg", b"<image", b"<feimage", b"<use", b"<set", b"<animate", b"attributionsrc")
+"""Up to this size a document is also scanned for the tags of every registration."""
 
 
-_ALL: Final = frozenset(PRESCANNED)
+_ALL: Final = frozenset((*PRESCANNED, FOREIGN))
 
 
 def gate_selectors(plan: GatePlan, *, top: bool = False, needed: frozenset[str] = _ALL) -> tuple[str, ...]:
@@ -409,7 +442,10 @@ class HtmlGate:
         without `<base` selects only the `<img>` that could leave the page's host."""
         if self._rewriter is None:
             lowered = document.lower()
-            self._build(needed=prescan(document, lowered), narrow=may_narrow_images(lowered))
+            needed = prescan(document, lowered)
+            if FOREIGN not in needed:
+                self._foreign = None  # no `<svg`, no `<math`: no foreign content to follow
+            self._build(needed=needed, narrow="base" not in needed)  # as `may_narrow_images`
             if self._foreign is not None and self._head == b"":
                 # One plain pass, stopped by the `svg, math` handler at the first foreign
                 # start tag; only a document that has one is gated again, precisely

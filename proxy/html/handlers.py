@@ -503,14 +503,12 @@ class _PageHandler(_Handler):
             e.before(run.take_head_end(), run.html)
 
 
-class _ExtraHandler:
-    """The less common fetching elements under one selector registration: SVG
-    (presentation attributes of every element inside `<svg>`, `<image>`, `<feImage>`,
-    `<use>`, SMIL `<set>`/`<animate>`), an HTML `<image>` (an `<img>` to the parser),
-    `background` on table parts, and `attributionsrc` on `<img>`/`<script>` (fetched on
-    load; on `<a>`/`<area>` only when the link is followed, with the `ping` group)."""
+class _SvgHandler:
+    """The SVG elements that fetch, under one selector registration: presentation
+    attributes of every element inside `<svg>`, `<image>`, `<feImage>`, `<use>`, SMIL
+    `<set>`/`<animate>`; and an HTML `<image>` (an `<img>` to the parser)."""
 
-    __slots__ = ("svg", "animation", "presentation", "media", "attribution")
+    __slots__ = ("svg", "animation", "presentation")
 
     _SVG_HREF: Final = frozenset({"image", "feimage", "use"})
     _ANIMATION: Final = frozenset({"set", "animate"})
@@ -519,14 +517,10 @@ class _ExtraHandler:
         self.svg = SvgHrefHandler(run)
         self.animation = AnimationHandler(run)
         self.presentation = PresentationHandler(run)
-        self.media = _MediaHandler(run)
-        self.attribution = AttributionHandler(run)
 
     def element(self, e: Any) -> None:
         tag = e.tag_name
-        if tag == "img" or tag == "script":
-            self.attribution.element(e)  # selected with [attributionsrc]
-        elif e.namespace_uri == SVG_NS:
+        if e.namespace_uri == SVG_NS:
             if tag in self._SVG_HREF:
                 self.svg.element(e)
             elif tag in self._ANIMATION:
@@ -535,8 +529,6 @@ class _ExtraHandler:
                 self.presentation.element(e)
         elif tag == "image":
             self.svg.element(e)
-        elif tag in _MediaHandler.BACKGROUND:
-            self.media.element(e)
 
 
 _EMBED_ATTRS: Final = {"object": "data", "embed": "src"}
@@ -546,6 +538,7 @@ HANDLERS: Final[Mapping[str, Callable[[GateRun], Any]]] = {
     "script": _ScriptHandler,
     "img": _ImgHandler,
     "media": _MediaHandler,
+    "background": _MediaHandler,
     "frame": _FrameHandler,
     "embed": lambda run: _UrlHandler(run, Kind.EMBED, _EMBED_ATTRS),
     "link": lambda run: _UrlHandler(run, Kind.LINK, _LINK_ATTRS),
@@ -554,7 +547,7 @@ HANDLERS: Final[Mapping[str, Callable[[GateRun], Any]]] = {
     "style_element": StyleElementHandler,
     "attribution": AttributionHandler,
     "meta": MetaHandler,
-    "extra": lambda run: _ExtraHandler(run),
+    "svg": _SvgHandler,
     "base": _BaseHandler,
     "noscript": _NoscriptHandler,
     "top": _TopHandler,
