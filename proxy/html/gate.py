@@ -169,9 +169,9 @@ def prescan(document: bytes, lowered: bytes | None = None) -> frozenset[str]:
         needed.add("ping")
     if _any_match(lowered, b"style", _STYLE_VALUE):
         needed.add("style")
-    scans = _ALWAYS_SCANNED.items()
+    scans: list[tuple[str, tuple[bytes, ...]]] = [*_ALWAYS_SCANNED.items()]
     if len(document) <= _SMALL_DOCUMENT:
-        scans = (*scans, *_SMALL_SCANNED.items())
+        scans += _SMALL_SCANNED.items()
     else:
         needed.update(_SMALL_SCANNED)
     found: dict[bytes, bool] = {}
