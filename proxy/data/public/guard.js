@@ -31,10 +31,10 @@
  *   Withdrawal applies to the next request, here, without waiting for anything.
  *
  * Arguments: the window and the rule table as a JSON text, indexed by the server
- * (proxy/html/guard.py, version 2: {cookie, granted: {category: 1}, final: {category:
- * 1}, firstParty: {host: 1}, unknown, vendors: [[id, category]], hosts: {host suffix:
- * vendor index}, urls: {host suffix: [[path prefix, vendor index, query parameter | 0,
- * value regex source | 0]], longest prefix first}, rules: [[{host suffix: 1} | 0,
+ * (proxy/html/guard.py, version 3: {cookie, granted: {category: 1}, final: {category:
+ * 1}, firstParty: {host: 1}, unknown, vendors: [[category, "id,host host,host ..."]],
+ * urls: {host suffix: [[path prefix, vendor index, query parameter, value regex
+ * source, path regex source]], longest prefix first}, rules: [[{host suffix: 1} | 0,
  * [path prefix] | 0, [regex, flags] | 0, vendor | 0, 0 (keep) | 1 (the vendor's
  * category) | "category"]], page: the page's host, or null for location.hostname}).
  * A JSON text in a string literal costs Chromium a quarter of what the same object
@@ -89,8 +89,21 @@
     if (PAGE) return;
     R = JSON.parse(R);
     PAGE = R.page || location.hostname;
-    for (const k of ["granted", "final", "firstParty", "hosts", "urls"]) O.setPrototypeOf(R[k], null);
+    for (const k of ["granted", "final", "firstParty", "urls"]) O.setPrototypeOf(R[k], null);
     ok = ok || R.granted;
+    // Vendors per category, "id,host,host" or "host,host" (the id is the host's
+    // second-to-last label); "~" ends a host for ".com" (guard.py `_index`).
+    const V = [],
+      HS = O.create(null);
+    for (const [c, s] of R.vendors)
+      for (const w of s.split(" ")) {
+        const f = w.split(",").map((x) => x.replace(/~$/, ".com"));
+        const id = f[0].includes(".") ? f[0].split(".").at(-2) : f.shift();
+        for (const h of f) HS[h] = V.length;
+        V.push([id, c]);
+      }
+    R.vendors = V;
+    R.hosts = HS;
     RULES = [];
     A = set();
     SEL = [];
