@@ -33,8 +33,8 @@ from proxy.core.csp import decide_guard_delivery
 from proxy.html.gate import HtmlGate
 from proxy.html.run import NO_ADDITIONS, Additions
 from proxy.http.layers import RuntimeLayers
-from proxy.metrics import Metrics
 from proxy.http.stages import Stages
+from proxy.metrics import Metrics
 
 
 def per_call(fn: Callable[[], object], number: int, repeat: int) -> float:
