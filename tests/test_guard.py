@@ -47,7 +47,16 @@ def test_server_side_decision_matches_the_shared_table(row: Row) -> None:
 def test_the_table_covers_what_it_promises() -> None:
     notes = " ".join(r.note for r in rows())
     urls = " ".join(r.url for r in rows())
-    for needle in ("trailing dot", "userinfo", "punycode", "IDN", "segment-wise", "case-sensitive", "IP address"):
+    for needle in (
+        "trailing dot",
+        "userinfo",
+        "punycode",
+        "IDN",
+        "segment-wise",
+        "case-sensitive",
+        "IP address",
+        "packed",
+    ):
         assert needle in notes
     for needle in ("\\", ":8443", "//connect", "/./", "%2e"):
         assert needle in urls
