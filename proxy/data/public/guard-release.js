@@ -6,7 +6,7 @@
  * not carry it); from then on this reads the consent: the `tg_consent` cookie
  * (category names joined by "." or "," "|", percent-encoding tolerated, metadata after
  * the first "~"; two different copies grant nothing), compared with its value when the
- * page loaded (`__tagGateGuard.c`, read by guard.js), or the event's `detail`. A
+ * page loaded (`__tagGateGuard.c`, read by guard.js's `read`), or the event's `detail`. A
  * withdrawal applies to the guard's next decision. When more is granted it re-creates
  * what is now granted, in document order: blocked scripts and frames
  * (the guard's, in `__tagGateGuard.T`, and every element the HTML gate deferred in
@@ -93,13 +93,6 @@
 
   // ------------------------------------------------------------------ consent
   const R = G.tab(),
-    name = R.cookie + "=",
-    read = (all) =>
-      all
-        .split(/;\s*/)
-        .filter((kv) => kv.startsWith(name))
-        .map((kv) => kv.slice(name.length))
-        .join("\n"),
     parse = (v) => {
       const g = Object.create(null);
       g.essential = 1;
@@ -116,16 +109,16 @@
     },
     sync = (e) => {
       const d = e && e.detail,
-        raw = read(document.cookie);
+        raw = G.read();
       if (d || raw != last) {
-        const g = parse(d && (d.map || typeof d == "string") ? d : raw),
+        const g = parse(d && (d.map || typeof d == "string") ? d : raw.replace(/^[^=]*=/gm, "")),
           was = G.granted();
         last = raw;
         G.grant(g);
         if (Object.keys(g).some((c) => !was.includes(c))) G.release();
       }
     };
-  let last = read(G.c || "");
+  let last = G.c || "";
   G.s = (e) => G.t(sync, e);
   for (const e of G.q.splice(0)) G.s(e);
 })();

@@ -24,7 +24,7 @@
  *   true, WebSocket/EventSource fail with `error` (and `close`), Worker/SharedWorker
  *   throw a SecurityError as a Content-Security-Policy would.
  * - Any error of its own lets the page's call proceed and counts __tagGateGuard.errors.
- * - Consent changes: when the cookie string changes (or a `tag-gate:consent` event
+ * - Consent changes: when the consent cookie changes (or a `tag-gate:consent` event
  *   comes), the guard loads /__tag-gate/guard-release.js once (with its own nonce),
  *   which from then on reads the consent cookie: a withdrawal applies to the next
  *   request; what is granted is released: the blocked scripts and frames re-created in
@@ -367,24 +367,26 @@
   // ------------------------------------------------------------------ consent
 
   // Consent changes are read by guard-release.js, loaded once (with the nonce) the first
-  // time the native cookie string differs from the page's or a tag-gate:consent event
+  // time the native consent cookie differs from the page's or a tag-gate:consent event
   // comes; it applies a withdrawal at once and releases what is granted. The cookie as
   // the page loaded is read in a task of its own: the first document.cookie of a page
   // is a synchronous round trip to the browser process.
-  const late = (e) => {
-    if (G.s) return G.s(e);
-    if (!e && (G.c == null || D.cookie == G.c)) return;
-    if (G.q.push(e) > 1) return;
-    const s = D.createElement("script");
-    s.src = location.origin + "/__tag-gate/guard-release.js";
-    if (NONCE) s.nonce = NONCE;
-    (D.head || D.documentElement).appendChild(s);
-  };
+  // `read`: the consent cookie's copies ("name=value"), one a line.
+  const read = () => (table(), D.cookie.split(/;\s*/).filter((kv) => kv.startsWith(R.cookie + "=")).join("\n")),
+    late = (e) => {
+      if (G.s) return G.s(e);
+      if (!e && (G.c == null || read() == G.c)) return;
+      if (G.q.push(e) > 1) return;
+      const s = D.createElement("script");
+      s.src = location.origin + "/__tag-gate/guard-release.js";
+      if (NONCE) s.nonce = NONCE;
+      (D.head || D.documentElement).appendChild(s);
+    };
 
   install(W);
   D.addEventListener("tag-gate:consent", (e) => G.sync(e));
   setTimeout(() => {
-    G.c = D.cookie;
+    t(() => (G.c = read()));
     if (W.cookieStore) W.cookieStore.addEventListener("change", () => t(late));
     setInterval(() => t(late), 500);
   });
@@ -397,6 +399,7 @@
     sync: (e) => t(late, e),
     // the table and the granted categories, for guard-release.js
     tab: () => (table(), R),
+    read,
     grant: (g) => (ok = g),
     // Runs f with the guard off (tag-gate's own "load this embed" button).
     pass: (f) => {
