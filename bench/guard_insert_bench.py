@@ -80,7 +80,9 @@ def main() -> None:
     print(f"guard <script> element: {len(markup):,} characters")
     n, r = args.number, args.repeat
     # interleaved batches, so drift in the machine's load hits all alike
-    plain, small, guard = [], [], []
+    plain: list[float] = []
+    small: list[float] = []
+    guard: list[float] = []
     targets = [(plain, gate(NO_ADDITIONS)), (small, gate(empty)), (guard, gate(guarded))]
     rng = random.Random(1)
     for _ in range(r):
