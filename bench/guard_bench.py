@@ -21,14 +21,23 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.core.config import make_policy
 from proxy.core.consent import read_consent
-from proxy.html.guard import GuardRules, guard_sizes
+from proxy.html.guard import GuardRules, decode_table, guard_sizes
 
 CONSENTS = ("", "analytics", "analytics.social", "functional.analytics.social")
+
+INTERFACES = (
+    "Function HTMLScriptElement HTMLImageElement HTMLSourceElement HTMLIFrameElement HTMLFrameElement"
+    " HTMLEmbedElement HTMLObjectElement HTMLLinkElement HTMLMediaElement HTMLVideoElement HTMLTrackElement"
+    " HTMLInputElement Attr Element Node Document CharacterData Range ShadowRoot Navigator XMLHttpRequest"
+    " WebSocket EventSource Worker SharedWorker"
+).split()
+"""The interfaces whose prototypes (or constructors) the guard's install touches."""
 
 
 def table_figures() -> None:
@@ -46,7 +55,7 @@ def table_figures() -> None:
         for _ in range(1000):
             guard.rules_json(consent, "www.shop.example")
         again = (time.perf_counter() - t0) / 1000
-        vendors = len(json.loads(text)["vendors"])
+        vendors = len(decode_table(json.loads(text))[0])
         print(
             f"| {granted or 'none'} | {vendors} | {len(text):,} | {len(gzip.compress(text.encode(), 9)):,} |"
             f" {first * 1000:.2f} ms | {again * 1e6:.1f} µs |"
@@ -67,6 +76,10 @@ async def install_figures(runs: int) -> None:
         total: list[float] = []
         run: list[float] = []
         realm: list[float] = []
+        touch: list[float] = []
+        probe: list[float] = []
+        warm: list[float] = []
+        hooks: list[float] = []
         long_tasks = 0
         for i in range(runs):
             consent = CONSENTS[i % 2]
@@ -96,9 +109,54 @@ async def install_figures(runs: int) -> None:
                         return (performance.now() - t0) / window.frames.length;
                     }"""
                 )
+                # The same in two steps, in fresh realms: first only reading the
+                # interfaces' prototypes (Blink creates interface objects lazily, at
+                # first use), then install() into that realm: the hooks alone.
+                split = await tab.page.evaluate(
+                    """names => {
+                        document.body.insertAdjacentHTML("beforeend", "<iframe></iframe>".repeat(40));
+                        const frames = [...Array(window.frames.length).keys()].slice(40).map(i => window.frames[i]);
+                        let touch = 0, hooks = 0;
+                        for (const w of frames) {
+                          let t0 = performance.now();
+                          for (const n of names) { const c = w[n]; if (c) c.prototype; }
+                          touch += performance.now() - t0;
+                          t0 = performance.now();
+                          __tagGateGuard.i(w);
+                          hooks += performance.now() - t0;
+                        }
+                        return [touch / frames.length, hooks / frames.length];
+                    }""",
+                    list(INTERFACES),
+                )
+            # The same page without the guard, whose first script only reads the
+            # interfaces the guard touches (tests/e2e/pages/guard/probe.html).
+            async with world.tab() as tab:
+                await tab.page.goto(world.url(world.site.port, "guard/probe.html") + "?guard=0", wait_until="load")
+                probe.append(
+                    await tab.page.evaluate(
+                        """() => { const t = n => performance.getEntriesByName(n)[0].startTime;
+                                   return t("tg-probe-end") - t("tg-probe-run"); }"""
+                    )
+                )
+            # The guard again, on a page whose interfaces an init script (run before any
+            # of the page's scripts) already created: the guard's own run.
+            async with world.tab() as tab:
+                await tab.page.add_init_script(
+                    script=f"for (const n of {list(INTERFACES)!r}) {{ const c = window[n]; if (c) c.prototype; }}"
+                )
+                await tab.page.goto(world.url(world.site.port, "guard/install.html") + query, wait_until="load")
+                warm.append(
+                    await tab.page.evaluate(
+                        """() => { const t = n => performance.getEntriesByName(n)[0].startTime;
+                                   return t("tg-guard-end") - t("tg-guard-run"); }"""
+                    )
+                )
             total.append(m["total"])
             run.append(m["run"])
             realm.append(realms)
+            touch.append(split[0])
+            hooks.append(split[1])
             long_tasks += m["long"]
         print(f"install in Chromium over {runs} page loads (consent none / analytics alternating):")
         print(f"  parse + compile + run: median {statistics.median(total):.3f} ms, max {max(total):.3f} ms")
@@ -107,16 +165,89 @@ async def install_figures(runs: int) -> None:
             "  install() into a fresh realm (hooks only, mean of 40 per page):"
             f" median {statistics.median(realm):.3f} ms"
         )
+        print(
+            f"  of which, in other fresh realms: reading the {len(INTERFACES)} interfaces' prototypes"
+            f" median {statistics.median(touch):.3f} ms, then install() (the hooks alone)"
+            f" median {statistics.median(hooks):.3f} ms"
+        )
+        print(
+            f"  probe page (no guard), its first script reading the same {len(INTERFACES)} interfaces:"
+            f" median {statistics.median(probe):.3f} ms"
+        )
+        print(
+            f"  run only, the interfaces created beforehand by an init script: median {statistics.median(warm):.3f} ms"
+        )
         print(f"  long tasks on those pages: {long_tasks}")
         print(f"  (load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     finally:
         await world.stop()
 
 
+PHASES = (
+    ("  const within = ", "top", "the first declarations (document.currentScript, Element.prototype, ...)"),
+    ("  install(W);", "defs", "the other declarations"),
+    ('        hook(w.Function.prototype, "toString"', "realm", "install(): Node.prototype, realm bookkeeping"),
+    ('        each("Attr:value"', "setters", "Function.prototype.toString and the element URL setters"),
+    ('        each("Element:innerHTML', "insert", "Attr, setAttribute(NS), the insertion methods"),
+    ('        hook(w, "fetch"', "markup", "the markup methods, document.write, contentWindow"),
+    ('  D.addEventListener("tag-gate:consent"', "net", "fetch, sendBeacon, XHR, WebSocket, EventSource, workers"),
+)
+"""Where `--phases` puts a performance mark (before the line starting with the text),
+its name, and what runs between it and the mark before."""
+
+
+async def phase_figures(runs: int) -> None:
+    """The guard's run in the main window split by performance marks written into a copy
+    of guard.js (marks inside install() only for the page's own window)."""
+    from importlib import resources
+
+    import proxy.html.guard as guard_module
+    from proxy.html.guard_code import RULES_PLACEHOLDER, minify_js
+    from tests.e2e.world import World, find_chromium
+
+    chromium = find_chromium()
+    if chromium is None:
+        print("chromium is not installed: phases not measured")
+        return
+    lines = (resources.files("proxy") / "data" / "public" / "guard.js").read_text(encoding="utf-8").split("\n")
+    for anchor, name, _ in PHASES:
+        i = next(i for i, line in enumerate(lines) if line.startswith(anchor))
+        inside = anchor.startswith("        ")
+        lines.insert(i, ("        if (w == W) " if inside else "  ") + f'performance.mark("tg-phase-{name}");')
+    before, _, after = minify_js("\n".join(lines)).partition(RULES_PLACEHOLDER)
+    patched: Any = guard_module  # the script builder reads the code through this name
+    patched.split_guard_code = lambda: (before, after)
+    world = World(chromium)
+    await world.start()
+    names = ["tg-guard-run", *(f"tg-phase-{name}" for _, name, _ in PHASES), "tg-guard-end"]
+    spans: list[list[float]] = [[] for _ in names[1:]]
+    try:
+        world.site.guard_policies["default"] = make_policy(None)
+        for _ in range(runs):
+            async with world.tab() as tab:
+                await tab.page.goto(world.url(world.site.port, "guard/install.html") + "?marks=1", wait_until="load")
+                marks = await tab.page.evaluate(
+                    "names => names.map(n => performance.getEntriesByName(n)[0].startTime)", names
+                )
+            for i, (a, b) in enumerate(zip(marks, marks[1:], strict=False)):
+                spans[i].append(b - a)
+    finally:
+        await world.stop()
+    print(f"the guard's run in the main window by phase (medians of {runs} page loads):")
+    labels = [what for _, _, what in PHASES] + ["after install(): listeners, the consent timer"]
+    for label, values in zip(labels, spans, strict=True):
+        print(f"  {statistics.median(values):6.3f} ms  {label}")
+    print(f"  (load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--phases", action="store_true", help="only: the main-window run split by phase")
     args = parser.parse_args()
+    if args.phases:
+        asyncio.run(phase_figures(args.runs))
+        return
     sizes = guard_sizes()
     print(
         f"guard.js: source {sizes['source']:,} bytes; compact {sizes['compact']:,} bytes,"
@@ -124,7 +255,8 @@ def main() -> None:
         f" {sizes['minified_gzip']:,} gzip (level 9)"
     )
     table_figures()
-    asyncio.run(install_figures(args.runs))
+    if args.runs > 0:
+        asyncio.run(install_figures(args.runs))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from proxy.core.policy import Kind, Policy
 from proxy.html.guard import (
     GuardRules,
     compact_js,
+    decode_table,
     guard_sizes,
     js_tokens,
     load_guard_code,
@@ -46,7 +47,16 @@ def test_server_side_decision_matches_the_shared_table(row: Row) -> None:
 def test_the_table_covers_what_it_promises() -> None:
     notes = " ".join(r.note for r in rows())
     urls = " ".join(r.url for r in rows())
-    for needle in ("trailing dot", "userinfo", "punycode", "IDN", "segment-wise", "case-sensitive", "IP address"):
+    for needle in (
+        "trailing dot",
+        "userinfo",
+        "punycode",
+        "IDN",
+        "segment-wise",
+        "case-sensitive",
+        "IP address",
+        "packed",
+    ):
         assert needle in notes
     for needle in ("\\", ":8443", "//connect", "/./", "%2e"):
         assert needle in urls
@@ -65,8 +75,9 @@ def _table(p: Policy, granted: str, page: str = "www.shop.test", **kw: Any) -> d
 
 def _vendors(table: dict[str, Any]) -> dict[str, list[Any]]:
     """The indexed table's vendors as `[id, category, [host suffix], ["host/path"]]`."""
-    rows: list[list[Any]] = [[v[0], v[1], [], []] for v in table["vendors"]]
-    for host, i in table["hosts"].items():
+    vendors, hosts = decode_table(table)
+    rows: list[list[Any]] = [[v[0], v[1], [], []] for v in vendors]
+    for host, i in hosts.items():
         rows[i][2].append(host)
     for host, entries in table["urls"].items():
         for path, i, *_ in entries:
@@ -93,7 +104,7 @@ def test_table_holds_refused_vendors_only_and_their_shadows() -> None:
 def test_table_fields() -> None:
     p = make_policy(parse_config({"html": {"first_party_hosts": ["cdn.shop.test"], "unknown_hosts": "advertising"}}))
     t = _table(p, "analytics", cookie_name="consent_x", gpc_refuses=("advertising",))
-    assert t["v"] == 2 and t["cookie"] == "consent_x" and t["style"] == "tag-gate"
+    assert t["v"] == 3 and t["cookie"] == "consent_x" and t["style"] == "tag-gate"
     assert t["granted"] == {"analytics": 1, "essential": 1} and t["final"] == {}
     assert t["firstParty"] == {"cdn.shop.test": 1} and t["unknown"] == "advertising" and t["page"] == "www.shop.test"
     # Unknown hosts refused: every vendor must be known to the guard, granted or not.
@@ -133,16 +144,60 @@ def test_the_table_is_indexed_as_the_lookup_reads_it() -> None:
         )
     )
     t = _table(p, "")
-    ids = [v[0] for v in t["vendors"]]
-    assert t["hosts"]["t.test"] == ids.index("r")
+    vendors, hosts = decode_table(t)
+    ids = [v[0] for v in vendors]
+    assert hosts["t.test"] == ids.index("r")
     # the longest prefix first; a later vendor wins an equal host + path, as in the catalogue
-    assert t["urls"]["t.test"] == [["/a/b", ids.index("q"), 0, 0, 0], ["/a", ids.index("r"), 0, 0, 0]]
-    assert make_guard(p).vendor_rows(read_consent(None, None))[ids.index("q")] == [
+    assert t["urls"]["t.test"] == [["/a/b", ids.index("q")], ["/a", ids.index("r")]]
+    assert next(r for r in make_guard(p).vendor_rows(read_consent(None, None)) if r[0] == "q") == [
         "q",
         "advertising",
         [],
         ["t.test/a/b"],
     ]
+
+
+@pytest.mark.parametrize("name", ["builtin", "default", "site", "unknown-gated"])
+@pytest.mark.parametrize("granted", ["", "analytics", "advertising.analytics", "functional.analytics.social"])
+def test_packed_vendors_read_back_as_the_rows(name: str, granted: str) -> None:
+    """Version 3 packs vendors into strings (ids derived from hosts, `~` for `.com`):
+    reading them back as guard.js does gives every row's id, category and hosts, and the
+    URL entries point at the right vendor."""
+    p = make_policy(None) if name == "builtin" else policy(name)
+    state = read_consent(f"tg_consent={granted}" if granted else None, None)
+    guard = make_guard(p)
+    rows = guard.vendor_rows(state)
+    t = json.loads(guard.rules_json(state, "www.shop.test"))
+    decoded = _vendors(t)
+    assert len(decoded) == len(rows) == len(decode_table(t)[0])
+    for vendor_id, category, hosts, urls in rows:
+        assert decoded[vendor_id][1] == category
+        assert sorted(decoded[vendor_id][2]) == sorted(hosts)
+        assert sorted(decoded[vendor_id][3]) == sorted(u.partition("?")[0] for u in urls)
+    assert "~" in json.dumps(t["vendors"]) or name != "builtin"
+
+
+def test_packed_vendor_ids_are_derived_only_where_they_read_back() -> None:
+    p = make_policy(
+        parse_config(
+            {
+                "vendor": [
+                    {"id": "acme", "name": "A", "category": "advertising", "hosts": ["cdn.other.net", "acme.com"]},
+                    {"id": "com", "name": "B", "category": "advertising", "hosts": ["x.com.au"]},
+                    {"id": "solo", "name": "C", "category": "advertising", "urls": ["t.test/p"]},
+                    {"id": "tld", "name": "D", "category": "social", "hosts": ["tld.example.org"]},
+                ]
+            }
+        )
+    )
+    t = _table(p, "")
+    packed = dict(t["vendors"])
+    words = packed["advertising"].split(" ")
+    assert "acme~,cdn.other.net" in words and "x.com.au" in words and "solo" in words
+    assert "tld,tld.example.org" in packed["social"].split(" ")
+    v = _vendors(t)
+    assert v["com"][2] == ["x.com.au"] and v["solo"][3] == ["t.test/p"] and v["tld"][2] == ["tld.example.org"]
+    assert sorted(v["acme"][2]) == ["acme.com", "cdn.other.net"]
 
 
 def test_json_is_safe_inside_a_script_element() -> None:

@@ -20,26 +20,30 @@ Use (per config generation)::
     guard.warnings                      # log at config load: rules the browser can't apply
     body = guard.script(consent, host)  # text of <script nonce=...>BODY</script>
 
-Table format (version 2; short keys because it ships on every gated page, indexed here
-so the browser only parses it)::
+Table format (version 3; short keys and vendors packed in strings because it ships on
+every gated page, indexed here so the browser only splits and parses it)::
 
-    {"v": 2, "cookie": "tg_consent", "style": "tag-gate",
+    {"v": 3, "cookie": "tg_consent", "style": "tag-gate",
      "granted": {"analytics": 1, "essential": 1},  # consent.granted at page load
      "final": {"advertising": 1},             # refused by Sec-GPC: no cookie grants them
      "unknown": null,                         # html.unknown_hosts when it is refused
      "firstParty": {"cdn.shop.example": 1},   # html.first_party_hosts
-     "vendors": [["meta-pixel", "advertising"], ["facebook-social", "social"], ...],
-     "hosts": {"connect.facebook.net": 0, "facebook.com": 1, ...},   # -> vendors index
-     "urls": {"facebook.com": [["/tr", 0, 0, 0]], ...},  # path prefix, vendors index,
-                                              # query parameter | 0, value regex | 0
+     "vendors": [["advertising", "facebook.net,fbcdn.net tiktok~ ..."],
+                 ["social", "facebook-social,facebook~,fb~ ..."], ...],
+     "urls": {"facebook.com": [["/tr", 0]], ...},  # path prefix, vendor index,
+                                              # query parameter, value regex, path regex
      "rules": [[{"ads.example": 1} | 0, ["/track/"] | 0, ["^https://", "u"] | 0,
                 "vendor-id" | 0, 0 | 1 | "category"], ...],
      "page": "www.shop.example"}
 
 `vendors` are the refused vendors and those whose entries win some URL over a refused
-one (`vendor_rows` lists them readably); `urls` entries at one host suffix come longest
-prefix first (a query condition, `?param=glob` with `*` any run, before none; a `*` in
-the path is any run inside one segment, sent as a regex source). `rules`
+one (`vendor_rows` lists them readably), grouped by category: each vendor is
+`id,host,host`, or `host,host` when the id is the second-to-last label of the first host
+(`facebook.net` is vendor `facebook`); `~` at the end of a host stands for `.com`; a
+vendor's index is its place in reading order (`decode_table` reads it as guard.js does).
+`urls` entries at one host suffix come longest prefix first (a query condition,
+`?param=glob` with `*` any run, before none; a `*` in the path is any run inside one
+segment, sent as a regex source), trailing zeros dropped. `rules`
 outcomes: 0 keeps (`allow`), 1 takes the vendor's category (a rule with only an
 `action`), a string is the rule's category.
 """
@@ -66,6 +70,7 @@ __all__ = [
     "TABLE_VERSION",
     "GuardRules",
     "compact_js",
+    "decode_table",
     "guard_sizes",
     "js_tokens",
     "load_guard_code",
@@ -75,7 +80,7 @@ __all__ = [
     "translate_regex",
 ]
 
-TABLE_VERSION: Final = 2
+TABLE_VERSION: Final = 3
 _CACHE_LIMIT: Final = 256
 _CACHE_BYTES: Final = 64 << 20
 """Consent keys per config: 2**4 built-in combinations x GPC, more with custom categories."""
@@ -298,16 +303,31 @@ _GLOB_SPECIAL: Final = re.compile(r"[\\^$.+?()[\]{}|/]")
 
 
 def _index(rows: list[list[Any]]) -> dict[str, object]:
-    """The vendor rows as the guard looks them up: `vendors` `[[id, category]]`, `hosts`
-    host suffix → vendor index, `urls` host suffix → `[[path prefix, vendor index,
-    query parameter | 0, value regex source | 0, path regex source | 0]]`, the longest prefix first and, at
-    one length, one with a query condition before one without (`Catalog._lookup`)."""
-    hosts: dict[str, int] = {}
+    """The vendor rows as the guard reads them (table version 3, see the module docstring):
+    `vendors` `[[category, "vendor vendor ..."]]`, each vendor `id,host,host` or, when its
+    id is the second-to-last label of a host, that host first and no id (`host,host`);
+    a host ending in `.com` is written with `~` instead. A vendor's index is its place
+    in that reading order. `urls` host suffix → `[[path prefix, vendor index, query
+    parameter, value regex source, path regex source]]` (trailing zeros dropped), the
+    longest prefix first and, at one length, one with a query condition before one
+    without (`Catalog._lookup`); entries of equal rank keep the rows' order."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row[1], []).append(i)
+    new_index: dict[int, int] = {}
+    vendors: list[list[str]] = []
+    for category, members in groups.items():
+        words = []
+        for i in members:
+            new_index[i] = len(new_index)
+            vendor_id, _, hosts, _ = rows[i]
+            named = [h for h in hosts if h.count(".") and h.split(".")[-2] == vendor_id]
+            fields = [named[0], *(h for h in hosts if h != named[0])] if named else [vendor_id, *hosts]
+            words.append(",".join(f[:-4] + "~" if f.endswith(".com") else f for f in fields))
+        vendors.append([category, " ".join(words)])
     urls: dict[str, list[list[object]]] = {}
-    for i, (_, _, row_hosts, row_urls) in enumerate(rows):
-        for host in row_hosts:
-            hosts[host] = i
-        for url in row_urls:
+    for i, row in enumerate(rows):
+        for url in row[3]:
             m = _URL_ENTRY.fullmatch(url)
             assert m is not None
             host, path, param, glob = m.groups()
@@ -317,10 +337,28 @@ def _index(rows: list[list[Any]]) -> dict[str, object]:
                 else 0
             )
             path_glob = "^" + path_pattern(path) if "*" in path else 0
-            urls.setdefault(host, []).append([path, i, param if param is not None else 0, regex, path_glob])
+            entry: list[object] = [path, new_index[i], param if param is not None else 0, regex, path_glob]
+            while len(entry) > 2 and entry[-1] == 0:
+                entry.pop()
+            urls.setdefault(host, []).append(entry)
     for entries in urls.values():
-        entries.sort(key=lambda e: (-len(str(e[0])), not e[3]))
-    return {"vendors": [[r[0], r[1]] for r in rows], "hosts": hosts, "urls": urls}
+        entries.sort(key=lambda e: (-len(str(e[0])), len(e) < 4 or not e[3]))
+    return {"vendors": vendors, "urls": urls}
+
+
+def decode_table(table: dict[str, Any]) -> tuple[list[list[str]], dict[str, int]]:
+    """The vendors (`[id, category]`, by index) and the host suffix → vendor index map
+    of a table as the guard reads them (the Python twin of guard.js's `table()`)."""
+    vendors: list[list[str]] = []
+    hosts: dict[str, int] = {}
+    for category, text in table["vendors"]:
+        for word in text.split(" "):
+            fields = [f[:-1] + ".com" if f.endswith("~") else f for f in word.split(",")]
+            vendor_id = fields[0].split(".")[-2] if "." in fields[0] else fields.pop(0)
+            for host in fields:
+                hosts[host] = len(vendors)
+            vendors.append([vendor_id, category])
+    return vendors, hosts
 
 
 def _outcome(rule: UrlRule) -> object:

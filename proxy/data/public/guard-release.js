@@ -1,8 +1,14 @@
-/* tag-gate runtime guard: release without reload, served at /__tag-gate/guard-release.js.
+/* tag-gate runtime guard: consent changes and release without reload, served at
+ * /__tag-gate/guard-release.js.
  *
- * guard.js loads this the first time the visitor's consent grants more than the page
- * was served with (it is not needed before, so the guard's install does not carry it).
- * It re-creates what is now granted, in document order: blocked scripts and frames
+ * guard.js loads this the first time the native consent cookie string changes or a
+ * `tag-gate:consent` event comes (it is not needed before, so the guard's install does
+ * not carry it); from then on this reads the consent: the `tg_consent` cookie
+ * (category names joined by "." or "," "|", percent-encoding tolerated, metadata after
+ * the first "~"; two different copies grant nothing), compared with its value when the
+ * page loaded (`__tagGateGuard.c`, read by guard.js's `read`), or the event's `detail`. A
+ * withdrawal applies to the guard's next decision. When more is granted it re-creates
+ * what is now granted, in document order: blocked scripts and frames
  * (the guard's, in `__tagGateGuard.T`, and every element the HTML gate deferred in
  * tag-gate's convention, `[data-tg-category]`, in this document and its same-origin
  * frames). A new element of the same name gets the original attributes back (never a
@@ -84,5 +90,35 @@
       step();
     };
   G.release = () => G.t(release);
-  G.release();
+
+  // ------------------------------------------------------------------ consent
+  const R = G.tab(),
+    parse = (v) => {
+      const g = Object.create(null);
+      g.essential = 1;
+      if (!v.map) {
+        if (/\n/.test(v)) return g;
+        try {
+          v = decodeURIComponent(v.replace(/^"(.*)"$/, "$1").split("~")[0]).split(/[.,|]/);
+        } catch (e) {
+          return g;
+        }
+      }
+      for (let c of v) if (!R.final[(c = c.trim().toLowerCase())]) g[c] = 1;
+      return g;
+    },
+    sync = (e) => {
+      const d = e && e.detail,
+        raw = G.read();
+      if (d || raw != last) {
+        const g = parse(d && (d.map || typeof d == "string") ? d : raw.replace(/^[^=]*=/gm, "")),
+          was = G.granted();
+        last = raw;
+        G.grant(g);
+        if (Object.keys(g).some((c) => !was.includes(c))) G.release();
+      }
+    };
+  let last = G.c || "";
+  G.s = (e) => G.t(sync, e);
+  for (const e of G.q.splice(0)) G.s(e);
 })();

@@ -24,17 +24,18 @@
  *   true, WebSocket/EventSource fail with `error` (and `close`), Worker/SharedWorker
  *   throw a SecurityError as a Content-Security-Policy would.
  * - Any error of its own lets the page's call proceed and counts __tagGateGuard.errors.
- * - Release: when the consent cookie (or a `tag-gate:consent` event) grants more, the
- *   guard loads /__tag-gate/guard-release.js once (with its own nonce), which
- *   re-creates the blocked scripts and frames in document order (classic scripts one
- *   after the other), each once. Network calls that were dropped stay dropped.
- *   Withdrawal applies to the next request, here, without waiting for anything.
+ * - Consent changes: when the consent cookie changes (or a `tag-gate:consent` event
+ *   comes), the guard loads /__tag-gate/guard-release.js once (with its own nonce),
+ *   which from then on reads the consent cookie: a withdrawal applies to the next
+ *   request; what is granted is released: the blocked scripts and frames re-created in
+ *   document order (classic scripts one after the other), each once. Network calls that
+ *   were dropped stay dropped.
  *
  * Arguments: the window and the rule table as a JSON text, indexed by the server
- * (proxy/html/guard.py, version 2: {cookie, granted: {category: 1}, final: {category:
- * 1}, firstParty: {host: 1}, unknown, vendors: [[id, category]], hosts: {host suffix:
- * vendor index}, urls: {host suffix: [[path prefix, vendor index, query parameter | 0,
- * value regex source | 0]], longest prefix first}, rules: [[{host suffix: 1} | 0,
+ * (proxy/html/guard.py, version 3: {cookie, granted: {category: 1}, final: {category:
+ * 1}, firstParty: {host: 1}, unknown, vendors: [[category, "id,host host,host ..."]],
+ * urls: {host suffix: [[path prefix, vendor index, query parameter, value regex
+ * source, path regex source]], longest prefix first}, rules: [[{host suffix: 1} | 0,
  * [path prefix] | 0, [regex, flags] | 0, vendor | 0, 0 (keep) | 1 (the vendor's
  * category) | "category"]], page: the page's host, or null for location.hostname}).
  * A JSON text in a string literal costs Chromium a quarter of what the same object
@@ -61,11 +62,6 @@
     NONCE = ((me && me.nonce) || "").replace(/[^\w+/=-]/g, ""),
     T = [],
     G = (W.__tagGateGuard = { errors: 0, blocked: [], T, n: NONCE }),
-    set = (list) => {
-      const d = O.create(null);
-      for (const k of list || []) d[k] = 1;
-      return d;
-    },
     // Runs f; an exception of the guard's own is counted and gives undefined.
     t = (f, ...a) => {
       try {
@@ -89,10 +85,23 @@
     if (PAGE) return;
     R = JSON.parse(R);
     PAGE = R.page || location.hostname;
-    for (const k of ["granted", "final", "firstParty", "hosts", "urls"]) O.setPrototypeOf(R[k], null);
+    for (const k of ["granted", "final", "firstParty", "urls"]) O.setPrototypeOf(R[k], null);
     ok = ok || R.granted;
+    // Vendors per category, "id,host,host" or "host,host" (the id is the host's
+    // second-to-last label); "~" ends a host for ".com" (guard.py `_index`).
+    const V = [],
+      HS = O.create(null);
+    for (const [c, s] of R.vendors)
+      for (const w of s.split(" ")) {
+        const f = w.split(",").map((x) => x.replace(/~$/, ".com"));
+        const id = f[0].includes(".") ? f[0].split(".").at(-2) : f.shift();
+        for (const h of f) HS[h] = V.length;
+        V.push([id, c]);
+      }
+    R.vendors = V;
+    R.hosts = HS;
     RULES = [];
-    A = set();
+    A = O.create(null);
     SEL = [];
     for (const h in R.urls) for (const e of R.urls[h]) (e[3] = e[3] && RegExp(e[3], "s")), (e[4] = e[4] && RegExp(e[4], "s"));
     for (const r of R.rules) t(() => RULES.push([r[0] && O.setPrototypeOf(r[0], null), r[1], r[2] && RegExp(r[2][0], r[2][1]), r[3], r[4]]));
@@ -357,66 +366,41 @@
 
   // ------------------------------------------------------------------ consent
 
-  // The native cookie: category names joined by "." (or "," "|"), percent-encoding
-  // tolerated, metadata after the first "~"; two different copies grant nothing.
-  const read = () =>
-      D.cookie
-        .split(/;\s*/)
-        .filter((kv) => kv.startsWith(R.cookie + "="))
-        .map((kv) => kv.slice(R.cookie.length + 1))
-        .join("\n"),
-    parse = (v) => {
-      const g = set(["essential"]);
-      if (!v.map) {
-        if (/\n/.test(v)) return g;
-        try {
-          v = decodeURIComponent(v.replace(/^"(.*)"$/, "$1").split("~")[0]).split(/[.,|]/);
-        } catch (e) {
-          return g;
-        }
-      }
-      for (let c of v) if (!R.final[(c = c.trim().toLowerCase())]) g[c] = 1;
-      return g;
-    },
-    // Release lives in its own first-party script, fetched the first time it is needed.
-    release = () => {
-      if (G.release) return G.release();
-      if (release.asked) return;
-      release.asked = 1;
+  // Consent changes are read by guard-release.js, loaded once (with the nonce) the first
+  // time the native consent cookie differs from the page's or a tag-gate:consent event
+  // comes; it applies a withdrawal at once and releases what is granted. The cookie as
+  // the page loaded is read in a task of its own: the first document.cookie of a page
+  // is a synchronous round trip to the browser process.
+  // `read`: the consent cookie's copies ("name=value"), one a line.
+  const read = () => (table(), D.cookie.split(/;\s*/).filter((kv) => kv.startsWith(R.cookie + "=")).join("\n")),
+    late = (e) => {
+      if (G.s) return G.s(e);
+      if (!e && (G.c == null || read() == G.c)) return;
+      if (G.q.push(e) > 1) return;
       const s = D.createElement("script");
       s.src = location.origin + "/__tag-gate/guard-release.js";
       if (NONCE) s.nonce = NONCE;
       (D.head || D.documentElement).appendChild(s);
-    },
-    sync = (e) => {
-      table();
-      const d = e && e.detail,
-        raw = read();
-      if (last === undefined) last = raw;
-      if (d || raw != last) {
-        const g = parse(d && (d.map || typeof d == "string") ? d : raw);
-        last = raw;
-        const more = O.keys(g).some((c) => !ok[c]);
-        ok = g;
-        if (more) release();
-      }
     };
-  // The cookie as the page loaded is read in a task of its own: the first
-  // document.cookie of a page is a synchronous round trip to the browser process.
-  let last;
 
   install(W);
-  D.addEventListener("tag-gate:consent", (e) => t(sync, e));
+  D.addEventListener("tag-gate:consent", (e) => G.sync(e));
   setTimeout(() => {
-    t(sync);
-    if (W.cookieStore) W.cookieStore.addEventListener("change", () => t(sync));
-    setInterval(() => t(sync), 500);
+    t(() => (G.c = read()));
+    if (W.cookieStore) W.cookieStore.addEventListener("change", () => t(late));
+    setInterval(() => t(late), 500);
   });
   O.assign(G, {
     i: install,
     decide,
     t,
-    sync: () => t(sync),
+    q: [],
+    // activate.js hands its releases over to the guard when this exists
+    sync: (e) => t(late, e),
+    // the table and the granted categories, for guard-release.js
+    tab: () => (table(), R),
+    read,
+    grant: (g) => (ok = g),
     // Runs f with the guard off (tag-gate's own "load this embed" button).
     pass: (f) => {
       off++;
