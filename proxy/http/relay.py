@@ -35,7 +35,7 @@ from ..metrics import Metrics
 from ._aiohttp import send_head_with_body
 from .exchange import Exchange
 from .pool import UpstreamResponse
-from .response import REPRESENTATION_HEADERS, charset_of
+from .response import REPRESENTATION_HEADERS
 from .stages import Body, ResponsePlan, Visitor
 
 log = logging.getLogger("tag_gate")
@@ -312,7 +312,7 @@ class GatedRelay(Relay):
             nonce=plan.nonce,
             generation=ex.runtime.generation,
             additions=plan.additions,
-            charset=charset_of(plan.headers.get(hdrs.CONTENT_TYPE)),
+            charset=plan.charset_label,
             document=plan.document,
             essence=plan.essence,
         )
