@@ -82,7 +82,7 @@ def main() -> int:
     ap.add_argument("--page", choices=("2KB", "100KB", "listing"), default="2KB")
     ap.add_argument("--kind", choices=("pass", "html"), default="pass")
     ap.add_argument("--requests", type=int, default=300)
-    ap.add_argument("--config", default="", help="TOML text for every tree (default: built-in defaults)")
+    ap.add_argument("--config", default="", help="TOML for every tree (\\n: newline)")
     ap.add_argument("trees", nargs="+", type=Path)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tg-instr-") as tmp:
@@ -100,7 +100,7 @@ def main() -> int:
         for kind in ("pass", "html"):
             (www / kind / f"{args.page}.html").write_bytes(files[args.page])
         config = scratch / "tag-gate.toml"
-        config.write_text(args.config)
+        config.write_text(args.config.replace("\\n", "\n"))  # `\n` written on the command line
         origin_port = free_port()
         origin = nginx_conf(
             run,
