@@ -15,8 +15,8 @@ from aiohttp import web
 
 from proxy.html.cache import CachedPage, GateCache
 from proxy.html.gate import Additions
-from tests.conftest import TagGateFactory, UpstreamFactory
-from tests.proxytools import strip_guard
+from tests.conftest import ScriptedFactory, TagGateFactory, UpstreamFactory
+from tests.proxytools import replies, strip_guard
 
 PAGE = (
     b"<!doctype html><html><head>"
@@ -47,6 +47,9 @@ def test_every_input_of_the_gated_output_is_in_the_key() -> None:
         {"nonce": "n"},
         {"generation": 2},
         {"additions": Additions(head_start="<script></script>")},
+        {"charset": "utf-8"},
+        {"document": "xml"},
+        {"essence": "application/xhtml+xml"},
     ):
         assert key(**change) != base, change
 
@@ -114,6 +117,44 @@ async def test_a_hit_is_byte_identical_to_gating(upstream: UpstreamFactory, tag_
     assert m['tag_gate_gate_cache_total{event="hit"}'] == 1
     assert m['tag_gate_gate_cache_total{event="miss"}'] == 1
     assert m["tag_gate_gate_cache_bytes"] > len(first)
+
+
+async def get_head(url: str) -> tuple[dict[str, str], bytes]:
+    async with aiohttp.ClientSession() as client, client.get(url) as resp:
+        assert resp.status == 200
+        body = await resp.read()
+        return {k: v for k, v in resp.headers.items() if k.lower() != "date"}, body
+
+
+async def test_a_hit_sends_the_head_gating_sends(upstream: UpstreamFactory, tag_gate: TagGateFactory) -> None:
+    """PAGE declares no charset: the gated response names the one the browser would
+    only have guessed, on a hit as on the miss."""
+    site = await upstream(page_app())
+    tg = await tag_gate(f"http://127.0.0.1:{site.port}", html={"csp": {"sample": 0}})
+    miss, hit = await get_head(tg.url + "/"), await get_head(tg.url + "/")
+    assert miss[0]["Content-Type"] == "text/html; charset=windows-1252"
+    assert hit == miss
+    m = await metrics_of(tg.admin_url)
+    assert m['tag_gate_gate_cache_total{event="hit"}'] == 1
+
+
+XML = (
+    b'<?xml version="1.0"?><page xmlns:h="http://www.w3.org/1999/xhtml">'
+    b'<h:img src="https://bat.bing.com/action/0?ti=1"/></page>'
+)
+
+
+async def test_a_sniffed_xml_document_is_relayed_under_the_strict_csp_on_a_hit_too(
+    scripted: ScriptedFactory, tag_gate: TagGateFactory
+) -> None:
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(XML)}\r\nConnection: close\r\n\r\n".encode()
+    up = await scripted(replies(head + XML))
+    tg = await tag_gate(up.url, html={"csp": {"sample": 0}})
+    miss, hit = await get_head(tg.url + "/"), await get_head(tg.url + "/")
+    assert "default-src" in miss[0]["Content-Security-Policy"]
+    assert hit == miss
+    m = await metrics_of(tg.admin_url)
+    assert m['tag_gate_gate_cache_total{event="hit"}'] == 1
 
 
 async def test_another_consent_never_gets_the_cached_page(upstream: UpstreamFactory, tag_gate: TagGateFactory) -> None:

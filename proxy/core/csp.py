@@ -132,6 +132,8 @@ def _allows_self(sources: Sequence[str], nonce: str | None, scheme: str) -> bool
 def decide_guard_delivery(csp_values: Sequence[str], scheme: str = "https") -> GuardDelivery:
     """Inline with a nonce (or none), from `'self'`, or not at all, under the site's
     enforced policies (see the module docstring). `scheme` is the page's."""
+    if not csp_values:
+        return INLINE  # most pages: no policy at all
     policies = [p for p in parse_policies(csp_values) if _script_sources(p) is not None]
     if not policies:
         return INLINE

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from .memo import Memo
 from .quoted import split_outside_quotes
 
 _LWS: Final = " \t"
@@ -149,9 +150,22 @@ def parse_mime_type(value: str) -> tuple[str, list[tuple[str, str]]] | None:
     return essence, params
 
 
+_RESOLVED: Final[Memo[tuple[str, ...], ContentType]] = Memo(512, 64 << 10)
+"""`resolve_content_type` per tuple of lines: a site sends the same few values on every
+response, and the headers stage reads them on each (a dict lookup instead of a parse)."""
+
+
 def resolve_content_type(lines: Sequence[str]) -> ContentType:
     """The MIME type and charset the browser takes from every `Content-Type` line
     (see the module docstring)."""
+    key = tuple(lines)
+    hit = _RESOLVED.table.get(key)
+    if hit is not None:
+        return hit
+    return _RESOLVED.put(key, _resolve(key), sum(map(len, key)))
+
+
+def _resolve(lines: Sequence[str]) -> ContentType:
     if len(lines) == 1:
         m = _SIMPLE.fullmatch(lines[0])
         if m is not None:

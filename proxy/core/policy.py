@@ -325,7 +325,7 @@ class Policy:
 
     def gates_page(self, path: str) -> bool:
         """False for pages under an exception prefix (`[[exception]]`)."""
-        return not any(path.startswith(p) for p in self.exceptions)
+        return not path.startswith(self.exceptions)  # asked on every gated page: no generator
 
     def refusable(self, consent: ConsentState) -> bool:
         """Whether this visitor refuses any category the policy could act on."""

@@ -4,8 +4,12 @@ Many pages are the same bytes for every visitor (CDN-served marketing pages, art
 docs). When a page has arrived whole, its gated output is kept under a key made of a
 digest of the exact upstream body and every input of the gate: the content coding it
 came in and the one it leaves in, the visitor's consent key, the page host, the CSP
-nonce, the config generation and the markup added to the page. A hit skips decoding,
-gating and re-encoding. A cached result can therefore never reach a visitor whose
+nonce, the config generation, the markup added to the page, and what the response's
+`Content-Type` makes of the body (its charset label, HTML page, XML document or a body
+to sniff). An entry also keeps what the start of the body decided for the response's
+head (a `Content-Type` naming the encoding, the strict CSP for a sniffed XML document),
+so a hit sends the head a miss sends. A hit skips decoding, gating and re-encoding (the
+relay builds no gate for it). A cached result can therefore never reach a visitor whose
 consent, host or nonce differ, nor outlive a reload (the cache belongs to one runtime,
 and the generation is in the key as well).
 
@@ -43,9 +47,16 @@ class CachedPage:
     """The gated page exactly as it is sent (in the client's content coding)."""
     counts: Counts
     activation_needed: bool
+    content_type: str | None = None
+    """The `Content-Type` the start of the body decided the response must carry (the
+    encoding named, `proxy.html.start`), None: the upstream's stays."""
+    fail_safe: bool = False
+    """The start found an XML document by sniffing: the strict CSP applies."""
 
 
-CacheKey = tuple[bytes, str | None, str | None, str, str | None, str | None, int, Additions, str | None]
+CacheKey = tuple[
+    bytes, str | None, str | None, str, str | None, str | None, int, Additions, str | None, str | None, str | None
+]
 
 
 class GateCache:
@@ -73,11 +84,15 @@ class GateCache:
         generation: int,
         additions: Additions,
         charset: str | None = None,
+        document: str | None = None,
+        essence: str | None = None,
     ) -> CacheKey:
         """The key of a whole upstream body gated for one visitor (see the module docstring;
-        `charset`, the Content-Type's, decides how non-ASCII hosts read)."""
+        `charset`, the Content-Type's, decides how non-ASCII hosts read; `document` and
+        `essence`, what the response's type makes of the body: an HTML page, an XML
+        document, a body to sniff)."""
         digest = xxhash.xxh3_128_digest(body)
-        return (digest, coding, encode, consent_key, host, nonce, generation, additions, charset)
+        return (digest, coding, encode, consent_key, host, nonce, generation, additions, charset, document, essence)
 
     def get(self, key: CacheKey, source: bytes) -> CachedPage | None:
         """The page gated from exactly `source` under `key`'s other inputs, or None."""

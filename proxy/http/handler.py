@@ -28,6 +28,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from yarl import URL
 
+from ..core.memo import Memo
 from ..core.mime import resolve_content_type
 from .connection import BodyError, UpstreamError
 from .csp import handle_csp_report
@@ -392,15 +393,27 @@ class ProxyHandler:
         return await Relay(ex, metrics).raw(resp, up, (), body=not empty)
 
 
+_FETCH_METADATA: Final[Memo[tuple[str, str, str, str], FetchMetadata]] = Memo(256, 64 << 10)
+"""`fetch_metadata` per raw header values: a browser sends the same few combinations."""
+
+
 def fetch_metadata(headers: Any) -> FetchMetadata:
     """The request's `Sec-Fetch-Dest`, `-Mode` and `-User`, lower-cased and trimmed, and
     whether its `Accept` names HTML."""
-    return FetchMetadata(
-        headers.get(SEC_FETCH_DEST, "").strip().lower(),
-        headers.get(SEC_FETCH_MODE, "").strip().lower(),
-        headers.get(SEC_FETCH_USER, "").strip().lower(),
-        "text/html" in headers.get(hdrs.ACCEPT, "").lower(),
+    key = (
+        headers.get(SEC_FETCH_DEST, ""),
+        headers.get(SEC_FETCH_MODE, ""),
+        headers.get(SEC_FETCH_USER, ""),
+        headers.get(hdrs.ACCEPT, ""),
     )
+    hit = _FETCH_METADATA.table.get(key)
+    if hit is not None:
+        return hit
+    dest, mode, user, accept = key
+    found = FetchMetadata(
+        dest.strip().lower(), mode.strip().lower(), user.strip().lower(), "text/html" in accept.lower()
+    )
+    return _FETCH_METADATA.put(key, found, sum(map(len, key)))
 
 
 def top_level_response(plan: ResponsePlan) -> web.Response:

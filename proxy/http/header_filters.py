@@ -70,6 +70,14 @@ REPORTING_ENDPOINTS: Final = "Reporting-Endpoints"
 REPORT_TO: Final = "Report-To"
 EXPECT_CT: Final = "Expect-CT"
 SPECULATION_RULES: Final = "Speculation-Rules"
+_REPORTING: Final = (
+    hdrs.CONTENT_SECURITY_POLICY,
+    hdrs.CONTENT_SECURITY_POLICY_REPORT_ONLY,
+    REPORTING_ENDPOINTS,
+    REPORT_TO,
+    EXPECT_CT,
+)
+"""The headers `reporting_headers` reads."""
 _EXPECT_CT_URI: Final = re.compile(r'report-uri\s*=\s*"([^"]*)"', re.IGNORECASE)
 
 
@@ -108,6 +116,12 @@ def reporting_headers(h: Head) -> None:
     or report-only), the `Reporting-Endpoints` and `Report-To` endpoints every Reporting
     API report is sent to (CSP `report-to`, NEL, COOP/COEP, ...), and `Expect-CT`'s
     report-uri lose what names a refused host."""
+    headers = h.headers
+    for name in _REPORTING:
+        if name in headers:
+            break
+    else:
+        return  # the usual response: none of them (checked before anything else)
     if not h.refusable():
         return
     _filter_lines(h, hdrs.CONTENT_SECURITY_POLICY, filter_csp)

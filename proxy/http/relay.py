@@ -25,7 +25,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from ..core.actions import ELEMENT_ACTIONS
-from ..html.body import WHOLE_DOCUMENT_MAX
+from ..html.body import WHOLE_DOCUMENT_MAX, BodyPipeline
 from ..html.cache import CachedPage
 from ..html.codings import DecodeError, make_decoder
 from ..html.gate import GateError, GateStats
@@ -35,7 +35,7 @@ from ..metrics import Metrics
 from ._aiohttp import send_head_with_body
 from .exchange import Exchange
 from .pool import UpstreamResponse
-from .response import REPRESENTATION_HEADERS, charset_of
+from .response import REPRESENTATION_HEADERS
 from .stages import Body, ResponsePlan, Visitor
 
 log = logging.getLogger("tag_gate")
@@ -189,7 +189,7 @@ class GatedRelay(Relay):
         self.upstream_coding = upstream_coding
         runtime = ex.runtime
         self.stages = runtime.stages
-        self.pipeline = self.stages.body_pipeline(self.plan, ex.visitor.consent, ex.host)
+        self._pipeline: BodyPipeline | None = None
         html = runtime.config.html
         hold = html.decisions_header and self.plan.body is Body.GATE
         self.phase = Phase.HOLDING if hold else Phase.BUFFERING
@@ -203,9 +203,19 @@ class GatedRelay(Relay):
         self.cache = runtime.gate_cache if self.phase is Phase.BUFFERING and self.plan.body is Body.GATE else None
         self.cached: CachedPage | None = None
 
+    @property
+    def pipeline(self) -> BodyPipeline:
+        """The body pipeline (decode, gate, encode), built when first needed: a page
+        served from the gated-page cache never needs one."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            ex = self.ex
+            assert ex.visitor is not None
+            pipeline = self._pipeline = self.stages.body_pipeline(self.plan, ex.visitor.consent, ex.host)
+        return pipeline
+
     async def run(self) -> web.StreamResponse:
         content = self.up.content
-        pipeline = self.pipeline
         whole_limit = WHOLE_DOCUMENT_MAX if self.plan.decode is None else GATE_SLICE
         length = self.up.content_length
         try:
@@ -241,13 +251,14 @@ class GatedRelay(Relay):
                         break
                     # Large reads are gated in slices so the first bytes leave early and
                     # no single step holds the event loop for long.
+                    pipeline = self.pipeline
                     pos, size = 0, len(chunk)
                     while pos < size:
                         step = GATE_SLICE if self.phase is Phase.STREAMING else FIRST_SLICE
                         await self._take(pipeline.feed(chunk[pos : pos + step] if pos or size > step else chunk))
                         pos += step
                 if not finished:
-                    out = pipeline.end()
+                    out = self.pipeline.end()
             except (GateError, DecodeError) as exc:
                 return await self._failed(exc)
             return await self._complete(out)
@@ -262,9 +273,13 @@ class GatedRelay(Relay):
             self.phase = Phase.ABORTED
             self.abort(self.up, exc)
         finally:
-            self.stages.count(self.cached.counts if self.cached is not None else pipeline.gate.stats.counts.items())
-            if pipeline.failure is not None:
-                self.metrics.fail_safe.labels(f"report_only_{pipeline.failure}").inc()
+            built = self._pipeline
+            if self.cached is not None:
+                self.stages.count(self.cached.counts)
+            elif built is not None:
+                self.stages.count(built.gate.stats.counts.items())
+                if built.failure is not None:
+                    self.metrics.fail_safe.labels(f"report_only_{built.failure}").inc()
         return self.resp
 
     def _upstream_failed(self, exc: BaseException) -> web.Response:
@@ -297,7 +312,9 @@ class GatedRelay(Relay):
             nonce=plan.nonce,
             generation=ex.runtime.generation,
             additions=plan.additions,
-            charset=charset_of(plan.headers.get(hdrs.CONTENT_TYPE)),
+            charset=plan.charset_label,
+            document=plan.document,
+            essence=plan.essence,
         )
         hit = cache.get(key, body)
         if hit is not None:
@@ -305,10 +322,23 @@ class GatedRelay(Relay):
             self.cached = hit
             return hit.body
         metrics.gate_cache_event["miss"].inc()
-        out = self.pipeline.finish(body)  # a failure raises: nothing is cached
-        stats = self.pipeline.gate.stats
+        pipeline = self.pipeline
+        out = pipeline.finish(body)  # a failure raises: nothing is cached
+        stats = pipeline.gate.stats
+        start = pipeline.gate
+        outcome = start.outcome if isinstance(start, DocumentStart) else None
         evictions = cache.evictions
-        cache.put(key, CachedPage(body, out, tuple(stats.counts.items()), stats.activation_needed))
+        cache.put(
+            key,
+            CachedPage(
+                body,
+                out,
+                tuple(stats.counts.items()),
+                stats.activation_needed,
+                content_type=outcome.content_type if outcome is not None else None,
+                fail_safe=outcome.fail_safe if outcome is not None else False,
+            ),
+        )
         if cache.evictions != evictions:
             metrics.gate_cache_event["eviction"].inc(cache.evictions - evictions)
         metrics.gate_cache_bytes.set(cache.bytes)
@@ -322,14 +352,20 @@ class GatedRelay(Relay):
     def _settle_head(self) -> None:
         """Apply what the start of the body decided (`proxy.html.start`) to the head,
         just before it goes out: a Content-Type naming the encoding, the fail-safe CSP
-        for an XML document found by sniffing."""
-        start = self.pipeline.gate
-        if not isinstance(start, DocumentStart) or start.outcome is None:
-            return
-        outcome, headers = start.outcome, self.resp.headers
-        if outcome.content_type is not None:
-            headers[hdrs.CONTENT_TYPE] = outcome.content_type
-        if outcome.fail_safe:
+        for an XML document found by sniffing. A page from the gated-page cache gets what
+        its start decided when it was gated."""
+        cached = self.cached
+        if cached is not None:
+            content_type, fail_safe = cached.content_type, cached.fail_safe
+        else:
+            start = self._pipeline.gate if self._pipeline is not None else None
+            if not isinstance(start, DocumentStart) or start.outcome is None:
+                return
+            content_type, fail_safe = start.outcome.content_type, start.outcome.fail_safe
+        headers = self.resp.headers
+        if content_type is not None:
+            headers[hdrs.CONTENT_TYPE] = content_type
+        if fail_safe:
             self.stages.fail_safe_headers(headers, "xml_document")
 
     async def _start(self, *, coalesce: bool) -> None:

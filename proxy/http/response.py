@@ -66,6 +66,9 @@ def ascii_compatible(charset: str | None) -> bool:
 def make_private(headers: CIMultiDict[str]) -> None:
     """Cache-Control: keep `no-store`/`no-cache`/`max-age` for the browser, drop what lets
     shared caches store the response, and add `private`."""
+    if hdrs.CACHE_CONTROL not in headers:
+        headers[hdrs.CACHE_CONTROL] = "private"  # the usual case, as the loop below would say
+        return
     directives: list[str] = []
     for value in headers.getall(hdrs.CACHE_CONTROL, ()):
         for item in value.split(","):
@@ -80,6 +83,9 @@ def make_private(headers: CIMultiDict[str]) -> None:
 
 def add_vary(headers: CIMultiDict[str], names: Iterable[str] = VARY_ON) -> None:
     """Append to Vary (never replace it), without repeating a name already there."""
+    if hdrs.VARY not in headers:
+        headers[hdrs.VARY] = ", ".join(names)
+        return
     present: list[str] = []
     for value in headers.getall(hdrs.VARY, ()):
         present.extend(v.strip() for v in value.split(",") if v.strip())

@@ -33,7 +33,7 @@ from ..core.mime import DOCUMENT_DESTINATIONS, NO_CONTENT_TYPE, ContentType, nos
 from ..core.policy import Kind, Origin, Policy, filter_link_header
 from ..html.body import BodyPipeline
 from ..html.codings import CODINGS, client_accepts, filter_accept_encoding, parse_content_encoding
-from ..html.gate import NO_ADDITIONS, GatePlan, HtmlGate
+from ..html.gate import NO_ADDITIONS, Additions, GatePlan, HtmlGate
 from ..html.start import DocumentStart
 from ..html.xmlgate import XmlGate
 from ..metrics import Metrics
@@ -66,9 +66,12 @@ X_CONTENT_TYPE_OPTIONS: Final = "X-Content-Type-Options"
 
 _CACHE_LIMIT: Final = 4096
 _CACHE_BYTES: Final = 8 << 20
+_GUARDED_BYTES: Final = 16 << 20
+"""Bound of `Stages.with_guard`'s table (counting each entry's markup, mostly shared
+with the guard's own memo)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class HeaderStep:
     """What every header step reads and may change: one response's head."""
 
@@ -96,6 +99,7 @@ class HeaderStep:
     """What the browser renders the body as, when the gate must read it: "html", "xml"
     (XHTML, SVG, ... loaded as a document) or "sniff" (an unknown type it will sniff);
     None otherwise (set by `content_type`)."""
+    _refusable: bool | None = field(default=None, init=False, repr=False)
 
     def keep_url(self, url: str) -> bool:
         """Whether the visitor's consent lets the browser contact `url` (relative URLs
@@ -103,7 +107,12 @@ class HeaderStep:
         return self.stages.policy.decide_url(self.visitor.consent, Kind.HEADER, url, self.host).keeps
 
     def refusable(self) -> bool:
-        return self.stages.policy.refusable(self.visitor.consent)
+        """Whether the visitor refuses anything the policy acts on (asked by several
+        steps of every response: worked out once per head)."""
+        known = self._refusable
+        if known is None:
+            known = self._refusable = self.stages.policy.refusable(self.visitor.consent)
+        return known
 
     def count_header(self, name: str) -> None:
         """Count a header removed or trimmed (or that would be, in report-only mode)."""
@@ -197,6 +206,9 @@ def withdrawal(h: HeaderStep) -> None:
 
 def client_hints(h: HeaderStep) -> None:
     """Without advertising consent, high-entropy client hints are not asked for."""
+    headers = h.headers
+    if hdrs.ACCEPT_CH not in headers and "Critical-CH" not in headers:
+        return
     stages = h.stages
     if not stages.config.cookies.client_hints or h.visitor.consent.allows(ADVERTISING) or stages.report_only:
         return
@@ -215,9 +227,9 @@ def link_header(h: HeaderStep) -> None:
     """Remove the Link header's link-values (preconnect, preload with its `imagesrcset`,
     ...) that reach a refused host, reading every Link line as the one list the browser
     reads (RFC 8288, `proxy.core.link_header`); malformed link-values go too."""
-    policy, consent = h.stages.policy, h.visitor.consent
-    if not (policy.refusable(consent) and hdrs.LINK in h.headers):
+    if hdrs.LINK not in h.headers or not h.refusable():
         return
+    policy, consent = h.stages.policy, h.visitor.consent
     kept, removed = filter_link_header(
         h.headers.getall(hdrs.LINK), lambda url: policy.decide_url(consent, Kind.HEADER, url, h.host).keeps
     )
@@ -263,9 +275,9 @@ def page_additions(h: HeaderStep) -> None:
     put there, so the page goes through the gate even for a visitor who refuses nothing
     (`Stages.body_mode`). The banner's language may follow Accept-Language: said in Vary."""
     stages = h.stages
-    adds = stages.additions
     html = (h.html_body and h.html_type) or h.head_of_html
-    if not adds or stages.report_only or not (html and stages.policy.gates_page(h.path)):
+    adds = stages.additions
+    if not html or not adds or stages.report_only or not stages.policy.gates_page(h.path):
         return
     found = adds.for_page(
         path=h.path,
@@ -324,8 +336,7 @@ def runtime_guard(h: HeaderStep) -> None:
     delivery = decide_guard_delivery(values, "https" if h.secure else "http")
     markup = layers.guard_markup(h.visitor.consent, h.host, delivery, h.path)
     if markup:
-        additions = h.plan.additions
-        h.plan.additions = replace(additions, head_start=markup + additions.head_start)
+        h.plan.additions = h.stages.with_guard(markup, h.plan.additions)
 
 
 _WORKER_DESTS: Final = frozenset({"worker", "sharedworker"})
@@ -422,6 +433,7 @@ class Stages:
         essential_hosts = [h for v in self.policy.catalog.vendors if v.category == ESSENTIAL for h in v.hosts]
         self.fail_safe_policy = fail_safe_csp([*html.first_party_hosts, *essential_hosts])
         self.layers = RuntimeLayers(cfg, self.metrics)
+        self._guarded: Memo[tuple[str, Additions], Additions] = Memo(_CACHE_LIMIT, _GUARDED_BYTES)
         # The commonest visitor (no cookie) is read once now: its memo entry is warm and
         # its consent-read series exists from the start, so /metrics does not grow later.
         self.visitor((), None)
@@ -482,6 +494,18 @@ class Stages:
         return ours
 
     # ------------------------------------------------------------ headers stage
+
+    def with_guard(self, markup: str, additions: Additions) -> Additions:
+        """`additions` with the guard's `markup` first at the head. Memoised: the markup
+        is one string per consent key and host (`RuntimeLayers.guard_markup`), so every
+        page of a visitor reuses one value (and `dataclasses.replace` runs once)."""
+        key = (markup, additions)
+        hit = self._guarded.table.get(key)
+        if hit is not None:
+            return hit
+        made = replace(additions, head_start=markup + additions.head_start)
+        size = len(markup) + len(additions.head_start) + len(additions.head_end) + len(additions.body_end)
+        return self._guarded.put(key, made, size)
 
     def plan_response(
         self,
