@@ -282,12 +282,15 @@ def test_prescan_leaves_out_only_what_a_document_cannot_need() -> None:
         "noscript",
     }
     large = plain + b" " * (16 << 10)
-    # past 16 KiB only the scans that leave out several compounds (or costly ones) are made
+    # past 6 KiB only the scans that leave out costly compounds are made
     assert prescan(large) == {"script", "img", "media", "frame", "embed", "link", "noscript", "top", "foreign"} | {
         "style_element",
         "meta",
+        "svg",
+        "base",
     }
-    assert prescan(large + b"<svg background") == prescan(large) | {"svg", "background"}
+    assert prescan(large + b"<svg background") == prescan(large) | {"background"}
+    assert prescan(large + b"<a attributionsrc>") == prescan(large) | {"attribution"}
 
 
 def _wpt(testdata: Path, name: str) -> list[object]:
