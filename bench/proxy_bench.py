@@ -140,6 +140,21 @@ http {{
     return conf
 
 
+def origin_conf(run: Path, www: Path, port: int, kinds: tuple[str, ...] = ("pass", "html")) -> Path:
+    """The origin nginx on CPU 0 serving the bench pages: `/pass/` as text/plain and
+    `/html/` as text/html (the `kinds` it serves)."""
+    types = {"pass": "text/plain", "html": "text/html"}
+    locations = "\n".join(f"    location /{k}/ {{ default_type {types[k]}; }}" for k in kinds)
+    return nginx_conf(
+        run,
+        "origin",
+        "01",
+        f"""types {{ }}
+  server {{ listen 127.0.0.1:{port} backlog=4096; root {www};
+{locations} }}""",
+    )
+
+
 def parse_wrk(text: str) -> dict[str, float]:
     def ms(s: str) -> float:
         m = re.match(r"([\d.]+)(us|ms|s)", s)
@@ -250,15 +265,7 @@ def main() -> int:
     slow_port, tg_slow_port, anchor_port = free_port(), free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        origin = nginx_conf(
-            run,
-            "origin",
-            "01",
-            f"""types {{ }}
-  server {{ listen 127.0.0.1:{origin_port} backlog=4096; root {www};
-    location /pass/ {{ default_type text/plain; }}
-    location /html/ {{ default_type text/html; }} }}""",
-        )
+        origin = origin_conf(run, www, origin_port)
         edge = nginx_conf(
             run,
             "edge",

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pages
-from proxy_bench import free_port, nginx_bin, nginx_conf, wait_port
+from proxy_bench import free_port, nginx_bin, origin_conf, wait_port
 
 
 def dumped_instructions(prefix: str, before: set[Path]) -> int:
@@ -102,15 +102,7 @@ def main() -> int:
         config = scratch / "tag-gate.toml"
         config.write_text(args.config.replace("\\n", "\n"))  # `\n` written on the command line
         origin_port = free_port()
-        origin = nginx_conf(
-            run,
-            "origin",
-            "01",
-            f"""types {{ }}
-  server {{ listen 127.0.0.1:{origin_port} backlog=4096; root {www};
-    location /pass/ {{ default_type text/plain; }}
-    location /html/ {{ default_type text/html; }} }}""",
-        )
+        origin = origin_conf(run, www, origin_port)
         nginx = subprocess.Popen([nginx_bin(), "-c", str(origin), "-e", str(run / "nginx-stderr.log")])
         try:
             wait_port(origin_port)

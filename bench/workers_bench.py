@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pages
 import proxy_bench
-from proxy_bench import free_port, nginx_bin, nginx_conf, parse_wrk, wait_port
+from proxy_bench import free_port, nginx_bin, origin_conf, parse_wrk, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -142,14 +142,7 @@ def main() -> int:
     ports = {n: (free_port(), free_port()) for n in counts}
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        origin = nginx_conf(
-            run,
-            "origin",
-            "01",
-            f"""types {{ }}
-  server {{ listen 127.0.0.1:{origin_port} backlog=4096; root {www};
-    location /html/ {{ default_type text/html; }} }}""",
-        )
+        origin = origin_conf(run, www, origin_port, ("html",))
         procs.append(subprocess.Popen([nginx_bin(), "-c", str(origin), "-e", str(run / "nginx-stderr.log")]))
         wait_port(origin_port)
         servers = {}

@@ -60,7 +60,7 @@ async def start_origin(body: bytes, content_type: str, coding: str | None) -> Te
     payload = gzip.compress(body, 6) if coding == "gzip" else body
 
     async def handler(request: web.Request) -> web.Response:
-        resp = web.Response(body=payload, content_type=content_type)
+        resp = web.Response(body=payload, headers={"Content-Type": content_type})
         if coding:
             resp.headers["Content-Encoding"] = coding
         return resp
@@ -70,6 +70,22 @@ async def start_origin(body: bytes, content_type: str, coding: str | None) -> Te
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     return server
+
+
+async def read_slowly_through_proxy(origin: TestServer, coding: str | None) -> tuple[str | None, bytes]:
+    """GET `/f` through tag-gate at 8 MB/s (the upstream writes at loopback speed): the
+    response's Content-Type and body as sent; no access record may carry an error."""
+    async with running_proxy(f"http://127.0.0.1:{origin.port}") as tg:
+        async with aiohttp.ClientSession(auto_decompress=False, read_bufsize=16384) as client:
+            headers = {"Accept-Encoding": coding or "identity"}
+            async with client.get(tg.url + "/f", headers=headers) as resp:
+                assert resp.status == 200
+                if coding == "gzip":
+                    assert resp.headers.get("Content-Encoding") == "gzip"
+                got = await slow_read(resp, rate=8_000_000)
+        errors = [r for r in tg.access_records() if r.get("error")]
+        assert not errors, errors
+    return resp.headers.get("Content-Type"), got
 
 
 CASES = [
@@ -88,19 +104,10 @@ async def test_slow_client_gets_every_byte(content_type: str, coding: str | None
     body = html_page(size) if html else octets(size)
     origin = await start_origin(body, content_type, coding)
     try:
-        async with running_proxy(f"http://127.0.0.1:{origin.port}") as tg:
-            async with aiohttp.ClientSession(auto_decompress=False, read_bufsize=16384) as client:
-                headers = {"Accept-Encoding": coding or "identity"}
-                async with client.get(tg.url + "/f", headers=headers) as resp:
-                    assert resp.status == 200
-                    # The upstream writes at loopback speed; the client reads at 8 MB/s.
-                    got = await slow_read(resp, rate=8_000_000)
-            errors = [r for r in tg.access_records() if r.get("error")]
-            assert not errors, errors
+        _, got = await read_slowly_through_proxy(origin, coding)
     finally:
         await origin.close()
     if coding == "gzip":
-        assert resp.headers.get("Content-Encoding") == "gzip"
         got = gzip.decompress(got)
     if html:
         assert got.count(b"<li>") == body.count(b"<li>"), "the gated page lost rows"
@@ -164,30 +171,12 @@ async def test_slow_client_gets_every_byte_of_a_transcoded_utf16_page(coding: st
     same backpressure holds on that path (8 MB of page, a client reading at 8 MB/s)."""
     body = html_page(4_000_000)
     sent = body.decode("ascii").encode("utf-16")  # with a byte order mark, as sites send it
-    payload = gzip.compress(sent, 6) if coding else sent
-
-    async def handler(request: web.Request) -> web.Response:
-        headers = {"Content-Type": "text/html; charset=utf-16"}
-        if coding:
-            headers["Content-Encoding"] = coding
-        return web.Response(body=payload, headers=headers)
-
-    app = web.Application()
-    app.router.add_get("/f", handler)
-    origin = TestServer(app, host="127.0.0.1")
-    await origin.start_server()
+    origin = await start_origin(sent, "text/html; charset=utf-16", coding)
     try:
-        async with running_proxy(f"http://127.0.0.1:{origin.port}") as tg:
-            async with aiohttp.ClientSession(auto_decompress=False, read_bufsize=16384) as client:
-                headers = {"Accept-Encoding": coding or "identity"}
-                async with client.get(tg.url + "/f", headers=headers) as resp:
-                    assert resp.status == 200
-                    assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
-                    got = await slow_read(resp, rate=8_000_000)
-            errors = [r for r in tg.access_records() if r.get("error")]
-            assert not errors, errors
+        content_type, got = await read_slowly_through_proxy(origin, coding)
     finally:
         await origin.close()
+    assert content_type == "text/html; charset=utf-8"
     if coding:
         got = gzip.decompress(got)
     assert got.count(b"<li>") == body.count(b"<li>"), "the transcoded page lost rows"

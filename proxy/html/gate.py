@@ -35,6 +35,7 @@ from typing import Any, Final, NoReturn
 import lolhtml
 
 from ..core.consent import ConsentState
+from ..core.memo import Memo
 from .attributes import may_carry_ping, srcset_urls
 from .foreign import ForeignContentError, ForeignTracker, find_tag_end
 from .handlers import DOCUMENT_HANDLER, FOREIGN_HANDLER, HANDLERS, PAGE_HANDLER, PAGE_SELECTOR
@@ -135,6 +136,10 @@ _SMALL_SCANNED: Final = {
 `_SMALL_DOCUMENT` bytes: a scan costs by the byte and a registration by the element
 (and 2.5 us to build), so only a small page saves by scanning for each."""
 
+_LARGE_SCANS: Final = tuple(_ALWAYS_SCANNED.items())
+_SMALL_SCANS: Final = _LARGE_SCANS + tuple(_SMALL_SCANNED.items())
+"""`prescan`'s scans past `_SMALL_DOCUMENT` and up to it (name, needles)."""
+
 PRESCANNED: Final = ("ping", "style", *_ALWAYS_SCANNED, *(name for name in _SMALL_SCANNED if name != FOREIGN))
 """Selectors a whole document is pre-scanned for (`prescan`); a streamed one gets them all."""
 
@@ -172,10 +177,10 @@ def prescan(document: bytes, lowered: bytes | None = None) -> frozenset[str]:
         needed.add("ping")
     if _any_match(lowered, b"style", _STYLE_VALUE):
         needed.add("style")
-    scans: list[tuple[str, tuple[bytes, ...]]] = [*_ALWAYS_SCANNED.items()]
     if len(document) <= _SMALL_DOCUMENT:
-        scans += _SMALL_SCANNED.items()
+        scans = _SMALL_SCANS
     else:
+        scans = _LARGE_SCANS
         needed.update(_SMALL_SCANNED)
     found: dict[bytes, bool] = {}
     for name, needles in scans:
@@ -250,20 +255,21 @@ def _nested_gate(run: GateRun, stats: GateStats) -> HtmlGate:
     return gate
 
 
-_REGISTRATIONS: dict[tuple[bool, bool, frozenset[str], bool], tuple[tuple[str, Callable[[GateRun], Any]], ...]] = {}
+_Registrations = tuple[tuple[str, Callable[[GateRun], Any]], ...]
+_REGISTRATIONS: Final[Memo[tuple[bool, bool, frozenset[str], bool], _Registrations]] = Memo(512, 256 << 10)
 """What a gate registers with lol-html, by (`html.inline_styles`, whether the page gets
 a head-start addition, the prescanned selectors needed, whether `<img>` is selected
-narrowly): selector and handler factory, in SELECTORS order (built on first use)."""
+narrowly): selector and handler factory, in SELECTORS order. Bounded: the selectors a
+page needs are chosen by its bytes, so the combinations are the upstream's to choose."""
 
 
-def _registrations(plan: GatePlan, top: bool, needed: frozenset[str], narrow: bool) -> tuple[tuple[str, Any], ...]:
+def _registrations(plan: GatePlan, top: bool, needed: frozenset[str], narrow: bool) -> _Registrations:
     key = (plan.inline_styles, top, needed, narrow)
-    found = _REGISTRATIONS.get(key)
+    found = _REGISTRATIONS.table.get(key)
     if found is None:
         names = gate_selectors(plan, top=top, needed=needed)
-        found = _REGISTRATIONS[key] = tuple(
-            (IMG_NARROW if narrow and name == "img" else SELECTORS[name], HANDLERS[name]) for name in names
-        )
+        made = tuple((IMG_NARROW if narrow and name == "img" else SELECTORS[name], HANDLERS[name]) for name in names)
+        found = _REGISTRATIONS.put(key, made, 16 * len(needed))
     return found
 
 
