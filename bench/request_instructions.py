@@ -12,7 +12,7 @@ after 100 warm-up requests the counters are zeroed (`callgrind_control -z`), N r
 go over one keep-alive connection, one after the other, and the counters are dumped.
 
 Usage:  python bench/request_instructions.py [--page 2KB] [--kind pass] [--requests 300]
-            [--config TOML] TREE [TREE ...]
+            [--config TOML] [--keep PATH] TREE [TREE ...]
 e.g. `python bench/request_instructions.py --kind html --page listing . /tmp/old-tree`
 (a TREE is a source checkout: `git worktree add --detach /tmp/old-tree b9a083e`).
 Trees run in parallel (each is one process); starting under valgrind takes a minute.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,17 +36,22 @@ import pages
 from proxy_bench import free_port, nginx_bin, origin_conf, wait_port
 
 
-def dumped_instructions(prefix: str, before: set[Path]) -> int:
-    """The `summary:` (total Ir) of the newest callgrind dump not in `before`."""
+def dumped_instructions(prefix: str, before: set[Path], keep: Path | None = None) -> int:
+    """The `summary:` (total Ir) of the newest callgrind dump not in `before` (copied to
+    `keep` when given, for `callgrind_annotate`)."""
     folder = Path(prefix).parent
     fresh = sorted((p for p in folder.glob(Path(prefix).name + ".*") if p not in before), key=os.path.getmtime)
+    if keep is not None:
+        shutil.copyfile(fresh[-1], keep)
     for line in fresh[-1].read_text().splitlines():
         if line.startswith(("summary:", "totals:")):
             return int(line.split()[1])
     raise RuntimeError(f"no total in {fresh[-1]}")
 
 
-def measure(tree: Path, origin_port: int, url_path: str, config: Path, requests: int, scratch: Path) -> float:
+def measure(
+    tree: Path, origin_port: int, url_path: str, config: Path, requests: int, scratch: Path, keep: Path | None = None
+) -> float:
     port = free_port()
     prefix = str(scratch / f"callgrind-{port}")
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}.%p", sys.executable, "-m", "proxy"]
@@ -71,7 +77,7 @@ def measure(tree: Path, origin_port: int, url_path: str, config: Path, requests:
         before = set(Path(prefix).parent.glob(Path(prefix).name + ".*"))
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
         time.sleep(0.5)
-        return dumped_instructions(prefix, before) / requests
+        return dumped_instructions(prefix, before, keep) / requests
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -83,6 +89,7 @@ def main() -> int:
     ap.add_argument("--kind", choices=("pass", "html"), default="pass")
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--config", default="", help="TOML for every tree (\\n: newline)")
+    ap.add_argument("--keep", type=Path, help="copy each tree's callgrind dump to KEEP.<n> (n: the tree's place)")
     ap.add_argument("trees", nargs="+", type=Path)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tg-instr-") as tmp:
@@ -110,7 +117,17 @@ def main() -> int:
             with ThreadPoolExecutor(len(args.trees)) as pool:
                 results = list(
                     pool.map(
-                        lambda t: measure(t.resolve(), origin_port, path, config, args.requests, scratch), args.trees
+                        lambda n, t: measure(
+                            t.resolve(),
+                            origin_port,
+                            path,
+                            config,
+                            args.requests,
+                            scratch,
+                            None if args.keep is None else args.keep.with_name(f"{args.keep.name}.{n}"),
+                        ),
+                        range(len(args.trees)),
+                        args.trees,
                     )
                 )
         finally:

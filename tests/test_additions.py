@@ -4,11 +4,15 @@ pages never get it. Every case also split at every offset: the output never chan
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from proxy.core.config import make_policy
 from proxy.core.consent import DEFAULT_SETTINGS, read_consent
-from proxy.html.gate import Additions, GatePlan, HtmlGate
+from proxy.html.gate import Additions, GateError, GatePlan, HtmlGate
+from proxy.html.prologue import head_start_spot
+from tests.test_rewrite import html5lib_inputs
 
 HEAD = '<script nonce="n">/*guard*/</script>'
 END = '<div id="banner"></div>'
@@ -17,9 +21,13 @@ NONE = read_consent(None, None, DEFAULT_SETTINGS)
 
 
 def gate(page: str, additions: Additions, *, report_only: bool = False, step: int = 0) -> str:
+    """`step` > 0: fed in pieces of that size; 0: in one `feed`; -1: `feed_whole` (which
+    splices the head-start addition in after gating when `head_start_spot` finds where)."""
     g = HtmlGate(PLAN, NONE, page_host="shop.example", report_only=report_only, additions=additions)
     data = page.encode()
-    if step:
+    if step < 0:
+        return g.feed_whole(data).decode()
+    if step > 0:
         out = b"".join(g.feed(data[i : i + step]) for i in range(0, len(data), step)) + g.end()
     else:
         out = g.feed(data) + g.end()
@@ -47,7 +55,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("page", "expected"), CASES)
-@pytest.mark.parametrize("step", [0, 1, 7])
+@pytest.mark.parametrize("step", [-1, 0, 1, 7])
 def test_additions_go_in_once_at_their_place(page: str, expected: str, step: int) -> None:
     assert gate(page, Additions(head_start=HEAD, body_end=END), step=step) == expected
 
@@ -61,7 +69,90 @@ def test_added_markup_is_not_gated_itself() -> None:
 
 def test_report_only_pages_get_nothing_added() -> None:
     page = "<html><head></head><body><script src=/a.js></script></body></html>"
-    assert gate(page, Additions(head_start=HEAD, body_end=END), report_only=True) == page
+    for step in (-1, 0):
+        assert gate(page, Additions(head_start=HEAD, body_end=END), report_only=True, step=step) == page
+
+
+# --------------------------------------------------------------------------- head start spliced into a whole page
+
+SPOTS = [
+    # (prologue, how much of it is read up to the end of the <html>/<head> start tag)
+    ("<html>", "<html>"),
+    ("<!doctype html><html lang=en>", "<!doctype html><html lang=en>"),
+    (
+        '\ufeff<!DOCTYPE html PUBLIC "-//W3C//DTD HTML 4.01//EN"><HEAD>x',
+        '\ufeff<!DOCTYPE html PUBLIC "-//W3C//DTD HTML 4.01//EN"><HEAD>',
+    ),
+    ('<!DOCTYPE html PUBLIC "a>b"><head>', None),  # a DOCTYPE ends at its first >: text follows
+    ("  \n\t<!-- c --> <!--x--!><html>", "  \n\t<!-- c --> <!--x--!><html>"),
+    ("<!-- a --!><html>--><head>", "<!-- a --!><html>"),  # the first of the two closings
+    ("<!--><html>", "<!--><html>"),  # abrupt comment closings: <!--> and <!---> are whole comments
+    ("<!---><head>", "<!---><head>"),
+    ("<!-- <html> --><head  a = 'x>y'  b=\"\" c=d/>x", "<!-- <html> --><head  a = 'x>y'  b=\"\" c=d/>"),
+    ('<html\x0cdata-x="1"\n>', '<html\x0cdata-x="1"\n>'),
+    ("<header>", None),  # not <head>
+    ("x<html>", None),  # text first
+    ('<html a"b>', None),  # a quote the tokenizer reads as part of a name
+    ("<html ='a>b'>", None),  # `=` starting a name
+    ("<html/ lang=en>", None),
+    ("<html a=b'c>", None),  # a quote in an unquoted value
+    ("<!-- never closed <html>", None),
+    ("<script></script><html>", None),
+    ("<?xml version='1.0'?><html>", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("prologue", "read"), SPOTS)
+def test_head_start_spot_reads_the_prologue_as_the_tokenizer_does(prologue: str, read: str | None) -> None:
+    assert head_start_spot(prologue.encode()) == (-1 if read is None else len(read.encode()))
+
+
+@pytest.mark.parametrize(("prologue", "read"), SPOTS)
+def test_a_whole_page_gets_the_head_start_where_a_streamed_one_does(prologue: str, read: str | None) -> None:
+    page = prologue + "<title>t</title><script src=https://connect.facebook.net/x.js></script><p>x"
+    additions = Additions(head_start=HEAD, body_end=END)
+    assert gate(page, additions, step=-1) == gate(page, additions, step=0)
+
+
+def test_a_handler_that_changes_the_top_tag_keeps_the_lol_html_insertion() -> None:
+    """The splice checks that the gate left the prologue as it came; an `<html style>` the
+    inline-style gate rewrites sends the page the lol-html way."""
+    plan = GatePlan(policy=make_policy(None), inline_styles=True)
+    page = b'<html style="background:url(https://bat.bing.com/a.gif)"><head></head><body>x'
+    additions = Additions(head_start=HEAD)
+    whole = HtmlGate(plan, NONE, page_host="shop.example", additions=additions).feed_whole(page)
+    streamed = HtmlGate(plan, NONE, page_host="shop.example", additions=additions)
+    assert whole == streamed.feed(page) + streamed.end()
+    assert whole.count(HEAD.encode()) == 1 and b"bat.bing.com" not in whole
+
+
+def test_html5lib_corpus_gets_the_head_start_alike_whole_and_streamed(testdata: Path) -> None:
+    """Each html5lib tokenizer input inside a prologue (as a comment, a DOCTYPE, the
+    attributes of `<html>`), so that `head_start_spot` meets every oddity the tokenizer
+    tests hold: whole and streamed pages are the same, and most take the splice."""
+    additions = Additions(head_start=HEAD, body_end=END)
+    spliced = checked = 0
+    for name, data in html5lib_inputs(testdata / "html5lib-tests"):
+        for doc in (
+            data,
+            b"<html>" + data,
+            b"<!--" + data + b"--><html>x",
+            b"<!--" + data + b"--!><html>--><head>x",
+            b"<!doctype " + data + b"><head>x",
+            b"<html " + data + b">x",
+            b"<head " + data + b"/><p>x",
+        ):
+            streamed = HtmlGate(PLAN, NONE, page_host="shop.example", additions=additions)
+            try:
+                expected = streamed.feed(doc) + streamed.end()
+            except GateError:
+                continue
+            whole = HtmlGate(PLAN, NONE, page_host="shop.example", additions=additions).feed_whole(doc)
+            assert whole == expected, (name, doc[:200])
+            checked += 1
+            spliced += head_start_spot(doc) >= 0
+    assert checked > 10000 and spliced > checked // 3, (checked, spliced)
 
 
 def test_no_additions_means_the_page_is_unchanged() -> None:

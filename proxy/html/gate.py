@@ -39,6 +39,7 @@ from ..core.memo import Memo
 from .attributes import may_carry_ping, srcset_urls
 from .foreign import ForeignContentError, ForeignTracker, find_tag_end
 from .handlers import DOCUMENT_HANDLER, FOREIGN_HANDLER, HANDLERS, PAGE_HANDLER, PAGE_SELECTOR
+from .prologue import head_start_spot
 from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats
 
 __all__ = [
@@ -359,6 +360,7 @@ class HtmlGate:
         self._foreign = None if report_only else ForeignTracker()
         self._carry = b""  # the start of a `<svg`/`<math` tag, until it is whole
         self._optimistic = False  # see `feed_whole`
+        self._redone = False  # `_redo` gated the document in a fresh gate
         self._args = (plan, consent, page_host, nonce, report_only, nested, additions)
 
     @property
@@ -469,7 +471,25 @@ class HtmlGate:
         """`feed(document) + end()` for a caller that holds the complete document before
         the first feed: the same output, with only the registrations `prescan` finds the
         document may need, and, in one without `<base` and with many images for its size
-        (`images_are_dense`), only the `<img>` that could leave the page's host."""
+        (`images_are_dense`), only the `<img>` that could leave the page's host. The
+        head-start addition (the runtime guard) is spliced into the output where
+        `head_start_spot` finds the first `<html>`/`<head>` start tag to end, instead of
+        going through lol-html, when the gate left those first bytes as they came."""
+        run = self._run
+        if self._rewriter is None and run.head_pending and run.additions.head_start.isascii():
+            spot = head_start_spot(document)
+            if spot >= 0:
+                # Spliced in after gating: no `html, head` handler, no trip through lol-html.
+                run.head_pending = False
+                out = self._gate_whole(document)
+                if self._redone:
+                    return out  # the fresh gate of `_redo` inserted it
+                if out[:spot] == document[:spot]:
+                    return b"".join((out[:spot], run.additions.head_start.encode("ascii"), out[spot:]))
+                return self._redo(document)  # a handler changed the prologue: its way
+        return self._gate_whole(document)
+
+    def _gate_whole(self, document: bytes) -> bytes:
         if self._rewriter is None:
             lowered = document.lower()
             needed = prescan(document, lowered)
@@ -492,6 +512,7 @@ class HtmlGate:
         """Gate `document` again in a fresh gate that follows foreign content from the
         start; its counts become this gate's."""
         plan, consent, page_host, nonce, report_only, nested, additions = self._args
+        self._redone = True
         stats = self.stats
         fresh_stats = GateStats(
             records=[] if stats.records is not None else None,
