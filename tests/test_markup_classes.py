@@ -9,6 +9,7 @@ run is given `--testdata` and the files are there; they are never copied into th
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from proxy.core.consent import read_consent
 from proxy.core.policy import Policy
 from proxy.core.url import host_of
 from proxy.html.css import css_urls, gate_css
-from proxy.html.gate import GatePlan, HtmlGate, prescan
+from proxy.html.gate import GatePlan, HtmlGate, prescan, prescan_python
 from proxy.html.hosts import UNPARSEABLE, ascii_host_url, readings
 from proxy.html.sources import parse_data_url, refresh_url, speculation_urls
 
@@ -256,25 +257,33 @@ def test_speculation_urls() -> None:
     assert speculation_urls("not json") is None
 
 
-def test_prescan_leaves_out_only_what_a_document_cannot_need() -> None:
+@pytest.mark.parametrize("scan", [prescan, prescan_python], ids=["hyperscan", "python"])
+def test_prescan_leaves_out_only_what_a_document_cannot_need(scan: Callable[[bytes], frozenset[str]]) -> None:
     plain = b'<p style="color:red">x</p><a href="/a">a</a><table><td>cell</td></table>'
-    assert prescan(plain) == frozenset()
-    assert prescan(b'<p style="color:var(x)">') == {"style"}
-    assert prescan(b"<p STYLE = 'a:b&#40;'>") == {"style"}
-    assert prescan(b"<p style=a(b>") == {"style"}
-    assert prescan(b"<a PING=x>") == {"ping"}
-    assert prescan(b"<STYLE>a{}</STYLE>") == {"style_element"}
-    assert prescan(b"<SVG>") == {"svg", "foreign"}
-    assert prescan(b"<math>") == {"foreign"}
-    assert prescan(b"<image>") == {"svg"}  # an `<img>` to the parser, gated by the svg handler
-    assert prescan(b"<tr background=x>") == {"background"}
-    assert prescan(b"<img attributionsrc>") == {"img", "attribution"}
-    assert prescan(b"<BASE href=x>") == {"base"}
+    assert scan(plain) == frozenset()
+    assert scan(b'<p style="color:var(x)">') == {"style"}
+    assert scan(b"<p STYLE = 'a:b&#40;'>") == {"style"}
+    assert scan(b"<p style=a(b>") == {"style"}
+    assert scan(b"<p style=&#40;x>") == {"style"}  # unquoted, the first character `&` or `(`
+    assert scan(b"<p style=(x>") == {"style"}
+    assert scan(b"<p style=\"(x\">") == {"style"}
+    assert scan(b"<p style = 'x' (>") == frozenset()  # the `(` is after the value
+    assert scan(b"<a\tping\x0c=x>") == {"ping"}
+    assert scan(b"ping=x") == {"ping"}  # at the very start
+    assert scan(b"<a mapping=x>") == frozenset()
+    assert scan(b"<a PING=x>") == {"ping"}
+    assert scan(b"<STYLE>a{}</STYLE>") == {"style_element"}
+    assert scan(b"<SVG>") == {"svg", "foreign"}
+    assert scan(b"<math>") == {"foreign"}
+    assert scan(b"<image>") == {"svg"}  # an `<img>` to the parser, gated by the svg handler
+    assert scan(b"<tr background=x>") == {"background"}
+    assert scan(b"<img attributionsrc>") == {"img", "attribution"}
+    assert scan(b"<BASE href=x>") == {"base"}
     for tag in ("video", "audio", "source", "track", "input"):
-        assert prescan(f"<{tag.upper()} src=x>".encode()) == {"media"}, tag
+        assert scan(f"<{tag.upper()} src=x>".encode()) == {"media"}, tag
     for markup, name in (("<iframe>", "frame"), ("<frameset><frame>", "frame"), ("<object>", "embed")):
-        assert prescan(markup.encode()) == {name}, markup
-    assert prescan(b"<html><head><meta charset=utf-8><link rel=x><script></script><noscript>") == {
+        assert scan(markup.encode()) == {name}, markup
+    assert scan(b"<html><head><meta charset=utf-8><link rel=x><script></script><noscript>") == {
         "top",
         "meta",
         "link",
@@ -282,15 +291,19 @@ def test_prescan_leaves_out_only_what_a_document_cannot_need() -> None:
         "noscript",
     }
     large = plain + b" " * (16 << 10)
-    # past 6 KiB only the scans that leave out costly compounds are made
-    assert prescan(large) == {"script", "img", "media", "frame", "embed", "link", "noscript", "top", "foreign"} | {
-        "style_element",
-        "meta",
-        "svg",
-        "base",
-    }
-    assert prescan(large + b"<svg background") == prescan(large) | {"background"}
-    assert prescan(large + b"<a attributionsrc>") == prescan(large) | {"attribution"}
+    if scan is prescan_python:
+        # past 6 KiB, one `bytes.find` per needle: only the scans that leave out costly compounds
+        assert scan(large) == {"script", "img", "media", "frame", "embed", "link", "noscript", "top", "foreign"} | {
+            "style_element",
+            "meta",
+            "svg",
+            "base",
+        }
+    else:
+        assert scan(large) == frozenset()  # one pass for every needle, whatever the size
+        assert scan(large + b"<SCRIPT>" + large) == {"script"}
+    assert scan(large + b"<td background") == scan(large) | {"background"}
+    assert scan(large + b"<a attributionsrc>") == scan(large) | {"attribution"}
 
 
 def _wpt(testdata: Path, name: str) -> list[object]:

@@ -15,11 +15,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import proxy.html.gate as gate_module
 from proxy.core.catalog import Catalog, make_catalog
 from proxy.core.consent import DEFAULT_SETTINGS, ConsentState, read_consent
 from proxy.core.defer import STYLES, make_cmp_names
 from proxy.core.policy import Action, Policy, UrlRule
-from proxy.html.gate import SELECTORS, GateError, GatePlan, HtmlGate, gate_document, may_carry_ping, srcset_urls
+from proxy.html.gate import (
+    SELECTORS,
+    GateError,
+    GatePlan,
+    HtmlGate,
+    gate_document,
+    may_carry_ping,
+    prescan,
+    prescan_python,
+    srcset_urls,
+)
+from proxy.html.needles import ENGINE as NEEDLES_ENGINE
+from proxy.html.needles import Needles
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CATALOG = make_catalog()
@@ -186,13 +199,21 @@ PRUNABLE_KIT: Final = (
 )
 
 
-def test_html5lib_corpus_gates_the_same_whole_as_streamed_with_every_prunable_kind(testdata: Path) -> None:
+@pytest.mark.parametrize("engine", ["hyperscan", "python"])
+def test_html5lib_corpus_gates_the_same_whole_as_streamed_with_every_prunable_kind(
+    testdata: Path, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`feed_whole` registers only what `prescan` finds the document may need; a streamed
     document gets every registration. Each html5lib input, with one refused element kind
     of `PRUNABLE_KIT` (in rotation) before and after it, so that the kind lands in every
     parser state the corpus reaches while the others are left out: the output is the same
     both ways (whatever the document's own bytes, a registration left out never had an
-    element to act on)."""
+    element to act on). Both pre-scans: Hyperscan's one pass, and the Python one that
+    runs where the package is missing."""
+    if engine == "python":
+        monkeypatch.setattr(gate_module, "_NEEDLES", Needles(()))
+    else:
+        assert NEEDLES_ENGINE is not None
     checked = 0
     for i, (name, data) in enumerate(html5lib_inputs(testdata / "html5lib-tests")):
         kit = PRUNABLE_KIT[i % len(PRUNABLE_KIT)]
@@ -207,6 +228,22 @@ def test_html5lib_corpus_gates_the_same_whole_as_streamed_with_every_prunable_ki
             assert gate_whole(REMOVE, NONE, doc) == streamed, (name, doc[:200])
             checked += 1
     assert checked > 25000
+
+
+def test_both_prescans_agree_where_the_python_one_scans_for_every_needle(testdata: Path) -> None:
+    """Up to 6 KiB `prescan_python` looks for every needle, so there the two must give the
+    same names: each html5lib input with a prunable kind around it, and in a random ASCII
+    case (the needles and the `ping`/`style` patterns are case-insensitive)."""
+    rng = random.Random(17)
+    checked = 0
+    for i, (name, data) in enumerate(html5lib_inputs(testdata / "html5lib-tests")):
+        kit = PRUNABLE_KIT[i % len(PRUNABLE_KIT)]
+        shuffled = bytes(c ^ 0x20 if 97 <= c | 0x20 <= 122 and rng.random() < 0.5 else c for c in kit + data)
+        for doc in (data, kit + data, data + kit, shuffled):
+            if len(doc) <= 6 << 10:
+                assert prescan(doc) == prescan_python(doc), (name, doc[:200])
+                checked += 1
+    assert checked > 20000
 
 
 def test_a_listing_page_selects_only_the_images_that_could_leave_the_host() -> None:

@@ -39,6 +39,7 @@ from ..core.memo import Memo
 from .attributes import may_carry_ping, srcset_urls
 from .foreign import ForeignContentError, ForeignTracker, find_tag_end
 from .handlers import DOCUMENT_HANDLER, FOREIGN_HANDLER, HANDLERS, PAGE_HANDLER, PAGE_SELECTOR
+from .needles import Needles
 from .prologue import head_start_spot
 from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats
 
@@ -170,7 +171,19 @@ def prescan(document: bytes, lowered: bytes | None = None) -> frozenset[str]:
     Conservative: text that only looks like markup (in a script, a comment) counts too.
     `style`: a `style` attribute whose value holds `(` or `&` (CSS fetches only through a
     function or url token, and a character reference may spell the parenthesis); `ping`:
-    `may_carry_ping`. `lowered`: `document.lower()` when the caller has it already."""
+    `may_carry_ping`. One pass with Hyperscan (`proxy.html.needles`) looks for every
+    needle in a document of any size; without it, `prescan_python` (`lowered`:
+    `document.lower()` when the caller has it already)."""
+    present = _NEEDLES.present(document)
+    if present is None:
+        return prescan_python(document, lowered)
+    return frozenset(name for i in present for name in _NEEDLE_NAMES[i])
+
+
+def prescan_python(document: bytes, lowered: bytes | None = None) -> frozenset[str]:
+    """`prescan` by CPython's `bytes.find`, one scan per needle: every needle in a page
+    of at most `_SMALL_DOCUMENT` bytes, past that only `_ALWAYS_SCANNED` (every other
+    registration is then included)."""
     if lowered is None:
         lowered = document.lower()
     needed: set[str] = set()
@@ -195,6 +208,21 @@ def prescan(document: bytes, lowered: bytes | None = None) -> frozenset[str]:
     return frozenset(needed)
 
 
+def _needle_table() -> tuple[tuple[bytes, tuple[str, ...]], ...]:
+    """`prescan`'s Hyperscan patterns and the names each one's presence adds: every
+    needle of `_ALWAYS_SCANNED` and `_SMALL_SCANNED` (as a literal), `may_carry_ping`'s
+    test and `_STYLE_VALUE` (the same regexes, written without look-ahead)."""
+    names: dict[bytes, list[str]] = {}
+    for name, needles in (*_ALWAYS_SCANNED.items(), *_SMALL_SCANNED.items()):
+        for needle in needles:
+            names.setdefault(re.escape(needle), []).append(name)
+    ws = rb"[\t\n\x0c\r ]"
+    names[rb"(?:^|[\t\n\x0c\r \"'/])ping" + ws + rb"*="] = ["ping"]
+    value = rb"(?:\"[^\"(&]*[(&]|'[^'(&]*[(&]|[(&]|[^\t\n\x0c\r >(&\"'][^\t\n\x0c\r >(&]*[(&])"
+    names[rb"style" + ws + rb"*=" + ws + rb"*" + value] = ["style"]
+    return tuple((pattern, tuple(found)) for pattern, found in names.items())
+
+
 _SMALL_DOCUMENT: Final = 6 << 10
 """Up to this size a document is also scanned for the tags of every registration: each
 registration left out saves building it and matching it (paired runs, the whole gate:
@@ -202,6 +230,10 @@ registration left out saves building it and matching it (paired runs, the whole 
 
 
 _ALL: Final = frozenset((*PRESCANNED, FOREIGN))
+
+_NEEDLE_TABLE: Final = _needle_table()
+_NEEDLES: Final = Needles([pattern for pattern, _ in _NEEDLE_TABLE])
+_NEEDLE_NAMES: Final = tuple(names for _, names in _NEEDLE_TABLE)
 
 
 def gate_selectors(plan: GatePlan, *, top: bool = False, needed: frozenset[str] = _ALL) -> tuple[str, ...]:
@@ -293,15 +325,20 @@ benchmark's pages: a 100 KB news page with 57 images gates 7 % faster wide, the 
 listing page 28 % faster narrow)."""
 
 
-def images_are_dense(lowered: bytes) -> bool:
-    """Whether a document has many `<img>` for its size (`_NARROW_SPACING`), counted in
-    its middle third when it is large (the tiles of a listing page): speed only, the
-    output is the same either way."""
-    size = len(lowered)
-    if size <= _SMALL_DOCUMENT:
-        return lowered.count(_IMG_TAG) * _NARROW_SPACING > size
-    third = size // 3
-    return lowered.count(_IMG_TAG, third, 2 * third) * _NARROW_SPACING > third
+_DENSITY_WINDOW: Final = 16 << 10
+"""Half the width of the window of a large document `images_are_dense` counts in."""
+
+
+def images_are_dense(document: bytes) -> bool:
+    """Whether a document (in any case) has many `<img>` for its size
+    (`_NARROW_SPACING`), counted in a window of its middle third when it is large (the
+    tiles of a listing page): speed only, the output is the same either way."""
+    size = len(document)
+    if size > _SMALL_DOCUMENT:
+        middle, half = size // 2, min(size // 6, _DENSITY_WINDOW)
+        document = document[middle - half : middle + half]
+        size = len(document)
+    return document.lower().count(_IMG_TAG) * _NARROW_SPACING > size
 
 
 class HtmlGate:
@@ -491,11 +528,16 @@ class HtmlGate:
 
     def _gate_whole(self, document: bytes) -> bytes:
         if self._rewriter is None:
-            lowered = document.lower()
-            needed = prescan(document, lowered)
+            present = _NEEDLES.present(document)
+            if present is None:
+                lowered = document.lower()
+                needed = prescan_python(document, lowered)
+                narrow = "img" in needed and may_narrow_images(lowered) and images_are_dense(lowered)
+            else:
+                needed = frozenset(name for i in present for name in _NEEDLE_NAMES[i])
+                narrow = "img" in needed and "base" not in needed and images_are_dense(document)
             if FOREIGN not in needed:
                 self._foreign = None  # no `<svg`, no `<math`: no foreign content to follow
-            narrow = "img" in needed and images_are_dense(lowered) and may_narrow_images(lowered)
             self._build(needed=needed, narrow=narrow)
             if self._foreign is not None and self._head == b"":
                 # One plain pass, stopped by the `svg, math` handler at the first foreign

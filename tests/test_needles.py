@@ -1,0 +1,83 @@
+"""The contract `proxy.html.needles` relies on from the `hyperscan` package (pinned in
+pyproject.toml): what the gate's pre-scan would silently get wrong if a new release
+matched differently."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+
+import pytest
+
+from proxy.html.gate import _NEEDLE_TABLE
+from proxy.html.needles import ENGINE, Needles
+
+pytestmark = pytest.mark.skipif(ENGINE is None, reason="hyperscan is not installed")
+
+
+def test_hyperscan_is_the_engine() -> None:
+    assert ENGINE is not None and ENGINE.startswith("hyperscan ")
+
+
+def test_every_ascii_case_of_a_literal_is_found_and_nothing_else() -> None:
+    needles = Needles([b"<svg", b"background"])
+    for letters in itertools.product(*((c, c.upper()) for c in "svg")):
+        assert needles.present(("x<" + "".join(letters) + ">").encode()) == {0}
+    assert needles.present(b"BackGround") == {1}
+    assert needles.present(b"<sv g backgroun d") == set()
+    # only ASCII letters fold: no Latin-1 or UTF-8 look-alikes
+    assert needles.present("<\u017fvg".encode()) == set()
+    assert needles.present("<\u017fvg".encode("latin-1", "replace")) == set()
+
+
+def test_each_pattern_reports_once_and_at_both_ends() -> None:
+    needles = Needles([b"<img", b"ping"])
+    assert needles.present(b"<img" + b"<img " * 10_000 + b"ping") == {0, 1}
+    assert needles.present(b"<img") == {0}
+    assert needles.present(b"") == set()
+
+
+def test_the_regex_subset_the_gate_uses() -> None:
+    """Anchors, classes with escapes (`\\x0c`), alternation and repetition: the gate's
+    own `ping` and `style` patterns, each compared with Python's `re` (case-folded)."""
+    patterns = [pattern for pattern, names in _NEEDLE_TABLE if names in (("ping",), ("style",))]
+    assert len(patterns) == 2
+    needles = Needles(patterns)
+    compiled = [re.compile(p, re.IGNORECASE) for p in patterns]
+    docs = [
+        b"ping=",
+        b"<a PING\x0c=x>",
+        b"<a mapping=x>",
+        b'<a x="y"ping=1>',
+        b"<p STYLE = 'a:b&#40;'>",
+        b"<p style=(x>",
+        b"<p style=x>(",
+        b'<p style="color:red">x(y)',
+        b'<p style="a\nb(">',
+    ]
+    for doc in docs:
+        expected = {i for i, c in enumerate(compiled) if c.search(doc)}
+        assert needles.present(doc) == expected, doc
+
+
+def test_no_engine_answers_none() -> None:
+    assert Needles(()).present(b"<svg") is None
+
+
+def test_threads_scan_at_once() -> None:
+    """Each thread gets its own scratch space."""
+    needles = Needles([b"<svg", b"<math"])
+    doc = b"x" * 200_000 + b"<svg" + b"y" * 200_000 + b"<math"
+    results: list[set[int] | None] = []
+
+    def scan() -> None:
+        for _ in range(50):
+            results.append(needles.present(doc))
+
+    threads = [threading.Thread(target=scan) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == 200 and all(r == {0, 1} for r in results)
