@@ -31,6 +31,16 @@ def test_every_ascii_case_of_a_literal_is_found_and_nothing_else() -> None:
     assert needles.present("<\u017fvg".encode("latin-1", "replace")) == set()
 
 
+def test_escaped_control_characters_and_backslash_are_literals() -> None:
+    """`re.escape` of a tab, a carriage return and a backslash (the narrow `<img>`
+    selector's needles) means the character itself to Hyperscan."""
+    needles = Needles([re.escape(b"\t"), re.escape(b"\r"), re.escape(b"\\")])
+    assert needles.present(b"a\tb") == {0}
+    assert needles.present(b"a\rb") == {1}
+    assert needles.present(b"a\\b") == {2}
+    assert needles.present(b"a t r \n b") == set()
+
+
 def test_each_pattern_reports_once_and_at_both_ends() -> None:
     needles = Needles([b"<img", b"ping"])
     assert needles.present(b"<img" + b"<img " * 10_000 + b"ping") == {0, 1}

@@ -196,6 +196,12 @@ PRUNABLE_KIT: Final = (
     b'<script src="//bat.bing.com/bat.js"></script><script>window.uetq=window.uetq||[];</script>',
     b'<noscript><img src="//bat.bing.com/n"></noscript>',
     b'<base href="https://bat.bing.com/"><img src="x.png">',
+    # each trimmable compound of the narrow <img> selector (`img_narrow`)
+    b'<img src="\\\\bat.bing.com/bs">',
+    b'<img src="/\t/bat.bing.com/tab">',
+    b'<img src="/\r/bat.bing.com/cr">',
+    b'<img SRCSET="//bat.bing.com/ss 1x">',
+    b'<img src="&#47;/bat.bing.com/ref">',
 )
 
 

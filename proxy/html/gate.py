@@ -93,10 +93,34 @@ without a tag (`[style]`) makes lol-html read the attributes of every element, w
 costs a fifth of the gate's speed. When the gate holds the whole document first
 (`feed_whole`), `prescan` leaves out every registration the document cannot need."""
 
-IMG_NARROW: Final = (
-    'img[src*="//"], img[src*=":"], img[src*="\\\\"], img[src*="&"], '
-    'img[src*="\\9"], img[src*="\\a"], img[src*="\\d"], img[srcset], img[attributionsrc]'
+_IMG_NARROW_PARTS: Final = (
+    ('img[src*="//"]', None),
+    ('img[src*=":"]', None),
+    ('img[src*="\\\\"]', "narrow_backslash"),
+    ('img[src*="&"]', None),
+    ('img[src*="\\9"]', "narrow_tab"),
+    ('img[src*="\\a"]', None),
+    ('img[src*="\\d"]', "narrow_cr"),
+    ("img[srcset]", "narrow_srcset"),
+    ("img[attributionsrc]", "attribution"),
 )
+"""`IMG_NARROW`'s compounds, each with the `prescan` name without which the document
+cannot hold an `<img>` it selects (None: always kept): a document without a backslash,
+a tab, a carriage return, the word `srcset` or `attributionsrc` (in any case) has no
+`src` value or attribute of that kind, raw or through a character reference (an `&`,
+which its own compound selects). Hyperscan's pre-scan looks for them; the Python one
+does not, and keeps every compound (`_NARROW_NAMES`)."""
+
+_NARROW_NAMES: Final = frozenset(name for _, name in _IMG_NARROW_PARTS if name is not None and name != "attribution")
+
+_NARROW_NEEDLES: Final = (
+    (b"\\", "narrow_backslash"),
+    (b"\t", "narrow_tab"),
+    (b"\r", "narrow_cr"),
+    (b"srcset", "narrow_srcset"),
+)
+
+IMG_NARROW: Final = ", ".join(compound for compound, _ in _IMG_NARROW_PARTS)
 """The adaptive `<img>` selector for a document in hand with no `<base` and no rule that
 classifies relative URLs: only the images whose `src` could leave the page's host (`//`,
 a scheme's `:`, a backslash, a tab, newline or carriage return the URL parser drops, an
@@ -113,8 +137,9 @@ _ALWAYS_SCANNED: Final = {
     "attribution": (b"attributionsrc",),
 }
 """Registrations a document in hand gets only if one of these byte strings occurs in it
-(lower-cased). A scan costs about 45 µs per 100 KB (CPython's `bytes.find`), so only
-these pay for theirs in any page: ten compounds on table parts, and attribute
+(lower-cased). Where `prescan` runs in Python (`prescan_python`: no Hyperscan), a scan
+costs about 45 µs per 100 KB (CPython's `bytes.find`), so only these pay for theirs in
+any page: ten compounds on table parts, and attribute
 conditions on `<a>` and `<img>` that make lol-html parse the attributes of every link
 and image (paired runs on the 100 KB and listing pages: 50-90 µs and 140-150 µs saved;
 the SVG scans cost 70-100 µs more than the seven compounds they leave out)."""
@@ -134,7 +159,8 @@ _SMALL_SCANNED: Final = {
     "base": (b"<base",),
     FOREIGN: (b"<svg", b"<math"),
 }
-"""The same for the other tag-selected registrations, in a document of at most
+"""The same for the other tag-selected registrations: with Hyperscan in any document
+(one pass finds every needle), in Python only in a document of at most
 `_SMALL_DOCUMENT` bytes: a scan costs by the byte and a registration by the element
 (and 2.5 us to build), so only a small page saves by scanning for each."""
 
@@ -177,7 +203,7 @@ def prescan(document: bytes, lowered: bytes | None = None) -> frozenset[str]:
     present = _NEEDLES.present(document)
     if present is None:
         return prescan_python(document, lowered)
-    return frozenset(name for i in present for name in _NEEDLE_NAMES[i])
+    return frozenset(name for i in present for name in _NEEDLE_NAMES[i] if name in _ALL)
 
 
 def prescan_python(document: bytes, lowered: bytes | None = None) -> frozenset[str]:
@@ -216,6 +242,13 @@ def _needle_table() -> tuple[tuple[bytes, tuple[str, ...]], ...]:
     for name, needles in (*_ALWAYS_SCANNED.items(), *_SMALL_SCANNED.items()):
         for needle in needles:
             names.setdefault(re.escape(needle), []).append(name)
+    for needle, name in (
+        (b"\\", "narrow_backslash"),
+        (b"\t", "narrow_tab"),
+        (b"\r", "narrow_cr"),
+        (b"srcset", "narrow_srcset"),
+    ):
+        names.setdefault(re.escape(needle), []).append(name)
     ws = rb"[\t\n\x0c\r ]"
     names[rb"(?:^|[\t\n\x0c\r \"'/])ping" + ws + rb"*="] = ["ping"]
     value = rb"(?:\"[^\"(&]*[(&]|'[^'(&]*[(&]|[(&]|[^\t\n\x0c\r >(&\"'][^\t\n\x0c\r >(&]*[(&])"
@@ -230,6 +263,9 @@ registration left out saves building it and matching it (paired runs, the whole 
 
 
 _ALL: Final = frozenset((*PRESCANNED, FOREIGN))
+
+_STREAMED: Final = _ALL | _NARROW_NAMES
+"""What a gate registers for a document it does not hold whole: everything."""
 
 _NEEDLE_TABLE: Final = _needle_table()
 _NEEDLES: Final = Needles([pattern for pattern, _ in _NEEDLE_TABLE])
@@ -301,9 +337,16 @@ def _registrations(plan: GatePlan, top: bool, needed: frozenset[str], narrow: bo
     found = _REGISTRATIONS.table.get(key)
     if found is None:
         names = gate_selectors(plan, top=top, needed=needed)
-        made = tuple((IMG_NARROW if narrow and name == "img" else SELECTORS[name], HANDLERS[name]) for name in names)
+        made = tuple(
+            (img_narrow(needed) if narrow and name == "img" else SELECTORS[name], HANDLERS[name]) for name in names
+        )
         found = _REGISTRATIONS.put(key, made, 16 * len(needed))
     return found
+
+
+def img_narrow(needed: frozenset[str]) -> str:
+    """`IMG_NARROW` without the compounds whose `_IMG_NARROW_PARTS` name is not `needed`."""
+    return ", ".join(compound for compound, name in _IMG_NARROW_PARTS if name is None or name in needed)
 
 
 _BASE_TAG: Final = b"<base"
@@ -414,7 +457,7 @@ class HtmlGate:
         self._run.charset = encoding
         self._run.charset_known = True
 
-    def _build(self, *, needed: frozenset[str] = _ALL, narrow: bool = False, foreign: bool = True) -> Any:
+    def _build(self, *, needed: frozenset[str] = _STREAMED, narrow: bool = False, foreign: bool = True) -> Any:
         """The lol-html rewriter with this gate's selectors; `needed` names the
         `PRESCANNED` ones to include (a streamed document needs them all); `narrow`
         selects `<img>` with `IMG_NARROW` (only where no rule classifies relative URLs:
@@ -531,7 +574,7 @@ class HtmlGate:
             present = _NEEDLES.present(document)
             if present is None:
                 lowered = document.lower()
-                needed = prescan_python(document, lowered)
+                needed = prescan_python(document, lowered) | _NARROW_NAMES
                 narrow = "img" in needed and may_narrow_images(lowered) and images_are_dense(lowered)
             else:
                 needed = frozenset(name for i in present for name in _NEEDLE_NAMES[i])
