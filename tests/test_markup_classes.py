@@ -20,8 +20,9 @@ from proxy.core.consent import read_consent
 from proxy.core.policy import Policy
 from proxy.core.url import host_of
 from proxy.html.css import css_urls, gate_css
-from proxy.html.gate import GatePlan, HtmlGate, prescan, prescan_python
+from proxy.html.gate import GatePlan, HtmlGate
 from proxy.html.hosts import UNPARSEABLE, ascii_host_url, readings
+from proxy.html.selection import prescan, prescan_python
 from proxy.html.sources import parse_data_url, refresh_url, speculation_urls
 
 PLAN = GatePlan(Policy(make_catalog()))

@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from proxy.html.gate import _NEEDLE_TABLE
 from proxy.html.needles import ENGINE, Needles
+from proxy.html.selection import _NEEDLE_TABLE
 
 pytestmark = pytest.mark.skipif(ENGINE is None, reason="hyperscan is not installed")
 

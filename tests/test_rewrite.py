@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import proxy.html.gate as gate_module
+import proxy.html.selection as selection_module
 from proxy.core.catalog import Catalog, make_catalog
 from proxy.core.consent import DEFAULT_SETTINGS, ConsentState, read_consent
 from proxy.core.defer import STYLES, make_cmp_names
@@ -27,12 +27,11 @@ from proxy.html.gate import (
     HtmlGate,
     gate_document,
     may_carry_ping,
-    prescan,
-    prescan_python,
     srcset_urls,
 )
 from proxy.html.needles import ENGINE as NEEDLES_ENGINE
 from proxy.html.needles import Needles
+from proxy.html.selection import prescan, prescan_python
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CATALOG = make_catalog()
@@ -217,7 +216,7 @@ def test_html5lib_corpus_gates_the_same_whole_as_streamed_with_every_prunable_ki
     element to act on). Both pre-scans: Hyperscan's one pass, and the Python one that
     runs where the package is missing."""
     if engine == "python":
-        monkeypatch.setattr(gate_module, "_NEEDLES", Needles(()))
+        monkeypatch.setattr(selection_module, "_NEEDLES", Needles(()))
     else:
         assert NEEDLES_ENGINE is not None
     checked = 0

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import re
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
@@ -39,9 +38,17 @@ from ..core.memo import Memo
 from .attributes import may_carry_ping, srcset_urls
 from .foreign import ForeignContentError, ForeignTracker, find_tag_end
 from .handlers import DOCUMENT_HANDLER, FOREIGN_HANDLER, HANDLERS, PAGE_HANDLER, PAGE_SELECTOR
-from .needles import Needles
 from .prologue import head_start_spot
 from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats
+from .selection import (
+    _STREAMED,
+    FOREIGN,
+    SELECTORS,
+    gate_selectors,
+    img_narrow,
+    prescan,
+    whole_selection,
+)
 
 __all__ = [
     "NO_ADDITIONS",
@@ -60,227 +67,6 @@ __all__ = [
 ]
 
 HTML: Final = lolhtml.ContentType.HTML
-
-SELECTORS: Final = {
-    "script": "script",
-    "img": "img",
-    "media": "source, video, audio[src], input[src], track",
-    "background": "body[background], table[background], td[background], th[background], tr[background], "
-    "thead[background], tbody[background], tfoot[background], col[background], colgroup[background]",
-    "frame": "iframe, frame",
-    "embed": "object[data], embed[src]",
-    "link": "link",
-    "ping": "a[ping], area[ping]",
-    "style": "[style]",
-    "base": "base[href]",
-    "noscript": "noscript",
-    "top": "html, head",
-    "style_element": "style",
-    "attribution": "a[attributionsrc], area[attributionsrc], img[attributionsrc], script[attributionsrc]",
-    "meta": "meta",
-    # One registration, one dispatching handler (`handlers.HANDLERS["svg"]`): each
-    # registration costs a rewriter about 2.5 us to build, each compound in it 0.7.
-    "svg": "image, feimage, use, set, animate, svg, svg *",
-}
-"""The selectors the gate registers (the rewrite benchmark's reference uses the same).
-
-lol-html tests every start tag against every compound selector (about 25 instructions
-each, a third of its whole cost on an element-heavy page), and a compound with an
-attribute condition makes it parse the attributes of every element of that tag, so rare
-elements are selected by tag alone and their handlers read the attributes; an attribute
-condition stays where the tag is common (`a[ping]`, `td[background]`). A selector
-without a tag (`[style]`) makes lol-html read the attributes of every element, which
-costs a fifth of the gate's speed. When the gate holds the whole document first
-(`feed_whole`), `prescan` leaves out every registration the document cannot need."""
-
-_IMG_NARROW_PARTS: Final = (
-    ('img[src*="//"]', None),
-    ('img[src*=":"]', None),
-    ('img[src*="\\\\"]', "narrow_backslash"),
-    ('img[src*="&"]', None),
-    ('img[src*="\\9"]', "narrow_tab"),
-    ('img[src*="\\a"]', None),
-    ('img[src*="\\d"]', "narrow_cr"),
-    ("img[srcset]", "narrow_srcset"),
-    ("img[attributionsrc]", "attribution"),
-)
-"""`IMG_NARROW`'s compounds, each with the `prescan` name without which the document
-cannot hold an `<img>` it selects (None: always kept): a document without a backslash,
-a tab, a carriage return, the word `srcset` or `attributionsrc` (in any case) has no
-`src` value or attribute of that kind, raw or through a character reference (an `&`,
-which its own compound selects). Hyperscan's pre-scan looks for them; the Python one
-does not, and keeps every compound (`_NARROW_NAMES`)."""
-
-_NARROW_NAMES: Final = frozenset(name for _, name in _IMG_NARROW_PARTS if name is not None and name != "attribution")
-
-_NARROW_NEEDLES: Final = (
-    (b"\\", "narrow_backslash"),
-    (b"\t", "narrow_tab"),
-    (b"\r", "narrow_cr"),
-    (b"srcset", "narrow_srcset"),
-)
-
-IMG_NARROW: Final = ", ".join(compound for compound, _ in _IMG_NARROW_PARTS)
-"""The adaptive `<img>` selector for a document in hand with no `<base` and no rule that
-classifies relative URLs: only the images whose `src` could leave the page's host (`//`,
-a scheme's `:`, a backslash, a tab, newline or carriage return the URL parser drops, an
-`&` that may hide any of them as a character reference; lol-html matches the raw value)
-or that carry a `srcset` or `attributionsrc`. Every other `<img>` is one the img handler
-would keep after one attribute read (`plainly_relative`), so it costs no Python call.
-Any attribute the img handler learns to read must be added here."""
-
-FOREIGN: Final = "foreign"
-"""`prescan`'s name for `FOREIGN_SELECTOR` (not one of `SELECTORS`)."""
-
-_ALWAYS_SCANNED: Final = {
-    "background": (b"background",),
-    "attribution": (b"attributionsrc",),
-}
-"""Registrations a document in hand gets only if one of these byte strings occurs in it
-(lower-cased). Where `prescan` runs in Python (`prescan_python`: no Hyperscan), a scan
-costs about 45 µs per 100 KB (CPython's `bytes.find`), so only these pay for theirs in
-any page: ten compounds on table parts, and attribute
-conditions on `<a>` and `<img>` that make lol-html parse the attributes of every link
-and image (paired runs on the 100 KB and listing pages: 50-90 µs and 140-150 µs saved;
-the SVG scans cost 70-100 µs more than the seven compounds they leave out)."""
-
-_SMALL_SCANNED: Final = {
-    "script": (b"<script",),
-    "img": (b"<img",),
-    "media": (b"<source", b"<video", b"<audio", b"<input", b"<track"),
-    "frame": (b"<iframe", b"<frame"),
-    "embed": (b"<object", b"<embed"),
-    "link": (b"<link",),
-    "noscript": (b"<noscript",),
-    "top": (b"<html", b"<head"),
-    "style_element": (b"<style",),
-    "meta": (b"<meta",),
-    "svg": (b"<svg", b"<image"),
-    "base": (b"<base",),
-    FOREIGN: (b"<svg", b"<math"),
-}
-"""The same for the other tag-selected registrations: with Hyperscan in any document
-(one pass finds every needle), in Python only in a document of at most
-`_SMALL_DOCUMENT` bytes: a scan costs by the byte and a registration by the element
-(and 2.5 us to build), so only a small page saves by scanning for each."""
-
-_LARGE_SCANS: Final = tuple(_ALWAYS_SCANNED.items())
-_SMALL_SCANS: Final = _LARGE_SCANS + tuple(_SMALL_SCANNED.items())
-"""`prescan`'s scans past `_SMALL_DOCUMENT` and up to it (name, needles)."""
-
-PRESCANNED: Final = ("ping", "style", *_ALWAYS_SCANNED, *(name for name in _SMALL_SCANNED if name != FOREIGN))
-"""Selectors a whole document is pre-scanned for (`prescan`); a streamed one gets them all."""
-
-_STYLE_VALUE: Final = re.compile(
-    rb"style[\t\n\f\r ]*=[\t\n\f\r ]*(?:\"[^\"(&]*[(&]|'[^'(&]*[(&]|(?![\"'])[^\t\n\f\r >(&]*[(&])"
-)
-
-
-def _any_match(lowered: bytes, word: bytes, pattern: re.Pattern[bytes]) -> bool:
-    """Whether `pattern` matches at some occurrence of `word` (its literal start): a
-    `bytes.find` walk, since a regex search that fails scans a page several times slower."""
-    i = lowered.find(word)
-    while i >= 0:
-        if pattern.match(lowered, i) is not None:
-            return True
-        i = lowered.find(word, i + 1)
-    return False
-
-
-def prescan(document: bytes, lowered: bytes | None = None) -> frozenset[str]:
-    """The `PRESCANNED` selectors (and `FOREIGN`) a complete document may need, from its
-    bytes. Exact in the one direction that matters: a registration is left out only when
-    no element it selects can be in the document, so its handler could never run and the
-    output is the same as with it. lol-html reads the same bytes (in the Latin-1
-    transport ASCII letters are unchanged); a start tag named `video` needs the bytes
-    `<video` in some case, and attribute and tag names have no character references.
-    Conservative: text that only looks like markup (in a script, a comment) counts too.
-    `style`: a `style` attribute whose value holds `(` or `&` (CSS fetches only through a
-    function or url token, and a character reference may spell the parenthesis); `ping`:
-    `may_carry_ping`. One pass with Hyperscan (`proxy.html.needles`) looks for every
-    needle in a document of any size; without it, `prescan_python` (`lowered`:
-    `document.lower()` when the caller has it already)."""
-    present = _NEEDLES.present(document)
-    if present is None:
-        return prescan_python(document, lowered)
-    return frozenset(name for i in present for name in _NEEDLE_NAMES[i] if name in _ALL)
-
-
-def prescan_python(document: bytes, lowered: bytes | None = None) -> frozenset[str]:
-    """`prescan` by CPython's `bytes.find`, one scan per needle: every needle in a page
-    of at most `_SMALL_DOCUMENT` bytes, past that only `_ALWAYS_SCANNED` (every other
-    registration is then included)."""
-    if lowered is None:
-        lowered = document.lower()
-    needed: set[str] = set()
-    if may_carry_ping(document, lowered):
-        needed.add("ping")
-    if _any_match(lowered, b"style", _STYLE_VALUE):
-        needed.add("style")
-    if len(document) <= _SMALL_DOCUMENT:
-        scans = _SMALL_SCANS
-    else:
-        scans = _LARGE_SCANS
-        needed.update(_SMALL_SCANNED)
-    found: dict[bytes, bool] = {}
-    for name, needles in scans:
-        for needle in needles:
-            hit = found.get(needle)
-            if hit is None:
-                hit = found[needle] = needle in lowered
-            if hit:
-                needed.add(name)
-                break
-    return frozenset(needed)
-
-
-def _needle_table() -> tuple[tuple[bytes, tuple[str, ...]], ...]:
-    """`prescan`'s Hyperscan patterns and the names each one's presence adds: every
-    needle of `_ALWAYS_SCANNED` and `_SMALL_SCANNED` (as a literal), `may_carry_ping`'s
-    test and `_STYLE_VALUE` (the same regexes, written without look-ahead)."""
-    names: dict[bytes, list[str]] = {}
-    for name, needles in (*_ALWAYS_SCANNED.items(), *_SMALL_SCANNED.items()):
-        for needle in needles:
-            names.setdefault(re.escape(needle), []).append(name)
-    for needle, name in (
-        (b"\\", "narrow_backslash"),
-        (b"\t", "narrow_tab"),
-        (b"\r", "narrow_cr"),
-        (b"srcset", "narrow_srcset"),
-    ):
-        names.setdefault(re.escape(needle), []).append(name)
-    ws = rb"[\t\n\x0c\r ]"
-    names[rb"(?:^|[\t\n\x0c\r \"'/])ping" + ws + rb"*="] = ["ping"]
-    value = rb"(?:\"[^\"(&]*[(&]|'[^'(&]*[(&]|[(&]|[^\t\n\x0c\r >(&\"'][^\t\n\x0c\r >(&]*[(&])"
-    names[rb"style" + ws + rb"*=" + ws + rb"*" + value] = ["style"]
-    return tuple((pattern, tuple(found)) for pattern, found in names.items())
-
-
-_SMALL_DOCUMENT: Final = 6 << 10
-"""Up to this size a document is also scanned for the tags of every registration: each
-registration left out saves building it and matching it (paired runs, the whole gate:
-37 µs saved on a 1.7 KB page, 5 µs on 5 KB, 26 µs lost on 10 KB, 94 µs on 18 KB)."""
-
-
-_ALL: Final = frozenset((*PRESCANNED, FOREIGN))
-
-_STREAMED: Final = _ALL | _NARROW_NAMES
-"""What a gate registers for a document it does not hold whole: everything."""
-
-_NEEDLE_TABLE: Final = _needle_table()
-_NEEDLES: Final = Needles([pattern for pattern, _ in _NEEDLE_TABLE])
-_NEEDLE_NAMES: Final = tuple(names for _, names in _NEEDLE_TABLE)
-
-
-def gate_selectors(plan: GatePlan, *, top: bool = False, needed: frozenset[str] = _ALL) -> tuple[str, ...]:
-    """The names of the SELECTORS a gate with this plan registers, in order (`top`: the
-    page gets a head-start addition; `needed`: the prescanned selectors to include)."""
-    return tuple(
-        name
-        for name in SELECTORS
-        if (name != "top" or top) and (name not in _ALL or name in needed) and (name != "style" or plan.inline_styles)
-    )
-
 
 _UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")
 
@@ -342,46 +128,6 @@ def _registrations(plan: GatePlan, top: bool, needed: frozenset[str], narrow: bo
         )
         found = _REGISTRATIONS.put(key, made, 16 * len(needed))
     return found
-
-
-def img_narrow(needed: frozenset[str]) -> str:
-    """`IMG_NARROW` without the compounds whose `_IMG_NARROW_PARTS` name is not `needed`."""
-    return ", ".join(compound for compound, name in _IMG_NARROW_PARTS if name is None or name in needed)
-
-
-_BASE_TAG: Final = b"<base"
-
-
-def may_narrow_images(lowered: bytes) -> bool:
-    """Whether a document (lower-cased) may be gated with `IMG_NARROW`: it has no `<base`
-    (a base element moves relative URLs to its host, and the gate learns of it only when
-    it arrives). Conservative: `<base` inside a comment or script counts too."""
-    return _BASE_TAG not in lowered
-
-
-_IMG_TAG: Final = b"<img"
-_NARROW_SPACING: Final = 1024
-"""`IMG_NARROW` pays for a document with at least one `<img` per this many bytes: its
-nine compounds cost lol-html about 650 instructions per start tag of the page and an
-attribute read per `<img>`, a Python call about 6,600 per `<img>` (callgrind, the
-benchmark's pages: a 100 KB news page with 57 images gates 7 % faster wide, the 850-image
-listing page 28 % faster narrow)."""
-
-
-_DENSITY_WINDOW: Final = 16 << 10
-"""Half the width of the window of a large document `images_are_dense` counts in."""
-
-
-def images_are_dense(document: bytes) -> bool:
-    """Whether a document (in any case) has many `<img>` for its size
-    (`_NARROW_SPACING`), counted in a window of its middle third when it is large (the
-    tiles of a listing page): speed only, the output is the same either way."""
-    size = len(document)
-    if size > _SMALL_DOCUMENT:
-        middle, half = size // 2, min(size // 6, _DENSITY_WINDOW)
-        document = document[middle - half : middle + half]
-        size = len(document)
-    return document.lower().count(_IMG_TAG) * _NARROW_SPACING > size
 
 
 class HtmlGate:
@@ -571,14 +317,7 @@ class HtmlGate:
 
     def _gate_whole(self, document: bytes) -> bytes:
         if self._rewriter is None:
-            present = _NEEDLES.present(document)
-            if present is None:
-                lowered = document.lower()
-                needed = prescan_python(document, lowered) | _NARROW_NAMES
-                narrow = "img" in needed and may_narrow_images(lowered) and images_are_dense(lowered)
-            else:
-                needed = frozenset(name for i in present for name in _NEEDLE_NAMES[i])
-                narrow = "img" in needed and "base" not in needed and images_are_dense(document)
+            needed, narrow = whole_selection(document)
             if FOREIGN not in needed:
                 self._foreign = None  # no `<svg`, no `<math`: no foreign content to follow
             self._build(needed=needed, narrow=narrow)
