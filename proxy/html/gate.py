@@ -17,10 +17,12 @@ first-party placeholder. Inline scripts are held back until their text is comple
 then kept, emptied, or moved into an inert `<script type="text/plain">` right after the
 original (now empty) element. `<noscript>` text runs through a nested gate, streaming.
 
-Where the parts live: this module owns the rewriter, the selectors and the byte
-transport; `proxy.html.handlers` the element handlers, `proxy.html.run` the plan, the
+Where the parts live: this module owns the rewriter and the byte transport;
+`proxy.html.selection` the selectors and the pre-scan of a whole document,
+`proxy.html.handlers` the element handlers, `proxy.html.run` the plan, the
 per-response state and the acting on a decision, `proxy.html.attributes` attribute
-parsing (srcset, character references), `proxy.html.markup` the markup inserted. The
+parsing (srcset, character references), `proxy.html.markup` the markup inserted,
+`proxy.html.prologue` where a whole page's head-start addition is spliced in. The
 names that moved are still importable from here.
 """
 
