@@ -29,6 +29,7 @@ from proxy.html.gate import (
     may_carry_ping,
     srcset_urls,
 )
+from proxy.html.handlers import DOCUMENT_HANDLER, FOREIGN_HANDLER, HANDLERS, PAGE_HANDLER
 from proxy.html.needles import ENGINE as NEEDLES_ENGINE
 from proxy.html.needles import Needles
 from proxy.html.selection import prescan, prescan_python
@@ -862,3 +863,55 @@ def test_short_documents_and_other_leading_bytes_pass(data: bytes) -> None:
     assert gate(nothing, NONE, data) == data
     assert gate(nothing, NONE, data, [1] * len(data)) == data
     assert gate_whole(nothing, NONE, data) == data
+
+
+def test_lolhtml_takes_none_for_a_handler_method_it_looks_up() -> None:
+    """The binding looks `element`, `comments` and `text` (`doctype`, `comments`, `text`,
+    `end` for the document) up on each handler at registration; the gate's handlers say
+    None for the ones they lack (an AttributeError per registration otherwise), which
+    must mean "no such handler"."""
+    import lolhtml
+
+    asked: list[str] = []
+
+    class Probe:
+        def __getattr__(self, name: str) -> None:
+            asked.append(name)
+            raise AttributeError(name)
+
+    class Element:
+        comments = None
+        text = None
+
+        def element(self, e: Any) -> None:
+            e.set_attribute("seen", "1")
+
+    class Document:
+        doctype = None
+        comments = None
+        text = None
+
+        def end(self, e: Any) -> None:
+            e.append("<!--end-->", lolhtml.ContentType.HTML)
+
+    out: list[Any] = []
+    rewriter = lolhtml.HTMLRewriter(out.append)
+    rewriter.on("p", Probe())
+    rewriter.on_document(Probe())
+    rewriter.on("p", Element())
+    rewriter.on_document(Document())
+    rewriter.write(b"<!doctype html><p>x<!--c--></p>")
+    rewriter.end()
+    assert asked == ["element", "comments", "text", "doctype", "comments", "text", "end"]
+    assert b"".join(out) == b'<!doctype html><p seen="1">x<!--c--></p><!--end-->'
+    missing = [
+        (cls.__name__, name)
+        for cls in (*HANDLERS.values(), FOREIGN_HANDLER, PAGE_HANDLER)
+        if isinstance(cls, type)
+        for name in ("element", "comments", "text")
+        if not hasattr(cls, name)
+    ]
+    missing += [
+        ("document", name) for name in ("doctype", "comments", "text", "end") if not hasattr(DOCUMENT_HANDLER, name)
+    ]
+    assert missing == []

@@ -133,6 +133,8 @@ def _gate_data_document(run: GateRun, parsed: DataUrl) -> tuple[str | None, Deci
 
 class _Handler:
     __slots__ = ("run",)
+    comments: Any = None  # looked up by lol-html's binding: None is free, a missing one raises
+    text: Any = None
 
     def __init__(self, run: GateRun) -> None:
         self.run = run

@@ -312,8 +312,9 @@ class HtmlGate:
                 out = self._gate_whole(document)
                 if self._redone:
                     return out  # the fresh gate of `_redo` inserted it
-                if out[:spot] == document[:spot]:
-                    return b"".join((out[:spot], run.additions.head_start.encode("ascii"), out[spot:]))
+                if out.startswith(document[:spot]):
+                    view = memoryview(out)  # one copy of the page, not two
+                    return b"".join((view[:spot], run.additions.head_start.encode("ascii"), view[spot:]))
                 return self._redo(document)  # a handler changed the prologue: its way
         return self._gate_whole(document)
 

@@ -64,6 +64,10 @@ class _Handler:
     """A lol-html handler of one gate; subclasses hold more state only where they need it."""
 
     __slots__ = ("run",)
+    # lol-html's binding looks each handler method up when the handler is registered;
+    # a missing one costs an AttributeError per registration, None says "none" for free.
+    comments: Any = None
+    text: Any = None
 
     def __init__(self, run: GateRun) -> None:
         self.run = run
@@ -73,6 +77,7 @@ class _ScriptHandler:
     """External scripts by URL; inline scripts held back and decided by signature."""
 
     __slots__ = ("run", "mode", "attrs", "buf", "size", "rules")
+    comments: Any = None  # see `_Handler`
 
     IGNORE = 0
     BUFFER = 1
@@ -284,6 +289,8 @@ class _UrlHandler:
     """Elements with one fetching attribute: frames, embeds, links."""
 
     __slots__ = ("run", "kind", "attribute")
+    comments: Any = None  # see `_Handler`
+    text: Any = None
 
     def __init__(self, run: GateRun, kind: Kind, attribute: Mapping[str, str]) -> None:
         self.run = run
@@ -410,6 +417,8 @@ class _NoscriptHandler:
     `FRAGMENT_MEMO_MAX_TEXT` streams through a nested gate instead."""
 
     __slots__ = ("run", "gate", "buf", "size")
+    element: Any = None  # see `_Handler`
+    comments: Any = None
 
     def __init__(self, run: GateRun) -> None:
         self.run = run
@@ -452,6 +461,7 @@ class _NoscriptHandler:
 
 class _DocumentHandler(_Handler):
     __slots__ = ()
+    doctype: Any = None  # see `_Handler`
 
     def end(self, e: Any) -> None:
         run = self.run
@@ -509,6 +519,8 @@ class _SvgHandler:
     `<set>`/`<animate>`; and an HTML `<image>` (an `<img>` to the parser)."""
 
     __slots__ = ("svg", "animation", "presentation")
+    comments: Any = None  # see `_Handler`
+    text: Any = None
 
     _SVG_HREF: Final = frozenset({"image", "feimage", "use"})
     _ANIMATION: Final = frozenset({"set", "animate"})
