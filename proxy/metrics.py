@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from . import __version__
+from .html.needles import ENGINE as PRESCAN_ENGINE
 
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
 UPSTREAM_ERROR_KINDS: Final = (
@@ -341,8 +342,10 @@ def make_ready(registry: CollectorRegistry) -> Gauge:
 
 
 def make_info(registry: CollectorRegistry) -> None:
-    info = Gauge("tag_gate_info", "Build information.", ["version"], registry=registry)
-    info.labels(__version__).set(1)
+    """`version`, and `prescan`: the engine of the gate's pre-scan of whole pages
+    ("hyperscan X.Y.Z", or "python" where the package is missing: slower on large pages)."""
+    info = Gauge("tag_gate_info", "Build information.", ["version", "prescan"], registry=registry)
+    info.labels(__version__, PRESCAN_ENGINE or "python").set(1)
 
 
 class _LogDrops(Collector):

@@ -91,3 +91,13 @@ def test_threads_scan_at_once() -> None:
     for t in threads:
         t.join(timeout=60)
     assert len(results) == 200 and all(r == {0, 1} for r in results)
+
+
+def test_the_metrics_name_the_prescan_engine() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from proxy.metrics import make_info
+
+    registry = CollectorRegistry()
+    make_info(registry)
+    assert f'prescan="{ENGINE}"' in generate_latest(registry).decode()
