@@ -101,3 +101,27 @@ def test_the_metrics_name_the_prescan_engine() -> None:
     registry = CollectorRegistry()
     make_info(registry)
     assert f'prescan="{ENGINE}"' in generate_latest(registry).decode()
+
+
+def test_an_engine_failure_answers_none_and_the_gate_scans_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.core.config import make_policy
+    from proxy.core.consent import DEFAULT_SETTINGS, read_consent
+    from proxy.html import selection
+    from proxy.html.gate import GatePlan, HtmlGate
+
+    class Broken:
+        def scan(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("engine failure")
+
+    needles = Needles([b"<svg"])
+    assert needles.present(b"<svg>") == {0}  # this thread's scratch space, made from the real database
+    needles._db = Broken()
+    assert needles.present(b"<svg>") is None and needles.failures == 1
+    monkeypatch.setattr(selection, "_NEEDLES", needles)
+    page = b"<html><head></head><body><img src=https://bat.bing.com/a.gif><p>x</p></body></html>"
+    plan = GatePlan(policy=make_policy(None))
+    consent = read_consent(None, None, DEFAULT_SETTINGS)
+    out = HtmlGate(plan, consent, page_host="shop.example").feed_whole(page)
+    streamed = HtmlGate(plan, consent, page_host="shop.example")
+    assert out == streamed.feed(page) + streamed.end() and b"bat.bing.com" not in out
+    assert needles.failures == 2

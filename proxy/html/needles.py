@@ -41,11 +41,13 @@ ENGINE: str | None = None if hyperscan is None else f"hyperscan {version('hypers
 class Needles:
     """A compiled set of byte-regex patterns, all matched case-insensitively (ASCII)."""
 
-    __slots__ = ("_db", "_local", "patterns")
+    __slots__ = ("_db", "_local", "failures", "patterns")
 
     def __init__(self, patterns: Sequence[bytes]) -> None:
         self.patterns = tuple(patterns)
         self._local = threading.local()
+        self.failures = 0
+        """Scans the engine failed (each answered None: the caller scanned in Python)."""
         self._db: Any = None
         if ENGINE is not None and self.patterns:
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
@@ -60,7 +62,7 @@ class Needles:
 
     def present(self, document: bytes) -> set[int] | None:
         """Indices of the patterns that match somewhere in `document` (None without an
-        engine)."""
+        engine, or when it fails: never an exception, the caller has a slower way)."""
         db = self._db
         if db is None:
             return None
@@ -75,5 +77,9 @@ class Needles:
             add(pattern)
 
         if document:
-            db.scan(document, match_event_handler=on_match, scratch=scratch)
+            try:
+                db.scan(document, match_event_handler=on_match, scratch=scratch)
+            except Exception:  # the engine failed: the caller's Python scan decides instead
+                self.failures += 1
+                return None
         return found
