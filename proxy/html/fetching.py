@@ -22,6 +22,7 @@ from .css import gate_css, may_fetch
 from .fragment import gate_fragment
 from .hosts import python_codec
 from .run import GateRun
+from .run import RunHandler as _Handler
 from .sources import HTML_DOCUMENT, INERT, DataUrl, data_kind, is_data_url, make_data_url, parse_data_url, refresh_url
 
 __all__ = [
@@ -129,15 +130,6 @@ def _gate_data_document(run: GateRun, parsed: DataUrl) -> tuple[str | None, Deci
     if out is None:
         return None, None
     return make_data_url(parsed.mediatype, out.encode("latin-1")), None
-
-
-class _Handler:
-    __slots__ = ("run",)
-    comments: Any = None  # looked up by lol-html's binding: None is free, a missing one raises
-    text: Any = None
-
-    def __init__(self, run: GateRun) -> None:
-        self.run = run
 
 
 class SvgHrefHandler(_Handler):

@@ -37,7 +37,8 @@ from .fetching import (
 )
 from .fragment import FRAGMENT_MEMO_MAX_TEXT, MAX_NESTING, gate_fragment
 from .markup import GOOGLE_TAG_VENDORS, activation_script
-from .run import GateRun, TextGate
+from .run import GateRun, Handler, TextGate
+from .run import RunHandler as _Handler
 from .sources import is_data_url, speculation_urls
 
 __all__ = [
@@ -60,24 +61,10 @@ def _attr(e: Any, name: str) -> str | None:
     return attribute_text(e.get_attribute(name))
 
 
-class _Handler:
-    """A lol-html handler of one gate; subclasses hold more state only where they need it."""
-
-    __slots__ = ("run",)
-    # lol-html's binding looks each handler method up when the handler is registered;
-    # a missing one costs an AttributeError per registration, None says "none" for free.
-    comments: Any = None
-    text: Any = None
-
-    def __init__(self, run: GateRun) -> None:
-        self.run = run
-
-
-class _ScriptHandler:
+class _ScriptHandler(Handler):
     """External scripts by URL; inline scripts held back and decided by signature."""
 
     __slots__ = ("run", "mode", "attrs", "buf", "size", "rules")
-    comments: Any = None  # see `_Handler`
 
     IGNORE = 0
     BUFFER = 1
@@ -285,12 +272,10 @@ class _MediaHandler(_Handler):
             run.act(e, _MEDIA, worst, "background" if tag in self.BACKGROUND else None)
 
 
-class _UrlHandler:
+class _UrlHandler(Handler):
     """Elements with one fetching attribute: frames, embeds, links."""
 
     __slots__ = ("run", "kind", "attribute")
-    comments: Any = None  # see `_Handler`
-    text: Any = None
 
     def __init__(self, run: GateRun, kind: Kind, attribute: Mapping[str, str]) -> None:
         self.run = run
@@ -411,14 +396,12 @@ class _BaseHandler(_Handler):
         run.base_fixed = True
 
 
-class _NoscriptHandler:
+class _NoscriptHandler(Handler):
     """lol-html hands <noscript> content over as text (scripting-on parsing). Small
     content is collected and gated whole (`gate_fragment`); content past
     `FRAGMENT_MEMO_MAX_TEXT` streams through a nested gate instead."""
 
     __slots__ = ("run", "gate", "buf", "size")
-    element: Any = None  # see `_Handler`
-    comments: Any = None
 
     def __init__(self, run: GateRun) -> None:
         self.run = run
@@ -461,7 +444,6 @@ class _NoscriptHandler:
 
 class _DocumentHandler(_Handler):
     __slots__ = ()
-    doctype: Any = None  # see `_Handler`
 
     def end(self, e: Any) -> None:
         run = self.run
@@ -513,14 +495,12 @@ class _PageHandler(_Handler):
             e.before(run.take_head_end(), run.html)
 
 
-class _SvgHandler:
+class _SvgHandler(Handler):
     """The SVG elements that fetch, under one selector registration: presentation
     attributes of every element inside `<svg>`, `<image>`, `<feImage>`, `<use>`, SMIL
     `<set>`/`<animate>`; and an HTML `<image>` (an `<img>` to the parser)."""
 
     __slots__ = ("svg", "animation", "presentation")
-    comments: Any = None  # see `_Handler`
-    text: Any = None
 
     _SVG_HREF: Final = frozenset({"image", "feimage", "use"})
     _ANIMATION: Final = frozenset({"set", "animate"})

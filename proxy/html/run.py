@@ -420,3 +420,27 @@ class GateRun:
         self.stats.consent_mode_inserted = True
         self.gcm_pending = False
         return consent_mode_script(self.consent, self.nonce)
+
+
+class Handler:
+    """Base of the gate's lol-html handlers. lol-html's binding looks `element`,
+    `comments` and `text` up on a handler when it is registered (`doctype`, `comments`,
+    `text` and `end` on a document handler): a missing one costs an AttributeError each
+    time, about eight per page, while None says "no such handler" for free (contract:
+    tests/test_rewrite.py `test_lolhtml_takes_none_for_a_handler_method_it_looks_up`)."""
+
+    __slots__ = ()
+    element: Any = None
+    comments: Any = None
+    text: Any = None
+    doctype: Any = None
+    end: Any = None
+
+
+class RunHandler(Handler):
+    """A handler that acts for one gate run."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: GateRun) -> None:
+        self.run = run
