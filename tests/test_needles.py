@@ -103,7 +103,9 @@ def test_the_metrics_name_the_prescan_engine() -> None:
     assert f'prescan="{ENGINE}"' in generate_latest(registry).decode()
 
 
-def test_an_engine_failure_answers_none_and_the_gate_scans_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_engine_failure_answers_none_and_the_gate_scans_in_python(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from proxy.core.config import make_policy
     from proxy.core.consent import DEFAULT_SETTINGS, read_consent
     from proxy.html import selection
@@ -125,3 +127,5 @@ def test_an_engine_failure_answers_none_and_the_gate_scans_in_python(monkeypatch
     streamed = HtmlGate(plan, consent, page_host="shop.example")
     assert out == streamed.feed(page) + streamed.end() and b"bat.bing.com" not in out
     assert needles.failures == 2
+    said = [r.getMessage() for r in caplog.records if "pre-scan" in r.getMessage()]
+    assert len(said) == 1 and "engine failure" in said[0]  # once, not per page

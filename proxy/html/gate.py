@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
@@ -130,6 +131,14 @@ def _registrations(plan: GatePlan, top: bool, needed: frozenset[str], narrow: bo
         )
         found = _REGISTRATIONS.put(key, made, 16 * len(needed))
     return found
+
+
+@functools.lru_cache(maxsize=64)
+def _ascii_markup(markup: str) -> bytes | None:
+    """Head-start markup as the bytes spliced into a whole page, None when it is not
+    ASCII (then lol-html inserts it, in the page's encoding). One string per consent key
+    and host (`Stages.with_guard`), so this runs once per distinct guard, not per page."""
+    return markup.encode("ascii") if markup.isascii() else None
 
 
 class HtmlGate:
@@ -304,7 +313,8 @@ class HtmlGate:
         `head_start_spot` finds the first `<html>`/`<head>` start tag to end, instead of
         going through lol-html, when the gate left those first bytes as they came."""
         run = self._run
-        if self._rewriter is None and run.head_pending and run.additions.head_start.isascii():
+        head = _ascii_markup(run.additions.head_start) if self._rewriter is None and run.head_pending else None
+        if head is not None:
             spot = head_start_spot(document)
             if spot >= 0:
                 # Spliced in after gating: no `html, head` handler, no trip through lol-html.
@@ -314,7 +324,7 @@ class HtmlGate:
                     return out  # the fresh gate of `_redo` inserted it
                 if out.startswith(document[:spot]):
                     view = memoryview(out)  # one copy of the page, not two
-                    return b"".join((view[:spot], run.additions.head_start.encode("ascii"), view[spot:]))
+                    return b"".join((view[:spot], head, view[spot:]))
                 return self._redo(document)  # a handler changed the prologue: its way
         return self._gate_whole(document)
 

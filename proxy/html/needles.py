@@ -21,6 +21,7 @@ at once: each thread gets its own.
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -33,6 +34,8 @@ except ImportError:  # pragma: no cover - pyproject.toml installs it where wheel
     hyperscan = None
 
 __all__ = ["ENGINE", "Needles"]
+
+log = logging.getLogger("tag_gate")
 
 ENGINE: str | None = None if hyperscan is None else f"hyperscan {version('hyperscan')}"
 """The matcher in use (None: `Needles.present` answers None)."""
@@ -79,7 +82,9 @@ class Needles:
         if document:
             try:
                 db.scan(document, match_event_handler=on_match, scratch=scratch)
-            except Exception:  # the engine failed: the caller's Python scan decides instead
+            except Exception as exc:  # the engine failed: the caller's Python scan decides instead
                 self.failures += 1
+                if self.failures == 1:
+                    log.warning("pre-scan: %s failed (%s); whole pages are scanned in Python instead", ENGINE, exc)
                 return None
         return found
