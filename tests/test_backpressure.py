@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.proxytools import running_proxy, strip_guard
+from tests.proxytools import GUARD_ELEMENT, running_proxy, strip_guard
 from tests.test_cli_functional import rss_kib, serve_process
 
 TRACKER = b'<script src="https://www.googletagmanager.com/gtag/js?id=G-X"></script>'
@@ -113,6 +113,10 @@ async def test_slow_client_gets_every_byte(content_type: str, coding: str | None
         assert got.count(b"<li>") == body.count(b"<li>"), "the gated page lost rows"
         assert b"googletagmanager" not in strip_guard(got)
         assert got.endswith(b"</ul></body></html>")
+        # the runtime guard once, first in the head: spliced into a page that arrived whole
+        # (150 KB), inserted by lol-html into a streamed one (1 MB, 8 MB)
+        guards = list(GUARD_ELEMENT.finditer(got))
+        assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html>")
     else:
         assert hashlib.sha256(got).hexdigest() == hashlib.sha256(body).hexdigest()
 
