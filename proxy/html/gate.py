@@ -50,6 +50,8 @@ from .selection import (
     gate_selectors,
     img_narrow,
     prescan,
+    quiet_images,
+    tail_start,
     whole_selection,
 )
 
@@ -113,6 +115,8 @@ def _nested_gate(run: GateRun, stats: GateStats) -> HtmlGate:
     return gate
 
 
+_IMG: Final = frozenset(("img",))
+
 _Registrations = tuple[tuple[str, Callable[[GateRun], Any]], ...]
 _REGISTRATIONS: Final[Memo[tuple[bool, bool, frozenset[str], bool], _Registrations]] = Memo(512, 256 << 10)
 """What a gate registers with lol-html, by (`html.inline_styles`, whether the page gets
@@ -166,6 +170,11 @@ class HtmlGate:
         self._adaptive = adaptive
         self.narrowed = False
         """Whether `<img>` was selected with `IMG_NARROW` (known once the gate is built)."""
+        self.images_skipped = False
+        """Whether `<img>` was not selected at all (`quiet_images`; known once built)."""
+        self.tail_copied = 0
+        """How many bytes at the end of a whole document went out without lol-html
+        (`selection.tail_start`)."""
         if stats is None:
             stats = GateStats(records=[] if record else None, unclassified_hosts=set() if record else None)
         self.stats = stats
@@ -214,15 +223,28 @@ class HtmlGate:
         self._run.charset = encoding
         self._run.charset_known = True
 
-    def _build(self, *, needed: frozenset[str] = _STREAMED, narrow: bool = False, foreign: bool = True) -> Any:
+    def _build(
+        self,
+        *,
+        needed: frozenset[str] = _STREAMED,
+        narrow: bool = False,
+        foreign: bool = True,
+        quiet_images: bool = False,
+    ) -> Any:
         """The lol-html rewriter with this gate's selectors; `needed` names the
         `PRESCANNED` ones to include (a streamed document needs them all); `narrow`
         selects `<img>` with `IMG_NARROW` (only where no rule classifies relative URLs:
         the img handler's plainly-relative shortcut is what makes it exact);
-        `foreign=False` leaves out the `svg, math` selector."""
+        `quiet_images`: no `<img>` of the document holds what `IMG_NARROW` selects
+        (`proxy.html.reach`), so, where it could be narrowed, `<img>` is not selected at
+        all; `foreign=False` leaves out the `svg, math` selector."""
         run = self._run
-        narrow = (narrow or self._adaptive is True) and self._adaptive is not False and run.relative_first_party
+        adaptive = self._adaptive is not False and run.relative_first_party
+        narrow = (narrow or self._adaptive is True) and adaptive
         self.narrowed = narrow
+        if quiet_images and adaptive and "img" in needed:
+            needed = needed - _IMG
+            self.images_skipped = True
         sink: Any = self._out.append
         rewriter = lolhtml.HTMLRewriter(sink)
         for selector, handler in _registrations(run.plan, run.head_pending, needed, narrow):
@@ -330,10 +352,20 @@ class HtmlGate:
 
     def _gate_whole(self, document: bytes) -> bytes:
         if self._rewriter is None:
-            needed, narrow = whole_selection(document)
+            run = self._run
+            needed, narrow, late = whole_selection(document)
             if FOREIGN not in needed:
                 self._foreign = None  # no `<svg`, no `<math`: no foreign content to follow
-            self._build(needed=needed, narrow=narrow)
+            # `<img>` may go unselected where it may be narrowed (nothing classifies
+            # relative URLs, no `<base`): the images that could leave the host decide.
+            images = self._adaptive is not False and run.relative_first_party and "base" not in needed
+            if late is not None and self._foreign is None and self._adaptive is not False and not run.head_pending:
+                names = gate_selectors(run.plan, needed=needed)
+                tail = tail_start(document, (*names, "page") if run.page_pending else names, images, late)
+                if tail > 0:
+                    self._build(needed=needed, narrow=narrow)
+                    return self._gate_start(document, tail)
+            self._build(needed=needed, narrow=narrow, quiet_images=images and narrow and quiet_images(document))
             if self._foreign is not None and self._head == b"":
                 # One plain pass, stopped by the `svg, math` handler at the first foreign
                 # start tag; only a document that has one is gated again, precisely
@@ -344,6 +376,20 @@ class HtmlGate:
                 except _Restart:
                     return self._redo(document)
         return self.feed(document) + self.end()
+
+    def _gate_start(self, document: bytes, tail: int) -> bytes:
+        """Gate `document[:tail]` and copy the rest (`tail_start`: nothing there for any
+        registration), the document-end markup after it. The same bytes as gating it
+        all: lol-html writes text and tags no handler touches as they came, and the
+        start ends in the data state, between tokens."""
+        run = self._run
+        self.tail_copied = len(document) - tail
+        run.end_deferred = ""
+        out = self.feed(document[:tail]) + self.end()
+        end = run.end_deferred
+        if not end.isascii():
+            return self._redo(document)  # markup lol-html would write in the page's encoding
+        return b"".join((out, memoryview(document)[tail:], end.encode("ascii")))
 
     def _redo(self, document: bytes) -> bytes:
         """Gate `document` again in a fresh gate that follows foreign content from the

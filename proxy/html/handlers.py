@@ -449,11 +449,12 @@ class _DocumentHandler(_Handler):
         run = self.run
         if run.nested:
             return
-        if run.stats.activation_needed:
-            e.append(activation_script(run.nonce), run.html)
-        added = run.end_additions()
-        if added:
-            e.append(added, run.html)
+        text = activation_script(run.nonce) if run.stats.activation_needed else ""
+        text += run.end_additions()
+        if run.end_deferred is not None:
+            run.end_deferred = text  # the gate puts it after the bytes it did not write
+        elif text:
+            e.append(text, run.html)
 
 
 class _ForeignHandler(_Handler):

@@ -11,7 +11,8 @@ case-insensitively (`HS_FLAG_CASELESS`), in about the time of one `lower()`.
 
 `Needles(patterns).present(document)` is the set of indices of the patterns that
 match, or None where no engine is installed (the package publishes wheels for x86-64
-and arm64 Linux and macOS): the caller then scans in Python as before. Only the
+and arm64 Linux and macOS): the caller then scans in Python as before. `ends(document)`
+also says where each pattern first matched (the end offset of the match). Only the
 package's public API is used; tests/test_needles.py pins the behaviour relied on (ASCII
 case folding, one report per pattern, matches at both ends, the regex subset used).
 A `Scratch` (Hyperscan's per-scan working memory) must not be shared by two threads
@@ -23,7 +24,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 from typing import Any
 
@@ -46,8 +47,11 @@ class Needles:
 
     __slots__ = ("_db", "_local", "failures", "patterns")
 
-    def __init__(self, patterns: Sequence[bytes]) -> None:
+    def __init__(self, patterns: Sequence[bytes], ending_past: Mapping[int, int] | None = None) -> None:
+        """`ending_past`: for a pattern's index, an offset its matches must end past to
+        count (Hyperscan's `min_offset`, applied while it scans)."""
         self.patterns = tuple(patterns)
+        past = ending_past or {}
         self._local = threading.local()
         self.failures = 0
         """Scans the engine failed (each answered None: the caller scanned in Python)."""
@@ -60,12 +64,22 @@ class Needles:
                 ids=list(range(len(self.patterns))),
                 elements=len(self.patterns),
                 flags=[flags] * len(self.patterns),
+                ext=[
+                    (hyperscan.HS_EXT_FLAG_MIN_OFFSET, past[i] + 1, 0, 0, 0, 0) if i in past else (0, 0, 0, 0, 0, 0)
+                    for i in range(len(self.patterns))
+                ],
             )
             self._db = db
 
     def present(self, document: bytes) -> set[int] | None:
         """Indices of the patterns that match somewhere in `document` (None without an
         engine, or when it fails: never an exception, the caller has a slower way)."""
+        ends = self.ends(document)
+        return None if ends is None else set(ends)
+
+    def ends(self, document: bytes | memoryview) -> dict[int, int] | None:
+        """For each pattern that matches in `document`, the end offset of its first match
+        (a scan stops once every pattern has matched); None as for `present`."""
         db = self._db
         if db is None:
             return None
@@ -73,11 +87,10 @@ class Needles:
         scratch = getattr(local, "scratch", None)
         if scratch is None:
             scratch = local.scratch = hyperscan.Scratch(db)
-        found: set[int] = set()
-        add = found.add
+        found: dict[int, int] = {}
 
         def on_match(pattern: int, start: int, end: int, flags: int, context: object) -> None:
-            add(pattern)
+            found[pattern] = end
 
         if document:
             try:

@@ -215,6 +215,10 @@ class GateRun:
         follows foreign content, `proxy.html.foreign`)."""
         self.stop_on_foreign = False
         """The `svg, math` handler stops the write (`HtmlGate.feed_whole`'s plain pass)."""
+        self.end_deferred: str | None = None
+        """Not None: the document-end markup (activate.js, `end_additions`) is kept here
+        instead of appended, for a gate that writes only the start of a document to
+        lol-html (`HtmlGate._gate_start`) and puts the markup after the rest."""
         self.in_foreign = False
         """The gate is writing bytes of a foreign region to lol-html: a refused element
         is neutralised in place (`act`), never removed or wrapped."""

@@ -11,11 +11,14 @@ dense and no `<base>` moves relative URLs. Hyperscan answers every question in o
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 from typing import Final
 
 from .attributes import may_carry_ping
 from .needles import Needles
+from .reach import IMG_REACH, images_quiet, read_to
 from .run import GatePlan
 
 __all__ = [
@@ -29,6 +32,8 @@ __all__ = [
     "may_narrow_images",
     "prescan",
     "prescan_python",
+    "quiet_images",
+    "tail_start",
     "whole_selection",
 ]
 
@@ -231,8 +236,41 @@ _STREAMED: Final = _ALL | _NARROW_NAMES
 """What a gate registers for a document it does not hold whole: everything."""
 
 _NEEDLE_TABLE: Final = _needle_table()
-_NEEDLES: Final = Needles([pattern for pattern, _ in _NEEDLE_TABLE])
-_NEEDLE_NAMES: Final = tuple(names for _, names in _NEEDLE_TABLE)
+_TAIL_NEEDLES: Final = {
+    **{name: needles for name, needles in (*_ALWAYS_SCANNED.items(), *_SMALL_SCANNED.items()) if name != FOREIGN},
+    "ping": (b"ping",),
+    "style": (b"style",),
+    "page": (b"<html", b"<body"),
+}
+"""What an element a registration selects must hold (in any case), by registration name
+(`page`: `PAGE_SELECTOR`): for `ping` and `style`, the attribute's name alone."""
+
+_CONTENT_NEEDLES: Final = (b"<object", b"<video", b"<audio", b"<frame")
+"""Elements with content the gate may remove whole (and `<frame>`, which lol-html may
+not read as void): a document with any of them is always gated whole (the end of a
+removed one may lie anywhere after its start). The others it removes are void or raw
+text, whole before the position `read_to` returns."""
+
+_TAIL_LITERALS: Final = tuple(sorted({n for needles in _TAIL_NEEDLES.values() for n in needles} | {*_CONTENT_NEEDLES}))
+_TAIL: Final = Needles([re.escape(literal[::-1]) for literal in _TAIL_LITERALS])
+"""`_TAIL_LITERALS` written backwards, for a scan of the reversed start of a document:
+each one's first match there is its last occurrence in that start."""
+
+TAIL_READ: Final = 16 << 10
+"""`tail_start` looks for the tail only within this many bytes (it tokenizes them)."""
+
+_NEEDLES: Final = Needles(
+    [*(pattern for pattern, _ in _NEEDLE_TABLE), *(re.escape(literal) for literal in _TAIL_LITERALS)],
+    ending_past={len(_NEEDLE_TABLE) + i: TAIL_READ for i in range(len(_TAIL_LITERALS))},
+)
+"""`prescan`'s patterns, then `_TAIL_LITERALS` matched only where they end past
+`TAIL_READ` (no tail can start before such a needle of a registration)."""
+_NEEDLE_NAMES: Final = (*(names for _, names in _NEEDLE_TABLE), *(() for _ in _TAIL_LITERALS))
+_LATE: Final = {len(_NEEDLE_TABLE) + i: literal for i, literal in enumerate(_TAIL_LITERALS)}
+
+_IMG_REACH: Final = Needles([IMG_REACH])
+"""`IMG_REACH` on its own: a scan stops at its first match (Hyperscan has nothing left to
+look for), so the scans of `images_quiet` together read the document about once."""
 
 
 def gate_selectors(plan: GatePlan, *, top: bool = False, needed: frozenset[str] = _ALL) -> tuple[str, ...]:
@@ -286,16 +324,73 @@ def images_are_dense(document: bytes) -> bool:
     return document.lower().count(_IMG_TAG) * _NARROW_SPACING > size
 
 
-def whole_selection(document: bytes) -> tuple[frozenset[str], bool]:
+TAIL_MIN: Final = 16 << 10
+"""A tail shorter than this is gated like the rest: the scans cost more than it saves."""
+
+
+def tail_start(document: bytes, names: tuple[str, ...], images: bool, late: frozenset[bytes]) -> int:
+    """Where the part of a whole document begins that no registration in `names` (and
+    `page` for `PAGE_SELECTOR`) could select anything in, or -1: a position in the data
+    state (`reach.read_to`, a browser's reading) within `TAIL_READ` bytes, after the last
+    occurrence of every needle of those registrations, with no `<img>` after it that
+    `IMG_REACH` matches (`images`: plainly relative images need no registration;
+    otherwise `<img` counts as a needle of `img`) and no element with content the gate
+    may remove anywhere. `late`: the needles `whole_selection` found past `TAIL_READ`.
+    The gate writes only the bytes before it to lol-html and copies the rest.
+    Conservative in the same way as `prescan`: a needle in a script or a comment counts."""
+    size = len(document)
+    if size - TAIL_READ < TAIL_MIN:
+        return -1
+    wanted = {n for name in names if name != "img" or not images for n in _TAIL_NEEDLES.get(name, ())}
+    if not late.isdisjoint(wanted) or not late.isdisjoint(_CONTENT_NEEDLES):
+        return -1
+    ends = _TAIL.ends(document[TAIL_READ - 1 :: -1])
+    if ends is None:
+        return -1
+    last = {_TAIL_LITERALS[i]: TAIL_READ - end + len(_TAIL_LITERALS[i]) for i, end in ends.items()}
+    if any(needle in last for needle in _CONTENT_NEEDLES):
+        return -1
+    at = read_to(document, 0, max((last.get(n, 0) for n in wanted), default=0), images=False)
+    if at < 0 or size - at < TAIL_MIN:
+        return -1
+    if images:
+        found = _IMG_REACH.ends(memoryview(document)[at:])
+        if found is None or found:
+            return -1
+    return at
+
+
+def _next_reach(document: bytes, at: int) -> int | None:
+    """The end of `IMG_REACH`'s first match in `document` past `at` (None: none; past
+    any bound where there is no engine or it failed: `images_quiet` then gives up)."""
+    ends = _IMG_REACH.ends(memoryview(document)[at:])
+    if ends is None:
+        return sys.maxsize
+    end = ends.get(0)
+    return None if end is None else at + end
+
+
+def whole_selection(document: bytes) -> tuple[frozenset[str], bool, frozenset[bytes] | None]:
     """For a document held whole: the names `_registrations` needs (the `PRESCANNED`
-    selectors, `FOREIGN` and the narrow `<img>` compounds' names) and whether `<img>`
-    may be selected narrowly (dense images, no `<base`)."""
+    selectors, `FOREIGN` and the narrow `<img>` compounds' names), whether `<img>`
+    may be selected narrowly (dense images, no `<base`), and the `_TAIL_LITERALS` that
+    occur past `TAIL_READ` (for `tail_start`; None without Hyperscan)."""
     present = _NEEDLES.present(document)
     if present is None:
         lowered = document.lower()
         needed = prescan_python(document, lowered) | _NARROW_NAMES
-        return needed, "img" in needed and may_narrow_images(lowered) and images_are_dense(lowered)
+        return needed, "img" in needed and may_narrow_images(lowered) and images_are_dense(lowered), None
     needed = frozenset(name for i in present for name in _NEEDLE_NAMES[i])
+    late = frozenset(_LATE[i] for i in present if i in _LATE)
     if "img" not in needed or "base" in needed or not images_are_dense(document):
-        return needed, False
-    return needed.union(name for byte, name in _NARROW_BYTES if byte in document), True
+        return needed, False, late
+    return needed.union(name for byte, name in _NARROW_BYTES if byte in document), True, late
+
+
+def quiet_images(document: bytes) -> bool:
+    """Whether no `<img>` of a whole document, as a browser reads it, holds what the
+    narrow `<img>` compounds select (`proxy.html.reach.images_quiet`): then a gate that
+    may narrow `<img>` need not select it at all. False without Hyperscan. Worth asking
+    where images are dense (`whole_selection`'s narrow answer): a scan costs about 100 ns
+    an `<img>`."""
+    return images_quiet(document, functools.partial(_next_reach, document))
