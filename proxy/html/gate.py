@@ -47,6 +47,8 @@ from .selection import (
     _STREAMED,
     FOREIGN,
     SELECTORS,
+    TAIL_MIN,
+    TAIL_READ,
     gate_selectors,
     img_narrow,
     prescan,
@@ -353,15 +355,20 @@ class HtmlGate:
     def _gate_whole(self, document: bytes) -> bytes:
         if self._rewriter is None:
             run = self._run
-            needed, narrow, late = whole_selection(document)
+            needed, narrow = whole_selection(document)
             if FOREIGN not in needed:
                 self._foreign = None  # no `<svg`, no `<math`: no foreign content to follow
             # `<img>` may go unselected where it may be narrowed (nothing classifies
             # relative URLs, no `<base`): the images that could leave the host decide.
             images = self._adaptive is not False and run.relative_first_party and "base" not in needed
-            if late is not None and self._foreign is None and self._adaptive is not False and not run.head_pending:
+            if (
+                len(document) >= TAIL_READ + TAIL_MIN
+                and self._foreign is None
+                and self._adaptive is not False
+                and not run.head_pending
+            ):
                 names = gate_selectors(run.plan, needed=needed)
-                tail = tail_start(document, (*names, "page") if run.page_pending else names, images, late)
+                tail = tail_start(document, (*names, "page") if run.page_pending else names, images)
                 if tail > 0:
                     self._build(needed=needed, narrow=narrow)
                     return self._gate_start(document, tail)
@@ -388,6 +395,7 @@ class HtmlGate:
         out = self.feed(document[:tail]) + self.end()
         end = run.end_deferred
         if not end.isascii():
+            self.tail_copied = 0
             return self._redo(document)  # markup lol-html would write in the page's encoding
         return b"".join((out, memoryview(document)[tail:], end.encode("ascii")))
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Sequence
 from importlib.metadata import version
 from typing import Any
 
@@ -47,11 +47,8 @@ class Needles:
 
     __slots__ = ("_db", "_local", "failures", "patterns")
 
-    def __init__(self, patterns: Sequence[bytes], ending_past: Mapping[int, int] | None = None) -> None:
-        """`ending_past`: for a pattern's index, an offset its matches must end past to
-        count (Hyperscan's `min_offset`, applied while it scans)."""
+    def __init__(self, patterns: Sequence[bytes]) -> None:
         self.patterns = tuple(patterns)
-        past = ending_past or {}
         self._local = threading.local()
         self.failures = 0
         """Scans the engine failed (each answered None: the caller scanned in Python)."""
@@ -64,18 +61,49 @@ class Needles:
                 ids=list(range(len(self.patterns))),
                 elements=len(self.patterns),
                 flags=[flags] * len(self.patterns),
-                ext=[
-                    (hyperscan.HS_EXT_FLAG_MIN_OFFSET, past[i] + 1, 0, 0, 0, 0) if i in past else (0, 0, 0, 0, 0, 0)
-                    for i in range(len(self.patterns))
-                ],
             )
             self._db = db
 
-    def present(self, document: bytes) -> set[int] | None:
+    def present(self, document: bytes | memoryview) -> set[int] | None:
         """Indices of the patterns that match somewhere in `document` (None without an
         engine, or when it fails: never an exception, the caller has a slower way)."""
         ends = self.ends(document)
         return None if ends is None else set(ends)
+
+    def any_of(self, document: bytes | memoryview, among: Collection[int]) -> bool | None:
+        """Whether any pattern in `among` matches in `document`; the scan stops at the
+        first such match (None as for `present`)."""
+        db = self._db
+        if db is None:
+            return None
+        found = False
+
+        def on_match(pattern: int, start: int, end: int, flags: int, context: object) -> bool:
+            nonlocal found
+            found = pattern in among
+            return found  # true stops the scan
+
+        if document:
+            try:
+                db.scan(document, match_event_handler=on_match, scratch=self._scratch())
+            except hyperscan.ScanTerminated:
+                pass
+            except Exception as exc:
+                self._failed(exc)
+                return None
+        return found
+
+    def _scratch(self) -> Any:
+        local = self._local
+        scratch = getattr(local, "scratch", None)
+        if scratch is None:
+            scratch = local.scratch = hyperscan.Scratch(self._db)
+        return scratch
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            log.warning("pre-scan: %s failed (%s); whole pages are scanned in Python instead", ENGINE, exc)
 
     def ends(self, document: bytes | memoryview) -> dict[int, int] | None:
         """For each pattern that matches in `document`, the end offset of its first match
@@ -83,10 +111,6 @@ class Needles:
         db = self._db
         if db is None:
             return None
-        local = self._local
-        scratch = getattr(local, "scratch", None)
-        if scratch is None:
-            scratch = local.scratch = hyperscan.Scratch(db)
         found: dict[int, int] = {}
 
         def on_match(pattern: int, start: int, end: int, flags: int, context: object) -> None:
@@ -94,10 +118,8 @@ class Needles:
 
         if document:
             try:
-                db.scan(document, match_event_handler=on_match, scratch=scratch)
+                db.scan(document, match_event_handler=on_match, scratch=self._scratch())
             except Exception as exc:  # the engine failed: the caller's Python scan decides instead
-                self.failures += 1
-                if self.failures == 1:
-                    log.warning("pre-scan: %s failed (%s); whole pages are scanned in Python instead", ENGINE, exc)
+                self._failed(exc)
                 return None
         return found

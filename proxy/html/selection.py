@@ -258,15 +258,13 @@ each one's first match there is its last occurrence in that start."""
 
 TAIL_READ: Final = 16 << 10
 """`tail_start` looks for the tail only within this many bytes (it tokenizes them)."""
+_TAIL_INDEX: Final = {literal: i for i, literal in enumerate(_TAIL_LITERALS)}
 
-_NEEDLES: Final = Needles(
-    [*(pattern for pattern, _ in _NEEDLE_TABLE), *(re.escape(literal) for literal in _TAIL_LITERALS)],
-    ending_past={len(_NEEDLE_TABLE) + i: TAIL_READ for i in range(len(_TAIL_LITERALS))},
-)
-"""`prescan`'s patterns, then `_TAIL_LITERALS` matched only where they end past
-`TAIL_READ` (no tail can start before such a needle of a registration)."""
-_NEEDLE_NAMES: Final = (*(names for _, names in _NEEDLE_TABLE), *(() for _ in _TAIL_LITERALS))
-_LATE: Final = {len(_NEEDLE_TABLE) + i: literal for i, literal in enumerate(_TAIL_LITERALS)}
+_LATE: Final = Needles([re.escape(literal) for literal in _TAIL_LITERALS])
+"""`_TAIL_LITERALS` forwards: is one of them past `TAIL_READ` (no tail can start before
+such a needle of a registration)? The scan stops at the first."""
+_NEEDLES: Final = Needles([pattern for pattern, _ in _NEEDLE_TABLE])
+_NEEDLE_NAMES: Final = tuple(names for _, names in _NEEDLE_TABLE)
 
 _IMG_REACH: Final = Needles([IMG_REACH])
 """`IMG_REACH` on its own: a scan stops at its first match (Hyperscan has nothing left to
@@ -328,21 +326,30 @@ TAIL_MIN: Final = 16 << 10
 """A tail shorter than this is gated like the rest: the scans cost more than it saves."""
 
 
-def tail_start(document: bytes, names: tuple[str, ...], images: bool, late: frozenset[bytes]) -> int:
+@functools.lru_cache(maxsize=64)
+def _tail_needles(names: tuple[str, ...], images: bool) -> tuple[frozenset[bytes], frozenset[int]]:
+    """The needles of `names` (without `<img` when `images`), and the indices in `_LATE`
+    of those and `_CONTENT_NEEDLES`."""
+    wanted = frozenset(n for name in names if name != "img" or not images for n in _TAIL_NEEDLES.get(name, ()))
+    return wanted, frozenset(_TAIL_INDEX[n] for n in (*wanted, *_CONTENT_NEEDLES))
+
+
+def tail_start(document: bytes, names: tuple[str, ...], images: bool) -> int:
     """Where the part of a whole document begins that no registration in `names` (and
     `page` for `PAGE_SELECTOR`) could select anything in, or -1: a position in the data
     state (`reach.read_to`, a browser's reading) within `TAIL_READ` bytes, after the last
     occurrence of every needle of those registrations, with no `<img>` after it that
     `IMG_REACH` matches (`images`: plainly relative images need no registration;
     otherwise `<img` counts as a needle of `img`) and no element with content the gate
-    may remove anywhere. `late`: the needles `whole_selection` found past `TAIL_READ`.
-    The gate writes only the bytes before it to lol-html and copies the rest.
+    may remove anywhere. The gate writes only the bytes before it to lol-html and
+    copies the rest.
     Conservative in the same way as `prescan`: a needle in a script or a comment counts."""
     size = len(document)
     if size - TAIL_READ < TAIL_MIN:
         return -1
-    wanted = {n for name in names if name != "img" or not images for n in _TAIL_NEEDLES.get(name, ())}
-    if not late.isdisjoint(wanted) or not late.isdisjoint(_CONTENT_NEEDLES):
+    wanted, late = _tail_needles(names, images)
+    view = memoryview(document)
+    if _LATE.any_of(view[TAIL_READ:], late) is not False:
         return -1
     ends = _TAIL.ends(document[TAIL_READ - 1 :: -1])
     if ends is None:
@@ -354,7 +361,7 @@ def tail_start(document: bytes, names: tuple[str, ...], images: bool, late: froz
     if at < 0 or size - at < TAIL_MIN:
         return -1
     if images:
-        found = _IMG_REACH.ends(memoryview(document)[at:])
+        found = _IMG_REACH.present(view[at:])
         if found is None or found:
             return -1
     return at
@@ -370,27 +377,31 @@ def _next_reach(document: bytes, at: int) -> int | None:
     return None if end is None else at + end
 
 
-def whole_selection(document: bytes) -> tuple[frozenset[str], bool, frozenset[bytes] | None]:
+def whole_selection(document: bytes) -> tuple[frozenset[str], bool]:
     """For a document held whole: the names `_registrations` needs (the `PRESCANNED`
-    selectors, `FOREIGN` and the narrow `<img>` compounds' names), whether `<img>`
-    may be selected narrowly (dense images, no `<base`), and the `_TAIL_LITERALS` that
-    occur past `TAIL_READ` (for `tail_start`; None without Hyperscan)."""
+    selectors, `FOREIGN` and the narrow `<img>` compounds' names) and whether `<img>`
+    may be selected narrowly (dense images, no `<base`)."""
     present = _NEEDLES.present(document)
     if present is None:
         lowered = document.lower()
         needed = prescan_python(document, lowered) | _NARROW_NAMES
-        return needed, "img" in needed and may_narrow_images(lowered) and images_are_dense(lowered), None
+        return needed, "img" in needed and may_narrow_images(lowered) and images_are_dense(lowered)
     needed = frozenset(name for i in present for name in _NEEDLE_NAMES[i])
-    late = frozenset(_LATE[i] for i in present if i in _LATE)
     if "img" not in needed or "base" in needed or not images_are_dense(document):
-        return needed, False, late
-    return needed.union(name for byte, name in _NARROW_BYTES if byte in document), True, late
+        return needed, False
+    return needed.union(name for byte, name in _NARROW_BYTES if byte in document), True
 
 
 def quiet_images(document: bytes) -> bool:
     """Whether no `<img>` of a whole document, as a browser reads it, holds what the
     narrow `<img>` compounds select (`proxy.html.reach.images_quiet`): then a gate that
     may narrow `<img>` need not select it at all. False without Hyperscan. Worth asking
-    where images are dense (`whole_selection`'s narrow answer): a scan costs about 100 ns
-    an `<img>`."""
+    where images are dense (`whole_selection`'s narrow answer) in a document of at least
+    `QUIET_MIN` bytes: a scan costs about 100 ns an `<img>`, and reading a match that
+    turns out hidden microseconds, more than a few narrowly selected images cost."""
+    if len(document) < QUIET_MIN:
+        return False
     return images_quiet(document, functools.partial(_next_reach, document))
+
+
+QUIET_MIN: Final = 16 << 10
