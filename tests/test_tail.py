@@ -202,7 +202,8 @@ def test_a_needle_in_the_tail_keeps_the_whole_document_in_lol_html(late: bytes) 
 
 
 def test_an_element_with_content_anywhere_keeps_the_whole_document() -> None:
-    for element in (b'<object data="//bat.bing.com/o">', b"<video src=/v.mp4>", b"<audio>"):
+    elements = (b'<object data="//bat.bing.com/o">', b"<video src=/v.mp4>", b"<audio>", b"<frame src=/f>")
+    for element in (*elements, b'<table background="//bat.bing.com/t.gif"><tr><td>x</td></tr></table>'):
         doc = HEAD.replace(b"</head>", element + b"</head>") + TAIL
         out, g = whole(doc)
         assert out == reference(doc) and g.tail_copied == 0, element

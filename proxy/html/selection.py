@@ -345,8 +345,8 @@ def tail_start(document: bytes, names: tuple[str, ...], images: bool) -> int:
     copies the rest.
     Conservative in the same way as `prescan`: a needle in a script or a comment counts."""
     size = len(document)
-    if size - TAIL_READ < TAIL_MIN:
-        return -1
+    if size - TAIL_READ < TAIL_MIN or "background" in names:
+        return -1  # a refused `background` may take its element (a `<body>`) as a placeholder
     wanted, late = _tail_needles(names, images)
     view = memoryview(document)
     if _LATE.any_of(view[TAIL_READ:], late) is not False:
