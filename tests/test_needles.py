@@ -129,3 +129,35 @@ def test_an_engine_failure_answers_none_and_the_gate_scans_in_python(
     assert needles.failures == 2
     said = [r.getMessage() for r in caplog.records if "pre-scan" in r.getMessage()]
     assert len(said) == 1 and "engine failure" in said[0]  # once, not per page
+
+
+def test_ends_are_the_first_match_ends_and_a_view_scans_like_bytes() -> None:
+    needles = Needles([b"<img", b"ab"])
+    doc = b"xx<IMG ab <img ab"
+    assert needles.ends(doc) == {0: 6, 1: 9}  # one report per pattern: its first
+    assert needles.ends(memoryview(doc)[7:]) == {0: 7, 1: 2}  # offsets in the view
+    assert needles.ends(b"") == {}
+
+
+def test_any_of_stops_at_the_first_wanted_match() -> None:
+    """The binding raises `hyperscan.ScanTerminated` when the match callback returns true
+    (`Needles.any_of` stops a scan that way); patterns outside `among` are passed over."""
+    needles = Needles([b"<script", b"<img"])
+    doc = b"<img " * 1000 + b"<script>"
+    assert needles.any_of(doc, {0}) is True
+    assert needles.any_of(doc, {1}) is True
+    assert needles.any_of(b"<img " * 1000, {0}) is False
+    assert needles.any_of(b"", {0}) is False
+    seen: list[int] = []
+
+    def stop(pattern: int, start: int, end: int, flags: int, context: object) -> bool:
+        seen.append(end)
+        return True
+
+    import hyperscan
+
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(expressions=[b"a"], ids=[0], elements=1, flags=[0])
+    with pytest.raises(hyperscan.ScanTerminated):
+        db.scan(b"aaa", match_event_handler=stop, scratch=hyperscan.Scratch(db))
+    assert seen == [1]
