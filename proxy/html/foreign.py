@@ -34,7 +34,7 @@ from typing import Final
 
 from .attributes import attribute_text
 
-__all__ = ["ForeignContentError", "ForeignTracker", "find_tag_end", "tag_attributes"]
+__all__ = ["COMMENT_END", "TAG_NAME", "ForeignContentError", "ForeignTracker", "find_tag_end", "tag_attributes"]
 
 
 class ForeignContentError(Exception):
@@ -93,7 +93,10 @@ _TAG: Final = re.compile(
 `=` after a name always starts a value (an unclosed quote means an unfinished tag);
 possessive, so an unfinished tag fails fast instead of backtracking."""
 _ATTR: Final = re.compile(rb"([\t\n\f\r /]++)|(" + _NAME + rb")" + _EQUALS % _VALUE)
-_COMMENT_END: Final = re.compile(rb"--!?>")
+COMMENT_END: Final = re.compile(rb"--!?>")
+"""A comment's end as the tokenizer reads it (`-->` or `--!>`)."""
+TAG_NAME: Final = re.compile(rb"[A-Za-z][^\t\n\f\r />]*+")
+"""A tag's name after its `<` or `</`, as `_TAG` reads it."""
 _LT: Final = ord("<")
 
 _MAX_TOKEN: Final = 1 << 16
@@ -280,7 +283,7 @@ class ForeignTracker:
             if len(buf) < lt + 6:
                 self._keep(buf, lt)
                 return -1
-            m = _COMMENT_END.search(buf, lt + 4)
+            m = COMMENT_END.search(buf, lt + 4)
             if m is None:
                 self._keep(buf, lt)
                 return -1

@@ -34,6 +34,8 @@ import re
 from collections.abc import Callable
 from typing import Final
 
+from .foreign import COMMENT_END, TAG_NAME, find_tag_end, tag_attributes
+
 __all__ = ["IMG_REACH", "REACH_ROUNDS", "REACH_SCAN", "images_quiet", "read_to"]
 
 _WS: Final = rb"[\t\n\x0c\r ]"
@@ -71,20 +73,6 @@ REACH_ROUNDS: Final = 8
 """How many of `IMG_REACH`'s matches `images_quiet` reads past at most (each costs a
 Hyperscan scan of the rest of the document)."""
 
-_TAG_NAME: Final = re.compile(rb"[A-Za-z][^\t\n\x0c\r />]*")
-_TAG_REST: Final = re.compile(
-    rb"(?:[\t\n\x0c\r /]++|[^\t\n\x0c\r />][^\t\n\x0c\r />=]*+"
-    rb"(?:[\t\n\x0c\r ]*+=[\t\n\x0c\r ]*+(?:\"[^\"]*+\"|'[^']*+'|[^\t\n\x0c\r >\"'][^\t\n\x0c\r >]*+)?+)?+)*+>"
-)
-"""A start or end tag's attributes and its `>`, as the tokenizer reads them (possessive:
-one way only). No match: the tag runs to the end of the input (no token follows)."""
-
-_ATTRIBUTE: Final = re.compile(
-    rb"[\t\n\x0c\r /]*+(?:([^\t\n\x0c\r />][^\t\n\x0c\r />=]*+)"
-    rb"(?:[\t\n\x0c\r ]*+=[\t\n\x0c\r ]*+(\"[^\"]*+\"|'[^']*+'|[^\t\n\x0c\r >\"'][^\t\n\x0c\r >]*+)?+)?+)?+"
-)
-"""One attribute of a start tag (name, raw value with its quotes), after separators."""
-
 _REACHING_VALUE: Final = re.compile(rb"//|[:\\&\t\n\r]")
 _LISTS: Final = frozenset((b"srcset", b"attributionsrc"))
 
@@ -99,25 +87,12 @@ or `>`."""
 _GIVE_UP: Final = frozenset((b"svg", b"math", b"plaintext"))
 
 
-def _image_reaches(document: bytes, at: int) -> tuple[bool, int]:
-    """For an `<img` start tag whose attributes begin at `at`: whether one is what the
-    narrow compounds select, and where the tag ends (-1: at the end of the input)."""
-    size = len(document)
-    match = _ATTRIBUTE.match
-    while True:
-        m = match(document, at)
-        assert m is not None  # every part of the pattern is optional
-        at = m.end()
-        name = m.group(1)
-        if name is None:  # at `>` or the end
-            return False, (at + 1 if at < size else -1)
-        name = name.lower()
-        if name in _LISTS:
-            return True, at
-        if name == b"src":
-            value = m.group(2)
-            if value is not None and _REACHING_VALUE.search(value) is not None:
-                return True, at
+def _image_reaches(tag: bytes) -> bool:
+    """Whether a whole `<img>` start tag holds an attribute the narrow compounds select."""
+    for name, value, _ in tag_attributes(tag):
+        if name in _LISTS or (name == b"src" and _REACHING_VALUE.search(value) is not None):
+            return True
+    return False
 
 
 def read_to(document: bytes, at: int, end: int, images: bool = True) -> int:
@@ -138,23 +113,20 @@ def read_to(document: bytes, at: int, end: int, images: bool = True) -> int:
         if lt >= end:
             return lt
         nxt = document[lt + 1 : lt + 2]
-        if nxt.isalpha():
-            m = _TAG_NAME.match(document, lt + 1)
-            assert m is not None
-            name = m.group().lower()
-            if name == b"img" and images:
-                reaches, at = _image_reaches(document, m.end())
-                if reaches:
-                    return -1
-                if at < 0:
-                    return size
+        if nxt.isalpha() or (nxt == b"/" and document[lt + 2 : lt + 3].isalpha()):
+            tag_end = find_tag_end(document, lt)
+            if tag_end is None:
+                return size  # the tag runs to the end: nothing after it is a tag
+            at = tag_end
+            if nxt == b"/":
                 continue
+            m = TAG_NAME.match(document, lt + 1)
+            assert m is not None  # `<` and a letter
+            name = m.group().lower()
+            if name == b"img" and images and _image_reaches(document[lt:at]):
+                return -1
             if name in _GIVE_UP:
                 return -1
-            rest = _TAG_REST.match(document, m.end())
-            if rest is None:
-                return size  # the tag runs to the end: nothing after it is a tag
-            at = rest.end()
             closing = _RAW_TEXT.get(name)
             if closing is not None:
                 close = closing.search(document, at)
@@ -163,21 +135,13 @@ def read_to(document: bytes, at: int, end: int, images: bool = True) -> int:
                 if close is None:
                     return size
                 # past the end tag too: the element is whole before the position returned
-                rest = _TAG_REST.match(document, close.end() - 1)
-                if rest is None:
+                tag_end = find_tag_end(document, close.start())
+                if tag_end is None:
                     return size
-                at = rest.end()
+                at = tag_end
             continue
         if nxt == b"/":
             after = document[lt + 2 : lt + 3]
-            if after.isalpha():
-                m = _TAG_NAME.match(document, lt + 2)
-                assert m is not None
-                rest = _TAG_REST.match(document, m.end())
-                if rest is None:
-                    return size
-                at = rest.end()
-                continue
             if after == b">":
                 at = lt + 3
                 continue
@@ -190,10 +154,10 @@ def read_to(document: bytes, at: int, end: int, images: bool = True) -> int:
                 if document.startswith(b">", start) or document.startswith(b"->", start):
                     at = document.index(b">", start) + 1  # `<!-->`, `<!--->`
                     continue
-                ends = [i for i in (find(b"-->", start), find(b"--!>", start)) if i >= 0]
-                if not ends:
+                close = COMMENT_END.search(document, start)
+                if close is None:
                     return size
-                at = find(b">", min(ends)) + 1
+                at = close.end()
                 continue
             # a doctype, CDATA outside foreign content, or a bogus comment: to the next `>`
         elif nxt != b"?":
