@@ -225,6 +225,11 @@ class HtmlGate:
         self._run.charset = encoding
         self._run.charset_known = True
 
+    def _may_adapt(self) -> bool:
+        """Whether `<img>` may be selected per document: not forced wide, and no rule
+        classifies relative URLs (the img handler's plainly-relative shortcut)."""
+        return self._adaptive is not False and self._run.relative_first_party
+
     def _build(
         self,
         *,
@@ -241,7 +246,7 @@ class HtmlGate:
         (`proxy.html.reach`), so, where it could be narrowed, `<img>` is not selected at
         all; `foreign=False` leaves out the `svg, math` selector."""
         run = self._run
-        adaptive = self._adaptive is not False and run.relative_first_party
+        adaptive = self._may_adapt()
         narrow = (narrow or self._adaptive is True) and adaptive
         self.narrowed = narrow
         if quiet_images and adaptive and "img" in needed:
@@ -360,15 +365,14 @@ class HtmlGate:
                 self._foreign = None  # no `<svg`, no `<math`: no foreign content to follow
             # `<img>` may go unselected where it may be narrowed (nothing classifies
             # relative URLs, no `<base`): the images that could leave the host decide.
-            images = self._adaptive is not False and run.relative_first_party and "base" not in needed
+            images = self._may_adapt() and "base" not in needed
             if (
                 len(document) >= TAIL_READ + TAIL_MIN
                 and self._foreign is None
                 and self._adaptive is not False
                 and not run.head_pending
             ):
-                names = gate_selectors(run.plan, needed=needed)
-                tail = tail_start(document, (*names, "page") if run.page_pending else names, images)
+                tail = tail_start(document, run.plan, needed, run.page_pending, images)
                 if tail > 0:
                     self._build(needed=needed, narrow=narrow)
                     return self._gate_start(document, tail)

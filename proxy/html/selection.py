@@ -274,10 +274,14 @@ look for), so the scans of `images_quiet` together read the document about once.
 def gate_selectors(plan: GatePlan, *, top: bool = False, needed: frozenset[str] = _ALL) -> tuple[str, ...]:
     """The names of the SELECTORS a gate with this plan registers, in order (`top`: the
     page gets a head-start addition; `needed`: the prescanned selectors to include)."""
+    return _selector_names(plan.inline_styles, top, needed)
+
+
+def _selector_names(inline_styles: bool, top: bool, needed: frozenset[str]) -> tuple[str, ...]:
     return tuple(
         name
         for name in SELECTORS
-        if (name != "top" or top) and (name not in _ALL or name in needed) and (name != "style" or plan.inline_styles)
+        if (name != "top" or top) and (name not in _ALL or name in needed) and (name != "style" or inline_styles)
     )
 
 
@@ -326,17 +330,28 @@ TAIL_MIN: Final = 16 << 10
 """A tail shorter than this is gated like the rest: the scans cost more than it saves."""
 
 
-@functools.lru_cache(maxsize=64)
-def _tail_needles(names: tuple[str, ...], images: bool) -> tuple[frozenset[bytes], frozenset[int]]:
-    """The needles of `names` (without `<img` when `images`), and the indices in `_LATE`
-    of those and `_CONTENT_NEEDLES`."""
+@functools.lru_cache(maxsize=256)
+def _tail_needles(
+    inline_styles: bool, needed: frozenset[str], page: bool, images: bool
+) -> tuple[frozenset[bytes], frozenset[int]] | None:
+    """The needles of what a gate registers for `needed` (`gate_selectors`, and `page`
+    for `PAGE_SELECTOR`; without `<img` when `images`), and the indices in `_LATE` of
+    those and `_CONTENT_NEEDLES`; None where a tail cannot be (a `background`
+    registration: a placeholder for a refused one takes its element, a `<body>` or a
+    `<table>`, with its content). Bounded: the page's bytes choose `needed`."""
+    names = _selector_names(inline_styles, False, needed)
+    if "background" in names:
+        return None
+    if page:
+        names += ("page",)
     wanted = frozenset(n for name in names if name != "img" or not images for n in _TAIL_NEEDLES.get(name, ()))
     return wanted, frozenset(_TAIL_INDEX[n] for n in (*wanted, *_CONTENT_NEEDLES))
 
 
-def tail_start(document: bytes, names: tuple[str, ...], images: bool) -> int:
-    """Where the part of a whole document begins that no registration in `names` (and
-    `page` for `PAGE_SELECTOR`) could select anything in, or -1: a position in the data
+def tail_start(document: bytes, plan: GatePlan, needed: frozenset[str], page: bool, images: bool) -> int:
+    """Where the part of a whole document begins that no registration a gate with `plan`
+    makes for `needed` (and `page`: `PAGE_SELECTOR`) could select anything in, or -1: a
+    position in the data
     state (`reach.read_to`, a browser's reading) within `TAIL_READ` bytes, after the last
     occurrence of every needle of those registrations, with no `<img>` after it that
     `IMG_REACH` matches (`images`: plainly relative images need no registration;
@@ -345,9 +360,10 @@ def tail_start(document: bytes, names: tuple[str, ...], images: bool) -> int:
     copies the rest.
     Conservative in the same way as `prescan`: a needle in a script or a comment counts."""
     size = len(document)
-    if size - TAIL_READ < TAIL_MIN or "background" in names:
-        return -1  # a refused `background` may take its element (a `<body>`) as a placeholder
-    wanted, late = _tail_needles(names, images)
+    needles = _tail_needles(plan.inline_styles, needed, page, images) if size - TAIL_READ >= TAIL_MIN else None
+    if needles is None:
+        return -1
+    wanted, late = needles
     view = memoryview(document)
     if _LATE.any_of(view[TAIL_READ:], late) is not False:
         return -1
