@@ -19,6 +19,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from proxy.core.config import parse_config
+from proxy.core.consent import read_consent
+from proxy.html.gate import HtmlGate
+from proxy.http.stages import Stages
+from proxy.metrics import Metrics
 from tests.proxytools import GUARD_ELEMENT, running_proxy, strip_guard
 from tests.test_cli_functional import rss_kib, serve_process
 
@@ -119,6 +124,36 @@ async def test_slow_client_gets_every_byte(content_type: str, coding: str | None
         assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html>")
     else:
         assert hashlib.sha256(got).hexdigest() == hashlib.sha256(body).hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("coding", [None, "gzip"])
+async def test_slow_client_gets_every_byte_of_a_page_whose_tail_is_copied(coding: str | None) -> None:
+    """A 150 KB page whose only tracker is in its head: the gate copies its tail past
+    lol-html (`selection.tail_start`); a client reading at 8 MB/s still gets every byte of
+    it, and the guard once, first in the head."""
+    page = html_page(150_000)
+    middle = page.index(TRACKER, 100)  # the one between the rows
+    body = page[:middle] + page[middle + len(TRACKER) :]
+    gate = HtmlGate(
+        Stages(parse_config({"server": {"upstream": "http://127.0.0.1:9"}}), Metrics()).gate_plan,
+        read_consent(None, None),
+        page_host="127.0.0.1",
+    )
+    gate.feed_whole(body)
+    assert gate.tail_copied > 100_000  # the page takes that path
+    origin = await start_origin(body, "text/html", coding)
+    try:
+        _, got = await read_slowly_through_proxy(origin, coding)
+    finally:
+        await origin.close()
+    if coding == "gzip":
+        got = gzip.decompress(got)
+    tail = body[body.index(b"<ul>") :]
+    assert got.endswith(tail), "the copied tail lost bytes"
+    assert b"googletagmanager" not in strip_guard(got)
+    guards = list(GUARD_ELEMENT.finditer(got))
+    assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html>")
 
 
 @pytest.mark.slow
