@@ -93,6 +93,16 @@ async def read_slowly_through_proxy(origin: TestServer, coding: str | None) -> t
     return resp.headers.get("Content-Type"), got
 
 
+async def served_slowly(body: bytes, content_type: str, coding: str | None) -> bytes:
+    """`body` from an origin through tag-gate to a client reading at 8 MB/s, decoded."""
+    origin = await start_origin(body, content_type, coding)
+    try:
+        _, got = await read_slowly_through_proxy(origin, coding)
+    finally:
+        await origin.close()
+    return gzip.decompress(got) if coding == "gzip" else got
+
+
 CASES = [
     pytest.param("application/octet-stream", None, id="pass-through"),
     pytest.param("application/octet-stream", "gzip", id="pass-through-gzip"),
@@ -107,13 +117,7 @@ CASES = [
 async def test_slow_client_gets_every_byte(content_type: str, coding: str | None, size: int) -> None:
     html = content_type == "text/html"
     body = html_page(size) if html else octets(size)
-    origin = await start_origin(body, content_type, coding)
-    try:
-        _, got = await read_slowly_through_proxy(origin, coding)
-    finally:
-        await origin.close()
-    if coding == "gzip":
-        got = gzip.decompress(got)
+    got = await served_slowly(body, content_type, coding)
     if html:
         assert got.count(b"<li>") == body.count(b"<li>"), "the gated page lost rows"
         assert b"googletagmanager" not in strip_guard(got)
@@ -142,13 +146,7 @@ async def test_slow_client_gets_every_byte_of_a_page_whose_tail_is_copied(coding
     )
     gate.feed_whole(body)
     assert gate.tail_copied > 100_000  # the page takes that path
-    origin = await start_origin(body, "text/html", coding)
-    try:
-        _, got = await read_slowly_through_proxy(origin, coding)
-    finally:
-        await origin.close()
-    if coding == "gzip":
-        got = gzip.decompress(got)
+    got = await served_slowly(body, "text/html", coding)
     tail = body[body.index(b"<ul>") :]
     assert got.endswith(tail), "the copied tail lost bytes"
     assert b"googletagmanager" not in strip_guard(got)
