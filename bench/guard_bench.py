@@ -2,6 +2,7 @@
 time in Chromium measured with performance marks.
 
     python bench/guard_bench.py --runs 15
+    python bench/guard_bench.py --runs 25 --compare HEAD~1   # side by side with a revision
 
 Install time is read in the page: a mark in a script just before the guard's (so the
 figure includes parsing and compiling it), a mark as the guard script's first statement
@@ -260,11 +261,84 @@ async def phase_figures(runs: int) -> None:
     print(f"  (load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
 
+async def compare_figures(runs: int, rev: str) -> None:
+    """This checkout's guard and guard.js of git revision `rev` (minified by this
+    checkout's minifier), loaded alternately in fresh contexts of one browser, first
+    one then the other in each run: install time of a first page and of a second page
+    in the same tab, with the same marks as `install_figures`."""
+    import subprocess
+
+    import proxy.html.guard as guard_module
+    from proxy.html.guard_code import RULES_PLACEHOLDER, minify_js
+    from tests.e2e.world import World, find_chromium
+
+    chromium = find_chromium()
+    if chromium is None:
+        print("chromium is not installed: install time not measured")
+        return
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(
+        ["git", "show", f"{rev}:proxy/data/public/guard.js"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    reference = minify_js(source).partition(RULES_PLACEHOLDER)[::2]
+    world = World(chromium)
+    await world.start()
+    names = {"this checkout": "default", rev: "reference"}
+    keys = ("total", "run", "again", "again run")
+    figures: dict[str, dict[str, list[float]]] = {n: {k: [] for k in keys} for n in names}
+    try:
+        world.site.guard_policies["default"] = make_policy(None)
+        world.site.guard_policies["reference"] = make_policy(None)
+        # The reference policy's scripts are built (and memoised per consent) with the
+        # reference code; the pages ask for them by `policy=reference`.
+        patched: Any = guard_module
+        own = patched.split_guard_code
+        patched.split_guard_code = lambda: reference
+        try:
+            guard = guard_module.make_guard(world.site.guard_policies["reference"])
+            for granted in CONSENTS[:2]:
+                guard.script(read_consent(f"tg_consent={granted}" if granted else None, None), None)
+        finally:
+            patched.split_guard_code = own
+        for i in range(runs):
+            consent = CONSENTS[i % 2]
+            for name, policy in names.items() if i % 4 < 2 else reversed(names.items()):
+                query = f"?marks=1&policy={policy}" + (f"&consent={consent}" if consent else "")
+                url = world.url(world.site.port, "guard/install.html") + query
+                async with world.tab() as tab:
+                    await tab.page.goto(url, wait_until="load")
+                    first = await tab.page.evaluate(_MARKS)
+                    await tab.page.goto(url + "&again=1", wait_until="load")
+                    second = await tab.page.evaluate(_MARKS)
+                f = figures[name]
+                f["total"].append(first[0])
+                f["run"].append(first[1])
+                f["again"].append(second[0])
+                f["again run"].append(second[1])
+    finally:
+        await world.stop()
+    print(f"install in Chromium, {runs} runs, the two guards alternating (medians, ms):")
+    print("| guard | parse + compile + run | run only | second page: parse + compile + run | run only |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, f in figures.items():
+        print(f"| {name} | " + " | ".join(f"{statistics.median(f[k]):.3f}" for k in f) + " |")
+    print(f"  (load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+
+
+_MARKS = """() => { const t = n => performance.getEntriesByName(n)[0].startTime;
+                  const end = t("tg-guard-end");
+                  return [end - t("tg-guard-0"), end - t("tg-guard-run")]; }"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--phases", action="store_true", help="only: the main-window run split by phase")
+    parser.add_argument("--compare", metavar="REV", help="only: install time beside guard.js of git revision REV")
     args = parser.parse_args()
+    if args.compare:
+        asyncio.run(compare_figures(args.runs, args.compare))
+        return
     if args.phases:
         asyncio.run(phase_figures(args.runs))
         return

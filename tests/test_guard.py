@@ -383,6 +383,8 @@ def test_compaction_refuses_what_it_cannot_read(bad: str) -> None:
         ("try { x(); } catch (err) { err.name; }", "try{x();}catch(e){e.name;}"),
         ("for (const [key, val] of list) use(key, val);", "for(const[e,t]of list)use(e,t);"),
         ("const g = item => item.src;", "const t=e=>e.src;"),
+        # a parenthesised function expression (what install() is written as)
+        ("const f = (function (alpha, ...beta) { return beta[alpha]; });", "const n=(function(e,...t){return t[e];});"),
         ("let a1, b1 = 2; a1 = { b1 };", "let e,t=2;e={b1:t};"),
     ],
 )

@@ -227,8 +227,9 @@ _OBJECT_AFTER: Final = frozenset({"(", ",", "=", ":", "[", "?", "return", "||", 
 
 def _declared(tokens: list[tuple[str, str]]) -> set[str]:
     """The names guard.js declares: `const`/`let` declarators (with array and object
-    patterns), arrow parameters and `catch` bindings. Declarations must end with `;`
-    (guard.js is written that way), or at the `of`/`in`/`)` of a for-head."""
+    patterns), the parameters of arrows and of `function (...)` expressions, and `catch`
+    bindings. Declarations must end with `;` (guard.js is written that way), or at the
+    `of`/`in`/`)` of a for-head."""
     names: set[str] = set()
     depth = 0
     decl: list[int] = []  # bracket depth of each open const/let list
@@ -251,7 +252,7 @@ def _declared(tokens: list[tuple[str, str]]) -> set[str]:
                 pattern -= 1
             while decl and decl[-1] > depth:
                 decl.pop()
-            if text == ")" and i + 1 < len(tokens) and tokens[i + 1][1] == "=>":
+            if text == ")" and i + 1 < len(tokens) and _function_params(tokens, i):
                 names.update(_params(tokens, i))
             continue
         if kind == "word" and (expect or pattern) and text not in _RESERVED:
@@ -272,9 +273,8 @@ def _declared(tokens: list[tuple[str, str]]) -> set[str]:
     return names
 
 
-def _params(tokens: list[tuple[str, str]], close: int) -> list[str]:
-    """The parameter names of the arrow function whose `)` is at `close`."""
-    out: list[str] = []
+def _open(tokens: list[tuple[str, str]], close: int) -> int:
+    """The index of the bracket that the one at `close` closes."""
     depth, j = 0, close
     while j >= 0:
         text = tokens[j][1]
@@ -282,6 +282,20 @@ def _params(tokens: list[tuple[str, str]], close: int) -> list[str]:
         if depth == 0:
             break
         j -= 1
+    return j
+
+
+def _function_params(tokens: list[tuple[str, str]], close: int) -> bool:
+    """Whether the `)` at `close` ends a parameter list: an arrow function's, or an
+    anonymous `function (...) {` expression's."""
+    nxt = tokens[close + 1][1]
+    return nxt == "=>" or (nxt == "{" and tokens[_open(tokens, close) - 1][1] == "function")
+
+
+def _params(tokens: list[tuple[str, str]], close: int) -> list[str]:
+    """The parameter names of the function whose parameter list's `)` is at `close`."""
+    out: list[str] = []
+    j = _open(tokens, close)
     default = False
     for kind, text in tokens[j + 1 : close]:
         if text == "=":
