@@ -3,10 +3,12 @@ kind and action, every CMP's defer convention."""
 
 from __future__ import annotations
 
+import gc
 import html
 import json
 import random
 import re
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -600,6 +602,31 @@ def test_parse_ambiguity_fails_closed() -> None:
     assert info.value.reason in ("parse_ambiguity", "rewrite_error")
     with pytest.raises(GateError):
         g.feed(b"more")
+    del info  # its traceback holds this frame, which holds it: a cycle otherwise
+
+
+def _fail_gate() -> weakref.ref[HtmlGate]:
+    g = HtmlGate(REMOVE, NONE)
+    for chunk in (b"<select><plaintext><script src='https://connect.facebook.net/x.js'></script>", b"more"):
+        try:
+            g.feed(chunk)
+            g.end()
+        except GateError as exc:
+            assert exc.reason in ("parse_ambiguity", "rewrite_error")
+    return weakref.ref(g)
+
+
+def test_a_failed_gate_is_freed_without_the_garbage_collector() -> None:
+    """A failed gate (and its lol-html rewriter) goes when its last reference does. Kept
+    alive by a cycle, the garbage collector would free it in whatever thread it runs in
+    (a log writer's, a metrics render's); lol-html objects may only be dropped by the
+    thread that made them, so there PyO3 reports an error and leaks the rewriter."""
+    gc.collect()
+    gc.disable()
+    try:
+        assert _fail_gate()() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,7 @@ class GateError(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.detail = detail
 
 
 def _nested_gate(run: GateRun, stats: GateStats) -> HtmlGate:
@@ -200,7 +201,13 @@ class HtmlGate:
         self._ascii = True
         self._pending = 0
         self._max_pending = plan.max_pending
-        self._failed: GateError | None = None
+        # A failure is kept as (reason, detail) and raised as a new GateError each time:
+        # a raised exception kept on the gate would hold its traceback's frames, which
+        # hold the gate and its lol-html rewriter, a cycle only the garbage collector
+        # frees; run in another thread (a log writer's, a metrics render's), it cannot
+        # drop the rewriter (lol-html objects belong to the thread that made them),
+        # reports an error and leaks it.
+        self._failure: tuple[str, str] | None = None
         self._head: bytes | None = b""  # the input's first bytes, until there are two
         self._rewriter: Any = None  # built on the first write (see `feed_whole`)
         # Foreign content is followed wherever the gate changes the page (not in
@@ -265,8 +272,8 @@ class HtmlGate:
         return rewriter
 
     def _call(self, step: Callable[[], None]) -> None:
-        if self._failed is not None:
-            raise self._failed
+        if self._failure is not None:
+            raise GateError(*self._failure)
         try:
             step()
         except Exception as exc:  # lol-html reports handler and parser errors as RuntimeError
@@ -276,8 +283,7 @@ class HtmlGate:
             lowered = message.lower()
             ambiguous = "ambiguity" in lowered or "text content tag" in lowered
             reason = "parse_ambiguity" if ambiguous else "rewrite_error"
-            self._failed = GateError(reason, message[:300])
-            raise self._failed from None
+            self._fail(reason, message[:300])
 
     def _drain_transport(self) -> str:
         out = self._out
@@ -301,8 +307,7 @@ class HtmlGate:
             if chunk[:2] in _UTF16_BOMS:
                 # Browsers obey a byte order mark over any charset label: the page is
                 # UTF-16 to them, and markup lol-html cannot see would run.
-                self._failed = GateError("unsupported_charset", "the page starts with a UTF-16 byte order mark")
-                raise self._failed
+                self._fail("unsupported_charset", "the page starts with a UTF-16 byte order mark")
         if chunk.isascii():
             transport = chunk
         else:
@@ -317,8 +322,7 @@ class HtmlGate:
             # that never lets go (a 50 MB attribute) would grow without bound.
             self._pending += len(chunk)
             if self._pending > self._max_pending:
-                self._failed = GateError("pending_limit", f"no output for {self._pending} bytes of input")
-                raise self._failed
+                self._fail("pending_limit", f"no output for {self._pending} bytes of input")
         return out
 
     def end(self) -> bytes:
@@ -426,8 +430,7 @@ class HtmlGate:
         try:
             return fresh.feed(document) + fresh.end()
         except GateError as exc:
-            self._failed = exc
-            raise
+            self._fail(exc.reason, exc.detail)
         finally:
             for f in dataclasses.fields(GateStats):
                 setattr(stats, f.name, getattr(fresh_stats, f.name))
@@ -540,8 +543,12 @@ class HtmlGate:
             self._plain_write(rewriter, carry)
 
     def _fail_foreign(self, detail: str) -> NoReturn:
-        self._failed = GateError("foreign_content", detail)
-        raise self._failed
+        self._fail("foreign_content", detail)
+
+    def _fail(self, reason: str, detail: str) -> NoReturn:
+        """Fail the gate: this call and every later one raise GateError(reason, detail)."""
+        self._failure = (reason, detail)
+        raise GateError(reason, detail) from None
 
 
 def gate_document(
