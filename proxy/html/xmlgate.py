@@ -26,6 +26,7 @@ seen); `feed`/`end` never raise.
 from __future__ import annotations
 
 import re
+import weakref
 import xml.parsers.expat
 from collections.abc import Callable
 from typing import Final
@@ -55,7 +56,17 @@ class XmlGate:
         # browser resolves the XHTML ones itself.
         self._parser.UseForeignDTD(True)
         self._parser.SkippedEntityHandler = lambda name, is_parameter: None
-        self._parser.StartElementHandler = self._start
+        # The parser reaches the gate through a weak reference: with `self._start` the
+        # two would form a cycle, kept (with the bytes held back) until the garbage
+        # collector runs instead of going when the response does.
+        gate = weakref.ref(self)
+
+        def start(name: str, attrs: dict[str, str]) -> None:
+            this = gate()
+            if this is not None:
+                this._start(name, attrs)
+
+        self._parser.StartElementHandler = start
         self._held = bytearray()
         self._base = 0
         """Offset in the document of `_held[0]`."""
