@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from proxy.core.config import make_policy
 from proxy.core.consent import read_consent
 from proxy.html.guard import GuardRules, decode_table, guard_sizes
+from proxy.html.guard_code import RULES_PLACEHOLDER, minify_js
 
 CONSENTS = ("", "analytics", "analytics.social", "functional.analytics.social")
 
@@ -61,6 +62,19 @@ def table_figures() -> None:
             f"| {granted or 'none'} | {vendors} | {len(text):,} | {len(gzip.compress(text.encode(), 9)):,} |"
             f" {first * 1000:.2f} ms | {again * 1e6:.1f} µs |"
         )
+
+
+_MARKS = """() => { const t = n => performance.getEntriesByName(n)[0].startTime;
+                  const end = t("tg-guard-end");
+                  return [end - t("tg-guard-0"), end - t("tg-guard-run")]; }"""
+"""In the page: [parse + compile + run, run only] of the guard, from its marks."""
+
+
+def shipped_halves(source: str) -> tuple[str, str]:
+    """A guard.js source as the script builder ships it: minified, split at the rule
+    table's placeholder."""
+    before, _, after = minify_js(source).partition(RULES_PLACEHOLDER)
+    return before, after
 
 
 async def install_figures(runs: int) -> None:
@@ -161,13 +175,7 @@ async def install_figures(runs: int) -> None:
                 url = world.url(world.site.port, "guard/install.html") + query
                 await tab.page.goto(url, wait_until="load")
                 await tab.page.goto(url + "&again=1", wait_until="load")
-                again.append(
-                    await tab.page.evaluate(
-                        """() => { const t = n => performance.getEntriesByName(n)[0].startTime;
-                                   const end = t("tg-guard-end");
-                                   return [end - t("tg-guard-0"), end - t("tg-guard-run")]; }"""
-                    )
-                )
+                again.append(await tab.page.evaluate(_MARKS))
             total.append(m["total"])
             run.append(m["run"])
             realm.append(realms)
@@ -223,7 +231,6 @@ async def phase_figures(runs: int) -> None:
     from importlib import resources
 
     import proxy.html.guard as guard_module
-    from proxy.html.guard_code import RULES_PLACEHOLDER, minify_js
     from tests.e2e.world import World, find_chromium
 
     chromium = find_chromium()
@@ -235,9 +242,9 @@ async def phase_figures(runs: int) -> None:
         i = next(i for i, line in enumerate(lines) if line.startswith(anchor))
         inside = anchor.startswith("        ")
         lines.insert(i, ("        if (w == W) " if inside else "  ") + f'performance.mark("tg-phase-{name}");')
-    before, _, after = minify_js("\n".join(lines)).partition(RULES_PLACEHOLDER)
+    code = shipped_halves("\n".join(lines))
     patched: Any = guard_module  # the script builder reads the code through this name
-    patched.split_guard_code = lambda: (before, after)
+    patched.split_guard_code = lambda: code
     world = World(chromium)
     await world.start()
     names = ["tg-guard-run", *(f"tg-phase-{name}" for _, name, _ in PHASES), "tg-guard-end"]
@@ -269,7 +276,6 @@ async def compare_figures(runs: int, rev: str) -> None:
     import subprocess
 
     import proxy.html.guard as guard_module
-    from proxy.html.guard_code import RULES_PLACEHOLDER, minify_js
     from tests.e2e.world import World, find_chromium
 
     chromium = find_chromium()
@@ -280,7 +286,7 @@ async def compare_figures(runs: int, rev: str) -> None:
     source = subprocess.run(
         ["git", "show", f"{rev}:proxy/data/public/guard.js"], cwd=root, capture_output=True, text=True, check=True
     ).stdout
-    reference = minify_js(source).partition(RULES_PLACEHOLDER)[::2]
+    reference = shipped_halves(source)
     world = World(chromium)
     await world.start()
     names = {"this checkout": "default", rev: "reference"}
@@ -323,11 +329,6 @@ async def compare_figures(runs: int, rev: str) -> None:
     for name, f in figures.items():
         print(f"| {name} | " + " | ".join(f"{statistics.median(f[k]):.3f}" for k in f) + " |")
     print(f"  (load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-
-
-_MARKS = """() => { const t = n => performance.getEntriesByName(n)[0].startTime;
-                  const end = t("tg-guard-end");
-                  return [end - t("tg-guard-0"), end - t("tg-guard-run")]; }"""
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import gc
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,15 @@ async def tag_gate() -> AsyncIterator[TagGateFactory]:
             return await stack.enter_async_context(running_proxy(upstream_url, **sections))
 
         yield start
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the test (earlier garbage collected
+    first): what the test drops must go by reference counting alone."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

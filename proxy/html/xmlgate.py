@@ -25,6 +25,7 @@ seen); `feed`/`end` never raise.
 
 from __future__ import annotations
 
+import functools
 import re
 import weakref
 import xml.parsers.expat
@@ -56,17 +57,11 @@ class XmlGate:
         # browser resolves the XHTML ones itself.
         self._parser.UseForeignDTD(True)
         self._parser.SkippedEntityHandler = lambda name, is_parameter: None
-        # The parser reaches the gate through a weak reference: with `self._start` the
-        # two would form a cycle, kept (with the bytes held back) until the garbage
-        # collector runs instead of going when the response does.
-        gate = weakref.ref(self)
-
-        def start(name: str, attrs: dict[str, str]) -> None:
-            this = gate()
-            if this is not None:
-                this._start(name, attrs)
-
-        self._parser.StartElementHandler = start
+        # The parser reaches the gate through a weak proxy: with `self._start` the two
+        # would form a cycle, kept (with the bytes held back) until the garbage collector
+        # runs instead of going when the response does. `partial` adds no Python frame
+        # per element, and `_start` reads the gate only at the rare elements it edits.
+        self._parser.StartElementHandler = functools.partial(XmlGate._start, weakref.proxy(self))
         self._held = bytearray()
         self._base = 0
         """Offset in the document of `_held[0]`."""
