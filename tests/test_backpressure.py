@@ -219,3 +219,56 @@ async def test_slow_client_gets_every_byte_of_a_transcoded_utf16_page(coding: st
     assert got.count(b"<li>") == body.count(b"<li>"), "the transcoded page lost rows"
     assert b"googletagmanager" not in strip_guard(got)
     assert got.endswith(b"</ul></body></html>")
+
+
+XHTML_HINT = b'<link rel="preconnect" href="https://connect.facebook.net"/>'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("coding", [None, "gzip"], ids=["plain", "gzip"])
+async def test_slow_client_gets_every_byte_of_an_xhtml_document(coding: str | None) -> None:
+    """An 8 MB XHTML document goes through the streaming XML gate (expat), not lol-html:
+    a client reading at 8 MB/s gets every element, and the hints to a refused host in the
+    head and in the middle are renamed."""
+    rows = html_page(4_000_000).split(b"<ul>", 1)[1].rsplit(b"</ul>", 1)[0].replace(b"'item'>", b"'item'/>")
+    half = rows[: rows.rindex(b"<li>", 0, len(rows) // 2)]
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?><html xmlns="http://www.w3.org/1999/xhtml"><head>'
+        + XHTML_HINT
+        + b"<title>list</title></head><body><ul>"
+        + half
+        + b"</ul>"
+        + XHTML_HINT
+        + b"<ul>"
+        + rows[len(half) :]
+        + b"</ul></body></html>"
+    )
+    got = await served_slowly(body, "application/xhtml+xml", coding)
+    assert got.count(b"<li>") == body.count(b"<li>"), "the XML gate lost rows"
+    assert got.count(b'<link data-tg-rel="preconnect"') == 2 and b'<link rel=' not in got
+    assert got.endswith(b"</ul></body></html>")
+
+
+@pytest.mark.slow
+async def test_slow_client_of_a_page_whose_gate_fails_mid_body() -> None:
+    """A streamed 4 MB page turns ambiguous to lol-html near its end (`<select><plaintext>`):
+    the response, already under way to a client reading at 8 MB/s, is cut (fail closed:
+    nothing after the failure is sent), counted as a fail-safe, and tag-gate serves the
+    next request."""
+    page = html_page(4_000_000)
+    cut = page.rindex(b"</ul>")
+    body = page[:cut] + b"<select><plaintext>" + TRACKER + page[cut:]
+    origin = await start_origin(body, "text/html", None)
+    try:
+        async with running_proxy(f"http://127.0.0.1:{origin.port}") as tg:
+            async with aiohttp.ClientSession(read_bufsize=16384) as client:
+                async with client.get(tg.url + "/f") as resp:
+                    assert resp.status == 200
+                    with pytest.raises(aiohttp.ClientPayloadError):
+                        await slow_read(resp, rate=8_000_000)
+                async with client.get(tg.admin_url + "/metrics") as m:
+                    assert 'tag_gate_fail_safe_total{reason="parse_ambiguity"} 1.0' in await m.text()
+                async with client.get(tg.url + "/f") as again:
+                    assert again.status == 200
+    finally:
+        await origin.close()

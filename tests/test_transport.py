@@ -409,6 +409,13 @@ XMLS: list[tuple[str, str, str]] = [
         '<link rel="preconnect" href="/x"/></html>',
     ),
     (
+        "two hints to a tracker, the second read after the first edit went out",
+        f'<html {X}><link rel="preconnect" href="https://connect.facebook.net"/><p>a</p>'
+        '<link rel="dns-prefetch" href="https://connect.facebook.net"/><p>b</p></html>',
+        f'<html {X}><link data-tg-rel="preconnect" href="https://connect.facebook.net"/><p>a</p>'
+        '<link data-tg-rel="dns-prefetch" href="https://connect.facebook.net"/><p>b</p></html>',
+    ),
+    (
         "not the XHTML namespace",
         '<svg xmlns="http://www.w3.org/2000/svg"><meta http-equiv="refresh" content="0;url=https://www.facebook.com/"/></svg>',
         '<svg xmlns="http://www.w3.org/2000/svg"><meta http-equiv="refresh" content="0;url=https://www.facebook.com/"/></svg>',

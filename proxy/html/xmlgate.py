@@ -64,7 +64,8 @@ class XmlGate:
         self._parser.StartElementHandler = functools.partial(XmlGate._start, weakref.proxy(self))
         self._held = bytearray()
         self._base = 0
-        """Offset in the document of `_held[0]`."""
+        """The document offset of `_held[0]`, less what the edits made so far added to
+        the bytes (so the held bytes of document offset `o` are at `o - _base`)."""
         self._edits: list[tuple[int, str]] = []
         self._broken = False
 
@@ -90,7 +91,10 @@ class XmlGate:
             self._edits.append((self._parser.CurrentByteIndex, what))
 
     def _apply(self) -> None:
-        """Make the recorded edits on the held bytes, last first (offsets stay valid)."""
+        """Make the recorded edits on the held bytes, last first (offsets stay valid).
+        An edit changes the length of what is held, so `_base` moves by the difference:
+        `offset - _base` keeps finding the bytes of the input offsets still to come."""
+        before = len(self._held)
         for offset, attribute in sorted(self._edits, reverse=True):
             at = offset - self._base
             held = self._held
@@ -105,6 +109,7 @@ class XmlGate:
             held[at:tag_end] = _rename(tag, attribute)
             self._on_edit(attribute)
         self._edits.clear()
+        self._base -= len(self._held) - before
 
     def _release(self, final: bool) -> bytes:
         self._apply()
