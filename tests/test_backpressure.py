@@ -245,7 +245,7 @@ async def test_slow_client_gets_every_byte_of_an_xhtml_document(coding: str | No
     )
     got = await served_slowly(body, "application/xhtml+xml", coding)
     assert got.count(b"<li>") == body.count(b"<li>"), "the XML gate lost rows"
-    assert got.count(b'<link data-tg-rel="preconnect"') == 2 and b'<link rel=' not in got
+    assert got.count(b'<link data-tg-rel="preconnect"') == 2 and b"<link rel=" not in got
     assert got.endswith(b"</ul></body></html>")
 
 
