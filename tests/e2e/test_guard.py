@@ -335,6 +335,7 @@ SCENARIOS = (
             Tag("px.ads.linkedin.com", "/collect?pid=1&fmt=frame", "advertising"),
             Tag("analytics.tiktok.com", "/api/v2/pixel?event=srcdoc", "advertising"),
             Tag(BING, "/action/0?ti=srcdoc", "advertising"),
+            Tag("analytics.tiktok.com", "/api/v2/pixel?event=sandboxed", "advertising"),
         ),
         check=_log_check({"frame-fetch-TypeError": "!advertising", "frame-fetch-ok": "advertising"}),
         states=("", "analytics", "advertising"),

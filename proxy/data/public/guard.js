@@ -238,12 +238,13 @@
       if (scan(root, runs)) return IH.get.call(svg ? root : tp);
     },
     // A srcdoc document installs the guard in itself before its own scripts run (when
-    // it may run scripts and reach its parent).
+    // it may run scripts and reach its parent: no sandbox, or one allowing both, its
+    // tokens in any order and between any blank space, a newline too).
     srcdoc = (v, el) => {
       const box = el.getAttribute("sandbox");
       if (typeof v == "string")
         return (
-          (box == null || /allow-scripts(?=.*allow-same-origin)|allow-same-origin(?=.*allow-scripts)/.test(box)
+          (box == null || (/allow-scripts/.test(box) && /allow-same-origin/.test(box))
             ? "<script" + (NONCE && ' nonce="' + NONCE.replace(/[^\w+/=-]/g, "") + '"') + ">try{parent.__tagGateGuard.i(window)}catch(e){}<\/script>"
             : "") + (markup(v, null, 1) || v)
         );
