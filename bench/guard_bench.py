@@ -7,8 +7,9 @@ time in Chromium measured with performance marks.
 Install time is read in the page: a mark in a script just before the guard's (so the
 figure includes parsing and compiling it), a mark as the guard script's first statement
 and one after the guard returns; medians over fresh browser contexts. Long tasks are
-listed with a buffered PerformanceObserver. Nothing here is asserted: the figures are
-printed, for the README and reviews.
+listed with a buffered PerformanceObserver. The page's first decision, which parses and
+indexes the rule table, is timed the same way in guard/decision.html. Nothing here is
+asserted: the figures are printed, for the README and reviews.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from proxy.core.config import make_policy
 from proxy.core.consent import read_consent
 from proxy.html.guard import GuardRules, decode_table, guard_sizes
-from proxy.html.guard_code import RULES_PLACEHOLDER, minify_js
+from proxy.html.guard_code import RULES_PLACEHOLDER, load_guard_source, minify_js
 
 CONSENTS = ("", "analytics", "analytics.social", "functional.analytics.social")
 
@@ -69,12 +70,82 @@ _MARKS = """() => { const t = n => performance.getEntriesByName(n)[0].startTime;
                   return [end - t("tg-guard-0"), end - t("tg-guard-run")]; }"""
 """In the page: [parse + compile + run, run only] of the guard, from its marks."""
 
+_DECISION = """() => { const t = n => performance.getEntriesByName(n)[0].startTime;
+                     return window.tgDecisionFirst ? t("tg-decide-1") - t("tg-decide-0") : null; }"""
+"""In guard/decision.html: the page's first decision (the guard parses and indexes its
+rule table there), or null when the guard's own first task had done that already."""
+
+
+async def first_decisions(world: Any, query: str) -> tuple[float | None, float | None]:
+    """The first decision on a visitor's first page and on a second page in that tab."""
+    url = world.url(world.site.port, "guard/decision.html") + query
+    async with world.tab() as tab:
+        await tab.page.goto(url, wait_until="load")
+        first = await tab.page.evaluate(_DECISION)
+        await tab.page.goto(url + "&again=1", wait_until="load")
+        return first, await tab.page.evaluate(_DECISION)
+
 
 def shipped_halves(source: str) -> tuple[str, str]:
     """A guard.js source as the script builder ships it: minified, split at the rule
     table's placeholder."""
     before, _, after = minify_js(source).partition(RULES_PLACEHOLDER)
     return before, after
+
+
+TRACED = (
+    "run",
+    "run cpu",
+    "again run",
+    "again run cpu",
+    "decision",
+    "decision cpu",
+    "again decision",
+    "again decision cpu",
+)
+"""What `traced_loads` measures: the guard's run on a first and a second page, and the
+page's first decision on a first and a second page, each on the trace's microsecond
+clock and as the main thread's CPU time."""
+
+
+async def traced_loads(world: Any, query: str) -> dict[str, float]:
+    """The same performance marks read from a Chromium trace (category
+    blink.user_timing): each mark there has a microsecond timestamp (`ts`) and the main
+    thread's CPU clock (`tts`), so a span is known to the microsecond and apart from the
+    time the thread waited or was preempted, which on a loaded two-core machine is much
+    of the wall-clock figure. Keys: `TRACED`; a decision missing when the guard's own
+    first task had built the table first."""
+    install = world.url(world.site.port, "guard/install.html") + query
+    decision = world.url(world.site.port, "guard/decision.html") + query.replace("marks=1", "guard=1")
+    valid: list[bool] = []
+    async with world.tab() as tab:
+        browser = tab.page.context.browser
+        await browser.start_tracing(page=tab.page, categories=["blink.user_timing"])
+        try:
+            await tab.page.goto(install, wait_until="load")
+            await tab.page.goto(install + "&again=1", wait_until="load")
+            for url in (decision, decision + "&again=1"):
+                await tab.page.goto(url, wait_until="load")
+                valid.append(await tab.page.evaluate("() => window.tgDecisionFirst"))
+        finally:
+            events = json.loads(await browser.stop_tracing())["traceEvents"]
+    marks: dict[str, list[dict[str, Any]]] = {}
+    for e in sorted(events, key=lambda e: e.get("ts", 0)):
+        if e.get("cat") == "blink.user_timing" and e.get("name", "").startswith(("tg-guard-", "tg-decide-")):
+            marks.setdefault(e["name"], []).append(e)
+    out: dict[str, float] = {}
+
+    def span(key: str, start: str, end: str, i: int) -> None:
+        a, b = marks[start][i], marks[end][i]
+        out[key] = (b["ts"] - a["ts"]) / 1000
+        out[key + " cpu"] = (b["tts"] - a["tts"]) / 1000
+
+    span("run", "tg-guard-run", "tg-guard-end", 0)
+    span("again run", "tg-guard-run", "tg-guard-end", 1)
+    for i, key in enumerate(("decision", "again decision")):
+        if valid[i]:
+            span(key, "tg-decide-0", "tg-decide-1", i)
+    return out
 
 
 async def install_figures(runs: int) -> None:
@@ -96,6 +167,8 @@ async def install_figures(runs: int) -> None:
         warm: list[float] = []
         hooks: list[float] = []
         again: list[list[float]] = []
+        decided: list[tuple[float | None, float | None]] = []
+        traced: dict[str, list[float]] = {k: [] for k in TRACED}
         long_tasks = 0
         for i in range(runs):
             consent = CONSENTS[i % 2]
@@ -176,6 +249,9 @@ async def install_figures(runs: int) -> None:
                 await tab.page.goto(url, wait_until="load")
                 await tab.page.goto(url + "&again=1", wait_until="load")
                 again.append(await tab.page.evaluate(_MARKS))
+            decided.append(await first_decisions(world, query.replace("marks=1", "guard=1")))
+            for key, value in (await traced_loads(world, query)).items():
+                traced[key].append(value)
             total.append(m["total"])
             run.append(m["run"])
             realm.append(realms)
@@ -207,6 +283,22 @@ async def install_figures(runs: int) -> None:
             f" run only median {statistics.median(a[1] for a in again):.3f} ms"
         )
         print(f"  long tasks on those pages: {long_tasks}")
+        first = [d[0] for d in decided if d[0] is not None]
+        later = [d[1] for d in decided if d[1] is not None]
+        if first and later:
+            print(
+                "the page's first decision (the guard parses and indexes its rule table):"
+                f" median {statistics.median(first):.3f} ms on a first page,"
+                f" {statistics.median(later):.3f} ms on a second page"
+                f" ({len(first) + len(later)} of {2 * len(decided)} pages; on the others the guard's own"
+                " first task had built the table before the page asked)"
+            )
+        print("the same marks read from a trace (microsecond clock; the main thread's CPU time), medians in ms:")
+        print("| span | first page | CPU | second page | CPU |")
+        print("| --- | --- | --- | --- | --- |")
+        for label, key in (("the guard's run", "run"), ("the page's first decision", "decision")):
+            row = [traced[key], traced[key + " cpu"], traced["again " + key], traced["again " + key + " cpu"]]
+            print(f"| {label} | " + " | ".join(f"{statistics.median(v):.3f}" if v else "-" for v in row) + " |")
         print(f"  (load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     finally:
         await world.stop()
@@ -215,10 +307,10 @@ async def install_figures(runs: int) -> None:
 PHASES = (
     ("  const within = ", "top", "the first declarations (document.currentScript, Element.prototype, ...)"),
     ("  install(W);", "defs", "the other declarations"),
-    ('        hook(w.Function.prototype, "toString"', "realm", "install(): Node.prototype, realm bookkeeping"),
+    ('        each("Function:toString"', "realm", "install(): Node.prototype, realm bookkeeping"),
     ('        each("Attr:value"', "setters", "Function.prototype.toString and the element URL setters"),
     ('        each("Element:innerHTML', "insert", "Attr, setAttribute(NS), the insertion methods"),
-    ('        hook(w, "fetch"', "markup", "the markup methods, document.write, contentWindow"),
+    ('        each(":fetch"', "markup", "the markup methods, document.write, contentWindow"),
     ('  D.addEventListener("tag-gate:consent"', "net", "fetch, sendBeacon, XHR, WebSocket, EventSource, workers"),
 )
 """Where `--phases` puts a performance mark (before the line starting with the text),
@@ -228,8 +320,6 @@ its name, and what runs between it and the mark before."""
 async def phase_figures(runs: int) -> None:
     """The guard's run in the main window split by performance marks written into a copy
     of guard.js (marks inside install() only for the page's own window)."""
-    from importlib import resources
-
     import proxy.html.guard as guard_module
     from tests.e2e.world import World, find_chromium
 
@@ -237,7 +327,7 @@ async def phase_figures(runs: int) -> None:
     if chromium is None:
         print("chromium is not installed: phases not measured")
         return
-    lines = (resources.files("proxy") / "data" / "public" / "guard.js").read_text(encoding="utf-8").split("\n")
+    lines = load_guard_source().split("\n")
     for anchor, name, _ in PHASES:
         i = next(i for i, line in enumerate(lines) if line.startswith(anchor))
         inside = anchor.startswith("        ")
@@ -290,7 +380,8 @@ async def compare_figures(runs: int, rev: str) -> None:
     world = World(chromium)
     await world.start()
     names = {"this checkout": "default", rev: "reference"}
-    keys = ("total", "run", "again", "again run")
+    keys = ("total", "run", "again", "again run", "decision", "again decision")
+    traced: dict[str, dict[str, list[float]]] = {n: {k: [] for k in TRACED} for n in names}
     figures: dict[str, dict[str, list[float]]] = {n: {k: [] for k in keys} for n in names}
     try:
         world.site.guard_policies["default"] = make_policy(None)
@@ -321,13 +412,27 @@ async def compare_figures(runs: int, rev: str) -> None:
                 f["run"].append(first[1])
                 f["again"].append(second[0])
                 f["again run"].append(second[1])
+                for key, value in (await traced_loads(world, query)).items():
+                    traced[name][key].append(value)
+                decided = await first_decisions(world, query.replace("marks=1", "guard=1"))
+                for key, found in zip(("decision", "again decision"), decided, strict=True):
+                    if found is not None:
+                        f[key].append(found)
     finally:
         await world.stop()
     print(f"install in Chromium, {runs} runs, the two guards alternating (medians, ms):")
-    print("| guard | parse + compile + run | run only | second page: parse + compile + run | run only |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| guard | parse + compile + run | run only | second page: parse + compile + run | run only"
+        " | first decision (builds the table) | second page: first decision |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, f in figures.items():
-        print(f"| {name} | " + " | ".join(f"{statistics.median(f[k]):.3f}" for k in f) + " |")
+        print(f"| {name} | " + " | ".join(f"{statistics.median(f[k]):.3f}" if f[k] else "-" for k in f) + " |")
+    print("the same marks read from a trace (microsecond clock; the main thread's CPU time), medians in ms:")
+    print("| guard | run | CPU | second page: run | CPU | first decision | CPU | second page: first decision | CPU |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, f in traced.items():
+        print(f"| {name} | " + " | ".join(f"{statistics.median(f[k]):.3f}" if f[k] else "-" for k in TRACED) + " |")
     print(f"  (load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "js_string",
     "js_tokens",
     "load_guard_code",
+    "load_guard_source",
     "minify_js",
     "split_guard_code",
 ]
@@ -360,11 +361,15 @@ def js_tokens(source: str) -> list[str]:
     return [text for kind, text in _Tokens(source) if kind not in ("space", "comment")]
 
 
+def load_guard_source() -> str:
+    """guard.js as written (readable, with comments)."""
+    return (resources.files("proxy") / "data" / "public" / "guard.js").read_text(encoding="utf-8")
+
+
 @cache
 def load_guard_code() -> str:
     """The guard's minified code with the `"__TG_RULES__"` placeholder (read once)."""
-    source = (resources.files("proxy") / "data" / "public" / "guard.js").read_text(encoding="utf-8")
-    code = minify_js(source)
+    code = minify_js(load_guard_source())
     if code.count(RULES_PLACEHOLDER) != 1:
         raise ValueError(f"guard.js must hold the rule placeholder {RULES_PLACEHOLDER} exactly once")
     return code
@@ -390,7 +395,7 @@ def guard_sizes() -> dict[str, int]:
     """Bytes of the guard's code: readable source; compact (comments and blank space
     out) raw and gzipped; minified (what ships: names shortened too) raw and gzipped
     (level 9)."""
-    source = (resources.files("proxy") / "data" / "public" / "guard.js").read_text(encoding="utf-8")
+    source = load_guard_source()
     compact = compact_js(source).encode()
     code = load_guard_code().encode()
     return {

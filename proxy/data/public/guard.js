@@ -302,7 +302,8 @@
       realms.add(N);
       w.__tagGateGuard = G;
       t((function () {
-        // "Interface:name,name ...", "-Name" for HTMLNameElement. Indexed loops and no
+        // "Interface:name,name ...", "-Name" for HTMLNameElement, ":name,name" on the
+        // window itself. Indexed loops and no
         // destructuring keep its bytecode small: V8 queues each function the install
         // calls often (this, hook, trap, setter) for a Sparkplug compile, and compiles
         // the queue inside the install once their estimated code passes 4 KB. A for-of
@@ -314,11 +315,11 @@
             const e = spec[i].split(":"),
               c = e[0],
               names = e[1].split(","),
-              o = (w[c[0] == "-" ? "HTML" + c.slice(1) + "Element" : c] || {}).prototype;
+              o = c ? (w[c[0] == "-" ? "HTML" + c.slice(1) + "Element" : c] || {}).prototype : w;
             for (let j = 0; j < names.length; j++) hook(o, names[j], h || setter(names[j].toLowerCase()), acc);
           }
         });
-        hook(w.Function.prototype, "toString", trap("s", (f, self, a) => F.apply(f, P.get(self) || self, a)));
+        each("Function:toString", trap("s", (f, self, a) => F.apply(f, P.get(self) || self, a)));
         each("-Script:src -Image:src,srcset -Source:src,srcset -IFrame:src,srcdoc -Frame:src -Embed:src -Object:data -Link:href,imageSrcset -Media:src -Video:poster -Track:src -Input:src", 0, "set");
         each("Attr:value", trap("v", (f, at, a) => through(t(check, at.ownerElement, at.name, a[0]), f, at, a, 0)), "set");
         each("Element:setAttribute", trap("a", (f, el, a) => through(t(check, el, a[0], a[1]), f, el, a, 1)));
@@ -340,7 +341,7 @@
           }),
           "get"
         );
-        hook(w, "fetch", {
+        each(":fetch", {
           apply: (f, self, a) =>
             t(() => decide(a[0] && typeof a[0].url == "string" ? a[0].url : a[0])) ? w.Promise.reject(new w.TypeError("Failed to fetch")) : F.apply(f, self, a),
         });
@@ -389,7 +390,7 @@
             return x;
           },
         };
-        for (const k of ["WebSocket", "EventSource", "Worker", "SharedWorker"]) hook(w, k, ctor);
+        each(":WebSocket,EventSource,Worker,SharedWorker", ctor);
       }));
     });
 
