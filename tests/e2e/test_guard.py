@@ -215,6 +215,9 @@ class Scenario:
     wait: float = 0.0
     page_errors: str = ""
     """A regex of console errors the page causes itself when a tag is granted."""
+    secure: bool = False
+    """Visit in a Chromium that treats the page's (plain http) origin as secure, for APIs
+    only secure contexts have (fetchLater)."""
 
 
 FB = Tag("connect.facebook.net", "/en_US/fbevents.js", "advertising", "meta-pixel")
@@ -262,6 +265,22 @@ SCENARIOS = (
         "setattribute",
         (Tag(BING, "/action/0?ti=setattr", "advertising"), HOTJAR, Tag("www.youtube.com", "/embed/setattr", "social")),
         states=("", "analytics", "advertising.social"),
+    ),
+    Scenario(
+        "attribute-tricks",
+        (
+            *(
+                Tag(BING, f"/action/0?ti={ti}", "advertising")
+                for ti in ("attrnode", "nameditem", "nameditem2", "nodevalue", "textcontent", "xlinkprefix")
+            ),
+            Tag(BING, "/action/0?ti=adopted", "advertising"),
+            Tag(BING, "/action/0?ti=appended", "advertising"),
+            Tag("static.hotjar.com", "/c/hotjar-adopted.js", "analytics"),
+            Tag(BING, "/action/0?ti=audio", "advertising"),
+            Tag(BING, "/action/0?ti=fetchlater", "advertising"),
+        ),
+        check=_log_check({"audio-blocked-error": "!advertising", "fetchlater-blocked": "!advertising"}),
+        secure=True,
     ),
     Scenario(
         "fetch-xhr",
@@ -444,6 +463,17 @@ def _leaks(listing: dict[str, Any]) -> dict[str, int]:
     return {f"{r['category']}:{r['vendor']}": r["count"] for r in listing["leaks"]}
 
 
+_SECURE: dict[tuple[int, int], Any] = {}
+
+
+async def _secure_browser(world: World, port: int) -> Any:
+    """A Chromium of this world that treats the site's origin on `port` as secure."""
+    key = (id(world), port)
+    if key not in _SECURE:
+        _SECURE[key] = await world.launch(f"--unsafely-treat-insecure-origin-as-secure={world.url(port, '')[:-1]}")
+    return _SECURE[key]
+
+
 async def _visit(world: World, scenario: Scenario, consent: str, guard: bool = True) -> tuple[Visit, dict[str, Any]]:
     """One visit: through tag-gate (`guard`), or to the site directly (the control)."""
     _policy_for(world, scenario.policy)
@@ -454,7 +484,8 @@ async def _visit(world: World, scenario: Scenario, consent: str, guard: bool = T
     port = tg.port if tg else world.site.port
     before = _leaks(await csp_listing(tg)) if tg else {}
     cookies = {"tg_consent": consent} if consent and tg else None
-    async with world.tab(cookies, port=port) as tab:
+    browser = await _secure_browser(world, port) if scenario.secure else None
+    async with world.tab(cookies, port=port, browser=browser) as tab:
         await tab.goto(world.url(port, f"guard/{scenario.name}.html?" + urlencode(query)))
         if scenario.wait:
             await asyncio.sleep(scenario.wait)

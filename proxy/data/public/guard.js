@@ -204,11 +204,13 @@
       const d = /set|ping/.test(name) ? String(v).split(/[\s,]+/).map(decide).find((x) => x) : decide(v);
       if (d) return block(el, name, v, d) || true;
     },
-    // Checks an element or fragment about to be inserted and what is in it (`runs`:
-    // its scripts will run); returns how many it changed.
+    // Checks an element or fragment about to be inserted or adopted and what is in it
+    // (`runs`: its scripts will run), unless it is in this window's tree already (a node
+    // of a document without a window, DOMParser's, is checked); returns how many it
+    // changed.
     scan = (n, runs) => {
       let changed = 0;
-      if (n && (n.nodeType == 1 || n.nodeType == 11) && !n.isConnected) {
+      if (n && (n.nodeType == 1 || n.nodeType == 11) && !(n.isConnected && n.ownerDocument.defaultView)) {
         table();
         for (const el of [n, ...(n.firstElementChild ? n.querySelectorAll(SEL) : [])])
           if (A[el.localName] && (runs || el.localName != "script"))
@@ -257,8 +259,10 @@
   // then and parsed again at its first call (guard_bench.py: the install ran 0.5 to 0.8
   // ms faster so). Everything else stays lazy: it is compiled when a page first needs it.
   const P = new WeakMap(), // hook -> original, for Function.prototype.toString
-    hook = (function (o, k, trap, acc) {
-      const d = o && O.getOwnPropertyDescriptor(o, k),
+    // On o, k's descriptor (or that of `from`, which o inherits) with its function `acc`
+    // ("value", "set", "get") replaced by a Proxy with `trap`.
+    hook = (function (o, k, trap, acc, from) {
+      const d = o && O.getOwnPropertyDescriptor(from || o, k),
         f = d && d[acc || "value"];
       if (typeof f != "function" || P.has(f)) return;
       const p = new Proxy(f, trap);
@@ -274,6 +278,27 @@
     },
     html = (f, self, a, i, runs, ctx = self) => through(t(markup, a[i], ctx, runs), f, self, a, i),
     ev = (x, type, E) => x.dispatchEvent(new E(type)),
+    // fetch's URL: a Request's, or the argument as a URL
+    url = (x) => (x && typeof x.url == "string" ? x.url : x),
+    // setAttributeNode(NS), setNamedItem(NS): the Attr checked against the element it
+    // joins, before; nothing joins (null: none replaced) when it is blocked.
+    attach = (f, self, el, a) => {
+      const at = a[0],
+        r = el && at && t(check, el, at.localName, at.value);
+      if (r === true) return null;
+      if (typeof r == "string") at.value = r;
+      return F.apply(f, self, a);
+    },
+    // The element of a NamedNodeMap: its first attribute's, or, when it has none, found
+    // with a probe attribute added and removed again.
+    owner = (set, m) => {
+      if (m.length) return m[0].ownerElement;
+      const p = D.createAttribute("data-tg-probe");
+      F.apply(set, m, [p]);
+      const el = p.ownerElement;
+      RA.call(el, "data-tg-probe");
+      return el;
+    },
     // One trap per kind of hook, shared by every interface and realm (those that need
     // the realm's own constructors are made per realm).
     H = {},
@@ -309,24 +334,33 @@
         // the queue inside the install once their estimated code passes 4 KB. A for-of
         // with destructuring made this one 4.2 KB alone, which put that compile (0.3 to
         // 0.6 ms on the main thread) into every first page's install.
-        const each = (function (spec, h, acc) {
+        const each = (function (spec, h, acc, from) {
           spec = spec.split(" ");
           for (let i = 0; i < spec.length; i++) {
             const e = spec[i].split(":"),
               c = e[0],
               names = e[1].split(","),
               o = c ? (w[c[0] == "-" ? "HTML" + c.slice(1) + "Element" : c] || {}).prototype : w;
-            for (let j = 0; j < names.length; j++) hook(o, names[j], h || setter(names[j].toLowerCase()), acc);
+            for (let j = 0; j < names.length; j++) hook(o, names[j], h || setter(names[j].toLowerCase()), acc, from);
           }
         });
         each("Function:toString", trap("s", (f, self, a) => F.apply(f, P.get(self) || self, a)));
         each("-Script:src -Image:src,srcset -Source:src,srcset -IFrame:src,srcdoc -Frame:src -Embed:src -Object:data -Link:href,imageSrcset -Media:src -Video:poster -Track:src -Input:src", 0, "set");
-        each("Attr:value", trap("v", (f, at, a) => through(t(check, at.ownerElement, at.name, a[0]), f, at, a, 0)), "set");
+        each("Attr:value", trap("v", (f, at, a) => through(t(check, at.ownerElement, at.localName, a[0]), f, at, a, 0)), "set");
+        // an Attr's nodeValue and textContent set its value too (Node's setters, hooked
+        // on Attr alone)
+        each("Attr:nodeValue,textContent", H.v, "set", w.Node.prototype);
+        each("Element:setAttributeNode,setAttributeNodeNS", trap("d", (f, el, a) => attach(f, el, el, a)));
+        each("NamedNodeMap:setNamedItem,setNamedItemNS", trap("m", (f, m, a) => attach(f, m, t(owner, f, m), a)));
         each("Element:setAttribute", trap("a", (f, el, a) => through(t(check, el, a[0], a[1]), f, el, a, 1)));
-        each("Element:setAttributeNS", trap("n", (f, el, a) => through(t(check, el, a[1], a[2]), f, el, a, 2)));
+        // the attribute's local name: an XLink href under any prefix is an href
+        each("Element:setAttributeNS", trap("n", (f, el, a) => through(t(check, el, String(a[1]).replace(/.*:/, ""), a[2]), f, el, a, 2)));
         each("Node:appendChild,insertBefore,replaceChild Element:append,prepend,replaceChildren,before,after,replaceWith,insertAdjacentElement Document:append,prepend,replaceChildren CharacterData:before,after,replaceWith Range:insertNode,surroundContents", inserted);
+        // a node another document made (DOMParser, createHTMLDocument) fetches once it is
+        // this document's: checked as it is adopted or cloned in
+        each("Document:adoptNode,importNode", trap("i", (f, d, a) => (t(scan, a[0], 1), F.apply(f, d, a))));
         each("Element:innerHTML ShadowRoot:innerHTML", trap("h", (f, el, a) => html(f, el, a, 0)), "set");
-        each("Element:setHTMLUnsafe ShadowRoot:setHTMLUnsafe", H.h);
+        each("Element:setHTMLUnsafe,setHTML ShadowRoot:setHTMLUnsafe,setHTML", H.h);
         each("Element:outerHTML", trap("o", (f, el, a) => html(f, el, a, 0, 0, el.parentNode)), "set");
         each("Element:insertAdjacentHTML", trap("j", (f, el, a) => html(f, el, a, 1, 0, /^(beforebegin|afterend)$/i.test(a[0]) ? el.parentNode : el)));
         each("Range:createContextualFragment", trap("r", (f, r, a) => html(f, r, a, 0, 1, null)));
@@ -341,11 +375,20 @@
           }),
           "get"
         );
-        each(":fetch", {
-          apply: (f, self, a) =>
-            t(() => decide(a[0] && typeof a[0].url == "string" ? a[0].url : a[0])) ? w.Promise.reject(new w.TypeError("Failed to fetch")) : F.apply(f, self, a),
-        });
+        each(":fetch", { apply: (f, self, a) => (t(decide, url(a[0])) ? w.Promise.reject(new w.TypeError("Failed to fetch")) : F.apply(f, self, a)) });
         each("Navigator:sendBeacon", trap("b", (f, n, a) => t(decide, a[0]) ? true : F.apply(f, n, a)));
+        // a deferred fetch that will never be sent
+        each(":fetchLater", { apply: (f, self, a) => (t(decide, url(a[0])) ? { activated: false } : F.apply(f, self, a)) });
+        // new Audio(url) sets its src inside the constructor
+        each(":Audio", {
+          construct: (C, a, nt) => {
+            const d = a.length && t(decide, a[0]);
+            if (!d) return F.construct(C, a, nt);
+            const el = F.construct(C, [], nt);
+            t(block, el, "src", a[0], d);
+            return el;
+          },
+        });
         // A blocked XMLHttpRequest ends as after a network error: readyState 4, status 0.
         const xhr = new WeakMap();
         each("XMLHttpRequest:open", {
