@@ -271,7 +271,10 @@ SCENARIOS = (
         (
             *(
                 Tag(BING, f"/action/0?ti={ti}", "advertising")
-                for ti in ("attrnode", "nameditem", "nameditem2", "nodevalue", "textcontent", "xlinkprefix")
+                for ti in (
+                    *("attrnode", "nameditem", "nameditem2", "nodevalue", "textcontent", "xlinkprefix"),
+                    *("feimage", "smilset", "cellbackground"),
+                )
             ),
             Tag(BING, "/action/0?ti=adopted", "advertising"),
             Tag(BING, "/action/0?ti=appended", "advertising"),
