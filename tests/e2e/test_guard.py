@@ -750,3 +750,33 @@ async def test_the_install_leaves_v8_baseline_compiles_to_later(world: World) ->
         tiers, control = await tab.page.evaluate("[window.tgTiers, window.tgControl]")
     assert control == ["big:true"], "the check does not see Sparkplug compiles in this Chromium"
     assert tiers == [f"{k}:false" for k in ("each", "hook", "trap", "setter", "t", "install")]
+
+
+@pytest.mark.parametrize("mode", ["report-only", "enforce"])
+async def test_documents_from_data_blob_and_javascript_urls_in_frames_are_reported(world: World, mode: str) -> None:
+    """Another limit of the guard: markup the page's code hands to a frame as a `data:`,
+    `blob:` or `javascript:` URL is parsed in a document of its own, which no hook sees
+    (a `data:` document is even of another origin). Those documents keep the page's CSP,
+    so the CSP layer reports what they fetch as runtime leaks, and in `enforce` mode
+    stops it. Pinned here, as the README says."""
+    _policy_for(world, "default")
+    tg = await world.proxy(f"guard-csp-{mode}", html={"csp": {**E2E_CSP, "mode": mode}})
+    before = _leaks(await csp_listing(tg))
+    async with world.tab(port=tg.port) as tab:
+        await tab.goto(world.url(tg.port, "guard/local-frames.html?guard=0"))
+        guarded = await tab.page.evaluate("!!window.__tagGateGuard")
+        v = await tab.snapshot()
+    assert guarded, "the page had no guard"
+    sent = (
+        ("bat.bing.com", "/action/0?ti=dataframe", "advertising:bing-uet"),
+        ("www.facebook.com", "/tr?id=1&ev=BlobFrame", "advertising:meta-pixel"),
+        ("px.ads.linkedin.com", "/collect?pid=1&fmt=jsframe", "advertising:linkedin-insight"),
+    )
+    went = {path for host, path, _ in sent if v.requested(host, path)}
+    if mode == "enforce":
+        assert went == set(), f"the enforcing CSP let a frame's request out: {went}"
+    else:
+        assert went == {path for _, path, _ in sent}, f"a frame's request did not go out: {went}"
+    want = {leak for _, _, leak in sent}
+    reported = await _leak_counts(tg, before, want)
+    assert want <= reported.keys(), f"the CSP layer did not report them all: {reported}"
