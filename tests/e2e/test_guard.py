@@ -286,6 +286,18 @@ SCENARIOS = (
         secure=True,
     ),
     Scenario(
+        "code-tricks",
+        (
+            Tag(BING, "/action/0?ti=inserthtml", "advertising"),
+            Tag(BING, "/action/0?ti=insertimage", "advertising"),
+            Tag(BING, "/action/0?ti=fontface", "advertising"),
+            Tag("static.hotjar.com", "/c/hotjar-module.js", "analytics"),
+            Tag("static.hotjar.com", "/c/hotjar-dynamic.js", "analytics"),
+        ),
+        check=_log_check({"insertimage-refused": "!advertising", "module-error": "!analytics"}),
+        page_errors="CORS|module|font",
+    ),
+    Scenario(
         "fetch-xhr",
         (
             Tag("region1.google-analytics.com", "/g/collect?v=2&tid=G-FETCH", "analytics"),

@@ -34,7 +34,7 @@
         script = el.localName == "script";
       for (const { name, value } of [...el.attributes]) {
         const k = name.startsWith("data-tg-") ? name.slice(8) : script && name == "type" ? "" : name;
-        if (k && !/^(category|vendor)$/.test(k)) n.setAttribute(k, value);
+        if (k && !/^(category|vendor|import)$/.test(k)) n.setAttribute(k, value);
       }
       if (el.nonce) n.nonce = el.nonce;
       const wait = script && n.hasAttribute("src");

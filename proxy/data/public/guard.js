@@ -210,19 +210,28 @@
     // of a document without a window, DOMParser's, is checked); returns how many it
     // changed.
     scan = (n, runs) => {
-      let changed = 0;
+      let changed = 0,
+        i;
       if (n && (n.nodeType == 1 || n.nodeType == 11) && !(n.isConnected && n.ownerDocument.defaultView)) {
         table();
         for (const el of [n, ...(n.firstElementChild ? n.querySelectorAll(SEL) : [])])
-          if (A[el.localName] && (runs || el.localName != "script"))
+          if (A[el.localName] && (runs || el.localName != "script")) {
             for (const k of A[el.localName]) {
               const v = el.getAttribute(k),
                 r = v != null && check(el, k, v);
               if (r) changed++;
               if (typeof r == "string") SA.call(el, k, r);
             }
+            if (el.localName == "script" && !el.hasAttribute("src") && !el.hasAttribute(CAT) && (i = imports(el.textContent))) changed++, block(el, "import", i[0], i[1]);
+          }
       }
       return changed;
+    },
+    // The first refused module an inline script's code names by an absolute URL
+    // (import "url", import x from "url", export ... from "url", import("url")), with
+    // its decision.
+    imports = (code) => {
+      for (let re = /\b(?:import|from)\s*\(?\s*(['"`])((?:https?:)?\/\/[^'"`\s]+)\1/g, m, d; (m = re.exec(code)); ) if ((d = decide(m[2]))) return [m[2], d];
     },
     // A same-origin frame the page inserted gets the hooks at once (code may reach it
     // through window.frames, not only contentWindow).
@@ -366,6 +375,8 @@
         each("Element:insertAdjacentHTML", trap("j", (f, el, a) => html(f, el, a, 1, 0, /^(beforebegin|afterend)$/i.test(a[0]) ? el.parentNode : el)));
         each("Range:createContextualFragment", trap("r", (f, r, a) => html(f, r, a, 0, 1, null)));
         each("Document:write,writeln", trap("w", (f, d, a) => html(f, d, a.length > 1 ? [a.join("")] : a, 0, 1, null)));
+        // an editable region's insertHTML and insertImage
+        each("Document:execCommand", trap("x", (f, d, a) => (/^inserthtml$/i.test(a[0]) ? html(f, d, a, 2, 0, null) : /^insertimage$/i.test(a[0]) && t(decide, a[2]) ? false : F.apply(f, d, a))));
         // Code reaching into a same-origin frame gets a guarded realm.
         each(
           "-IFrame:contentWindow,contentDocument",
@@ -380,6 +391,13 @@
         each("Navigator:sendBeacon", trap("b", (f, n, a) => t(decide, a[0]) ? true : F.apply(f, n, a)));
         // a deferred fetch that will never be sent
         each(":fetchLater", { apply: (f, self, a) => (t(decide, url(a[0])) ? { activated: false } : F.apply(f, self, a)) });
+        // a font face whose source names a refused URL fails to load, as CSP would make it
+        each(":FontFace", {
+          construct: (C, a, nt) => {
+            if (typeof a[1] == "string" && t(() => [...a[1].matchAll(/url\(\s*(['"]?)(.*?)\1\s*\)/gi)].some((m) => decide(m[2])))) (a = [...a])[1] = "local(tg-blocked)";
+            return F.construct(C, a, nt);
+          },
+        });
         // new Audio(url) sets its src inside the constructor
         each(":Audio", {
           construct: (C, a, nt) => {
