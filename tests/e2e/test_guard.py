@@ -579,7 +579,7 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
     each once, without a reload; a dropped beacon is not replayed; withdrawing consent
     blocks the next request at once."""
     tg = await tag_gate(world, "default")
-    chain_hosts = ("/chain/a.js", "/chain/b.js", "/self/tag.js")
+    chain_hosts = ("/chain/a.js", "/chain/b.js", "/self/tag.js", "/chain/module.js")
     leaks_before = _leaks(await csp_listing(tg))
     async with world.tab() as tab:
         await tab.goto(world.url(tg.port, "guard/release.html?guard=0"))
@@ -589,7 +589,7 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
         inert = await tab.page.evaluate(
             "[...document.querySelectorAll('[data-tg-category]')].map(e => e.localName + ':' + e.getAttribute('type'))"
         )
-        assert inert.count("script:text/plain") == 3 and "iframe:null" in inert, inert  # A, B, init; the frame
+        assert inert.count("script:text/plain") == 4 and "iframe:null" in inert, inert  # A, B, module, init; the frame
         assert "self-error" in await tab.page.evaluate("e2e.log")
         navigations = len(world.site.cookie_headers)
         await tab.page.evaluate(
@@ -607,7 +607,7 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
         )
         await tab.settle()
         state = await tab.page.evaluate(
-            "({chain: window.chain, self: window.selfRan, log: e2e.log, dcl: e2e.dcl, load: e2e.load,"
+            "({chain: window.chain, self: window.selfRan, module: window.moduleRan, log: e2e.log, dcl: e2e.dcl, load: e2e.load,"
             " same: window.sameDocument, left: document.querySelectorAll('[data-tg-category]').length,"
             " errors: __tagGateGuard.errors, granted: __tagGateGuard.granted().sort()})"
         )
@@ -628,7 +628,8 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
     problems = {
         "order": [] if state["chain"] == ["A", "B", "init"] else [f"chain ran as {state['chain']}"],
         "exactly once": [f"{p} fetched {fetched.count(p)} times" for p in chain_hosts if fetched.count(p) != 1]
-        + ([] if state["self"] == 1 else [f"the self-removing tag ran {state['self']} times"]),
+        + ([] if state["self"] == 1 else [f"the self-removing tag ran {state['self']} times"])
+        + ([] if state["module"] == 1 else [f"the inline module ran {state['module']} times"]),
         "page's load listeners on the old elements": [e for e in ("onload-a", "onload-b") if e not in state["log"]],
         "no reload": [] if state["same"] == "yes" and len(world.site.cookie_headers) == navigations else ["reloaded"],
         "no second DOMContentLoaded/load": [] if (state["dcl"], state["load"]) == (1, 1) else [str(state)],
