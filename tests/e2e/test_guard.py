@@ -370,6 +370,8 @@ SCENARIOS = (
             Tag("analytics.tiktok.com", "/api/v2/pixel?event=srcdoc", "advertising"),
             Tag(BING, "/action/0?ti=srcdoc", "advertising"),
             Tag("analytics.tiktok.com", "/api/v2/pixel?event=sandboxed", "advertising"),
+            Tag(BING, "/action/0?ti=viahtml", "advertising"),
+            Tag(BING, "/action/0?ti=viainner", "advertising"),
         ),
         check=_log_check({"frame-fetch-TypeError": "!advertising", "frame-fetch-ok": "advertising"}),
         states=("", "analytics", "advertising"),

@@ -236,7 +236,7 @@
     // A same-origin frame the page inserted gets the hooks at once (code may reach it
     // through window.frames, not only contentWindow).
     frames = (n) => {
-      if (n.isConnected && n.nodeType == 1) for (const f of n.localName == "iframe" ? [n] : n.getElementsByTagName("iframe")) if (f.contentWindow) install(f.contentWindow);
+      if (n && n.isConnected && n.nodeType == 1) for (const f of n.localName == "iframe" ? [n] : n.getElementsByTagName("iframe")) if (f.contentWindow) install(f.contentWindow);
     },
     // Markup is parsed in an inert <template> first; only when something must change is
     // the checked serialisation used instead of the page's string. Raw-text contexts
@@ -286,7 +286,13 @@
       if (r != null) (a = [...a])[i] = r;
       return F.apply(f, self, a);
     },
-    html = (f, self, a, i, runs, ctx = self) => through(t(markup, a[i], ctx, runs), f, self, a, i),
+    // Markup methods: the markup checked, then the frames it made get the hooks (code
+    // may reach them as window.frames[i] at once).
+    html = (f, self, a, i, runs, ctx = self) => {
+      const r = through(t(markup, a[i], ctx, runs), f, self, a, i);
+      t(frames, ctx || self.documentElement);
+      return r;
+    },
     ev = (x, type, E) => x.dispatchEvent(new E(type)),
     // fetch's URL: a Request's, or the argument as a URL
     url = (x) => (x && typeof x.url == "string" ? x.url : x),
