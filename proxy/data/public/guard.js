@@ -198,9 +198,8 @@
     // undefined: let the value through; true: blocked; a string: use it instead.
     check = (el, name, v) => {
       table();
-      const tag = el && el.localName;
-      name = String(name).toLowerCase().replace(/^xlink:/, "");
-      if (off || !(A[tag] || []).includes(name)) return;
+      const names = A[el && el.localName];
+      if (off || !names || !names.includes((name = String(name).toLowerCase().replace(/^xlink:/, "")))) return;
       if (name == "srcdoc") return srcdoc(v, el);
       const d = /set|ping|values|attr/.test(name) ? String(v).split(/[\s,;]+/).map(decide).find((x) => x) : decide(v);
       if (d) return block(el, name, v, d) || true;
@@ -214,7 +213,7 @@
         i;
       if (n && (n.nodeType == 1 || n.nodeType == 11) && !(n.isConnected && n.ownerDocument.defaultView)) {
         table();
-        for (const el of [n, ...(n.firstElementChild ? n.querySelectorAll(SEL) : [])])
+        for (const el of n.firstElementChild ? [n, ...n.querySelectorAll(SEL)] : [n])
           if (A[el.localName] && (runs || el.localName != "script")) {
             for (const k of A[el.localName]) {
               const v = el.getAttribute(k),
@@ -236,7 +235,12 @@
     // A same-origin frame the page inserted gets the hooks at once (code may reach it
     // through window.frames, not only contentWindow).
     frames = (n) => {
-      if (n && n.isConnected && n.nodeType == 1) for (const f of n.localName == "iframe" ? [n] : n.getElementsByTagName("iframe")) if (f.contentWindow) install(f.contentWindow);
+      if (n && n.nodeType == 1 && (n.firstElementChild || n.localName == "iframe") && n.isConnected)
+        for (const f of n.localName == "iframe" ? [n] : n.getElementsByTagName("iframe")) if (f.contentWindow) install(f.contentWindow);
+    },
+    // f for each of the nodes a page's call inserts.
+    all = (f, a) => {
+      for (let i = 0; i < a.length; i++) f(a[i], 1);
     },
     // Markup is parsed in an inert <template> first; only when something must change is
     // the checked serialisation used instead of the page's string. Raw-text contexts
@@ -326,9 +330,9 @@
       return trap(k, (f, el, a) => through(t(check, el, k, a[0]), f, el, a, 0));
     }),
     inserted = trap("+", (f, self, a) => {
-      t(() => a.forEach((n) => scan(n, 1)));
+      t(all, scan, a);
       const r = F.apply(f, self, a);
-      t(() => a.forEach(frames));
+      t(all, frames, a);
       return r;
     }),
     realms = new WeakSet(),
