@@ -609,7 +609,8 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
         )
         await tab.settle()
         state = await tab.page.evaluate(
-            "({chain: window.chain, self: window.selfRan, module: window.moduleRan, log: e2e.log, dcl: e2e.dcl, load: e2e.load,"
+            "({chain: window.chain, self: window.selfRan, module: window.moduleRan, log: e2e.log,"
+            " dcl: e2e.dcl, load: e2e.load,"
             " same: window.sameDocument, left: document.querySelectorAll('[data-tg-category]').length,"
             " errors: __tagGateGuard.errors, granted: __tagGateGuard.granted().sort()})"
         )
