@@ -3,6 +3,7 @@ time in Chromium measured with performance marks.
 
     python bench/guard_bench.py --runs 15
     python bench/guard_bench.py --runs 25 --compare HEAD~1   # side by side with a revision
+    python bench/guard_bench.py --runs 7 --dom               # what it adds to DOM work
 
 Install time is read in the page: a mark in a script just before the guard's (so the
 figure includes parsing and compiling it), a mark as the guard script's first statement
@@ -38,7 +39,7 @@ INTERFACES = (
     "Function HTMLScriptElement HTMLImageElement HTMLSourceElement HTMLIFrameElement HTMLFrameElement"
     " HTMLEmbedElement HTMLObjectElement HTMLLinkElement HTMLMediaElement HTMLVideoElement HTMLTrackElement"
     " HTMLInputElement Attr Element Node Document CharacterData Range ShadowRoot Navigator XMLHttpRequest"
-    " WebSocket EventSource Worker SharedWorker"
+    " WebSocket EventSource Worker SharedWorker NamedNodeMap Audio FontFace"
 ).split()
 """The interfaces whose prototypes (or constructors) the guard's install touches."""
 
@@ -159,6 +160,7 @@ async def install_figures(runs: int) -> None:
     await world.start()
     try:
         world.site.guard_policies["default"] = make_policy(None)
+        script = GuardRules(world.site.guard_policies["default"]).script(read_consent(None, None), None)
         total: list[float] = []
         run: list[float] = []
         realm: list[float] = []
@@ -187,37 +189,6 @@ async def install_figures(runs: int) -> None:
                         setTimeout(() => done(out), 50);
                     })"""
                 )
-                # install() alone into fresh same-origin realms: many per page, so the
-                # browser's coarse timer (100 µs steps without cross-origin isolation)
-                # averages out. window.frames[i] does not go through a hooked getter.
-                realms = await tab.page.evaluate(
-                    """() => {
-                        document.body.insertAdjacentHTML("beforeend", "<iframe></iframe>".repeat(40));
-                        const t0 = performance.now();
-                        for (let i = 0; i < window.frames.length; i++) __tagGateGuard.i(window.frames[i]);
-                        return (performance.now() - t0) / window.frames.length;
-                    }"""
-                )
-                # The same in two steps, in fresh realms: first only reading the
-                # interfaces' prototypes (Blink creates interface objects lazily, at
-                # first use), then install() into that realm: the hooks alone.
-                split = await tab.page.evaluate(
-                    """names => {
-                        document.body.insertAdjacentHTML("beforeend", "<iframe></iframe>".repeat(40));
-                        const frames = [...Array(window.frames.length).keys()].slice(40).map(i => window.frames[i]);
-                        let touch = 0, hooks = 0;
-                        for (const w of frames) {
-                          let t0 = performance.now();
-                          for (const n of names) { const c = w[n]; if (c) c.prototype; }
-                          touch += performance.now() - t0;
-                          t0 = performance.now();
-                          __tagGateGuard.i(w);
-                          hooks += performance.now() - t0;
-                        }
-                        return [touch / frames.length, hooks / frames.length];
-                    }""",
-                    list(INTERFACES),
-                )
             # The same page without the guard, whose first script only reads the
             # interfaces the guard touches (tests/e2e/pages/guard/probe.html).
             async with world.tab() as tab:
@@ -227,6 +198,41 @@ async def install_figures(runs: int) -> None:
                         """() => { const t = n => performance.getEntriesByName(n)[0].startTime;
                                    return t("tg-probe-end") - t("tg-probe-run"); }"""
                     )
+                )
+                # install() alone into fresh same-origin realms: 80 frames made before the
+                # guard runs on this page (made after, the guard's markup and insertion
+                # hooks install it at once), then the guard; many realms per page, so the
+                # browser's coarse timer (100 µs steps without cross-origin isolation)
+                # averages out. window.frames[i] does not go through a hooked getter.
+                await tab.page.evaluate(
+                    """() => document.body.insertAdjacentHTML("beforeend", "<iframe></iframe>".repeat(80))"""
+                )
+                await tab.page.evaluate(script)
+                realms = await tab.page.evaluate(
+                    """() => {
+                        const t0 = performance.now();
+                        for (let i = 0; i < 40; i++) __tagGateGuard.i(window.frames[i]);
+                        return (performance.now() - t0) / 40;
+                    }"""
+                )
+                # The same in two steps, in the other 40: first only reading the
+                # interfaces' prototypes (Blink creates interface objects lazily, at
+                # first use), then install() into that realm: the hooks alone.
+                split = await tab.page.evaluate(
+                    """names => {
+                        let touch = 0, hooks = 0;
+                        for (let i = 40; i < 80; i++) {
+                          const w = window.frames[i];
+                          let t0 = performance.now();
+                          for (const n of names) { const c = w[n]; if (c) c.prototype; }
+                          touch += performance.now() - t0;
+                          t0 = performance.now();
+                          __tagGateGuard.i(w);
+                          hooks += performance.now() - t0;
+                        }
+                        return [touch / 40, hooks / 40];
+                    }""",
+                    list(INTERFACES),
                 )
             # The guard again, on a page whose interfaces an init script (run before any
             # of the page's scripts) already created: the guard's own run.
@@ -436,12 +442,87 @@ async def compare_figures(runs: int, rev: str) -> None:
     print(f"  (load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
 
+DOM_OPS = """n => {
+    const out = {},
+      time = (name, f) => {
+        const t0 = performance.now();
+        f();
+        out[name] = ((performance.now() - t0) / n) * 1000;
+      };
+    const ul = document.createElement("ul");
+    document.body.appendChild(ul);
+    time("createElement, className, classList, id (not hooked)", () => {
+      for (let i = 0; i < n; i++) {
+        const d = document.createElement("div");
+        d.className = "a" + (i & 7);
+        d.classList.add("b");
+        d.id = "x" + i;
+      }
+    });
+    time("createElement, textContent, appendChild of a leaf", () => {
+      for (let i = 0; i < n; i++) {
+        const li = document.createElement("li");
+        li.textContent = "item " + i;
+        ul.appendChild(li);
+      }
+    });
+    time("setAttribute of a data- attribute", () => {
+      for (let i = 0; i < n; i++) ul.firstChild.setAttribute("data-i", i);
+    });
+    time("img.src of a first-party URL", () => {
+      for (let i = 0; i < n; i++) document.createElement("img").src = "/img/" + (i & 63) + ".png";
+    });
+    time("innerHTML of a small fragment", () => {
+      for (let i = 0; i < n; i++) document.createElement("div").innerHTML = '<b class="x">hi</b><i>there</i>';
+    });
+    time("innerHTML of a fragment with an image", () => {
+      for (let i = 0; i < n; i++) document.createElement("div").innerHTML = '<p><img src="/i.png" alt=""> hi</p>';
+    });
+    return out;
+}"""
+"""In the page: µs per operation of common DOM work, n times each (warm)."""
+
+
+async def dom_figures(runs: int) -> None:
+    """What the guard adds to the page's own DOM work: the same operations in a page
+    with the guard and without it (install.html, `guard=0`), alternating."""
+    from tests.e2e.world import World, find_chromium
+
+    chromium = find_chromium()
+    if chromium is None:
+        print("chromium is not installed: DOM work not measured")
+        return
+    world = World(chromium)
+    await world.start()
+    figures: dict[str, dict[str, list[float]]] = {"with": {}, "without": {}}
+    try:
+        world.site.guard_policies["default"] = make_policy(None)
+        for _ in range(runs):
+            for name, query in (("with", ""), ("without", "?guard=0")):
+                async with world.tab() as tab:
+                    await tab.page.goto(world.url(world.site.port, "guard/install.html") + query, wait_until="load")
+                    for op, value in (await tab.page.evaluate(DOM_OPS, 20_000)).items():
+                        figures[name].setdefault(op, []).append(value)
+    finally:
+        await world.stop()
+    print(f"the page's own DOM work, µs per operation (medians of {runs} page loads, 20,000 each, warm):")
+    print("| operation | without the guard | with the guard |")
+    print("| --- | --- | --- |")
+    for op, values in figures["without"].items():
+        print(f"| {op} | {statistics.median(values):.2f} | {statistics.median(figures['with'][op]):.2f} |")
+    print(f"  (load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--phases", action="store_true", help="only: the main-window run split by phase")
     parser.add_argument("--compare", metavar="REV", help="only: install time beside guard.js of git revision REV")
+    parser.add_argument("--dom", action="store_true", help="only: the page's own DOM work with and without the guard")
     args = parser.parse_args()
+    if args.dom:
+        asyncio.run(dom_figures(args.runs))
+        return
     if args.compare:
         asyncio.run(compare_figures(args.runs, args.compare))
         return

@@ -75,7 +75,8 @@
     PAGE,
     RULES,
     A,
-    SEL;
+    SEL,
+    NAMED;
 
   // ------------------------------------------------------------------ deciding
 
@@ -115,6 +116,8 @@
       A[e[0]] = e[1].split(",");
       SEL.push(e[0]);
     });
+    // Markup that can fetch names one of those attributes or holds a script.
+    NAMED = RegExp("<script|[\\s\"'/:](" + [...new Set(O.values(A).flat())].join("|") + ")\\s*=", "i");
   };
 
   // Whether h or a parent domain of it is in `s`.
@@ -142,32 +145,31 @@
     // [category, vendor] for a URL as the page wrote it, or null: Policy._classify_url.
     classify = (raw) => {
       table();
+      // remembered by the base URL and the text (a relative URL's host is the base's)
       const s = String(raw).trim(),
-        abs = /^([a-z][a-z\d+.-]*:|[\\/]{2})/i.test(s.replace(/^[\x00-\x20]+|[\t\n\r]/g, ""));
-      if (memo.has(s)) return memo.get(s);
+        key = D.baseURI + " " + s;
+      if (memo.has(key)) return memo.get(key);
+      const abs = /^([a-z][a-z\d+.-]*:|[\\/]{2})/i.test(s.replace(/^[\x00-\x20]+|[\t\n\r]/g, ""));
       let u, out;
       try {
         u = new URL(s, D.baseURI);
-      } catch (e) {
-        return;
+      } catch (e) {}
+      if (s && u && /^https?:$/.test(u.protocol)) {
+        const host = u.hostname.replace(/\.+$/, ""),
+          path = u.pathname,
+          // relative: the page's own (no vendor), unless a <base> sends it elsewhere
+          rel = !abs && host == PAGE,
+          v = !rel && lookup(host.replace(/^\.+/, ""), path, u.searchParams);
+        out = v ? [v[1], v[0]] : rel || host == PAGE || within(host, R.firstParty) || !R.unknown ? 0 : [R.unknown, ""];
+        for (const r of RULES)
+          if (!((r[0] && !within(host, r[0])) || (r[1] && !r[1].some((p) => path.startsWith(p))) || (r[2] && !r[2].test(s)) || (r[3] && !(v && v[0] == r[3])))) {
+            const c = r[4] === 1 ? v && v[1] : r[4];
+            out = c && [c, v ? v[0] : ""];
+            break;
+          }
       }
-      if (!s || !/^https?:$/.test(u.protocol)) return;
-      const host = u.hostname.replace(/\.+$/, ""),
-        path = u.pathname,
-        // relative: the page's own (no vendor), unless a <base> sends it elsewhere
-        rel = !abs && host == PAGE,
-        v = !rel && lookup(host.replace(/^\.+/, ""), path, u.searchParams);
-      out = v ? [v[1], v[0]] : rel || host == PAGE || within(host, R.firstParty) || !R.unknown ? 0 : [R.unknown, ""];
-      for (const r of RULES)
-        if (!((r[0] && !within(host, r[0])) || (r[1] && !r[1].some((p) => path.startsWith(p))) || (r[2] && !r[2].test(s)) || (r[3] && !(v && v[0] == r[3])))) {
-          const c = r[4] === 1 ? v && v[1] : r[4];
-          out = c && [c, v ? v[0] : ""];
-          break;
-        }
-      if (abs) {
-        if (memo.size > 999) memo.clear();
-        memo.set(s, out);
-      }
+      if (memo.size > 999) memo.clear();
+      memo.set(key, out);
       return out;
     },
     decide = (raw) => {
@@ -246,7 +248,7 @@
     // the checked serialisation used instead of the page's string. Raw-text contexts
     // (a script's code) and TrustedHTML are left alone.
     markup = (m, ctx, runs) => {
-      if (typeof m != "string" || !m.includes("<") || (ctx && /^(script|style|textarea|title|xmp|iframe|noembed|noframes|noscript|plaintext)$/.test(ctx.localName))) return;
+      if (typeof m != "string" || !m.includes("<") || (table(), !NAMED.test(m)) || (ctx && /^(script|style|textarea|title|xmp|iframe|noembed|noframes|noscript|plaintext)$/.test(ctx.localName))) return;
       const tp = D.createElement("template"),
         svg = ctx && ctx.namespaceURI == "http://www.w3.org/2000/svg";
       IH.set.call(tp, svg ? "<svg>" + m : m);
