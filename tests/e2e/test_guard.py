@@ -291,6 +291,8 @@ SCENARIOS = (
             Tag(BING, "/action/0?ti=inserthtml", "advertising"),
             Tag(BING, "/action/0?ti=insertimage", "advertising"),
             Tag(BING, "/action/0?ti=fontface", "advertising"),
+            Tag(BING, "/action/0?ti=shadowmarkup", "advertising"),
+            Tag(BING, "/action/0?ti=shadowparsed", "advertising"),
             Tag("static.hotjar.com", "/c/hotjar-module.js", "analytics"),
             Tag("static.hotjar.com", "/c/hotjar-dynamic.js", "analytics"),
         ),

@@ -116,6 +116,7 @@
       A[e[0]] = e[1].split(",");
       SEL.push(e[0]);
     });
+    SEL.push("template");
     // Markup that can fetch names one of those attributes or holds a script.
     NAMED = RegExp("<script|[\\s\"'/:](" + [...new Set(O.values(A).flat())].join("|") + ")\\s*=", "i");
   };
@@ -224,7 +225,7 @@
               if (typeof r == "string") SA.call(el, k, r);
             }
             if (el.localName == "script" && !el.hasAttribute("src") && !el.hasAttribute(CAT) && (i = imports(el.textContent))) changed++, block(el, "import", i[0], i[1]);
-          }
+          } else if (el.localName == "template") changed += scan(el.content, runs); // a declarative shadow root's too
       }
       return changed;
     },
@@ -383,6 +384,7 @@
         each("Document:adoptNode,importNode", trap("i", (f, d, a) => (t(scan, a[0], 1), F.apply(f, d, a))));
         each("Element:innerHTML ShadowRoot:innerHTML", trap("h", (f, el, a) => html(f, el, a, 0)), "set");
         each("Element:setHTMLUnsafe,setHTML ShadowRoot:setHTMLUnsafe,setHTML", H.h);
+        hook(w.Document, "parseHTMLUnsafe", trap("p", (f, d, a) => html(f, d, a, 0, 0, null)));
         each("Element:outerHTML", trap("o", (f, el, a) => html(f, el, a, 0, 0, el.parentNode)), "set");
         each("Element:insertAdjacentHTML", trap("j", (f, el, a) => html(f, el, a, 1, 0, /^(beforebegin|afterend)$/i.test(a[0]) ? el.parentNode : el)));
         each("Range:createContextualFragment", trap("r", (f, r, a) => html(f, r, a, 0, 1, null)));
