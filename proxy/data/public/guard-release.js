@@ -55,9 +55,14 @@
       else (doc.head || doc.documentElement).appendChild(n);
       return wait;
     },
-    collect = (doc, list) => {
-      list.push(...doc.querySelectorAll("[" + CAT + "]"));
-      for (const f of doc.querySelectorAll("iframe")) if (f.contentDocument) collect(f.contentDocument, list);
+    // What waits for release in a document or shadow root, its same-origin frames and
+    // its open shadow roots (a closed one is out of reach), in document order.
+    collect = (root, list) => {
+      list.push(...root.querySelectorAll("[" + CAT + "]"));
+      for (const el of root.querySelectorAll("*")) {
+        if (el.shadowRoot) collect(el.shadowRoot, list);
+        if (el.localName == "iframe" && el.contentDocument) collect(el.contentDocument, list);
+      }
       return list;
     },
     release = () => {
