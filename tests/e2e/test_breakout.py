@@ -95,6 +95,13 @@ async def refused(world: World, port: int, name: str) -> list[str]:
 async def test_tracker_contacted_directly_not_through_tag_gate(world: World, ports: tuple[int, int], name: str) -> None:
     origin, proxy = ports
     direct = await refused(world, origin, name)
+    for _ in range(2):
+        # A few controls race the browser (a <base> late in the body against an earlier
+        # element's fetch): on a loaded machine one visit may miss; the control only has
+        # to show that the page can reach the tracker.
+        if direct:
+            break
+        direct = await refused(world, origin, name)
     if name.startswith("hint-"):
         # This harness's Chromium opens no connection for a markup preconnect (no TLS
         # handshake reaches the fake internet, checked by hand); the relayed page's
