@@ -39,7 +39,7 @@ INTERFACES = (
     "Function HTMLScriptElement HTMLImageElement HTMLSourceElement HTMLIFrameElement HTMLFrameElement"
     " HTMLEmbedElement HTMLObjectElement HTMLLinkElement HTMLMediaElement HTMLVideoElement HTMLTrackElement"
     " HTMLInputElement Attr Element Node Document CharacterData Range ShadowRoot Navigator XMLHttpRequest"
-    " WebSocket EventSource Worker SharedWorker NamedNodeMap Audio FontFace"
+    " WebSocket EventSource Worker SharedWorker NamedNodeMap Audio FontFace HTMLBodyElement Worklet"
 ).split()
 """The interfaces whose prototypes (or constructors) the guard's install touches."""
 

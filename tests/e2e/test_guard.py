@@ -273,16 +273,24 @@ SCENARIOS = (
                 Tag(BING, f"/action/0?ti={ti}", "advertising")
                 for ti in (
                     *("attrnode", "nameditem", "nameditem2", "nodevalue", "textcontent", "xlinkprefix"),
-                    *("feimage", "smilset", "cellbackground"),
+                    *("feimage", "smilset", "cellbackground", "bodybackground"),
                 )
             ),
             Tag(BING, "/action/0?ti=adopted", "advertising"),
             Tag(BING, "/action/0?ti=appended", "advertising"),
             Tag("static.hotjar.com", "/c/hotjar-adopted.js", "analytics"),
+            Tag("static.hotjar.com", "/c/hotjar-worklet.js", "analytics"),
             Tag(BING, "/action/0?ti=audio", "advertising"),
             Tag(BING, "/action/0?ti=fetchlater", "advertising"),
         ),
-        check=_log_check({"audio-blocked-error": "!advertising", "fetchlater-blocked": "!advertising"}),
+        check=_log_check(
+            {
+                "audio-blocked-error": "!advertising",
+                "fetchlater-blocked": "!advertising",
+                "worklet-AbortError": "!analytics",
+            }
+        ),
+        page_errors="Image is not defined",  # the fake tracker's code, granted, in the paint worklet's scope
         secure=True,
     ),
     Scenario(

@@ -368,7 +368,7 @@
           }
         });
         each("Function:toString", trap("s", (f, self, a) => F.apply(f, P.get(self) || self, a)));
-        each("-Script:src,attributionSrc -Image:src,srcset,attributionSrc -Source:src,srcset -IFrame:src,srcdoc -Frame:src -Embed:src -Object:data -Link:href,imageSrcset -Media:src -Video:poster -Track:src -Input:src", 0, "set");
+        each("-Script:src,attributionSrc -Image:src,srcset,attributionSrc -Source:src,srcset -IFrame:src,srcdoc -Frame:src -Embed:src -Object:data -Link:href,imageSrcset -Media:src -Video:poster -Track:src -Input:src -Body:background", 0, "set");
         each("Attr:value", trap("v", (f, at, a) => through(t(check, at.ownerElement, at.localName, a[0]), f, at, a, 0)), "set");
         // an Attr's nodeValue and textContent set its value too (Node's setters, hooked
         // on Attr alone)
@@ -402,6 +402,8 @@
           "get"
         );
         each(":fetch", { apply: (f, self, a) => (t(decide, url(a[0])) ? w.Promise.reject(new w.TypeError("Failed to fetch")) : F.apply(f, self, a)) });
+        // a worklet's module (CSS paint, audio)
+        each("Worklet:addModule", trap("k", (f, wk, a) => (t(decide, a[0]) ? w.Promise.reject(new w.DOMException("Unable to load a worklet's module.", "AbortError")) : F.apply(f, wk, a))));
         each("Navigator:sendBeacon", trap("b", (f, n, a) => t(decide, a[0]) ? true : F.apply(f, n, a)));
         // a deferred fetch that will never be sent
         each(":fetchLater", { apply: (f, self, a) => (t(decide, url(a[0])) ? { activated: false } : F.apply(f, self, a)) });
