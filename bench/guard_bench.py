@@ -9,8 +9,9 @@ Install time is read in the page: a mark in a script just before the guard's (so
 figure includes parsing and compiling it), a mark as the guard script's first statement
 and one after the guard returns; medians over fresh browser contexts. Long tasks are
 listed with a buffered PerformanceObserver. The page's first decision, which parses and
-indexes the rule table, is timed the same way in guard/decision.html. Nothing here is
-asserted: the figures are printed, for the README and reviews.
+indexes the rule table, is marked in guard/decision.html; it and the install are also
+read from a Chromium trace (`traced_loads`). Nothing here is asserted: the figures are
+printed, for the README and reviews.
 """
 
 from __future__ import annotations
@@ -70,21 +71,6 @@ _MARKS = """() => { const t = n => performance.getEntriesByName(n)[0].startTime;
                   const end = t("tg-guard-end");
                   return [end - t("tg-guard-0"), end - t("tg-guard-run")]; }"""
 """In the page: [parse + compile + run, run only] of the guard, from its marks."""
-
-_DECISION = """() => { const t = n => performance.getEntriesByName(n)[0].startTime;
-                     return window.tgDecisionFirst ? t("tg-decide-1") - t("tg-decide-0") : null; }"""
-"""In guard/decision.html: the page's first decision (the guard parses and indexes its
-rule table there), or null when the guard's own first task had done that already."""
-
-
-async def first_decisions(world: Any, query: str) -> tuple[float | None, float | None]:
-    """The first decision on a visitor's first page and on a second page in that tab."""
-    url = world.url(world.site.port, "guard/decision.html") + query
-    async with world.tab() as tab:
-        await tab.page.goto(url, wait_until="load")
-        first = await tab.page.evaluate(_DECISION)
-        await tab.page.goto(url + "&again=1", wait_until="load")
-        return first, await tab.page.evaluate(_DECISION)
 
 
 def shipped_halves(source: str) -> tuple[str, str]:
@@ -149,17 +135,26 @@ async def traced_loads(world: Any, query: str) -> dict[str, float]:
     return out
 
 
-async def install_figures(runs: int) -> None:
+async def open_world(what: str) -> Any:
+    """tests/e2e's world (site and Chromium) started, the site's "default" guard policy
+    the built-in one; None, said, when Chromium is not installed."""
     from tests.e2e.world import World, find_chromium
 
     chromium = find_chromium()
     if chromium is None:
-        print("chromium is not installed: install time not measured")
-        return
+        print(f"chromium is not installed: {what} not measured")
+        return None
     world = World(chromium)
     await world.start()
+    world.site.guard_policies["default"] = make_policy(None)
+    return world
+
+
+async def install_figures(runs: int) -> None:
+    world = await open_world("install time")
+    if world is None:
+        return
     try:
-        world.site.guard_policies["default"] = make_policy(None)
         script = GuardRules(world.site.guard_policies["default"]).script(read_consent(None, None), None)
         total: list[float] = []
         run: list[float] = []
@@ -169,7 +164,6 @@ async def install_figures(runs: int) -> None:
         warm: list[float] = []
         hooks: list[float] = []
         again: list[list[float]] = []
-        decided: list[tuple[float | None, float | None]] = []
         traced: dict[str, list[float]] = {k: [] for k in TRACED}
         long_tasks = 0
         for i in range(runs):
@@ -255,7 +249,6 @@ async def install_figures(runs: int) -> None:
                 await tab.page.goto(url, wait_until="load")
                 await tab.page.goto(url + "&again=1", wait_until="load")
                 again.append(await tab.page.evaluate(_MARKS))
-            decided.append(await first_decisions(world, query.replace("marks=1", "guard=1")))
             for key, value in (await traced_loads(world, query)).items():
                 traced[key].append(value)
             total.append(m["total"])
@@ -289,16 +282,6 @@ async def install_figures(runs: int) -> None:
             f" run only median {statistics.median(a[1] for a in again):.3f} ms"
         )
         print(f"  long tasks on those pages: {long_tasks}")
-        first = [d[0] for d in decided if d[0] is not None]
-        later = [d[1] for d in decided if d[1] is not None]
-        if first and later:
-            print(
-                "the page's first decision (the guard parses and indexes its rule table):"
-                f" median {statistics.median(first):.3f} ms on a first page,"
-                f" {statistics.median(later):.3f} ms on a second page"
-                f" ({len(first) + len(later)} of {2 * len(decided)} pages; on the others the guard's own"
-                " first task had built the table before the page asked)"
-            )
         print("the same marks read from a trace (microsecond clock; the main thread's CPU time), medians in ms:")
         print("| span | first page | CPU | second page | CPU |")
         print("| --- | --- | --- | --- | --- |")
@@ -327,12 +310,7 @@ async def phase_figures(runs: int) -> None:
     """The guard's run in the main window split by performance marks written into a copy
     of guard.js (marks inside install() only for the page's own window)."""
     import proxy.html.guard as guard_module
-    from tests.e2e.world import World, find_chromium
 
-    chromium = find_chromium()
-    if chromium is None:
-        print("chromium is not installed: phases not measured")
-        return
     lines = load_guard_source().split("\n")
     for anchor, name, _ in PHASES:
         i = next(i for i, line in enumerate(lines) if line.startswith(anchor))
@@ -341,12 +319,12 @@ async def phase_figures(runs: int) -> None:
     code = shipped_halves("\n".join(lines))
     patched: Any = guard_module  # the script builder reads the code through this name
     patched.split_guard_code = lambda: code
-    world = World(chromium)
-    await world.start()
+    world = await open_world("phases")
+    if world is None:
+        return
     names = ["tg-guard-run", *(f"tg-phase-{name}" for _, name, _ in PHASES), "tg-guard-end"]
     spans: list[list[float]] = [[] for _ in names[1:]]
     try:
-        world.site.guard_policies["default"] = make_policy(None)
         for _ in range(runs):
             async with world.tab() as tab:
                 await tab.page.goto(world.url(world.site.port, "guard/install.html") + "?marks=1", wait_until="load")
@@ -372,25 +350,20 @@ async def compare_figures(runs: int, rev: str) -> None:
     import subprocess
 
     import proxy.html.guard as guard_module
-    from tests.e2e.world import World, find_chromium
 
-    chromium = find_chromium()
-    if chromium is None:
-        print("chromium is not installed: install time not measured")
-        return
     root = Path(__file__).resolve().parent.parent
     source = subprocess.run(
         ["git", "show", f"{rev}:proxy/data/public/guard.js"], cwd=root, capture_output=True, text=True, check=True
     ).stdout
     reference = shipped_halves(source)
-    world = World(chromium)
-    await world.start()
+    world = await open_world("install time")
+    if world is None:
+        return
     names = {"this checkout": "default", rev: "reference"}
-    keys = ("total", "run", "again", "again run", "decision", "again decision")
+    keys = ("total", "run", "again", "again run")
     traced: dict[str, dict[str, list[float]]] = {n: {k: [] for k in TRACED} for n in names}
     figures: dict[str, dict[str, list[float]]] = {n: {k: [] for k in keys} for n in names}
     try:
-        world.site.guard_policies["default"] = make_policy(None)
         world.site.guard_policies["reference"] = make_policy(None)
         # The reference policy's scripts are built (and memoised per consent) with the
         # reference code; the pages ask for them by `policy=reference`.
@@ -420,20 +393,13 @@ async def compare_figures(runs: int, rev: str) -> None:
                 f["again run"].append(second[1])
                 for key, value in (await traced_loads(world, query)).items():
                     traced[name][key].append(value)
-                decided = await first_decisions(world, query.replace("marks=1", "guard=1"))
-                for key, found in zip(("decision", "again decision"), decided, strict=True):
-                    if found is not None:
-                        f[key].append(found)
     finally:
         await world.stop()
     print(f"install in Chromium, {runs} runs, the two guards alternating (medians, ms):")
-    print(
-        "| guard | parse + compile + run | run only | second page: parse + compile + run | run only"
-        " | first decision (builds the table) | second page: first decision |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| guard | parse + compile + run | run only | second page: parse + compile + run | run only |")
+    print("| --- | --- | --- | --- | --- |")
     for name, f in figures.items():
-        print(f"| {name} | " + " | ".join(f"{statistics.median(f[k]):.3f}" if f[k] else "-" for k in f) + " |")
+        print(f"| {name} | " + " | ".join(f"{statistics.median(f[k]):.3f}" for k in f) + " |")
     print("the same marks read from a trace (microsecond clock; the main thread's CPU time), medians in ms:")
     print("| guard | run | CPU | second page: run | CPU | first decision | CPU | second page: first decision | CPU |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -486,17 +452,11 @@ DOM_OPS = """n => {
 async def dom_figures(runs: int) -> None:
     """What the guard adds to the page's own DOM work: the same operations in a page
     with the guard and without it (install.html, `guard=0`), alternating."""
-    from tests.e2e.world import World, find_chromium
-
-    chromium = find_chromium()
-    if chromium is None:
-        print("chromium is not installed: DOM work not measured")
+    world = await open_world("DOM work")
+    if world is None:
         return
-    world = World(chromium)
-    await world.start()
     figures: dict[str, dict[str, list[float]]] = {"with": {}, "without": {}}
     try:
-        world.site.guard_policies["default"] = make_policy(None)
         for _ in range(runs):
             for name, query in (("with", ""), ("without", "?guard=0")):
                 async with world.tab() as tab:
