@@ -40,7 +40,7 @@ INTERFACES = (
     "Function HTMLScriptElement HTMLImageElement HTMLSourceElement HTMLIFrameElement HTMLFrameElement"
     " HTMLEmbedElement HTMLObjectElement HTMLLinkElement HTMLMediaElement HTMLVideoElement HTMLTrackElement"
     " HTMLInputElement Attr Element Node Document CharacterData Range ShadowRoot Navigator XMLHttpRequest"
-    " WebSocket EventSource Worker SharedWorker NamedNodeMap Audio FontFace HTMLBodyElement Worklet"
+    " WebSocket EventSource Worker SharedWorker NamedNodeMap Audio FontFace HTMLBodyElement Worklet SVGAnimatedString"
 ).split()
 """The interfaces whose prototypes (or constructors) the guard's install touches."""
 

@@ -272,7 +272,7 @@ SCENARIOS = (
             *(
                 Tag(BING, f"/action/0?ti={ti}", "advertising")
                 for ti in (
-                    *("attrnode", "nameditem", "nameditem2", "nodevalue", "textcontent", "xlinkprefix"),
+                    *("attrnode", "nameditem", "nameditem2", "nodevalue", "textcontent", "xlinkprefix", "baseval"),
                     *("feimage", "smilset", "cellbackground", "bodybackground"),
                 )
             ),
@@ -286,6 +286,7 @@ SCENARIOS = (
         check=_log_check(
             {
                 "audio-blocked-error": "!advertising",
+                "classname-set": "essential",
                 "fetchlater-blocked": "!advertising",
                 "worklet-AbortError": "!analytics",
             }

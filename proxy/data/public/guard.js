@@ -181,6 +181,8 @@
   // ------------------------------------------------------------------ blocking
 
   const RELEASED = /^(script|i?frame|embed|object)$/,
+    // what was blocked, for tag-gate explain and the tests (the first 500)
+    note = (d, v) => G.blocked.length < 500 && G.blocked.push(d[0] + " " + v),
     block = (el, name, v, d) => {
       const tag = el.localName;
       if (tag == "script" && !el.hasAttribute(CAT)) {
@@ -191,7 +193,7 @@
       SA.call(el, CAT, d[0]);
       if (d[1]) SA.call(el, "data-tg-vendor", d[1]);
       RA.call(el, name);
-      if (G.blocked.length < 500) G.blocked.push(d[0] + " " + v);
+      note(d, v);
       if (el.ownerDocument.defaultView) {
         // not inert markup: remember for release, and fail like a blocked load
         if (RELEASED.test(tag) && !T.includes(el)) T.push(el);
@@ -391,6 +393,17 @@
         each("Document:write,writeln", trap("w", (f, d, a) => html(f, d, a.length > 1 ? [a.join("")] : a, 0, 1, null)));
         // an editable region's insertHTML and insertImage
         each("Document:execCommand", trap("x", (f, d, a) => (/^inserthtml$/i.test(a[0]) ? html(f, d, a, 2, 0, null) : /^insertimage$/i.test(a[0]) && t(decide, a[2]) ? false : F.apply(f, d, a))));
+        // an SVG href set through its SVGAnimatedString, which does not say whose it
+        // is (className, target and filter names are ones too): a refused URL is not
+        // set, and nothing else happens
+        each(
+          "SVGAnimatedString:baseVal",
+          trap("g", (f, s, a) => {
+            const d = t(decide, a[0]);
+            return d ? note(d, a[0]) : F.apply(f, s, a);
+          }),
+          "set"
+        );
         // Code reaching into a same-origin frame gets a guarded realm.
         each(
           "-IFrame:contentWindow,contentDocument",
