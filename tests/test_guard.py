@@ -27,6 +27,9 @@ from proxy.html.guard import (
     minify_js,
     translate_regex,
 )
+from proxy.html.guard_code import split_guard_code
+from proxy.http.stages import Stages
+from proxy.metrics import Metrics
 from tests.guard_table import Row, consent, policy, rows
 
 GUARD_JS = (resources.files("proxy") / "data" / "public" / "guard.js").read_text(encoding="utf-8")
@@ -415,3 +418,22 @@ def test_guard_sizes_are_reported() -> None:
 
 def test_catalog_type_is_what_the_builder_reads() -> None:
     assert isinstance(make_policy(None).catalog, Catalog)
+
+
+def test_a_worker_builds_the_guard_before_its_first_gated_page() -> None:
+    """Making a config's stages minifies the guard's code (about 35 ms, once per
+    process) and builds the no-cookie visitor's script, so the first gated page a worker
+    serves does not wait for either; with the guard off, neither is built."""
+    load_guard_code.cache_clear()
+    split_guard_code.cache_clear()
+    off = Stages(
+        parse_config({"server": {"upstream": "http://127.0.0.1:9"}, "html": {"guard": {"enabled": False}}}), Metrics()
+    )
+    assert off.layers.guard is None
+    assert load_guard_code.cache_info().currsize == 0
+    stages = Stages(parse_config({"server": {"upstream": "http://127.0.0.1:9"}}), Metrics())
+    assert stages.layers.guard is not None
+    assert load_guard_code.cache_info().currsize == 1
+    assert split_guard_code.cache_info().currsize == 1
+    nobody = stages.visitor((), None).consent
+    assert nobody.key in stages.layers.guard._scripts.table
