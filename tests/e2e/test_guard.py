@@ -589,8 +589,10 @@ def _report(problems: dict[str, list[str]]) -> str:
 @pytest.mark.parametrize("signal", ["event", "cookie-only"])
 async def test_release_after_consent_without_reload(world: World, signal: str) -> None:
     """Granting advertising and social on the page re-creates the blocked tags in order,
-    each once, without a reload; a dropped beacon is not replayed; withdrawing consent
-    blocks the next request at once."""
+    each once, without a reload; copies the page stamps from its templates afterwards
+    load (a template in the markup, deferred by the HTML gate, and one the page's code
+    holds, whose markup the guard checked); a dropped beacon is not replayed;
+    withdrawing consent blocks the next request at once."""
     tg = await tag_gate(world, "default")
     chain_hosts = ("/chain/a.js", "/chain/b.js", "/self/tag.js", "/chain/module.js", "/shadow/pixel.gif")
     leaks_before = _leaks(await csp_listing(tg))
@@ -625,6 +627,13 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
             " same: window.sameDocument, left: document.querySelectorAll('[data-tg-category]').length,"
             " errors: __tagGateGuard.errors, granted: __tagGateGuard.granted().sort()})"
         )
+        # copies stamped from templates after the release (one in the markup, one held
+        # in the page's code): their contents were released in place, so they load
+        await tab.page.evaluate("stamp()")
+        stamped = ("/embed/template-held", "/embed/template-markup", "/template/pixel.gif", "/template/tag.js")
+        await tab.wait_for(
+            lambda: all(any(h.path == p for h in tab.hits()) for p in stamped), "the stamped copies to be fetched"
+        )
         await tab.page.evaluate("injectPixel('while-granted')")
         await tab.wait_for(
             lambda: tab.world.internet.hits and any("while-granted" in h.path for h in tab.hits()), "a granted pixel"
@@ -641,7 +650,9 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
     fetched = [h.path for h in after.page_hits if h.host == "ct.pinterest.com"]
     problems = {
         "order": [] if state["chain"] == ["A", "B", "init"] else [f"chain ran as {state['chain']}"],
-        "exactly once": [f"{p} fetched {fetched.count(p)} times" for p in chain_hosts if fetched.count(p) != 1]
+        "exactly once": [
+            f"{p} fetched {fetched.count(p)} times" for p in (*chain_hosts, "/template/tag.js") if fetched.count(p) != 1
+        ]
         + ([] if state["self"] == 1 else [f"the self-removing tag ran {state['self']} times"])
         + ([] if state["module"] == 1 else [f"the inline module ran {state['module']} times"]),
         "page's load listeners on the old elements": [e for e in ("onload-a", "onload-b") if e not in state["log"]],
@@ -661,6 +672,31 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
         "guard errors": [str(state["errors"])] if state["errors"] else [],
     }
     assert not any(problems.values()), _report(problems)
+
+
+async def test_activation_without_the_guard_reaches_template_contents(world: World) -> None:
+    """With the guard off, activate.js brings deferred tags back itself: those the HTML
+    gate deferred in a template's inert contents are activated in place (a script gets
+    its type back), so copies the page stamps after consent load and run, once."""
+    tg = await world.proxy("guard-off", html={"guard": {"enabled": False}})
+    async with world.tab(port=tg.port) as tab:
+        await tab.goto(world.url(tg.port, "guard/release.html?guard=0"))
+        assert not await tab.page.evaluate("!!window.__tagGateGuard")
+        await tab.page.evaluate(
+            "document.cookie = 'tg_consent=advertising.social; path=/';"
+            " document.dispatchEvent(new CustomEvent('tag-gate:consent'))"
+        )
+        await tab.page.wait_for_function(
+            "!document.getElementById('in-markup').content.querySelector('[data-tg-category]')", timeout=10_000
+        )
+        await tab.page.evaluate("stamp()")
+        stamped = ("/embed/template-markup", "/template/pixel.gif", "/template/tag.js")
+        await tab.wait_for(
+            lambda: all(any(h.path == p for h in tab.hits()) for p in stamped), "the stamped copies to be fetched"
+        )
+        await tab.settle()
+        fetched = [h.path for h in tab.hits()]
+    assert fetched.count("/template/tag.js") == 1, fetched
 
 
 # --------------------------------------------------------------------------- beyond the page's reach

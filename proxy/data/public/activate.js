@@ -6,8 +6,10 @@
  *   iframes:  <div data-tg-placeholder> with the original in a <template>
  * When the visitor's tg_consent cookie grants a category, this script brings its
  * elements back in document order (an external script finishes loading before the
- * next deferred script runs), keeping nonces. It never activates anything the cookie
- * does not grant. A placeholder's "load" button loads that one embed on request.
+ * next deferred script runs), keeping nonces, and those in templates' inert contents
+ * in place, so that copies the page stamps later load. It never activates anything
+ * the cookie does not grant. A placeholder's "load" button loads that one embed on
+ * request.
  * It runs again on the `tag-gate:consent` event (banner.js), on a cookie change
  * (cookieStore where there is one) and on a 500 ms poll of document.cookie.
  * The cookie's value may carry metadata after a "~" (categories~version~time~id):
@@ -87,6 +89,13 @@
   }
 
   function activateElement(el) {
+    if (el.tagName === "SCRIPT") {
+      // a script in a template's inert contents: copies stamped from it run
+      var type = el.getAttribute("data-tg-type");
+      if (type) el.setAttribute("type", type);
+      else el.removeAttribute("type");
+      el.removeAttribute("data-tg-type");
+    }
     MOVED.forEach(function (name) {
       var v = el.getAttribute("data-tg-" + name);
       if (v !== null) { el.setAttribute(name, v); el.removeAttribute("data-tg-" + name); }
@@ -101,20 +110,28 @@
     ph.parentNode.replaceChild(tpl.content.cloneNode(true), ph);
   }
 
+  // The deferred elements of a document and of its templates' inert contents, where
+  // they are activated in place (nothing there loads or runs; copies stamped later do).
+  function deferred(root, out) {
+    Array.prototype.push.apply(out, root.querySelectorAll("[data-tg-category]"));
+    Array.prototype.forEach.call(root.querySelectorAll("template"), function (t) { deferred(t.content, out); });
+    return out;
+  }
+
   function activate() {
     var guard = window.__tagGateGuard;
     if (guard && guard.sync) { guard.sync(); return; }
     if (running) { again = true; return; }
     running = true;
     var g = granted();
-    var list = Array.prototype.slice.call(document.querySelectorAll("[data-tg-category]"));
+    var list = deferred(document, []);
     var i = 0;
     (function step() {
       while (i < list.length) {
         var el = list[i++];
         if (!g[el.getAttribute("data-tg-category")] || !el.parentNode) continue;
         if (el.hasAttribute("data-tg-placeholder")) { loadPlaceholder(el); continue; }
-        if (el.tagName === "SCRIPT") { activateScript(el, step); return; }
+        if (el.tagName === "SCRIPT" && el.ownerDocument.defaultView) { activateScript(el, step); return; }
         activateElement(el);
       }
       running = false;

@@ -10,12 +10,14 @@
  * withdrawal applies to the guard's next decision. When more is granted it re-creates
  * what is now granted, in document order: blocked scripts and frames
  * (the guard's, in `__tagGateGuard.T`, and every element the HTML gate deferred in
- * tag-gate's convention, `[data-tg-category]`, in this document and its same-origin
- * frames). A new element of the same name gets the original attributes back (never a
+ * tag-gate's convention, `[data-tg-category]`, in this document, its same-origin
+ * frames and open shadow roots). A new element of the same name gets the original attributes back (never a
  * clone: a cloned script counts as already started) and `el.nonce`; classic scripts run
  * one after the other (the next waits for load or error), each exactly once, and the
  * page's load/error listeners on the old element hear the outcome. Placeholders become
- * their embed; other elements get their fetching attributes back. DOMContentLoaded and
+ * their embed; other elements get their fetching attributes back, and so does what
+ * waits in a template's inert contents (the document's templates and those whose markup
+ * the guard changed, `T` again), so that copies the page stamps from it later load. DOMContentLoaded and
  * load are not dispatched again; dropped network calls are not replayed.
  */
 (() => {
@@ -55,13 +57,15 @@
       else (doc.head || doc.documentElement).appendChild(n);
       return wait;
     },
-    // What waits for release in a document or shadow root, its same-origin frames and
-    // its open shadow roots (a closed one is out of reach), in document order.
+    // What waits for release in a document or shadow root, its same-origin frames, its
+    // open shadow roots (a closed one is out of reach) and its templates' contents, in
+    // document order.
     collect = (root, list) => {
       list.push(...root.querySelectorAll("[" + CAT + "]"));
       for (const el of root.querySelectorAll("*")) {
         if (el.shadowRoot) collect(el.shadowRoot, list);
         if (el.localName == "iframe" && el.contentDocument) collect(el.contentDocument, list);
+        if (el.localName == "template") collect(el.content, list);
       }
       return list;
     },
@@ -71,6 +75,9 @@
       const ok = new Set(G.granted()),
         list = collect(document, []);
       let i = 0;
+      // the guard's: blocked scripts and frames, and templates it changed (which the
+      // page may hold in its code only)
+      for (const el of T) if (el.localName == "template") collect(el.content, list);
       for (const el of T) if (!list.includes(el)) list.push(el);
       const step = () => {
         while (i < list.length) {
@@ -80,14 +87,18 @@
           if (el.hasAttribute("data-tg-placeholder")) {
             const tp = el.querySelector("template");
             if (tp && el.parentNode) el.parentNode.replaceChild(tp.content.cloneNode(true), el);
-          } else if (RELEASED.test(el.localName)) {
+          } else if (RELEASED.test(el.localName) && el.ownerDocument.defaultView) {
             if (G.t(recreate, el, step)) return;
-          } else
+          } else {
+            // in place: an image, or what sits in a template's inert contents, where
+            // nothing loads or runs (copies stamped from it later do, each once)
+            if (el.localName == "script" && !el.hasAttribute("data-tg-type")) el.removeAttribute("type");
             for (const { name, value } of [...el.attributes])
               if (name.startsWith("data-tg-")) {
                 el.removeAttribute(name);
-                if (!/^data-tg-(category|vendor)$/.test(name)) el.setAttribute(name.slice(8), value);
+                if (!/^data-tg-(category|vendor|import)$/.test(name)) el.setAttribute(name.slice(8), value);
               }
+          }
         }
         busy = 0;
         if (again) release((again = 0));

@@ -296,9 +296,13 @@
       return F.apply(f, self, a);
     },
     // Markup methods: the markup checked, then the frames it made get the hooks (code
-    // may reach them as window.frames[i] at once).
+    // may reach them as window.frames[i] at once). A <template> whose markup had
+    // something blocked is kept for release (a page may hold it in its code only, and
+    // stamp copies of its contents after consent).
     html = (f, self, a, i, runs, ctx = self) => {
-      const r = through(t(markup, a[i], ctx, runs), f, self, a, i);
+      const m = t(markup, a[i], ctx, runs),
+        r = through(m, f, self, a, i);
+      if (m && ctx && ctx.localName == "template" && !T.includes(ctx)) T.push(ctx);
       t(frames, ctx || self.documentElement);
       return r;
     },
