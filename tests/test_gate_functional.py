@@ -60,7 +60,9 @@ def decode(coding: str | None, data: bytes) -> bytes:
         "gzip": gzip.decompress,
         "deflate": zlib.decompress,
         "br": brotli.decompress,
-        "zstd": lambda d: zstandard.ZstdDecompressor().decompressobj().decompress(d),
+        # every frame, as browsers read a zstd body (a page that gets the runtime guard
+        # carries it in a frame of its own)
+        "zstd": lambda d: zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(d),
     }
     return codecs[coding](data)
 

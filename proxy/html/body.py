@@ -107,6 +107,18 @@ class BodyPipeline:
             else:
                 out.append(gate.end())
                 text = b"".join(out)
+        encoder = self._encoder
+        spliced = gate.spliced
+        if encoder is not None and spliced is not None:
+            # the guard, from its compressed form made once, between the page's bytes
+            spot, head = spliced
+            view = memoryview(text)
+            return (
+                encoder.feed(view[:spot])
+                + encoder.splice(head)
+                + encoder.feed(view[spot + len(head) :])
+                + encoder.end()
+            )
         return self._encode_last(text)
 
     def end(self) -> bytes:

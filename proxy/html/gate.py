@@ -144,7 +144,7 @@ def _registrations(plan: GatePlan, top: bool, needed: frozenset[str], narrow: bo
 def _ascii_markup(markup: str) -> bytes | None:
     """Head-start markup as the bytes spliced into a whole page, None when it is not
     ASCII (then lol-html inserts it, in the page's encoding). One string per consent key
-    and host (`Stages.with_guard`), so this runs once per distinct guard, not per page."""
+    and host (`RuntimeLayers.with_guard`), so this runs once per distinct guard, not per page."""
     return markup.encode("ascii") if markup.isascii() else None
 
 
@@ -178,6 +178,9 @@ class HtmlGate:
         self.tail_copied = 0
         """How many bytes at the end of a whole document went out without lol-html
         (`selection.tail_start`)."""
+        self.spliced: tuple[int, bytes] | None = None
+        """Where `feed_whole` spliced the head-start addition into its output, and its
+        bytes: an encoder copies them in compressed once (`Encoder.splice`)."""
         if stats is None:
             stats = GateStats(records=[] if record else None, unclassified_hosts=set() if record else None)
         self.stats = stats
@@ -357,6 +360,7 @@ class HtmlGate:
                     return out  # the fresh gate of `_redo` inserted it
                 if out.startswith(document[:spot]):
                     view = memoryview(out)  # one copy of the page, not two
+                    self.spliced = (spot, head)
                     return b"".join((view[:spot], head, view[spot:]))
                 return self._redo(document)  # a handler changed the prologue: its way
         return self._gate_whole(document)

@@ -124,6 +124,11 @@ class DocumentStart:
     def stats(self) -> GateStats:
         return self.html_gate.stats
 
+    @property
+    def spliced(self) -> tuple[int, bytes] | None:
+        """`HtmlGate.spliced` of the HTML gate, whose output this passes on as it is."""
+        return self.html_gate.spliced if self._down is self.html_gate else None
+
     # ------------------------------------------------------------------ deciding
 
     def _decide(self, complete: bool) -> bool:

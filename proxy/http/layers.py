@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 from typing import Final
 
 from ..core.config import Config
 from ..core.consent import ConsentState
 from ..core.csp import CspHeaders, GuardDelivery
 from ..core.memo import Memo
+from ..html.gate import Additions
 from ..html.guard import GuardRules, make_guard
 from ..metrics import Metrics
 
@@ -34,6 +36,9 @@ log = logging.getLogger("tag_gate")
 
 GUARD_PATH: Final = "/__tag-gate/guard.js"
 _LOGGED_PATHS: Final = 1024
+_GUARDED_BYTES: Final = 16 << 20
+"""Bound of `RuntimeLayers.with_guard`'s table (counting each entry's markup, mostly
+shared with the guard's own memo)."""
 
 
 class RuntimeLayers:
@@ -60,6 +65,7 @@ class RuntimeLayers:
         self.sample = csp.sample
         self._credit = 1.0 - csp.sample  # the first page is sampled
         self._markup: Memo[tuple[str, str | None], str] = Memo(256, 32 << 20)
+        self._guarded: Memo[tuple[str, Additions], Additions] = Memo(4096, _GUARDED_BYTES)
         self._external: dict[str, tuple[str, bytes]] = {}
         self._logged: set[str] = set()
 
@@ -88,6 +94,18 @@ class RuntimeLayers:
             text = f"<script>{guard.script(consent, host)}</script>"
             hit = self._markup.put(key, text, len(text))
         return hit
+
+    def with_guard(self, markup: str, additions: Additions) -> Additions:
+        """`additions` with the guard's `markup` first at the head. Memoised: the markup
+        is one string per consent key and host (`guard_markup`), so every
+        page of a visitor reuses one value (and `dataclasses.replace` runs once)."""
+        key = (markup, additions)
+        hit = self._guarded.table.get(key)
+        if hit is not None:
+            return hit
+        made = replace(additions, head_start=markup + additions.head_start)
+        size = len(markup) + len(additions.head_start) + len(additions.head_end) + len(additions.body_end)
+        return self._guarded.put(key, made, size)
 
     def external(self, consent: ConsentState) -> tuple[str, bytes]:
         """The external guard's URL and body for this visitor's consent key."""

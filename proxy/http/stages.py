@@ -32,8 +32,8 @@ from ..core.memo import Memo
 from ..core.mime import DOCUMENT_DESTINATIONS, NO_CONTENT_TYPE, ContentType, nosniff, resolve_content_type
 from ..core.policy import Kind, Origin, Policy, filter_link_header
 from ..html.body import BodyPipeline
-from ..html.codings import CODINGS, client_accepts, filter_accept_encoding, parse_content_encoding
-from ..html.gate import NO_ADDITIONS, Additions, GatePlan, HtmlGate
+from ..html.codings import CODINGS, client_accepts, filter_accept_encoding, parse_content_encoding, splice_coding
+from ..html.gate import NO_ADDITIONS, GatePlan, HtmlGate
 from ..html.start import DocumentStart
 from ..html.xmlgate import XmlGate
 from ..metrics import Metrics
@@ -66,9 +66,6 @@ X_CONTENT_TYPE_OPTIONS: Final = "X-Content-Type-Options"
 
 _CACHE_LIMIT: Final = 4096
 _CACHE_BYTES: Final = 8 << 20
-_GUARDED_BYTES: Final = 16 << 20
-"""Bound of `Stages.with_guard`'s table (counting each entry's markup, mostly shared
-with the guard's own memo)."""
 
 
 @dataclass(slots=True)
@@ -336,7 +333,9 @@ def runtime_guard(h: HeaderStep) -> None:
     delivery = decide_guard_delivery(values, "https" if h.secure else "http")
     markup = layers.guard_markup(h.visitor.consent, h.host, delivery, h.path)
     if markup:
-        h.plan.additions = h.stages.with_guard(markup, h.plan.additions)
+        h.plan.additions = layers.with_guard(markup, h.plan.additions)
+        if h.plan.encode == "br":  # brotli has no seam for the guard's compressed form
+            h.plan.encode = h.headers[hdrs.CONTENT_ENCODING] = splice_coding(h.client_accept_encoding)
 
 
 _WORKER_DESTS: Final = frozenset({"worker", "sharedworker"})
@@ -433,12 +432,10 @@ class Stages:
         essential_hosts = [h for v in self.policy.catalog.vendors if v.category == ESSENTIAL for h in v.hosts]
         self.fail_safe_policy = fail_safe_csp([*html.first_party_hosts, *essential_hosts])
         self.layers = RuntimeLayers(cfg, self.metrics)
-        self._guarded: Memo[tuple[str, Additions], Additions] = Memo(_CACHE_LIMIT, _GUARDED_BYTES)
         # The commonest visitor (no cookie) is read once now: its memo entry is warm and
         # its consent-read series exists from the start, so /metrics does not grow later.
         nobody = self.visitor((), None)
-        # Their guard too: its code is minified (about 35 ms, once per process) and its
-        # table built now, not while the first gated page waits.
+        # Their guard too (minified, 35 ms once per process): not while a first page waits.
         if self.layers.guard is not None:
             self.layers.guard.script(nobody.consent, None)
 
@@ -498,18 +495,6 @@ class Stages:
         return ours
 
     # ------------------------------------------------------------ headers stage
-
-    def with_guard(self, markup: str, additions: Additions) -> Additions:
-        """`additions` with the guard's `markup` first at the head. Memoised: the markup
-        is one string per consent key and host (`RuntimeLayers.guard_markup`), so every
-        page of a visitor reuses one value (and `dataclasses.replace` runs once)."""
-        key = (markup, additions)
-        hit = self._guarded.table.get(key)
-        if hit is not None:
-            return hit
-        made = replace(additions, head_start=markup + additions.head_start)
-        size = len(markup) + len(additions.head_start) + len(additions.head_end) + len(additions.body_end)
-        return self._guarded.put(key, made, size)
 
     def plan_response(
         self,

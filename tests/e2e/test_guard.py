@@ -699,6 +699,33 @@ async def test_activation_without_the_guard_reaches_template_contents(world: Wor
     assert fetched.count("/template/tag.js") == 1, fetched
 
 
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd"])
+async def test_a_compressed_page_gets_the_guard_spliced_and_chromium_reads_it(world: World, coding: str) -> None:
+    """A site that compresses its pages: tag-gate decodes, gates and re-encodes in the
+    same coding, with the guard copied in from its compressed form (raw deflate blocks
+    after a full flush, a zstd frame of its own; brotli compresses it in line). Chromium
+    reads the whole page: the guard runs, the pixel it must block is blocked, the
+    site's own scripts run and the end of the page is there."""
+    tg = await tag_gate(world, "default")
+    async with world.tab(port=tg.port) as tab:
+        await tab.page.set_extra_http_headers({"Accept-Encoding": "gzip, deflate, br, zstd"})
+        response = await tab.page.goto(world.url(tg.port, f"guard/image-detached.html?guard=0&coding={coding}"))
+        await tab.settle()
+        assert response is not None
+        assert response.headers.get("content-encoding") == coding
+        state = await tab.page.evaluate(
+            "({guard: !!window.__tagGateGuard, errors: window.__tagGateGuard && __tagGateGuard.errors,"
+            " blocked: e2e.log.includes('img-error'), site: (window.firstParty || []).length,"
+            " end: document.documentElement.outerHTML.trimEnd().endsWith('</html>')})"
+        )
+        visit = await tab.snapshot()
+    none = frozenset({"essential"})
+    assert state == {"guard": True, "errors": 0, "blocked": True, "site": 2, "end": True}, state
+    scenario = next(s for s in SCENARIOS if s.name == "image-detached")
+    assert refused_contacts(visit, scenario, Policy(make_catalog()), none) == []
+    assert not visit.console_errors, visit.console_errors
+
+
 # --------------------------------------------------------------------------- beyond the page's reach
 
 FRAME_WITH_ADS = """<!doctype html><html><head><title>player</title></head><body>

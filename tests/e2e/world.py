@@ -23,18 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import re
 import secrets
 import shutil
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import brotli
 import trustme
+import zstandard
 from aiohttp import web
 
 from proxy.core.catalog import Catalog, make_catalog
@@ -43,6 +47,19 @@ from proxy.core.policy import Policy
 from proxy.html.guard import make_guard
 from proxy.service import load_assets
 from tests.proxytools import Running, running_proxy
+
+
+def _compress(coding: str, data: bytes) -> bytes:
+    """`data` in a content coding, as a site's server sends it."""
+    if coding == "gzip":
+        return gzip.compress(data)
+    if coding == "deflate":
+        return zlib.compress(data)
+    if coding == "br":
+        out: bytes = brotli.compress(data)
+        return out
+    return zstandard.ZstdCompressor().compress(data)
+
 
 PAGES_DIR = Path(__file__).parent / "pages"
 SITE_HOST = "www.shop.test"
@@ -424,7 +441,8 @@ class Site(_LoopbackServer):
         the table is built for), `guard=0` (the same page without the guard: the
         control), `csp=1` (a strict nonce-based Content-Security-Policy; `csp=self`:
         `script-src 'self'`, which blocks every inline script), `marks=1`
-        (performance marks around the guard). `__NONCE__` in the page becomes the
+        (performance marks around the guard), `coding` (the body compressed in that
+        content coding). `__NONCE__` in the page becomes the
         response's nonce; `<script data-e2e-bundle>` elements are served as external
         first-party scripts."""
         self.cookie_headers.append(request.headers.get("Cookie", ""))
@@ -450,6 +468,10 @@ class Site(_LoopbackServer):
                 body = f'performance.mark("tg-guard-0")</script><script nonce="{nonce}">{body}'
             html = html.replace("<head>", f'<head><script nonce="{nonce}">{body}</script>', 1)
         headers = {"Cache-Control": "no-store"}
+        coding = q.get("coding")
+        if coding:  # the page compressed, as a site's server compresses it
+            headers["Content-Encoding"] = coding
+            return web.Response(body=_compress(coding, html.encode()), content_type="text/html", headers=headers)
         if q.get("csp") == "1":
             headers["Content-Security-Policy"] = f"script-src 'nonce-{nonce}' 'strict-dynamic'; object-src 'none'"
         elif q.get("csp") == "self":
