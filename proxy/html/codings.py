@@ -273,8 +273,10 @@ _GZIP_HEADER: Final = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
 _ZLIB_HEADER: Final = b"\x78\x01"
 """A zlib stream's header: deflate with a 32 KiB window (the level field is only a hint)."""
 
-SPLICE_LEVELS: Final = {"gzip": 9, "deflate": 9, "zstd": 19}
-"""The levels a spliced text is compressed at: once per text, so the best there is."""
+SPLICE_LEVELS: Final = {"gzip": 9, "deflate": 9, "zstd": 12}
+"""The levels a spliced text is compressed at, once per text (the guard: per consent key
+and host): 0.5 ms for the guard at gzip 9, 1 ms at zstd 12 (19 saves 3 % more for 5 ms,
+paid by the first page of each key)."""
 
 
 @functools.lru_cache(maxsize=64)
