@@ -3,9 +3,10 @@
 A gated page from a site that compresses is decoded, gated and re-encoded
 (`proxy.html.body.BodyPipeline`); the guard (about 20 KB with the built-in catalogue's
 table) is spliced in after `<head>`. This times the whole pipeline for the bench pages
-(`pages.py`) with and without the guard, per coding, in this process (medians of
-rounds), and with the guard compressed in line with the page, as before `Encoder.splice`
-(the encoder's `splice` replaced by its `feed`).
+(`pages.py`; the 100 KB one also fed in 4 KB pieces, as a page that streams) with and
+without the guard, per coding, in this process (medians of rounds), and with the guard
+compressed in line with the page, as before `Encoder.splice` (the encoder's `splice`
+replaced by its `feed`).
 
 Usage:  python bench/guard_codings.py [--rounds 7]
 """
@@ -42,7 +43,11 @@ COMPRESS = {
 }
 
 
-def per_page(plan: GatePlan, additions: Additions, coding: str, body: bytes, n: int, rounds: int) -> float:
+def per_page(
+    plan: GatePlan, additions: Additions, coding: str, body: bytes, n: int, rounds: int, piece: int = 0
+) -> float:
+    """µs per page; `piece`: the body fed in pieces of that many bytes (a page that
+    streams) instead of whole."""
     consent = read_consent(None, None)
     times = []
     for _ in range(rounds):
@@ -59,7 +64,12 @@ def per_page(plan: GatePlan, additions: Additions, coding: str, body: bytes, n: 
                 zstd_level=3,
                 report_only=False,
             )
-            pipeline.finish(body)
+            if piece:
+                for i in range(0, len(body), piece):
+                    pipeline.feed(body[i : i + piece])
+                pipeline.end()
+            else:
+                pipeline.finish(body)
         times.append((time.perf_counter() - start) / n * 1e6)
     return statistics.median(times)
 
@@ -75,14 +85,19 @@ def main() -> int:
     print("| page | coding | without the guard | with it | added | compressed in line (before) | added |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     inline = Encoder.splice
-    for name, page, n in (("2 KB", pages.make_small_page(), 200), ("100 KB", pages.make_page(100 * 1024), 30)):
+    small, large = pages.make_small_page(), pages.make_page(100 * 1024)
+    for name, page, n, piece in (
+        ("2 KB", small, 200, 0),
+        ("100 KB", large, 30, 0),
+        ("100 KB streamed", large, 30, 4096),
+    ):
         for coding in ("gzip", "deflate", "br", "zstd"):
             body = COMPRESS[coding](page)
-            bare = per_page(plan, Additions(), coding, body, n, args.rounds)
-            spliced = per_page(plan, Additions(head_start=head), coding, body, n, args.rounds)
+            bare = per_page(plan, Additions(), coding, body, n, args.rounds, piece)
+            spliced = per_page(plan, Additions(head_start=head), coding, body, n, args.rounds, piece)
             Encoder.splice = Encoder.feed  # type: ignore[method-assign,assignment]  # the guard compressed with the page
             try:
-                old = per_page(plan, Additions(head_start=head), coding, body, n, args.rounds)
+                old = per_page(plan, Additions(head_start=head), coding, body, n, args.rounds, piece)
             finally:
                 Encoder.splice = inline  # type: ignore[method-assign]
             cells = (f"{bare:.0f}", f"{spliced:.0f}", f"+{spliced - bare:.0f}", f"{old:.0f}", f"+{old - bare:.0f}")

@@ -74,9 +74,11 @@ class BodyPipeline:
                 except (DecodeError, GateError) as exc:
                     self.failure = exc.reason
             return data
+        encoder = self._encoder
+        head = gate.pending_head if encoder is not None else None
         out = [gate.feed(piece) for piece in self._decoded(data)]
         text = out[0] if len(out) == 1 else b"".join(out)
-        return self._encoder.feed(text) if self._encoder is not None and text else text
+        return self._encode(text, head) if encoder is not None and text else text
 
     def finish(self, data: bytes) -> bytes:
         """`feed(data) + end()` for the last of the input, in one step (the caller bounds
@@ -87,6 +89,7 @@ class BodyPipeline:
             return self.feed(data) + self.end()
         self._fed = True
         gate = self.gate
+        head = gate.pending_head if self._encoder is not None else None
         if self._decoder is None:
             text = gate.feed_whole(data)
         else:
@@ -107,19 +110,7 @@ class BodyPipeline:
             else:
                 out.append(gate.end())
                 text = b"".join(out)
-        encoder = self._encoder
-        spliced = gate.spliced
-        if encoder is not None and spliced is not None:
-            # the guard, from its compressed form made once, between the page's bytes
-            spot, head = spliced
-            view = memoryview(text)
-            return (
-                encoder.feed(view[:spot])
-                + encoder.splice(head)
-                + encoder.feed(view[spot + len(head) :])
-                + encoder.end()
-            )
-        return self._encode_last(text)
+        return self._encode_last(text, head)
 
     def end(self) -> bytes:
         gate = self.gate
@@ -133,15 +124,32 @@ class BodyPipeline:
                 except (DecodeError, GateError) as exc:
                     self.failure = exc.reason
             return b""
+        head = gate.pending_head if self._encoder is not None else None
         tail: list[bytes] = []
         if self._decoder is not None:
             for piece in self._decoder.end():
                 tail.append(gate.feed(piece))
         tail.append(gate.end())
-        return self._encode_last(b"".join(tail))
+        return self._encode_last(b"".join(tail), head)
 
-    def _encode_last(self, text: bytes) -> bytes:
+    def _encode(self, text: bytes, head: bytes | None) -> bytes:
+        """`text` re-encoded. When the gate put out the head-start addition (`head`, the
+        runtime guard) in it, those bytes go in from their compressed form, made once
+        (`Encoder.splice`), instead of being compressed again: where `feed_whole` spliced
+        them, or where they are found in a streamed page's output (lol-html inserted them
+        as they are: the same bytes, so the output is the same either way)."""
+        encoder = self._encoder
+        assert encoder is not None
+        if head is not None and self.gate.pending_head is None:
+            spliced = self.gate.spliced
+            at = spliced[0] if spliced is not None else text.find(head)
+            if at >= 0:
+                view = memoryview(text)
+                return encoder.feed(view[:at]) + encoder.splice(head) + encoder.feed(view[at + len(head) :])
+        return encoder.feed(text)
+
+    def _encode_last(self, text: bytes, head: bytes | None = None) -> bytes:
         """The last gated bytes, re-encoded and the encoding closed when there is one."""
         if self._encoder is None:
             return text
-        return self._encoder.feed(text) + self._encoder.end()
+        return self._encode(text, head) + self._encoder.end()

@@ -340,6 +340,14 @@ class HtmlGate:
         text = self._drain_transport() + self._decoder.decode(b"", final=True)
         return first + text.encode("latin-1")
 
+    @property
+    def pending_head(self) -> bytes | None:
+        """The head-start addition's bytes while the gate has yet to put them out (None
+        when there are none, they are not ASCII, or they are out): the body pipeline
+        finds them in the output that puts them out and splices them compressed."""
+        run = self._run
+        return _ascii_markup(run.additions.head_start) if run.head_pending else None
+
     def feed_whole(self, document: bytes) -> bytes:
         """`feed(document) + end()` for a caller that holds the complete document before
         the first feed: the same output, with only the registrations `prescan` finds the

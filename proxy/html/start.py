@@ -129,6 +129,11 @@ class DocumentStart:
         """`HtmlGate.spliced` of the HTML gate, whose output this passes on as it is."""
         return self.html_gate.spliced if self._down is self.html_gate else None
 
+    @property
+    def pending_head(self) -> bytes | None:
+        """`HtmlGate.pending_head` of the HTML gate (None once the body is XML)."""
+        return self.html_gate.pending_head if self._down is self.html_gate else None
+
     # ------------------------------------------------------------------ deciding
 
     def _decide(self, complete: bool) -> bool:
