@@ -206,6 +206,23 @@ def test_a_spliced_text_decodes_in_place(coding: str) -> None:
         assert _decode(coding, body) == b"".join(parts)
 
 
+_PIECE = st.binary(max_size=3000) | st.sampled_from([PAGE[:2000], SPLICED[:5000], b"<head>" * 300])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(CODINGS), st.lists(st.tuples(st.booleans(), _PIECE), max_size=6))
+def test_any_mix_of_fed_and_spliced_pieces_decodes_to_their_concatenation(
+    coding: str, pieces: list[tuple[bool, bytes]]
+) -> None:
+    """Pieces fed and spliced in any order, repeated or empty, decode to the pieces one
+    after the other, with the reference decoders and ours."""
+    enc = Encoder(coding)
+    body = b"".join(enc.splice(p) if spliced else enc.feed(p) for spliced, p in pieces) + enc.end()
+    want = b"".join(p for _, p in pieces)
+    assert reference_decode(coding, body) == want
+    assert _decode(coding, body) == want
+
+
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "zstd"])
 def test_a_spliced_text_is_compressed_once_for_every_response(coding: str) -> None:
     """The compressed form of a spliced text is made once and copied into each body
