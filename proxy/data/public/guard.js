@@ -62,10 +62,11 @@
     NONCE = (me && me.nonce) || "",
     T = [],
     G = (W.__tagGateGuard = { errors: 0, blocked: [], T }),
-    // Runs f; an exception of the guard's own is counted and gives undefined.
-    t = (function (f, ...a) {
+    // Runs f (with at most four arguments: no rest array to allocate on every hooked
+    // call); an exception of the guard's own is counted and gives undefined.
+    t = (function (f, a, b, c, d) {
       try {
-        return f(...a);
+        return f(a, b, c, d);
       } catch (e) {
         G.errors++;
       }
@@ -149,9 +150,11 @@
       // remembered by the base URL and the text (a relative URL's host is the base's)
       const s = String(raw).trim(),
         key = D.baseURI + " " + s;
-      if (memo.has(key)) return memo.get(key);
+      let out = memo.get(key);
+      if (out !== undefined) return out;
       const abs = /^([a-z][a-z\d+.-]*:|[\\/]{2})/i.test(s.replace(/^[\x00-\x20]+|[\t\n\r]/g, ""));
-      let u, out;
+      let u;
+      out = 0;
       try {
         u = new URL(s, D.baseURI);
       } catch (e) {}
@@ -170,7 +173,7 @@
           }
       }
       if (memo.size > 999) memo.clear();
-      memo.set(key, out);
+      memo.set(key, (out = out || 0));
       return out;
     },
     decide = (raw) => {
@@ -204,7 +207,8 @@
     check = (el, name, v) => {
       table();
       const names = A[el && el.localName];
-      if (off || !names || !names.includes((name = String(name).toLowerCase().replace(/^xlink:/, "")))) return;
+      // a hooked setter's name is already one of them; another is normalised first
+      if (off || !names || !(names.includes(name) || names.includes((name = String(name).toLowerCase().replace(/^xlink:/, ""))))) return;
       if (name == "srcdoc") return srcdoc(v, el);
       const d = /set|ping|values|attr/.test(name) ? String(v).split(/[\s,;]+/).map(decide).find((x) => x) : decide(v);
       if (d) return block(el, name, v, d) || true;
