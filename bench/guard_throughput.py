@@ -10,6 +10,8 @@ every page is gated and (when on) gets the guard, precomputed per consent key.
 Targets (each its own tag-gate process and config):
   off        [html.guard] enabled = false, [html.csp] mode = "off"
   guard      the guard on, the CSP layer off
+  guard-ext  the same with [html.guard] delivery = "external" (a <script src> the
+             browser caches, instead of the guard in every page)
   guard+csp  the defaults: the guard on, the CSP layer report-only on 10 % of pages
 
 With --no-cache the gated-page cache is off too (html.cache_size = 0), so every
@@ -39,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 TARGETS = {
     "off": '[html.guard]\nenabled = false\n\n[html.csp]\nmode = "off"\n',
     "guard": '[html.csp]\nmode = "off"\n',
+    "guard-ext": '[html.guard]\ndelivery = "external"\n\n[html.csp]\nmode = "off"\n',
     "guard+csp": "",
 }
 

@@ -67,6 +67,28 @@ def test_guard_delivery_under_the_sites_policy(values: list[str], scheme: str, h
     assert bool(delivery.reason) == (how != "inline")
 
 
+EXTERNAL_FIRST = [
+    # [html.guard] delivery = "external": the cached script wherever the policies let it run
+    ([], "https", "external", None),
+    (["img-src 'self'"], "https", "external", None),
+    (["script-src 'nonce-abc' 'strict-dynamic'; object-src 'none'"], "https", "external", "abc"),
+    (["script-src 'self'"], "https", "external", None),
+    # else inline, as the policy allows it
+    (["script-src 'unsafe-inline'"], "https", "inline", None),
+    (["script-src 'unsafe-inline' 'nonce-n'; script-src-elem 'unsafe-inline'"], "https", "inline", None),
+    (["script-src cdn.example"], "https", "none", None),
+]
+
+
+@pytest.mark.parametrize(("values", "scheme", "how", "nonce"), EXTERNAL_FIRST)
+def test_guard_delivery_when_the_operator_prefers_the_external_script(
+    values: list[str], scheme: str, how: str, nonce: str | None
+) -> None:
+    delivery = decide_guard_delivery(values, scheme, external=True)
+    assert (delivery.how, delivery.nonce) == (how, nonce)
+    assert bool(delivery.reason) == (how == "none")  # the operator's choice is not logged
+
+
 # --------------------------------------------------------------------------- our policy
 
 
@@ -165,11 +187,12 @@ def test_header_sizes_for_the_full_catalogue() -> None:
 def test_config_defaults_and_problems_have_their_paths() -> None:
     config = parse_config({})
     assert config.html.guard.enabled and config.html.csp.mode == "report-only" and config.html.csp.sample == 0.1
+    assert config.html.guard.delivery == "inline"
     with pytest.raises(ConfigError) as exc:
         parse_config(
             {
                 "html": {
-                    "guard": {"enabled": "yes", "x": 1},
+                    "guard": {"enabled": "yes", "x": 1, "delivery": "cdn"},
                     "csp": {
                         "mode": "block",
                         "sample": 1.5,
@@ -186,6 +209,7 @@ def test_config_defaults_and_problems_have_their_paths() -> None:
     for path in (
         "html.guard.enabled",
         "html.guard.x: unknown key",
+        "html.guard.delivery: expected one of 'inline', 'external', got 'cdn'",
         "html.csp.mode",
         "html.csp.sample",
         "html.csp.directives: [0]",

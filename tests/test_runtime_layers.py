@@ -230,3 +230,22 @@ def test_a_brotli_page_that_gets_the_guard_leaves_in_a_coding_it_can_be_spliced_
     assert result.body is Body.GATE
     assert bool(result.additions.head_start) is guard
     assert (result.decode, result.encode, headers["Content-Encoding"]) == (encoding, out, out)
+
+
+def test_the_operator_can_prefer_the_external_guard(caplog: pytest.LogCaptureFixture) -> None:
+    """`[html.guard] delivery = "external"`: pages carry a `<script src>` of the guard,
+    which the browser caches, instead of 21 KB inline; a policy that lets only inline
+    scripts run still gets it inline. The operator's choice is counted, not logged."""
+    s = stages(guard={"delivery": "external"})
+    with caplog.at_level(logging.WARNING, logger="tag_gate"):
+        result, _ = plan(s)
+    head = result.additions.head_start
+    url = head[len('<script src="') : -len('"></script>')]
+    assert head == f'<script src="{url}"></script>' and url.startswith("/__tag-gate/guard.js?k=")
+    assert s.layers.external_body(url.split("k=")[1].split("&")[0]) is not None
+    assert metric(s, "tag_gate_guard_pages_total", delivery="external") == 1
+    assert not caplog.records
+    result, _ = plan(s, csp=["script-src 'unsafe-inline'"])
+    assert result.additions.head_start.startswith("<script>" + GUARD_START)
+    nonce, _ = plan(s, csp=["script-src 'nonce-r4nd0m' 'strict-dynamic'"])
+    assert nonce.additions.head_start == f'<script src="{url}" nonce="r4nd0m"></script>'

@@ -1,6 +1,6 @@
 """`[html.guard]` and `[html.csp]`: the runtime layers' settings (pure; read by `proxy.core.config`).
 
-`[html.guard]` turns the runtime guard on or off for gated pages. `[html.csp]` is the
+`[html.guard]` turns the runtime guard on or off for gated pages and says how it goes in. `[html.csp]` is the
 CSP layer: its mode (`report-only`, `enforce`, `off`), the fraction of gated pages that
 carry the header, which fetch directives it writes, whose hosts it allows beside the
 site's own, the cap on its size, and the report endpoint's limits. `csp_problems` checks
@@ -29,6 +29,10 @@ class GuardConfig:
 
     enabled: bool = True
     """Insert the runtime guard into gated pages whose visitor refused something."""
+    delivery: Literal["inline", "external"] = "inline"
+    """"inline": in the page (no request before the page's scripts run, about 21 KB on
+    every gated page); "external": `/__tag-gate/guard.js?k=..&v=..`, which the browser
+    caches, wherever the site's policy lets that run (else inline)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,10 @@ class CspConfig:
 
 def read_guard(r: Reader) -> GuardConfig:
     d = GuardConfig()
-    cfg = GuardConfig(enabled=r.get("enabled", d.enabled, as_bool))
+    cfg = GuardConfig(
+        enabled=r.get("enabled", d.enabled, as_bool),
+        delivery=r.get("delivery", d.delivery, one_of("inline", "external")),
+    )
     r.finish()
     return cfg
 

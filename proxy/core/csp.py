@@ -101,6 +101,7 @@ class GuardDelivery:
 
 
 INLINE: Final = GuardDelivery("inline")
+EXTERNAL: Final = GuardDelivery("external")
 
 
 def _script_sources(policy: Directives) -> tuple[str, ...] | None:
@@ -129,14 +130,16 @@ def _allows_self(sources: Sequence[str], nonce: str | None, scheme: str) -> bool
     return "'self'" in lowered or "*" in lowered or not schemes.isdisjoint(lowered)
 
 
-def decide_guard_delivery(csp_values: Sequence[str], scheme: str = "https") -> GuardDelivery:
+def decide_guard_delivery(csp_values: Sequence[str], scheme: str = "https", *, external: bool = False) -> GuardDelivery:
     """Inline with a nonce (or none), from `'self'`, or not at all, under the site's
-    enforced policies (see the module docstring). `scheme` is the page's."""
+    enforced policies (see the module docstring). `scheme` is the page's. `external`:
+    the operator prefers the script from `'self'` (cached by the browser) wherever the
+    policies let it run; `reason` is then empty."""
     if not csp_values:
-        return INLINE  # most pages: no policy at all
+        return EXTERNAL if external else INLINE  # most pages: no policy at all
     policies = [p for p in parse_policies(csp_values) if _script_sources(p) is not None]
     if not policies:
-        return INLINE
+        return EXTERNAL if external else INLINE
     # Every nonce any policy names is a candidate; one must satisfy every policy.
     candidates: list[str | None] = []
     for policy in policies:
@@ -145,12 +148,14 @@ def decide_guard_delivery(csp_values: Sequence[str], scheme: str = "https") -> G
             if m and m.group(1) not in candidates:
                 candidates.append(m.group(1))
     candidates.append(None)
-    for nonce in candidates:
-        if all(_allows_inline(_script_sources(p) or (), nonce) for p in policies):
-            return GuardDelivery("inline", nonce)
+    inline = next((n for n in candidates if all(_allows_inline(_script_sources(p) or (), n) for p in policies)), "")
+    if inline != "" and not external:
+        return GuardDelivery("inline", inline)
     for nonce in candidates:
         if all(_allows_self(_script_sources(p) or (), nonce, scheme) for p in policies):
-            return GuardDelivery("external", nonce, "csp_inline_blocked")
+            return GuardDelivery("external", nonce, "" if external else "csp_inline_blocked")
+    if inline != "":
+        return GuardDelivery("inline", inline)
     return GuardDelivery("none", None, "csp_blocks_guard")
 
 

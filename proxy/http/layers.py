@@ -49,6 +49,7 @@ class RuntimeLayers:
         policy = config.policy
         self.metrics = metrics
         self.guard: GuardRules | None = None
+        self.external_first = html.guard.delivery == "external"
         if html.guard.enabled:
             self.guard = make_guard(
                 policy,
@@ -78,7 +79,7 @@ class RuntimeLayers:
         guard = self.guard
         assert guard is not None
         self.metrics.guard_pages[delivery.how].inc()
-        if delivery.how != "inline":
+        if delivery.reason:  # the site's policy decided, not the operator
             self._log_once(path, delivery)
         if delivery.how == "none":
             return ""

@@ -330,7 +330,7 @@ def runtime_guard(h: HeaderStep) -> None:
     if layers.guard is None or h.plan.body is not Body.GATE:
         return
     values = h.headers.getall(hdrs.CONTENT_SECURITY_POLICY, ())
-    delivery = decide_guard_delivery(values, "https" if h.secure else "http")
+    delivery = decide_guard_delivery(values, "https" if h.secure else "http", external=layers.external_first)
     markup = layers.guard_markup(h.visitor.consent, h.host, delivery, h.path)
     if markup:
         h.plan.additions = layers.with_guard(markup, h.plan.additions)

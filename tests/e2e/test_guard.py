@@ -727,6 +727,33 @@ async def test_a_compressed_page_gets_the_guard_spliced_and_chromium_reads_it(wo
     assert not visit.console_errors, visit.console_errors
 
 
+async def test_the_external_guard_is_cached_and_guards_like_the_inline_one(world: World) -> None:
+    """`[html.guard] delivery = "external"`: the page carries a `<script src>` of the
+    guard; it runs before the page's scripts and blocks what the inline one blocks, and
+    the next page takes it from the browser's cache (nothing transferred)."""
+    _policy_for(world, "default")
+    tg = await world.proxy("guard-external", html={"guard": {"delivery": "external"}})
+    scenario = next(s for s in SCENARIOS if s.name == "image-detached")
+    none = frozenset({"essential"})
+    async with world.tab(port=tg.port) as tab:
+        sizes = []
+        for _ in range(2):
+            await tab.goto(world.url(tg.port, "guard/image-detached.html?guard=0"))
+            state = await tab.page.evaluate(
+                "({guard: !!window.__tagGateGuard, blocked: e2e.log.includes('img-error'),"
+                " src: document.head.firstElementChild.src,"
+                " sizes: performance.getEntriesByType('resource').filter(e => e.name.includes('/__tag-gate/guard.js'))"
+                ".map(e => e.transferSize)})"
+            )
+            assert state["guard"] and state["blocked"], state
+            assert "/__tag-gate/guard.js?k=" in state["src"], state
+            sizes.append(state["sizes"])
+        visit = await tab.snapshot()
+    assert sizes[0][0] > 10_000 and sizes[1] == [0], sizes  # the second page: from the cache
+    assert refused_contacts(visit, scenario, Policy(make_catalog()), none) == []
+    assert not visit.console_errors, visit.console_errors
+
+
 # --------------------------------------------------------------------------- beyond the page's reach
 
 FRAME_WITH_ADS = """<!doctype html><html><head><title>player</title></head><body>
