@@ -594,7 +594,14 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
     holds, whose markup the guard checked); a dropped beacon is not replayed;
     withdrawing consent blocks the next request at once."""
     tg = await tag_gate(world, "default")
-    chain_hosts = ("/chain/a.js", "/chain/b.js", "/self/tag.js", "/chain/module.js", "/shadow/pixel.gif")
+    chain_hosts = (
+        "/chain/a.js",
+        "/chain/b.js",
+        "/self/tag.js",
+        "/chain/module.js",
+        "/shadow/pixel.gif",
+        "/shadow/closed.gif",
+    )
     leaks_before = _leaks(await csp_listing(tg))
     async with world.tab() as tab:
         await tab.goto(world.url(tg.port, "guard/release.html?guard=0"))

@@ -11,7 +11,7 @@
  * what is now granted, in document order: blocked scripts and frames
  * (the guard's, in `__tagGateGuard.T`, and every element the HTML gate deferred in
  * tag-gate's convention, `[data-tg-category]`, in this document, its same-origin
- * frames and open shadow roots). A new element of the same name gets the original attributes back (never a
+ * frames, open shadow roots and the closed ones the guard saw attached). A new element of the same name gets the original attributes back (never a
  * clone: a cloned script counts as already started) and `el.nonce`; classic scripts run
  * one after the other (the next waits for load or error), each exactly once, and the
  * page's load/error listeners on the old element hear the outcome. Placeholders become
@@ -58,8 +58,7 @@
       return wait;
     },
     // What waits for release in a document or shadow root, its same-origin frames, its
-    // open shadow roots (a closed one is out of reach) and its templates' contents, in
-    // document order.
+    // open shadow roots and its templates' contents, in document order.
     collect = (root, list) => {
       list.push(...root.querySelectorAll("[" + CAT + "]"));
       for (const el of root.querySelectorAll("*")) {
@@ -74,6 +73,12 @@
       busy = 1;
       const ok = new Set(G.granted()),
         list = collect(document, []);
+      // closed shadow roots, which the guard kept as they were attached (after the
+      // document's, so not in document order)
+      for (const w of G.closed || []) {
+        const root = w.deref();
+        if (root) collect(root, list);
+      }
       let i = 0;
       // the guard's: blocked scripts and frames, and templates it changed (which the
       // page may hold in its code only)

@@ -61,7 +61,7 @@
     CAT = "data-tg-category",
     NONCE = (me && me.nonce) || "",
     T = [],
-    G = (W.__tagGateGuard = { errors: 0, blocked: [], T }),
+    G = (W.__tagGateGuard = { errors: 0, blocked: [], T, closed: [] }),
     // Runs f (with at most four arguments: no rest array to allocate on every hooked
     // call); an exception of the guard's own is counted and gives undefined.
     t = (function (f, a, b, c, d) {
@@ -411,6 +411,16 @@
             return d ? note(d, a[0]) : F.apply(f, s, a);
           }),
           "set"
+        );
+        // A closed shadow root, which the release could not reach: kept for it, weakly
+        // (dead ones dropped once there are 500).
+        each(
+          "Element:attachShadow",
+          trap("z", (f, el, a) => {
+            const r = F.apply(f, el, a);
+            if (r.mode == "closed" && G.closed.push(new WeakRef(r)) > 499) G.closed = G.closed.filter((x) => x.deref());
+            return r;
+          })
         );
         // Code reaching into a same-origin frame gets a guarded realm.
         each(
