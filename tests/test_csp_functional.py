@@ -85,7 +85,10 @@ async def test_external_guard_for_a_self_only_policy(upstream: UpstreamFactory, 
     url = body[start + 13 : body.index(b'"', start + 13)].decode()
     status, headers, script = await get(tg.url + url, Cookie="tg_consent=analytics")
     assert status == 200 and headers["Content-Type"] == "text/javascript; charset=utf-8"
-    assert headers["Cache-Control"] == "private, max-age=86400" and headers["X-Content-Type-Options"] == "nosniff"
+    assert (
+        headers["Cache-Control"] == "private, max-age=86400, immutable"
+        and headers["X-Content-Type-Options"] == "nosniff"
+    )
     assert script.startswith(GUARD_START) and b'\\"analytics\\"' not in script
     assert b'"granted":{"analytics":1,"essential":1}' in script and b'"page":null' in script
     # a key this config never wrote: the request's own consent, not to be kept

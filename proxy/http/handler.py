@@ -266,7 +266,7 @@ class ProxyHandler:
             return error_response(404, "Not Found")
         key = ex.request.query.get("k", "")
         body = layers.external_body(key)
-        cache = "private, max-age=86400"
+        cache = "private, max-age=86400, immutable"  # the URL names the body (v=digest)
         if body is None:
             headers = ex.request.headers
             visitor = ex.runtime.stages.visitor(tuple(headers.getall(hdrs.COOKIE, ())), headers.get(_SEC_GPC))
