@@ -6,6 +6,7 @@ IO). Used by the relay for every gated or report-only page.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Final
 
@@ -16,6 +17,16 @@ from .start import DocumentStart
 WHOLE_DOCUMENT_MAX: Final = 1 << 18
 """Largest document the gate takes in one step when the whole body has arrived (about a
 millisecond of gating); larger ones go through in slices."""
+
+
+@functools.lru_cache(maxsize=64)
+def _after_tag(head: bytes) -> tuple[int, bytes]:
+    """Where the head-start markup's opening tag ends, and what follows it: the part that
+    is the same for every response (the tag carries the response's own CSP nonce on a
+    strict-CSP site, and a text spliced per nonce would be compressed anew each time).
+    Memoised, so a markup that recurs gives the same bytes object (its hash kept)."""
+    cut = head.find(b">") + 1
+    return cut, head[cut:]
 
 
 class BodyPipeline:
@@ -144,8 +155,9 @@ class BodyPipeline:
             spliced = self.gate.spliced
             at = spliced[0] if spliced is not None else text.find(head)
             if at >= 0:
+                cut, same = _after_tag(head)
                 view = memoryview(text)
-                return encoder.feed(view[:at]) + encoder.splice(head) + encoder.feed(view[at + len(head) :])
+                return encoder.feed(view[: at + cut]) + encoder.splice(same) + encoder.feed(view[at + len(head) :])
         return encoder.feed(text)
 
     def _encode_last(self, text: bytes, head: bytes | None = None) -> bytes:
