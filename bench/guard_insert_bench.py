@@ -66,8 +66,9 @@ def main() -> None:
     host = "shop.example"
     page = pages.make_small_page()
     delivery = decide_guard_delivery([], "https")
-    markup = layers.guard_markup(none, host, delivery, "/")
-    guarded = Additions(head_start=markup)
+    tag, rest = layers.guard_markup(none, host, delivery, "/")
+    markup = tag + rest
+    guarded = layers.with_guard(tag, rest, NO_ADDITIONS)
     empty = Additions(head_start="<script></script>")
 
     def gate(additions: Additions) -> Callable[[], bytes]:

@@ -15,9 +15,12 @@ Targets (each its own tag-gate process and config):
   guard+csp  the defaults: the guard on, the CSP layer report-only on 10 % of pages
 
 With --no-cache the gated-page cache is off too (html.cache_size = 0), so every
-request runs the whole gate: the guard's share of the gate's own cost.
+request runs the whole gate: the guard's share of the gate's own cost. With --nonce
+the origin sends a strict CSP with a nonce new for every response (nginx's
+$request_id), as a strict-CSP site does: the guard's tag carries it, and no such page
+is cached (its key never recurs).
 
-Usage:  python bench/guard_throughput.py [--rounds 5] [--seconds 5] [--conns 50] [--no-cache]
+Usage:  python bench/guard_throughput.py [--rounds 5] [--seconds 5] [--conns 50] [--no-cache] [--nonce]
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ TARGETS = {
 }
 
 
+NONCE_CSP = "add_header Content-Security-Policy \"script-src 'nonce-$request_id' 'strict-dynamic'; object-src 'none'\";"
+
+
 def start(name: str, port: int, upstream: int, run: Path, cache: bool) -> subprocess.Popen[bytes]:
     conf = run / f"{name}.toml"
     html = "" if cache else "[html]\ncache_size = 0\n\n"
@@ -61,6 +67,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--no-cache", action="store_true", help="turn the gated-page cache off in every target")
+    ap.add_argument("--nonce", action="store_true", help="pages with a strict CSP and a nonce per response")
     args = ap.parse_args()
     pb.ensure_tools()
     scratch = Path(tempfile.mkdtemp(prefix="tag-gate-guard-bench-"))
@@ -81,7 +88,7 @@ def main() -> int:
             "origin",
             "01",
             f"types {{ }}\n  server {{ listen 127.0.0.1:{origin_port} backlog=4096; root {www};"
-            " location /html/ { default_type text/html; } }",
+            " location /html/ { default_type text/html; " + (NONCE_CSP if args.nonce else "") + "} }",
         )
         procs.append(subprocess.Popen([pb.nginx_bin(), "-c", str(origin), "-e", str(run / "nginx-stderr.log")]))
         for name, port in ports.items():
@@ -92,8 +99,9 @@ def main() -> int:
         for name, port in ports.items():
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/html/2KB.html", timeout=10) as resp:
                 body = resp.read()
-            has_guard = b"__tagGateGuard" in body
-            print(f"{name:10} guard in page: {has_guard}, page {len(body):,} bytes", flush=True)
+            has_guard = b"__tagGateGuard" in body or b"/__tag-gate/guard.js" in body
+            nonced = b'<script nonce="' in body
+            print(f"{name:10} guard in page: {has_guard} (nonce: {nonced}), page {len(body):,} bytes", flush=True)
         print(f"warm-up: 3 s per target and page ({len(ports)} targets)", flush=True)
         for port in ports.values():
             for page in files:
@@ -108,7 +116,7 @@ def main() -> int:
                 flag = "  ERRORS" if r["errors"] else ""
                 print(f"round {rnd + 1} {page:>5} {target:10} {r['rps']:9.0f} req/s{flag}", flush=True)
                 time.sleep(0.5)
-        cache = "off" if args.no_cache else "on"
+        cache = "off" if args.no_cache else "on" + (" (unused: every page has its nonce)" if args.nonce else "")
         print(
             f"\nmedians over {args.rounds} rounds, {args.seconds} s each, {args.conns} connections,"
             f" gated-page cache {cache} (tag-gate on CPU 1; wrk and origin on CPU 0)"

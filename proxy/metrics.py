@@ -147,11 +147,12 @@ class Metrics:
         )
         self.gate_cache = Counter(
             "tag_gate_gate_cache",
-            "Gated-page cache lookups and evictions (html.cache_size), by event.",
+            "Gated-page cache lookups and evictions (html.cache_size), by event (uncacheable: a page"
+            " whose CSP nonce is new for every response, not looked up).",
             ["event"],
             registry=r,
         )
-        self.gate_cache_event = {e: self.gate_cache.labels(e) for e in ("hit", "miss", "eviction")}
+        self.gate_cache_event = {e: self.gate_cache.labels(e) for e in ("hit", "miss", "eviction", "uncacheable")}
         self.gate_cache_bytes = Gauge(
             "tag_gate_gate_cache_bytes",
             "Bytes of gated pages held in the cache.",

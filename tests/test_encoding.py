@@ -240,22 +240,27 @@ def test_the_guard_spliced_into_a_whole_page_reaches_the_encoder_compressed_once
     """A whole compressed page that gets the guard: the gate splices it in after the
     `<head>` tag, and the pipeline hands the encoder the page's bytes around it and the
     guard to `splice`; the body decodes to what the uncompressed path gives."""
-    head = "<script>" + "window.guard = 1;" * 500 + "</script>"
+    same = "window.guard = 1;" * 500 + "</script>"  # what follows the tag (which may carry a nonce)
+    head = "<script>" + same
+    additions = Additions(head_tag="<script>", head_start=same)
     page = b"<!doctype html><html><head><title>t</title></head><body>" + b"<p>x</p>" * 50 + b"</body></html>"
     plain = HtmlGate(
         GatePlan(Policy(make_catalog())),
         read_consent(None, None),
         page_host="shop.example",
-        additions=Additions(head_start=head),
+        additions=additions,
     ).feed_whole(page)
-    pipeline = _pipeline(coding, Additions(head_start=head))
+    pipeline = _pipeline(coding, additions)
     body = pipeline.finish(compress(coding, page))
-    assert pipeline.gate.spliced == (plain.index(head.encode()), head.encode())
+    assert pipeline.gate.spliced == (plain.index(head.encode()), b"<script>", same.encode())
     assert reference_decode(coding, body) == plain
     if coding != "br":
-        same = head.encode()[len("<script>") :]  # what follows the tag (which may carry a nonce)
-        packed = codings._zstd_frame(same) if coding == "zstd" else codings._deflated(same)
+        packed = codings._zstd_frame(same.encode()) if coding == "zstd" else codings._deflated(same.encode())
         assert packed in body
+    # markup without a separate tag is spliced whole
+    pipeline = _pipeline(coding, Additions(head_start=head))
+    assert reference_decode(coding, pipeline.finish(compress(coding, page))) == plain
+    assert pipeline.gate.spliced == (plain.index(head.encode()), b"", head.encode())
 
 
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "zstd"])
@@ -267,9 +272,10 @@ def test_a_guard_with_each_responses_nonce_is_compressed_once(coding: str) -> No
     page = b"<!doctype html><html><head><title>t</title></head><body><p>x</p></body></html>"
     for nonce in ("n0nceA", "n0nceB"):
         head = f'<script nonce="{nonce}">{code}'
-        pipeline = _pipeline(coding, Additions(head_start=head))
+        additions = Additions(head_tag=f'<script nonce="{nonce}">', head_start=code)
+        pipeline = _pipeline(coding, additions)
         body = pipeline.finish(compress(coding, page))
-        plain = _pipeline(coding, Additions(head_start=head), encode=False).finish(compress(coding, page))
+        plain = _pipeline(coding, additions, encode=False).finish(compress(coding, page))
         assert reference_decode(coding, body) == plain and head.encode() in plain
         packed = codings._zstd_frame(code.encode()) if coding == "zstd" else codings._deflated(code.encode())
         assert packed in body
@@ -281,19 +287,20 @@ def test_the_guard_in_a_streamed_page_is_spliced_too(coding: str) -> None:
     output of the piece that holds `<head>`, and the pipeline finds its bytes there and
     splices them compressed; the body decodes to what the same pipeline gives without
     re-encoding."""
-    head = "<script>" + "window.guard = 2;" * 500 + "</script>"
+    same = "window.guard = 2;" * 500 + "</script>"  # what follows the tag (which may carry a nonce)
+    head = '<script nonce="n1">' + same
     page = b"<!doctype html><html><head><title>t</title></head><body>" + b"<p>row</p>\n" * 30000 + b"</body></html>"
     data = compress(coding, page)
     bodies = []
     for encode in (True, False):
-        pipeline = _pipeline(coding, Additions(head_start=head), encode=encode)
+        additions = Additions(head_tag='<script nonce="n1">', head_start=same)
+        pipeline = _pipeline(coding, additions, encode=encode)
         pieces = [pipeline.feed(data[i : i + 4096]) for i in range(0, len(data), 4096)]
         bodies.append(b"".join(pieces) + pipeline.end())
         assert pipeline.gate.spliced is None  # not the whole-document path
     assert reference_decode(coding, bodies[0]) == bodies[1]
     assert bodies[1].count(head.encode()) == 1
-    same = head.encode()[len("<script>") :]  # what follows the tag (which may carry a nonce)
-    packed = codings._zstd_frame(same) if coding == "zstd" else codings._deflated(same)
+    packed = codings._zstd_frame(same.encode()) if coding == "zstd" else codings._deflated(same.encode())
     assert packed in bodies[0]
 
 

@@ -187,6 +187,12 @@ async def test_another_nonce_never_gets_the_cached_page(upstream: UpstreamFactor
     assert b'nonce="n0"' in first and b'nonce="n0"' not in second and b'nonce="n1"' in second
     m = await metrics_of(tg.admin_url)
     assert m.get('tag_gate_gate_cache_total{event="hit"}', 0) == 0
+    # A nonce is new for every response: such a page is not kept (it only pushed out
+    # pages that recur), nor looked up.
+    assert m['tag_gate_gate_cache_total{event="uncacheable"}'] == 2
+    assert m.get('tag_gate_gate_cache_total{event="miss"}', 0) == 0
+    cache = tg.service.state.runtime.gate_cache
+    assert cache is not None and len(cache) == 0
 
 
 async def test_a_reload_empties_the_cache(upstream: UpstreamFactory, tag_gate: TagGateFactory, tmp_path: Path) -> None:

@@ -60,6 +60,11 @@ def plan(
     return result, headers
 
 
+def markup(additions: Additions) -> str:
+    """The head-start markup a page gets (the guard's opening tag, then the rest)."""
+    return additions.head_tag + additions.head_start
+
+
 def metric(s: Stages, name: str, **labels: str) -> float:
     value = s.metrics.registry.get_sample_value(name, labels)
     return value or 0.0
@@ -68,7 +73,7 @@ def metric(s: Stages, name: str, **labels: str) -> float:
 def test_a_gated_page_gets_the_inline_guard_and_the_report_only_policy() -> None:
     s = stages()
     result, headers = plan(s)
-    head = result.additions.head_start
+    head = markup(result.additions)
     assert result.body is Body.GATE
     assert head.startswith("<script>" + GUARD_START) and head.endswith("');</script>")
     table = json.loads(head[len("<script>" + GUARD_START) + 1 : -len("');</script>")].replace("\\'", "'"))
@@ -79,7 +84,7 @@ def test_a_gated_page_gets_the_inline_guard_and_the_report_only_policy() -> None
     assert metric(s, "tag_gate_guard_pages_total", delivery="inline") == 1
     assert metric(s, "tag_gate_csp_headers_total", mode="report-only", target="page") == 1
     # the same visitor and host share one string (the gated-page cache hashes it)
-    assert plan(s)[0].additions.head_start is head
+    assert plan(s)[0].additions.head_start is result.additions.head_start
 
 
 @pytest.mark.parametrize(
@@ -92,12 +97,19 @@ def test_a_gated_page_gets_the_inline_guard_and_the_report_only_policy() -> None
 def test_pages_the_gate_passes_get_neither(cookie: str | None, sections: dict[str, Any]) -> None:
     s = Stages(parse_config({"html": {"csp": {"sample": 1}}, **sections}), Metrics())
     result, headers = plan(s, cookie=cookie)
-    assert result.additions.head_start == "" and CSP_RO not in headers and "Reporting-Endpoints" not in headers
+    assert markup(result.additions) == "" and CSP_RO not in headers and "Reporting-Endpoints" not in headers
 
 
 def test_the_pages_nonce_goes_on_the_guard() -> None:
-    result, headers = plan(stages(), csp=["script-src 'nonce-r4nd0m' 'strict-dynamic'; object-src 'none'"])
-    assert result.additions.head_start.startswith('<script nonce="r4nd0m">' + GUARD_START)
+    s = stages()
+    result, headers = plan(s, csp=["script-src 'nonce-r4nd0m' 'strict-dynamic'; object-src 'none'"])
+    assert markup(result.additions).startswith('<script nonce="r4nd0m">' + GUARD_START)
+    # only the tag is made per response: what follows it is one string for every nonce
+    # (hashed once, and spliced compressed from a form made once)
+    other, _ = plan(s, csp=["script-src 'nonce-0ther' 'strict-dynamic'"])
+    plain, _ = plan(s)
+    assert other.additions.head_tag == '<script nonce="0ther">' and plain.additions.head_tag == "<script>"
+    assert other.additions.head_start is result.additions.head_start is plain.additions.head_start
     # our policy is a second header; the site's stays as it was
     assert headers.getall(CSP) == ["script-src 'nonce-r4nd0m' 'strict-dynamic'; object-src 'none'"]
 
@@ -107,7 +119,7 @@ def test_a_policy_blocking_inline_but_allowing_self_gets_the_external_guard(capl
     with caplog.at_level(logging.WARNING, logger="tag_gate"):
         for _ in range(3):
             result, _ = plan(s, csp=["script-src 'self'"], path="/strict")
-    head = result.additions.head_start
+    head = markup(result.additions)
     assert head.startswith('<script src="/__tag-gate/guard.js?k=f0a0d0s0g0&v=') and head.endswith('"></script>')
     assert [r.getMessage() for r in caplog.records if "/strict" in r.getMessage()] == [
         "runtime guard: the Content-Security-Policy of /strict blocks inline scripts without a nonce tag-gate can"
@@ -123,7 +135,7 @@ def test_a_policy_allowing_neither_gets_no_guard_and_says_so(caplog: pytest.LogC
     s = stages()
     with caplog.at_level(logging.WARNING, logger="tag_gate"):
         result, headers = plan(s, csp=["script-src 'sha256-AAAA'"], path="/hashed")
-    assert result.additions.head_start == "" and CSP_RO in headers
+    assert markup(result.additions) == "" and CSP_RO in headers
     assert metric(s, "tag_gate_guard_pages_total", delivery="none") == 1
     assert any("allows neither" in r.getMessage() and "/hashed" in r.getMessage() for r in caplog.records)
 
@@ -141,9 +153,9 @@ def test_report_to_only_on_https_pages() -> None:
 
 def test_guard_off_keeps_the_csp_layer_and_csp_off_keeps_the_guard() -> None:
     result, headers = plan(stages(guard={"enabled": False}))
-    assert result.additions.head_start == "" and CSP_RO in headers
+    assert markup(result.additions) == "" and CSP_RO in headers
     result, headers = plan(stages(csp={"mode": "off"}))
-    assert result.additions.head_start.startswith("<script>") and CSP_RO not in headers
+    assert markup(result.additions).startswith("<script>") and CSP_RO not in headers
 
 
 def test_enforce_mode_adds_a_second_policy_never_touching_the_sites() -> None:
@@ -175,13 +187,13 @@ def test_the_header_goes_on_the_sampled_fraction_of_pages() -> None:
     s = stages(csp={"sample": 0.25})
     got = [CSP_RO in plan(s)[1] for _ in range(12)]
     assert got == [True, False, False, False] * 3
-    assert all(plan(s)[0].additions.head_start for _ in range(3))  # the guard is not sampled
+    assert all(markup(plan(s)[0].additions) for _ in range(3))  # the guard is not sampled
 
 
 def test_a_configured_cookie_name_reaches_the_guard() -> None:
     s = Stages(parse_config({"consent": {"cookie_name": "site_consent"}}), Metrics())
     result, _ = plan(s, cookie="site_consent=analytics")
-    head = result.additions.head_start
+    head = markup(result.additions)
     assert '\\"cookie\\":\\"site_consent\\"' not in head and '"cookie":"site_consent"' in head
     assert '"granted":{"analytics":1,"essential":1}' in head
 
@@ -203,7 +215,7 @@ def test_the_guard_comes_before_anything_else_added_at_the_head() -> None:
         plan=ResponsePlan(headers=CIMultiDict(), body=Body.GATE, additions=Additions("<x-head>", "<x-end>")),
     )
     runtime_guard(h)
-    assert h.plan.additions.head_start.startswith("<script>") and h.plan.additions.head_start.endswith("<x-head>")
+    assert markup(h.plan.additions).startswith("<script>") and markup(h.plan.additions).endswith("<x-head>")
     assert h.plan.additions.body_end == "<x-end>"
 
 
@@ -228,7 +240,7 @@ def test_a_brotli_page_that_gets_the_guard_leaves_in_a_coding_it_can_be_spliced_
     s = stages() if guard else stages(guard={"enabled": False})
     result, headers = plan(s, encoding=encoding, accept=accept)
     assert result.body is Body.GATE
-    assert bool(result.additions.head_start) is guard
+    assert bool(markup(result.additions)) is guard
     assert (result.decode, result.encode, headers["Content-Encoding"]) == (encoding, out, out)
 
 
@@ -239,13 +251,13 @@ def test_the_operator_can_prefer_the_external_guard(caplog: pytest.LogCaptureFix
     s = stages(guard={"delivery": "external"})
     with caplog.at_level(logging.WARNING, logger="tag_gate"):
         result, _ = plan(s)
-    head = result.additions.head_start
+    head = markup(result.additions)
     url = head[len('<script src="') : -len('"></script>')]
     assert head == f'<script src="{url}"></script>' and url.startswith("/__tag-gate/guard.js?k=")
     assert s.layers.external_body(url.split("k=")[1].split("&")[0]) is not None
     assert metric(s, "tag_gate_guard_pages_total", delivery="external") == 1
     assert not caplog.records
     result, _ = plan(s, csp=["script-src 'unsafe-inline'"])
-    assert result.additions.head_start.startswith("<script>" + GUARD_START)
+    assert markup(result.additions).startswith("<script>" + GUARD_START)
     nonce, _ = plan(s, csp=["script-src 'nonce-r4nd0m' 'strict-dynamic'"])
-    assert nonce.additions.head_start == f'<script src="{url}" nonce="r4nd0m"></script>'
+    assert markup(nonce.additions) == f'<script src="{url}" nonce="r4nd0m"></script>'

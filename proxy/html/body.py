@@ -6,7 +6,6 @@ IO). Used by the relay for every gated or report-only page.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from typing import Final
 
@@ -19,14 +18,13 @@ WHOLE_DOCUMENT_MAX: Final = 1 << 18
 millisecond of gating); larger ones go through in slices."""
 
 
-@functools.lru_cache(maxsize=64)
-def _after_tag(head: bytes) -> tuple[int, bytes]:
-    """Where the head-start markup's opening tag ends, and what follows it: the part that
-    is the same for every response (the tag carries the response's own CSP nonce on a
-    strict-CSP site, and a text spliced per nonce would be compressed anew each time).
-    Memoised, so a markup that recurs gives the same bytes object (its hash kept)."""
-    cut = head.find(b">") + 1
-    return cut, head[cut:]
+def _find_head(text: bytes, tag: bytes, rest: bytes) -> int:
+    """Where `tag + rest` starts in `text`, or -1 (without building `tag + rest`)."""
+    first = tag or rest[:64]
+    at = text.find(first)
+    while at >= 0 and not text.startswith(rest, at + len(tag)):
+        at = text.find(first, at + 1)
+    return at
 
 
 class BodyPipeline:
@@ -143,24 +141,27 @@ class BodyPipeline:
         tail.append(gate.end())
         return self._encode_last(b"".join(tail), head)
 
-    def _encode(self, text: bytes, head: bytes | None) -> bytes:
-        """`text` re-encoded. When the gate put out the head-start addition (`head`, the
-        runtime guard) in it, those bytes go in from their compressed form, made once
-        (`Encoder.splice`), instead of being compressed again: where `feed_whole` spliced
-        them, or where they are found in a streamed page's output (lol-html inserted them
-        as they are: the same bytes, so the output is the same either way)."""
+    def _encode(self, text: bytes, head: tuple[bytes, bytes] | None) -> bytes:
+        """`text` re-encoded. When the gate put out the head-start addition (`head`: the
+        runtime guard's opening tag and the rest) in it, the rest goes in from its
+        compressed form, made once (`Encoder.splice`), instead of being compressed again:
+        where `feed_whole` spliced it, or where it is found in a streamed page's output
+        (lol-html inserted it as it is: the same bytes, so the output is the same either
+        way). The tag, which carries the response's own CSP nonce on a strict-CSP site,
+        is compressed with the page."""
         encoder = self._encoder
         assert encoder is not None
         if head is not None and self.gate.pending_head is None:
+            tag, rest = head
             spliced = self.gate.spliced
-            at = spliced[0] if spliced is not None else text.find(head)
+            at = spliced[0] if spliced is not None else _find_head(text, tag, rest)
             if at >= 0:
-                cut, same = _after_tag(head)
+                cut = at + len(tag)
                 view = memoryview(text)
-                return encoder.feed(view[: at + cut]) + encoder.splice(same) + encoder.feed(view[at + len(head) :])
+                return encoder.feed(view[:cut]) + encoder.splice(rest) + encoder.feed(view[cut + len(rest) :])
         return encoder.feed(text)
 
-    def _encode_last(self, text: bytes, head: bytes | None = None) -> bytes:
+    def _encode_last(self, text: bytes, head: tuple[bytes, bytes] | None = None) -> bytes:
         """The last gated bytes, re-encoded and the encoding closed when there is one."""
         if self._encoder is None:
             return text

@@ -11,7 +11,9 @@ head (a `Content-Type` naming the encoding, the strict CSP for a sniffed XML doc
 so a hit sends the head a miss sends. A hit skips decoding, gating and re-encoding (the
 relay builds no gate for it). A cached result can therefore never reach a visitor whose
 consent, host or nonce differ, nor outlive a reload (the cache belongs to one runtime,
-and the generation is in the key as well).
+and the generation is in the key as well). The relay does not use the cache for a page
+whose CSP names a nonce at all: a nonce is new for every response, so such a key never
+recurs.
 
 The digest is XXH3-128 (about 2 µs for 100 KB here, where BLAKE2b takes 165 µs): it is
 not collision-resistant, so an entry also keeps the upstream body it was made from and a

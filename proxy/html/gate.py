@@ -142,10 +142,22 @@ def _registrations(plan: GatePlan, top: bool, needed: frozenset[str], narrow: bo
 
 @functools.lru_cache(maxsize=64)
 def _ascii_markup(markup: str) -> bytes | None:
-    """Head-start markup as the bytes spliced into a whole page, None when it is not
-    ASCII (then lol-html inserts it, in the page's encoding). One string per consent key
-    and host (`RuntimeLayers.with_guard`), so this runs once per distinct guard, not per page."""
+    """Markup as the bytes spliced into a page, None when it is not ASCII (then lol-html
+    inserts it, in the page's encoding). The head-start markup is one string per consent
+    key and host (`RuntimeLayers.with_guard`), so this runs once per distinct guard."""
     return markup.encode("ascii") if markup.isascii() else None
+
+
+def head_bytes(additions: Additions) -> tuple[bytes, bytes] | None:
+    """`additions.head_tag` and `head_start` as the bytes spliced into a whole page, or
+    None when either is not ASCII. The tag (the guard's `<script nonce="…">`, new for
+    each response of a strict-CSP site) is encoded as it comes; the rest, the same for
+    every page of a consent key, once (`_ascii_markup`)."""
+    tag = additions.head_tag
+    rest = _ascii_markup(additions.head_start)
+    if rest is None or not tag.isascii():
+        return None
+    return tag.encode("ascii"), rest
 
 
 class HtmlGate:
@@ -178,9 +190,10 @@ class HtmlGate:
         self.tail_copied = 0
         """How many bytes at the end of a whole document went out without lol-html
         (`selection.tail_start`)."""
-        self.spliced: tuple[int, bytes] | None = None
+        self.spliced: tuple[int, bytes, bytes] | None = None
         """Where `feed_whole` spliced the head-start addition into its output, and its
-        bytes: an encoder copies them in compressed once (`Encoder.splice`)."""
+        bytes (`head_bytes`): an encoder copies the second part in from its compressed
+        form, made once (`Encoder.splice`)."""
         if stats is None:
             stats = GateStats(records=[] if record else None, unclassified_hosts=set() if record else None)
         self.stats = stats
@@ -341,12 +354,13 @@ class HtmlGate:
         return first + text.encode("latin-1")
 
     @property
-    def pending_head(self) -> bytes | None:
-        """The head-start addition's bytes while the gate has yet to put them out (None
-        when there are none, they are not ASCII, or they are out): the body pipeline
-        finds them in the output that puts them out and splices them compressed."""
+    def pending_head(self) -> tuple[bytes, bytes] | None:
+        """The head-start addition's bytes (`head_bytes`) while the gate has yet to put
+        them out (None when there are none, they are not ASCII, or they are out): the
+        body pipeline finds them in the output that puts them out and splices the
+        shared part compressed."""
         run = self._run
-        return _ascii_markup(run.additions.head_start) if run.head_pending else None
+        return head_bytes(run.additions) if run.head_pending else None
 
     def feed_whole(self, document: bytes) -> bytes:
         """`feed(document) + end()` for a caller that holds the complete document before
@@ -357,7 +371,7 @@ class HtmlGate:
         `head_start_spot` finds the first `<html>`/`<head>` start tag to end, instead of
         going through lol-html, when the gate left those first bytes as they came."""
         run = self._run
-        head = _ascii_markup(run.additions.head_start) if self._rewriter is None and run.head_pending else None
+        head = head_bytes(run.additions) if self._rewriter is None and run.head_pending else None
         if head is not None:
             spot = head_start_spot(document)
             if spot >= 0:
@@ -368,8 +382,8 @@ class HtmlGate:
                     return out  # the fresh gate of `_redo` inserted it
                 if out.startswith(document[:spot]):
                     view = memoryview(out)  # one copy of the page, not two
-                    self.spliced = (spot, head)
-                    return b"".join((view[:spot], head, view[spot:]))
+                    self.spliced = (spot, *head)
+                    return b"".join((view[:spot], *head, view[spot:]))
                 return self._redo(document)  # a handler changed the prologue: its way
         return self._gate_whole(document)
 

@@ -47,9 +47,10 @@ class Additions:
     Inserted markup is not itself gated."""
 
     head_start: str = ""
-    """Inserted as the first child of `<head>` (the runtime guard): right after the
-    `<head>` or `<html>` start tag, whichever comes first (the parser puts what follows
-    `<html>` into the implied head), or else before the document's first `<script>`."""
+    """Inserted as the first child of `<head>` (the runtime guard), after `head_tag`:
+    right after the `<head>` or `<html>` start tag, whichever comes first (the parser
+    puts what follows `<html>` into the implied head), or else before the document's
+    first `<script>`."""
     body_end: str = ""
     """Appended at the end of the document, after activate.js (the consent banner, the
     site's managed tags)."""
@@ -65,6 +66,11 @@ class Additions:
     activation: bool = False
     """The added markup holds elements deferred in the native style: load activate.js
     even when the page itself needed none."""
+    head_tag: str = ""
+    """The opening of the head-start markup, the part that may differ per response (the
+    guard's `<script nonce="…">`): `head_tag + head_start` is what goes in. Kept apart so
+    that `head_start`, the same for every page of a consent key, stays one string:
+    hashed once, and spliced compressed from a form made once (`Encoder.splice`)."""
 
 
 NO_ADDITIONS: Final = Additions()
@@ -201,8 +207,8 @@ class GateRun:
         self.relative_first_party = not self.policy.relative_can_match
         self.activating = _ACTIVATING[self.style == "tag-gate"]
         self.additions = additions
-        self.head_pending = bool(additions.head_start) and not nested and not report_only
-        """`additions.head_start` is still to be inserted."""
+        self.head_pending = bool(additions.head_tag or additions.head_start) and not nested and not report_only
+        """`additions.head_tag + head_start` is still to be inserted."""
         self.page_pending = not nested and not report_only and bool(additions.head_end or additions.localised)
         """The gate watches `<html>` and `<body>` for `additions.head_end` and `localised`."""
         self.head_end_pending = self.page_pending and bool(additions.head_end)
@@ -226,7 +232,7 @@ class GateRun:
     def take_head_start(self) -> str:
         """The head-start markup, once (the caller inserts it)."""
         self.head_pending = False
-        return self.additions.head_start
+        return self.additions.head_tag + self.additions.head_start
 
     def take_head_end(self) -> str:
         """The head-end markup, once (the caller inserts it)."""

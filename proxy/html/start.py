@@ -125,12 +125,12 @@ class DocumentStart:
         return self.html_gate.stats
 
     @property
-    def spliced(self) -> tuple[int, bytes] | None:
+    def spliced(self) -> tuple[int, bytes, bytes] | None:
         """`HtmlGate.spliced` of the HTML gate, whose output this passes on as it is."""
         return self.html_gate.spliced if self._down is self.html_gate else None
 
     @property
-    def pending_head(self) -> bytes | None:
+    def pending_head(self) -> tuple[bytes, bytes] | None:
         """`HtmlGate.pending_head` of the HTML gate (None once the body is XML)."""
         return self.html_gate.pending_head if self._down is self.html_gate else None
 

@@ -5,8 +5,9 @@ holds everything the two header steps (`stages.runtime_guard`, `stages.csp_layer
 the `/__tag-gate/guard.js` route need, computed once per consent key:
 
 - the guard's inline body (`proxy.html.guard.GuardRules`, memoised per consent key) and
-  the whole `<script>` element per (key, page host) when the page has no nonce, so
-  every such page shares one string (the gated-page cache hashes the additions);
+  everything of the `<script>` element after its opening tag per (key, page host), so
+  every page of a visitor shares one string, nonce or not (the gated-page cache hashes
+  the additions, and a compressed page gets that string's compressed form, made once);
 - the external form for pages whose CSP blocks inline scripts but allows `'self'`:
   `/__tag-gate/guard.js?k=<consent key>&v=<digest of the body>` (a new config gives
   new URLs, so the browser may keep each one a day);
@@ -66,46 +67,51 @@ class RuntimeLayers:
         self.sample = csp.sample
         self._credit = 1.0 - csp.sample  # the first page is sampled
         self._markup: Memo[tuple[str, str | None], str] = Memo(256, 32 << 20)
-        self._guarded: Memo[tuple[str, Additions], Additions] = Memo(4096, _GUARDED_BYTES)
+        self._guarded: Memo[tuple[str, str, Additions], Additions] = Memo(4096, _GUARDED_BYTES)
         self._external: dict[str, tuple[str, bytes]] = {}
         self._logged: set[str] = set()
 
     # ------------------------------------------------------------ the guard
 
-    def guard_markup(self, consent: ConsentState, host: str | None, delivery: GuardDelivery, path: str) -> str:
-        """The `<script>` element that puts the guard into this page ("" when the site's
-        CSP keeps it out), counted by delivery; the first time a page path cannot have
-        the guard inline, one log line says why."""
+    def guard_markup(
+        self, consent: ConsentState, host: str | None, delivery: GuardDelivery, path: str
+    ) -> tuple[str, str]:
+        """The `<script>` element that puts the guard into this page, as its opening tag
+        and the rest (`Additions.head_tag`, `head_start`; both "" when the site's CSP
+        keeps it out), counted by delivery; the first time a page path cannot have the
+        guard inline, one log line says why. The rest is one string per consent key and
+        host, whatever the nonce: only the tag is made per response."""
         guard = self.guard
         assert guard is not None
         self.metrics.guard_pages[delivery.how].inc()
         if delivery.reason:  # the site's policy decided, not the operator
             self._log_once(path, delivery)
         if delivery.how == "none":
-            return ""
+            return "", ""
         nonce = f' nonce="{delivery.nonce}"' if delivery.nonce else ""
         if delivery.how == "external":
             url, _ = self.external(consent)
-            return f'<script src="{url}"{nonce}></script>'
-        if nonce:
-            return f"<script{nonce}>{guard.script(consent, host)}</script>"
+            return f'<script src="{url}"{nonce}>', "</script>"
         key = (consent.key, host)
-        hit = self._markup.table.get(key)
-        if hit is None:
-            text = f"<script>{guard.script(consent, host)}</script>"
-            hit = self._markup.put(key, text, len(text))
-        return hit
+        rest = self._markup.table.get(key)
+        if rest is None:
+            rest = f"{guard.script(consent, host)}</script>"
+            rest = self._markup.put(key, rest, len(rest))
+        return f"<script{nonce}>" if nonce else "<script>", rest
 
-    def with_guard(self, markup: str, additions: Additions) -> Additions:
-        """`additions` with the guard's `markup` first at the head. Memoised: the markup
-        is one string per consent key and host (`guard_markup`), so every
-        page of a visitor reuses one value (and `dataclasses.replace` runs once)."""
-        key = (markup, additions)
+    def with_guard(self, tag: str, rest: str, additions: Additions) -> Additions:
+        """`additions` with the guard's markup (`guard_markup`) first at the head.
+        Memoised for a page without a nonce (every page of a visitor then reuses one
+        value, and `dataclasses.replace` runs once); a tag with the response's own nonce
+        would only fill the table."""
+        if " nonce=" in tag:
+            return replace(additions, head_tag=tag, head_start=rest + additions.head_start)
+        key = (tag, rest, additions)
         hit = self._guarded.table.get(key)
         if hit is not None:
             return hit
-        made = replace(additions, head_start=markup + additions.head_start)
-        size = len(markup) + len(additions.head_start) + len(additions.head_end) + len(additions.body_end)
+        made = replace(additions, head_tag=tag, head_start=rest + additions.head_start)
+        size = len(rest) + len(additions.head_start) + len(additions.head_end) + len(additions.body_end)
         return self._guarded.put(key, made, size)
 
     def external(self, consent: ConsentState) -> tuple[str, bytes]:

@@ -297,11 +297,16 @@ class GatedRelay(Relay):
 
     def _finish_whole(self, body: bytes) -> bytes:
         """Gate a body that has arrived whole, through the gated-page cache when there is
-        one (`proxy.html.cache`: the key holds every input of the gated output)."""
+        one (`proxy.html.cache`: the key holds every input of the gated output). Not a
+        page whose Content-Security-Policy names a nonce: CSP requires a nonce to be new
+        for every response, so its key never recurs, and keeping such pages only
+        pushed out those that do."""
         cache = self.cache
-        if cache is None:
-            return self.pipeline.finish(body)
         ex, plan, metrics = self.ex, self.plan, self.metrics
+        if cache is None or plan.nonce is not None:
+            if cache is not None:
+                metrics.gate_cache_event["uncacheable"].inc()
+            return self.pipeline.finish(body)
         assert ex.visitor is not None
         key = cache.key(
             body,

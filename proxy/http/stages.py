@@ -331,9 +331,9 @@ def runtime_guard(h: HeaderStep) -> None:
         return
     values = h.headers.getall(hdrs.CONTENT_SECURITY_POLICY, ())
     delivery = decide_guard_delivery(values, "https" if h.secure else "http", external=layers.external_first)
-    markup = layers.guard_markup(h.visitor.consent, h.host, delivery, h.path)
-    if markup:
-        h.plan.additions = layers.with_guard(markup, h.plan.additions)
+    tag, rest = layers.guard_markup(h.visitor.consent, h.host, delivery, h.path)
+    if tag:
+        h.plan.additions = layers.with_guard(tag, rest, h.plan.additions)
         if h.plan.encode == "br":  # brotli has no seam for the guard's compressed form
             h.plan.encode = h.headers[hdrs.CONTENT_ENCODING] = splice_coding(h.client_accept_encoding)
 

@@ -706,17 +706,25 @@ async def test_activation_without_the_guard_reaches_template_contents(world: Wor
     assert fetched.count("/template/tag.js") == 1, fetched
 
 
-@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd"])
-async def test_a_compressed_page_gets_the_guard_spliced_and_chromium_reads_it(world: World, coding: str) -> None:
+@pytest.mark.parametrize(
+    ("coding", "csp"), [("gzip", ""), ("deflate", ""), ("br", ""), ("zstd", ""), ("gzip", "1"), ("zstd", "1")]
+)
+async def test_a_compressed_page_gets_the_guard_spliced_and_chromium_reads_it(
+    world: World, coding: str, csp: str
+) -> None:
     """A site that compresses its pages: tag-gate decodes, gates and re-encodes in the
     same coding, with the guard copied in from its compressed form (raw deflate blocks
     after a full flush, a zstd frame of its own; a brotli page leaves in zstd). Chromium
     reads the whole page: the guard runs, the pixel it must block is blocked, the
-    site's own scripts run and the end of the page is there."""
+    site's own scripts run and the end of the page is there. `csp`: a strict CSP with
+    the response's nonce, which the guard's tag carries (compressed with the page, the
+    rest spliced)."""
     tg = await tag_gate(world, "default")
     async with world.tab(port=tg.port) as tab:
         await tab.page.set_extra_http_headers({"Accept-Encoding": "gzip, deflate, br, zstd"})
-        response = await tab.page.goto(world.url(tg.port, f"guard/image-detached.html?guard=0&coding={coding}"))
+        response = await tab.page.goto(
+            world.url(tg.port, f"guard/image-detached.html?guard=0&coding={coding}&csp={csp}")
+        )
         await tab.settle()
         assert response is not None
         # a brotli page leaves in zstd, which takes the guard compressed (splice_coding)

@@ -468,14 +468,14 @@ class Site(_LoopbackServer):
                 body = f'performance.mark("tg-guard-0")</script><script nonce="{nonce}">{body}'
             html = html.replace("<head>", f'<head><script nonce="{nonce}">{body}</script>', 1)
         headers = {"Cache-Control": "no-store"}
-        coding = q.get("coding")
-        if coding:  # the page compressed, as a site's server compresses it
-            headers["Content-Encoding"] = coding
-            return web.Response(body=_compress(coding, html.encode()), content_type="text/html", headers=headers)
         if q.get("csp") == "1":
             headers["Content-Security-Policy"] = f"script-src 'nonce-{nonce}' 'strict-dynamic'; object-src 'none'"
         elif q.get("csp") == "self":
             headers["Content-Security-Policy"] = "script-src 'self'; object-src 'none'"
+        coding = q.get("coding")
+        if coding:  # the page compressed, as a site's server compresses it
+            headers["Content-Encoding"] = coding
+            return web.Response(body=_compress(coding, html.encode()), content_type="text/html", headers=headers)
         return web.Response(text=html, content_type="text/html", headers=headers)
 
     def _bundle(self, name: str, m: re.Match[str]) -> str:
