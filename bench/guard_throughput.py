@@ -100,7 +100,7 @@ def main() -> int:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/html/2KB.html", timeout=10) as resp:
                 body = resp.read()
             has_guard = b"__tagGateGuard" in body or b"/__tag-gate/guard.js" in body
-            nonced = b'<script nonce="' in body
+            nonced = b' nonce="' in body
             print(f"{name:10} guard in page: {has_guard} (nonce: {nonced}), page {len(body):,} bytes", flush=True)
         print(f"warm-up: 3 s per target and page ({len(ports)} targets)", flush=True)
         for port in ports.values():

@@ -28,6 +28,7 @@ from proxy.html.guard import (
     translate_regex,
 )
 from proxy.html.guard_code import split_guard_code
+from proxy.html.selection import SELECTORS
 from proxy.http.stages import Stages
 from proxy.metrics import Metrics
 from tests.guard_table import Row, consent, policy, rows
@@ -437,3 +438,16 @@ def test_a_worker_builds_the_guard_before_its_first_gated_page() -> None:
     assert split_guard_code.cache_info().currsize == 1
     nobody = stages.visitor((), None).consent
     assert nobody.key in stages.layers.guard._scripts.table
+
+
+def test_the_guard_checks_every_attribute_the_markup_gate_selects() -> None:
+    """The guard's element → attribute table (guard.js) and the HTML gate's selectors
+    (proxy.html.selection) are two readings of one fact: which attributes make an element
+    fetch. Every `tag[attribute]` the gate selects in markup is one the guard checks when
+    a page's code sets it (a `<col background>` set by `setAttribute` reached a refused
+    vendor while the gate removed the same in markup). `<base href>` fetches nothing."""
+    spec = re.search(r'"(script:src[^"]*)"\.split\(" "\)', GUARD_JS)
+    assert spec is not None
+    guard = {(e.split(":")[0].lower(), a) for e in spec.group(1).split() for a in e.split(":")[1].split(",")}
+    selected = set(re.findall(r"(\w+)\[(\w+)\]", " ".join(SELECTORS.values())))
+    assert selected - {("base", "href")} <= guard, selected - guard

@@ -112,7 +112,7 @@
     R.rules.forEach((r) => t(() => RULES.push([r[0] && O.setPrototypeOf(r[0], null), r[1], r[2] && RegExp(r[2][0], r[2][1]), r[3], r[4]])));
     // The attributes that make each element fetch something (proxy/html/fetching.py
     // reads the same in markup: SVG hrefs, SMIL values, attributionsrc, background).
-    "script:src,href,attributionsrc img:src,srcset,attributionsrc image:href feImage:href use:href set:to,from,by,values animate:to,from,by,values source:src,srcset iframe:src,srcdoc frame:src embed:src object:data link:href,imagesrcset video:src,poster audio:src track:src input:src a:ping,attributionsrc area:ping,attributionsrc body:background table:background thead:background tbody:background tfoot:background tr:background td:background th:background".split(" ").forEach((e) => {
+    "script:src,href,attributionsrc img:src,srcset,attributionsrc image:href feImage:href use:href set:to,from,by,values animate:to,from,by,values source:src,srcset iframe:src,srcdoc frame:src embed:src object:data link:href,imagesrcset video:src,poster audio:src track:src input:src a:ping,attributionsrc area:ping,attributionsrc body:background table:background thead:background tbody:background tfoot:background tr:background td:background th:background col:background colgroup:background".split(" ").forEach((e) => {
       e = e.split(":");
       A[e[0]] = e[1].split(",");
       SEL.push(e[0]);
