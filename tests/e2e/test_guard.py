@@ -886,6 +886,31 @@ async def test_the_install_leaves_v8_baseline_compiles_to_later(world: World) ->
 
 
 @pytest.mark.parametrize("mode", ["report-only", "enforce"])
+async def test_css_urls_the_page_writes_are_reported(world: World, mode: str) -> None:
+    """A limit of the guard the README names: CSS `url()`s a page's code writes (a style
+    property, a `style` attribute, an SVG `fill`, a `<style>` element's text) are not
+    read by any hook. The CSP layer reports what they fetch as runtime leaks, and in
+    `enforce` mode stops it. Pinned here, as the README says."""
+    _policy_for(world, "default")
+    tg = await world.proxy(f"guard-csp-{mode}", html={"csp": {**E2E_CSP, "mode": mode}})
+    before = _leaks(await csp_listing(tg))
+    async with world.tab(port=tg.port) as tab:
+        await tab.goto(world.url(tg.port, "guard/css-urls.html?guard=0"))
+        guarded = await tab.page.evaluate("!!window.__tagGateGuard")
+        v = await tab.snapshot()
+    assert guarded, "the page had no guard"
+    paths = {f"/action/0?ti={name}" for name in ("styleproperty", "styleattribute", "svgfill", "styletext")}
+    went = {path for path in paths if v.requested(BING, path)}
+    if mode == "enforce":
+        assert went == set(), f"the enforcing CSP let a CSS url() out: {went}"
+    else:
+        assert went == paths, f"a CSS url() was not fetched (the page no longer tests it): {paths - went}"
+    reported = await _leak_counts(tg, before, {"advertising:bing-uet"})
+    assert "advertising:bing-uet" in reported, f"the CSP layer did not report them: {reported}"
+    assert not v.console_errors or mode == "enforce", v.console_errors
+
+
+@pytest.mark.parametrize("mode", ["report-only", "enforce"])
 async def test_documents_from_data_blob_and_javascript_urls_in_frames_are_reported(world: World, mode: str) -> None:
     """Another limit of the guard: markup the page's code hands to a frame as a `data:`,
     `blob:` or `javascript:` URL is parsed in a document of its own, which no hook sees
