@@ -67,6 +67,24 @@ def test_guard_delivery_under_the_sites_policy(values: list[str], scheme: str, h
     assert bool(delivery.reason) == (how != "inline")
 
 
+def test_guard_delivery_is_memoised_with_each_responses_own_nonce() -> None:
+    """A strict-CSP site sends the same policy with a new nonce every response: the
+    decision is kept per policy text with the nonces written as their place, and each
+    response gets its own nonce back; which nonces are the same still counts."""
+    for n in ("abc", "Zx9_-", "0", "1"):
+        delivery = decide_guard_delivery([f"script-src 'nonce-{n}' 'strict-dynamic'; object-src 'none'"])
+        assert (delivery.how, delivery.nonce) == ("inline", n)
+    for a, b in (("p", "q"), ("r", "s")):
+        assert decide_guard_delivery([f"script-src 'nonce-{a}'", f"script-src 'nonce-{b}'"]).how == "none"
+        same = decide_guard_delivery([f"script-src 'nonce-{a}'", f"script-src 'self' 'nonce-{a}'"])
+        assert (same.how, same.nonce) == ("inline", a)
+    # nonces that read like the places they are written as
+    assert decide_guard_delivery(["script-src 'nonce-1' 'nonce-0'"]).nonce == "1"
+    assert decide_guard_delivery(["script-src 'nonce-0' 'nonce-1'"]).nonce == "0"
+    external = decide_guard_delivery(["script-src 'nonce-e1' 'self'; script-src-elem 'self' 'nonce-e1'"], external=True)
+    assert (external.how, external.nonce) == ("external", "e1")
+
+
 EXTERNAL_FIRST = [
     # [html.guard] delivery = "external": the cached script wherever the policies let it run
     ([], "https", "external", None),

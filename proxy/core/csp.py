@@ -130,13 +130,38 @@ def _allows_self(sources: Sequence[str], nonce: str | None, scheme: str) -> bool
     return "'self'" in lowered or "*" in lowered or not schemes.isdisjoint(lowered)
 
 
+_DELIVERIES: Final[Memo[tuple[tuple[str, ...], str, bool], GuardDelivery]] = Memo(1024, 1 << 20)
+"""`decide_guard_delivery` per policy text, with its nonces written as their place."""
+
+
 def decide_guard_delivery(csp_values: Sequence[str], scheme: str = "https", *, external: bool = False) -> GuardDelivery:
     """Inline with a nonce (or none), from `'self'`, or not at all, under the site's
     enforced policies (see the module docstring). `scheme` is the page's. `external`:
     the operator prefers the script from `'self'` (cached by the browser) wherever the
-    policies let it run; `reason` is then empty."""
+    policies let it run; `reason` is then empty.
+
+    Memoised by the policies' text with each distinct nonce replaced by its place
+    (`'nonce-0'`, `'nonce-1'`, ...): a strict-CSP site sends a new nonce with every
+    response, and its policy is otherwise the same on every page."""
     if not csp_values:
         return EXTERNAL if external else INLINE  # most pages: no policy at all
+    nonces: dict[str, str] = {}
+
+    def place(m: re.Match[str]) -> str:
+        return f"'nonce-{nonces.setdefault(m.group(1), str(len(nonces)))}'"
+
+    values = tuple(_NONCE.sub(place, v) if "'nonce-" in v else v for v in csp_values)
+    key = (values, scheme, external)
+    found = _DELIVERIES.table.get(key)
+    if found is None:
+        found = _DELIVERIES.put(key, _decide_delivery(values, scheme, external), sum(map(len, values)))
+    if found.nonce is None:
+        return found
+    real = {n: v for v, n in nonces.items()}
+    return GuardDelivery(found.how, real[found.nonce], found.reason)
+
+
+def _decide_delivery(csp_values: Sequence[str], scheme: str, external: bool) -> GuardDelivery:
     policies = [p for p in parse_policies(csp_values) if _script_sources(p) is not None]
     if not policies:
         return EXTERNAL if external else INLINE
