@@ -885,20 +885,28 @@ async def test_the_install_leaves_v8_baseline_compiles_to_later(world: World) ->
     assert tiers == [f"{k}:false" for k in ("each", "hook", "trap", "setter", "t", "install")]
 
 
+async def _guarded_visit(world: World, mode: str, page: str) -> tuple[Running, dict[str, int], Visit]:
+    """One visit of a scenario page through a tag-gate with the CSP layer in `mode`: the
+    proxy, its leak counts before the visit, and what the visit did (the page had the
+    guard)."""
+    _policy_for(world, "default")
+    tg = await world.proxy(f"guard-csp-{mode}", html={"csp": {**E2E_CSP, "mode": mode}})
+    before = _leaks(await csp_listing(tg))
+    async with world.tab(port=tg.port) as tab:
+        await tab.goto(world.url(tg.port, f"{page}?guard=0"))
+        guarded = await tab.page.evaluate("!!window.__tagGateGuard")
+        v = await tab.snapshot()
+    assert guarded, "the page had no guard"
+    return tg, before, v
+
+
 @pytest.mark.parametrize("mode", ["report-only", "enforce"])
 async def test_css_urls_the_page_writes_are_reported(world: World, mode: str) -> None:
     """A limit of the guard the README names: CSS `url()`s a page's code writes (a style
     property, a `style` attribute, an SVG `fill`, a `<style>` element's text) are not
     read by any hook. The CSP layer reports what they fetch as runtime leaks, and in
     `enforce` mode stops it. Pinned here, as the README says."""
-    _policy_for(world, "default")
-    tg = await world.proxy(f"guard-csp-{mode}", html={"csp": {**E2E_CSP, "mode": mode}})
-    before = _leaks(await csp_listing(tg))
-    async with world.tab(port=tg.port) as tab:
-        await tab.goto(world.url(tg.port, "guard/css-urls.html?guard=0"))
-        guarded = await tab.page.evaluate("!!window.__tagGateGuard")
-        v = await tab.snapshot()
-    assert guarded, "the page had no guard"
+    tg, before, v = await _guarded_visit(world, mode, "guard/css-urls.html")
     paths = {f"/action/0?ti={name}" for name in ("styleproperty", "styleattribute", "svgfill", "styletext")}
     went = {path for path in paths if v.requested(BING, path)}
     if mode == "enforce":
@@ -917,14 +925,7 @@ async def test_documents_from_data_blob_and_javascript_urls_in_frames_are_report
     (a `data:` document is even of another origin). Those documents keep the page's CSP,
     so the CSP layer reports what they fetch as runtime leaks, and in `enforce` mode
     stops it. Pinned here, as the README says."""
-    _policy_for(world, "default")
-    tg = await world.proxy(f"guard-csp-{mode}", html={"csp": {**E2E_CSP, "mode": mode}})
-    before = _leaks(await csp_listing(tg))
-    async with world.tab(port=tg.port) as tab:
-        await tab.goto(world.url(tg.port, "guard/local-frames.html?guard=0"))
-        guarded = await tab.page.evaluate("!!window.__tagGateGuard")
-        v = await tab.snapshot()
-    assert guarded, "the page had no guard"
+    tg, before, v = await _guarded_visit(world, mode, "guard/local-frames.html")
     sent = (
         ("bat.bing.com", "/action/0?ti=dataframe", "advertising:bing-uet"),
         ("www.facebook.com", "/tr?id=1&ev=BlobFrame", "advertising:meta-pixel"),
