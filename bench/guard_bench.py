@@ -441,6 +441,10 @@ DOM_OPS = """n => {
     time("innerHTML of a small fragment", () => {
       for (let i = 0; i < n; i++) document.createElement("div").innerHTML = '<b class="x">hi</b><i>there</i>';
     });
+    time("innerHTML of a fragment with links", () => {
+      for (let i = 0; i < n; i++)
+        document.createElement("div").innerHTML = '<ul><li><a href="/a">a</a></li><li><a href="/b">b</a></li></ul>';
+    });
     time("innerHTML of a fragment with an image", () => {
       for (let i = 0; i < n; i++) document.createElement("div").innerHTML = '<p><img src="/i.png" alt=""> hi</p>';
     });

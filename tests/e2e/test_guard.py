@@ -334,6 +334,7 @@ SCENARIOS = (
         check=_log_check({"beacon-true": "essential"}) + " ",
         states=("", "analytics", "advertising"),
     ),
+    Scenario("body-write", (Tag(BING, "/action/0?ti=bodywrite", "advertising"),)),
     Scenario(
         "innerhtml",
         (
@@ -342,8 +343,14 @@ SCENARIOS = (
             Tag("player.vimeo.com", "/video/1234", "social"),
             Tag(BING, "/action/0?ti=srcset", "advertising"),
             Tag("www.facebook.com", "/tr?id=1&ev=Table", "advertising"),
+            Tag(BING, "/action/0?ti=imagealias", "advertising"),
+            Tag(BING, "/action/0?ti=uppercase", "advertising"),
+            Tag(BING, "/action/0?ti=svgimage", "advertising"),
+            *(Tag(BING, f"/action/0?ti={t}", "advertising") for t in ("adjacent", "entity", "colon", "tab")),
+            *(Tag(BING, f"/action/0?ti={t}", "advertising") for t in ("slash", "gt", "spaced")),
         ),
         check="() => [document.getElementById('kept') ? '' : 'markup lost',"
+        " document.getElementById('link') ? '' : 'link markup lost',"
         " (window.rawText || '').includes('rawtext') ? '' : 'script text changed',"
         " document.querySelector('#t td img') ? '' : 'table markup lost'].filter(Boolean)",
         states=("", "social", "advertising"),

@@ -77,6 +77,7 @@
     RULES,
     A,
     SEL,
+    WHO,
     NAMED;
 
   // ------------------------------------------------------------------ deciding
@@ -118,8 +119,15 @@
       SEL.push(e[0]);
     });
     SEL.push("template");
-    // Markup that can fetch names one of those attributes or holds a script.
-    NAMED = RegExp("<script|[\\s\"'/:](" + [...new Set(O.values(A).flat())].join("|") + ")\\s*=", "i");
+    // Per attribute, the start tags of the elements that fetch by it (the parser makes
+    // an HTML <image> an <img>). NAMED finds every place markup may name one of those
+    // attributes (after whatever may end the token before an attribute name, not
+    // consumed, so adjacent ones are found too) and its value as the parser reads it:
+    // quoted, or up to HTML whitespace or ">".
+    WHO = O.create(null);
+    for (const tag in A) A[tag].forEach((a) => (WHO[a] = (WHO[a] ? WHO[a] + "|" : "") + (tag == "img" ? "img|image" : tag)));
+    for (const a in WHO) WHO[a] = RegExp("<(" + WHO[a] + ")[\\s/>]", "i");
+    NAMED = RegExp("(?<=[\\s\"'/:])(" + O.keys(WHO).join("|") + ")[\\t\\n\\f\\r ]*=[\\t\\n\\f\\r ]*(?:\"([^\"]*)\"|'([^']*)'|([^\\t\\n\\f\\r >]*))", "gi");
   };
 
   // Whether h or a parent domain of it is in `s`.
@@ -251,16 +259,33 @@
     all = (f, a) => {
       for (let i = 0; i < a.length; i++) f(a[i], 1);
     },
+    // Whether markup must be parsed and checked (`scan`): it holds a script, or it names
+    // an attribute, has a start tag of an element that fetches by it (each tag looked for
+    // once), and gives it a value that is refused or that is not read here exactly as the
+    // parser reads it (a character reference, a NUL; a srcdoc's markup). Markup of links,
+    // or of first-party images, goes to the page's call untouched, parsed once.
+    risky = (m) => {
+      if (/<script/i.test(m)) return 1;
+      const seen = O.create(null);
+      for (const x of m.matchAll(NAMED)) {
+        const a = x[1].toLowerCase(),
+          v = x[2] ?? x[3] ?? x[4];
+        if ((seen[a] || (seen[a] = WHO[a].test(m) ? 2 : 1)) > 1 && (a == "srcdoc" || /[&\0]/.test(v) || (/set|ping|values|attr/.test(a) ? v.split(/[\s,;]+/) : [v]).some(decide))) return 1;
+      }
+    },
     // Markup is parsed in an inert <template> first; only when something must change is
     // the checked serialisation used instead of the page's string. Raw-text contexts
     // (a script's code) and TrustedHTML are left alone.
     markup = (m, ctx, runs) => {
-      if (typeof m != "string" || !m.includes("<") || (table(), !NAMED.test(m)) || (ctx && /^(script|style|textarea|title|xmp|iframe|noembed|noframes|noscript|plaintext)$/.test(ctx.localName))) return;
+      if (typeof m != "string" || !m.includes("<") || (ctx && /^(script|style|textarea|title|xmp|iframe|noembed|noframes|noscript|plaintext)$/.test(ctx.localName)) || (table(), !risky(m))) return;
       const tp = D.createElement("template"),
         svg = ctx && ctx.namespaceURI == "http://www.w3.org/2000/svg";
       IH.set.call(tp, svg ? "<svg>" + m : m);
       const root = svg ? tp.content.firstElementChild : tp.content;
-      if (scan(root, runs)) return IH.get.call(svg ? root : tp);
+      // A <body> start tag written into a document puts its attributes on the body (a
+      // template drops them): read as a document's, and when one is refused the markup
+      // goes in without that tag (as the checked serialisation).
+      if (scan(root, runs) + (!ctx && runs && /<body[\s/>]/i.test(m) && scan(new DOMParser().parseFromString(m, "text/html").body, 0))) return IH.get.call(svg ? root : tp);
     },
     // A srcdoc document installs the guard in itself before its own scripts run (when
     // it may run scripts and reach its parent: no sandbox, or one allowing both, its
