@@ -80,6 +80,8 @@ def filter_csp(value: str, keep: Keep) -> tuple[str | None, bool]:
     `report-uri` URLs `keep` refuses; a `report-uri` left empty is removed. Nothing
     else changes (`report-to` names a group: `filter_reporting_endpoints` decides
     where it goes)."""
+    if "report-uri" not in value.lower():
+        return value, False  # most policies (directive names are case-insensitive)
     changed = False
     policies: list[str] = []
     for policy in value.split(","):
