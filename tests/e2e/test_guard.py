@@ -273,7 +273,8 @@ SCENARIOS = (
                 Tag(BING, f"/action/0?ti={ti}", "advertising")
                 for ti in (
                     *("attrnode", "nameditem", "nameditem2", "nodevalue", "textcontent", "xlinkprefix", "baseval"),
-                    *("feimage", "smilset", "cellbackground", "bodybackground"),
+                    *("feimage", "smilset", "cellbackground", "bodybackground", "colbackground"),
+                    *("colgroupbackground", "caption", "thead", "tfoot"),
                 )
             ),
             Tag(BING, "/action/0?ti=adopted", "advertising"),
@@ -334,7 +335,10 @@ SCENARIOS = (
         check=_log_check({"beacon-true": "essential"}) + " ",
         states=("", "analytics", "advertising"),
     ),
-    Scenario("body-write", (Tag(BING, "/action/0?ti=bodywrite", "advertising"),)),
+    Scenario(
+        "body-write",
+        (Tag(BING, "/action/0?ti=bodywrite", "advertising"), Tag(BING, "/action/0?ti=bodysetter", "advertising")),
+    ),
     Scenario(
         "innerhtml",
         (
@@ -400,6 +404,7 @@ SCENARIOS = (
             Tag(BING, "/action/0?ti=shadow-html", "advertising"),
             Tag("www.facebook.com", "/tr?id=1&ev=Shadow", "advertising"),
             Tag("www.youtube.com", "/embed/shadow", "social"),
+            *(Tag(BING, f"/action/0?ti=shadow-{how}", "advertising") for how in ("append", "prepend", "replace")),
         ),
         states=("", "advertising", "social"),
     ),

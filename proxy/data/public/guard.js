@@ -413,7 +413,9 @@
         each("Element:setAttribute", trap("a", (f, el, a) => through(t(check, el, a[0], a[1]), f, el, a, 1)));
         // the attribute's local name: an XLink href under any prefix is an href
         each("Element:setAttributeNS", trap("n", (f, el, a) => through(t(check, el, String(a[1]).replace(/.*:/, ""), a[2]), f, el, a, 2)));
-        each("Node:appendChild,insertBefore,replaceChild Element:append,prepend,replaceChildren,before,after,replaceWith,insertAdjacentElement Document:append,prepend,replaceChildren CharacterData:before,after,replaceWith Range:insertNode,surroundContents", inserted);
+        each("Node:appendChild,insertBefore,replaceChild Element:append,prepend,replaceChildren,before,after,replaceWith,insertAdjacentElement Document:append,prepend,replaceChildren DocumentFragment:append,prepend,replaceChildren CharacterData:before,after,replaceWith Range:insertNode,surroundContents", inserted);
+        // setters that put an element in: the document's body, a table's caption, head, foot
+        each("Document:body -Table:caption,tHead,tFoot", inserted, "set");
         // a node another document made (DOMParser, createHTMLDocument) fetches once it is
         // this document's: checked as it is adopted or cloned in
         each("Document:adoptNode,importNode", trap("i", (f, d, a) => (t(scan, a[0], 1), F.apply(f, d, a))));
