@@ -897,15 +897,23 @@ async def test_the_install_leaves_v8_baseline_compiles_to_later(world: World) ->
     assert tiers == [f"{k}:false" for k in ("each", "hook", "trap", "setter", "t", "install")]
 
 
-async def _guarded_visit(world: World, mode: str, page: str) -> tuple[Running, dict[str, int], Visit]:
+async def _guarded_visit(
+    world: World, mode: str, page: str, *, secure: bool = False, log: int = 0
+) -> tuple[Running, dict[str, int], Visit]:
     """One visit of a scenario page through a tag-gate with the CSP layer in `mode`: the
     proxy, its leak counts before the visit, and what the visit did (the page had the
-    guard)."""
+    guard). `secure`: in a Chromium that treats the site as a secure context; `log`: wait
+    for that many entries in the page's `e2e.log`."""
     _policy_for(world, "default")
     tg = await world.proxy(f"guard-csp-{mode}", html={"csp": {**E2E_CSP, "mode": mode}})
     before = _leaks(await csp_listing(tg))
-    async with world.tab(port=tg.port) as tab:
+    flags = f"--unsafely-treat-insecure-origin-as-secure={world.url(tg.port, '')[:-1]}"
+    browser = await world.launch(flags) if secure else None
+    async with world.tab(port=tg.port, browser=browser) as tab:
         await tab.goto(world.url(tg.port, f"{page}?guard=0"))
+        if log:
+            await tab.page.wait_for_function(f"e2e.log.length >= {log}", timeout=10_000)
+            await tab.settle()
         guarded = await tab.page.evaluate("!!window.__tagGateGuard")
         v = await tab.snapshot()
     assert guarded, "the page had no guard"
@@ -928,6 +936,18 @@ async def test_css_urls_the_page_writes_are_reported(world: World, mode: str) ->
     reported = await _leak_counts(tg, before, {"advertising:bing-uet"})
     assert "advertising:bing-uet" in reported, f"the CSP layer did not report them: {reported}"
     assert not v.console_errors or mode == "enforce", v.console_errors
+
+
+@pytest.mark.parametrize("mode", ["report-only", "enforce"])
+async def test_fetch_like_apis_without_a_hook_are_reported(world: World, mode: str) -> None:
+    """A limit of the guard the README names: the Cache API's `add` and a `WebTransport`
+    session contact a host with no hook in between. Both are governed by `connect-src`:
+    the CSP layer reports them as runtime leaks, and in `enforce` mode stops them."""
+    tg, before, v = await _guarded_visit(world, mode, "guard/other-apis.html", secure=True, log=2)
+    went = v.requested(BING, "/action/0?ti=cacheadd")
+    assert went == (mode == "report-only"), f"cache.add went out: {went} ({mode})"
+    reported = await _leak_counts(tg, before, {"advertising:bing-uet"})
+    assert reported.get("advertising:bing-uet", 0) >= 2, f"the CSP layer did not report both: {reported}"
 
 
 @pytest.mark.parametrize("mode", ["report-only", "enforce"])
