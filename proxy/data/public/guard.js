@@ -112,8 +112,10 @@
     for (const h in R.urls) R.urls[h].forEach((e) => ((e[3] = e[3] && RegExp(e[3], "s")), (e[4] = e[4] && RegExp(e[4], "s"))));
     R.rules.forEach((r) => t(() => RULES.push([r[0] && O.setPrototypeOf(r[0], null), r[1], r[2] && RegExp(r[2][0], r[2][1]), r[3], r[4]])));
     // The attributes that make each element fetch something (proxy/html/fetching.py
-    // reads the same in markup: SVG hrefs, SMIL values, attributionsrc, background).
-    "script:src,href,attributionsrc img:src,srcset,attributionsrc image:href feImage:href use:href set:to,from,by,values animate:to,from,by,values source:src,srcset iframe:src,srcdoc frame:src embed:src object:data link:href,imagesrcset video:src,poster audio:src track:src input:src a:ping,attributionsrc area:ping,attributionsrc body:background table:background thead:background tbody:background tfoot:background tr:background td:background th:background col:background colgroup:background".split(" ").forEach((e) => {
+    // reads the same in markup: SVG hrefs, SMIL values, attributionsrc, background), and
+    // a <base> href, which sends the relative URLs of the page (those already set too)
+    // to its host.
+    "script:src,href,attributionsrc img:src,srcset,attributionsrc image:href feImage:href use:href set:to,from,by,values animate:to,from,by,values source:src,srcset iframe:src,srcdoc frame:src embed:src object:data link:href,imagesrcset video:src,poster audio:src track:src input:src a:ping,attributionsrc area:ping,attributionsrc body:background table:background thead:background tbody:background tfoot:background tr:background td:background th:background col:background colgroup:background base:href".split(" ").forEach((e) => {
       e = e.split(":");
       A[e[0]] = e[1].split(",");
       SEL.push(e[0]);
@@ -403,7 +405,7 @@
           }
         });
         each("Function:toString", trap("s", (f, self, a) => F.apply(f, P.get(self) || self, a)));
-        each("-Script:src,attributionSrc -Image:src,srcset,attributionSrc -Source:src,srcset -IFrame:src,srcdoc -Frame:src -Embed:src -Object:data -Link:href,imageSrcset -Media:src -Video:poster -Track:src -Input:src -Body:background", 0, "set");
+        each("-Script:src,attributionSrc -Image:src,srcset,attributionSrc -Source:src,srcset -IFrame:src,srcdoc -Frame:src -Embed:src -Object:data -Link:href,imageSrcset -Media:src -Video:poster -Track:src -Input:src -Body:background -Base:href", 0, "set");
         each("Attr:value", trap("v", (f, at, a) => through(t(check, at.ownerElement, at.localName, a[0]), f, at, a, 0)), "set");
         // an Attr's nodeValue and textContent set its value too (Node's setters, hooked
         // on Attr alone)
