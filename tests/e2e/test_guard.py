@@ -274,7 +274,7 @@ SCENARIOS = (
                 for ti in (
                     *("attrnode", "nameditem", "nameditem2", "nodevalue", "textcontent", "xlinkprefix", "baseval"),
                     *("feimage", "smilset", "cellbackground", "bodybackground", "colbackground"),
-                    *("colgroupbackground", "caption", "thead", "tfoot"),
+                    *("colgroupbackground", "caption", "thead", "tfoot", "pingproperty"),
                 )
             ),
             Tag(BING, "/action/0?ti=adopted", "advertising"),

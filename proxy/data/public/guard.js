@@ -405,7 +405,7 @@
           }
         });
         each("Function:toString", trap("s", (f, self, a) => F.apply(f, P.get(self) || self, a)));
-        each("-Script:src,attributionSrc -Image:src,srcset,attributionSrc -Source:src,srcset -IFrame:src,srcdoc -Frame:src -Embed:src -Object:data -Link:href,imageSrcset -Media:src -Video:poster -Track:src -Input:src -Body:background -Base:href", 0, "set");
+        each("-Script:src,attributionSrc -Image:src,srcset,attributionSrc -Source:src,srcset -IFrame:src,srcdoc -Frame:src -Embed:src -Object:data -Link:href,imageSrcset -Media:src -Video:poster -Track:src -Input:src -Body:background -Base:href -Anchor:ping,attributionSrc -Area:ping,attributionSrc", 0, "set");
         each("Attr:value", trap("v", (f, at, a) => through(t(check, at.ownerElement, at.localName, a[0]), f, at, a, 0)), "set");
         // an Attr's nodeValue and textContent set its value too (Node's setters, hooked
         // on Attr alone)
