@@ -41,7 +41,7 @@ INTERFACES = (
     " HTMLEmbedElement HTMLObjectElement HTMLLinkElement HTMLMediaElement HTMLVideoElement HTMLTrackElement"
     " HTMLInputElement Attr Element Node Document CharacterData Range ShadowRoot Navigator XMLHttpRequest"
     " WebSocket EventSource Worker SharedWorker NamedNodeMap Audio FontFace HTMLBodyElement Worklet SVGAnimatedString"
-    " DocumentFragment HTMLTableElement HTMLBaseElement HTMLAnchorElement HTMLAreaElement"
+    " DocumentFragment HTMLTableElement HTMLBaseElement HTMLAnchorElement HTMLAreaElement HTMLElement"
 ).split()
 """The interfaces whose prototypes (or constructors) the guard's install touches."""
 

@@ -305,6 +305,10 @@ SCENARIOS = (
             Tag(BING, "/action/0?ti=shadowparsed", "advertising"),
             Tag("static.hotjar.com", "/c/hotjar-module.js", "analytics"),
             Tag("static.hotjar.com", "/c/hotjar-dynamic.js", "analytics"),
+            *(
+                Tag("static.hotjar.com", f"/c/hotjar-late-{name}.js", "analytics")
+                for name in ("text", "content", "inner", "node", "append", "adjacent")
+            ),
         ),
         check=_log_check({"insertimage-refused": "!advertising", "module-error": "!analytics"}),
         page_errors="CORS|module|font",

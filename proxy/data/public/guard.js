@@ -251,6 +251,15 @@
     imports = (code) => {
       for (let re = /\b(?:import|from)\s*\(?\s*(['"`])((?:https?:)?\/\/[^'"`\s]+)\1/g, m, d; (m = re.exec(code)); ) if ((d = decide(m[2]))) return [m[2], d];
     },
+    // Code that arrives in a script of the page that has none yet runs at once (as text
+    // set or inserted into it): when it imports a refused module, the script is made
+    // inert first, as `scan` does with a script inserted with its code. `a`: what goes in
+    // (strings, nodes).
+    code = (p, a) => {
+      let i;
+      if (p && p.localName == "script" && p.isConnected && !p.textContent && !p.hasAttribute("src") && !p.hasAttribute(CAT) && (i = imports([...a].map((n) => (n && typeof n == "object" ? n.textContent : n)).join(""))))
+        block(p, "import", i[0], i[1]);
+    },
     // A same-origin frame the page inserted gets the hooks at once (code may reach it
     // through window.frames, not only contentWindow).
     frames = (n) => {
@@ -331,6 +340,7 @@
     // something blocked is kept for release (a page may hold it in its code only, and
     // stamp copies of its contents after consent).
     html = (f, self, a, i, runs, ctx = self) => {
+      t(code, ctx, [a[i]]);
       const m = t(markup, a[i], ctx, runs),
         r = through(m, f, self, a, i);
       if (m && ctx && ctx.localName == "template" && !T.includes(ctx)) T.push(ctx);
@@ -371,6 +381,7 @@
     }),
     inserted = trap("+", (f, self, a) => {
       t(all, scan, a);
+      t(code, self.localName == "script" ? self : self.parentNode, a);
       const r = F.apply(f, self, a);
       t(all, frames, a);
       return r;
@@ -418,6 +429,12 @@
         each("Node:appendChild,insertBefore,replaceChild Element:append,prepend,replaceChildren,before,after,replaceWith,insertAdjacentElement Document:append,prepend,replaceChildren DocumentFragment:append,prepend,replaceChildren CharacterData:before,after,replaceWith Range:insertNode,surroundContents", inserted);
         // setters that put an element in: the document's body, a table's caption, head, foot
         each("Document:body -Table:caption,tHead,tFoot", inserted, "set");
+        // a script's code set as text, or text put in next to an element
+        const S = (w.HTMLScriptElement || {}).prototype;
+        each("-Script:text", trap("q", (f, el, a) => (t(code, el, a), F.apply(f, el, a))), "set");
+        hook(S, "textContent", H.q, "set", w.Node.prototype);
+        hook(S, "innerText", H.q, "set", w.HTMLElement.prototype);
+        each("Element:insertAdjacentText", trap("l", (f, el, a) => (t(code, /^(afterbegin|beforeend)$/i.test(a[0]) ? el : el.parentNode, [a[1]]), F.apply(f, el, a))));
         // a node another document made (DOMParser, createHTMLDocument) fetches once it is
         // this document's: checked as it is adopted or cloned in
         each("Document:adoptNode,importNode", trap("i", (f, d, a) => (t(scan, a[0], 1), F.apply(f, d, a))));
