@@ -28,9 +28,9 @@ from multidict import CIMultiDict
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pages
+from guard_codings import make_pipeline
 
 from proxy.core.config import parse_config
-from proxy.html.body import BodyPipeline
 from proxy.html.gate import HtmlGate
 from proxy.http.stages import Stages
 from proxy.metrics import Metrics
@@ -70,18 +70,7 @@ def main() -> int:
         gate = HtmlGate(
             stages.gate_plan, visitor.consent, page_host="www.shop.test", additions=plan.additions, nonce=plan.nonce
         )
-        pipeline = BodyPipeline(
-            gate=gate,
-            decode=plan.decode,
-            encode=plan.encode,
-            max_output=1 << 30,
-            max_ratio=1000.0,
-            gzip_level=1,
-            brotli_quality=4,
-            zstd_level=3,
-            report_only=False,
-        )
-        pipeline.finish(bodies[coding])
+        make_pipeline(gate, plan.encode).finish(bodies[coding])
 
     nonces: dict[str, Callable[[], str | None]] = {
         "no policy": lambda: None,
