@@ -615,6 +615,7 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
         "/chain/b.js",
         "/self/tag.js",
         "/chain/module.js",
+        "/chain/late.js",
         "/shadow/pixel.gif",
         "/shadow/closed.gif",
     )
@@ -627,7 +628,8 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
         inert = await tab.page.evaluate(
             "[...document.querySelectorAll('[data-tg-category]')].map(e => e.localName + ':' + e.getAttribute('type'))"
         )
-        assert inert.count("script:text/plain") == 4 and "iframe:null" in inert, inert  # A, B, module, init; the frame
+        # A, B, module, init, the script whose code came late; the frame
+        assert inert.count("script:text/plain") == 5 and "iframe:null" in inert, inert
         assert "self-error" in await tab.page.evaluate("e2e.log")
         navigations = len(world.site.cookie_headers)
         await tab.page.evaluate(
@@ -645,7 +647,8 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
         )
         await tab.settle()
         state = await tab.page.evaluate(
-            "({chain: window.chain, self: window.selfRan, module: window.moduleRan, log: e2e.log,"
+            "({chain: window.chain, self: window.selfRan, module: window.moduleRan, late: window.lateRan,"
+            " log: e2e.log,"
             " dcl: e2e.dcl, load: e2e.load,"
             " same: window.sameDocument, left: document.querySelectorAll('[data-tg-category]').length,"
             " errors: __tagGateGuard.errors, granted: __tagGateGuard.granted().sort()})"
@@ -677,7 +680,8 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
             f"{p} fetched {fetched.count(p)} times" for p in (*chain_hosts, "/template/tag.js") if fetched.count(p) != 1
         ]
         + ([] if state["self"] == 1 else [f"the self-removing tag ran {state['self']} times"])
-        + ([] if state["module"] == 1 else [f"the inline module ran {state['module']} times"]),
+        + ([] if state["module"] == 1 else [f"the inline module ran {state['module']} times"])
+        + ([] if state["late"] == 1 else [f"the script whose code came late ran {state['late']} times"]),
         "page's load listeners on the old elements": [e for e in ("onload-a", "onload-b") if e not in state["log"]],
         "no reload": [] if state["same"] == "yes" and len(world.site.cookie_headers) == navigations else ["reloaded"],
         "no second DOMContentLoaded/load": [] if (state["dcl"], state["load"]) == (1, 1) else [str(state)],
