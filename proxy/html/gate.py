@@ -211,6 +211,8 @@ class HtmlGate:
             charset=charset,
         )
         self._run = run
+        self._head_bytes = head_bytes(additions) if run.head_pending else None
+        """The head-start addition as bytes (`head_bytes`), made once for the response."""
         self._page_charset = charset or "windows-1252"
         self._out: list[bytes] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")()
@@ -359,8 +361,7 @@ class HtmlGate:
         them out (None when there are none, they are not ASCII, or they are out): the
         body pipeline finds them in the output that puts them out and splices the
         shared part compressed."""
-        run = self._run
-        return head_bytes(run.additions) if run.head_pending else None
+        return self._head_bytes if self._run.head_pending else None
 
     def feed_whole(self, document: bytes) -> bytes:
         """`feed(document) + end()` for a caller that holds the complete document before
@@ -371,7 +372,7 @@ class HtmlGate:
         `head_start_spot` finds the first `<html>`/`<head>` start tag to end, instead of
         going through lol-html, when the gate left those first bytes as they came."""
         run = self._run
-        head = head_bytes(run.additions) if self._rewriter is None and run.head_pending else None
+        head = self._head_bytes if self._rewriter is None and run.head_pending else None
         if head is not None:
             spot = head_start_spot(document)
             if spot >= 0:

@@ -99,12 +99,12 @@ class RuntimeLayers:
             rest = self._markup.put(key, rest, len(rest))
         return f"<script{nonce}>" if nonce else "<script>", rest
 
-    def with_guard(self, tag: str, rest: str, additions: Additions) -> Additions:
+    def with_guard(self, tag: str, rest: str, additions: Additions, *, shared: bool) -> Additions:
         """`additions` with the guard's markup (`guard_markup`) first at the head.
-        Memoised for a page without a nonce (every page of a visitor then reuses one
-        value, and `dataclasses.replace` runs once); a tag with the response's own nonce
+        Memoised when the tag is `shared` by every page of a visitor (no nonce: one value
+        reused, and `dataclasses.replace` runs once); a tag with the response's own nonce
         would only fill the table."""
-        if " nonce=" in tag:
+        if not shared:
             return replace(additions, head_tag=tag, head_start=rest + additions.head_start)
         key = (tag, rest, additions)
         hit = self._guarded.table.get(key)

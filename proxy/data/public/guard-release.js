@@ -11,13 +11,14 @@
  * what is now granted, in document order: blocked scripts and frames
  * (the guard's, in `__tagGateGuard.T`, and every element the HTML gate deferred in
  * tag-gate's convention, `[data-tg-category]`, in this document, its same-origin
- * frames, open shadow roots and the closed ones the guard saw attached). A new element of the same name gets the original attributes back (never a
- * clone: a cloned script counts as already started) and `el.nonce`; classic scripts run
- * one after the other (the next waits for load or error), each exactly once, and the
- * page's load/error listeners on the old element hear the outcome. Placeholders become
- * their embed; other elements get their fetching attributes back, and so does what
- * waits in a template's inert contents (the document's templates and those whose markup
- * the guard changed, `T` again), so that copies the page stamps from it later load. DOMContentLoaded and
+ * frames, open shadow roots and the closed ones the guard saw attached). A new element
+ * of the same name gets the original attributes back (never a clone: a cloned script
+ * counts as already started) and `el.nonce`; classic scripts run one after the other
+ * (the next waits for load or error), each exactly once, and the page's load/error
+ * listeners on the old element hear the outcome. Placeholders become their embed; other
+ * elements get their fetching attributes back, and so does what waits in a template's
+ * inert contents (the document's templates and those whose markup the guard changed,
+ * `T` again), so that copies the page stamps from it later load. DOMContentLoaded and
  * load are not dispatched again; dropped network calls are not replayed.
  */
 (() => {
