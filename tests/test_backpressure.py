@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import itertools
 import os
 import time
 
 import aiohttp
 import pytest
+import zstandard
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -61,13 +63,20 @@ async def slow_read(resp: aiohttp.ClientResponse, *, rate: float) -> bytes:
     return b"".join(parts)
 
 
-async def start_origin(body: bytes, content_type: str, coding: str | None) -> TestServer:
+async def start_origin(body: bytes, content_type: str, coding: str | None, *, nonce: bool = False) -> TestServer:
+    """An origin serving `body` at `/f` in `coding`; `nonce`: with a strict CSP whose nonce
+    is new for every response (n0, n1, ...), as a strict-CSP site sends it."""
     payload = gzip.compress(body, 6) if coding == "gzip" else body
+    if coding == "zstd":
+        payload = zstandard.ZstdCompressor(level=3).compress(body)
+    count = itertools.count()
 
     async def handler(request: web.Request) -> web.Response:
         resp = web.Response(body=payload, headers={"Content-Type": content_type})
         if coding:
             resp.headers["Content-Encoding"] = coding
+        if nonce:
+            resp.headers["Content-Security-Policy"] = f"script-src 'nonce-n{next(count)}' 'strict-dynamic'"
         return resp
 
     app = web.Application()
@@ -85,8 +94,8 @@ async def read_slowly_through_proxy(origin: TestServer, coding: str | None) -> t
             headers = {"Accept-Encoding": coding or "identity"}
             async with client.get(tg.url + "/f", headers=headers) as resp:
                 assert resp.status == 200
-                if coding == "gzip":
-                    assert resp.headers.get("Content-Encoding") == "gzip"
+                if coding in ("gzip", "zstd"):
+                    assert resp.headers.get("Content-Encoding") == coding
                 got = await slow_read(resp, rate=8_000_000)
         errors = [r for r in tg.access_records() if r.get("error")]
         assert not errors, errors
@@ -128,6 +137,34 @@ async def test_slow_client_gets_every_byte(content_type: str, coding: str | None
         assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html>")
     else:
         assert hashlib.sha256(got).hexdigest() == hashlib.sha256(body).hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("coding", [None, "gzip", "zstd"])
+async def test_slow_client_gets_every_byte_of_a_strict_csp_page_with_the_guard(coding: str | None) -> None:
+    """An 8 MB page that streams, from a strict-CSP site (a nonce new for every
+    response), to a client reading at 8 MB/s: every row arrives, and the guard once,
+    first in the head, its tag carrying this response's nonce (in a compressed page the
+    tag goes in with the page, the rest from its compressed form; a zstd body is then
+    several frames)."""
+    body = html_page(8_000_000)
+    origin = await start_origin(body, "text/html", coding, nonce=True)
+    try:
+        _, sent = await read_slowly_through_proxy(origin, coding)
+    finally:
+        await origin.close()
+    if coding == "gzip":
+        got = gzip.decompress(sent)
+    elif coding == "zstd":
+        got = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(sent)
+    else:
+        got = sent
+    assert got.count(b"<li>") == body.count(b"<li>"), "the gated page lost rows"
+    assert got.endswith(b"</ul></body></html>")
+    assert b"googletagmanager" not in strip_guard(got)
+    guards = list(GUARD_ELEMENT.finditer(got))
+    assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html>")
+    assert guards[0].group().startswith(b'<script nonce="n0">')
 
 
 @pytest.mark.slow
