@@ -68,7 +68,7 @@ def main() -> None:
     delivery = decide_guard_delivery([], "https")
     tag, rest = layers.guard_markup(none, host, delivery, "/")
     markup = tag + rest
-    guarded = layers.with_guard(tag, rest, NO_ADDITIONS, shared=True)
+    guarded = layers.with_guard(tag, rest, NO_ADDITIONS, frames=layers.frame_markup(delivery), shared=True)
     empty = Additions(head_start="<script></script>")
 
     def gate(additions: Additions) -> Callable[[], bytes]:

@@ -230,3 +230,51 @@ def test_report_only_and_nested_documents_get_no_head_end_or_language_markup() -
     assert gate(page, additions, report_only=True) == page
     out = gate(page, additions)
     assert out.count(TAGS) == 1 and out.count("[banner]") == 1
+
+
+# --------------------------------------------------------------------------- frames of the markup
+
+FRAMES = "<script>F()</script>"
+FRAME_CASES = [
+    # (page body, expected): the frames whose document the page reaches without a navigation
+    ("<iframe name=a></iframe><p>x", f"<iframe name=a></iframe>{FRAMES}<p>x"),
+    ('<iframe src="about:blank"></iframe>', f'<iframe src="about:blank"></iframe>{FRAMES}'),
+    ('<IFRAME SRC=" About:Blank#x "></IFRAME>', f'<IFRAME SRC=" About:Blank#x "></IFRAME>{FRAMES}'),
+    ('<iframe src="/same-site/page"></iframe>', '<iframe src="/same-site/page"></iframe>'),
+    ('<iframe src="https://cdn.example/x"></iframe>', '<iframe src="https://cdn.example/x"></iframe>'),
+    ("<frameset><frame></frameset>", "<frameset><frame></frameset>"),
+    # an <iframe> inside <svg> is an SVG element: no frame
+    ("<svg><iframe></iframe></svg>", "<svg><iframe></iframe></svg>"),
+    # a frame of a refused vendor is gone, and so is what would follow it
+    ('<iframe src="https://www.youtube.com/embed/x"></iframe>', ""),
+    # a srcdoc document gets the markup first, after its doctype
+    (
+        '<iframe srcdoc="<!DOCTYPE html><p>x"></iframe>',
+        f'<iframe srcdoc="<!DOCTYPE html>{FRAMES}<p>x"></iframe>{FRAMES}',
+    ),
+    ("<iframe srcdoc='<p>a &amp;amp; b'></iframe>", f'<iframe srcdoc="{FRAMES}<p>a &amp;amp; b"></iframe>{FRAMES}'),
+    # and its own frames (gated in the nested document) too
+    (
+        '<iframe srcdoc="<iframe name=inner></iframe>"></iframe>',
+        f'<iframe srcdoc="{FRAMES}<iframe name=inner></iframe>{FRAMES}"></iframe>{FRAMES}',
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), FRAME_CASES)
+@pytest.mark.parametrize("step", [-1, 0, 3])
+def test_frames_of_the_markup_get_the_frame_markup(body: str, expected: str, step: int) -> None:
+    page = f"<!doctype html><html><head></head><body>{body}</body></html>"
+    out = gate(page, Additions(frame_markup=FRAMES), step=step)
+    want = f"<!doctype html><html><head></head><body>{expected}</body></html>"
+    if expected == "":  # refused: whatever the action left, without the frame markup
+        assert FRAMES not in out and "youtube.com/embed" not in out.replace("data-tg-src", ""), out
+    else:
+        assert out == want
+
+
+def test_frame_markup_is_not_added_in_report_only_mode_or_without_a_guard() -> None:
+    page = '<html><body><iframe></iframe><iframe srcdoc="<p>x"></iframe></body></html>'
+    assert gate(page, Additions(frame_markup=FRAMES), report_only=True) == page
+    assert gate(page, Additions(head_start=HEAD)).count("<iframe") == 2
+    assert FRAMES not in gate(page, Additions(head_start=HEAD))

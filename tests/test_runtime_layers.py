@@ -13,7 +13,7 @@ from multidict import CIMultiDict
 
 from proxy.core.config import parse_config
 from proxy.html.gate import Additions
-from proxy.html.guard_code import split_guard_code
+from proxy.html.guard_code import frames_code, load_guard_source, split_guard_code
 from proxy.http.header_filters import FetchMetadata
 from proxy.http.stages import Body, HeaderStep, ResponsePlan, Stages, runtime_guard
 from proxy.metrics import Metrics
@@ -85,6 +85,9 @@ def test_a_gated_page_gets_the_inline_guard_and_the_report_only_policy() -> None
     assert metric(s, "tag_gate_csp_headers_total", mode="report-only", target="page") == 1
     # the same visitor and host share one string (the gated-page cache hashes it)
     assert plan(s)[0].additions.head_start is result.additions.head_start
+    # the frames of the markup get guard-frames.js inline (the guard's `f` for that window)
+    assert result.additions.frame_markup == f"<script>{frames_code()}</script>"
+    assert ".f(window)" in frames_code() and "\n    f: (w) => {" in load_guard_source()
 
 
 @pytest.mark.parametrize(
@@ -109,6 +112,7 @@ def test_the_pages_nonce_goes_on_the_guard() -> None:
     other, _ = plan(s, csp=["script-src 'nonce-0ther' 'strict-dynamic'"])
     plain, _ = plan(s)
     assert other.additions.head_tag == '<script nonce="0ther">' and plain.additions.head_tag == "<script>"
+    assert other.additions.frame_markup == f'<script nonce="0ther">{frames_code()}</script>'
     assert other.additions.head_start is result.additions.head_start is plain.additions.head_start
     # our policy is a second header; the site's stays as it was
     assert headers.getall(CSP) == ["script-src 'nonce-r4nd0m' 'strict-dynamic'; object-src 'none'"]
@@ -128,6 +132,7 @@ def test_a_policy_blocking_inline_but_allowing_self_gets_the_external_guard(capl
     assert metric(s, "tag_gate_guard_pages_total", delivery="external") == 3
     url, body = s.layers.external(s.visitor((), None).consent)
     assert head == f'<script src="{url}"></script>' and s.layers.external_body("f0a0d0s0g0") is body
+    assert result.additions.frame_markup == '<script src="/__tag-gate/guard-frames.js"></script>'
     assert body.startswith(GUARD_START.encode()) and b'"page":null' in body
 
 

@@ -29,7 +29,7 @@ def gate_fragment(run: GateRun, text: str) -> str | None:
         gate = run.nested_gate(stats)
         out = gate.feed_text(text) + gate.end_text()
         return None if out == text else out
-    key = (text, run.consent, run.page_host, run.base_host, run.nonce, run.report_only, run.nested)
+    key = (text, run.consent, run.page_host, run.base_host, run.nonce, run.report_only, run.nested, run.frame_markup)
     memo = run.plan.fragment_memo
     hit = memo.table.get(key)
     if hit is None:

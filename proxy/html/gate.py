@@ -110,6 +110,7 @@ def _nested_gate(run: GateRun, stats: GateStats) -> HtmlGate:
         report_only=run.report_only,
         stats=stats,
         nested=run.nested + 1,
+        additions=Additions(frame_markup=run.frame_markup) if run.frame_markup else NO_ADDITIONS,
         charset=run.charset,
     )
     if run.base_host is not None:

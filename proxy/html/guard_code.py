@@ -23,6 +23,7 @@ from typing import Final
 __all__ = [
     "RULES_PLACEHOLDER",
     "compact_js",
+    "frames_code",
     "guard_sizes",
     "js_string",
     "js_tokens",
@@ -364,6 +365,12 @@ def js_tokens(source: str) -> list[str]:
 def load_guard_source() -> str:
     """guard.js as written (readable, with comments)."""
     return (resources.files("proxy") / "data" / "public" / "guard.js").read_text(encoding="utf-8")
+
+
+@cache
+def frames_code() -> str:
+    """guard-frames.js compacted: what goes inline after a frame of the markup."""
+    return compact_js((resources.files("proxy") / "data" / "public" / "guard-frames.js").read_text(encoding="utf-8"))
 
 
 @cache

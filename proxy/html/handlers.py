@@ -18,6 +18,7 @@ lol-html's element and text chunk objects are typed `Any` (the binding has no st
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -345,12 +346,16 @@ class _FrameHandler(_Handler):
         run = self.run
         tag = e.tag_name
         source = e.get_attribute("srcdoc")
+        # the markup that installs the runtime guard in a frame the page reaches at once
+        frame = run.frame_markup if tag == "iframe" and not run.in_foreign else ""
         if source and run.nested >= MAX_NESTING:
             if not run.report_only:
                 e.set_attribute("srcdoc", "")  # too deep to gate: an empty document
         elif source:
             source = attribute_text(source) or ""
             out = gate_fragment(run, source)
+            if frame:
+                out = _frame_first(out if out is not None else source, frame)
             if out is not None and not run.report_only:
                 # lol-html escapes the quotes; `&` must be escaped too or the browser
                 # would read character references that were text in the gated document.
@@ -367,6 +372,23 @@ class _FrameHandler(_Handler):
                 return
             if not decision.keeps:
                 run.act(e, _FRAME, decision)
+                return
+        if frame and (source is not None or not url or _ABOUT.match(url)):
+            e.after(frame, run.html)
+
+
+# an about: URL as the URL parser reads it (C0 controls and spaces around, tabs and
+# newlines anywhere dropped)
+_ABOUT: Final = re.compile(r"[\x00-\x20]*a[\t\n\r]*b[\t\n\r]*o[\t\n\r]*u[\t\n\r]*t[\t\n\r]*:", re.IGNORECASE)
+_DOCTYPE: Final = re.compile(r"[\t\n\f\r ]*<!doctype[^>]*>", re.IGNORECASE)
+
+
+def _frame_first(document: str, markup: str) -> str:
+    """A srcdoc document with `markup` first: after its doctype, which a script before it
+    would make the parser ignore."""
+    m = _DOCTYPE.match(document)
+    at = m.end() if m else 0
+    return document[:at] + markup + document[at:]
 
 
 class _BaseHandler(_Handler):

@@ -71,6 +71,12 @@ class Additions:
     guard's `<script nonce="…">`): `head_tag + head_start` is what goes in. Kept apart so
     that `head_start`, the same for every page of a consent key, stays one string:
     hashed once, and spliced compressed from a form made once (`Encoder.splice`)."""
+    frame_markup: str = ""
+    """Inserted right after each `<iframe>` of the markup whose document the page can
+    reach without a navigation (no `src`, an `about:` one, a `srcdoc`) and first in each
+    `srcdoc` document, nested ones too (the runtime guard's install into those frames:
+    code may reach them as `window.frames[i]`, which no hook sees). Not in report-only
+    mode."""
 
 
 NO_ADDITIONS: Final = Additions()
@@ -207,6 +213,8 @@ class GateRun:
         self.relative_first_party = not self.policy.relative_can_match
         self.activating = _ACTIVATING[self.style == "tag-gate"]
         self.additions = additions
+        self.frame_markup = "" if report_only else additions.frame_markup
+        """`additions.frame_markup`, where it applies (nested documents too)."""
         self.head_pending = bool(additions.head_tag or additions.head_start) and not nested and not report_only
         """`additions.head_tag + head_start` is still to be inserted."""
         self.page_pending = not nested and not report_only and bool(additions.head_end or additions.localised)

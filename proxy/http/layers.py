@@ -31,11 +31,13 @@ from ..core.csp import CspHeaders, GuardDelivery
 from ..core.memo import Memo
 from ..html.gate import Additions
 from ..html.guard import GuardRules, make_guard
+from ..html.guard_code import frames_code
 from ..metrics import Metrics
 
 log = logging.getLogger("tag_gate")
 
 GUARD_PATH: Final = "/__tag-gate/guard.js"
+FRAMES_PATH: Final = "/__tag-gate/guard-frames.js"
 _LOGGED_PATHS: Final = 1024
 _GUARDED_BYTES: Final = 16 << 20
 """Bound of `RuntimeLayers.with_guard`'s table (counting each entry's markup, mostly
@@ -99,18 +101,28 @@ class RuntimeLayers:
             rest = self._markup.put(key, rest, len(rest))
         return f"<script{nonce}>" if nonce else "<script>", rest
 
-    def with_guard(self, tag: str, rest: str, additions: Additions, *, shared: bool) -> Additions:
-        """`additions` with the guard's markup (`guard_markup`) first at the head.
-        Memoised when the tag is `shared` by every page of a visitor (no nonce: one value
-        reused, and `dataclasses.replace` runs once); a tag with the response's own nonce
-        would only fill the table."""
+    @staticmethod
+    def frame_markup(delivery: GuardDelivery) -> str:
+        """The `<script>` that gives the frames of the markup the guard's hooks
+        (`Additions.frame_markup`, guard-frames.js), delivered as the guard is."""
+        nonce = f' nonce="{delivery.nonce}"' if delivery.nonce else ""
+        if delivery.how == "external":
+            return f'<script src="{FRAMES_PATH}"{nonce}></script>'
+        return f"<script{nonce}>{frames_code()}</script>"
+
+    def with_guard(self, tag: str, rest: str, additions: Additions, *, frames: str, shared: bool) -> Additions:
+        """`additions` with the guard's markup (`guard_markup`) first at the head and
+        `frames` (`frame_markup`) after the frames of the markup. Memoised when the tag
+        is `shared` by every page of a visitor (no nonce: one value reused, and
+        `dataclasses.replace` runs once); a tag with the response's own nonce would only
+        fill the table."""
         if not shared:
-            return replace(additions, head_tag=tag, head_start=rest + additions.head_start)
+            return replace(additions, head_tag=tag, head_start=rest + additions.head_start, frame_markup=frames)
         key = (tag, rest, additions)
         hit = self._guarded.table.get(key)
         if hit is not None:
             return hit
-        made = replace(additions, head_tag=tag, head_start=rest + additions.head_start)
+        made = replace(additions, head_tag=tag, head_start=rest + additions.head_start, frame_markup=frames)
         size = len(rest) + len(additions.head_start) + len(additions.head_end) + len(additions.body_end)
         return self._guarded.put(key, made, size)
 

@@ -333,7 +333,9 @@ def runtime_guard(h: HeaderStep) -> None:
     delivery = decide_guard_delivery(values, "https" if h.secure else "http", external=layers.external_first)
     tag, rest = layers.guard_markup(h.visitor.consent, h.host, delivery, h.path)
     if tag:
-        h.plan.additions = layers.with_guard(tag, rest, h.plan.additions, shared=delivery.nonce is None)
+        h.plan.additions = layers.with_guard(
+            tag, rest, h.plan.additions, frames=layers.frame_markup(delivery), shared=delivery.nonce is None
+        )
         if h.plan.encode == "br":  # brotli has no seam for the guard's compressed form
             h.plan.encode = h.headers[hdrs.CONTENT_ENCODING] = splice_coding(h.client_accept_encoding)
 

@@ -403,6 +403,24 @@ SCENARIOS = (
         states=("", "analytics", "advertising"),
     ),
     Scenario(
+        # frames of the markup (no src, about:blank, a srcdoc document and a frame of its
+        # own) reached by name or index, never through contentWindow, under a strict
+        # nonce policy; the srcdoc keeps its standards mode
+        "markup-frames",
+        (
+            Tag("www.facebook.com", "/tr?id=1&ev=MarkupFrame", "advertising"),
+            Tag(BING, "/action/0?ti=markupblank", "advertising"),
+            Tag("analytics.tiktok.com", "/api/v2/pixel?event=markupimage", "advertising"),
+            Tag("px.ads.linkedin.com", "/collect?pid=1&fmt=markupsrcdoc", "advertising"),
+            Tag(BING, "/action/0?ti=innerframe", "advertising"),
+        ),
+        check="g => [...(e2e.log.includes('srcdoc-CSS1Compat') ? [] : ['srcdoc not in standards mode: ' + e2e.log]),"
+        " ...(" + _log_check({"markup-fetch-TypeError": "!advertising", "markup-fetch-ok": "advertising"}) + ")(g)]",
+        states=("", "analytics", "advertising"),
+        csp=True,
+        wait=0.5,
+    ),
+    Scenario(
         "shadow-root",
         (
             Tag(BING, "/action/0?ti=shadow-html", "advertising"),
@@ -786,6 +804,19 @@ async def test_the_external_guard_is_cached_and_guards_like_the_inline_one(world
         visit = await tab.snapshot()
     assert sizes[0][0] > 10_000 and sizes[1] == [0], sizes  # the second page: from the cache
     assert refused_contacts(visit, scenario, Policy(make_catalog()), none) == []
+    assert not visit.console_errors, visit.console_errors
+    # the frames of the markup get the hooks from /__tag-gate/guard-frames.js, where the
+    # site's policy allows only 'self'
+    frames = next(s for s in SCENARIOS if s.name == "markup-frames")
+    async with world.tab(port=tg.port) as tab:
+        await tab.goto(world.url(tg.port, "guard/markup-frames.html?guard=0"))
+        await asyncio.sleep(frames.wait)
+        await tab.settle()
+        problems = await tab.page.evaluate(f"(0, eval)({json.dumps(frames.check)})(['essential'])")
+        loaded = await tab.page.evaluate("[...document.querySelectorAll('script[src*=\"guard-frames\"]')].length")
+        visit = await tab.snapshot()
+    assert problems == [] and loaded == 3, (problems, loaded)
+    assert refused_contacts(visit, frames, Policy(make_catalog()), none) == []
     assert not visit.console_errors, visit.console_errors
 
 

@@ -577,6 +577,12 @@
   });
   O.assign(G, {
     i: install,
+    // guard-frames.js, after each frame of the markup and first in a srcdoc document:
+    // the window it runs in and its frames (a cross-origin one is left alone)
+    f: (w) => {
+      install(w);
+      for (let i = 0; i < w.length; i++) install(w[i]);
+    },
     decide,
     t,
     q: [],
