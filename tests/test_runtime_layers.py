@@ -87,7 +87,7 @@ def test_a_gated_page_gets_the_inline_guard_and_the_report_only_policy() -> None
     assert plan(s)[0].additions.head_start is result.additions.head_start
     # the frames of the markup get guard-frames.js inline (the guard's `f` for that window)
     assert result.additions.frame_markup == f"<script>{frames_code()}</script>"
-    assert ".f(window)" in frames_code() and "\n    f: (w) => {" in load_guard_source()
+    assert ".f(window,document.currentScript)" in frames_code() and "\n    f: (w, s) => {" in load_guard_source()
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,11 @@
  * srcdoc document (inline with the page's CSP nonce, or loaded from here when the site's
  * CSP allows only 'self'). Code may reach such a frame as window.frames[i] or by its
  * name, which no hook of the guard sees; this gives the frame's realm (and, in a srcdoc
- * document, this one) the guard's hooks before any later script runs. Without a guard
- * (none in this window or its parent) it does nothing.
+ * document, this one) the guard's hooks before any later script runs, and takes this
+ * script out of the document again, so that CSS counting siblings (iframe + p,
+ * :last-child) and code walking the DOM find the page's own. Without a guard (none in
+ * this window or its parent) it does nothing.
  */
 try {
-  (window.__tagGateGuard || parent.__tagGateGuard).f(window);
+  (window.__tagGateGuard || parent.__tagGateGuard).f(window, document.currentScript);
 } catch (e) {}

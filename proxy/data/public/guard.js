@@ -578,8 +578,10 @@
   O.assign(G, {
     i: install,
     // guard-frames.js, after each frame of the markup and first in a srcdoc document:
-    // the window it runs in and its frames (a cross-origin one is left alone)
-    f: (w) => {
+    // the window it runs in and its frames (a cross-origin one is left alone); its
+    // script element leaves the document
+    f: (w, s) => {
+      if (s) s.remove();
       install(w);
       for (let i = 0; i < w.length; i++) install(w[i]);
     },
