@@ -245,6 +245,13 @@ FRAME_CASES = [
     ("<frameset><frame></frameset>", "<frameset><frame></frameset>"),
     # an <iframe> inside <svg> is an SVG element: no frame
     ("<svg><iframe></iframe></svg>", "<svg><iframe></iframe></svg>"),
+    # a sandbox that keeps the frame's scripts from running or from reaching the page
+    ('<iframe sandbox srcdoc="<p>x"></iframe>', '<iframe sandbox srcdoc="<p>x"></iframe>'),
+    ('<iframe sandbox="allow-scripts"></iframe>', '<iframe sandbox="allow-scripts"></iframe>'),
+    (
+        '<iframe sandbox="ALLOW-SAME-ORIGIN\nallow-scripts" srcdoc="<p>x"></iframe>',
+        f'<iframe sandbox="ALLOW-SAME-ORIGIN\nallow-scripts" srcdoc="{FRAMES}<p>x"></iframe>{FRAMES}',
+    ),
     # a frame of a refused vendor is gone, and so is what would follow it
     ('<iframe src="https://www.youtube.com/embed/x"></iframe>', ""),
     # a srcdoc document gets the markup first, after its doctype

@@ -347,7 +347,9 @@ class _FrameHandler(_Handler):
         tag = e.tag_name
         source = e.get_attribute("srcdoc")
         # the markup that installs the runtime guard in a frame the page reaches at once
-        frame = run.frame_markup if tag == "iframe" and not run.in_foreign else ""
+        # (not in a sandbox that keeps the frame's scripts from running or from reaching
+        # this document: the script would only be blocked, with a console error)
+        frame = run.frame_markup if tag == "iframe" and not run.in_foreign and _reachable(e) else ""
         if source and run.nested >= MAX_NESTING:
             if not run.report_only:
                 e.set_attribute("srcdoc", "")  # too deep to gate: an empty document
@@ -381,6 +383,16 @@ class _FrameHandler(_Handler):
 # newlines anywhere dropped)
 _ABOUT: Final = re.compile(r"[\x00-\x20]*a[\t\n\r]*b[\t\n\r]*o[\t\n\r]*u[\t\n\r]*t[\t\n\r]*:", re.IGNORECASE)
 _DOCTYPE: Final = re.compile(r"[\t\n\f\r ]*<!doctype[^>]*>", re.IGNORECASE)
+
+
+def _reachable(e: Any) -> bool:
+    """Whether an iframe's document may run scripts that reach its parent: no sandbox, or
+    one allowing both (tokens in any case, between any ASCII whitespace)."""
+    box = e.get_attribute("sandbox")
+    if box is None:
+        return True
+    tokens = set((attribute_text(box) or "").lower().split())
+    return {"allow-scripts", "allow-same-origin"} <= tokens
 
 
 def _frame_first(document: str, markup: str) -> str:
