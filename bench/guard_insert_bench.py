@@ -2,7 +2,7 @@
 benchmark page (`pages.make_small_page`) for a visitor who refused everything, with and
 without the guard's `<script>` as `Additions.head_start`, and with an empty
 `<script></script>` there (what any head-start addition costs, whatever its size), and
-the header step's own work (`RuntimeLayers.guard_markup`, memoised per consent key and
+the header step's own work (`RuntimeLayers.add_guard`, memoised per consent key and
 page host).
 
     python bench/guard_insert_bench.py [--repeat 15] [--number 2000]
@@ -66,9 +66,8 @@ def main() -> None:
     host = "shop.example"
     page = pages.make_small_page()
     delivery = decide_guard_delivery([], "https")
-    tag, rest = layers.guard_markup(none, host, delivery, "/")
-    markup = tag + rest
-    guarded = layers.with_guard(tag, rest, NO_ADDITIONS, frames=layers.frame_markup(delivery), shared=True)
+    guarded = layers.add_guard(NO_ADDITIONS, none, host, delivery, "/")
+    markup = guarded.head_tag + guarded.head_start
     empty = Additions(head_start="<script></script>")
 
     def gate(additions: Additions) -> Callable[[], bytes]:
@@ -98,8 +97,8 @@ def main() -> None:
             f"feed_whole, {label + ':':24s} median {med * 1e6:6.1f} µs ({(med / base_median - 1) * 100:+5.1f} %),"
             f" best {low * 1e6:6.1f} µs ({(low - base_min) * 1e6:+5.1f} µs, {(low / base_min - 1) * 100:+5.1f} %)"
         )
-    step = per_call(lambda: layers.guard_markup(none, host, delivery, "/"), n * 10, r)
-    print(f"guard_markup (memoised): {step * 1e6:.2f} µs")
+    step = per_call(lambda: layers.add_guard(NO_ADDITIONS, none, host, delivery, "/"), n * 10, r)
+    print(f"add_guard (memoised): {step * 1e6:.2f} µs")
     print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
 

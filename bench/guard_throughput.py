@@ -26,6 +26,7 @@ Usage:  python bench/guard_throughput.py [--rounds 5] [--seconds 5] [--conns 50]
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -62,6 +63,13 @@ def start(name: str, port: int, upstream: int, run: Path, cache: bool) -> subpro
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """A process's user and system CPU so far (/proc/PID/stat), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -83,6 +91,7 @@ def main() -> int:
     origin_port = pb.free_port()
     ports = {name: pb.free_port() for name in TARGETS}
     procs: list[subprocess.Popen[bytes]] = []
+    pids: dict[str, int] = {}
     try:
         origin = pb.nginx_conf(
             run,
@@ -94,6 +103,7 @@ def main() -> int:
         procs.append(subprocess.Popen([pb.nginx_bin(), "-c", str(origin), "-e", str(run / "nginx-stderr.log")]))
         for name, port in ports.items():
             procs.append(start(name, port, origin_port, run, not args.no_cache))
+            pids[name] = procs[-1].pid
         for port in (origin_port, *ports.values()):
             pb.wait_port(port)
         # What each target sends: the guard is there exactly where it should be.
@@ -108,11 +118,20 @@ def main() -> int:
             for page in files:
                 pb.run_wrk(f"http://127.0.0.1:{port}/html/{page}.html", 3, args.conns, [])
         results: dict[tuple[str, str], list[float]] = {}
+        # tag-gate's own CPU per request (user, system), less noisy than req/s on a
+        # shared machine: where a difference is spent (Python, or the kernel's copies)
+        costs: dict[tuple[str, str], list[tuple[float, float]]] = {}
         keys = [(page, t) for page in files for t in ports]
         for rnd in range(args.rounds):
             order = keys[rnd % len(keys) :] + keys[: rnd % len(keys)]
             for page, target in order:
+                before = cpu_seconds(pids[target])
                 r = pb.run_wrk(f"http://127.0.0.1:{ports[target]}/html/{page}.html", args.seconds, args.conns, [])
+                after = cpu_seconds(pids[target])
+                n = max(r["rps"] * args.seconds, 1.0)
+                costs.setdefault((page, target), []).append(
+                    ((after[0] - before[0]) / n * 1e6, (after[1] - before[1]) / n * 1e6)
+                )
                 results.setdefault((page, target), []).append(r["rps"])
                 flag = "  ERRORS" if r["errors"] else ""
                 print(f"round {rnd + 1} {page:>5} {target:10} {r['rps']:9.0f} req/s{flag}", flush=True)
@@ -122,12 +141,19 @@ def main() -> int:
             f"\nmedians over {args.rounds} rounds, {args.seconds} s each, {args.conns} connections,"
             f" gated-page cache {cache} (tag-gate on CPU 1; wrk and origin on CPU 0)"
         )
-        print(f"{'page':>5} {'target':10} {'req/s':>9} {'vs off':>8}")
+        print(f"{'page':>5} {'target':10} {'req/s':>9} {'vs off':>8}   CPU µs/request: user  system  total  vs off")
         for page in files:
             base = statistics.median(results[(page, "off")])
+            base_cpu = statistics.median(u + k for u, k in costs[(page, "off")])
             for target in ports:
                 rps = statistics.median(results[(page, target)])
-                print(f"{page:>5} {target:10} {rps:9.0f} {rps / base - 1:+8.1%}")
+                user = statistics.median(u for u, _ in costs[(page, target)])
+                system = statistics.median(k for _, k in costs[(page, target)])
+                total = statistics.median(u + k for u, k in costs[(page, target)])
+                print(
+                    f"{page:>5} {target:10} {rps:9.0f} {rps / base - 1:+8.1%}"
+                    f"   {user:21.1f} {system:7.1f} {total:6.1f} {total / base_cpu - 1:+7.1%}"
+                )
     finally:
         for p in procs:
             p.terminate()

@@ -145,7 +145,7 @@ def _registrations(plan: GatePlan, top: bool, needed: frozenset[str], narrow: bo
 def _ascii_markup(markup: str) -> bytes | None:
     """Markup as the bytes spliced into a page, None when it is not ASCII (then lol-html
     inserts it, in the page's encoding). The head-start markup is one string per consent
-    key and host (`RuntimeLayers.with_guard`), so this runs once per distinct guard."""
+    key and host (`RuntimeLayers.add_guard`), so this runs once per distinct guard."""
     return markup.encode("ascii") if markup.isascii() else None
 
 

@@ -40,7 +40,7 @@ GUARD_PATH: Final = "/__tag-gate/guard.js"
 FRAMES_PATH: Final = "/__tag-gate/guard-frames.js"
 _LOGGED_PATHS: Final = 1024
 _GUARDED_BYTES: Final = 16 << 20
-"""Bound of `RuntimeLayers.with_guard`'s table (counting each entry's markup, mostly
+"""Bound of `RuntimeLayers.add_guard`'s table (counting each entry's markup, mostly
 shared with the guard's own memo)."""
 
 
@@ -69,37 +69,60 @@ class RuntimeLayers:
         self.sample = csp.sample
         self._credit = 1.0 - csp.sample  # the first page is sampled
         self._markup: Memo[tuple[str, str | None], str] = Memo(256, 32 << 20)
-        self._guarded: Memo[tuple[str, str, Additions], Additions] = Memo(4096, _GUARDED_BYTES)
+        self._guarded: Memo[tuple[str, str | None, str, Additions], Additions] = Memo(4096, _GUARDED_BYTES)
         self._external: dict[str, tuple[str, bytes]] = {}
         self._logged: set[str] = set()
 
     # ------------------------------------------------------------ the guard
 
-    def guard_markup(
-        self, consent: ConsentState, host: str | None, delivery: GuardDelivery, path: str
-    ) -> tuple[str, str]:
-        """The `<script>` element that puts the guard into this page, as its opening tag
-        and the rest (`Additions.head_tag`, `head_start`; both "" when the site's CSP
-        keeps it out), counted by delivery; the first time a page path cannot have the
-        guard inline, one log line says why. The rest is one string per consent key and
-        host, whatever the nonce: only the tag is made per response."""
-        guard = self.guard
-        assert guard is not None
+    def add_guard(
+        self, additions: Additions, consent: ConsentState, host: str | None, delivery: GuardDelivery, path: str
+    ) -> Additions:
+        """`additions` with the guard for this page: its `<script>` first at the head
+        (`head_tag` and `head_start`; nothing when the site's CSP keeps it out) and
+        `frame_markup` after the frames of the markup, counted by delivery; the first
+        time a page path cannot have the guard inline, one log line says why.
+
+        Without a nonce every page of a visitor gets one value, made once (one lookup
+        per response: the header step runs on every gated page, the cached ones too).
+        With one, only the tag is made per response: what follows it is one string per
+        consent key and host whatever the nonce (hashed once, and spliced compressed
+        from a form made once); such values are not kept, they would only fill the table."""
         self.metrics.guard_pages[delivery.how].inc()
         if delivery.reason:  # the site's policy decided, not the operator
             self._log_once(path, delivery)
         if delivery.how == "none":
-            return "", ""
+            return additions
+        shared = delivery.nonce is None
+        key = (consent.key, host, delivery.how, additions)
+        if shared:
+            hit = self._guarded.table.get(key)
+            if hit is not None:
+                return hit
         nonce = f' nonce="{delivery.nonce}"' if delivery.nonce else ""
         if delivery.how == "external":
             url, _ = self.external(consent)
-            return f'<script src="{url}"{nonce}>', "</script>"
+            tag, rest = f'<script src="{url}"{nonce}>', "</script>"
+        else:
+            tag, rest = f"<script{nonce}>", self._inline(consent, host)
+        made = replace(
+            additions, head_tag=tag, head_start=rest + additions.head_start, frame_markup=self.frame_markup(delivery)
+        )
+        if not shared:
+            return made
+        size = len(rest) + len(additions.head_start) + len(additions.head_end) + len(additions.body_end)
+        return self._guarded.put(key, made, size)
+
+    def _inline(self, consent: ConsentState, host: str | None) -> str:
+        """Everything of the inline guard's `<script>` after its opening tag."""
+        guard = self.guard
+        assert guard is not None
         key = (consent.key, host)
         rest = self._markup.table.get(key)
         if rest is None:
             rest = f"{guard.script(consent, host)}</script>"
             rest = self._markup.put(key, rest, len(rest))
-        return f"<script{nonce}>" if nonce else "<script>", rest
+        return rest
 
     @staticmethod
     def frame_markup(delivery: GuardDelivery) -> str:
@@ -109,22 +132,6 @@ class RuntimeLayers:
         if delivery.how == "external":
             return f'<script src="{FRAMES_PATH}"{nonce}></script>'
         return f"<script{nonce}>{frames_code()}</script>"
-
-    def with_guard(self, tag: str, rest: str, additions: Additions, *, frames: str, shared: bool) -> Additions:
-        """`additions` with the guard's markup (`guard_markup`) first at the head and
-        `frames` (`frame_markup`) after the frames of the markup. Memoised when the tag
-        is `shared` by every page of a visitor (no nonce: one value reused, and
-        `dataclasses.replace` runs once); a tag with the response's own nonce would only
-        fill the table."""
-        if not shared:
-            return replace(additions, head_tag=tag, head_start=rest + additions.head_start, frame_markup=frames)
-        key = (tag, rest, additions)
-        hit = self._guarded.table.get(key)
-        if hit is not None:
-            return hit
-        made = replace(additions, head_tag=tag, head_start=rest + additions.head_start, frame_markup=frames)
-        size = len(rest) + len(additions.head_start) + len(additions.head_end) + len(additions.body_end)
-        return self._guarded.put(key, made, size)
 
     def external(self, consent: ConsentState) -> tuple[str, bytes]:
         """The external guard's URL and body for this visitor's consent key."""

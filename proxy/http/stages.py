@@ -331,13 +331,9 @@ def runtime_guard(h: HeaderStep) -> None:
         return
     values = h.headers.getall(hdrs.CONTENT_SECURITY_POLICY, ())
     delivery = decide_guard_delivery(values, "https" if h.secure else "http", external=layers.external_first)
-    tag, rest = layers.guard_markup(h.visitor.consent, h.host, delivery, h.path)
-    if tag:
-        h.plan.additions = layers.with_guard(
-            tag, rest, h.plan.additions, frames=layers.frame_markup(delivery), shared=delivery.nonce is None
-        )
-        if h.plan.encode == "br":  # brotli has no seam for the guard's compressed form
-            h.plan.encode = h.headers[hdrs.CONTENT_ENCODING] = splice_coding(h.client_accept_encoding)
+    h.plan.additions = layers.add_guard(h.plan.additions, h.visitor.consent, h.host, delivery, h.path)
+    if delivery.how != "none" and h.plan.encode == "br":  # brotli has no seam for the guard's compressed form
+        h.plan.encode = h.headers[hdrs.CONTENT_ENCODING] = splice_coding(h.client_accept_encoding)
 
 
 _WORKER_DESTS: Final = frozenset({"worker", "sharedworker"})
