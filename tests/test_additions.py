@@ -108,6 +108,15 @@ def test_head_start_spot_reads_the_prologue_as_the_tokenizer_does(prologue: str,
     assert head_start_spot(prologue.encode()) == (-1 if read is None else len(read.encode()))
 
 
+def test_head_start_spot_reads_a_bounded_prologue_in_one_pass() -> None:
+    """Up to 128 whitespace runs, comments and DOCTYPEs; a longer prologue, or one whose
+    comment never closes, is -1 without reading it again for every way to split it."""
+    assert head_start_spot(b"<!---->" * 128 + b"<html>") == 7 * 128 + 6
+    assert head_start_spot(b"<!---->" * 129 + b"<html>") == -1
+    assert head_start_spot(b"<!-- -->" * 100_000 + b"x") == -1
+    assert head_start_spot(b"<!--" + b"-- >" * 100_000 + b"<html>") == -1
+
+
 @pytest.mark.parametrize(("prologue", "read"), SPOTS)
 def test_a_whole_page_gets_the_head_start_where_a_streamed_one_does(prologue: str, read: str | None) -> None:
     page = prologue + "<title>t</title><script src=https://connect.facebook.net/x.js></script><p>x"
