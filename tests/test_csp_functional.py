@@ -96,6 +96,16 @@ async def test_external_guard_for_a_self_only_policy(upstream: UpstreamFactory, 
     assert status == 200 and headers["Cache-Control"] == "private, no-store" and b'"granted":{"essential":1}' in other
     status, _, release = await get(tg.url + "/__tag-gate/guard-release.js")
     assert status == 200 and b"G.release" in release
+    # the frames of the markup get the guard's hooks from here under such a policy
+    status, _, frames = await get(tg.url + "/__tag-gate/guard-frames.js")
+    assert status == 200 and b".f(window, document.currentScript)" in frames
+    # an import map's refused addresses and prefixes: one empty module, whatever the path
+    for path in ("/__tag-gate/blocked.js", "/__tag-gate/blocked/action/0?ti=1", "/__tag-gate/blocked/a/b.js"):
+        status, headers, module = await get(tg.url + path)
+        assert status == 200 and headers["Content-Type"] == "text/javascript; charset=utf-8", path
+        assert module.startswith(b"/*") and module.rstrip().endswith(b"*/"), module
+    status, _, _ = await get(tg.url + "/__tag-gate/blocked")
+    assert status == 404
 
 
 CSP_REPORT = {

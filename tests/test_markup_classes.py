@@ -110,6 +110,25 @@ GATED = [
         "href_matches",
         '<script type="speculationrules"></script>',
     ),
+    # import maps: a refused vendor's address (or prefix, in imports or a scope) points
+    # at tag-gate's empty module; the page's own stay
+    (
+        '<script type="importmap">{"imports":{"hj":"https://static.hotjar.com/c/hotjar-1.js",'
+        '"app":"/js/app.js"}}</script><script type=module>import "hj"</script>',
+        "hotjar",
+        '{"imports": {"hj": "/__tag-gate/blocked.js", "app": "/js/app.js"}}</script>',
+    ),
+    (
+        f'<script type=" ImportMap ">{{"scopes":{{"/":{{"bing/":"{BING}/"}}}}}}</script>',
+        "bat.bing",
+        '{"scopes": {"/": {"bing/": "/__tag-gate/blocked/"}}}',
+    ),
+    (
+        '<base href="https://cdn.example/"><script type="importmap">'
+        '{"imports":{"fb":"https://connect.facebook.net/x.js","<":"x"}}</script>',
+        "facebook",
+        '{"imports": {"fb": "//www.shop.test/__tag-gate/blocked.js", "\\u003c": "x"}}',
+    ),
     # class 4: script types and data: documents
     ('<script type="text/javascript1.2">fbq("init","1")</script>', "fbq", ""),
     ('<script type="text/javascript1.0" src="https://connect.facebook.net/x.js"></script>', "facebook", ""),
@@ -154,6 +173,11 @@ KEPT = [
     '<script type="speculationrules">{"prefetch":[{"where":{"and":[{"href_matches":"/*"},'
     '{"not":{"href_matches":"/wp-admin/*"}}]},"eagerness":"conservative"}]}</script>',
     '<script type="text/javascript;charset=utf-8">fbq("init","1")</script>',
+    '<script type="importmap">{"imports":{"app":"/js/app.js","lib/":"https://cdn.example/lib/"}}</script>',
+    # what the browser would not take as a map at all fetches nothing through it
+    '<script type="importmap">{"imports":{"hj":"https://static.hotjar.com/c/x.js"},}</script>',
+    '<script type="importmap">{"imports":["https://static.hotjar.com/c/x.js"]}</script>',
+    '<script type="importmap">{"imports":{"hj":"https://static.hotjar.com/c/x.js"},"scopes":{"/":1}}</script>',
     '<iframe src="data:text/html,<p>hello</p>"></iframe>',
     '<object data="data:image/png;base64,iVBORw0KGgo="></object>',
 ]
@@ -378,3 +402,20 @@ async def test_the_header_charset_reaches_the_gate(aiohttp_server: Any) -> None:
                 async with session.get(f"http://127.0.0.1:{running.port}/") as resp:
                     body = await resp.read()
                 assert b"<img" not in body and b"<p>ok</p>" in body
+
+
+def test_an_import_map_too_large_to_read_whole_goes_and_report_only_mode_keeps_every_one() -> None:
+    """Over `max_inline_script` a map cannot be read whole: it goes (an unreadable host
+    is refused when the visitor refused something); report-only mode changes nothing."""
+    big = '{"imports":{' + ",".join(f'"m{i}":"/js/m{i}.js"' for i in range(20)) + "}}"
+    page = f'<script type="importmap">{big}</script><p>x</p>'.encode()
+    small = GatePlan(Policy(make_catalog()), max_inline_script=64)
+    for step in (7, len(page)):
+        g = HtmlGate(small, NONE, page_host="www.shop.test")
+        out = b"".join(g.feed(page[i : i + step]) for i in range(0, len(page), step)) + g.end()
+        assert out == b'<script type="importmap"></script><p>x</p>', out
+    g = HtmlGate(small, ALL, page_host="www.shop.test")
+    assert g.feed(page) + g.end() == page
+    refused = f'<script type="importmap">{{"imports":{{"fb":"{FB}"}}}}</script>'.encode()
+    g = HtmlGate(PLAN, NONE, page_host="www.shop.test", report_only=True)
+    assert g.feed(refused) + g.end() == refused and sum(g.stats.counts.values()) == 1

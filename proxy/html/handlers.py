@@ -18,6 +18,7 @@ lol-html's element and text chunk objects are typed `Any` (the binding has no st
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -40,7 +41,7 @@ from .fragment import FRAGMENT_MEMO_MAX_TEXT, MAX_NESTING, gate_fragment
 from .markup import GOOGLE_TAG_VENDORS, activation_script
 from .run import GateRun, Handler, TextGate
 from .run import RunHandler as _Handler
-from .sources import is_data_url, speculation_urls
+from .sources import import_map_addresses, is_data_url, speculation_urls
 
 __all__ = [
     "DOCUMENT_HANDLER",
@@ -78,12 +79,12 @@ class _ScriptHandler(Handler):
         self.attrs: list[tuple[str, str]] = []
         self.buf: list[str] = []
         self.size = 0
-        self.rules = False
-        """The buffered script is speculation rules (JSON), not JavaScript."""
+        self.rules = ""
+        """The buffered script is JSON, not JavaScript: "speculationrules" or "importmap"."""
 
     def element(self, e: Any) -> None:
         run = self.run
-        self.rules = False
+        self.rules = ""
         svg = e.namespace_uri == SVG_NS
         url = (_attr(e, "href") or _attr(e, "xlink:href")) if svg else _attr(e, "src")
         nonce = e.get_attribute("nonce")
@@ -107,9 +108,10 @@ class _ScriptHandler(Handler):
         kind = _attr(e, "type")
         if not runs_as_script(kind):
             self.mode = self.IGNORE
-            if kind is None or kind.strip().lower() != "speculationrules":
+            rules = kind.strip(_ASCII_WS).lower() if kind is not None else ""
+            if rules not in _JSON_SCRIPTS:
                 return
-            self.rules = True
+            self.rules = rules
         self.mode = self.BUFFER
         self.attrs = e.attributes
         self.buf = []
@@ -137,6 +139,9 @@ class _ScriptHandler(Handler):
 
     def _finish(self, t: Any, text: str) -> None:
         run = self.run
+        if self.rules == "importmap":
+            self._finish_import_map(t, text)
+            return
         if self.rules:
             self._finish_rules(t, text)
             return
@@ -189,8 +194,46 @@ class _ScriptHandler(Handler):
             return
         run.count(refusal)
         t.replace(text if run.report_only else "", run.html)
-        if self.mode == self.PASS:
+        if self.mode == self.PASS and not run.report_only:
             self.mode = self.SWALLOW
+
+    def _finish_import_map(self, t: Any, text: str) -> None:
+        """An import map names the URLs of the page's modules (`import "name"`): each one
+        of a refused vendor points at tag-gate's empty module instead (an address at
+        `/__tag-gate/blocked.js`, a prefix at `/__tag-gate/blocked/`), so the page's own
+        modules that import it still resolve and run, and the vendor is never fetched.
+        A map too large to read whole goes as an unreadable host does."""
+        run = self.run
+        refusals: list[Decision] = []
+        found = import_map_addresses(text) if self.mode != self.PASS else None
+        if self.mode == self.PASS:
+            d = run.policy.unparseable_host.decide(run.consent, _SCRIPT)
+            if not d.keeps:
+                refusals.append(d)
+        elif found is not None:
+            parsed, places = found
+            blocked = f"//{run.page_host}{BLOCKED_MODULE}" if run.base_host and run.page_host else BLOCKED_MODULE
+            for specifiers, key in places:
+                d = run.decide(_SCRIPT, "script", specifiers[key])
+                if not d.keeps:
+                    refusals.append(d)
+                    specifiers[key] = blocked + ("/" if key.endswith("/") else ".js")
+        for d in refusals:
+            run.count(d)
+        if not refusals or run.report_only:
+            t.replace(text, run.html)
+        elif found is None:  # the map was too large: none of it
+            t.replace("", run.html)
+            self.mode = self.SWALLOW
+        else:
+            t.replace(json.dumps(found[0], ensure_ascii=True).replace("<", "\\u003c"), run.html)
+
+
+_ASCII_WS: Final = "\t\n\f\r "
+_JSON_SCRIPTS: Final = frozenset(("speculationrules", "importmap"))
+BLOCKED_MODULE: Final = "/__tag-gate/blocked"
+"""Where an import map's refused addresses point: `.js` (an empty module), or a prefix
+under `/` (any module below it is the same empty module)."""
 
 
 def _is_google(decision: Decision) -> bool:

@@ -8,7 +8,8 @@
 - `refresh_url`: the URL of `<meta http-equiv=refresh content=...>` (HTML's "shared
   declarative refresh steps");
 - `speculation_urls`: the URLs a `<script type=speculationrules>` names, and whether
-  its document rules can reach beyond the page's own paths.
+  its document rules can reach beyond the page's own paths;
+- `import_map_addresses`: where a `<script type=importmap>` writes the URLs of modules.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Final
 __all__ = [
     "DataUrl",
     "data_kind",
+    "import_map_addresses",
     "make_data_url",
     "parse_data_url",
     "refresh_url",
@@ -188,3 +190,33 @@ def speculation_urls(text: str) -> tuple[list[str], bool] | None:
             if "where" in rule or rule.get("source") == "document":
                 contained = contained and _same_site_only(rule.get("where"))
     return urls, contained
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def import_map_addresses(text: str) -> tuple[Any, list[tuple[dict[str, Any], str]]] | None:
+    """An import map as the browser parses it (HTML's "parse an import map string"): the
+    parsed map, and each place an address is written (the specifier map, the key) whose
+    value is a string: `imports`, then every scope of `scopes`. None when the browser
+    would take no map from the text (not JSON, not an object, `imports` or `scopes` not
+    an object, a scope not an object): nothing is fetched through it then."""
+    try:
+        parsed = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    maps: list[dict[str, Any]] = []
+    imports = parsed.get("imports", {})
+    scopes = parsed.get("scopes", {})
+    if not isinstance(imports, dict) or not isinstance(scopes, dict):
+        return None
+    maps.append(imports)
+    for scope in scopes.values():
+        if not isinstance(scope, dict):
+            return None
+        maps.append(scope)
+    places = [(m, key) for m in maps for key, value in m.items() if isinstance(value, str)]
+    return parsed, places

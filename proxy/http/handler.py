@@ -247,6 +247,8 @@ class ProxyHandler:
 
     def _serve_asset(self, ex: Exchange) -> web.StreamResponse:
         name = ex.target[len(RESERVED_PREFIX) :].partition("?")[0]
+        if name.startswith("blocked/"):  # an import map's refused prefix: the same empty module
+            name = "blocked.js"
         asset = ex.runtime.assets.get(name)
         if asset is None or ex.method not in ("GET", "HEAD"):
             return error_response(404, "Not Found")

@@ -423,6 +423,23 @@ SCENARIOS = (
         wait=0.5,
     ),
     Scenario(
+        # modules named by an import map (bare names, a prefix, a scope), in the markup
+        # and added by the page's code: the map, not the import, holds the URL
+        "import-maps",
+        (
+            Tag("static.hotjar.com", "/c/hotjar-mapped.js", "analytics"),
+            Tag("static.hotjar.com", "/c/hotjar-scoped.js", "analytics"),
+            Tag("static.hotjar.com", "/c/hotjar-mapped-late.js", "analytics"),
+            Tag(BING, "/action/0?ti=mapped", "advertising"),
+        ),
+        # the page's own modules that import a refused vendor still run (it is an empty
+        # module of tag-gate's then)
+        check="() => ['static-imports-ran', 'scoped-ok'].filter(e => !e2e.log.includes(e))"
+        ".map(e => e + ' missing: ' + e2e.log)",
+        states=("", "analytics", "analytics.advertising"),
+        csp=True,
+    ),
+    Scenario(
         "shadow-root",
         (
             Tag(BING, "/action/0?ti=shadow-html", "advertising"),

@@ -240,7 +240,9 @@
               if (r) changed++;
               if (typeof r == "string") SA.call(el, k, r);
             }
-            if (el.localName == "script" && !el.hasAttribute("src") && !el.hasAttribute(CAT) && (i = imports(el.textContent))) changed++, block(el, "import", i[0], i[1]);
+            if (el.localName == "script" && !el.hasAttribute("src") && !el.hasAttribute(CAT))
+              if (/^[\t\n\f\r ]*importmap[\t\n\f\r ]*$/i.test(el.getAttribute("type"))) (i = maps(el.textContent)) && (changed++, (el.textContent = i));
+              else if ((i = imports(el.textContent))) changed++, block(el, "import", i[0], i[1]);
           } else if (el.localName == "template") changed += scan(el.content, runs); // a declarative shadow root's too
       }
       return changed;
@@ -250,6 +252,30 @@
     // its decision.
     imports = (code) => {
       for (let re = /\b(?:import|from)\s*\(?\s*(['"`])((?:https?:)?\/\/[^'"`\s]+)\1/g, m, d; (m = re.exec(code)); ) if ((d = decide(m[2]))) return [m[2], d];
+    },
+    // An import map's text with each address of a refused vendor pointed at tag-gate's
+    // empty module (a prefix at a prefix), or nothing when none is: the page's modules
+    // that import it still run (the HTML gate does the same in markup).
+    maps = (text) => {
+      let m,
+        n = 0;
+      const fix = (o) => {
+        if (o && typeof o == "object")
+          for (const k in o) {
+            const d = typeof o[k] == "string" && decide(o[k]);
+            if (d) note(d, o[k]), (o[k] = location.origin + "/__tag-gate/blocked" + (k.endsWith("/") ? "/" : ".js")), n++;
+          }
+      };
+      try {
+        m = JSON.parse(text);
+      } catch (e) {
+        return;
+      }
+      if (m && typeof m == "object") {
+        fix(m.imports);
+        for (const s in m.scopes && typeof m.scopes == "object" ? m.scopes : {}) fix(m.scopes[s]);
+      }
+      if (n) return JSON.stringify(m);
     },
     // Code that arrives in a script of the page that has none yet runs at once (as text
     // set or inserted into it): when it imports a refused module, the script is made
