@@ -329,6 +329,11 @@ def test_reports_are_classified_with_the_gates_matcher() -> None:
     assert _verdict("https://www.shop.test/x").kind == "first_party"
     for keyword in ("inline", "eval", "data", "blob", "wasm-eval", ""):
         assert _verdict(keyword).kind == "other"
+    # a WebSocket (or WebSocketStream) to a collector: its host, as for https
+    assert _verdict("wss://bat.bing.com/ws?ti=1") == Verdict("leak", "advertising", "bing-uet", "bat.bing.com")
+    assert _verdict("WS://bat.bing.com:8080/x").kind == "leak"
+    assert _verdict("wss://live.unknown.test/socket") == Verdict("gap", "", "", "live.unknown.test")
+    assert _verdict("wss://www.shop.test/live").kind == "first_party"
 
 
 def test_an_operator_rule_without_a_vendor_names_itself() -> None:

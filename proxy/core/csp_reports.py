@@ -134,8 +134,11 @@ _OTHER: Final = Verdict("other")
 
 
 def classify_report(policy: Policy, granted: Collection[str], report: CspReport, page_host: str | None) -> Verdict:
-    """Classify the blocked URL of a report with the gate's matcher (module docstring)."""
+    """Classify the blocked URL of a report with the gate's matcher (module docstring).
+    A WebSocket's `ws:`/`wss:` URL reads as its `http:`/`https:` twin (the same host)."""
     url = report.blocked
+    if url[:3].lower() == "ws:" or url[:4].lower() == "wss:":
+        url = "http" + url[2:]
     host = host_of(url)
     if host is None:
         return _OTHER
