@@ -18,14 +18,17 @@ With --no-cache the gated-page cache is off too (html.cache_size = 0), so every
 request runs the whole gate: the guard's share of the gate's own cost. With --nonce
 the origin sends a strict CSP with a nonce new for every response (nginx's
 $request_id), as a strict-CSP site does: the guard's tag carries it, and no such page
-is cached (its key never recurs).
+is cached (its key never recurs). With --gzip the origin compresses its pages and wrk
+asks for gzip, as browsers do: tag-gate decodes, gates and re-encodes them (the guard
+copied in already compressed), and the guard weighs its compressed size on the wire.
 
-Usage:  python bench/guard_throughput.py [--rounds 5] [--seconds 5] [--conns 50] [--no-cache] [--nonce]
+Usage:  python bench/guard_throughput.py [--rounds 5] [--seconds 5] [--conns 50] [--no-cache] [--nonce] [--gzip]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import re
 import shutil
@@ -51,6 +54,7 @@ TARGETS = {
 }
 
 
+GZIP = "gzip on; gzip_min_length 0; gzip_comp_level 1; "  # text/html is always among gzip_types
 NONCE_CSP = "add_header Content-Security-Policy \"script-src 'nonce-$request_id' 'strict-dynamic'; object-src 'none'\";"
 
 
@@ -77,8 +81,10 @@ def main() -> int:
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--no-cache", action="store_true", help="turn the gated-page cache off in every target")
     ap.add_argument("--nonce", action="store_true", help="pages with a strict CSP and a nonce per response")
+    ap.add_argument("--gzip", action="store_true", help="gzip pages from the origin, and clients that accept gzip")
     args = ap.parse_args()
     pb.ensure_tools()
+    accept = ["Accept-Encoding: gzip"] if args.gzip else []
     scratch = Path(tempfile.mkdtemp(prefix="tag-gate-guard-bench-"))
     www, run = scratch / "www", scratch / "run"
     (www / "html").mkdir(parents=True)
@@ -98,7 +104,10 @@ def main() -> int:
             "origin",
             "01",
             f"types {{ }}\n  server {{ listen 127.0.0.1:{origin_port} backlog=4096; root {www};"
-            " location /html/ { default_type text/html; " + (NONCE_CSP if args.nonce else "") + "} }",
+            " location /html/ { default_type text/html; "
+            + (NONCE_CSP if args.nonce else "")
+            + (GZIP if args.gzip else "")
+            + "} }",
         )
         procs.append(subprocess.Popen([pb.nginx_bin(), "-c", str(origin), "-e", str(run / "nginx-stderr.log")]))
         for name, port in ports.items():
@@ -108,15 +117,22 @@ def main() -> int:
             pb.wait_port(port)
         # What each target sends: the guard is there exactly where it should be.
         for name, port in ports.items():
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/html/2KB.html", timeout=10) as resp:
-                body = resp.read()
+            ask = urllib.request.Request(
+                f"http://127.0.0.1:{port}/html/2KB.html", headers=dict(h.split(": ") for h in accept)
+            )
+            with urllib.request.urlopen(ask, timeout=10) as resp:
+                body = wire = resp.read()
+                coding = resp.headers.get("Content-Encoding")
+            if coding == "gzip":
+                body = gzip.decompress(wire)
             has_guard = b"__tagGateGuard" in body or b"/__tag-gate/guard.js" in body
             nonced = re.search(rb"<script[^>]*\snonce=", body[:1000]) is not None  # the guard's tag
-            print(f"{name:10} guard in page: {has_guard} (nonce: {nonced}), page {len(body):,} bytes", flush=True)
+            sent = f", {len(wire):,} on the wire ({coding})" if coding else ""
+            print(f"{name:10} guard in page: {has_guard} (nonce: {nonced}), page {len(body):,} bytes{sent}", flush=True)
         print(f"warm-up: 3 s per target and page ({len(ports)} targets)", flush=True)
         for port in ports.values():
             for page in files:
-                pb.run_wrk(f"http://127.0.0.1:{port}/html/{page}.html", 3, args.conns, [])
+                pb.run_wrk(f"http://127.0.0.1:{port}/html/{page}.html", 3, args.conns, accept)
         results: dict[tuple[str, str], list[float]] = {}
         # tag-gate's own CPU per request (user, system), less noisy than req/s on a
         # shared machine: where a difference is spent (Python, or the kernel's copies)
@@ -126,7 +142,7 @@ def main() -> int:
             order = keys[rnd % len(keys) :] + keys[: rnd % len(keys)]
             for page, target in order:
                 before = cpu_seconds(pids[target])
-                r = pb.run_wrk(f"http://127.0.0.1:{ports[target]}/html/{page}.html", args.seconds, args.conns, [])
+                r = pb.run_wrk(f"http://127.0.0.1:{ports[target]}/html/{page}.html", args.seconds, args.conns, accept)
                 after = cpu_seconds(pids[target])
                 n = max(r["rps"] * args.seconds, 1.0)
                 costs.setdefault((page, target), []).append(
