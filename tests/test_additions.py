@@ -257,6 +257,11 @@ FRAME_CASES = [
     # a sandbox that keeps the frame's scripts from running or from reaching the page
     ('<iframe sandbox srcdoc="<p>x"></iframe>', '<iframe sandbox srcdoc="<p>x"></iframe>'),
     ('<iframe sandbox="allow-scripts"></iframe>', '<iframe sandbox="allow-scripts"></iframe>'),
+    # tokens are split at ASCII whitespace only: one unknown token here
+    (
+        '<iframe sandbox="allow-scripts\u00a0allow-same-origin"></iframe>',
+        '<iframe sandbox="allow-scripts\u00a0allow-same-origin"></iframe>',
+    ),
     (
         '<iframe sandbox="ALLOW-SAME-ORIGIN\nallow-scripts" srcdoc="<p>x"></iframe>',
         f'<iframe sandbox="ALLOW-SAME-ORIGIN\nallow-scripts" srcdoc="{FRAMES}<p>x"></iframe>{FRAMES}',

@@ -426,6 +426,7 @@ class _FrameHandler(_Handler):
 # newlines anywhere dropped)
 _ABOUT: Final = re.compile(r"[\x00-\x20]*a[\t\n\r]*b[\t\n\r]*o[\t\n\r]*u[\t\n\r]*t[\t\n\r]*:", re.IGNORECASE)
 _DOCTYPE: Final = re.compile(r"[\t\n\f\r ]*<!doctype[^>]*>", re.IGNORECASE)
+_ASCII_SPACES: Final = re.compile(r"[\t\n\f\r ]+")
 
 
 def _reachable(e: Any) -> bool:
@@ -434,7 +435,7 @@ def _reachable(e: Any) -> bool:
     box = e.get_attribute("sandbox")
     if box is None:
         return True
-    tokens = set((attribute_text(box) or "").lower().split())
+    tokens = set(_ASCII_SPACES.split((attribute_text(box) or "").lower()))
     return {"allow-scripts", "allow-same-origin"} <= tokens
 
 
