@@ -430,6 +430,7 @@ SCENARIOS = (
             Tag("static.hotjar.com", "/c/hotjar-mapped.js", "analytics"),
             Tag("static.hotjar.com", "/c/hotjar-scoped.js", "analytics"),
             Tag("static.hotjar.com", "/c/hotjar-mapped-late.js", "analytics"),
+            Tag("static.hotjar.com", "/c/hotjar-mapped-written.js", "analytics"),
             Tag(BING, "/action/0?ti=mapped", "advertising"),
         ),
         # the page's own modules that import a refused vendor still run (it is an empty
