@@ -129,6 +129,9 @@ GATED = [
         "facebook",
         '{"imports": {"fb": "//www.shop.test/__tag-gate/blocked.js", "\\u003c": "x"}}',
     ),
+    # Partytown runs `type="text/partytown"` in a web worker: decided as a script
+    ('<script type="text/partytown" src="https://connect.facebook.net/en_US/fbevents.js"></script>', "facebook", ""),
+    ('<script type=" Text/PartyTown ">fbq("init","1")</script>', "fbq", '<script type=" Text/PartyTown "></script>'),
     # class 4: script types and data: documents
     ('<script type="text/javascript1.2">fbq("init","1")</script>', "fbq", ""),
     ('<script type="text/javascript1.0" src="https://connect.facebook.net/x.js"></script>', "facebook", ""),
@@ -174,6 +177,7 @@ KEPT = [
     '{"not":{"href_matches":"/wp-admin/*"}}]},"eagerness":"conservative"}]}</script>',
     '<script type="text/javascript;charset=utf-8">fbq("init","1")</script>',
     '<script type="importmap">{"imports":{"app":"/js/app.js","lib/":"https://cdn.example/lib/"}}</script>',
+    '<script type="text/partytown" src="/js/worker-tag.js"></script>',
     # what the browser would not take as a map at all fetches nothing through it
     '<script type="importmap">{"imports":{"hj":"https://static.hotjar.com/c/x.js"},}</script>',
     '<script type="importmap">{"imports":["https://static.hotjar.com/c/x.js"]}</script>',

@@ -25,12 +25,14 @@ __all__ = [
     "JS_TYPES",
     "STYLES",
     "URL_ATTRIBUTES",
+    "WORKER_SCRIPT_TYPES",
     "CmpNames",
     "Edit",
     "apply_edit",
     "defer_edit",
     "make_cmp_names",
     "runs_as_script",
+    "runs_somewhere",
     "start_tag",
 ]
 
@@ -99,8 +101,19 @@ in any ASCII case and with surrounding whitespace, and runs none with a paramete
 (`text/javascript;charset=utf-8`), so the trimmed, lowered value is the whole test."""
 
 
+WORKER_SCRIPT_TYPES: Final = frozenset({"text/partytown"})
+"""Script types the browser does not run but a library on the page does, in a web
+worker (Partytown): such a script fetches and runs as surely as one the browser runs."""
+
+
 def runs_as_script(type_attr: str | None) -> bool:
     return type_attr is None or type_attr.strip().lower() in JS_TYPES
+
+
+def runs_somewhere(type_attr: str | None) -> bool:
+    """Whether a script of this type runs: in the page (`runs_as_script`) or in a web
+    worker a library on the page starts (`WORKER_SCRIPT_TYPES`)."""
+    return type_attr is None or (t := type_attr.strip().lower()) in JS_TYPES or t in WORKER_SCRIPT_TYPES
 
 
 def defer_edit(

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from ..core.actions import Action, Kind
-from ..core.defer import apply_edit, defer_edit, runs_as_script, start_tag
+from ..core.defer import apply_edit, defer_edit, runs_somewhere, start_tag
 from ..core.policy import Decision
 from .attributes import LINK_RELS, attribute_text, may_name_a_host, srcset_urls
 from .fetching import (
@@ -96,7 +96,7 @@ class _ScriptHandler(Handler):
             e.before(run.take_head_start(), run.html)
         if url is not None and url.strip():
             self.mode = self.IGNORE
-            if not runs_as_script(_attr(e, "type")):
+            if not runs_somewhere(_attr(e, "type")):
                 return
             decision = run.decide(_SCRIPT, "script", url)
             if decision.keeps:
@@ -106,7 +106,7 @@ class _ScriptHandler(Handler):
             run.act(e, _SCRIPT, decision)
             return
         kind = _attr(e, "type")
-        if not runs_as_script(kind):
+        if not runs_somewhere(kind):
             self.mode = self.IGNORE
             rules = kind.strip(_ASCII_WS).lower() if kind is not None else ""
             if rules not in _JSON_SCRIPTS:

@@ -116,6 +116,11 @@ SCRIPTS = {
     " window.init = function () { window.chain.push('init'); };",
     "ct.pinterest.com/self/tag.js": "window.selfRan = (window.selfRan || 0) + 1;",
     "connect.facebook.net/worker/fbevents.js": "postMessage('import-ok');",
+    # scripts Partytown would run in its worker: they report there
+    "www.googletagmanager.com/partytown/gtag.js": "postMessage('partytown-gtag');",
+    "connect.facebook.net/partytown/fbevents.js": "postMessage('partytown-meta');",
+    "static.hotjar.com/c/hotjar-partytown.js": "postMessage('partytown-hotjar');",
+    "connect.facebook.net/partytown/late.js": "postMessage('partytown-late');",
 }
 
 SITE_SCRIPTS = {
@@ -441,6 +446,27 @@ SCENARIOS = (
         csp=True,
     ),
     Scenario(
+        # Partytown's `type="text/partytown"`: the browser does not run it, a library on
+        # the page does, in a web worker (a stand-in here), where no hook of the guard
+        # reaches; the HTML gate decides it as a script
+        "partytown",
+        (
+            Tag("www.googletagmanager.com", "/partytown/gtag.js", "analytics"),
+            Tag("connect.facebook.net", "/partytown/fbevents.js", "advertising"),
+            Tag("static.hotjar.com", "/c/hotjar-partytown.js", "analytics"),
+            Tag("connect.facebook.net", "/partytown/late.js", "advertising"),
+        ),
+        check=_log_check(
+            {
+                "partytown-gtag": "analytics",
+                "partytown-meta": "advertising",
+                "partytown-hotjar": "analytics",
+                "partytown-late": "advertising",
+            }
+        ),
+        wait=0.5,
+    ),
+    Scenario(
         "shadow-root",
         (
             Tag(BING, "/action/0?ti=shadow-html", "advertising"),
@@ -640,6 +666,38 @@ def _report(problems: dict[str, list[str]]) -> str:
 # --------------------------------------------------------------------------- release
 
 
+async def test_a_partytown_script_is_released_to_partytown(world: World) -> None:
+    """A `type="text/partytown"` script the guard made inert goes back to Partytown when
+    its category is granted: re-created with its type, then "ptupdate" (Partytown looks
+    for new scripts on it); the browser never loads such a script, so the release does
+    not wait for a load event that never comes."""
+    tg = await tag_gate(world, "default")
+    async with world.tab() as tab:
+        await tab.goto(world.url(tg.port, "guard/partytown.html?guard=0"))
+        await tab.settle()
+        assert "partytown-late" not in await tab.page.evaluate("e2e.log")
+
+        def late() -> bool:
+            return any(h.host == "connect.facebook.net" and h.path == "/partytown/late.js" for h in tab.hits())
+
+        assert not late()
+        start = asyncio.get_running_loop().time()
+        await tab.page.evaluate(
+            "document.cookie = 'tg_consent=advertising~3~1796300000~Hk3J9dPq; path=/';"
+            " document.dispatchEvent(new CustomEvent('tag-gate:consent'));"
+        )
+        await tab.wait_for(late, "the released tag")
+        await tab.page.wait_for_function("e2e.log.includes('partytown-late')", timeout=5_000)
+        took = asyncio.get_running_loop().time() - start
+        kinds = await tab.page.evaluate(
+            "[...document.querySelectorAll('script[src*=\"partytown/late\"]')].map(s => s.type)"
+        )
+        visit = await tab.snapshot()
+    assert kinds == ["text/partytown"], kinds
+    assert took < 5, f"the release waited {took:.1f} s"
+    assert not visit.console_errors, visit.console_errors
+
+
 @pytest.mark.parametrize("signal", ["event", "cookie-only"])
 async def test_release_after_consent_without_reload(world: World, signal: str) -> None:
     """Granting advertising and social on the page re-creates the blocked tags in order,
@@ -762,6 +820,31 @@ async def test_activation_without_the_guard_reaches_template_contents(world: Wor
         await tab.settle()
         fetched = [h.path for h in tab.hits()]
     assert fetched.count("/template/tag.js") == 1, fetched
+
+
+async def test_activation_without_the_guard_gives_partytown_scripts_back_to_partytown(world: World) -> None:
+    """With the guard off and refused tags deferred, activate.js re-creates a deferred
+    `type="text/partytown"` script with its type and says "ptupdate", without waiting
+    for a load event the browser never fires for it (the next tag would wait 10 s)."""
+    _policy_for(world, "default")
+    tg = await world.proxy("guard-off-defer", html={"guard": {"enabled": False}, "action": "defer"})
+    async with world.tab(port=tg.port) as tab:
+        await tab.goto(world.url(tg.port, "guard/partytown.html?guard=0"))
+        inert = await tab.page.evaluate(
+            "[...document.querySelectorAll('script[data-tg-type]')].map(s => s.type + ' ' + s.dataset.tgType)"
+        )
+        assert inert == ["text/plain text/partytown"] * 3, inert
+        start = asyncio.get_running_loop().time()
+        await tab.page.evaluate(
+            "document.cookie = 'tg_consent=analytics.advertising; path=/';"
+            " document.dispatchEvent(new CustomEvent('tag-gate:consent'))"
+        )
+        ran = ("partytown-gtag", "partytown-meta", "partytown-hotjar")
+        await tab.page.wait_for_function(f"{list(ran)!r}.every(e => e2e.log.includes(e))", timeout=8_000)
+        took = asyncio.get_running_loop().time() - start
+        visit = await tab.snapshot()
+    assert took < 5, f"the activation waited {took:.1f} s"
+    assert not visit.console_errors, visit.console_errors
 
 
 @pytest.mark.parametrize(

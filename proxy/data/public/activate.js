@@ -72,6 +72,16 @@
     if (type) s.setAttribute("type", type);
     if (el.nonce) s.nonce = el.nonce;
     var src = el.getAttribute("data-tg-src");
+    if (type && /^[\t\n\f\r ]*text\/partytown[\t\n\f\r ]*$/i.test(type)) {
+      // Partytown runs it in its worker: the browser never loads it, so there is no
+      // load or error to wait for; Partytown looks for new scripts on "ptupdate"
+      if (src) s.setAttribute("src", src);
+      else s.text = el.textContent;
+      el.parentNode.replaceChild(s, el);
+      window.dispatchEvent(new CustomEvent("ptupdate"));
+      next();
+      return;
+    }
     if (src) {
       var called = false;
       var done = function () { if (!called) { called = true; next(); } };

@@ -40,7 +40,10 @@
         if (k && !/^(category|vendor|import)$/.test(k)) n.setAttribute(k, value);
       }
       if (el.nonce) n.nonce = el.nonce;
-      const wait = script && n.hasAttribute("src");
+      // a script Partytown runs in its worker: the browser never loads it (no load or
+      // error to wait for); Partytown looks for new ones on "ptupdate"
+      const worker = script && /^[\t\n\f\r ]*text\/partytown[\t\n\f\r ]*$/i.test(n.getAttribute("type"));
+      const wait = script && n.hasAttribute("src") && !worker;
       if (script && !wait) n.textContent = el.textContent;
       if (wait) {
         let done = 0;
@@ -56,6 +59,7 @@
       }
       if (el.parentNode) el.parentNode.replaceChild(n, el);
       else (doc.head || doc.documentElement).appendChild(n);
+      if (worker && doc.defaultView) doc.defaultView.dispatchEvent(new CustomEvent("ptupdate"));
       return wait;
     },
     // What waits for release in a document or shadow root, its same-origin frames, its
