@@ -467,6 +467,14 @@ SCENARIOS = (
         wait=0.5,
     ),
     Scenario(
+        # a WordPress "delay JavaScript" plugin: tags the browser reads as inert until its
+        # loader turns them into real scripts on the first interaction
+        "delayed-scripts",
+        (Tag("www.googletagmanager.com", "/gtag/js?id=G-ROCKET", "analytics", "gtag-G-ROCKET"), FB),
+        check=_log_check({"config-ran": "essential"}),
+        wait=0.3,
+    ),
+    Scenario(
         "shadow-root",
         (
             Tag(BING, "/action/0?ti=shadow-html", "advertising"),
