@@ -423,3 +423,20 @@ def test_an_import_map_too_large_to_read_whole_goes_and_report_only_mode_keeps_e
     refused = f'<script type="importmap">{{"imports":{{"fb":"{FB}"}}}}</script>'.encode()
     g = HtmlGate(PLAN, NONE, page_host="www.shop.test", report_only=True)
     assert g.feed(refused) + g.end() == refused and sum(g.stats.counts.values()) == 1
+
+
+def test_url_scheme_and_tokens_read_as_the_browser_reads_them() -> None:
+    from proxy.html.attributes import ascii_tokens
+    from proxy.html.sources import is_data_url, url_scheme
+
+    assert url_scheme(" \x01About:blank") == "about" and url_scheme("a\tb\nout:blank") == "about"
+    assert url_scheme("/x:y") == "" and url_scheme("//host/a:b") == "" and url_scheme("") == ""
+    assert is_data_url("da\nta:text/html,x") and not is_data_url("/data:x")
+    assert ascii_tokens(" Allow-Scripts\nallow-same-origin ") == {"allow-scripts", "allow-same-origin"}
+    assert ascii_tokens("preconnect\u00a0x") == {"preconnect\u00a0x"} and ascii_tokens(None) == frozenset()
+
+
+def test_a_data_url_with_a_newline_in_its_scheme_is_gated_as_one() -> None:
+    document = f'<iframe src="da&#10;ta:text/html,<img src={FB}>"></iframe>'.encode()
+    out = gate(document, whole=False).decode()
+    assert "facebook" not in out and "<iframe" in out, out

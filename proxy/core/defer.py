@@ -31,7 +31,6 @@ __all__ = [
     "apply_edit",
     "defer_edit",
     "make_cmp_names",
-    "runs_as_script",
     "runs_somewhere",
     "start_tag",
 ]
@@ -106,13 +105,9 @@ WORKER_SCRIPT_TYPES: Final = frozenset({"text/partytown"})
 worker (Partytown): such a script fetches and runs as surely as one the browser runs."""
 
 
-def runs_as_script(type_attr: str | None) -> bool:
-    return type_attr is None or type_attr.strip().lower() in JS_TYPES
-
-
 def runs_somewhere(type_attr: str | None) -> bool:
-    """Whether a script of this type runs: in the page (`runs_as_script`) or in a web
-    worker a library on the page starts (`WORKER_SCRIPT_TYPES`)."""
+    """Whether a script of this type runs: in the page (`JS_TYPES`) or in a web worker a
+    library on the page starts (`WORKER_SCRIPT_TYPES`)."""
     return type_attr is None or (t := type_attr.strip().lower()) in JS_TYPES or t in WORKER_SCRIPT_TYPES
 
 

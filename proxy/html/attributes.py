@@ -18,6 +18,7 @@ from typing import Final
 __all__ = [
     "CSS_URL",
     "LINK_RELS",
+    "ascii_tokens",
     "attribute_text",
     "dimension",
     "may_carry_ping",
@@ -109,6 +110,18 @@ def attribute_text(raw: str | None) -> str | None:
     if raw is None or "&" not in raw:
         return raw
     return _CHAR_REF.sub(_decode_ref, raw)
+
+
+_ASCII_WS_RUN: Final = re.compile(r"[\t\n\f\r ]+")
+
+
+def ascii_tokens(value: str | None) -> frozenset[str]:
+    """The tokens of a set-of-space-separated-tokens attribute (`rel`, `sandbox`), split
+    at ASCII whitespace only, as HTML does (a no-break space is part of a token), and
+    lower-cased (their keywords are ASCII case-insensitive)."""
+    if not value:
+        return frozenset()
+    return frozenset(t for t in _ASCII_WS_RUN.split(value.lower()) if t)
 
 
 def srcset_urls(value: str) -> list[str]:

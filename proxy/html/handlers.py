@@ -26,7 +26,7 @@ from typing import Any, Final
 from ..core.actions import Action, Kind
 from ..core.defer import apply_edit, defer_edit, runs_somewhere, start_tag
 from ..core.policy import Decision
-from .attributes import LINK_RELS, attribute_text, may_name_a_host, srcset_urls
+from .attributes import LINK_RELS, ascii_tokens, attribute_text, may_name_a_host, srcset_urls
 from .fetching import (
     AnimationHandler,
     AttributionHandler,
@@ -41,7 +41,7 @@ from .fragment import FRAGMENT_MEMO_MAX_TEXT, MAX_NESTING, gate_fragment
 from .markup import GOOGLE_TAG_VENDORS, activation_script
 from .run import GateRun, Handler, TextGate
 from .run import RunHandler as _Handler
-from .sources import import_map_addresses, is_data_url, speculation_urls
+from .sources import import_map_addresses, is_data_url, speculation_urls, url_scheme
 
 __all__ = [
     "DOCUMENT_HANDLER",
@@ -331,8 +331,7 @@ class _UrlHandler(Handler):
         run = self.run
         urls = [_attr(e, self.attribute.get(tag, "src"))]
         if self.kind is _LINK:
-            rels = (_attr(e, "rel") or "").lower().split()
-            if not LINK_RELS.intersection(rels):
+            if LINK_RELS.isdisjoint(ascii_tokens(_attr(e, "rel"))):
                 return
             images = _attr(e, "imagesrcset")
             if images:
@@ -392,7 +391,9 @@ class _FrameHandler(_Handler):
         # the markup that installs the runtime guard in a frame the page reaches at once
         # (not in a sandbox that keeps the frame's scripts from running or from reaching
         # this document: the script would only be blocked, with a console error)
-        frame = run.frame_markup if tag == "iframe" and not run.in_foreign and _reachable(e) else ""
+        frame = run.frame_markup
+        if frame and (tag != "iframe" or run.in_foreign or not _reachable(e)):
+            frame = ""
         if source and run.nested >= MAX_NESTING:
             if not run.report_only:
                 e.set_attribute("srcdoc", "")  # too deep to gate: an empty document
@@ -418,25 +419,19 @@ class _FrameHandler(_Handler):
             if not decision.keeps:
                 run.act(e, _FRAME, decision)
                 return
-        if frame and (source is not None or not url or _ABOUT.match(url)):
+        if frame and (source is not None or not url or url_scheme(url) == "about"):
             e.after(frame, run.html)
 
 
-# an about: URL as the URL parser reads it (C0 controls and spaces around, tabs and
-# newlines anywhere dropped)
-_ABOUT: Final = re.compile(r"[\x00-\x20]*a[\t\n\r]*b[\t\n\r]*o[\t\n\r]*u[\t\n\r]*t[\t\n\r]*:", re.IGNORECASE)
+_BOTH: Final = frozenset(("allow-scripts", "allow-same-origin"))
 _DOCTYPE: Final = re.compile(r"[\t\n\f\r ]*<!doctype[^>]*>", re.IGNORECASE)
-_ASCII_SPACES: Final = re.compile(r"[\t\n\f\r ]+")
 
 
 def _reachable(e: Any) -> bool:
     """Whether an iframe's document may run scripts that reach its parent: no sandbox, or
     one allowing both (tokens in any case, between any ASCII whitespace)."""
     box = e.get_attribute("sandbox")
-    if box is None:
-        return True
-    tokens = set(_ASCII_SPACES.split((attribute_text(box) or "").lower()))
-    return {"allow-scripts", "allow-same-origin"} <= tokens
+    return box is None or ascii_tokens(attribute_text(box)) >= _BOTH
 
 
 def _frame_first(document: str, markup: str) -> str:

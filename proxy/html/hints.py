@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from .attributes import attribute_text
+from .attributes import ascii_tokens, attribute_text
 from .foreign import find_tag_end, tag_attributes
 
 __all__ = ["HINT_RELS", "HintFilter"]
@@ -29,7 +29,6 @@ HINT_RELS: Final = frozenset({"preconnect", "dns-prefetch"})
 """`rel` tokens CSP does not govern."""
 
 _LINK: Final = re.compile(rb"<link[\t\n\f\r />]", re.IGNORECASE)
-_ASCII_WS: Final = re.compile(r"[\t\n\f\r ]+")
 _MAX_TAG: Final = 1 << 16
 _RENAMED: Final = b"data-tg-rel"
 
@@ -41,8 +40,7 @@ def _hint_rel_offsets(tag: bytes) -> list[int]:
     rels = [(offset, value) for name, value, offset in attrs if name == b"rel"]
     if not rels:
         return []
-    value = attribute_text(rels[0][1].decode("utf-8", "replace")) or ""
-    tokens = {t.lower() for t in _ASCII_WS.split(value) if t}
+    tokens = ascii_tokens(attribute_text(rels[0][1].decode("utf-8", "replace")))
     if HINT_RELS.isdisjoint(tokens):
         return []
     return [offset for offset, _ in rels]

@@ -29,6 +29,7 @@ __all__ = [
     "parse_data_url",
     "refresh_url",
     "speculation_urls",
+    "url_scheme",
 ]
 
 _ASCII_WS: Final = "\t\n\f\r "
@@ -52,8 +53,22 @@ _BASE64_ALPHABET: Final = re.compile(rb"[A-Za-z0-9+/]*")
 _BASE64_TAIL: Final = re.compile(r";[\t\n\f\r ]*base64[\t\n\f\r ]*$", re.IGNORECASE)
 
 
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def url_scheme(url: str) -> str:
+    """The scheme the URL parser reads in `url` (lower-cased; "" for a relative URL): C0
+    controls and spaces before it dropped, and tabs and newlines anywhere in it."""
+    s = url.lstrip(_C0_AND_SPACE)
+    head = s[:40]
+    if "\t" in head or "\n" in head or "\r" in head:
+        s = s[:200].replace("\t", "").replace("\n", "").replace("\r", "")
+    m = _SCHEME.match(s)
+    return m.group()[:-1].lower() if m else ""
+
+
 def is_data_url(url: str) -> bool:
-    return url.lstrip(_C0_AND_SPACE)[:5].lower() == "data:"
+    return url_scheme(url) == "data"
 
 
 def parse_data_url(url: str) -> DataUrl | None:

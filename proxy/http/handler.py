@@ -30,6 +30,7 @@ from yarl import URL
 
 from ..core.memo import Memo
 from ..core.mime import resolve_content_type
+from ..html.handlers import BLOCKED_MODULE
 from .connection import BodyError, UpstreamError
 from .csp import handle_csp_report
 from .exchange import Exchange
@@ -47,6 +48,9 @@ from .websocket import relay_websocket
 log = logging.getLogger("tag_gate")
 
 RESERVED_PREFIX: Final = "/__tag-gate/"
+_BLOCKED_BELOW: Final = BLOCKED_MODULE.removeprefix(RESERVED_PREFIX) + "/"
+_BLOCKED_JS: Final = BLOCKED_MODULE.removeprefix(RESERVED_PREFIX) + ".js"
+"""Where the import maps the gate rewrote point (`proxy.html.handlers.BLOCKED_MODULE`)."""
 """Paths tag-gate answers itself (first-party assets); never forwarded."""
 
 _SEC_GPC: Final = "Sec-GPC"
@@ -247,8 +251,8 @@ class ProxyHandler:
 
     def _serve_asset(self, ex: Exchange) -> web.StreamResponse:
         name = ex.target[len(RESERVED_PREFIX) :].partition("?")[0]
-        if name.startswith("blocked/"):  # an import map's refused prefix: the same empty module
-            name = "blocked.js"
+        if name.startswith(_BLOCKED_BELOW):  # an import map's refused prefix: the same empty module
+            name = _BLOCKED_JS
         asset = ex.runtime.assets.get(name)
         if asset is None or ex.method not in ("GET", "HEAD"):
             return error_response(404, "Not Found")

@@ -94,8 +94,8 @@ class RuntimeLayers:
         if delivery.how == "none":
             return additions
         shared = delivery.nonce is None
-        key = (consent.key, host, delivery.how, additions)
         if shared:
+            key = (consent.key, host, delivery.how, additions)
             hit = self._guarded.table.get(key)
             if hit is not None:
                 return hit
