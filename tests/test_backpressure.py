@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestServer
 from proxy.core.config import parse_config
 from proxy.core.consent import read_consent
 from proxy.html.gate import HtmlGate
+from proxy.html.guard_code import frames_code
 from proxy.http.stages import Stages
 from proxy.metrics import Metrics
 from tests.proxytools import GUARD_ELEMENT, running_proxy, strip_guard
@@ -189,6 +190,36 @@ async def test_slow_client_gets_every_byte_of_a_page_whose_tail_is_copied(coding
     assert b"googletagmanager" not in strip_guard(got)
     guards = list(GUARD_ELEMENT.finditer(got))
     assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html>")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("coding", [None, "gzip"])
+async def test_slow_client_gets_every_byte_of_a_page_with_frames_an_import_map_and_partytown(
+    coding: str | None,
+) -> None:
+    """An 8 MB page with an import map naming a refused vendor, a Partytown script of one,
+    and an `<iframe>` without `src` every 1,000 rows, to a client reading at 8 MB/s: every
+    row arrives, each frame once with guard-frames.js after it, the map rewritten, the
+    Partytown script gone, the guard once."""
+    import_map = b'<script type="importmap">{"imports":{"hj":"https://static.hotjar.com/c/hotjar-1.js"}}</script>'
+    partytown = b'<script type="text/partytown" src="https://connect.facebook.net/en_US/fbevents.js"></script>'
+    page = html_page(8_000_000)
+    head, _, rest = page.partition(b"<ul>")
+    rows = rest.split(b"</li>\n")
+    framed = b"".join(
+        row + b"</li>\n" + (b'<li><iframe name="f%d" hidden></iframe></li>\n' % i if i % 1000 == 0 else b"")
+        for i, row in enumerate(rows[:-1])
+    )
+    body = head.replace(b"<head>", b"<head>" + import_map + partytown) + b"<ul>" + framed + rows[-1]
+    frames = body.count(b"<iframe")
+    got = await served_slowly(body, "text/html", coding)
+    assert got.count(b"<li>") == body.count(b"<li>"), "the gated page lost rows"
+    assert got.endswith(b"</ul></body></html>")
+    after = b"</iframe><script>" + frames_code().encode() + b"</script>"
+    assert frames > 50 and got.count(b"<iframe") == frames and got.count(after) == frames
+    assert b'"hj": "/__tag-gate/blocked.js"' in got and b"hotjar" not in strip_guard(got)
+    assert b"text/partytown" not in strip_guard(got) and b"fbevents" not in strip_guard(got)
+    assert len(list(GUARD_ELEMENT.finditer(got))) == 1
 
 
 @pytest.mark.slow
