@@ -42,6 +42,7 @@ INTERFACES = (
     " HTMLInputElement Attr Element Node Document CharacterData Range ShadowRoot Navigator XMLHttpRequest"
     " WebSocket EventSource Worker SharedWorker NamedNodeMap Audio FontFace HTMLBodyElement Worklet SVGAnimatedString"
     " DocumentFragment HTMLTableElement HTMLBaseElement HTMLAnchorElement HTMLAreaElement HTMLElement"
+    " WebSocketStream WebTransport Cache"
 ).split()
 """The interfaces whose prototypes (or constructors) the guard's install touches."""
 

@@ -385,6 +385,8 @@ def test_compaction_refuses_what_it_cannot_read(bad: str) -> None:
         # arrow parameters (with a default that refers to another), catch bindings, patterns
         ("const f = (alpha, beta = alpha) => beta;", "const n=(e,t=e)=>t;"),
         ("try { x(); } catch (err) { err.name; }", "try{x();}catch(e){e.name;}"),
+        # a promise's .catch(handler) names no binding: a global handler stays itself
+        ("const p = go(); p.catch(Boolean); p?.catch(Boolean);", "const e=go();e.catch(Boolean);e?.catch(Boolean);"),
         ("for (const [key, val] of list) use(key, val);", "for(const[e,t]of list)use(e,t);"),
         ("const g = item => item.src;", "const t=e=>e.src;"),
         # a parenthesised function expression (what install() is written as)

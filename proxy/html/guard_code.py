@@ -270,8 +270,8 @@ def _declared(tokens: list[tuple[str, str]]) -> set[str]:
                 expect = True
             elif text == ";" or (kind == "word" and text in ("of", "in")):
                 decl.pop()
-        if text == "catch":
-            names.add(tokens[i + 2][1])
+        if text == "catch" and kind == "word" and tokens[i - 1][1] not in (".", "?."):
+            names.add(tokens[i + 2][1])  # a catch binding, not a promise's .catch(...) argument
     return names
 
 

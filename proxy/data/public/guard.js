@@ -279,12 +279,19 @@
     },
     // Code that arrives in a script of the page that has none yet runs at once (as text
     // set or inserted into it): when it imports a refused module, the script is made
-    // inert first, as `scan` does with a script inserted with its code. `a`: what goes in
-    // (strings, nodes).
-    code = (p, a) => {
-      let i;
-      if (p && p.localName == "script" && p.isConnected && !p.textContent && !p.hasAttribute("src") && !p.hasAttribute(CAT) && (i = imports([...a].map((n) => (n && typeof n == "object" ? n.textContent : n)).join(""))))
-        block(p, "import", i[0], i[1]);
+    // inert first, as `scan` does with a script inserted with its code; an import map's
+    // text arrives with its refused addresses replaced (in `a`, the page's call's
+    // arguments from i: what goes in, strings and nodes).
+    code = (p, a, i = 0) => {
+      let x;
+      if (p && p.localName == "script" && p.isConnected && !p.textContent && !p.hasAttribute("src") && !p.hasAttribute(CAT)) {
+        const text = a.slice(i).map((n) => (n && typeof n == "object" ? n.textContent : n)).join("");
+        if (!/^[\t\n\f\r ]*importmap[\t\n\f\r ]*$/i.test(p.getAttribute("type"))) (x = imports(text)) && block(p, "import", x[0], x[1]);
+        else if ((x = maps(text)))
+          for (; i < a.length; i++)
+            if (typeof a[i] == "string") (a[i] = x), (x = "");
+            else if (a[i] && a[i].nodeType) (a[i].textContent = x), (x = "");
+      }
     },
     // A same-origin frame the page inserted gets the hooks at once (code may reach it
     // through window.frames, not only contentWindow).
@@ -366,7 +373,7 @@
     // something blocked is kept for release (a page may hold it in its code only, and
     // stamp copies of its contents after consent).
     html = (f, self, a, i, runs, ctx = self) => {
-      t(code, ctx, [a[i]]);
+      t(code, ctx, a, i);
       const m = t(markup, a[i], ctx, runs),
         r = through(m, f, self, a, i);
       if (m && ctx && ctx.localName == "template" && !T.includes(ctx)) T.push(ctx);
@@ -460,7 +467,7 @@
         each("-Script:text", trap("q", (f, el, a) => (t(code, el, a), F.apply(f, el, a))), "set");
         hook(S, "textContent", H.q, "set", w.Node.prototype);
         hook(S, "innerText", H.q, "set", w.HTMLElement.prototype);
-        each("Element:insertAdjacentText", trap("l", (f, el, a) => (t(code, /^(afterbegin|beforeend)$/i.test(a[0]) ? el : el.parentNode, [a[1]]), F.apply(f, el, a))));
+        each("Element:insertAdjacentText", trap("l", (f, el, a) => (t(code, /^(afterbegin|beforeend)$/i.test(a[0]) ? el : el.parentNode, a, 1), F.apply(f, el, a))));
         // a node another document made (DOMParser, createHTMLDocument) fetches once it is
         // this document's: checked as it is adopted or cloned in
         each("Document:adoptNode,importNode", trap("i", (f, d, a) => (t(scan, a[0], 1), F.apply(f, d, a))));
@@ -572,6 +579,30 @@
           },
         };
         each(":WebSocket,EventSource,Worker,SharedWorker", ctor);
+        // A WebSocketStream or WebTransport that could not connect: its promises
+        // rejected (handled, so nothing is logged unless the page logs it), its methods
+        // doing nothing but failing.
+        each(":WebSocketStream,WebTransport", {
+          construct: (C, a, nt) => {
+            if (!t(decide, String(a[0]).replace(/^(\s*)ws/i, "$1http"))) return F.construct(C, a, nt);
+            const E = w[C.name.replace("Stream", "") + "Error"] || w.TypeError,
+              no = (p) => (p = w.Promise.reject(new E())).catch(Boolean) && p,
+              x = O.create(nt.prototype);
+            for (const [k, d] of O.entries(O.getOwnPropertyDescriptors(C.prototype)))
+              if (k != "constructor")
+                O.defineProperty(x, k, { value: d.get ? (/^(opened|closed|ready|draining)$/.test(k) ? no() : k == "url" ? new URL(a[0], D.baseURI).href : null) : k == "close" ? () => {} : no, configurable: true });
+            return x;
+          },
+        });
+        // the Cache API fetches what it adds (a list all or nothing)
+        each("Cache:add,addAll", {
+          apply: (f, c, a) => {
+            const l = f.name != "addAll" ? [a[0]] : a[0] && typeof a[0] == "object" && Symbol.iterator in a[0] && (a = [[...a[0]]])[0];
+            return l && l.some((r) => t(decide, url(r))) ? w.Promise.reject(new w.TypeError("Failed to fetch")) : F.apply(f, c, a);
+          },
+        });
+        // a popup the page opens at about:blank is a same-origin realm of its own
+        each(":open", { apply: (f, self, a) => { const r = F.apply(f, self, a); t(install, r); return r; } });
       }));
     });
 
