@@ -46,6 +46,7 @@ from proxy.core.consent import (
     read_tarteaucitron,
     read_tcf,
     source_cookie_names,
+    stated_consent,
     validate_settings,
 )
 from proxy.core.tcf import parse_tc_string
@@ -1081,3 +1082,14 @@ def test_bridge_script_mirrors_cmp_choices(tmp_path: Path) -> None:
                 assert "max-age=31536000" in line or "max-age=0" in line
     for value in filter(None, BRIDGE_SCENARIOS.values()):
         assert choice(read_native(value)) == grants(*value.split("."))
+
+
+def test_a_stated_consent_grants_the_known_categories_named_with_gpc_applied() -> None:
+    state = stated_consent(["analytics", "bogus", "", "social"], None)
+    assert state.granted == {"essential", "analytics", "social"} and state.decided
+    assert (state.source, state.reason) == ("page", "ok") and state.key == "f0a1d0s1g0"
+    assert stated_consent([], None).granted == {"essential"}
+    gpc = stated_consent(["advertising", "analytics"], "1")
+    assert gpc.granted == {"essential", "analytics"} and gpc.gpc
+    # the same key as the cookie that says the same, so the two share one table
+    assert stated_consent(["analytics"], None).key == read_consent("tg_consent=analytics", None).key

@@ -108,6 +108,35 @@ async def test_external_guard_for_a_self_only_policy(upstream: UpstreamFactory, 
     assert status == 404
 
 
+async def test_the_guard_table_route_gives_the_table_of_a_stated_consent(
+    upstream: UpstreamFactory, tag_gate: TagGateFactory
+) -> None:
+    """guard-release.js asks /__tag-gate/guard-table for the table of the consent the page
+    has now (a category granted at load withdrawn): the table of the categories named,
+    whatever the cookie says; unknown names grant nothing; Sec-GPC applies; never cached."""
+    server = await upstream(site())
+    tg = await tag_gate(f"http://127.0.0.1:{server.port}")
+    status, headers, body = await get(tg.url + "/__tag-gate/guard-table?g=functional", Cookie="tg_consent=analytics")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert headers["Cache-Control"] == "private, no-store" and headers["X-Content-Type-Options"] == "nosniff"
+    table = json.loads(body)
+    assert table["granted"] == {"essential": 1, "functional": 1} and table["page"] is None
+    refused = {category for category, _ in table["vendors"]}
+    assert "analytics" in refused and "functional" not in refused
+    for query in ("", "?g=", "?g=bogus.%00.essential", "?g=" + "x" * 5000):
+        status, _, body = await get(tg.url + "/__tag-gate/guard-table" + query)
+        assert status == 200 and json.loads(body)["granted"] == {"essential": 1}, query
+    # Sec-GPC refuses advertising (the default gpc_refuses) even when the page states it
+    _, _, body = await get(tg.url + "/__tag-gate/guard-table?g=advertising.analytics", **{"Sec-GPC": "1"})
+    assert json.loads(body)["granted"] == {"analytics": 1, "essential": 1}
+    status = await post(tg.url + "/__tag-gate/guard-table?g=analytics", b"", "text/plain")
+    assert status == 404
+    # with the guard off, no route
+    off = await tag_gate(f"http://127.0.0.1:{server.port}", html={"guard": {"enabled": False}})
+    status, _, _ = await get(off.url + "/__tag-gate/guard-table?g=analytics")
+    assert status == 404
+
+
 CSP_REPORT = {
     "csp-report": {
         "document-uri": "https://www.shop.test/p?session=abc",

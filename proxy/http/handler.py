@@ -28,6 +28,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from yarl import URL
 
+from ..core.consent import stated_consent
 from ..core.memo import Memo
 from ..core.mime import resolve_content_type
 from ..html.handlers import BLOCKED_MODULE
@@ -54,6 +55,8 @@ _BLOCKED_JS: Final = BLOCKED_MODULE.removeprefix(RESERVED_PREFIX) + ".js"
 """Paths tag-gate answers itself (first-party assets); never forwarded."""
 
 _SEC_GPC: Final = "Sec-GPC"
+_STATED_MAX: Final = 1024
+"""Bound of the categories a page states to /__tag-gate/guard-table (characters)."""
 SEC_FETCH_DEST: Final = "Sec-Fetch-Dest"
 SEC_FETCH_MODE: Final = "Sec-Fetch-Mode"
 SEC_FETCH_USER: Final = "Sec-Fetch-User"
@@ -186,6 +189,8 @@ class ProxyHandler:
                 return await handle_csp_report(self.state, ex, _hostname(request.headers.get(hdrs.HOST)))
             if name == "guard.js":
                 return self._serve_guard(ex)
+            if name == "guard-table":
+                return self._serve_guard_table(ex)
             return self._serve_asset(ex)
 
         headers = request.headers
@@ -280,6 +285,22 @@ class ProxyHandler:
             cache = "private, no-store"
         resp = web.Response(body=body, headers={hdrs.CONTENT_TYPE: "text/javascript; charset=utf-8"})
         resp.headers[hdrs.CACHE_CONTROL] = cache
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
+
+    def _serve_guard_table(self, ex: Exchange) -> web.StreamResponse:
+        """`/__tag-gate/guard-table?g=analytics.functional`: the guard's rule table for
+        the categories a page now grants (guard-release.js asks for it when the visitor
+        withdraws one that was granted at load, so not in the page's table). Sec-GPC
+        applies as for a page; names this config does not know grant nothing."""
+        layers = ex.runtime.stages.layers
+        if layers.guard is None or ex.method not in ("GET", "HEAD"):
+            return error_response(404, "Not Found")
+        stated = ex.request.query.get("g", "")[:_STATED_MAX].split(".")
+        consent = stated_consent(stated, ex.request.headers.get(_SEC_GPC), ex.runtime.config.consent)
+        body = layers.guard.rules_json(consent, None).encode()
+        resp = web.Response(body=body, headers={hdrs.CONTENT_TYPE: "application/json"})
+        resp.headers[hdrs.CACHE_CONTROL] = "private, no-store"
         resp.headers["X-Content-Type-Options"] = "nosniff"
         return resp
 

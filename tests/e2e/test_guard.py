@@ -838,6 +838,50 @@ async def test_release_after_consent_without_reload(world: World, signal: str) -
     assert not any(problems.values()), _report(problems)
 
 
+@pytest.mark.parametrize("signal", ["event", "cookie-only"])
+async def test_withdrawing_a_category_granted_at_load_blocks_it_on_the_page(world: World, signal: str) -> None:
+    """A page loaded with analytics granted carries no analytics rules (its table has
+    the refused categories' only). When the visitor withdraws analytics on the page, the
+    guard fetches the table for the consent now (/__tag-gate/guard-table) and from then on
+    blocks analytics: an image, a fetch and a beacon to Hotjar, sent before and after."""
+    tg = await tag_gate(world, "default")
+    sends = (
+        "tag => { new Image().src = 'https://in.hotjar.com/api/v2/img-' + tag;"
+        " fetch('https://in.hotjar.com/api/v2/fetch-' + tag, {mode: 'no-cors'}).catch(() => {});"
+        " navigator.sendBeacon('https://in.hotjar.com/api/v2/beacon-' + tag, 'x'); }"
+    )
+    async with world.tab({"tg_consent": "analytics"}, port=tg.port) as tab:
+        await tab.goto(world.url(tg.port, "guard/release.html?guard=0"))
+        await tab.page.evaluate(sends, "before")
+        await tab.wait_for(
+            lambda: sum(h.host == "in.hotjar.com" and "-before" in h.path for h in tab.hits()) == 3,
+            "analytics, granted at load, to go out",
+        )
+        await tab.page.evaluate(
+            "signal => { document.cookie = 'tg_consent=functional; path=/';"
+            " if (signal == 'event') document.dispatchEvent(new CustomEvent('tag-gate:consent')); }",
+            signal,
+        )
+        # the guard polls the cookie every 500 ms when no event comes, then fetches the table
+        await tab.page.wait_for_function("!__tagGateGuard.tab().granted.analytics", timeout=5_000)
+        state = await tab.page.evaluate(
+            "({granted: __tagGateGuard.granted().sort(), table: Object.keys(__tagGateGuard.tab().granted).sort(),"
+            " decided: !!__tagGateGuard.decide('https://in.hotjar.com/api/v2/x'), errors: __tagGateGuard.errors})"
+        )
+        await tab.page.evaluate(sends, "after")
+        await tab.settle()
+        after = await tab.snapshot()
+    problems = {
+        "consent on the page": [] if state["granted"] == ["essential", "functional"] else [str(state)],
+        "table for it": [] if state["table"] == ["essential", "functional"] else [str(state)],
+        "analytics decided as refused": [] if state["decided"] else [str(state)],
+        "sent after the withdrawal": [h.path for h in after.page_hits if "-after" in h.path],
+        "guard errors": [str(state["errors"])] if state["errors"] else [],
+        "console errors": [e for e in after.console_errors if not _REPORT_ONLY.search(e)],
+    }
+    assert not any(problems.values()), _report(problems)
+
+
 async def test_activation_without_the_guard_reaches_template_contents(world: World) -> None:
     """With the guard off, activate.js brings deferred tags back itself: those the HTML
     gate deferred in a template's inert contents are activated in place (a script gets

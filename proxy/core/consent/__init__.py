@@ -61,7 +61,14 @@ from .native import read_native
 from .onetrust import read_onetrust
 from .osano import read_osano
 from .registry import BUILTIN, DEFAULT_REGISTRY, Registry
-from .resolve import MAX_COOKIE_HEADER_BYTES, combine_decisions, read_consent, read_gpc, source_cookie_names
+from .resolve import (
+    MAX_COOKIE_HEADER_BYTES,
+    combine_decisions,
+    read_consent,
+    read_gpc,
+    source_cookie_names,
+    stated_consent,
+)
 from .settings import DEFAULT_SETTINGS, ConsentSettings, Problem, settings_problems, validate_settings
 from .source import REASONS, DecidedAt, Jar, ParseContext, Reading, Source, Table, View
 from .state import ConsentState, consent_key, consent_report, format_consent
@@ -112,5 +119,6 @@ __all__ = [
     "read_tcf",
     "settings_problems",
     "source_cookie_names",
+    "stated_consent",
     "validate_settings",
 ]

@@ -83,6 +83,16 @@ def read_consent(
     return _state(settings.undecided, False, "none", gpc, "missing", settings)
 
 
+def stated_consent(
+    categories: Iterable[str], sec_gpc: str | None, settings: ConsentSettings = DEFAULT_SETTINGS
+) -> ConsentState:
+    """A consent a page states rather than a cookie (the runtime guard asking for the
+    rule table of a choice made on the page): the named categories this config knows,
+    with Sec-GPC applied as for a cookie's. Unknown names grant nothing. Its `source` is
+    "page" (no cookie's), its reason "ok"."""
+    return _state(categories, True, "page", read_gpc(sec_gpc), "ok", settings)
+
+
 def combine_decisions(readings: Sequence[Reading], categories: Collection[str]) -> frozenset[str]:
     """What several decided sources grant together, category by category (the rule is
     in the package docstring): the sources that speak for a category vote on it; the

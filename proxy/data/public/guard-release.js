@@ -142,9 +142,26 @@
         last = raw;
         G.grant(g);
         if (Object.keys(g).some((c) => !was.includes(c))) G.release();
+        ask();
       }
+    },
+    // A withdrawn category that was granted when the page loaded has no rules in the
+    // page's table (it carries the refused categories' only): the table for the consent
+    // now is fetched and replaces it (none again for a consent already asked for: one
+    // that failed is not retried until the consent changes).
+    now = () => G.granted().filter((c) => c != "essential").sort().join("."),
+    ask = () => {
+      const q = now();
+      if (asked == q || !Object.keys(G.tab().granted).some((c) => !G.granted().includes(c))) return;
+      asked = q;
+      fetch(location.origin + "/__tag-gate/guard-table?g=" + encodeURIComponent(q), { cache: "no-store", credentials: "same-origin" })
+        .then((r) => (r.ok ? r.text() : ""))
+        .then((x) => x && now() == q && G.load(x))
+        .catch(() => {})
+        .finally(() => G.t(ask));
     };
-  let last = G.c || "";
+  let last = G.c || "",
+    asked = null;
   G.s = (e) => G.t(sync, e);
   for (const e of G.q.splice(0)) G.s(e);
 })();

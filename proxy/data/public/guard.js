@@ -651,6 +651,9 @@
     tab: () => (table(), R),
     read,
     grant: (g) => (ok = g),
+    // a table for the consent the page has now (guard-release.js fetches it when a
+    // category granted at load is withdrawn): read at the next decision
+    load: (x) => ((R = x), (PAGE = 0), memo.clear()),
     // Runs f with the guard off (tag-gate's own "load this embed" button).
     pass: (f) => {
       off++;
