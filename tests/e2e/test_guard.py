@@ -527,6 +527,18 @@ SCENARIOS = (
         wait=0.5,
     ),
     Scenario(
+        # speculation rules the page's code inserts: Chromium prefetches their lists' URLs
+        # (here it gets as far as the TLS handshake, which the suite counts as contact)
+        "speculation-rules",
+        (),
+        check="g => { const n = [...document.querySelectorAll('script[data-tg-type=speculationrules]')]"
+        ".filter(s => s.type == 'text/plain' && s.dataset.tgCategory == 'advertising').length;"
+        " return g.includes('advertising') ? (n ? [n + ' granted rules made inert'] : [])"
+        " : n == 3 ? [] : [n + ' of 3 rules inert in place']; }",
+        states=("", "advertising"),
+        wait=0.5,
+    ),
+    Scenario(
         "strict-csp",
         (Tag("www.googletagmanager.com", "/gtm.js", "analytics", "gtm-container"), FB, TIKTOK),
         csp=True,
@@ -1192,3 +1204,4 @@ async def test_documents_from_data_blob_and_javascript_urls_in_frames_are_report
     want = {leak for _, _, leak in sent}
     reported = await _leak_counts(tg, before, want)
     assert want <= reported.keys(), f"the CSP layer did not report them all: {reported}"
+

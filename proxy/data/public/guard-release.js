@@ -37,7 +37,7 @@
         script = el.localName == "script";
       for (const { name, value } of [...el.attributes]) {
         const k = name.startsWith("data-tg-") ? name.slice(8) : script && name == "type" ? "" : name;
-        if (k && !/^(category|vendor|import)$/.test(k)) n.setAttribute(k, value);
+        if (k && !/^(category|vendor|import|rules)$/.test(k)) n.setAttribute(k, value);
       }
       if (el.nonce) n.nonce = el.nonce;
       // a script Partytown runs in its worker: the browser never loads it (no load or
@@ -106,7 +106,7 @@
             for (const { name, value } of [...el.attributes])
               if (name.startsWith("data-tg-")) {
                 el.removeAttribute(name);
-                if (!/^data-tg-(category|vendor|import)$/.test(name)) el.setAttribute(name.slice(8), value);
+                if (!/^data-tg-(category|vendor|import|rules)$/.test(name)) el.setAttribute(name.slice(8), value);
               }
           }
         }

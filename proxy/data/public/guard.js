@@ -240,12 +240,35 @@
               if (r) changed++;
               if (typeof r == "string") SA.call(el, k, r);
             }
-            if (el.localName == "script" && !el.hasAttribute("src") && !el.hasAttribute(CAT))
-              if (/^[\t\n\f\r ]*importmap[\t\n\f\r ]*$/i.test(el.getAttribute("type"))) (i = maps(el.textContent)) && (changed++, (el.textContent = i));
-              else if ((i = imports(el.textContent))) changed++, block(el, "import", i[0], i[1]);
+            if (el.localName == "script" && !el.hasAttribute("src") && !el.hasAttribute(CAT) && (i = inline(el, el.textContent))) {
+              changed++;
+              if (typeof i == "string") el.textContent = i;
+            }
           } else if (el.localName == "template") changed += scan(el.content, runs); // a declarative shadow root's too
       }
       return changed;
+    },
+    // An inline script's text checked before it runs: an import map's comes back with
+    // its refused addresses replaced (a string); speculation rules that prefetch or
+    // prerender a refused URL, or code that imports a refused module, make the script
+    // inert (1); undefined: nothing to change.
+    inline = (el, text) => {
+      const k = /^[\t\n\f\r ]*(importmap|speculationrules)[\t\n\f\r ]*$/i.exec(el.getAttribute("type"));
+      if (k && k[1].toLowerCase() == "importmap") return maps(text);
+      const i = k ? rules(text) : imports(text);
+      if (i) return block(el, k ? "rules" : "import", i[0], i[1]) || 1;
+    },
+    // The first refused URL of speculation rules' lists (the HTML gate empties such
+    // rules in markup; a document rule's links are the page's, each checked already).
+    rules = (text) => {
+      let m, d;
+      try {
+        m = JSON.parse(text);
+      } catch (e) {
+        return;
+      }
+      for (const k of ["prefetch", "prerender", "prefetch_with_subresources"])
+        for (const r of m && Array.isArray(m[k]) ? m[k] : []) for (const u of r && Array.isArray(r.urls) ? r.urls : []) if (typeof u == "string" && (d = decide(u))) return [u, d];
     },
     // The first refused module an inline script's code names by an absolute URL
     // (import "url", import x from "url", export ... from "url", import("url")), with
@@ -277,21 +300,17 @@
       }
       if (n) return JSON.stringify(m);
     },
-    // Code that arrives in a script of the page that has none yet runs at once (as text
-    // set or inserted into it): when it imports a refused module, the script is made
-    // inert first, as `scan` does with a script inserted with its code; an import map's
-    // text arrives with its refused addresses replaced (in `a`, the page's call's
-    // arguments from i: what goes in, strings and nodes).
+    // Text that arrives in a script of the page that has none yet runs at once (as text
+    // set or inserted into it): it is checked as `scan` checks a script inserted with
+    // its text, before; an import map's arrives with its refused addresses replaced (in
+    // `a`, the page's call's arguments from i: what goes in, strings and nodes).
     code = (p, a, i = 0) => {
       let x;
-      if (p && p.localName == "script" && p.isConnected && !p.textContent && !p.hasAttribute("src") && !p.hasAttribute(CAT)) {
-        const text = a.slice(i).map((n) => (n && typeof n == "object" ? n.textContent : n)).join("");
-        if (!/^[\t\n\f\r ]*importmap[\t\n\f\r ]*$/i.test(p.getAttribute("type"))) (x = imports(text)) && block(p, "import", x[0], x[1]);
-        else if ((x = maps(text)))
+      if (p && p.localName == "script" && p.isConnected && !p.textContent && !p.hasAttribute("src") && !p.hasAttribute(CAT))
+        if (typeof (x = inline(p, a.slice(i).map((n) => (n && typeof n == "object" ? n.textContent : n)).join(""))) == "string")
           for (; i < a.length; i++)
             if (typeof a[i] == "string") (a[i] = x), (x = "");
             else if (a[i] && a[i].nodeType) (a[i].textContent = x), (x = "");
-      }
     },
     // A same-origin frame the page inserted gets the hooks at once (code may reach it
     // through window.frames, not only contentWindow).
