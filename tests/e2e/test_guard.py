@@ -1204,4 +1204,3 @@ async def test_documents_from_data_blob_and_javascript_urls_in_frames_are_report
     want = {leak for _, _, leak in sent}
     reported = await _leak_counts(tg, before, want)
     assert want <= reported.keys(), f"the CSP layer did not report them all: {reported}"
-
