@@ -539,6 +539,20 @@ SCENARIOS = (
         wait=0.5,
     ),
     Scenario(
+        # objects where a URL or markup goes: markup that is not a string, a fetch of an
+        # object with a `url`, and URLs whose text changes between two reads (granted,
+        # those are sent as first read: the guard reads each value once)
+        "non-string-values",
+        (
+            *(
+                Tag(BING, f"/action/0?ti=obj-{how}", "advertising")
+                for how in ("innerhtml", "adjacent", "srcdoc", "fetch")
+            ),
+            Tag("www.facebook.com", "/tr?id=1&ev=ObjWrite", "advertising"),
+        ),
+        states=("", "advertising"),
+    ),
+    Scenario(
         "strict-csp",
         (Tag("www.googletagmanager.com", "/gtm.js", "analytics", "gtm-container"), FB, TIKTOK),
         csp=True,

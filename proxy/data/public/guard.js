@@ -78,7 +78,9 @@
     A,
     SEL,
     WHO,
-    NAMED;
+    NAMED,
+    TT,
+    RQ;
 
   // ------------------------------------------------------------------ deciding
 
@@ -381,6 +383,28 @@
       d[acc || "value"] = p;
       O.defineProperty(o, k, d);
     }),
+    // Argument i of a page's call (`a`, changed in place) made a string once, when it is
+    // an object: the check and the page's call then read the same text (an object's
+    // toString could answer each differently, and markup that is not a string would
+    // pass the checks unread). Trusted Types objects stay themselves: their text cannot
+    // change, and where a page enforces them a string would be refused. An exception of
+    // the page's toString reaches the page, as from its own call.
+    arg = (a, i) => {
+      let v = a[i];
+      if (v && (typeof v == "object" || typeof v == "function")) {
+        TT = TT || ["HTML", "Script", "ScriptURL"].map((k) => W["Trusted" + k] && W["Trusted" + k].prototype.toString);
+        if (!TT.some((s) => { try { return s && (F.apply(s, v, []), 1); } catch (e) {} })) a[i] = v = String(v);
+      }
+      return v;
+    },
+    // fetch's URL (argument i): a Request's, or the argument made a string once
+    req = (a, i = 0) => {
+      try {
+        return F.apply(RQ || (RQ = O.getOwnPropertyDescriptor(W.Request.prototype, "url").get), a[i], []);
+      } catch (e) {
+        return arg(a, i);
+      }
+    },
     // The page's call with argument i replaced by r (a string), or nothing (r true).
     through = (r, f, self, a, i) => {
       if (r === true) return;
@@ -392,6 +416,7 @@
     // something blocked is kept for release (a page may hold it in its code only, and
     // stamp copies of its contents after consent).
     html = (f, self, a, i, runs, ctx = self) => {
+      arg(a, i);
       t(code, ctx, a, i);
       const m = t(markup, a[i], ctx, runs),
         r = through(m, f, self, a, i);
@@ -400,8 +425,6 @@
       return r;
     },
     ev = (x, type, E) => x.dispatchEvent(new E(type)),
-    // fetch's URL: a Request's, or the argument as a URL
-    url = (x) => (x && typeof x.url == "string" ? x.url : x),
     // setAttributeNode(NS), setNamedItem(NS): the Attr checked against the element it
     // joins, before; nothing joins (null: none replaced) when it is blocked.
     attach = (f, self, el, a) => {
@@ -429,7 +452,7 @@
     }),
     // A setter of a fetching property: the trap knows the attribute by the property.
     setter = (function (k) {
-      return trap(k, (f, el, a) => through(t(check, el, k, a[0]), f, el, a, 0));
+      return trap(k, (f, el, a) => through(t(check, el, k, arg(a, 0)), f, el, a, 0));
     }),
     inserted = trap("+", (f, self, a) => {
       t(all, scan, a);
@@ -469,24 +492,24 @@
         });
         each("Function:toString", trap("s", (f, self, a) => F.apply(f, P.get(self) || self, a)));
         each("-Script:src,attributionSrc -Image:src,srcset,attributionSrc -Source:src,srcset -IFrame:src,srcdoc -Frame:src -Embed:src -Object:data -Link:href,imageSrcset -Media:src -Video:poster -Track:src -Input:src -Body:background -Base:href -Anchor:ping,attributionSrc -Area:ping,attributionSrc", 0, "set");
-        each("Attr:value", trap("v", (f, at, a) => through(t(check, at.ownerElement, at.localName, a[0]), f, at, a, 0)), "set");
+        each("Attr:value", trap("v", (f, at, a) => through(t(check, at.ownerElement, at.localName, arg(a, 0)), f, at, a, 0)), "set");
         // an Attr's nodeValue and textContent set its value too (Node's setters, hooked
         // on Attr alone)
         each("Attr:nodeValue,textContent", H.v, "set", w.Node.prototype);
         each("Element:setAttributeNode,setAttributeNodeNS", trap("d", (f, el, a) => attach(f, el, el, a)));
         each("NamedNodeMap:setNamedItem,setNamedItemNS", trap("m", (f, m, a) => attach(f, m, t(owner, f, m), a)));
-        each("Element:setAttribute", trap("a", (f, el, a) => through(t(check, el, a[0], a[1]), f, el, a, 1)));
+        each("Element:setAttribute", trap("a", (f, el, a) => through(t(check, el, arg(a, 0), arg(a, 1)), f, el, a, 1)));
         // the attribute's local name: an XLink href under any prefix is an href
-        each("Element:setAttributeNS", trap("n", (f, el, a) => through(t(check, el, String(a[1]).replace(/.*:/, ""), a[2]), f, el, a, 2)));
+        each("Element:setAttributeNS", trap("n", (f, el, a) => through(t(check, el, String(arg(a, 1)).replace(/.*:/, ""), arg(a, 2)), f, el, a, 2)));
         each("Node:appendChild,insertBefore,replaceChild Element:append,prepend,replaceChildren,before,after,replaceWith,insertAdjacentElement Document:append,prepend,replaceChildren DocumentFragment:append,prepend,replaceChildren CharacterData:before,after,replaceWith Range:insertNode,surroundContents", inserted);
         // setters that put an element in: the document's body, a table's caption, head, foot
         each("Document:body -Table:caption,tHead,tFoot", inserted, "set");
         // a script's code set as text, or text put in next to an element
         const S = (w.HTMLScriptElement || {}).prototype;
-        each("-Script:text", trap("q", (f, el, a) => (t(code, el, a), F.apply(f, el, a))), "set");
+        each("-Script:text", trap("q", (f, el, a) => (arg(a, 0), t(code, el, a), F.apply(f, el, a))), "set");
         hook(S, "textContent", H.q, "set", w.Node.prototype);
         hook(S, "innerText", H.q, "set", w.HTMLElement.prototype);
-        each("Element:insertAdjacentText", trap("l", (f, el, a) => (t(code, /^(afterbegin|beforeend)$/i.test(a[0]) ? el : el.parentNode, a, 1), F.apply(f, el, a))));
+        each("Element:insertAdjacentText", trap("l", (f, el, a) => (arg(a, 1), t(code, /^(afterbegin|beforeend)$/i.test(arg(a, 0)) ? el : el.parentNode, a, 1), F.apply(f, el, a))));
         // a node another document made (DOMParser, createHTMLDocument) fetches once it is
         // this document's: checked as it is adopted or cloned in
         each("Document:adoptNode,importNode", trap("i", (f, d, a) => (t(scan, a[0], 1), F.apply(f, d, a))));
@@ -494,18 +517,18 @@
         each("Element:setHTMLUnsafe,setHTML ShadowRoot:setHTMLUnsafe,setHTML", H.h);
         hook(w.Document, "parseHTMLUnsafe", trap("p", (f, d, a) => html(f, d, a, 0, 0, null)));
         each("Element:outerHTML", trap("o", (f, el, a) => html(f, el, a, 0, 0, el.parentNode)), "set");
-        each("Element:insertAdjacentHTML", trap("j", (f, el, a) => html(f, el, a, 1, 0, /^(beforebegin|afterend)$/i.test(a[0]) ? el.parentNode : el)));
+        each("Element:insertAdjacentHTML", trap("j", (f, el, a) => html(f, el, a, 1, 0, /^(beforebegin|afterend)$/i.test(arg(a, 0)) ? el.parentNode : el)));
         each("Range:createContextualFragment", trap("r", (f, r, a) => html(f, r, a, 0, 1, null)));
         each("Document:write,writeln", trap("w", (f, d, a) => html(f, d, a.length > 1 ? [a.join("")] : a, 0, 1, null)));
         // an editable region's insertHTML and insertImage
-        each("Document:execCommand", trap("x", (f, d, a) => (/^inserthtml$/i.test(a[0]) ? html(f, d, a, 2, 0, null) : /^insertimage$/i.test(a[0]) && t(decide, a[2]) ? false : F.apply(f, d, a))));
+        each("Document:execCommand", trap("x", (f, d, a) => (/^inserthtml$/i.test(arg(a, 0)) ? html(f, d, a, 2, 0, null) : /^insertimage$/i.test(a[0]) && t(decide, arg(a, 2)) ? false : F.apply(f, d, a))));
         // an SVG href set through its SVGAnimatedString, which does not say whose it
         // is (className, target and filter names are ones too): a refused URL is not
         // set, and nothing else happens
         each(
           "SVGAnimatedString:baseVal",
           trap("g", (f, s, a) => {
-            const d = t(decide, a[0]);
+            const d = t(decide, arg(a, 0));
             return d ? note(d, a[0]) : F.apply(f, s, a);
           }),
           "set"
@@ -530,12 +553,12 @@
           }),
           "get"
         );
-        each(":fetch", { apply: (f, self, a) => (t(decide, url(a[0])) ? w.Promise.reject(new w.TypeError("Failed to fetch")) : F.apply(f, self, a)) });
+        each(":fetch", { apply: (f, self, a) => (t(decide, req(a)) ? w.Promise.reject(new w.TypeError("Failed to fetch")) : F.apply(f, self, a)) });
         // a worklet's module (CSS paint, audio)
-        each("Worklet:addModule", trap("k", (f, wk, a) => (t(decide, a[0]) ? w.Promise.reject(new w.DOMException("Unable to load a worklet's module.", "AbortError")) : F.apply(f, wk, a))));
-        each("Navigator:sendBeacon", trap("b", (f, n, a) => t(decide, a[0]) ? true : F.apply(f, n, a)));
+        each("Worklet:addModule", trap("k", (f, wk, a) => (t(decide, arg(a, 0)) ? w.Promise.reject(new w.DOMException("Unable to load a worklet's module.", "AbortError")) : F.apply(f, wk, a))));
+        each("Navigator:sendBeacon", trap("b", (f, n, a) => (t(decide, arg(a, 0)) ? true : F.apply(f, n, a))));
         // a deferred fetch that will never be sent
-        each(":fetchLater", { apply: (f, self, a) => (t(decide, url(a[0])) ? { activated: false } : F.apply(f, self, a)) });
+        each(":fetchLater", { apply: (f, self, a) => (t(decide, req(a)) ? { activated: false } : F.apply(f, self, a)) });
         // a font face whose source names a refused URL fails to load, as CSP would make it
         each(":FontFace", {
           construct: (C, a, nt) => {
@@ -546,7 +569,7 @@
         // new Audio(url) sets its src inside the constructor
         each(":Audio", {
           construct: (C, a, nt) => {
-            const d = a.length && t(decide, a[0]);
+            const d = a.length && t(decide, arg(a, 0));
             if (!d) return F.construct(C, a, nt);
             const el = F.construct(C, [], nt);
             t(block, el, "src", a[0], d);
@@ -557,7 +580,8 @@
         const xhr = new WeakMap();
         each("XMLHttpRequest:open", {
           apply: (f, x, a) => {
-            t(() => xhr.set(x, decide(a[1]) && [a[2] === false], delete x.readyState));
+            const u = arg(a, 1);
+            t(() => xhr.set(x, decide(u) && [a[2] === false], delete x.readyState));
             return F.apply(f, x, a);
           },
         });
@@ -577,7 +601,7 @@
         });
         const ctor = {
           construct: (C, a, nt) => {
-            if (!t(decide, String(a[0]).replace(/^(\s*)ws/i, "$1http"))) return F.construct(C, a, nt);
+            if (!t(decide, String(arg(a, 0)).replace(/^(\s*)ws/i, "$1http"))) return F.construct(C, a, nt);
             if (!C.CLOSED) throw new w.DOMException("Refused to load " + a[0], "SecurityError");
             // A WebSocket or EventSource that could not connect: error (and close) soon.
             const x = O.setPrototypeOf(new w.EventTarget(), nt.prototype),
@@ -603,7 +627,7 @@
         // doing nothing but failing.
         each(":WebSocketStream,WebTransport", {
           construct: (C, a, nt) => {
-            if (!t(decide, String(a[0]).replace(/^(\s*)ws/i, "$1http"))) return F.construct(C, a, nt);
+            if (!t(decide, String(arg(a, 0)).replace(/^(\s*)ws/i, "$1http"))) return F.construct(C, a, nt);
             const E = w[C.name.replace("Stream", "") + "Error"] || w.TypeError,
               no = (p) => (p = w.Promise.reject(new E())).catch(Boolean) && p,
               x = O.create(nt.prototype);
@@ -616,8 +640,8 @@
         // the Cache API fetches what it adds (a list all or nothing)
         each("Cache:add,addAll", {
           apply: (f, c, a) => {
-            const l = f.name != "addAll" ? [a[0]] : a[0] && typeof a[0] == "object" && Symbol.iterator in a[0] && (a = [[...a[0]]])[0];
-            return l && l.some((r) => t(decide, url(r))) ? w.Promise.reject(new w.TypeError("Failed to fetch")) : F.apply(f, c, a);
+            const l = f.name != "addAll" ? a : a[0] && typeof a[0] == "object" && Symbol.iterator in a[0] && (a = [[...a[0]]])[0];
+            return l && l.map((r, i) => req(l, i)).some((u) => t(decide, u)) ? w.Promise.reject(new w.TypeError("Failed to fetch")) : F.apply(f, c, a);
           },
         });
         // a popup the page opens at about:blank is a same-origin realm of its own
