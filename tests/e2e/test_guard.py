@@ -553,6 +553,17 @@ SCENARIOS = (
         states=("", "advertising"),
     ),
     Scenario(
+        # documents shown by <object> and <embed> (about:blank, same origin): realms of
+        # their own, reached by contentWindow or as window[i]
+        "object-frames",
+        tuple(
+            Tag(BING, f"/action/0?ti={how}", "advertising")
+            for how in ("object-inserted", "embed-image", "object-late", "object-markup")
+        ),
+        states=("", "advertising"),
+        wait=0.5,
+    ),
+    Scenario(
         "strict-csp",
         (Tag("www.googletagmanager.com", "/gtm.js", "analytics", "gtm-container"), FB, TIKTOK),
         csp=True,

@@ -314,11 +314,15 @@
             if (typeof a[i] == "string") (a[i] = x), (x = "");
             else if (a[i] && a[i].nodeType) (a[i].textContent = x), (x = "");
     },
-    // A same-origin frame the page inserted gets the hooks at once (code may reach it
-    // through window.frames, not only contentWindow).
+    // A same-origin frame the page inserted (an iframe, or an object or embed showing a
+    // document) gets the hooks at once, and one that loaded later as it loads: code may
+    // reach it through window.frames, not only contentWindow. An embed has no other way
+    // in: its window's frames are visited (cross-origin ones are left at once).
     frames = (n) => {
-      if (n && n.nodeType == 1 && (n.firstElementChild || n.localName == "iframe") && n.isConnected)
-        for (const f of n.localName == "iframe" ? [n] : n.getElementsByTagName("iframe")) if (f.contentWindow) install(f.contentWindow);
+      if (n && n.nodeType == 1 && n.isConnected)
+        for (const f of /^(iframe|object|embed)$/.test(n.localName) ? [n] : n.firstElementChild ? n.querySelectorAll("iframe,object,embed") : [])
+          if (f.localName != "embed") f.contentWindow && install(f.contentWindow);
+          else for (let w = f.ownerDocument.defaultView, i = 0; w && i < w.length; i++) install(w[i]);
     },
     // f for each of the nodes a page's call inserts.
     all = (f, a) => {
@@ -472,6 +476,7 @@
       if (realms.has(N)) return;
       realms.add(N);
       w.__tagGateGuard = G;
+      w.document.addEventListener("load", (e) => t(frames, e.target), true);
       t((function () {
         // "Interface:name,name ...", "-Name" for HTMLNameElement, ":name,name" on the
         // window itself. Indexed loops and no
@@ -545,7 +550,7 @@
         );
         // Code reaching into a same-origin frame gets a guarded realm.
         each(
-          "-IFrame:contentWindow,contentDocument",
+          "-IFrame:contentWindow,contentDocument -Object:contentWindow,contentDocument",
           trap("c", (f, el, a) => {
             const r = F.apply(f, el, a);
             if (r) install(r.defaultView || r);
