@@ -371,7 +371,7 @@ SCENARIOS = (
     Scenario(
         "spa-route",
         (Tag("www.youtube.com", "/embed/spa", "social"), Tag("www.youtube.com", "/iframe_api", "social")),
-        check=_log_check({"iframe-error": "!social"}),
+        check=_log_check({"iframe-error": "!social", "posted": "essential", "post-SecurityError": "never"}),
         states=("", "analytics", "social"),
         wait=0.5,
     ),

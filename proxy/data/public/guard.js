@@ -548,12 +548,13 @@
             return r;
           })
         );
-        // Code reaching into a same-origin frame gets a guarded realm.
+        // Code reaching into a same-origin frame gets a guarded realm (a cross-origin
+        // frame's window, which allows no other property, is left at its first one).
         each(
           "-IFrame:contentWindow,contentDocument -Object:contentWindow,contentDocument",
           trap("c", (f, el, a) => {
             const r = F.apply(f, el, a);
-            if (r) install(r.defaultView || r);
+            if (r) install(/Doc/.test(f.name) ? r.defaultView : r);
             return r;
           }),
           "get"
