@@ -396,8 +396,14 @@
     arg = (a, i) => {
       let v = a[i];
       if (v && (typeof v == "object" || typeof v == "function")) {
-        TT = TT || ["HTML", "Script", "ScriptURL"].map((k) => W["Trusted" + k] && W["Trusted" + k].prototype.toString);
-        if (!TT.some((s) => { try { return s && (F.apply(s, v, []), 1); } catch (e) {} })) a[i] = v = String(v);
+        if (!TT) {
+          TT = [];
+          for (const k of ["HTML", "Script", "ScriptURL"])
+            try {
+              TT.push(W["Trusted" + k].prototype.toString);
+            } catch (e) {}
+        }
+        if (!TT.some((s) => { try { return F.apply(s, v, []), 1; } catch (e) {} })) a[i] = v = String(v);
       }
       return v;
     },
