@@ -919,6 +919,39 @@ async def test_withdrawing_a_category_granted_at_load_blocks_it_on_the_page(worl
     assert not any(problems.values()), _report(problems)
 
 
+async def test_the_guard_changes_nothing_the_page_sees_of_calls_it_lets_through(world: World) -> None:
+    """The guard hooks the page's own APIs: for every call it lets through (first-party
+    URLs, a host no catalogue entry names, a cross-origin frame's window), what the page
+    sees (return values, property descriptors, names, toString, markup, events, a
+    frame's window) is the same with the guard as without it, and nothing throws that
+    did not throw before."""
+    tg = await tag_gate(world, "default")
+    seen = {}
+    for name, port in (("guard", tg.port), ("site", world.site.port)):
+        browser = await _secure_browser(world, port)
+        async with world.tab(port=port, browser=browser) as tab:
+            await tab.goto(world.url(port, "guard/compat.html?guard=0"))
+            try:
+                await tab.page.wait_for_function(
+                    "window.compat && Object.keys(compat).length >= 17 && !Object.values(compat).includes('pending')",
+                    timeout=10_000,
+                )
+            except Exception:
+                raise AssertionError(f"{name}: {await tab.page.evaluate('window.compat')}") from None
+            seen[name] = await tab.page.evaluate("JSON.parse(JSON.stringify(compat))")
+            guarded = await tab.page.evaluate("!!window.__tagGateGuard && __tagGateGuard.errors")
+            v = await tab.snapshot()
+        assert not v.console_errors, (name, v.console_errors)
+        if name == "guard":
+            assert guarded == 0, f"the guard is missing or counted errors: {guarded}"
+    differ = {
+        k: (seen["guard"].get(k), seen["site"].get(k)) for k in seen["site"] if seen["guard"].get(k) != seen["site"][k]
+    }
+    assert not differ, "\n".join(f"{k}: guard {g!r}\n{' ' * len(k)}  site  {s!r}" for k, (g, s) in differ.items())
+    failed = {k: r for k, r in seen["site"].items() if isinstance(r, str) and r.startswith(("threw", "rejected"))}
+    assert not failed, f"the page's own calls failed without the guard (the page proves nothing there): {failed}"
+
+
 async def test_activation_without_the_guard_reaches_template_contents(world: World) -> None:
     """With the guard off, activate.js brings deferred tags back itself: those the HTML
     gate deferred in a template's inert contents are activated in place (a script gets
