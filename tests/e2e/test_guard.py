@@ -418,6 +418,7 @@ SCENARIOS = (
             Tag("analytics.tiktok.com", "/api/v2/pixel?event=markupimage", "advertising"),
             Tag("px.ads.linkedin.com", "/collect?pid=1&fmt=markupsrcdoc", "advertising"),
             Tag(BING, "/action/0?ti=innerframe", "advertising"),
+            Tag(BING, "/action/0?ti=svgframe", "advertising"),
         ),
         check="g => [...(e2e.log.includes('srcdoc-CSS1Compat') ? [] : ['srcdoc not in standards mode: ' + e2e.log]),"
         " ...(document.getElementById('next').previousElementSibling.localName == 'iframe' ? []"
