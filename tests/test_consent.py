@@ -29,6 +29,7 @@ from proxy.core.consent import (
     ConsentState,
     Reading,
     categories_from_purposes,
+    consent_cookie_names,
     consent_key,
     consent_report,
     format_consent,
@@ -1093,3 +1094,11 @@ def test_a_stated_consent_grants_the_known_categories_named_with_gpc_applied() -
     assert gpc.granted == {"essential", "analytics"} and gpc.gpc
     # the same key as the cookie that says the same, so the two share one table
     assert stated_consent(["analytics"], None).key == read_consent("tg_consent=analytics", None).key
+
+
+def test_consent_cookie_names_are_every_configured_sources_cookies() -> None:
+    names = consent_cookie_names()
+    assert names == tuple(sorted(names)) and {"tg_consent", "OptanonConsent", "CookieConsent", "euconsent-v2"} <= set(
+        names
+    )
+    assert len(names) == len(set(names))

@@ -123,11 +123,16 @@ async def test_the_guard_table_route_gives_the_table_of_a_stated_consent(
     assert table["granted"] == {"essential": 1, "functional": 1} and table["page"] is None
     refused = {category for category, _ in table["vendors"]}
     assert "analytics" in refused and "functional" not in refused
-    for query in ("", "?g=", "?g=bogus.%00.essential", "?g=" + "x" * 5000):
+    for query in ("?g=", "?g=bogus.%00.essential", "?g=" + "x" * 5000):
         status, _, body = await get(tg.url + "/__tag-gate/guard-table" + query)
         assert status == 200 and json.loads(body)["granted"] == {"essential": 1}, query
     # Sec-GPC refuses advertising (the default gpc_refuses) even when the page states it
     _, _, body = await get(tg.url + "/__tag-gate/guard-table?g=advertising.analytics", **{"Sec-GPC": "1"})
+    assert json.loads(body)["granted"] == {"analytics": 1, "essential": 1}
+    # without g: the request's own consent, read from its cookies as for a page (a
+    # consent manager's cookie here)
+    cookiebot = "CookieConsent={stamp:%27x%27%2Cnecessary:true%2Cpreferences:false%2Cstatistics:true%2Cmarketing:false}"
+    _, _, body = await get(tg.url + "/__tag-gate/guard-table", Cookie=cookiebot)
     assert json.loads(body)["granted"] == {"analytics": 1, "essential": 1}
     status = await post(tg.url + "/__tag-gate/guard-table?g=analytics", b"", "text/plain")
     assert status == 404

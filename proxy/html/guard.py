@@ -24,6 +24,7 @@ Table format (version 3; short keys and vendors packed in strings because it shi
 every gated page, indexed here so the browser only splits and parses it)::
 
     {"v": 3, "cookie": "tg_consent", "style": "tag-gate",
+     "cmp": "CookieConsent OptanonConsent",   # the other consent cookies the server reads
      "granted": {"analytics": 1, "essential": 1},  # consent.granted at page load
      "final": {"advertising": 1},             # refused by Sec-GPC: no cookie grants them
      "unknown": null,                         # html.unknown_hosts when it is refused
@@ -174,9 +175,11 @@ class GuardRules:
         cookie_name: str = "tg_consent",
         gpc_refuses: Collection[str] = ("advertising",),
         defer_style: str = "tag-gate",
+        cmp_cookies: Collection[str] = (),
     ) -> None:
         self.policy = policy
         self.cookie_name = cookie_name
+        self.cmp_cookies = " ".join(sorted(set(cmp_cookies) - {cookie_name}))
         self.gpc_refuses = frozenset(gpc_refuses)
         self.defer_style = defer_style
         self._entries = _entries(policy.catalog.vendors)
@@ -259,6 +262,7 @@ class GuardRules:
         return {
             "v": TABLE_VERSION,
             "cookie": self.cookie_name,
+            "cmp": self.cmp_cookies,
             "style": self.defer_style,
             "granted": _flags(granted),
             "final": _flags(self.gpc_refuses - granted if consent.gpc else ()),
@@ -382,14 +386,17 @@ def make_guard(
     cookie_name: str = "tg_consent",
     gpc_refuses: Collection[str] = ("advertising",),
     defer_style: str = "tag-gate",
+    cmp_cookies: Collection[str] = (),
 ) -> GuardRules:
     """The `GuardRules` of a policy, made once per policy object and settings (a new
     config generation has a new Policy, so its tables are built anew)."""
-    settings = (cookie_name, frozenset(gpc_refuses), defer_style)
+    settings = (cookie_name, frozenset(gpc_refuses), defer_style, frozenset(cmp_cookies))
     hit = _GUARDS.get(id(policy))
     if hit is not None and hit[0]() is policy and hit[1] == settings:
         return hit[2]
-    guard = GuardRules(policy, cookie_name=cookie_name, gpc_refuses=gpc_refuses, defer_style=defer_style)
+    guard = GuardRules(
+        policy, cookie_name=cookie_name, gpc_refuses=gpc_refuses, defer_style=defer_style, cmp_cookies=cmp_cookies
+    )
     key = id(policy)
     _GUARDS[key] = (weakref.ref(policy), settings, guard)
     weakref.finalize(policy, _GUARDS.pop, key, None)

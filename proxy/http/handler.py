@@ -292,12 +292,19 @@ class ProxyHandler:
         """`/__tag-gate/guard-table?g=analytics.functional`: the guard's rule table for
         the categories a page now grants (guard-release.js asks for it when the visitor
         withdraws one that was granted at load, so not in the page's table). Sec-GPC
-        applies as for a page; names this config does not know grant nothing."""
+        applies as for a page; names this config does not know grant nothing. Without
+        `g`: the table of the request's own consent, read from its cookies as for a page
+        (asked for when a consent manager's cookie changed on the page; the table's
+        `granted` is then the page's new consent)."""
         layers = ex.runtime.stages.layers
         if layers.guard is None or ex.method not in ("GET", "HEAD"):
             return error_response(404, "Not Found")
-        stated = ex.request.query.get("g", "")[:_STATED_MAX].split(".")
-        consent = stated_consent(stated, ex.request.headers.get(_SEC_GPC), ex.runtime.config.consent)
+        headers = ex.request.headers
+        if "g" in ex.request.query:
+            stated = ex.request.query["g"][:_STATED_MAX].split(".")
+            consent = stated_consent(stated, headers.get(_SEC_GPC), ex.runtime.config.consent)
+        else:
+            consent = ex.runtime.stages.visitor(tuple(headers.getall(hdrs.COOKIE, ())), headers.get(_SEC_GPC)).consent
         body = layers.guard.rules_json(consent, None).encode()
         resp = web.Response(body=body, headers={hdrs.CONTENT_TYPE: "application/json"})
         resp.headers[hdrs.CACHE_CONTROL] = "private, no-store"

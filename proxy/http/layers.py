@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Final
 
 from ..core.config import Config
-from ..core.consent import ConsentState
+from ..core.consent import ConsentState, consent_cookie_names
 from ..core.csp import CspHeaders, GuardDelivery
 from ..core.memo import Memo
 from ..html.gate import Additions
@@ -59,6 +59,7 @@ class RuntimeLayers:
                 cookie_name=config.consent.cookie_name,
                 gpc_refuses=config.consent.gpc_refuses,
                 defer_style=html.defer_style,
+                cmp_cookies=consent_cookie_names(config.consent),
             )
             for warning in self.guard.warnings:
                 log.warning("runtime guard: %s", warning)

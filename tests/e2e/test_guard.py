@@ -920,6 +920,43 @@ async def test_withdrawing_a_category_granted_at_load_blocks_it_on_the_page(worl
     assert not any(problems.values()), _report(problems)
 
 
+COOKIEBOT = "{{stamp:%27x%27%2Cnecessary:true%2Cpreferences:{0}%2Cstatistics:{0}%2Cmarketing:{0}}}"
+
+
+async def test_a_consent_managers_cookie_changed_on_the_page_releases_what_it_grants(world: World) -> None:
+    """On a site whose consent manager keeps the choice in its own cookie (Cookiebot's
+    `CookieConsent` here, read by the server), a choice made on the page changes that
+    cookie, not `tg_consent`: the guard notices, asks the server for the table of the
+    consent now (/__tag-gate/guard-table, read from the cookies as for a page), and
+    releases what it grants without a reload; a pixel sent before is dropped, one sent
+    after goes out."""
+    tg = await tag_gate(world, "default")
+    async with world.tab({"CookieConsent": COOKIEBOT.format("false")}, port=tg.port) as tab:
+        await tab.goto(world.url(tg.port, "guard/release.html?guard=0"))
+        inert = await tab.page.evaluate("document.querySelectorAll('[data-tg-category]').length")
+        await tab.page.evaluate("injectPixel('cmp-before')")
+        await tab.settle()
+        assert not any("cmp-before" in h.path for h in tab.hits()), "advertising went out before the choice"
+        await tab.page.evaluate(f"document.cookie = 'CookieConsent={COOKIEBOT.format('true')}; path=/'")
+        await tab.page.wait_for_function("__tagGateGuard.granted().includes('advertising')", timeout=5_000)
+        await tab.wait_for(
+            lambda: any(h.host == "ct.pinterest.com" and h.path == "/chain/a.js" for h in tab.hits()),
+            "the released chain to be fetched",
+        )
+        await tab.page.evaluate("injectPixel('cmp-after')")
+        await tab.settle()
+        state = await tab.page.evaluate(
+            "({granted: __tagGateGuard.granted().sort(), left: document.querySelectorAll('[data-tg-category]').length,"
+            " errors: __tagGateGuard.errors})"
+        )
+        v = await tab.snapshot()
+    assert inert >= 5, f"the page had {inert} inert elements: nothing to release"
+    assert state["granted"] == ["advertising", "analytics", "essential", "functional", "social"], state
+    assert state["left"] == 0 and state["errors"] == 0, state
+    assert any("cmp-after" in h.path for h in v.page_hits), "a pixel sent after the choice did not go out"
+    assert not any("cmp-before" in h.path for h in v.page_hits), "a dropped pixel was replayed"
+
+
 async def test_the_guard_changes_nothing_the_page_sees_of_calls_it_lets_through(world: World) -> None:
     """The guard hooks the page's own APIs: for every call it lets through (first-party
     URLs, a host no catalogue entry names, a cross-origin frame's window), what the page

@@ -64,6 +64,7 @@ from .registry import BUILTIN, DEFAULT_REGISTRY, Registry
 from .resolve import (
     MAX_COOKIE_HEADER_BYTES,
     combine_decisions,
+    consent_cookie_names,
     read_consent,
     read_gpc,
     source_cookie_names,
@@ -101,6 +102,7 @@ __all__ = [
     "View",
     "categories_from_purposes",
     "combine_decisions",
+    "consent_cookie_names",
     "consent_key",
     "consent_report",
     "format_consent",

@@ -30,6 +30,12 @@ def source_cookie_names(source: str, settings: ConsentSettings = DEFAULT_SETTING
     return () if found is None else found.cookies(settings)
 
 
+def consent_cookie_names(settings: ConsentSettings = DEFAULT_SETTINGS) -> tuple[str, ...]:
+    """Every cookie the configured sources read consent from, sorted (the runtime guard
+    watches them: a change means the visitor may have chosen again)."""
+    return tuple(sorted({n for name, _ in settings.readers for n in source_cookie_names(name, settings)}))
+
+
 def _state(
     granted: Iterable[str], decided: bool, source: str, gpc: bool, reason: str, settings: ConsentSettings
 ) -> ConsentState:

@@ -1,13 +1,15 @@
 /* tag-gate runtime guard: consent changes and release without reload, served at
  * /__tag-gate/guard-release.js.
  *
- * guard.js loads this the first time the native consent cookie string changes or a
+ * guard.js loads this the first time a consent cookie's string changes or a
  * `tag-gate:consent` event comes (it is not needed before, so the guard's install does
  * not carry it); from then on this reads the consent: the `tg_consent` cookie
  * (category names joined by "." or "," "|", percent-encoding tolerated, metadata after
  * the first "~"; two different copies grant nothing), compared with its value when the
- * page loaded (`__tagGateGuard.c`, read by guard.js's `read`), or the event's `detail`. A
- * withdrawal applies to the guard's next decision. When more is granted it re-creates
+ * page loaded (`__tagGateGuard.c`, read by guard.js's `read`), or the event's `detail`;
+ * when the cookie of a consent manager the server reads changed instead, the server's
+ * reading of the cookies (/__tag-gate/guard-table). A withdrawal applies to the guard's
+ * next decision. When more is granted it re-creates
  * what is now granted, in document order: blocked scripts and frames
  * (the guard's, in `__tagGateGuard.T`, and every element the HTML gate deferred in
  * tag-gate's convention, `[data-tg-category]`, in this document, its same-origin
@@ -133,17 +135,42 @@
       for (let c of v) if (!R.final[(c = c.trim().toLowerCase())]) g[c] = 1;
       return g;
     },
+    // the lines of G.read() that are (own) or are not the native cookie's
+    lines = (x, own) =>
+      x
+        .split("\n")
+        .filter((l) => l.startsWith(R.cookie + "=") == own)
+        .join("\n"),
     sync = (e) => {
       const d = e && e.detail,
         raw = G.read();
       if (d || raw != last) {
-        const g = parse(d && (d.map || typeof d == "string") ? d : raw.replace(/^[^=]*=/gm, "")),
-          was = G.granted();
+        const cmp = !d && lines(raw, false) != lines(last, false);
         last = raw;
+        if (cmp) return server();
+        const g = parse(d && (d.map || typeof d == "string") ? d : lines(raw, true).replace(/^[^=]*=/gm, "")),
+          was = G.granted();
         G.grant(g);
         if (Object.keys(g).some((c) => !was.includes(c))) G.release();
         ask();
       }
+    },
+    // A consent manager's cookie changed: the server reads the consent from the cookies
+    // as it does for a page and answers with the table of it, whose `granted` is the
+    // page's consent from then on (only the latest question's answer is taken).
+    server = () => {
+      const n = ++asks;
+      fetch(location.origin + "/__tag-gate/guard-table", { cache: "no-store", credentials: "same-origin" })
+        .then((r) => (r.ok ? r.text() : ""))
+        .then((x) => {
+          if (!x || n != asks) return;
+          const was = G.granted();
+          G.load(x);
+          const g = G.tab().granted;
+          G.grant(g);
+          if (Object.keys(g).some((c) => !was.includes(c))) G.release();
+        })
+        .catch(() => {});
     },
     // A withdrawn category that was granted when the page loaded has no rules in the
     // page's table (it carries the refused categories' only): the table for the consent
@@ -161,7 +188,8 @@
         .finally(() => G.t(ask));
     };
   let last = G.c || "",
-    asked = null;
+    asked = null,
+    asks = 0;
   G.s = (e) => G.t(sync, e);
   for (const e of G.q.splice(0)) G.s(e);
 })();

@@ -664,12 +664,12 @@
   // ------------------------------------------------------------------ consent
 
   // Consent changes are read by guard-release.js, loaded once (with the nonce) the first
-  // time the native consent cookie differs from the page's or a tag-gate:consent event
-  // comes; it applies a withdrawal at once and releases what is granted. The cookie as
+  // time a consent cookie differs from the page's or a tag-gate:consent event comes; it applies a withdrawal at once and releases what is granted. The cookie as
   // the page loaded is read in a task of its own: the first document.cookie of a page
   // is a synchronous round trip to the browser process.
-  // `read`: the consent cookie's copies ("name=value"), one a line.
-  const read = () => (table(), D.cookie.split(/;\s*/).filter((kv) => kv.startsWith(R.cookie + "=")).join("\n")),
+  // `read`: the consent cookies' copies ("name=value"), one a line: the native cookie's
+  // and those of the consent managers the server reads (R.cmp).
+  const read = () => (table(), D.cookie.split(/;\s*/).filter((kv) => kv.startsWith(R.cookie + "=") || (" " + R.cmp + " ").includes(" " + kv.split("=")[0] + " ")).join("\n")),
     late = (e) => {
       if (G.s) return G.s(e);
       if (!e && (G.c == null || read() == G.c)) return;
