@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from proxy.core.config import make_policy
-from proxy.core.consent import read_consent
+from proxy.core.consent import consent_cookie_names, read_consent
 from proxy.html.guard import GuardRules, decode_table, guard_sizes
 from proxy.html.guard_code import RULES_PLACEHOLDER, load_guard_source, minify_js
 
@@ -52,7 +52,7 @@ def table_figures() -> None:
     print("rule tables for the built-in catalogue (page host 'www.shop.example'):")
     print("| consent | vendors | bytes | gzip | first build | memoised |")
     print("| --- | --- | --- | --- | --- | --- |")
-    guard = GuardRules(policy)
+    guard = GuardRules(policy, cmp_cookies=consent_cookie_names())  # as tag-gate serve makes it
     for granted in CONSENTS:
         consent = read_consent(f"tg_consent={granted}" if granted else None, None)
         t0 = time.perf_counter()
@@ -157,7 +157,9 @@ async def install_figures(runs: int) -> None:
     if world is None:
         return
     try:
-        script = GuardRules(world.site.guard_policies["default"]).script(read_consent(None, None), None)
+        script = GuardRules(world.site.guard_policies["default"], cmp_cookies=consent_cookie_names()).script(
+            read_consent(None, None), None
+        )
         total: list[float] = []
         run: list[float] = []
         realm: list[float] = []
