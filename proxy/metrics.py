@@ -70,6 +70,10 @@ CONSENT_RECORD_OUTCOMES: Final = ("written", "not_kept", "invalid", "too_large",
 """What became of a POST to /__tag-gate/consent (proxy.http.proof)."""
 GUARD_DELIVERIES: Final = ("inline", "external", "none")
 """How the runtime guard went into a gated page (proxy.http.layers)."""
+GUARD_TABLE_ASKS: Final = ("stated", "cookies")
+"""Why a page asked /__tag-gate/guard-table for a new rule table: `stated`, the visitor
+withdrew on the page a category granted at load; `cookies`, a consent manager's cookie
+changed on the page (proxy.http.handler)."""
 CSP_REPORT_RESULTS: Final = (
     "leak",
     "granted",
@@ -214,6 +218,14 @@ class Metrics:
             registry=r,
         )
         self.guard_pages = {k: self.guard_pages_total.labels(k) for k in GUARD_DELIVERIES}
+        self.guard_tables_total = Counter(
+            "tag_gate_guard_tables",
+            "Rule tables pages asked for after a consent change on the page, by why: stated (a category"
+            " granted at load withdrawn), cookies (a consent manager's cookie changed).",
+            ["asked"],
+            registry=r,
+        )
+        self.guard_tables = {k: self.guard_tables_total.labels(k) for k in GUARD_TABLE_ASKS}
         self.csp_headers = Counter(
             "tag_gate_csp_headers",
             "Responses that got tag-gate's CSP header ([html.csp]), by mode and target (page, worker script).",

@@ -136,6 +136,11 @@ async def test_the_guard_table_route_gives_the_table_of_a_stated_consent(
     assert json.loads(body)["granted"] == {"analytics": 1, "essential": 1}
     status = await post(tg.url + "/__tag-gate/guard-table?g=analytics", b"", "text/plain")
     assert status == 404
+    counts = await metrics(tg.admin_url, "tag_gate_guard_tables_total")
+    assert counts == {
+        'tag_gate_guard_tables_total{asked="stated"}': 5.0,
+        'tag_gate_guard_tables_total{asked="cookies"}': 1.0,
+    }, counts
     # with the guard off, no route
     off = await tag_gate(f"http://127.0.0.1:{server.port}", html={"guard": {"enabled": False}})
     status, _, _ = await get(off.url + "/__tag-gate/guard-table?g=analytics")

@@ -300,11 +300,14 @@ class ProxyHandler:
         if layers.guard is None or ex.method not in ("GET", "HEAD"):
             return error_response(404, "Not Found")
         headers = ex.request.headers
+        tables = self.state.metrics.guard_tables
         if "g" in ex.request.query:
             stated = ex.request.query["g"][:_STATED_MAX].split(".")
             consent = stated_consent(stated, headers.get(_SEC_GPC), ex.runtime.config.consent)
+            tables["stated"].inc()
         else:
             consent = ex.runtime.stages.visitor(tuple(headers.getall(hdrs.COOKIE, ())), headers.get(_SEC_GPC)).consent
+            tables["cookies"].inc()
         body = layers.guard.rules_json(consent, None).encode()
         resp = web.Response(body=body, headers={hdrs.CONTENT_TYPE: "application/json"})
         resp.headers[hdrs.CACHE_CONTROL] = "private, no-store"
