@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from .core.categories import ESSENTIAL
 from .core.config import Config
-from .core.consent import ConsentState
+from .core.consent import ConsentState, consent_cookie_names
 from .core.csp import CspHeaders
 from .html.guard import make_guard
 
@@ -46,6 +46,7 @@ def guard_report(config: Config, consent: ConsentState, page_host: str | None) -
         cookie_name=config.consent.cookie_name,
         gpc_refuses=config.consent.gpc_refuses,
         defer_style=html.defer_style,
+        cmp_cookies=consent_cookie_names(config.consent),  # as proxy.http.layers makes it
     )
     text = guard.rules_json(consent, page_host)
     table = json.loads(text)

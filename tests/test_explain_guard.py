@@ -17,7 +17,9 @@ from aiohttp import web
 from proxy.core.config import CspConfig, GuardConfig, parse_config
 from proxy.core.consent import read_consent
 from proxy.explain_guard import fetch_listing, guard_report, render_guard, render_listing
-from proxy.html.guard import decode_table, make_guard
+from proxy.html.guard import decode_table
+from proxy.http.layers import RuntimeLayers
+from proxy.metrics import Metrics
 from tests.proxytools import free_port, running_proxy
 from tests.test_cli_functional import run_cli
 
@@ -38,7 +40,10 @@ def test_the_guard_report_is_the_table_that_ships() -> None:
     # refused vendor's host: gtag.js?id=G-... is Google Analytics, not Google Ads)
     assert "youtube" not in rows and not rows.get("google-analytics", {"refused": False})["refused"]
     consent = read_consent("tg_consent=analytics.social", None, CONFIG.consent)
-    shipped = make_guard(CONFIG.policy).rules_json(consent, "www.shop.test")
+    # what `tag-gate serve` ships: the runtime layers' own guard
+    layers = RuntimeLayers(CONFIG, Metrics())
+    assert layers.guard is not None
+    shipped = layers.guard.rules_json(consent, "www.shop.test")
     assert r["table_bytes"] == len(shipped) and len(r["vendors"]) == len(decode_table(json.loads(shipped))[0])
     assert r["csp"]["header"] == "Content-Security-Policy-Report-Only" and "?k=f0a1d0s1g0" in r["csp"]["value"]
 
