@@ -121,6 +121,10 @@ SCRIPTS = {
     "connect.facebook.net/partytown/fbevents.js": "postMessage('partytown-meta');",
     "static.hotjar.com/c/hotjar-partytown.js": "postMessage('partytown-hotjar');",
     "connect.facebook.net/partytown/late.js": "postMessage('partytown-late');",
+    # run by the real Partytown library in its worker, where `document` is the page's
+    "www.googletagmanager.com/partytown/lib-gtag.js": "document.title += ' lib-gtag';",
+    "connect.facebook.net/partytown/lib-fbevents.js": "document.title += ' lib-meta';",
+    "connect.facebook.net/partytown/lib-late.js": "document.title += ' lib-late';",
 }
 
 SITE_SCRIPTS = {
@@ -470,6 +474,21 @@ SCENARIOS = (
         wait=0.5,
     ),
     Scenario(
+        # the real Partytown library (tests/e2e/vendor/partytown): its service worker,
+        # sandbox and web worker fetch and run the tags
+        "partytown-library",
+        (
+            Tag("www.googletagmanager.com", "/partytown/lib-gtag.js", "analytics"),
+            Tag("connect.facebook.net", "/partytown/lib-fbevents.js", "advertising"),
+            Tag("connect.facebook.net", "/partytown/lib-late.js", "advertising"),
+        ),
+        check="g => ['gtag:analytics', 'meta:advertising', 'late:advertising'].map(x => x.split(':'))"
+        ".filter(([t, c]) => document.title.includes('lib-' + t) != g.includes(c))"
+        ".map(([t]) => t + (document.title.includes('lib-' + t) ? ' ran' : ' did not run') + ': ' + document.title)",
+        secure=True,
+        wait=2.0,
+    ),
+    Scenario(
         # a WordPress "delay JavaScript" plugin: tags the browser reads as inert until its
         # loader turns them into real scripts on the first interaction
         "delayed-scripts",
@@ -774,6 +793,37 @@ async def test_a_partytown_script_is_released_to_partytown(world: World) -> None
         visit = await tab.snapshot()
     assert kinds == ["text/partytown"], kinds
     assert took < 5, f"the release waited {took:.1f} s"
+    assert not visit.console_errors, visit.console_errors
+
+
+async def test_the_partytown_library_runs_the_tags_released_to_it(world: World) -> None:
+    """With the real Partytown library: the visitor grants advertising on the page, and
+    the Meta tags the HTML gate deferred (`action = "defer"`: one in the markup) and the
+    guard kept inert (one a tag manager added) go back to Partytown, which fetches and
+    runs them in its worker, each once, without a reload."""
+    _policy_for(world, "default")
+    tg = await world.proxy("guard-defer", html={"csp": E2E_CSP, "action": "defer"})
+    browser = await _secure_browser(world, tg.port)
+    async with world.tab({"tg_consent": "analytics"}, port=tg.port, browser=browser) as tab:
+        await tab.goto(world.url(tg.port, "guard/partytown-library.html?guard=0"))
+        await tab.page.wait_for_function("document.title.includes('lib-gtag')", timeout=10_000)
+        await asyncio.sleep(0.5)  # the late tag is added 300 ms after load
+        await tab.settle()
+        before = await tab.page.evaluate("document.title")
+        await tab.page.evaluate(
+            "document.cookie = 'tg_consent=analytics.advertising; path=/';"
+            " document.dispatchEvent(new CustomEvent('tag-gate:consent'));"
+        )
+        await tab.page.wait_for_function(
+            "document.title.includes('lib-meta') && document.title.includes('lib-late')", timeout=10_000
+        )
+        await tab.settle()
+        after = await tab.page.evaluate("document.title")
+        visit = await tab.snapshot()
+    assert "lib-meta" not in before and "lib-late" not in before, before
+    assert after.count("lib-meta") == 1 and after.count("lib-late") == 1 and after.count("lib-gtag") == 1, after
+    fetched = [h.path for h in visit.page_hits if h.host == "connect.facebook.net"]
+    assert sorted(fetched) == ["/partytown/lib-fbevents.js", "/partytown/lib-late.js"], fetched
     assert not visit.console_errors, visit.console_errors
 
 

@@ -62,6 +62,7 @@ def _compress(coding: str, data: bytes) -> bytes:
 
 
 PAGES_DIR = Path(__file__).parent / "pages"
+PARTYTOWN_DIR = Path(__file__).parent / "vendor" / "partytown"
 SITE_HOST = "www.shop.test"
 REGISTRABLE = "shop.test"
 CATALOG: Catalog = make_catalog()
@@ -395,6 +396,7 @@ class Site(_LoopbackServer):
         app.router.add_get("/css/site.css", self._text("body{font-family:sans-serif}", "text/css"))
         app.router.add_get("/img/{name}", self._text(SVG, "image/svg+xml"))
         app.router.add_get("/favicon.ico", self._text(SVG, "image/svg+xml"))
+        app.router.add_get("/~partytown/{name}", self.partytown)
         app.router.add_get("/{name}.html", self.page)
         await self._serve(app)
         self.port = await self._listen()
@@ -405,6 +407,14 @@ class Site(_LoopbackServer):
             return web.Response(text=body, content_type=content_type)
 
         return handler
+
+    async def partytown(self, request: web.Request) -> web.Response:
+        """Partytown's library (tests/e2e/vendor/partytown), at its default `lib`."""
+        name = request.match_info["name"]
+        path = PARTYTOWN_DIR / name
+        if name not in ("partytown.js", "partytown-sw.js") or not path.is_file():
+            raise web.HTTPNotFound()
+        return web.Response(body=path.read_bytes(), content_type="text/javascript")
 
     async def script(self, request: web.Request) -> web.Response:
         body = self.scripts.get(request.match_info["name"])
