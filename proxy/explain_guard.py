@@ -24,9 +24,9 @@ from typing import IO, Any
 
 from .core.categories import ESSENTIAL
 from .core.config import Config
-from .core.consent import ConsentState, consent_cookie_names
+from .core.consent import ConsentState
 from .core.csp import CspHeaders
-from .html.guard import make_guard
+from .html.guard import config_guard
 
 __all__ = ["fetch_listing", "guard_report", "render_guard", "render_listing"]
 
@@ -41,13 +41,7 @@ def guard_report(config: Config, consent: ConsentState, page_host: str | None) -
         out["guard"] = "off ([html.guard] enabled = false)"
     elif not policy.refusable(consent):
         out["guard"] = "not inserted (this visitor refuses nothing the policy acts on)"
-    guard = make_guard(
-        policy,
-        cookie_name=config.consent.cookie_name,
-        gpc_refuses=config.consent.gpc_refuses,
-        defer_style=html.defer_style,
-        cmp_cookies=consent_cookie_names(config.consent),  # as proxy.http.layers makes it
-    )
+    guard = config_guard(config)  # the one pages get
     text = guard.rules_json(consent, page_host)
     table = json.loads(text)
     out["vendors"] = [

@@ -56,10 +56,10 @@ import re
 import weakref
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..core.categories import ESSENTIAL
-from ..core.consent import ConsentState
+from ..core.consent import ConsentState, consent_cookie_names
 from ..core.memo import Memo
 from ..core.policy import Policy, UrlRule
 from ..core.url_entries import path_pattern
@@ -67,10 +67,14 @@ from ..core.vendors import Vendor
 from .guard_code import compact_js, guard_sizes, js_string, js_tokens, load_guard_code, minify_js, split_guard_code
 from .jsregex import translate_regex
 
+if TYPE_CHECKING:
+    from ..core.config import Config
+
 __all__ = [
     "TABLE_VERSION",
     "GuardRules",
     "compact_js",
+    "config_guard",
     "decode_table",
     "guard_sizes",
     "js_tokens",
@@ -401,6 +405,19 @@ def make_guard(
     _GUARDS[key] = (weakref.ref(policy), settings, guard)
     weakref.finalize(policy, _GUARDS.pop, key, None)
     return guard
+
+
+def config_guard(config: Config) -> GuardRules:
+    """The guard of a config, as `tag-gate serve` ships it (`proxy.http.layers`) and
+    `tag-gate explain --guard` shows it: its consent cookie, the other consent cookies its
+    sources read (which the guard watches), Sec-GPC's refusals, its deferral style."""
+    return make_guard(
+        config.policy,
+        cookie_name=config.consent.cookie_name,
+        gpc_refuses=config.consent.gpc_refuses,
+        defer_style=config.html.defer_style,
+        cmp_cookies=consent_cookie_names(config.consent),
+    )
 
 
 def make_guard_rules(

@@ -49,10 +49,10 @@ from .websocket import relay_websocket
 log = logging.getLogger("tag_gate")
 
 RESERVED_PREFIX: Final = "/__tag-gate/"
+"""Paths tag-gate answers itself (first-party assets); never forwarded."""
 _BLOCKED_BELOW: Final = BLOCKED_MODULE.removeprefix(RESERVED_PREFIX) + "/"
 _BLOCKED_JS: Final = BLOCKED_MODULE.removeprefix(RESERVED_PREFIX) + ".js"
 """Where the import maps the gate rewrote point (`proxy.html.handlers.BLOCKED_MODULE`)."""
-"""Paths tag-gate answers itself (first-party assets); never forwarded."""
 
 _SEC_GPC: Final = "Sec-GPC"
 _STATED_MAX: Final = 1024

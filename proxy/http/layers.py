@@ -26,11 +26,11 @@ from dataclasses import replace
 from typing import Final
 
 from ..core.config import Config
-from ..core.consent import ConsentState, consent_cookie_names
+from ..core.consent import ConsentState
 from ..core.csp import CspHeaders, GuardDelivery
 from ..core.memo import Memo
 from ..html.gate import Additions
-from ..html.guard import GuardRules, make_guard
+from ..html.guard import GuardRules, config_guard
 from ..html.guard_code import frames_code
 from ..metrics import Metrics
 
@@ -54,13 +54,7 @@ class RuntimeLayers:
         self.guard: GuardRules | None = None
         self.external_first = html.guard.delivery == "external"
         if html.guard.enabled:
-            self.guard = make_guard(
-                policy,
-                cookie_name=config.consent.cookie_name,
-                gpc_refuses=config.consent.gpc_refuses,
-                defer_style=html.defer_style,
-                cmp_cookies=consent_cookie_names(config.consent),
-            )
+            self.guard = config_guard(config)
             for warning in self.guard.warnings:
                 log.warning("runtime guard: %s", warning)
         csp = html.csp
