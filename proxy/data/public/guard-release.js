@@ -160,17 +160,15 @@
     // page's consent from then on (only the latest question's answer is taken).
     server = () => {
       const n = ++asks;
-      fetch(location.origin + "/__tag-gate/guard-table", { cache: "no-store", credentials: "same-origin" })
-        .then((r) => (r.ok ? r.text() : ""))
-        .then((x) => {
-          if (!x || n != asks) return;
-          const was = G.granted();
-          G.load(x);
-          const g = G.tab().granted;
-          G.grant(g);
-          if (Object.keys(g).some((c) => !was.includes(c))) G.release();
-        })
-        .catch(() => {});
+      fetchTable("").then((x) => x && n == asks && G.t(adopt, x));
+    },
+    // A table whose `granted` is the page's consent from now on.
+    adopt = (x) => {
+      const was = G.granted();
+      G.load(x);
+      const g = G.tab().granted;
+      G.grant(g);
+      if (Object.keys(g).some((c) => !was.includes(c))) G.release();
     },
     // A withdrawn category that was granted when the page loaded has no rules in the
     // page's table (it carries the refused categories' only): the table for the consent
@@ -181,12 +179,15 @@
       const q = now();
       if (asked == q || !Object.keys(G.tab().granted).some((c) => !G.granted().includes(c))) return;
       asked = q;
-      fetch(location.origin + "/__tag-gate/guard-table?g=" + encodeURIComponent(q), { cache: "no-store", credentials: "same-origin" })
-        .then((r) => (r.ok ? r.text() : ""))
+      fetchTable("?g=" + encodeURIComponent(q))
         .then((x) => x && now() == q && G.load(x))
-        .catch(() => {})
         .finally(() => G.t(ask));
-    };
+    },
+    // The table for a consent from /__tag-gate/guard-table ("" when it cannot be had).
+    fetchTable = (query) =>
+      fetch(location.origin + "/__tag-gate/guard-table" + query, { cache: "no-store", credentials: "same-origin" })
+        .then((r) => (r.ok ? r.text() : ""))
+        .catch(() => "");
   let last = G.c || "",
     asked = null,
     asks = 0;

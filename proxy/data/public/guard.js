@@ -93,6 +93,7 @@
     R = JSON.parse(R);
     PAGE = R.page || location.hostname;
     [R.granted, R.final, R.firstParty, R.urls].forEach((x) => O.setPrototypeOf(x, null));
+    R.cmp = (R.cmp || "").split(" "); // the other consent cookies' names, for `read`
     ok = ok || R.granted;
     // Vendors per category, "id,host,host" or "host,host" (the id is the host's
     // second-to-last label), a host ending "~" for ".com" (guard.py `_index`): each
@@ -191,7 +192,9 @@
     decide = (raw) => {
       const c = !off && classify(raw);
       return c && c[0] != "essential" && !ok[c[0]] ? c : 0;
-    };
+    },
+    // a connection's URL: a WebSocket's ws:/wss: reads as its http:/https: twin
+    link = (u) => decide(String(u).replace(/^(\s*)ws/i, "$1http"));
 
   // ------------------------------------------------------------------ blocking
 
@@ -613,7 +616,7 @@
         });
         const ctor = {
           construct: (C, a, nt) => {
-            if (!t(decide, String(arg(a, 0)).replace(/^(\s*)ws/i, "$1http"))) return F.construct(C, a, nt);
+            if (!t(link, arg(a, 0))) return F.construct(C, a, nt);
             if (!C.CLOSED) throw new w.DOMException("Refused to load " + a[0], "SecurityError");
             // A WebSocket or EventSource that could not connect: error (and close) soon.
             const x = O.setPrototypeOf(new w.EventTarget(), nt.prototype),
@@ -639,7 +642,7 @@
         // doing nothing but failing.
         each(":WebSocketStream,WebTransport", {
           construct: (C, a, nt) => {
-            if (!t(decide, String(arg(a, 0)).replace(/^(\s*)ws/i, "$1http"))) return F.construct(C, a, nt);
+            if (!t(link, arg(a, 0))) return F.construct(C, a, nt);
             const E = w[C.name.replace("Stream", "") + "Error"] || w.TypeError,
               no = (p) => (p = w.Promise.reject(new E())).catch(Boolean) && p,
               x = O.create(nt.prototype);
@@ -669,7 +672,7 @@
   // is a synchronous round trip to the browser process.
   // `read`: the consent cookies' copies ("name=value"), one a line: the native cookie's
   // and those of the consent managers the server reads (R.cmp).
-  const read = () => (table(), D.cookie.split(/;\s*/).filter((kv) => kv.startsWith(R.cookie + "=") || (" " + R.cmp + " ").includes(" " + kv.split("=")[0] + " ")).join("\n")),
+  const read = () => (table(), D.cookie.split(/;\s*/).filter((kv) => kv.startsWith(R.cookie + "=") || R.cmp.includes(kv.split("=")[0])).join("\n")),
     late = (e) => {
       if (G.s) return G.s(e);
       if (!e && (G.c == null || read() == G.c)) return;
