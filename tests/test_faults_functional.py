@@ -362,3 +362,38 @@ async def test_request_heads_the_parser_refuses_are_counted(upstream: UpstreamFa
             assert split_response(raw)[0] == 400
         assert await metric(tg, 'tag_gate_rejected_requests_total{reason="bad_request"}') == 2
         assert await metric(tg, 'tag_gate_requests_total{status_class="4xx"}') == 2
+
+
+@pytest.mark.parametrize("method", [b"GET", b"POST"])
+async def test_a_stalled_upload_to_the_guard_table_is_answered_and_let_go(method: bytes) -> None:
+    """/__tag-gate/guard-table never reads a body: a client announcing 5 MB and sending a
+    trickle gets its answer (the table for GET, 404 for POST) at once, the connection is
+    let go once the body stops arriving, and the proxy keeps serving meanwhile."""
+    async with (
+        scripted_upstream(replies(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) as up,
+        running_proxy(up.url, timeouts={"client_body": 0.5}) as tg,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", tg.port)
+        try:
+            started = time.monotonic()
+            writer.write(method + b" /__tag-gate/guard-table?g=analytics HTTP/1.1\r\nHost: s\r\n")
+            writer.write(b"Content-Length: 5000000\r\n\r\n" + b"x" * 1000)
+            await writer.drain()
+            async with asyncio.timeout(3):
+                head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200" if method == b"GET" else b"HTTP/1.1 404"), head
+            assert time.monotonic() - started < 2
+            async with aiohttp.ClientSession() as client, client.get(tg.url + "/__tag-gate/guard-table") as resp:
+                assert resp.status == 200 and (await resp.json())["granted"] == {"essential": 1}
+            for _ in range(20):  # keep trickling: the proxy must not wait for all 5 MB
+                writer.write(b"x" * 100)
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+                await asyncio.sleep(0.05)
+            async with asyncio.timeout(5):
+                while await reader.read(65536):
+                    pass  # the proxy closes the connection rather than read 5 MB it ignores
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
