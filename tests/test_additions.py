@@ -37,15 +37,25 @@ def gate(page: str, additions: Additions, *, report_only: bool = False, step: in
 CASES = [
     (
         "<!doctype html><html><head><title>t</title></head><body>x</body></html>",
-        f"<!doctype html><html>{HEAD}<head><title>t</title></head><body>x</body></html>{END}",
+        f"<!doctype html><html><head>{HEAD}<title>t</title></head><body>x</body></html>{END}",
     ),
+    (
+        # inside the page's <head>: a script between <html> and <head> would make the
+        # parser invent a head and drop the page's (its id and prefix with it)
+        '<html lang=en>\n<!-- c --> <head id="Head1" prefix="og: x"><title>t</title>',
+        f'<html lang=en>\n<!-- c --> <head id="Head1" prefix="og: x">{HEAD}<title>t</title>{END}',
+    ),
+    # an <html> without a <head>: before its first element
+    ("<html>\n<meta charset=utf-8><title>t</title>", f"<html>\n{HEAD}<meta charset=utf-8><title>t</title>{END}"),
+    ("<html><body><p>x", f"<html>{HEAD}<body><p>x{END}"),
     (
         "<head><script src=/app.js></script></head><body>x</body>",
         f"<head>{HEAD}<script src=/app.js></script></head><body>x</body>{END}",
     ),
     ("<!-- c --><script src=/first.js></script><p>x", f"<!-- c -->{HEAD}<script src=/first.js></script><p>x{END}"),
     ("<p>no script at all</p>", f"<p>no script at all</p>{END}"),
-    ("<html lang=en><HEAD><script>var a=1</script>", f"<html lang=en>{HEAD}<HEAD><script>var a=1</script>{END}"),
+    ("<html lang=en><HEAD><script>var a=1</script>", f"<html lang=en><HEAD>{HEAD}<script>var a=1</script>{END}"),
+    ("<html><script src=/a.js></script><head>", f"<html>{HEAD}<script src=/a.js></script><head>{END}"),
     (
         # <noscript> content never runs where scripts do: the first script that runs is /y.js.
         "<noscript><script src=/x.js></script></noscript><script src=/y.js></script>",
@@ -76,26 +86,36 @@ def test_report_only_pages_get_nothing_added() -> None:
 # --------------------------------------------------------------------------- head start spliced into a whole page
 
 SPOTS = [
-    # (prologue, how much of it is read up to the end of the <html>/<head> start tag)
-    ("<html>", "<html>"),
-    ("<!doctype html><html lang=en>", "<!doctype html><html lang=en>"),
+    # (prologue, how much of it is read up to where the guard goes)
+    ("<html>", None),  # no element yet: the guard's place is not known
+    ("<html><head>", "<html><head>"),
+    ("<!doctype html><html lang=en>\n <head>", "<!doctype html><html lang=en>\n <head>"),
+    ("<html>\n<!-- x --><HEAD id=h>x", "<html>\n<!-- x --><HEAD id=h>"),
+    ("<html><meta charset=utf-8>", "<html>"),  # before the first element of a head-less <html>
+    ("<html> <!--c--> <my-app a=b>", "<html> <!--c--> "),
+    ("<html><header>", "<html>"),  # not <head>
+    ("<html><meta", None),  # an unfinished tag
+    ("<html><html lang=en>", None),
+    ("<html><o:p>", None),
+    ("<html>text<head>", None),
+    ("<html><!doctype html><head>", None),
     (
         '\ufeff<!DOCTYPE html PUBLIC "-//W3C//DTD HTML 4.01//EN"><HEAD>x',
         '\ufeff<!DOCTYPE html PUBLIC "-//W3C//DTD HTML 4.01//EN"><HEAD>',
     ),
     ('<!DOCTYPE html PUBLIC "a>b"><head>', None),  # a DOCTYPE ends at its first >: text follows
-    ("  \n\t<!-- c --> <!--x--!><html>", "  \n\t<!-- c --> <!--x--!><html>"),
-    ("<!-- a --!><html>--><head>", "<!-- a --!><html>"),  # the first of the two closings
-    ("<!--><html>", "<!--><html>"),  # abrupt comment closings: <!--> and <!---> are whole comments
+    ("  \n\t<!-- c --> <!--x--!><html><head>", "  \n\t<!-- c --> <!--x--!><html><head>"),
+    ("<!-- a --!><html>--><head>", None),  # the first of the two closings: text after <html>
+    ("<!--><html><head>", "<!--><html><head>"),  # abrupt comment closings: <!--> and <!---> are whole comments
     ("<!---><head>", "<!---><head>"),
     ("<!-- <html> --><head  a = 'x>y'  b=\"\" c=d/>x", "<!-- <html> --><head  a = 'x>y'  b=\"\" c=d/>"),
-    ('<html\x0cdata-x="1"\n>', '<html\x0cdata-x="1"\n>'),
+    ('<html\x0cdata-x="1"\n><head>', '<html\x0cdata-x="1"\n><head>'),
     ("<header>", None),  # not <head>
     ("x<html>", None),  # text first
-    ('<html a"b>', None),  # a quote the tokenizer reads as part of a name
-    ("<html ='a>b'>", None),  # `=` starting a name
-    ("<html/ lang=en>", None),
-    ("<html a=b'c>", None),  # a quote in an unquoted value
+    ('<html a"b><head>', None),  # a quote the tokenizer reads as part of a name
+    ("<html ='a>b'><head>", None),  # `=` starting a name
+    ("<html/ lang=en><head>", None),
+    ("<html a=b'c><head>", None),  # a quote in an unquoted value
     ("<!-- never closed <html>", None),
     ("<script></script><html>", None),
     ("<?xml version='1.0'?><html>", None),
@@ -111,8 +131,10 @@ def test_head_start_spot_reads_the_prologue_as_the_tokenizer_does(prologue: str,
 def test_head_start_spot_reads_a_bounded_prologue_in_one_pass() -> None:
     """Up to 128 whitespace runs, comments and DOCTYPEs; a longer prologue, or one whose
     comment never closes, is -1 without reading it again for every way to split it."""
-    assert head_start_spot(b"<!---->" * 128 + b"<html>") == 7 * 128 + 6
-    assert head_start_spot(b"<!---->" * 129 + b"<html>") == -1
+    assert head_start_spot(b"<!---->" * 128 + b"<head>") == 7 * 128 + 6
+    assert head_start_spot(b"<!---->" * 129 + b"<head>") == -1
+    assert head_start_spot(b"<html>" + b"<!---->" * 128 + b"<head>") == 6 + 7 * 128 + 6
+    assert head_start_spot(b"<html>" + b"<!---->" * 129 + b"<head>") == -1
     assert head_start_spot(b"<!-- -->" * 100_000 + b"x") == -1
     assert head_start_spot(b"<!--" + b"-- >" * 100_000 + b"<html>") == -1
 
@@ -146,10 +168,11 @@ def test_html5lib_corpus_gets_the_head_start_alike_whole_and_streamed(testdata: 
         for doc in (
             data,
             b"<html>" + data,
-            b"<!--" + data + b"--><html>x",
+            b"<!--" + data + b"--><html><head>x",
+            b"<html>\n<!--" + data + b"--><p>x",
             b"<!--" + data + b"--!><html>--><head>x",
             b"<!doctype " + data + b"><head>x",
-            b"<html " + data + b">x",
+            b"<html " + data + b"><head>x",
             b"<head " + data + b"/><p>x",
         ):
             streamed = HtmlGate(PLAN, NONE, page_host="shop.example", additions=additions)
@@ -198,7 +221,7 @@ def test_head_end_goes_in_once_before_the_body(page: str, expected: str, step: i
 def test_order_of_every_slot() -> None:
     page = "<html><head></head><body><p>x</p></body></html>"
     out = gate(page, Additions(head_start=HEAD, head_end=TAGS, body_end=END, localised=lambda lang: "[banner]"))
-    assert out == f"<html>{HEAD}<head></head>{TAGS}<body><p>x</p></body></html>[banner]{END}"
+    assert out == f"<html><head>{HEAD}</head>{TAGS}<body><p>x</p></body></html>[banner]{END}"
 
 
 @pytest.mark.parametrize(

@@ -135,7 +135,7 @@ async def test_slow_client_gets_every_byte(content_type: str, coding: str | None
         # the runtime guard once, first in the head: spliced into a page that arrived whole
         # (150 KB), inserted by lol-html into a streamed one (1 MB, 8 MB)
         guards = list(GUARD_ELEMENT.finditer(got))
-        assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html>")
+        assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html><head>")
     else:
         assert hashlib.sha256(got).hexdigest() == hashlib.sha256(body).hexdigest()
 
@@ -164,7 +164,7 @@ async def test_slow_client_gets_every_byte_of_a_strict_csp_page_with_the_guard(c
     assert got.endswith(b"</ul></body></html>")
     assert b"googletagmanager" not in strip_guard(got)
     guards = list(GUARD_ELEMENT.finditer(got))
-    assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html>")
+    assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html><head>")
     assert guards[0].group().startswith(b'<script nonce="n0">')
 
 
@@ -189,7 +189,7 @@ async def test_slow_client_gets_every_byte_of_a_page_whose_tail_is_copied(coding
     assert got.endswith(tail), "the copied tail lost bytes"
     assert b"googletagmanager" not in strip_guard(got)
     guards = list(GUARD_ELEMENT.finditer(got))
-    assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html>")
+    assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html><head>")
 
 
 @pytest.mark.slow

@@ -65,8 +65,8 @@ async def test_the_guard_is_the_first_child_of_head(upstream: UpstreamFactory, t
     tg = await tag_gate(f"http://127.0.0.1:{server.port}", html={"csp": {"sample": 1}})
     status, headers, body = await get(tg.url + "/")
     assert status == 200
-    assert body.startswith(b"<!doctype html><html><script>" + GUARD_START)
-    assert body.index(b"</script><head><title>t</title>") < body.index(b"<p>hello")
+    assert body.startswith(b"<!doctype html><html><head><script>" + GUARD_START)
+    assert body.index(b"</script><title>t</title>") < body.index(b"<p>hello")
     assert b"fbevents.js" not in body.split(b"</script>", 1)[1]  # the gate still removed the tag
     # plain http: report-uri alone (with report-to, Chromium would send nothing from an insecure page)
     assert (

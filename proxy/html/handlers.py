@@ -544,14 +544,19 @@ class _ForeignHandler(_Handler):
 
 
 class _TopHandler(_Handler):
-    """`<html>` and `<head>`: the head-start addition goes right after the first of them."""
+    """`<head>` and the children of `<html>`: the head-start addition goes right after the
+    `<head>` start tag, or right before the first element of an `<html>` without one
+    (never right after `<html>`: a `<head>` that follows would lose its attributes)."""
 
     __slots__ = ()
 
     def element(self, e: Any) -> None:
         run = self.run
         if run.head_pending:
-            e.prepend(run.take_head_start(), run.html)
+            if e.tag_name == "head":
+                e.prepend(run.take_head_start(), run.html)
+            else:
+                e.before(run.take_head_start(), run.html)
 
 
 class _PageHandler(_Handler):

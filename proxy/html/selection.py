@@ -38,6 +38,11 @@ __all__ = [
 ]
 
 SELECTORS: Final = {
+    # the head-start addition's place: right after `<head>`, or before the first element
+    # of an `<html>` that has none (a script or a tag there would make the parser invent
+    # a head and ignore the page's own `<head id=...>` with its attributes); first,
+    # so that what it inserts before an element precedes what other handlers do
+    "top": "head, html > *",
     "script": "script",
     "img": "img",
     "media": "source, video, audio[src], input[src], track",
@@ -50,7 +55,6 @@ SELECTORS: Final = {
     "style": "[style]",
     "base": "base[href]",
     "noscript": "noscript",
-    "top": "html, head",
     "style_element": "style",
     "attribution": "a[attributionsrc], area[attributionsrc], img[attributionsrc], script[attributionsrc]",
     "meta": "meta",
