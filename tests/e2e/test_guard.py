@@ -566,7 +566,7 @@ SCENARIOS = (
         (
             *(
                 Tag(BING, f"/action/0?ti=obj-{how}", "advertising")
-                for how in ("innerhtml", "adjacent", "srcdoc", "fetch")
+                for how in ("innerhtml", "adjacent", "srcdoc", "fetch", "write-pieces", "fontface")
             ),
             Tag("www.facebook.com", "/tr?id=1&ev=ObjWrite", "advertising"),
         ),

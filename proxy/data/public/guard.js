@@ -80,7 +80,8 @@
     WHO,
     NAMED,
     TT,
-    RQ;
+    RQ,
+    AB;
 
   // ------------------------------------------------------------------ deciding
 
@@ -533,7 +534,19 @@
         each("Element:outerHTML", trap("o", (f, el, a) => html(f, el, a, 0, 0, el.parentNode)), "set");
         each("Element:insertAdjacentHTML", trap("j", (f, el, a) => html(f, el, a, 1, 0, /^(beforebegin|afterend)$/i.test(arg(a, 0)) ? el.parentNode : el)));
         each("Range:createContextualFragment", trap("r", (f, r, a) => html(f, r, a, 0, 1, null)));
-        each("Document:write,writeln", trap("w", (f, d, a) => html(f, d, a.length > 1 ? [a.join("")] : a, 0, 1, null)));
+        // several pieces are checked as the one text the browser writes, and go in as
+        // they came unless something in them is refused (a Trusted Types object stays one)
+        each(
+          "Document:write,writeln",
+          trap("w", (f, d, a) => {
+            if (a.length < 2) return html(f, d, a, 0, 1, null);
+            for (let i = 0; i < a.length; i++) arg(a, i);
+            const m = t(markup, a.join(""), null, 1),
+              r = F.apply(f, d, m ? [m] : a);
+            t(frames, d.documentElement);
+            return r;
+          })
+        );
         // an editable region's insertHTML and insertImage
         each("Document:execCommand", trap("x", (f, d, a) => (/^inserthtml$/i.test(arg(a, 0)) ? html(f, d, a, 2, 0, null) : /^insertimage$/i.test(a[0]) && t(decide, arg(a, 2)) ? false : F.apply(f, d, a))));
         // an SVG href set through its SVGAnimatedString, which does not say whose it
@@ -577,6 +590,13 @@
         // a font face whose source names a refused URL fails to load, as CSP would make it
         each(":FontFace", {
           construct: (C, a, nt) => {
+            // a source that is no string nor binary font data is read as text once
+            if (a[1] && typeof a[1] == "object" && !ArrayBuffer.isView(a[1]))
+              try {
+                F.apply(AB || (AB = O.getOwnPropertyDescriptor(ArrayBuffer.prototype, "byteLength").get), a[1], []);
+              } catch (e) {
+                arg(a, 1);
+              }
             if (typeof a[1] == "string" && t(() => [...a[1].matchAll(/url\(\s*(['"]?)(.*?)\1\s*\)/gi)].some((m) => decide(m[2])))) (a = [...a])[1] = "local(tg-blocked)";
             return F.construct(C, a, nt);
           },
