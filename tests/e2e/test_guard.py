@@ -288,6 +288,8 @@ SCENARIOS = (
             ),
             Tag(BING, "/action/0?ti=adopted", "advertising"),
             Tag(BING, "/action/0?ti=appended", "advertising"),
+            Tag(BING, "/action/0?ti=adopteddetached", "advertising"),
+            Tag(BING, "/action/0?ti=adoptedtree", "advertising"),
             Tag("static.hotjar.com", "/c/hotjar-adopted.js", "analytics"),
             Tag("static.hotjar.com", "/c/hotjar-worklet.js", "analytics"),
             Tag(BING, "/action/0?ti=audio", "advertising"),

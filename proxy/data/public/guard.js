@@ -468,7 +468,16 @@
     setter = (function (k) {
       return trap(k, (f, el, a) => through(t(check, el, k, arg(a, 0)), f, el, a, 0));
     }),
+    // Nodes inserted into an element of a tree outside the document (a framework
+    // building its DOM bottom-up): nothing of this document fetches or runs there until
+    // the tree's root goes in, which checks the whole tree once; nodes of another
+    // document (adopted as they go in, an image fetching then) are checked as they come.
     inserted = trap("+", (f, self, a) => {
+      const d = self && self.nodeType == 1 && !self.isConnected && t(() => self.getRootNode().nodeType == 1 && self.ownerDocument);
+      if (d) {
+        for (let i = 0; i < a.length; i++) if (a[i] && a[i].ownerDocument != d) t(scan, a[i], 1);
+        return F.apply(f, self, a);
+      }
       t(all, scan, a);
       t(code, self.localName == "script" ? self : self.parentNode, a);
       const r = F.apply(f, self, a);
