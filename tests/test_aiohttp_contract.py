@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import tomllib
 from pathlib import Path
 
@@ -59,6 +60,72 @@ def test_stream_response_holds_its_head_for_the_first_body_write() -> None:
     assert hasattr(resp, "_send_headers_immediately") and resp._send_headers_immediately is True
     _aiohttp.send_head_with_body(resp)
     assert resp._send_headers_immediately is False
+
+
+def test_under_uvloop_response_pieces_go_to_writelines_unjoined() -> None:
+    """aiohttp reads SKIP_WRITELINES at every write and then calls the transport's
+    writelines; cleared under uvloop (never under asyncio's loop), and a 3 MB chunked
+    response written in pieces, read slowly through a small receive buffer, arrives
+    whole and in order (uvloop's writelines keeps flow control: the writer waits)."""
+    import uvloop
+
+    code = http_writer.StreamWriter._writelines
+    assert "SKIP_WRITELINES" in code.__code__.co_names and "transport.writelines(" in inspect.getsource(code)
+    saved = http_writer.SKIP_WRITELINES
+    piece = 64 * 1024
+    body = b"".join(b"%08d" % i for i in range(3 * 1024 * 1024 // 8))
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for at in range(0, len(body) - piece, piece):
+            await resp.write(body[at : at + piece])
+        await resp.write_eof(body[-piece:])  # the last piece and the chunked end in one write
+        return resp
+
+    async def check() -> bytes:
+        loop = asyncio.get_running_loop()
+        server = web.Server(handler)
+        assert _aiohttp.write_pieces_unjoined(loop) is True and http_writer.SKIP_WRITELINES is False
+        srv = await loop.create_server(server, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=4096)
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = bytearray()
+            for _ in range(100_000):  # bounded: about 3 MB in reads of up to 4 KB, a pause now and then
+                got = await asyncio.wait_for(reader.read(4096), 10)
+                if not got:
+                    break
+                data += got
+                if len(data) % 64 == 0:
+                    await asyncio.sleep(0.001)
+            writer.close()
+            return bytes(data)
+        finally:
+            srv.close()
+            await server.shutdown()
+
+    plain = asyncio.new_event_loop()
+    try:
+        assert _aiohttp.write_pieces_unjoined(plain) is (not saved)  # asyncio's loop: aiohttp's choice
+        raw = uvloop.run(check())
+    finally:
+        plain.close()
+        http_writer.SKIP_WRITELINES = saved
+    head, _, chunked = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding: chunked" in head
+    out, pos = bytearray(), 0
+    while True:
+        end = chunked.index(b"\r\n", pos)
+        size = int(chunked[pos:end], 16)
+        if not size:
+            break
+        out += chunked[end + 2 : end + 2 + size]
+        pos = end + 2 + size + 2
+    assert bytes(out) == body
 
 
 def test_server_and_runner_private_attributes() -> None:
@@ -182,3 +249,10 @@ def test_no_other_module_imports_aiohttp_internals(module: str) -> None:
         and (f"aiohttp.{module}" in p.read_text() or f"from aiohttp import {module}" in p.read_text())
     ]
     assert offenders == []
+
+
+async def test_async_tests_run_on_uvloop() -> None:
+    """The suite's async tests run on the loop tag-gate serves on (tests/conftest.py's
+    `pytest_asyncio_loop_factories`, pytest-asyncio 1.4 and later)."""
+    loop = asyncio.get_running_loop()
+    assert type(loop).__module__.partition(".")[0] == "uvloop", type(loop)

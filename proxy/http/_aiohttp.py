@@ -12,6 +12,9 @@ What is used, and why:
   (`forwarding.serialize_head`).
 - `StreamResponse._send_headers_immediately`: cleared so a response head leaves in the
   same socket write as its first body bytes.
+- `http_writer.SKIP_WRITELINES`: cleared under uvloop, so a response's pieces (head,
+  chunk framing, body) go to the transport's `writelines` instead of being joined into
+  a new bytes object first (`write_pieces_unjoined`).
 - `web.Server._connections`, `BaseRunner._shutdown_timeout`: the connection cap and the
   bounded shutdown.
 - `base_protocol.BaseProtocol` with its `_paused`/`_reading_paused` slots,
@@ -61,6 +64,7 @@ __all__ = [
     "server_loop",
     "set_cleanup_timeout",
     "with_http11",
+    "write_pieces_unjoined",
 ]
 
 RequestHandler = web_protocol.RequestHandler
@@ -98,6 +102,26 @@ def send_head_with_body(resp: web.StreamResponse) -> None:
     """Hold the head of `resp` until its first body write (one socket write for both).
     web.Response sets the same switch; were it ever gone, the head is sent alone."""
     resp._send_headers_immediately = False
+
+
+def write_pieces_unjoined(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether aiohttp now hands a response's pieces (its head, the chunk framing, the
+    body, 2 KB or more in all) to the transport's `writelines` unjoined; it does so
+    under uvloop from this call on.
+
+    Before Python 3.12.9 aiohttp joins them into one new bytes object for every write
+    (`SKIP_WRITELINES`): CPython's selector transport gained a `writelines` in 3.12 that
+    skipped flow control until 3.12.9 (CVE-2024-12254). uvloop's transport has its own,
+    the same buffered, flow-controlled path as its `write`, sent with one `writev`: there
+    the join only copies every body once more (a gated page with the runtime guard, 27
+    KB, is most of the per-response copying). tag-gate always serves under uvloop; any
+    other loop keeps aiohttp's choice."""
+    if not http_writer.SKIP_WRITELINES:
+        return True
+    if type(loop).__module__.partition(".")[0] != "uvloop":
+        return False
+    http_writer.SKIP_WRITELINES = False  # a module constant aiohttp reads at each write
+    return True
 
 
 # --------------------------------------------------------------------------- server

@@ -218,6 +218,7 @@ class ProxyServer(web.Server):
         self._tg_max_connections = lim.max_connections
         self._tg_metrics = metrics
         super().__init__(handler, handler_cancellation=True, request_factory=self._tg_make_request, **kwargs)
+        _aiohttp.write_pieces_unjoined(_aiohttp.server_loop(self))
 
     def connection_made(self, handler: _aiohttp.RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
