@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from hypothesis import settings
@@ -46,6 +47,12 @@ def pytest_configure(config: pytest.Config) -> None:
     value = config.getoption("--testdata")
     if value and not Path(value).is_dir():
         raise pytest.UsageError(f"--testdata {value}: no such directory")
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Async tests run on uvloop, the loop tag-gate serves on (its transports write,
+    buffer and apply flow control in their own way)."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")
