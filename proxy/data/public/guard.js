@@ -478,12 +478,28 @@
         for (let i = 0; i < a.length; i++) if (a[i] && a[i].ownerDocument != d) t(scan, a[i], 1);
         return F.apply(f, self, a);
       }
+      if (t(quick, f, self, a)) return F.apply(f, self, a);
       t(all, scan, a);
       t(code, self.localName == "script" ? self : self.parentNode, a);
       const r = F.apply(f, self, a);
       t(all, frames, a);
       return r;
     }),
+    // One node (the reference node of insertBefore and replaceChild is in the tree
+    // already) that is no element (text, a string), or an element without elements in
+    // it that fetches nothing and is no template (`A`, once the table is read), put in
+    // where no script is: `scan`, `code` and `frames` would find nothing to do.
+    quick = (f, self, a) => {
+      const n = a[0],
+        p = self.parentNode;
+      return (
+        A &&
+        (a.length == 1 || (a.length == 2 && (f.name == "insertBefore" || f.name == "replaceChild"))) &&
+        (!n || (n.nodeType != 1 && n.nodeType != 11) || (!A[n.localName] && n.localName != "template" && !n.firstElementChild)) &&
+        self.localName != "script" &&
+        !(p && p.localName == "script")
+      );
+    },
     realms = new WeakSet(),
     install = (function (w) {
       let N;
