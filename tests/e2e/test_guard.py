@@ -318,7 +318,7 @@ SCENARIOS = (
             Tag("static.hotjar.com", "/c/hotjar-dynamic.js", "analytics"),
             *(
                 Tag("static.hotjar.com", f"/c/hotjar-late-{name}.js", "analytics")
-                for name in ("text", "content", "inner", "node", "append", "adjacent")
+                for name in ("text", "content", "inner", "node", "append", "adjacent", "sibling")
             ),
         ),
         check=_log_check({"insertimage-refused": "!advertising", "module-error": "!analytics"}),
