@@ -427,9 +427,15 @@
               TT.push(W["Trusted" + k].prototype.toString);
             } catch (e) {}
         }
-        if (!TT.some((s) => { try { return F.apply(s, v, []), 1; } catch (e) {} })) a[i] = v = String(v);
+        if (!TT.some((s) => is(s, v))) a[i] = v = String(v);
       }
       return v;
+    },
+    // Whether x is what getter g reads (a brand check: g throws for anything else).
+    is = (g, x) => {
+      try {
+        return F.apply(g, x, []), 1;
+      } catch (e) {}
     },
     // fetch's URL (argument i): a Request's, or the argument made a string once
     req = (a, i = 0) => {
@@ -636,12 +642,7 @@
         each(":FontFace", {
           construct: (C, a, nt) => {
             // a source that is no string nor binary font data is read as text once
-            if (a[1] && typeof a[1] == "object" && !ArrayBuffer.isView(a[1]))
-              try {
-                F.apply(AB || (AB = O.getOwnPropertyDescriptor(ArrayBuffer.prototype, "byteLength").get), a[1], []);
-              } catch (e) {
-                arg(a, 1);
-              }
+            if (a[1] && typeof a[1] == "object" && !ArrayBuffer.isView(a[1]) && !is(AB || (AB = O.getOwnPropertyDescriptor(ArrayBuffer.prototype, "byteLength").get), a[1])) arg(a, 1);
             if (typeof a[1] == "string" && t(() => [...a[1].matchAll(/url\(\s*(['"]?)(.*?)\1\s*\)/gi)].some((m) => decide(m[2])))) (a = [...a])[1] = "local(tg-blocked)";
             return F.construct(C, a, nt);
           },
