@@ -367,6 +367,15 @@ SVG = (
     '<rect width="120" height="120" fill="#4a8"/></svg>'
 )
 
+FIRST_PARTY_SCRIPTS: Final = """<meta name="e2e-first-party" content="app,inline">
+<script nonce="__NONCE__" src="/js/app.js"></script>
+<script nonce="__NONCE__">
+  window.e2e = { log: [] };
+  (window.firstParty = window.firstParty || []).push("inline");
+</script>"""
+"""What `<!-- e2e: first-party scripts -->` in a guard page stands for: the site's own two
+scripts (an external and an inline one), which must run under every consent state, and
+the log the page's checks write to."""
 _BUNDLE = re.compile(r"<script([^>]*?) data-e2e-bundle>(.*?)</script>", re.DOTALL)
 
 CHUNK_SIZES = (1, 7, 13, 2, 64, 3, 250, 5, 31)
@@ -452,16 +461,16 @@ class Site(_LoopbackServer):
         control), `csp=1` (a strict nonce-based Content-Security-Policy; `csp=self`:
         `script-src 'self'`, which blocks every inline script), `marks=1`
         (performance marks around the guard), `coding` (the body compressed in that
-        content coding). `__NONCE__` in the page becomes the
-        response's nonce; `<script data-e2e-bundle>` elements are served as external
-        first-party scripts."""
+        content coding). `<!-- e2e: first-party scripts -->` becomes
+        `FIRST_PARTY_SCRIPTS`; `__NONCE__` in the page becomes the response's nonce;
+        `<script data-e2e-bundle>` elements are served as external first-party scripts."""
         self.cookie_headers.append(request.headers.get("Cookie", ""))
         path = PAGES_DIR / "guard" / f"{request.match_info['name']}.html"
         if not path.is_file():
             raise web.HTTPNotFound()
         q = request.query
         nonce = secrets.token_urlsafe(12)
-        html = path.read_text(encoding="utf-8")
+        html = path.read_text(encoding="utf-8").replace("<!-- e2e: first-party scripts -->", FIRST_PARTY_SCRIPTS, 1)
         count = iter(range(100))
         html = _BUNDLE.sub(lambda m: self._bundle(f"{request.match_info['name']}-{next(count)}", m), html)
         html = html.replace("__NONCE__", nonce)
