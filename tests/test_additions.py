@@ -317,6 +317,45 @@ def test_frames_of_the_markup_get_the_frame_markup(body: str, expected: str, ste
         assert out == want
 
 
+NONCED = '<script nonce="n0nce">F()</script>'
+
+
+@pytest.mark.parametrize("step", [-1, 0, 3])
+def test_a_srcdoc_gets_nonced_frame_markup_only_when_it_holds_the_nonce_already(step: int) -> None:
+    """In an attribute's value the nonce is not hidden (CSS selectors could read it out
+    of the page); a srcdoc whose own scripts carry it exposes nothing new."""
+    page = (
+        '<!doctype html><html><body><iframe srcdoc="<p>plain"></iframe>'
+        "<iframe srcdoc=\"<script nonce='n0nce'>go()</script>\"></iframe></body></html>"
+    )
+    out = gate(page, Additions(frame_markup=NONCED), step=step)
+    inside = NONCED.replace('"', "&quot;")
+    assert out == (
+        f'<!doctype html><html><body><iframe srcdoc="<p>plain"></iframe>{NONCED}'  # after it: a hidden attribute
+        f"<iframe srcdoc=\"{inside}<script nonce='n0nce'>go()</script>\"></iframe>{NONCED}</body></html>"
+    )
+
+
+@pytest.mark.parametrize("step", [-1, 0, 3])
+def test_nothing_added_in_a_srcdoc_shows_a_nonce_the_srcdoc_lacks(step: int) -> None:
+    """The frame markup after a frame inside a srcdoc, and the Consent Mode block before
+    a Google tag there, are in the attribute's value too."""
+    analytics = read_consent("tg_consent=analytics", None, DEFAULT_SETTINGS)
+    inner = "<iframe name=inner></iframe><script src='https://www.googletagmanager.com/gtag/js?id=G-1'></script>"
+    page = (
+        f'<!doctype html><html><body><iframe srcdoc="{inner}"></iframe>'
+        f"<iframe srcdoc=\"{inner}<script nonce='n0nce'>go()</script>\"></iframe></body></html>"
+    ).encode()
+    g = HtmlGate(PLAN, analytics, page_host="shop.example", nonce="n0nce", additions=Additions(frame_markup=NONCED))
+    size = step or len(page)
+    data = g.feed_whole(page) if step < 0 else b"".join(g.feed(page[i : i + size]) for i in range(0, len(page), size))
+    out = (data if step < 0 else data + g.end()).decode()
+    lacking, holding = (value.split('"></iframe>', 1)[0] for value in out.split('<iframe srcdoc="')[1:])
+    assert "n0nce" not in lacking and "gtag(" in lacking and "F()" not in lacking, lacking
+    assert holding.count("n0nce") == 4 and holding.count("F()") == 2 and "gtag(" in holding, holding
+    assert out.count(f"></iframe>{NONCED}") == 2  # after each frame: a nonce attribute, hidden
+
+
 def test_frame_markup_is_not_added_in_report_only_mode_or_without_a_guard() -> None:
     page = '<html><body><iframe></iframe><iframe srcdoc="<p>x"></iframe></body></html>'
     assert gate(page, Additions(frame_markup=FRAMES), report_only=True) == page

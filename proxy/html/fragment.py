@@ -26,7 +26,7 @@ def gate_fragment(run: GateRun, text: str) -> str | None:
     stats = run.stats
     memoise = stats.records is None and stats.unclassified_hosts is None and len(text) <= FRAGMENT_MEMO_MAX_TEXT
     if not memoise:
-        gate = run.nested_gate(stats)
+        gate = run.nested_gate(stats, text)
         out = gate.feed_text(text) + gate.end_text()
         return None if out == text else out
     key = (text, run.consent, run.page_host, run.base_host, run.nonce, run.report_only, run.nested, run.frame_markup)
@@ -34,7 +34,7 @@ def gate_fragment(run: GateRun, text: str) -> str | None:
     hit = memo.table.get(key)
     if hit is None:
         own = GateStats()
-        gate = run.nested_gate(own)
+        gate = run.nested_gate(own, text)
         out = gate.feed_text(text) + gate.end_text()
         changed = None if out == text else out
         hit = (changed, tuple(own.counts.items()), own.activation_needed, own.consent_mode_inserted)

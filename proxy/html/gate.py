@@ -42,7 +42,7 @@ from .attributes import may_carry_ping, srcset_urls
 from .foreign import ForeignContentError, ForeignTracker, find_tag_end
 from .handlers import DOCUMENT_HANDLER, FOREIGN_HANDLER, HANDLERS, PAGE_HANDLER, PAGE_SELECTOR
 from .prologue import head_start_spot
-from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats
+from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats, nonce_kept
 from .selection import (
     _STREAMED,
     FOREIGN,
@@ -99,18 +99,26 @@ class GateError(Exception):
         self.detail = detail
 
 
-def _nested_gate(run: GateRun, stats: GateStats) -> HtmlGate:
+def _nested_gate(run: GateRun, stats: GateStats, document: str | None) -> HtmlGate:
     """A gate for markup inside this document (<noscript> content, a srcdoc document):
-    same consent and plan, and the document's foreign <base href>, which both inherit."""
+    same consent and plan, and the document's foreign <base href>, which both inherit.
+    What it adds carries the page's nonce only where `document` (the whole markup, when
+    known) holds it already (`nonce_kept`)."""
+    nonce, frame = run.nonce, run.frame_markup
+    if document is not None:
+        if nonce is not None and nonce not in document:
+            nonce = None
+        if frame and not nonce_kept(frame, document):
+            frame = ""
     gate = HtmlGate(
         run.plan,
         run.consent,
         page_host=run.page_host,
-        nonce=run.nonce,
+        nonce=nonce,
         report_only=run.report_only,
         stats=stats,
         nested=run.nested + 1,
-        additions=Additions(frame_markup=run.frame_markup) if run.frame_markup else NO_ADDITIONS,
+        additions=Additions(frame_markup=frame) if frame else NO_ADDITIONS,
         charset=run.charset,
     )
     if run.base_host is not None:

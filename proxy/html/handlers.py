@@ -39,7 +39,7 @@ from .fetching import (
 )
 from .fragment import FRAGMENT_MEMO_MAX_TEXT, MAX_NESTING, gate_fragment
 from .markup import GOOGLE_TAG_VENDORS, activation_script
-from .run import GateRun, Handler, TextGate
+from .run import GateRun, Handler, TextGate, nonce_kept
 from .run import RunHandler as _Handler
 from .sources import import_map_addresses, is_data_url, speculation_urls, url_scheme
 
@@ -400,7 +400,7 @@ class _FrameHandler(_Handler):
         elif source:
             source = attribute_text(source) or ""
             out = gate_fragment(run, source)
-            if frame:
+            if frame and nonce_kept(frame, source):
                 out = _frame_first(out if out is not None else source, frame)
             if out is not None and not run.report_only:
                 # lol-html escapes the quotes; `&` must be escaped too or the browser

@@ -30,7 +30,7 @@ from .attributes import attribute_text, plainly_relative
 from .hosts import UNPARSEABLE, ascii_host_url, readings
 from .markup import consent_mode_script, placeholder
 
-__all__ = ["NO_ADDITIONS", "Additions", "ElementRecord", "GatePlan", "GateRun", "GateStats", "TextGate"]
+__all__ = ["NO_ADDITIONS", "Additions", "ElementRecord", "GatePlan", "GateRun", "GateStats", "TextGate", "nonce_kept"]
 
 _FRAGMENT_MEMO_LIMIT: Final = 512
 _FRAGMENT_MEMO_BYTES: Final = 4 << 20
@@ -80,6 +80,20 @@ class Additions:
 
 
 NO_ADDITIONS: Final = Additions()
+
+_NONCE_ATTR: Final = re.compile(r' nonce="([^"]*)"')
+
+
+def nonce_kept(markup: str, document: str) -> bool:
+    """Whether `markup` tag-gate adds may go into a document held in an attribute's
+    value (a srcdoc, a `data:` URL): it carries no nonce, or the document holds that
+    nonce already (the site's own scripts there). A nonce in an attribute's value is not
+    hidden as a `nonce` attribute is: CSS selectors and injected markup could read it
+    out of the page, which would undo what a strict CSP is for. Such a document without
+    it runs no script of its own under that policy; the page's code reaching into it
+    meets the guard's hooks at its `load`."""
+    m = _NONCE_ATTR.search(markup)
+    return m is None or m.group(1) in document
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +199,7 @@ class GateRun:
         nested: int,
         *,
         html: Any,
-        nest: Callable[[GateRun, GateStats], TextGate],
+        nest: Callable[[GateRun, GateStats, str | None], TextGate],
         additions: Additions = NO_ADDITIONS,
         charset: str | None = None,
     ) -> None:
@@ -258,10 +272,11 @@ class GateRun:
         localised = additions.localised(self.page_lang or None) if additions.localised is not None else ""
         return head + localised + additions.body_end
 
-    def nested_gate(self, stats: GateStats) -> TextGate:
+    def nested_gate(self, stats: GateStats, document: str | None = None) -> TextGate:
         """A gate for markup inside this document (<noscript> content, a srcdoc
-        document): same consent and plan, one level deeper, counting into `stats`."""
-        return self._nest(self, stats)
+        document): same consent and plan, one level deeper, counting into `stats`.
+        `document`: the whole markup, when the gate has it (see `nonce_kept`)."""
+        return self._nest(self, stats, document)
 
     # ------------------------------------------------------------ deciding
 

@@ -382,15 +382,17 @@
     },
     // A srcdoc document installs the guard in itself before its own scripts run (when
     // it may run scripts and reach its parent: no sandbox, or one allowing both, its
-    // tokens in any order and between any blank space, a newline too).
+    // tokens in any order and between any blank space, a newline too). Under a nonce
+    // policy only when the markup holds the nonce already (its own scripts): in an
+    // attribute's value the nonce is not hidden, CSS could read it out of the page. Once:
+    // a page's srcdoc read back (or checked again as the frame goes in) keeps one line.
     srcdoc = (v, el) => {
-      const box = el.getAttribute("sandbox");
-      if (typeof v == "string")
-        return (
-          (box == null || (/allow-scripts/.test(box) && /allow-same-origin/.test(box))
-            ? "<script" + (NONCE && ' nonce="' + NONCE.replace(/[^\w+/=-]/g, "") + '"') + ">try{parent.__tagGateGuard.i(window)}catch(e){}<\/script>"
-            : "") + (markup(v, null, 1) || v)
-        );
+      if (typeof v != "string") return;
+      const box = el.getAttribute("sandbox"),
+        line = "<script" + (NONCE && ' nonce="' + NONCE.replace(/[^\w+/=-]/g, "") + '"') + ">try{parent.__tagGateGuard.i(window)}catch(e){}<\/script>",
+        add = (box == null || (/allow-scripts/.test(box) && /allow-same-origin/.test(box))) && v.includes(NONCE) && !v.startsWith(line),
+        m = markup(v, null, 1);
+      if (add || m) return (add ? line : "") + (m || v);
     };
 
   // ------------------------------------------------------------------ hooks
