@@ -20,7 +20,7 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlencode
 
 import aiohttp
@@ -249,6 +249,18 @@ def _log_check(expect: dict[str, str]) -> str:
     )
 
 
+FRAMEWORK_LOG: Final = (
+    "jq-inline-ran",
+    "jq-click",
+    "jq-ajax-true",
+    "jq:onexy:6",
+    "react:clicked 1abc:3",
+    "vue:pqr:2",
+)
+"""What the `frameworks` page's own code logs when jQuery, React and Vue did their work:
+the same with the guard as without it (`test_real_frameworks_do_the_same_through_the_guard`)."""
+
+
 SCENARIOS = (
     Scenario(
         "gtm-pixels",
@@ -415,6 +427,25 @@ SCENARIOS = (
         + _log_check({"frame-fetch-TypeError": "!advertising", "frame-fetch-ok": "advertising"})
         + ")(g)]",
         states=("", "analytics", "advertising"),
+    ),
+    Scenario(
+        # real jQuery, React and Vue (tests/e2e/vendor/frameworks) inserting refused tags
+        # their own ways; what they render, their events and XHR work as without the guard
+        "frameworks",
+        (
+            Tag(BING, "/action/0?ti=jquery", "advertising"),
+            Tag("px.ads.linkedin.com", "/collect?pid=1&fmt=jqattr", "advertising"),
+            Tag("www.youtube.com", "/embed/jq", "social"),
+            Tag("static.hotjar.com", "/c/hotjar-jq.js", "analytics", "hotjar"),
+            Tag("www.youtube.com", "/embed/react", "social"),
+            Tag(BING, "/action/0?ti=reacthtml", "advertising"),
+            Tag("px.ads.linkedin.com", "/collect?pid=1&fmt=vuehtml", "advertising"),
+            Tag("analytics.tiktok.com", "/api/v2/pixel?event=vue", "advertising"),
+        ),
+        check="g => " + json.dumps(list(FRAMEWORK_LOG)) + ".filter(w => !e2e.log.includes(w))"
+        ".map(w => w + ' missing: ' + e2e.log)",
+        states=("", "analytics", "analytics.advertising.social"),
+        wait=0.3,
     ),
     Scenario(
         # frames of the markup (no src, about:blank, a srcdoc document and a frame of its
@@ -764,6 +795,21 @@ async def test_without_tag_gate_the_scenario_leaks(world: World, scenario: Scena
     leaks = refused_contacts(v, scenario, p, frozenset({"essential"}))
     RESULTS[scenario.name]["control leaks"] = str(len(leaks))
     assert leaks, "the page contacts no refused tracker even without the guard: the scenario proves nothing"
+
+
+async def test_real_frameworks_do_the_same_through_the_guard(world: World) -> None:
+    """The `frameworks` page's own log straight from the site (no guard: every tag loads)
+    and through tag-gate refusing everything: jQuery, React and Vue render, handle
+    events and make requests the same way."""
+    tg = await tag_gate(world, "default")
+    logs: dict[str, list[str]] = {}
+    for name, port in (("site", world.site.port), ("through tag-gate", tg.port)):
+        async with world.tab(None, port=port) as tab:
+            await tab.goto(world.url(port, "guard/frameworks.html?guard=0"))
+            await asyncio.sleep(0.3)
+            await tab.settle()
+            logs[name] = sorted(await tab.page.evaluate("e2e.log"))
+    assert logs["site"] == logs["through tag-gate"] == sorted(FRAMEWORK_LOG), logs
 
 
 def _report(problems: dict[str, list[str]]) -> str:

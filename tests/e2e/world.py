@@ -63,6 +63,7 @@ def _compress(coding: str, data: bytes) -> bytes:
 
 PAGES_DIR = Path(__file__).parent / "pages"
 PARTYTOWN_DIR = Path(__file__).parent / "vendor" / "partytown"
+FRAMEWORKS_DIR = Path(__file__).parent / "vendor" / "frameworks"
 SITE_HOST = "www.shop.test"
 REGISTRABLE = "shop.test"
 CATALOG: Catalog = make_catalog()
@@ -406,6 +407,7 @@ class Site(_LoopbackServer):
         app.router.add_get("/img/{name}", self._text(SVG, "image/svg+xml"))
         app.router.add_get("/favicon.ico", self._text(SVG, "image/svg+xml"))
         app.router.add_get("/~partytown/{name}", self.partytown)
+        app.router.add_get("/~vendor/{name}", self.framework)
         app.router.add_get("/{name}.html", self.page)
         await self._serve(app)
         self.port = await self._listen()
@@ -422,6 +424,14 @@ class Site(_LoopbackServer):
         name = request.match_info["name"]
         path = PARTYTOWN_DIR / name
         if name not in ("partytown.js", "partytown-sw.js") or not path.is_file():
+            raise web.HTTPNotFound()
+        return web.Response(body=path.read_bytes(), content_type="text/javascript")
+
+    async def framework(self, request: web.Request) -> web.Response:
+        """A front-end library sites load as their own (tests/e2e/vendor/frameworks)."""
+        name = request.match_info["name"]
+        path = FRAMEWORKS_DIR / name
+        if not name.endswith(".js") or "/" in name or not path.is_file():
             raise web.HTTPNotFound()
         return web.Response(body=path.read_bytes(), content_type="text/javascript")
 
