@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from .core.config import Config
 from .core.consent import ConsentState, consent_report, format_consent, read_consent
@@ -27,6 +28,28 @@ from .html.gate import GatePlan, gate_document
 from .http.stages import Stages
 from .metrics import Metrics
 
+_HYDRATION: Final = (
+    ("Next.js", rb'id=["\']?__NEXT_DATA__|self\.__next_f\b'),
+    ("Nuxt", rb'id=["\']?__nuxt\b|window\.__NUXT__|id=["\']?__NUXT_DATA__'),
+    ("Gatsby", rb'id=["\']?___gatsby\b'),
+    ("Remix / React Router", rb"window\.__(?:remix|reactRouter)Context\b"),
+    ("React (streamed server rendering)", rb"<!--\$\??-->"),
+    ("React 17 or earlier", rb"\bdata-reactroot\b"),
+    ("Vue 2", rb'\bdata-server-rendered=["\']?true'),
+    ("Vue 3", rb"<!--\[-->"),
+    ("Angular", rb"\bng-server-context=|\bngh=[\"']?\d"),
+    ("SvelteKit", rb"\b__sveltekit_\w+\s*="),
+    ("Astro islands", rb"<astro-island\b"),
+)
+_HYDRATION_RE: Final = tuple((name, re.compile(pattern, re.IGNORECASE)) for name, pattern in _HYDRATION)
+_TREE_CHANGING: Final = frozenset({Action.REMOVE.value, Action.PLACEHOLDER.value})
+
+
+def hydration_markers(html: bytes) -> list[str]:
+    """The frameworks whose server-rendering marks `html` carries: the page's scripts
+    will hydrate its markup, and expect the nodes they would render there."""
+    return [name for name, pattern in _HYDRATION_RE if pattern.search(html)]
+
 
 @dataclass
 class Explanation:
@@ -35,6 +58,13 @@ class Explanation:
     cookies: list[dict[str, str]] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)
     unknown_cookies: list[str] = field(default_factory=list)
+    hydration: list[str] = field(default_factory=list)
+    """Frameworks that hydrate this page (`hydration_markers`)."""
+
+    def tree_changed(self) -> bool:
+        """Whether the gate takes elements out of a page a framework hydrates (or puts a
+        placeholder box in their place): hydration then meets another tree."""
+        return bool(self.hydration) and any(e["decision"] in _TREE_CHANGING for e in self.elements)
 
     def as_json(self) -> dict[str, Any]:
         """The machine form: vendor ids instead of names; cookies without the rule."""
@@ -55,6 +85,7 @@ class Explanation:
                 for c in self.cookies
             ],
             "unclassified": {"hosts": self.hosts, "cookies": self.unknown_cookies},
+            "hydration": {"frameworks": self.hydration, "tree_changed": self.tree_changed()},
         }
 
 
@@ -85,6 +116,7 @@ def explain_page(
             }
         )
     result.hosts = sorted(stats.unclassified_hosts or ())
+    result.hydration = hydration_markers(html)
     policy = stages.policy
     unknown: list[str] = []
     for line in set_cookies:
@@ -139,6 +171,13 @@ def render_table(result: Explanation, config: Config, out: IO[str]) -> None:
         f"Unclassified cookies (cookies.unknown = {config.cookies.unknown!r}): "
         f"{', '.join(result.unknown_cookies) or 'none'}\n"
     )
+    if result.tree_changed():
+        out.write(
+            f"\nThis page is server-rendered for hydration ({', '.join(result.hydration)}), and elements above are"
+            " removed or replaced by a placeholder: the framework will meet another tree than it rendered (React"
+            ' reports errors and renders again on the client, Vue logs mismatches). Set html.action = "defer"'
+            " (or that category's action): refused elements then stay in place, inert.\n"
+        )
 
 
 def _table(rows: Sequence[tuple[str, ...]], out: IO[str]) -> None:

@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from proxy.explain import hydration_markers
 from tests.proxytools import free_port
 
 PYTHON = sys.executable
@@ -359,7 +360,8 @@ def test_explain_lists_every_tag_with_vendor_and_category() -> None:
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert set(data) == {"elements", "cookies", "unclassified"}
+    assert set(data) == {"elements", "cookies", "unclassified", "hydration"}
+    assert data["hydration"] == {"frameworks": [], "tree_changed": False}
     assert all(set(e) == {"tag", "url", "vendor", "category", "decision", "rule"} for e in data["elements"])
     assert all(set(c) == {"name", "vendor", "category", "decision"} for c in data["cookies"])
     by_vendor = {(e["vendor"], e["category"]) for e in data["elements"]}
@@ -382,6 +384,52 @@ def test_explain_lists_every_tag_with_vendor_and_category() -> None:
     assert data["unclassified"]["cookies"] == ["sessionid"]
     table = run_cli("explain", str(FIXTURE), "--consent", "tg_consent=analytics").stdout
     assert "Google Tag Manager" in table and "keep" in table and "remove" in table
+
+
+NEXT_PAGE = (
+    '<!doctype html><html><body><div id="__next"><iframe src="https://www.youtube.com/embed/x"></iframe></div>'
+    '<script id="__NEXT_DATA__" type="application/json">{"props":{}}</script></body></html>'
+)
+
+
+def test_explain_warns_when_the_gate_changes_the_tree_a_framework_hydrates(tmp_path: Path) -> None:
+    page = tmp_path / "page.html"
+    page.write_text(NEXT_PAGE)
+    table = run_cli("explain", str(page)).stdout
+    assert "server-rendered for hydration (Next.js)" in table and 'html.action = "defer"' in table, table
+    data = json.loads(run_cli("explain", str(page), "--json").stdout)
+    assert data["hydration"] == {"frameworks": ["Next.js"], "tree_changed": True}
+    # deferred elements keep their place: nothing to warn about
+    config = tmp_path / "defer.toml"
+    config.write_text('[html]\naction = "defer"\n')
+    deferred = run_cli("explain", str(page), "--config", str(config))
+    assert deferred.returncode == 0, deferred.stderr
+    assert "hydration" not in deferred.stdout and "defer" in deferred.stdout, deferred.stdout
+    # and a page without the marks gets no note
+    page.write_text(NEXT_PAGE.replace("__NEXT_DATA__", "data").replace("__next", "app"))
+    assert "hydration" not in run_cli("explain", str(page)).stdout
+
+
+@pytest.mark.parametrize(
+    ("markup", "framework"),
+    [
+        ('<script id="__NEXT_DATA__" type="application/json">', "Next.js"),
+        ("<script>self.__next_f.push([1,''])</script>", "Next.js"),
+        ("<div id=__nuxt></div>", "Nuxt"),
+        ('<div id="___gatsby"></div>', "Gatsby"),
+        ("<script>window.__remixContext = {}</script>", "Remix / React Router"),
+        ("<div><!--$--><p>x</p><!--/$--></div>", "React (streamed server rendering)"),
+        ('<div data-reactroot="">', "React 17 or earlier"),
+        ('<div id="app" data-server-rendered="true">', "Vue 2"),
+        ("<div id=app><!--[--><p>a</p><!--]--></div>", "Vue 3"),
+        ('<app-root ng-server-context="ssr">', "Angular"),
+        ("<script>__sveltekit_1x2 = {}</script>", "SvelteKit"),
+        ("<astro-island uid=x>", "Astro islands"),
+    ],
+)
+def test_hydration_markers(markup: str, framework: str) -> None:
+    assert hydration_markers(markup.encode()) == [framework]
+    assert hydration_markers(b"<div id=app><p>static <!-- a comment --></p></div>") == []
 
 
 async def test_explain_fetches_a_url_and_lists_unclassified_hosts() -> None:

@@ -812,6 +812,43 @@ async def test_real_frameworks_do_the_same_through_the_guard(world: World) -> No
     assert logs["site"] == logs["through tag-gate"] == sorted(FRAMEWORK_LOG), logs
 
 
+HYDRATED: Final = ("react-kept-true", "vue-kept-true", "react:clicked 1end", "vue:1end")
+"""What the `ssr-hydration` page logs when React and Vue hydrated the server's markup
+(kept its nodes, attached their handlers) without a mismatch."""
+
+
+@pytest.mark.parametrize("action", ["remove", "defer"])
+async def test_server_rendered_markup_hydrates_when_refused_elements_keep_their_place(
+    world: World, action: str
+) -> None:
+    """React and Vue hydrate the markup a server rendered: they expect the nodes they
+    would render. `action = "defer"` keeps a refused iframe or image in its place (inert):
+    hydration finds every node and reports nothing. `remove` (the default) takes them
+    out: React reports a recoverable error and renders the root again on the client,
+    Vue logs a mismatch and patches (the README tells hydrated sites to use "defer").
+    Either way the guard blocks what the frameworks then put in, and the site's
+    straight-from-the-origin page hydrates cleanly (the control)."""
+    _policy_for(world, "default")
+    tg = await world.proxy(f"guard-ssr-{action}", html={"csp": E2E_CSP, "action": action})
+    logs: dict[str, list[str]] = {}
+    for name, port in (("site", world.site.port), ("through tag-gate", tg.port)):
+        async with world.tab(None, port=port) as tab:
+            await tab.goto(world.url(port, "guard/ssr-hydration.html?guard=0"))
+            await asyncio.sleep(0.4)
+            await tab.settle()
+            logs[name] = sorted(await tab.page.evaluate("e2e.log"))
+            v = await tab.snapshot()
+        if name == "through tag-gate":
+            assert not v.refused_contacts(frozenset({"essential"})), v.refused_contacts(frozenset({"essential"}))
+            errors = v.console_errors
+    assert logs["site"] == sorted(HYDRATED), logs
+    if action == "defer":
+        assert logs["through tag-gate"] == sorted(HYDRATED) and not errors, (logs, errors)
+    else:
+        assert "react-hydration-error" in logs["through tag-gate"], logs
+        assert any("Hydration completed but contains mismatches" in e for e in errors), errors
+
+
 def _report(problems: dict[str, list[str]]) -> str:
     return "\n".join(f"{label}:\n  " + "\n  ".join(map(str, items)) for label, items in problems.items() if items)
 
