@@ -365,6 +365,19 @@ class HtmlGate:
         return first + text.encode("latin-1")
 
     @property
+    def documents_only(self) -> bool:
+        """Its additions go only into a whole document (`Additions.documents_only`)."""
+        return self._run.additions.documents_only
+
+    def drop_additions(self) -> None:
+        """Add nothing to this body: a fragment (`Additions.documents_only`). Called by
+        `DocumentStart`, before the first feed."""
+        assert self._rewriter is None, "drop_additions after the first feed"
+        self._run.drop_additions()
+        self._head_bytes = None
+        self._args = (*self._args[:-1], NO_ADDITIONS)
+
+    @property
     def pending_head(self) -> tuple[bytes, bytes] | None:
         """The head-start addition's bytes (`head_bytes`) while the gate has yet to put
         them out (None when there are none, they are not ASCII, or they are out): the
@@ -463,6 +476,8 @@ class HtmlGate:
             nested=nested,
             additions=additions,
         )
+        if self._run.fragment:
+            fresh._run.drop_additions()
         try:
             return fresh.feed(document) + fresh.end()
         except GateError as exc:

@@ -520,7 +520,7 @@ class _DocumentHandler(_Handler):
 
     def end(self, e: Any) -> None:
         run = self.run
-        if run.nested:
+        if run.nested or run.fragment:
             return
         text = activation_script(run.nonce) if run.stats.activation_needed else ""
         text += run.end_additions()

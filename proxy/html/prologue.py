@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["head_start_spot"]
+__all__ = ["head_start_spot", "whole_document"]
 
 _ATTRIBUTES: Final = (
     rb"(?:[\t\n\x0c\r ]+[^\t\n\x0c\r />\"'<=]+"
@@ -61,3 +61,25 @@ def head_start_spot(document: bytes) -> int:
     the prologue in Python cost four times what it costs on its own."""
     m = _PROLOGUE.match(document)
     return m.end() if m else -1
+
+
+_WHOLE: Final = re.compile(
+    rb"(?:\xef\xbb\xbf)?(?:" + _WHITESPACE_OR_COMMENT + rb"){0,128}+"
+    rb"(<!doctype|<(?:html|head|body)(?=[\t\n\x0c\r />]))?",
+    re.IGNORECASE,
+)
+
+
+def whole_document(prefix: bytes, complete: bool) -> bool | None:
+    """Whether markup starting with `prefix` is a whole document rather than a fragment:
+    after a byte order mark, whitespace and comments, a DOCTYPE or an `<html>`, `<head>`
+    or `<body>` start tag. None while `prefix` (not `complete`) ends before that is known
+    (in a comment, or a tag's first bytes)."""
+    m = _WHOLE.match(prefix)
+    assert m is not None  # every part is optional
+    if m.group(1) is not None:
+        return True
+    rest = prefix[m.end() : m.end() + 10]
+    if not complete and (not rest or (rest[:1] == b"<" and (rest.startswith(b"<!-") or len(rest) < 10))):
+        return None
+    return False

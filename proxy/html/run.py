@@ -71,6 +71,11 @@ class Additions:
     guard's `<script nonce="…">`): `head_tag + head_start` is what goes in. Kept apart so
     that `head_start`, the same for every page of a consent key, stays one string:
     hashed once, and spliced compressed from a form made once (`Encoder.splice`)."""
+    documents_only: bool = False
+    """The response answers a request of the page's own code (`Sec-Fetch-Dest: empty`:
+    htmx, Turbo, Unpoly, jQuery's `load`...): all this goes in only when its body is a
+    whole document (`prologue.whole_document`, Turbo's page visits); a fragment, which
+    the page's code puts into the page, gets none of it, nor activate.js."""
     frame_markup: str = ""
     """Inserted right after each `<iframe>` of the markup whose document the page can
     reach without a navigation (no `src`, an `about:` one, a `srcdoc`) and first in each
@@ -250,6 +255,17 @@ class GateRun:
         self.in_foreign = False
         """The gate is writing bytes of a foreign region to lol-html: a refused element
         is neutralised in place (`act`), never removed or wrapped."""
+        self.fragment = False
+        """`drop_additions` was called: not even activate.js goes in."""
+
+    def drop_additions(self) -> None:
+        """The body is a fragment the page's code fetched (`Additions.documents_only`):
+        nothing is added to it. Before the first byte is gated."""
+        self.additions = NO_ADDITIONS
+        self.frame_markup = ""
+        self.head_pending = self.page_pending = self.head_end_pending = False
+        self.fragment = True
+        self.stats.activation_needed = False
 
     def take_head_start(self) -> str:
         """The head-start markup, once (the caller inserts it)."""

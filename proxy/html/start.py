@@ -14,7 +14,9 @@ of unknown type, `proxy.core.charset.resolve_charset` for the encoding), then:
   guessed or found in a `<meta>` declared in `Content-Type`, so the browser cannot
   decide otherwise later (a `<meta>` further down, its detector);
 - an XML document: transcoded to UTF-8 when it is not, then `XmlGate`; relayed under
-  the strict Content-Security-Policy.
+  the strict Content-Security-Policy;
+- an HTML body the page's own code fetched (`Additions.documents_only`) that is not a
+  whole document (`prologue.whole_document`): gated without tag-gate's additions.
 
 `outcome` says what the response's head must then carry; it is set before the first
 output byte, and a caller sends the head only after output (or the end).
@@ -31,6 +33,7 @@ from ..core.charset import Charset, resolve_charset
 from ..core.encoding_labels import ASCII_INCOMPATIBLE, PYTHON_CODECS, declared_label
 from ..core.mime import HTML, sniff
 from .gate import GateError, GateStats, HtmlGate
+from .prologue import whole_document
 
 START_LIMIT: Final = 65536
 """Most decoded bytes held before deciding: a page whose head declares no charset
@@ -157,6 +160,12 @@ class DocumentStart:
         )
         if charset is None:
             return False
+        if kind == "html" and self.html_gate.documents_only and charset.encoding not in ASCII_INCOMPATIBLE:
+            whole = whole_document(prefix, complete)
+            if whole is None:
+                return False
+            if not whole:
+                self.html_gate.drop_additions()
         self.kind = kind
         content_type: str | None = None
         if kind == "html":

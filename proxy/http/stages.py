@@ -370,6 +370,17 @@ def csp_layer(h: HeaderStep) -> None:
     h.stages.metrics.csp_headers.labels(csp.layer.mode, "worker" if worker else "page").inc()
 
 
+def fetched_by_the_page(h: HeaderStep) -> None:
+    """A gated page with additions answers differently by `Sec-Fetch-Dest` (said in
+    Vary): to the page's own code (`empty`: htmx, Turbo...) they go in only if the body
+    is a whole document (`Additions.documents_only`), never into a fragment."""
+    additions = h.plan.additions
+    if h.plan.body is Body.GATE and h.fetch.dest and additions is not NO_ADDITIONS:
+        add_vary(h.headers, ("Sec-Fetch-Dest",))
+        if h.fetch.dest == "empty":
+            h.plan.additions = replace(additions, documents_only=True)
+
+
 def consent_marks(h: HeaderStep) -> None:
     """A response that depends on consent says so: `private` (shared caches must not
     store it) and `Vary: Cookie, Sec-GPC`."""
@@ -393,6 +404,7 @@ HEADER_STEPS: Final[tuple[Callable[[HeaderStep], None], ...]] = (
     gated_page_marks,
     runtime_guard,
     csp_layer,
+    fetched_by_the_page,
     consent_marks,
 )
 """The headers stage, in order: the last marks what any earlier step made consent-dependent."""

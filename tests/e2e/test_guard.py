@@ -801,15 +801,23 @@ async def test_real_frameworks_do_the_same_through_the_guard(world: World) -> No
     """The `frameworks` page's own log straight from the site (no guard: every tag loads)
     and through tag-gate refusing everything: jQuery, React and Vue render, handle
     events and make requests the same way."""
-    tg = await tag_gate(world, "default")
-    logs: dict[str, list[str]] = {}
-    for name, port in (("site", world.site.port), ("through tag-gate", tg.port)):
+    (site, _), (through, _) = await _side_by_side(world, await tag_gate(world, "default"), "frameworks", 0.3)
+    assert site == through == sorted(FRAMEWORK_LOG), (site, through)
+
+
+async def _side_by_side(
+    world: World, tg: Running, page: str, wait: float
+) -> tuple[tuple[list[str], Visit], tuple[list[str], Visit]]:
+    """A guard page's own log (sorted) and the visit, straight from the site (no guard)
+    and through `tg`, each in a fresh context."""
+    out = []
+    for port in (world.site.port, tg.port):
         async with world.tab(None, port=port) as tab:
-            await tab.goto(world.url(port, "guard/frameworks.html?guard=0"))
-            await asyncio.sleep(0.3)
+            await tab.goto(world.url(port, f"guard/{page}.html?guard=0"))
+            await asyncio.sleep(wait)
             await tab.settle()
-            logs[name] = sorted(await tab.page.evaluate("e2e.log"))
-    assert logs["site"] == logs["through tag-gate"] == sorted(FRAMEWORK_LOG), logs
+            out.append((sorted(await tab.page.evaluate("e2e.log")), await tab.snapshot()))
+    return out[0], out[1]
 
 
 HYDRATED: Final = ("react-kept-true", "vue-kept-true", "react:clicked 1end", "vue:1end")
@@ -830,23 +838,56 @@ async def test_server_rendered_markup_hydrates_when_refused_elements_keep_their_
     straight-from-the-origin page hydrates cleanly (the control)."""
     _policy_for(world, "default")
     tg = await world.proxy(f"guard-ssr-{action}", html={"csp": E2E_CSP, "action": action})
-    logs: dict[str, list[str]] = {}
-    for name, port in (("site", world.site.port), ("through tag-gate", tg.port)):
-        async with world.tab(None, port=port) as tab:
-            await tab.goto(world.url(port, "guard/ssr-hydration.html?guard=0"))
-            await asyncio.sleep(0.4)
-            await tab.settle()
-            logs[name] = sorted(await tab.page.evaluate("e2e.log"))
-            v = await tab.snapshot()
-        if name == "through tag-gate":
-            assert not v.refused_contacts(frozenset({"essential"})), v.refused_contacts(frozenset({"essential"}))
-            errors = v.console_errors
-    assert logs["site"] == sorted(HYDRATED), logs
+    (site, _), (through, v) = await _side_by_side(world, tg, "ssr-hydration", 0.4)
+    assert not v.refused_contacts(frozenset({"essential"})), v.refused_contacts(frozenset({"essential"}))
+    assert site == sorted(HYDRATED), site
     if action == "defer":
-        assert logs["through tag-gate"] == sorted(HYDRATED) and not errors, (logs, errors)
+        assert through == sorted(HYDRATED) and not v.console_errors, (through, v.console_errors)
     else:
-        assert "react-hydration-error" in logs["through tag-gate"], logs
-        assert any("Hydration completed but contains mismatches" in e for e in errors), errors
+        assert "react-hydration-error" in through, through
+        assert any("Hydration completed but contains mismatches" in e for e in v.console_errors), v.console_errors
+
+
+HTMX_TAG: Final = {
+    "id": "ga",
+    "kind": "script",
+    "category": "analytics",
+    "src": "https://www.googletagmanager.com/gtag/js?id=G-1",
+}
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["fetch-metadata", "plain-http"])
+async def test_a_fragment_htmx_swaps_in_gets_nothing_added(world: World, secure: bool) -> None:
+    """Real htmx (2.0.4) fetches a fragment of the site's HTML and swaps it into the page.
+    Where Chromium sends fetch metadata (a secure context: `Sec-Fetch-Dest: empty`),
+    tag-gate gates the fragment (its refused pixel is gone) and adds nothing to it: the
+    page keeps one banner and one managed tag, the cart gets only the fragment. Over plain
+    http nothing tells the fragment from a page: the banner and the tag go into the cart
+    too (the control; the README says so)."""
+    _policy_for(world, "default")
+    sections: dict[str, Any] = {
+        "html": {"csp": E2E_CSP},
+        "banner": {"enabled": True, "proof_sink": "off"},
+        "tag": [HTMX_TAG],
+    }
+    tg = await world.proxy("guard-banner", **sections)
+    browser = await _secure_browser(world, tg.port) if secure else None
+    async with world.tab(None, port=tg.port, browser=browser) as tab:
+        await tab.goto(world.url(tg.port, "guard/htmx.html?guard=0"))
+        await asyncio.sleep(0.5)
+        await tab.settle()
+        state = await tab.page.evaluate(
+            "() => ({log: e2e.log, banners: document.querySelectorAll('#tag-gate-banner-config').length,"
+            " tags: document.querySelectorAll('[data-tg-tag=ga]').length,"
+            " cart: [...document.getElementById('cart').children].map(e => e.localName + (e.id ? '#' + e.id : ''))})"
+        )
+        v = await tab.snapshot()
+    assert not v.refused_contacts(frozenset({"essential"})), v.refused_contacts(frozenset({"essential"}))
+    if secure:
+        assert state == {"log": ["swapped"], "banners": 1, "tags": 1, "cart": ["p#cart-items"]}, state
+        assert not v.console_errors, v.console_errors
+    else:
+        assert state["log"] == ["swapped"] and state["banners"] == 2 and state["tags"] == 2, state
 
 
 def _report(problems: dict[str, list[str]]) -> str:

@@ -1,0 +1,109 @@
+"""HTML the page's own code fetches (`Sec-Fetch-Dest: empty`: htmx, Turbo, Unpoly,
+jQuery's `load`): a whole document (Turbo's page visits) gets tag-gate's additions as a
+page does, a fragment gets none (the banner, managed tags, the guard and activate.js
+would land inside whatever element the page's code swaps it into), and is still gated.
+Through a real tag-gate on loopback, the upstream streaming in small writes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from proxy.html.prologue import whole_document
+from tests.conftest import UpstreamFactory
+from tests.proxytools import running_proxy
+
+BANNER = {"enabled": True, "proof_salt": "fragments-salt-0123"}
+TAG = {"id": "ga", "kind": "script", "category": "analytics", "src": "https://www.googletagmanager.com/gtag/js?id=G-1"}
+SECTIONS: dict[str, Any] = {"banner": BANNER, "tag": [TAG]}
+FRAGMENT = b'\n<!-- the cart -->\n<div id="cart">3 items<img src="https://bat.bing.com/action/0?ti=cart"></div>\n'
+DOCUMENT = (
+    b"<!DOCTYPE html>\n<html><head><title>next page</title></head>"
+    b'<body><p>next</p><img src="https://bat.bing.com/action/0?ti=page"></body></html>\n'
+)
+ADDED = (b"tag-gate-banner-config", b"__tagGateGuard", b"/__tag-gate/activate.js", b'data-tg-tag="ga"')
+
+
+@pytest.fixture
+async def site(upstream: UpstreamFactory) -> TestServer:
+    async def page(request: web.Request) -> web.StreamResponse:
+        data = FRAGMENT if request.match_info["name"] == "fragment" else DOCUMENT
+        resp = web.StreamResponse(headers={"Content-Type": "text/html; charset=utf-8"})
+        await resp.prepare(request)
+        for i in range(0, len(data), 7):  # a comment and the first tag split across writes
+            await resp.write(data[i : i + 7])
+            await asyncio.sleep(0)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/{name}", page)
+    return await upstream(app)
+
+
+async def get(url: str, dest: str | None) -> tuple[str, bytes]:
+    headers = {"Sec-Fetch-Dest": dest, "Sec-Fetch-Mode": "cors" if dest == "empty" else "navigate"} if dest else {}
+    async with aiohttp.ClientSession() as client, client.get(url, headers=headers) as resp:
+        assert resp.status == 200
+        return resp.headers.get("Vary", ""), await resp.read()
+
+
+@pytest.mark.parametrize("dest", ["empty", "document", None])
+@pytest.mark.parametrize("name", ["fragment", "document"])
+async def test_a_fetched_fragment_gets_no_additions_and_a_whole_document_does(
+    site: TestServer, dest: str | None, name: str
+) -> None:
+    async with running_proxy(str(site.make_url("")).rstrip("/"), **SECTIONS) as tg:
+        vary, body = await get(f"{tg.url}/{name}", dest)
+    assert b"bat.bing.com" not in body, body  # gated either way
+    added = [a for a in ADDED if a in body]
+    if name == "fragment" and dest == "empty":
+        assert not added, body
+        assert body == FRAGMENT.replace(b'<img src="https://bat.bing.com/action/0?ti=cart">', b"")
+    elif name == "fragment":  # a document without `<html>`, `<head>` or a script has no spot for the guard
+        assert added == [a for a in ADDED if a != b"__tagGateGuard"], (added, body[:300])
+    else:
+        assert added == list(ADDED), (added, body[:300])
+    # what the page's code gets differs from what a navigation gets: caches must know
+    assert ("Sec-Fetch-Dest" in vary) == (dest is not None), vary
+
+
+@pytest.mark.parametrize(
+    ("prefix", "complete", "whole"),
+    [
+        (b"<!DOCTYPE html><p>", False, True),
+        (b"\xef\xbb\xbf\n  <!-- a -->\n<html lang=en>", False, True),
+        (b"<HEAD>", False, True),
+        (b"<body class=x>", True, True),
+        (b"<html\n", False, True),
+        (b'<div id="cart">', False, False),
+        (b"3 items", False, False),
+        (b"<html-widget>hi</html-widget>", True, False),
+        (b"<bodyguard>", True, False),
+        (b"", True, False),
+        (b"", False, None),
+        (b"  \n", False, None),
+        (b"<!-- a long comment not closed yet", False, None),
+        (b"<!-- a comment never closed", True, False),
+        (b"<ht", False, None),
+        (b"<ht", True, False),
+        (b"<!-", False, None),
+        (b"<tr><td>1</td></tr>", False, False),
+    ],
+)
+def test_whole_document(prefix: bytes, complete: bool, whole: bool | None) -> None:
+    assert whole_document(prefix, complete) is whole
+
+
+async def test_the_gated_page_cache_keeps_a_fragment_and_its_page_apart(site: TestServer) -> None:
+    """The same upstream bytes, fetched by the page's code and navigated to, in turn, twice
+    (the second time from tag-gate's gated-page cache): each gets its own output."""
+    async with running_proxy(str(site.make_url("")).rstrip("/"), **SECTIONS) as tg:
+        bodies = [(await get(f"{tg.url}/fragment", dest))[1] for dest in ("empty", "document", "empty", "document")]
+    assert bodies[0] == bodies[2] and bodies[1] == bodies[3], bodies
+    assert b"tag-gate-banner-config" not in bodies[0] and b"tag-gate-banner-config" in bodies[1]
