@@ -848,12 +848,19 @@ async def test_server_rendered_markup_hydrates_when_refused_elements_keep_their_
         assert any("Hydration completed but contains mismatches" in e for e in v.console_errors), v.console_errors
 
 
-HTMX_TAG: Final = {
-    "id": "ga",
-    "kind": "script",
-    "category": "analytics",
-    "src": "https://www.googletagmanager.com/gtag/js?id=G-1",
+BANNER_SECTIONS: Final[dict[str, Any]] = {
+    "html": {"csp": E2E_CSP},
+    "banner": {"enabled": True, "proof_sink": "off"},
+    "tag": [
+        {
+            "id": "ga",
+            "kind": "script",
+            "category": "analytics",
+            "src": "https://www.googletagmanager.com/gtag/js?id=G-1",
+        }
+    ],
 }
+"""tag-gate with its banner and a managed tag (page additions a fetched fragment must not get)."""
 
 
 @pytest.mark.parametrize("secure", [True, False], ids=["fetch-metadata", "plain-http"])
@@ -865,12 +872,7 @@ async def test_a_fragment_htmx_swaps_in_gets_nothing_added(world: World, secure:
     http nothing tells the fragment from a page: the banner and the tag go into the cart
     too (the control; the README says so)."""
     _policy_for(world, "default")
-    sections: dict[str, Any] = {
-        "html": {"csp": E2E_CSP},
-        "banner": {"enabled": True, "proof_sink": "off"},
-        "tag": [HTMX_TAG],
-    }
-    tg = await world.proxy("guard-banner", **sections)
+    tg = await world.proxy("guard-banner", **BANNER_SECTIONS)
     browser = await _secure_browser(world, tg.port) if secure else None
     async with world.tab(None, port=tg.port, browser=browser) as tab:
         await tab.goto(world.url(tg.port, "guard/htmx.html?guard=0"))
@@ -888,6 +890,37 @@ async def test_a_fragment_htmx_swaps_in_gets_nothing_added(world: World, secure:
         assert not v.console_errors, v.console_errors
     else:
         assert state["log"] == ["swapped"] and state["banners"] == 2 and state["tags"] == 2, state
+
+
+@pytest.mark.parametrize("through", [True, False], ids=["tag-gate", "control"])
+async def test_turbo_drive_visits_keep_the_guard_and_one_banner(world: World, through: bool) -> None:
+    """Real Turbo (8.0.12) follows a link by fetching the next page (`Sec-Fetch-Dest:
+    empty` in a secure context), swapping its body in and merging its head: a whole
+    document, so tag-gate gates it and adds what a page gets. The guard the first page
+    installed still holds in the same window: the next page's pixel (gated in its markup)
+    and the image its script makes are not requested, its script runs, the page has one
+    banner, nothing logs an error. The control (the site directly) leaks both."""
+    _policy_for(world, "default")
+    port = (await world.proxy("guard-banner", **BANNER_SECTIONS)).port if through else world.site.port
+    async with world.tab(None, port=port, browser=await _secure_browser(world, port)) as tab:
+        await tab.goto(world.url(port, "guard/turbo.html?guard=0"))
+        await tab.page.evaluate("document.getElementById('next').click()")  # the banner covers the page
+        await tab.page.wait_for_function("document.getElementById('next-page') && turboLog.includes('next-ran')")
+        await asyncio.sleep(0.3)
+        await tab.settle()
+        state = await tab.page.evaluate(
+            "() => ({log: turboLog, path: location.pathname, guard: !!window.__tagGateGuard,"
+            " banners: document.querySelectorAll('#tag-gate-banner-config').length})"
+        )
+        v = await tab.snapshot()
+    refused = v.refused_contacts(frozenset({"essential"}))
+    first, second = (f"load:guard: Turbo Drive page visits ({n} page)" for n in ("first", "second"))
+    assert sorted(state["log"]) == [first, second, "next-ran"] and state["path"] == "/guard/turbo-next.html", state
+    if through:
+        assert state["guard"] and state["banners"] == 1, state
+        assert not refused and not v.console_errors, (refused, v.console_errors)
+    else:
+        assert any("bat.bing.com" in r for r in refused) and any("linkedin" in r for r in refused), refused
 
 
 def _report(problems: dict[str, list[str]]) -> str:
