@@ -923,6 +923,43 @@ async def test_turbo_drive_visits_keep_the_guard_and_one_banner(world: World, th
         assert any("bat.bing.com" in r for r in refused) and any("linkedin" in r for r in refused), refused
 
 
+async def test_react_embeds_released_on_the_page_can_still_be_unmounted(world: World) -> None:
+    """React holds the nodes it rendered and removes them itself later. A refused YouTube
+    frame in a hydrated app (deferred by the HTML gate, `action = "defer"`) and in one
+    rendered in the browser (blocked by the guard), like an `<embed>` and an `<object>`
+    the page's code adds, is released when the visitor grants social on the page: it
+    gets its URL back in place and loads; hiding the frames afterwards
+    (React removing that node) works and the apps stay. A new element in its place made
+    React's removeChild throw NotFoundError and unmount the whole app."""
+    _policy_for(world, "default")
+    tg = await world.proxy("guard-ssr-defer", html={"csp": E2E_CSP, "action": "defer"})
+    async with world.tab(None, port=tg.port) as tab:
+        await tab.goto(world.url(tg.port, "guard/react-release.html?guard=0"))
+        await tab.page.wait_for_function("document.querySelectorAll('[data-tg-src], [data-tg-data]').length == 4")
+        assert not [h for h in tab.hits() if h.host == "www.youtube.com"]
+        await tab.page.evaluate(
+            "() => { document.cookie = 'tg_consent=social~3~1796300000~Hk3J9dPq; path=/';"
+            " document.dispatchEvent(new CustomEvent('tag-gate:consent')); }"
+        )
+        await tab.wait_for(
+            lambda: (
+                {h.path for h in tab.hits() if h.host == "www.youtube.com"}
+                >= {"/embed/ssr-released", "/embed/client-released", "/embed/embed-released", "/embed/object-released"}
+            ),
+            "the released frames, embed and object to load",
+        )
+        await tab.page.evaluate("['ssr', 'client'].forEach(n => document.getElementById(n + '-toggle').click())")
+        await asyncio.sleep(0.3)
+        await tab.settle()
+        state = await tab.page.evaluate(
+            "() => ({log: e2e.log, frames: document.querySelectorAll('iframe').length,"
+            " buttons: [...document.querySelectorAll('button')].map(b => b.textContent)})"
+        )
+        v = await tab.snapshot()
+    assert state == {"log": [], "frames": 0, "buttons": ["show ssr", "show client"]}, state
+    assert not v.console_errors, v.console_errors
+
+
 def _report(problems: dict[str, list[str]]) -> str:
     return "\n".join(f"{label}:\n  " + "\n  ".join(map(str, items)) for label, items in problems.items() if items)
 

@@ -10,15 +10,17 @@
  * when the cookie of a consent manager the server reads changed instead, the server's
  * reading of the cookies (/__tag-gate/guard-table). A withdrawal applies to the guard's
  * next decision. When more is granted it re-creates
- * what is now granted, in document order: blocked scripts and frames
+ * what is now granted, in document order: blocked scripts
  * (the guard's, in `__tagGateGuard.T`, and every element the HTML gate deferred in
  * tag-gate's convention, `[data-tg-category]`, in this document, its same-origin
- * frames, open shadow roots and the closed ones the guard saw attached). A new element
- * of the same name gets the original attributes back (never a clone: a cloned script
- * counts as already started) and `el.nonce`; classic scripts run one after the other
- * (the next waits for load or error), each exactly once, and the page's load/error
- * listeners on the old element hear the outcome. Placeholders become their embed; other
- * elements get their fetching attributes back, and so does what waits in a template's
+ * frames, open shadow roots and the closed ones the guard saw attached). A new script
+ * gets the original attributes back (never a clone: a cloned script counts as already
+ * started) and `el.nonce`; classic scripts run one after the other (the next waits for
+ * load or error), each exactly once, and the page's load/error listeners on the old
+ * element hear the outcome. Placeholders become their embed; frames, embeds, objects
+ * and other elements get their fetching attributes back in place (the page's code, or
+ * the framework that rendered one, keeps a node that is in the document), and so does
+ * what waits in a template's
  * inert contents (the document's templates and those whose markup the guard changed,
  * `T` again), so that copies the page stamps from it later load. DOMContentLoaded and
  * load are not dispatched again; dropped network calls are not replayed.
@@ -28,7 +30,6 @@
   const G = window.__tagGateGuard;
   if (!G || G.release) return;
   const CAT = "data-tg-category",
-    RELEASED = /^(script|i?frame|embed|object)$/,
     T = G.T;
   let busy = 0,
     again = 0;
@@ -99,11 +100,14 @@
           if (el.hasAttribute("data-tg-placeholder")) {
             const tp = el.querySelector("template");
             if (tp && el.parentNode) el.parentNode.replaceChild(tp.content.cloneNode(true), el);
-          } else if (RELEASED.test(el.localName) && el.ownerDocument.defaultView) {
+          } else if (el.localName == "script" && el.ownerDocument.defaultView) {
             if (G.t(recreate, el, step)) return;
           } else {
-            // in place: an image, or what sits in a template's inert contents, where
-            // nothing loads or runs (copies stamped from it later do, each once)
+            // in place: a frame, embed, object or image (it loads when its URL is back;
+            // a framework that rendered it, React, holds this node and removes it
+            // later: a new one in its place made React's removal throw and the app
+            // vanish), or what sits in a template's inert contents, where nothing loads
+            // or runs (copies stamped from it later do, each once)
             if (el.localName == "script" && !el.hasAttribute("data-tg-type")) el.removeAttribute("type");
             for (const { name, value } of [...el.attributes])
               if (name.startsWith("data-tg-")) {
