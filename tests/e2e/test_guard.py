@@ -647,6 +647,21 @@ SCENARIOS = (
         check="() => Object.entries(seen).filter(([k, n]) => !n).map(([k]) => 'the second patcher saw no ' + k)",
     ),
     Scenario(
+        # Angular's zone.js (real, tests/e2e/vendor/frameworks) patching over the guard:
+        # the app's zone sees its tasks, and the blocked fetch and image fail in it
+        "zonejs",
+        (
+            Tag("region1.google-analytics.com", "/g/collect?v=2&en=zone", "analytics"),
+            Tag("in.hotjar.com", "/api/zone", "analytics"),
+            Tag(BING, "/action/0?ti=zone", "advertising"),
+        ),
+        check="g => ['zone-timeout:app:true', 'zone-first-party:true:app', 'tostring-native:true',"
+        " g.includes('analytics') ? 'zone-fetch-ok:app' : 'zone-fetch-TypeError:app',"
+        " ...(g.includes('advertising') ? [] : ['zone-img-error:app'])]"
+        ".filter(w => !e2e.log.includes(w)).map(w => w + ' missing: ' + e2e.log)",
+        wait=0.3,
+    ),
+    Scenario(
         "native-tostring",
         (Tag(BING, "/action/0?ti=tostring", "advertising"),),
         check="() => e2e.log",
