@@ -63,8 +63,13 @@ class Explanation:
 
     def tree_changed(self) -> bool:
         """Whether the gate takes elements out of a page a framework hydrates (or puts a
-        placeholder box in their place): hydration then meets another tree."""
-        return bool(self.hydration) and any(e["decision"] in _TREE_CHANGING for e in self.elements)
+        placeholder box in their place): hydration then meets another tree. Connection
+        hints (removed whatever the action, in the head, which most apps do not hydrate)
+        and pings (an attribute) aside."""
+        return bool(self.hydration) and any(
+            e["decision"] in _TREE_CHANGING and e["tag"] != "link" and not e["tag"].endswith("[ping]")
+            for e in self.elements
+        )
 
     def as_json(self) -> dict[str, Any]:
         """The machine form: vendor ids instead of names; cookies without the rule."""

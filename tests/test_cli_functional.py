@@ -387,7 +387,8 @@ def test_explain_lists_every_tag_with_vendor_and_category() -> None:
 
 
 NEXT_PAGE = (
-    '<!doctype html><html><body><div id="__next"><iframe src="https://www.youtube.com/embed/x"></iframe></div>'
+    '<!doctype html><html><head><link rel="preconnect" href="https://www.youtube.com"></head>'
+    '<body><div id="__next"><iframe src="https://www.youtube.com/embed/x"></iframe></div>'
     '<script id="__NEXT_DATA__" type="application/json">{"props":{}}</script></body></html>'
 )
 
@@ -404,7 +405,9 @@ def test_explain_warns_when_the_gate_changes_the_tree_a_framework_hydrates(tmp_p
     config.write_text('[html]\naction = "defer"\n')
     deferred = run_cli("explain", str(page), "--config", str(config))
     assert deferred.returncode == 0, deferred.stderr
+    # (the preconnect is removed whatever the action: a hint in the head, not counted)
     assert "hydration" not in deferred.stdout and "defer" in deferred.stdout, deferred.stdout
+    assert "link" in deferred.stdout and "remove" in deferred.stdout, deferred.stdout
     # and a page without the marks gets no note
     page.write_text(NEXT_PAGE.replace("__NEXT_DATA__", "data").replace("__next", "app"))
     assert "hydration" not in run_cli("explain", str(page)).stdout
