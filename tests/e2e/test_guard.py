@@ -256,6 +256,7 @@ FRAMEWORK_LOG: Final = (
     "jq:onexy:6",
     "react:clicked 1abc:3",
     "vue:pqr:2",
+    "alpine:mno:2",
 )
 """What the `frameworks` page's own code logs when jQuery, React and Vue did their work:
 the same with the guard as without it (`test_real_frameworks_do_the_same_through_the_guard`)."""
@@ -429,7 +430,7 @@ SCENARIOS = (
         states=("", "analytics", "advertising"),
     ),
     Scenario(
-        # real jQuery, React and Vue (tests/e2e/vendor/frameworks) inserting refused tags
+        # real jQuery, React, Vue and Alpine.js (tests/e2e/vendor/frameworks) inserting refused tags
         # their own ways; what they render, their events and XHR work as without the guard
         "frameworks",
         (
@@ -441,6 +442,8 @@ SCENARIOS = (
             Tag(BING, "/action/0?ti=reacthtml", "advertising"),
             Tag("px.ads.linkedin.com", "/collect?pid=1&fmt=vuehtml", "advertising"),
             Tag("analytics.tiktok.com", "/api/v2/pixel?event=vue", "advertising"),
+            Tag(BING, "/action/0?ti=alpinehtml", "advertising"),
+            Tag("analytics.tiktok.com", "/api/v2/pixel?event=alpine", "advertising"),
         ),
         check="g => " + json.dumps(list(FRAMEWORK_LOG)) + ".filter(w => !e2e.log.includes(w))"
         ".map(w => w + ' missing: ' + e2e.log)",
