@@ -665,6 +665,17 @@ SCENARIOS = (
         wait=0.3,
     ),
     Scenario(
+        # a Lit web component (real, as ES modules through an import map) rendering refused
+        # images into its shadow root: the template's clone gets its src after cloning
+        "webcomponents",
+        (
+            Tag(BING, "/action/0?ti=lit", "advertising"),
+            Tag("px.ads.linkedin.com", "/collect?pid=1&fmt=lit", "advertising"),
+        ),
+        check="() => e2e.log.includes('lit:stu:2') ? [] : ['lit did not render: ' + e2e.log]",
+        wait=0.3,
+    ),
+    Scenario(
         "native-tostring",
         (Tag(BING, "/action/0?ti=tostring", "advertising"),),
         check="() => e2e.log",
