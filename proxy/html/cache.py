@@ -54,6 +54,8 @@ class CachedPage:
     encoding named, `proxy.html.start`), None: the upstream's stays."""
     fail_safe: bool = False
     """The start found an XML document by sniffing: the strict CSP applies."""
+    fragment: bool = False
+    """A fetched fragment without additions (`StartOutcome.fragment`): Vary: Sec-Fetch-Dest."""
 
 
 CacheKey = tuple[

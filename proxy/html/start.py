@@ -57,6 +57,9 @@ class StartOutcome:
     fail_safe: bool
     """An XML document found by sniffing: the strict Content-Security-Policy applies."""
     charset: Charset
+    fragment: bool = False
+    """A fragment the page's code fetched, which got no additions: a navigation to the
+    same URL gets them, so the response varies by `Sec-Fetch-Dest`."""
 
 
 class Downstream(Protocol):
@@ -160,12 +163,14 @@ class DocumentStart:
         )
         if charset is None:
             return False
+        fragment = False
         if kind == "html" and self.html_gate.documents_only and charset.encoding not in ASCII_INCOMPATIBLE:
             whole = whole_document(prefix, complete)
             if whole is None:
                 return False
             if not whole:
                 self.html_gate.drop_additions()
+                fragment = True
         self.kind = kind
         content_type: str | None = None
         if kind == "html":
@@ -184,7 +189,7 @@ class DocumentStart:
             elif sniffed:
                 content_type = f"{self._essence}; charset=utf-8"
             self._down = self._make_xml_gate()
-        self.outcome = StartOutcome(content_type, sniffed and kind == "xml", charset)
+        self.outcome = StartOutcome(content_type, sniffed and kind == "xml", charset, fragment)
         if charset.bom and not isinstance(self._transcode, _Through):
             self._held = [prefix[charset.bom :]]
         return True

@@ -35,7 +35,7 @@ from ..metrics import Metrics
 from ._aiohttp import send_head_with_body
 from .exchange import Exchange
 from .pool import UpstreamResponse
-from .response import REPRESENTATION_HEADERS
+from .response import REPRESENTATION_HEADERS, add_vary
 from .stages import Body, ResponsePlan, Visitor
 
 log = logging.getLogger("tag_gate")
@@ -342,6 +342,7 @@ class GatedRelay(Relay):
                 stats.activation_needed,
                 content_type=outcome.content_type if outcome is not None else None,
                 fail_safe=outcome.fail_safe if outcome is not None else False,
+                fragment=outcome.fragment if outcome is not None else False,
             ),
         )
         if cache.evictions != evictions:
@@ -357,19 +358,23 @@ class GatedRelay(Relay):
     def _settle_head(self) -> None:
         """Apply what the start of the body decided (`proxy.html.start`) to the head,
         just before it goes out: a Content-Type naming the encoding, the fail-safe CSP
-        for an XML document found by sniffing. A page from the gated-page cache gets what
+        for an XML document found by sniffing, `Vary: Sec-Fetch-Dest` for a fetched
+        fragment that got no additions. A page from the gated-page cache gets what
         its start decided when it was gated."""
         cached = self.cached
         if cached is not None:
-            content_type, fail_safe = cached.content_type, cached.fail_safe
+            content_type, fail_safe, fragment = cached.content_type, cached.fail_safe, cached.fragment
         else:
             start = self._pipeline.gate if self._pipeline is not None else None
             if not isinstance(start, DocumentStart) or start.outcome is None:
                 return
-            content_type, fail_safe = start.outcome.content_type, start.outcome.fail_safe
+            outcome = start.outcome
+            content_type, fail_safe, fragment = outcome.content_type, outcome.fail_safe, outcome.fragment
         headers = self.resp.headers
         if content_type is not None:
             headers[hdrs.CONTENT_TYPE] = content_type
+        if fragment:
+            add_vary(headers, ("Sec-Fetch-Dest",))
         if fail_safe:
             self.stages.fail_safe_headers(headers, "xml_document")
 

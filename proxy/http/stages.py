@@ -371,14 +371,14 @@ def csp_layer(h: HeaderStep) -> None:
 
 
 def fetched_by_the_page(h: HeaderStep) -> None:
-    """A gated page with additions answers differently by `Sec-Fetch-Dest` (said in
-    Vary): to the page's own code (`empty`: htmx, Turbo...) they go in only if the body
-    is a whole document (`Additions.documents_only`), never into a fragment."""
+    """A gated page's additions, for the page's own code (`Sec-Fetch-Dest: empty`: htmx,
+    Turbo...), go in only if the body is a whole document (`Additions.documents_only`),
+    never into a fragment; a fragment answered so says `Vary: Sec-Fetch-Dest` (the
+    relay, from `DocumentStart`: a whole document is the same either way, and a
+    prefetch, sent as `empty`, stays usable for the navigation)."""
     additions = h.plan.additions
-    if h.plan.body is Body.GATE and h.fetch.dest and additions is not NO_ADDITIONS:
-        add_vary(h.headers, ("Sec-Fetch-Dest",))
-        if h.fetch.dest == "empty":
-            h.plan.additions = replace(additions, documents_only=True)
+    if h.plan.body is Body.GATE and h.fetch.dest == "empty" and additions is not NO_ADDITIONS:
+        h.plan.additions = replace(additions, documents_only=True)
 
 
 def consent_marks(h: HeaderStep) -> None:
