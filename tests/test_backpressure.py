@@ -223,6 +223,41 @@ async def test_slow_client_gets_every_byte_of_a_page_with_frames_an_import_map_a
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("coding", [None, "gzip"])
+@pytest.mark.parametrize("whole", [False, True], ids=["fragment", "document"])
+async def test_slow_client_gets_every_byte_of_html_its_own_code_fetched(coding: str | None, whole: bool) -> None:
+    """8 MB of HTML answering the page's own code (`Sec-Fetch-Dest: empty`) to a client
+    reading at 8 MB/s: a fragment (the list alone) is decided on its first bytes and
+    streams without additions, saying `Vary: Sec-Fetch-Dest`; a whole document gets the
+    guard once, first in the head. Every row arrives, the trackers do not."""
+    page = html_page(8_000_000)
+    body = page if whole else page[page.index(b"<ul>") : page.rindex(b"</ul>") + 5]
+    origin = await start_origin(body, "text/html", coding)
+    try:
+        async with running_proxy(f"http://127.0.0.1:{origin.port}") as tg:
+            async with aiohttp.ClientSession(auto_decompress=False, read_bufsize=16384) as client:
+                headers = {"Accept-Encoding": coding or "identity", "Sec-Fetch-Dest": "empty", "Sec-Fetch-Mode": "cors"}
+                async with client.get(tg.url + "/f", headers=headers) as resp:
+                    assert resp.status == 200
+                    vary = resp.headers.get("Vary", "")
+                    sent = await slow_read(resp, rate=8_000_000)
+            errors = [r for r in tg.access_records() if r.get("error")]
+            assert not errors, errors
+    finally:
+        await origin.close()
+    got = gzip.decompress(sent) if coding == "gzip" else sent
+    assert got.count(b"<li>") == body.count(b"<li>"), "rows lost"
+    assert b"googletagmanager" not in strip_guard(got)
+    guards = list(GUARD_ELEMENT.finditer(got))
+    if whole:
+        assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html><head>")
+        assert "Sec-Fetch-Dest" not in vary, vary
+    else:
+        assert not guards and got.startswith(b"<ul>") and got.endswith(b"</ul>"), got[:200]
+        assert "Sec-Fetch-Dest" in vary, vary
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("content_type", "coding"), [CASES[0], CASES[3]])
 async def test_slow_client_on_a_50mb_body_keeps_memory_flat(content_type: str, coding: str | None) -> None:
     """tag-gate as its own process: its RSS while a client reads 50 MB at 25 MB/s."""
