@@ -4,6 +4,7 @@ pages never get it. Every case also split at every offset: the output never chan
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from proxy.core.config import make_policy
 from proxy.core.consent import DEFAULT_SETTINGS, read_consent
 from proxy.html.gate import Additions, GateError, GatePlan, HtmlGate
-from proxy.html.prologue import head_start_spot
+from proxy.html.prologue import first_element_spot, head_start_spot
 from tests.test_rewrite import html5lib_inputs
 
 HEAD = '<script nonce="n">/*guard*/</script>'
@@ -53,13 +54,30 @@ CASES = [
         f"<head>{HEAD}<script src=/app.js></script></head><body>x</body>{END}",
     ),
     ("<!-- c --><script src=/first.js></script><p>x", f"<!-- c -->{HEAD}<script src=/first.js></script><p>x{END}"),
-    ("<p>no script at all</p>", f"<p>no script at all</p>{END}"),
+    # neither <html> nor <head> (a minified page): before the first element, where the
+    # parser makes the head; with or without a script of the page's own
+    ("<p>no script at all</p>", f"{HEAD}<p>no script at all</p>{END}"),
+    (
+        "<!doctype html>\n<!-- c --><meta charset=utf-8><title>t</title><img src=x onerror=f()>",
+        f"<!doctype html>\n<!-- c -->{HEAD}<meta charset=utf-8><title>t</title><img src=x onerror=f()>{END}",
+    ),
+    ("<body onload=f()>x", f"{HEAD}<body onload=f()>x{END}"),
+    ("\ufeff <svg onload=f()></svg>", f"\ufeff {HEAD}<svg onload=f()></svg>{END}"),
+    ('<meta content="a>b" name=x><p>', f'{HEAD}<meta content="a>b" name=x><p>{END}'),
+    # text first: before the first script, as before
+    ("x<p>y</p><script src=/a.js></script>", f"x<p>y</p>{HEAD}<script src=/a.js></script>{END}"),
     ("<html lang=en><HEAD><script>var a=1</script>", f"<html lang=en><HEAD>{HEAD}<script>var a=1</script>{END}"),
     ("<html><script src=/a.js></script><head>", f"<html>{HEAD}<script src=/a.js></script><head>{END}"),
     (
-        # <noscript> content never runs where scripts do: the first script that runs is /y.js.
+        # the first element, a <noscript>: before it, where the parser makes the head
         "<noscript><script src=/x.js></script></noscript><script src=/y.js></script>",
-        f"<noscript><script src=/x.js></script></noscript>{HEAD}<script src=/y.js></script>{END}",
+        f"{HEAD}<noscript><script src=/x.js></script></noscript><script src=/y.js></script>{END}",
+    ),
+    (
+        # text first, then a <noscript>, whose content never runs where scripts do: the
+        # first script that runs is /y.js
+        "x<noscript><script src=/x.js></script></noscript><script src=/y.js></script>",
+        f"x<noscript><script src=/x.js></script></noscript>{HEAD}<script src=/y.js></script>{END}",
     ),
 ]
 
@@ -110,14 +128,17 @@ SPOTS = [
     ("<!---><head>", "<!---><head>"),
     ("<!-- <html> --><head  a = 'x>y'  b=\"\" c=d/>x", "<!-- <html> --><head  a = 'x>y'  b=\"\" c=d/>"),
     ('<html\x0cdata-x="1"\n><head>', '<html\x0cdata-x="1"\n><head>'),
-    ("<header>", None),  # not <head>
+    ("<header>", ""),  # not <head>: the first element of a document without <html> or <head>
+    ("<!doctype html><meta charset=utf-8>", "<!doctype html>"),
+    ("<!-- c --> <BODY onload=f()>", "<!-- c --> "),
+    ("<o:p>", None),
     ("x<html>", None),  # text first
     ('<html a"b><head>', None),  # a quote the tokenizer reads as part of a name
     ("<html ='a>b'><head>", None),  # `=` starting a name
     ("<html/ lang=en><head>", None),
     ("<html a=b'c><head>", None),  # a quote in an unquoted value
     ("<!-- never closed <html>", None),
-    ("<script></script><html>", None),
+    ("<script></script><html>", ""),
     ("<?xml version='1.0'?><html>", None),
     ("", None),
 ]
@@ -185,6 +206,44 @@ def test_html5lib_corpus_gets_the_head_start_alike_whole_and_streamed(testdata: 
             checked += 1
             spliced += head_start_spot(doc) >= 0
     assert checked > 10000 and spliced > checked // 3, (checked, spliced)
+
+
+def _answers_on_every_cut(doc: bytes) -> None:
+    """`first_element_spot` on each prefix of `doc` is None (not known yet) or what it says
+    of the whole, which is `head_start_spot`'s answer when that is before an element."""
+    whole = first_element_spot(doc, True)
+    assert whole in (-1, head_start_spot(doc)), doc
+    if whole >= 0:
+        assert doc[whole : whole + 1] == b"<" and not re.match(rb"<(html|head)[\t\n\f\r />]", doc[whole:], re.I), doc
+    for cut in range(len(doc) + 1):
+        assert first_element_spot(doc[:cut], False) in (None, whole), (doc, cut)
+
+
+@pytest.mark.parametrize(("prologue", "read"), SPOTS)
+def test_a_streamed_page_learns_the_first_element_as_a_whole_page_reads_it(prologue: str, read: str | None) -> None:
+    _answers_on_every_cut((prologue + "<title>t</title><p>x").encode())
+    _answers_on_every_cut(prologue.encode())
+
+
+def test_streamed_and_whole_pages_without_html_or_head_get_the_guard_at_one_place(testdata: Path) -> None:
+    """The html5lib tokenizer inputs as the prologue of a page without `<html>` or
+    `<head>`: each cut of the stream answers as the whole does, and a page fed in 7-byte
+    pieces comes out as the whole page does."""
+    additions = Additions(head_start=HEAD, body_end=END)
+    placed = 0
+    for _name, data in html5lib_inputs(testdata / "html5lib-tests"):
+        for doc in (b"<!--" + data[:200] + b"--><meta charset=utf-8><p>x", b"<!doctype " + data[:200] + b"><p>x"):
+            _answers_on_every_cut(doc)
+            whole = HtmlGate(PLAN, NONE, page_host="shop.example", additions=additions)
+            streamed = HtmlGate(PLAN, NONE, page_host="shop.example", additions=additions)
+            try:
+                expected = whole.feed_whole(doc)
+            except GateError:
+                continue
+            out = b"".join(streamed.feed(doc[i : i + 7]) for i in range(0, len(doc), 7)) + streamed.end()
+            assert out == expected, doc
+            placed += 0 <= out.find(HEAD.encode()) < out.find(b"<p>x")  # before the first element, not the fallback
+    assert placed > 1000, placed
 
 
 def test_no_additions_means_the_page_is_unchanged() -> None:

@@ -281,15 +281,17 @@ def test_a_guard_with_each_responses_nonce_is_compressed_once(coding: str) -> No
         assert packed in body
 
 
+@pytest.mark.parametrize("start", [b"<!doctype html><html><head>", b"<!doctype html>"], ids=["head", "minified"])
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "zstd"])
-def test_the_guard_in_a_streamed_page_is_spliced_too(coding: str) -> None:
+def test_the_guard_in_a_streamed_page_is_spliced_too(coding: str, start: bytes) -> None:
     """A page that streams (it arrives in pieces): lol-html inserts the guard in the
-    output of the piece that holds `<head>`, and the pipeline finds its bytes there and
+    output of the piece that holds `<head>` (or the gate before the first element of a
+    page without `<html>` and `<head>`), and the pipeline finds its bytes there and
     splices them compressed; the body decodes to what the same pipeline gives without
     re-encoding."""
     same = "window.guard = 2;" * 500 + "</script>"  # what follows the tag (which may carry a nonce)
     head = '<script nonce="n1">' + same
-    page = b"<!doctype html><html><head><title>t</title></head><body>" + b"<p>row</p>\n" * 30000 + b"</body></html>"
+    page = start + b"<title>t</title></head><body>" + b"<p>row</p>\n" * 30000 + b"</body></html>"
     data = compress(coding, page)
     bodies = []
     for encode in (True, False):
@@ -299,7 +301,7 @@ def test_the_guard_in_a_streamed_page_is_spliced_too(coding: str) -> None:
         bodies.append(b"".join(pieces) + pipeline.end())
         assert pipeline.gate.spliced is None  # not the whole-document path
     assert reference_decode(coding, bodies[0]) == bodies[1]
-    assert bodies[1].count(head.encode()) == 1
+    assert bodies[1].count(head.encode()) == 1 and bodies[1].index(head.encode()) == len(start)
     packed = codings._zstd_frame(same.encode()) if coding == "zstd" else codings._deflated(same.encode())
     assert packed in bodies[0]
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
@@ -41,8 +40,8 @@ from ..core.memo import Memo
 from .attributes import may_carry_ping, srcset_urls
 from .foreign import ForeignContentError, ForeignTracker, find_tag_end
 from .handlers import DOCUMENT_HANDLER, FOREIGN_HANDLER, HANDLERS, PAGE_HANDLER, PAGE_SELECTOR
-from .prologue import head_start_spot
-from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats, nonce_kept
+from .prologue import first_element_spot, head_start_spot
+from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats, head_bytes, nonce_kept
 from .selection import (
     _STREAMED,
     FOREIGN,
@@ -82,6 +81,8 @@ FOREIGN_SELECTOR: Final = "svg, math"
 _FOREIGN_OPENERS: Final = (b"<svg", b"<math")
 _FOREIGN_PREFIXES: Final = frozenset(p[:n] for p in _FOREIGN_OPENERS for n in range(1, len(p) + 1))
 _MAX_CARRY: Final = 1 << 16
+_HOLD_LIMIT: Final = 1 << 16
+"""Most first bytes held while `first_element_spot` cannot tell where the guard goes."""
 """Most bytes of an unfinished `<svg`/`<math` tag held back from lol-html; a longer one
 goes through, and if lol-html then reads it as a start tag the gate fails safe."""
 
@@ -147,26 +148,6 @@ def _registrations(plan: GatePlan, top: bool, needed: frozenset[str], narrow: bo
         )
         found = _REGISTRATIONS.put(key, made, 16 * len(needed))
     return found
-
-
-@functools.lru_cache(maxsize=64)
-def _ascii_markup(markup: str) -> bytes | None:
-    """Markup as the bytes spliced into a page, None when it is not ASCII (then lol-html
-    inserts it, in the page's encoding). The head-start markup is one string per consent
-    key and host (`RuntimeLayers.add_guard`), so this runs once per distinct guard."""
-    return markup.encode("ascii") if markup.isascii() else None
-
-
-def head_bytes(additions: Additions) -> tuple[bytes, bytes] | None:
-    """`additions.head_tag` and `head_start` as the bytes spliced into a whole page, or
-    None when either is not ASCII. The tag (the guard's `<script nonce="…">`, new for
-    each response of a strict-CSP site) is encoded as it comes; the rest, the same for
-    every page of a consent key, once (`_ascii_markup`)."""
-    tag = additions.head_tag
-    rest = _ascii_markup(additions.head_start)
-    if rest is None or not tag.isascii():
-        return None
-    return tag.encode("ascii"), rest
 
 
 class HtmlGate:
@@ -236,6 +217,10 @@ class HtmlGate:
         # reports an error and leaks it.
         self._failure: tuple[str, str] | None = None
         self._head: bytes | None = b""  # the input's first bytes, until there are two
+        self._held: bytes | None = b"" if self._head_bytes is not None else None
+        """The document's first bytes, held until `first_element_spot` knows whether the
+        guard goes before its first element (`_place_head`); None once it is known."""
+        self._tried = 0  # how many held bytes `first_element_spot` last read
         self._rewriter: Any = None  # built on the first write (see `feed_whole`)
         # Foreign content is followed wherever the gate changes the page (not in
         # report-only mode, where the page goes out as it came).
@@ -335,6 +320,39 @@ class HtmlGate:
                 # Browsers obey a byte order mark over any charset label: the page is
                 # UTF-16 to them, and markup lol-html cannot see would run.
                 self._fail("unsupported_charset", "the page starts with a UTF-16 byte order mark")
+        if self._held is not None:
+            return self._place_head(chunk, complete=False)
+        return self._feed(chunk)
+
+    def _place_head(self, chunk: bytes, *, complete: bool) -> bytes:
+        """A document without an `<html>` or `<head>` start tag first (minifiers drop
+        both) gets the head-start addition right before its first element, where the
+        parser makes the head (`first_element_spot`), spliced in between the gated bytes
+        before it and that element's: the `head, html > *` handler has no element there,
+        and the script handler's fallback left event handlers before the first script,
+        and pages without one, unguarded. The first bytes are held until that is known
+        (at most 64 KiB, read again once twice as many are held)."""
+        held = self._held + chunk if self._held else chunk
+        complete = complete or len(held) >= _HOLD_LIMIT
+        if not complete and len(held) < 2 * self._tried:
+            self._held = held
+            return b""
+        self._tried = len(held)
+        spot = first_element_spot(held, complete)
+        if spot is None:
+            self._held = held
+            return b""
+        self._held = None
+        head = self._head_bytes
+        if spot < 0 or head is None or not self._run.head_pending:
+            return self._feed(held)
+        before = self._feed(held[:spot]) if spot else b""
+        if before == held[:spot]:
+            self._run.take_head_start()
+            before = b"".join((before, *head))
+        return before + self._feed(held[spot:])
+
+    def _feed(self, chunk: bytes) -> bytes:
         if chunk.isascii():
             transport = chunk
         else:
@@ -356,6 +374,8 @@ class HtmlGate:
         """Finish the document; return the remaining output."""
         head, self._head = self._head, None
         first = self.feed(head) if head else b""  # a one-byte document
+        if self._held is not None:
+            first += self._place_head(b"", complete=True)
         rewriter = self._rewriter or self._build()
         self._flush_carry(rewriter)
         self._call(rewriter.end)
@@ -374,7 +394,7 @@ class HtmlGate:
         `DocumentStart`, before the first feed."""
         assert self._rewriter is None, "drop_additions after the first feed"
         self._run.drop_additions()
-        self._head_bytes = None
+        self._head_bytes = self._held = None
         self._args = (*self._args[:-1], NO_ADDITIONS)
 
     @property
@@ -395,6 +415,7 @@ class HtmlGate:
         going through lol-html, when the gate left those first bytes as they came."""
         run = self._run
         head = self._head_bytes if self._rewriter is None and run.head_pending else None
+        self._held = None  # `head_start_spot` reads the whole prologue, that one too
         if head is not None:
             spot = head_start_spot(document)
             if spot >= 0:

@@ -91,8 +91,9 @@ class _ScriptHandler(Handler):
         if nonce and run.nonce is None:
             run.nonce = nonce
         if run.head_pending:
-            # No <html> or <head> start tag came first: the head-start addition goes
-            # before the first script, which is what it must precede.
+            # Neither an <html> or <head> start tag nor another element came first (text
+            # did; `HtmlGate._place_head`): the head-start addition goes before the first
+            # script, which is what it must precede.
             e.before(run.take_head_start(), run.html)
         if url is not None and url.strip():
             self.mode = self.IGNORE

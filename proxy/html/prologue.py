@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["head_start_spot", "whole_document"]
+__all__ = ["first_element_spot", "head_start_spot", "whole_document"]
 
 _ATTRIBUTES: Final = (
     rb"(?:[\t\n\x0c\r ]+[^\t\n\x0c\r />\"'<=]+"
@@ -41,17 +41,34 @@ _ATTRIBUTES: Final = (
     rb"[\t\n\x0c\r ]*/?>"
 )
 _WHITESPACE_OR_COMMENT: Final = rb"[\t\n\x0c\r ]++|<!(?=--)(?s:.*?)(?:-->|--!>)"
-_PROLOGUE: Final = re.compile(
+_BEFORE_TAGS: Final = (
     # a byte order mark; then, possessively (each item read once, never re-read to make
     # the tag match), at most 128 runs of whitespace, comments (their end looked for from
-    # the comment's third byte on) and DOCTYPEs; then the tag
+    # the comment's third byte on) and DOCTYPEs
     rb"(?:\xef\xbb\xbf)?(?:" + _WHITESPACE_OR_COMMENT + rb"|<!doctype[^>]*>){0,128}+"
+)
+_OTHER_ELEMENT: Final = rb"(?=<(?!(?:html|head)(?![a-z\d-]))[a-z][a-z\d-]*" + _ATTRIBUTES + rb")"
+"""The whole start tag of an element other than `<html>` and `<head>`, looked ahead at."""
+_PROLOGUE: Final = re.compile(
+    _BEFORE_TAGS
     # `<head>`: after it
-    rb"(?:<head" + _ATTRIBUTES + rb"|<html" + _ATTRIBUTES + rb"(?:" + _WHITESPACE_OR_COMMENT + rb"){0,128}+"
+    + rb"(?:<head"
+    + _ATTRIBUTES
+    + rb"|<html"
+    + _ATTRIBUTES
+    + rb"(?:"
+    + _WHITESPACE_OR_COMMENT
+    + rb"){0,128}+"
     # `<html>`, then `<head>` (after it) or another element's whole start tag (before it)
-    rb"(?:<head" + _ATTRIBUTES + rb"|(?=<(?!(?:html|head)(?![a-z\d-]))[a-z][a-z\d-]*" + _ATTRIBUTES + rb")))",
+    rb"(?:<head" + _ATTRIBUTES + rb"|" + _OTHER_ELEMENT + rb")"
+    # or neither: before the first element (the parser makes the head there)
+    rb"|" + _OTHER_ELEMENT + rb")",
     re.IGNORECASE,
 )
+_FIRST_ELEMENT: Final = re.compile(_BEFORE_TAGS + _OTHER_ELEMENT, re.IGNORECASE)
+_PLAIN_START: Final = re.compile(_BEFORE_TAGS, re.IGNORECASE)
+_UNFINISHED: Final = re.compile(rb"<!(?:-(?:-|$)|d(?:o(?:c(?:t(?:y(?:p(?:e|$)|$)|$)|$)|$)|$)|$)", re.IGNORECASE)
+_TOP_TAG: Final = re.compile(rb"<(?:html|head)[\t\n\x0c\r />]", re.IGNORECASE)
 
 
 def head_start_spot(document: bytes) -> int:
@@ -61,6 +78,32 @@ def head_start_spot(document: bytes) -> int:
     the prologue in Python cost four times what it costs on its own."""
     m = _PROLOGUE.match(document)
     return m.end() if m else -1
+
+
+def first_element_spot(prefix: bytes, complete: bool) -> int | None:
+    """Where the guard goes in a document whose first tag, after a plain prologue, starts
+    an element other than `<html>` and `<head>` (a minified page, `<!doctype html><meta
+    charset=utf-8>...`): right before it, which is where the parser makes the head; -1
+    for any other document (`<html>` or `<head>` first: the gate's `head, html > *`
+    handler places it; text first; a prologue `head_start_spot` does not read); None
+    while `prefix` (not `complete`) ends before that is known: inside the prologue, or
+    in a tag's first 4 KiB. The streamed counterpart of `head_start_spot`'s last case:
+    the same expression, so a streamed page and a whole one get it at one place."""
+    m = _FIRST_ELEMENT.match(prefix)
+    if m is not None:
+        return m.end()
+    if complete:
+        return -1
+    start = _PLAIN_START.match(prefix)
+    assert start is not None  # every part is optional
+    rest = prefix[start.end() :]
+    if b"\xef\xbb\xbf".startswith(rest) or (rest[:1] == b"<" and len(rest) < 2):
+        return None  # the prologue may go on (a byte order mark, cut), a tag may start
+    if rest.startswith(b"<!") and _UNFINISHED.match(rest):
+        return None  # a comment or DOCTYPE not read whole: unfinished (or the 129th item)
+    if rest[:1] == b"<" and rest[1:2].isalpha() and _TOP_TAG.match(rest) is None and len(rest) < 4096:
+        return None  # a start tag, maybe unfinished (a quoted value may hold a `>`)
+    return -1
 
 
 _WHOLE: Final = re.compile(

@@ -14,6 +14,7 @@ HTML with the content type the gate passes in, so this module needs no lol-html 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -30,7 +31,17 @@ from .attributes import attribute_text, plainly_relative
 from .hosts import UNPARSEABLE, ascii_host_url, readings
 from .markup import consent_mode_script, placeholder
 
-__all__ = ["NO_ADDITIONS", "Additions", "ElementRecord", "GatePlan", "GateRun", "GateStats", "TextGate", "nonce_kept"]
+__all__ = [
+    "NO_ADDITIONS",
+    "Additions",
+    "ElementRecord",
+    "GatePlan",
+    "GateRun",
+    "GateStats",
+    "TextGate",
+    "head_bytes",
+    "nonce_kept",
+]
 
 _FRAGMENT_MEMO_LIMIT: Final = 512
 _FRAGMENT_MEMO_BYTES: Final = 4 << 20
@@ -48,9 +59,9 @@ class Additions:
 
     head_start: str = ""
     """Inserted as the first child of `<head>` (the runtime guard), after `head_tag`:
-    right after the `<head>` or `<html>` start tag, whichever comes first (the parser
-    puts what follows `<html>` into the implied head), or else before the document's
-    first `<script>`."""
+    right after the `<head>` start tag, or before the first element of an `<html>`
+    without one; in a document with neither, before its first element (where the parser
+    makes the head); when text comes first, before the document's first `<script>`."""
     body_end: str = ""
     """Appended at the end of the document, after activate.js (the consent banner, the
     site's managed tags)."""
@@ -85,6 +96,27 @@ class Additions:
 
 
 NO_ADDITIONS: Final = Additions()
+
+
+@functools.lru_cache(maxsize=64)
+def _ascii_markup(markup: str) -> bytes | None:
+    """Markup as the bytes spliced into a page, None when it is not ASCII (then lol-html
+    inserts it, in the page's encoding). The head-start markup is one string per consent
+    key and host (`RuntimeLayers.add_guard`), so this runs once per distinct guard."""
+    return markup.encode("ascii") if markup.isascii() else None
+
+
+def head_bytes(additions: Additions) -> tuple[bytes, bytes] | None:
+    """`additions.head_tag` and `head_start` as the bytes spliced into a page, or None
+    when either is not ASCII. The tag (the guard's `<script nonce="…">`, new for each
+    response of a strict-CSP site) is encoded as it comes; the rest, the same for every
+    page of a consent key, once (`_ascii_markup`)."""
+    tag = additions.head_tag
+    rest = _ascii_markup(additions.head_start)
+    if rest is None or not tag.isascii():
+        return None
+    return tag.encode("ascii"), rest
+
 
 _NONCE_ATTR: Final = re.compile(r' nonce="([^"]*)"')
 

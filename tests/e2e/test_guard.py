@@ -952,6 +952,32 @@ async def test_turbo_drive_visits_keep_the_guard_and_one_banner(world: World, th
         assert any("bat.bing.com" in r for r in refused) and any("linkedin" in r for r in refused), refused
 
 
+@pytest.mark.parametrize("through", [True, False], ids=["tag-gate", "control"])
+async def test_a_page_without_html_or_head_tags_is_guarded_before_its_first_element(
+    world: World, through: bool
+) -> None:
+    """A minified page (no `<html>`, `<head>` or `<body>` tag: minifiers drop them) whose
+    `<iframe onload>` builds a Bing pixel as the parser inserts the frame, before the
+    page's first script. The guard goes before the page's first element, where the
+    parser makes the head: its first child, ahead of that handler (it went before the
+    first script, after the pixel had gone out). The control (the site) contacts Bing."""
+    port = (await tag_gate(world, "default")).port if through else world.site.port
+    async with world.tab(port=port) as tab:
+        await tab.goto(world.url(port, "guard/minified.html?guard=0"))
+        state = await tab.page.evaluate(
+            "() => ({guard: !!window.__tagGateGuard, errors: window.__tagGateGuard && __tagGateGuard.errors,"
+            " first: document.head.firstElementChild.textContent.includes('__tagGateGuard'),"
+            " site: (window.firstParty || []).length})"
+        )
+        v = await tab.snapshot()
+    pixel = v.requested(BING, "/action/0?ti=minified")
+    if through:
+        assert state == {"guard": True, "errors": 0, "first": True, "site": 2} and not pixel, (state, pixel)
+        assert not v.console_errors, v.console_errors
+    else:
+        assert pixel and state["site"] == 2, state
+
+
 async def test_react_embeds_released_on_the_page_can_still_be_unmounted(world: World) -> None:
     """React holds the nodes it rendered and removes them itself later. A refused YouTube
     frame in a hydrated app (deferred by the HTML gate, `action = "defer"`) and in one
