@@ -147,3 +147,45 @@ async def test_managed_tags_through_the_proxy(site: TestServer) -> None:
     assert granted.endswith(
         b'<script data-tg-tag="ga" src="https://www.googletagmanager.com/gtag/js" async nonce="SiteN0nce"></script>'
     )
+
+
+async def test_a_304_says_the_vary_its_200_says() -> None:
+    """A cache replaces the stored response's header fields with a 304's, `Vary` among
+    them (RFC 9110 15.4.5: a 304 carries the `Vary` its 200 would): revalidating a page
+    whose banner follows `Accept-Language`, or a fragment the page's code fetched, keeps
+    those names; a 304 that said only `Cookie, Sec-GPC` would let a cache serve the
+    French banner to an English visitor, or the fragment to a navigation."""
+
+    async def page(request: web.Request) -> web.Response:
+        if '"v1"' in request.headers.get("If-None-Match", ""):
+            return web.Response(status=304, headers={"ETag": '"v1"'})
+        body = b'<div id="cart"><img src="https://bat.bing.com/action/0"></div>'
+        if request.match_info["name"] == "page":
+            body = b"<!doctype html><html><head><title>t</title></head><body>" + body
+        return web.Response(body=body, content_type="text/html", headers={"ETag": '"v1"'})
+
+    app = web.Application()
+    app.router.add_get("/{name}", page)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    banner = {"enabled": True, "proof_salt": SALT}
+    try:
+        async with running_proxy(str(server.make_url("")), banner=banner) as proxy:
+            for name, dest in (("page", "document"), ("page", "empty"), ("fragment", "empty"), ("page", "iframe")):
+                sent = {"Accept-Language": "fr", "Sec-Fetch-Dest": dest}
+                status, headers, _ = await fetch(f"{proxy.url}/{name}", None, headers=sent)
+                h = {k.lower(): v for k, v in headers}
+                assert status == 200
+                vary = {v.strip() for v in h["vary"].split(",")}
+                assert ("Accept-Language" in vary) == (dest != "iframe"), (name, dest, vary)
+                assert ("Sec-Fetch-Dest" in vary) == (name == "fragment"), (name, dest, vary)
+                status, headers, body = await fetch(
+                    f"{proxy.url}/{name}", None, headers={**sent, "If-None-Match": h["etag"]}
+                )
+                again = {v.strip() for v in {k.lower(): v for k, v in headers}["vary"].split(",")}
+                assert status == 304 and body == b""
+                # the same names; a whole document fetched by the page's code says
+                # `Sec-Fetch-Dest` too (a 304 does not show what the body is)
+                assert again == vary | ({"Sec-Fetch-Dest"} if dest == "empty" else set()), (name, dest, again)
+    finally:
+        await server.close()

@@ -147,3 +147,17 @@ class PageAdditions:
             return make_banner_snippet(blob, nonce)
 
         return markup
+
+
+def not_modified_vary(additions: PageAdditions | None, request_headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The `Vary` names a 304 for a gated page needs beyond `Cookie, Sec-GPC`, as its 200
+    would say them (RFC 9110 15.4.5; a cache replaces the stored response's fields with
+    the 304's, `Vary` among them): `Accept-Language` where the banner follows it
+    (`PageAdditions.for_page`); `Sec-Fetch-Dest` for the page's own fetch (`empty`), whose
+    200 says it when the body is a fragment, which a 304 does not show (the superset only
+    keeps a stored fetch from serving a navigation)."""
+    dest = request_headers.get("Sec-Fetch-Dest", "")
+    language = additions is not None and additions.banner is not None and additions.vary_language
+    return (hdrs.ACCEPT_LANGUAGE,) * (language and dest not in NESTED_DESTINATIONS) + ("Sec-Fetch-Dest",) * (
+        dest.strip().lower() == "empty"
+    )

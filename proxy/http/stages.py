@@ -37,7 +37,7 @@ from ..html.gate import NO_ADDITIONS, GatePlan, HtmlGate
 from ..html.start import DocumentStart
 from ..html.xmlgate import XmlGate
 from ..metrics import Metrics
-from .additions import PageAdditions
+from .additions import PageAdditions, not_modified_vary
 from .header_filters import (
     NO_FETCH_METADATA,
     FetchMetadata,
@@ -309,6 +309,8 @@ def gated_page_marks(h: HeaderStep) -> None:
     if not gated:
         return
     h.dependent = True
+    if h.status == 304 and not stages.report_only and (vary := not_modified_vary(stages.additions, h.request_headers)):
+        add_vary(h.headers, vary)
     etag = h.headers.get(hdrs.ETAG)
     if etag is not None:
         h.headers[hdrs.ETAG] = consent_etag(etag, h.visitor.etag_key)
