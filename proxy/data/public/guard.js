@@ -209,6 +209,10 @@
   // ------------------------------------------------------------------ blocking
 
   const RELEASED = /^(script|i?frame|embed|object)$/,
+    // Scripts that markup made (innerHTML and its kin) never run: the parser marks them
+    // started, so a URL set on one later fetches nothing. It is let through, as the page
+    // sets it, and never released (React makes its scripts so).
+    INERT = new WeakSet(),
     // what was blocked, for tag-gate explain and the tests (the first 500)
     note = (d, v) => G.blocked.length < 500 && G.blocked.push(d[0] + " " + v),
     block = (el, name, v, d) => {
@@ -233,7 +237,7 @@
       table();
       const names = A[el && el.localName];
       // a hooked setter's name is already one of them; another is normalised first
-      if (off || !names || !(names.includes(name) || names.includes((name = String(name).toLowerCase().replace(/^xlink:/, ""))))) return;
+      if (off || !names || INERT.has(el) || !(names.includes(name) || names.includes((name = String(name).toLowerCase().replace(/^xlink:/, ""))))) return;
       if (name == "srcdoc") return srcdoc(v, el);
       const d = /set|ping|values|attr/.test(name) ? String(v).split(/[\s,;]+/).map(decide).find((x) => x) : decide(v);
       if (d) return block(el, name, v, d) || true;
@@ -454,14 +458,16 @@
       return F.apply(f, self, a);
     },
     // Markup methods: the markup checked, then the frames it made get the hooks (code
-    // may reach them as window.frames[i] at once). A <template> whose markup had
-    // something blocked is kept for release (a page may hold it in its code only, and
-    // stamp copies of its contents after consent).
+    // may reach them as window.frames[i] at once), and the scripts it made are INERT. A
+    // <template> whose markup had something blocked is kept for release (a page may hold
+    // it in its code only, and stamp copies of its contents after consent).
     html = (f, self, a, i, runs, ctx = self) => {
       arg(a, i);
       t(code, ctx, a, i);
       const m = t(markup, a[i], ctx, runs),
+        old = !runs && ctx && typeof a[i] == "string" && /<script/i.test(a[i]) && t(() => new Set(ctx.querySelectorAll("script"))),
         r = through(m, f, self, a, i);
+      if (old) t(() => ctx.querySelectorAll("script").forEach((s) => old.has(s) || INERT.add(s)));
       if (m && ctx && ctx.localName == "template" && !T.includes(ctx)) T.push(ctx);
       t(frames, ctx || self.documentElement);
       return r;
