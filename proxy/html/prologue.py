@@ -96,12 +96,13 @@ def first_element_spot(prefix: bytes, complete: bool) -> int | None:
         return -1
     start = _PLAIN_START.match(prefix)
     assert start is not None  # every part is optional
-    rest = prefix[start.end() :]
+    end = start.end()
+    rest = prefix[end : end + 16]  # what follows the prologue's plain part: its first bytes
     if b"\xef\xbb\xbf".startswith(rest) or (rest[:1] == b"<" and len(rest) < 2):
         return None  # the prologue may go on (a byte order mark, cut), a tag may start
     if rest.startswith(b"<!") and _UNFINISHED.match(rest):
         return None  # a comment or DOCTYPE not read whole: unfinished (or the 129th item)
-    if rest[:1] == b"<" and rest[1:2].isalpha() and _TOP_TAG.match(rest) is None and len(rest) < 4096:
+    if rest[:1] == b"<" and rest[1:2].isalpha() and _TOP_TAG.match(rest) is None and len(prefix) - end < 4096:
         return None  # a start tag, maybe unfinished (a quoted value may hold a `>`)
     return -1
 
