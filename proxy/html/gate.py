@@ -81,10 +81,10 @@ FOREIGN_SELECTOR: Final = "svg, math"
 _FOREIGN_OPENERS: Final = (b"<svg", b"<math")
 _FOREIGN_PREFIXES: Final = frozenset(p[:n] for p in _FOREIGN_OPENERS for n in range(1, len(p) + 1))
 _MAX_CARRY: Final = 1 << 16
-_HOLD_LIMIT: Final = 1 << 16
-"""Most first bytes held while `first_element_spot` cannot tell where the guard goes."""
 """Most bytes of an unfinished `<svg`/`<math` tag held back from lol-html; a longer one
 goes through, and if lol-html then reads it as a start tag the gate fails safe."""
+_HOLD_LIMIT: Final = 1 << 16
+"""Most first bytes held while `first_element_spot` cannot tell where the guard goes."""
 
 
 class _Restart(Exception):

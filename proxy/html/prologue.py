@@ -4,8 +4,10 @@ tokenizer reads them (pure, stdlib only).
 The runtime guard goes right after the `<head>` start tag, or, in an `<html>` without
 one, right before its first element (`Additions.head_start`): never right after
 `<html>` when a `<head>` follows, since a script there makes the parser invent a head
-and ignore the page's own `<head id=... prefix=...>` with its attributes. A streamed
-page gets it from lol-html (the `head, html > *` handler); a page that arrived whole
+and ignore the page's own `<head id=... prefix=...>` with its attributes; in a document
+with neither start tag, right before its first element. A streamed page gets it from
+lol-html (the `head, html > *` handler; with neither tag, spliced in by the gate before
+that element, `first_element_spot`); a page that arrived whole
 gets it spliced into the gate's output at this offset instead, which saves the
 registration, two handler calls and the trip of ~10 KB through lol-html: about a tenth
 of what gating a 2 KB page costs. `HtmlGate.feed_whole` checks that the output's first
@@ -25,7 +27,10 @@ exactly as the tokenizer does; anything else is -1 (the caller keeps the handler
   text before the tag: -1;
 - or `<html` and its attributes, up to 128 runs of whitespace and comments, then such a
   `<head>` tag (the offset after it), or the whole start tag of another element whose
-  name is ASCII letters, digits and hyphens (the offset before it).
+  name is ASCII letters, digits and hyphens (the offset before it);
+- or such a start tag right away (a document without `<html>` and `<head>` start tags,
+  as minifiers write them): the offset before it, where the parser makes the head. A
+  streamed page learns the same from its first bytes (`first_element_spot`).
 """
 
 from __future__ import annotations
@@ -50,19 +55,12 @@ _BEFORE_TAGS: Final = (
 _OTHER_ELEMENT: Final = rb"(?=<(?!(?:html|head)(?![a-z\d-]))[a-z][a-z\d-]*" + _ATTRIBUTES + rb")"
 """The whole start tag of an element other than `<html>` and `<head>`, looked ahead at."""
 _PROLOGUE: Final = re.compile(
+    # `<head>`: after it; `<html>`, then `<head>` (after it) or another element's whole
+    # start tag (before it); or neither: before the first element (the parser makes the
+    # head there)
     _BEFORE_TAGS
-    # `<head>`: after it
-    + rb"(?:<head"
-    + _ATTRIBUTES
-    + rb"|<html"
-    + _ATTRIBUTES
-    + rb"(?:"
-    + _WHITESPACE_OR_COMMENT
-    + rb"){0,128}+"
-    # `<html>`, then `<head>` (after it) or another element's whole start tag (before it)
-    rb"(?:<head" + _ATTRIBUTES + rb"|" + _OTHER_ELEMENT + rb")"
-    # or neither: before the first element (the parser makes the head there)
-    rb"|" + _OTHER_ELEMENT + rb")",
+    + rb"(?:<head%s|<html%s(?:%s){0,128}+(?:<head%s|%s)|%s)"
+    % (_ATTRIBUTES, _ATTRIBUTES, _WHITESPACE_OR_COMMENT, _ATTRIBUTES, _OTHER_ELEMENT, _OTHER_ELEMENT),
     re.IGNORECASE,
 )
 _FIRST_ELEMENT: Final = re.compile(_BEFORE_TAGS + _OTHER_ELEMENT, re.IGNORECASE)
@@ -73,7 +71,8 @@ _TOP_TAG: Final = re.compile(rb"<(?:html|head)[\t\n\x0c\r />]", re.IGNORECASE)
 
 def head_start_spot(document: bytes) -> int:
     """Where the guard goes in a document with a plain prologue (module docstring): right
-    after its `<head>` start tag, or before the first element of its `<html>`; else -1.
+    after its `<head>` start tag, or before the first element of its `<html>`, or of the
+    document when it has neither; else -1.
     One regular expression: run right after lol-html, with the caches cold, a loop over
     the prologue in Python cost four times what it costs on its own."""
     m = _PROLOGUE.match(document)
