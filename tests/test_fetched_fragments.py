@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.html.prologue import whole_document
+from proxy.http.header_filters import FRAGMENT_VARY
 from tests.conftest import UpstreamFactory
 from tests.proxytools import running_proxy
 
@@ -46,23 +47,38 @@ async def site(upstream: UpstreamFactory) -> TestServer:
     return await upstream(app)
 
 
-async def get(url: str, dest: str | None) -> tuple[str, bytes]:
-    headers = {"Sec-Fetch-Dest": dest, "Sec-Fetch-Mode": "cors" if dest == "empty" else "navigate"} if dest else {}
-    async with aiohttp.ClientSession() as client, client.get(url, headers=headers) as resp:
+NAVIGATION = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+REQUESTS: dict[str, dict[str, str]] = {
+    # with fetch metadata (every current browser, to https origins and localhost)
+    "fetch": {"Sec-Fetch-Dest": "empty", "Sec-Fetch-Mode": "cors", "Accept": "*/*"},
+    "navigation": {"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "navigate", "Accept": NAVIGATION},
+    # without (plain http, Safari before 16.4): what the page's code sends tells
+    "plain fetch": {"Accept": "*/*"},
+    "plain htmx": {"HX-Request": "true", "Accept": "text/html"},
+    "plain jquery load": {"X-Requested-With": "XMLHttpRequest", "Accept": "text/html, */*; q=0.01"},
+    "plain navigation": {"Accept": NAVIGATION},
+}
+"""The requests a page's code and a navigation make, by name."""
+FROM_PAGE_CODE = frozenset({"fetch", "plain fetch", "plain htmx", "plain jquery load"})
+
+
+async def get(url: str, request: str) -> tuple[str, bytes]:
+    async with aiohttp.ClientSession() as client, client.get(url, headers=REQUESTS[request]) as resp:
         assert resp.status == 200
         return resp.headers.get("Vary", ""), await resp.read()
 
 
-@pytest.mark.parametrize("dest", ["empty", "document", None])
+@pytest.mark.parametrize("request_kind", list(REQUESTS))
 @pytest.mark.parametrize("name", ["fragment", "document"])
 async def test_a_fetched_fragment_gets_no_additions_and_a_whole_document_does(
-    site: TestServer, dest: str | None, name: str
+    site: TestServer, request_kind: str, name: str
 ) -> None:
     async with running_proxy(str(site.make_url("")).rstrip("/"), **SECTIONS) as tg:
-        vary, body = await get(f"{tg.url}/{name}", dest)
+        vary, body = await get(f"{tg.url}/{name}", request_kind)
     assert b"bat.bing.com" not in body, body  # gated either way
     added = [a for a in ADDED if a in body]
-    if name == "fragment" and dest == "empty":
+    fragment = name == "fragment" and request_kind in FROM_PAGE_CODE
+    if fragment:
         assert not added, body
         assert body == FRAGMENT.replace(b'<img src="https://bat.bing.com/action/0?ti=cart">', b"")
     else:  # a page without `<html>` or `<head>` too: the guard before its first element
@@ -71,9 +87,10 @@ async def test_a_fetched_fragment_gets_no_additions_and_a_whole_document_does(
             guard = body.index(b"__tagGateGuard")
             assert body.startswith(b"\n<!-- the cart -->\n<script") and guard < body.index(b"<div"), body[:300]
     # a fragment the page's code got differs from what a navigation gets: caches must
-    # know; a whole document is the same either way (a prefetch, sent as `empty`, stays
-    # usable for the navigation)
-    assert ("Sec-Fetch-Dest" in vary) == (name == "fragment" and dest == "empty"), vary
+    # know what told them apart; a whole document is the same either way (a prefetch,
+    # sent as `empty`, stays usable for the navigation)
+    names = {v.strip() for v in vary.split(",")}
+    assert names >= set(FRAGMENT_VARY) if fragment else not names & set(FRAGMENT_VARY), vary
 
 
 @pytest.mark.parametrize(
@@ -107,7 +124,7 @@ async def test_the_gated_page_cache_keeps_a_fragment_and_its_page_apart(site: Te
     """The same upstream bytes, fetched by the page's code and navigated to, in turn, twice
     (the second time from tag-gate's gated-page cache): each gets its own output."""
     async with running_proxy(str(site.make_url("")).rstrip("/"), **SECTIONS) as tg:
-        got = [await get(f"{tg.url}/fragment", dest) for dest in ("empty", "document", "empty", "document")]
+        got = [await get(f"{tg.url}/fragment", kind) for kind in ("fetch", "navigation", "fetch", "navigation")]
     bodies = [body for _, body in got]
     assert bodies[0] == bodies[2] and bodies[1] == bodies[3], bodies
     assert ["Sec-Fetch-Dest" in vary for vary, _ in got] == [True, False, True, False], got

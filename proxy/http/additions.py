@@ -38,6 +38,7 @@ from ..core.cookies import parse_cookie_header
 from ..core.defer import make_cmp_names
 from ..core.tags import TagPlan
 from ..html.gate import Additions
+from .header_filters import FRAGMENT_VARY, FetchMetadata, from_page_code
 
 NATIVE: Final = "tag-gate"
 """The consent source that reads `tg_consent`."""
@@ -149,15 +150,17 @@ class PageAdditions:
         return markup
 
 
-def not_modified_vary(additions: PageAdditions | None, request_headers: Mapping[str, str]) -> tuple[str, ...]:
+def not_modified_vary(
+    additions: PageAdditions | None, request_headers: Mapping[str, str], fetch: FetchMetadata
+) -> list[str]:
     """The `Vary` names a 304 for a gated page needs beyond `Cookie, Sec-GPC`, as its 200
     would say them (RFC 9110 15.4.5; a cache replaces the stored response's fields with
     the 304's, `Vary` among them): `Accept-Language` where the banner follows it
-    (`PageAdditions.for_page`); `Sec-Fetch-Dest` for the page's own fetch (`empty`), whose
-    200 says it when the body is a fragment, which a 304 does not show (the superset only
-    keeps a stored fetch from serving a navigation)."""
-    dest = request_headers.get("Sec-Fetch-Dest", "")
-    language = additions is not None and additions.banner is not None and additions.vary_language
-    return (hdrs.ACCEPT_LANGUAGE,) * (language and dest not in NESTED_DESTINATIONS) + ("Sec-Fetch-Dest",) * (
-        dest.strip().lower() == "empty"
-    )
+    (`PageAdditions.for_page`); `FRAGMENT_VARY` for the page's own fetch (`from_page_code`),
+    whose 200 says them when the body is a fragment, which a 304 does not show (the
+    superset only keeps a stored fetch from serving a navigation)."""
+    names = list(FRAGMENT_VARY) if from_page_code(fetch, request_headers) else []
+    banner = additions is not None and additions.banner is not None and additions.vary_language
+    if banner and request_headers.get("Sec-Fetch-Dest", "") not in NESTED_DESTINATIONS:
+        names.append(hdrs.ACCEPT_LANGUAGE)
+    return names

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 from urllib.parse import urlsplit
@@ -45,6 +45,25 @@ class FetchMetadata:
 
 
 NO_FETCH_METADATA: Final = FetchMetadata()
+
+FRAGMENT_VARY: Final = ("Sec-Fetch-Dest", "Accept", "HX-Request", "X-Requested-With")
+"""The request headers `from_page_code` reads: a fragment answered without tag-gate's
+additions says them in `Vary`."""
+
+
+def from_page_code(fetch: FetchMetadata, headers: Mapping[str, str]) -> bool:
+    """Whether the page's own code made the request (fetch, XHR: htmx, Turbo, jQuery's
+    `load`) rather than a navigation: `Sec-Fetch-Dest: empty`. Where no fetch metadata
+    comes (plain http, Safari before 16.4): an `HX-Request` header (htmx),
+    `X-Requested-With: XMLHttpRequest` (jQuery), or an `Accept` that does not name HTML
+    (a navigation's always does; fetch and XHR send `*/*` unless told otherwise)."""
+    if fetch.sent:
+        return fetch.dest == "empty"
+    return (
+        not fetch.accepts_html
+        or "HX-Request" in headers
+        or headers.get("X-Requested-With", "").strip().lower() == "xmlhttprequest"
+    )
 
 
 class Head(Protocol):

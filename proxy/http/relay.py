@@ -34,6 +34,7 @@ from ..html.start import DocumentStart, NotAPage
 from ..metrics import Metrics
 from ._aiohttp import send_head_with_body
 from .exchange import Exchange
+from .header_filters import FRAGMENT_VARY
 from .pool import UpstreamResponse
 from .response import REPRESENTATION_HEADERS, add_vary
 from .stages import Body, ResponsePlan, Visitor
@@ -359,7 +360,7 @@ class GatedRelay(Relay):
         """Apply what the start of the body decided (`proxy.html.start`) to the head,
         just before it goes out: a Content-Type naming the encoding, the fail-safe CSP
         for an XML document found by sniffing, `Vary: Sec-Fetch-Dest` for a fetched
-        fragment that got no additions. A page from the gated-page cache gets what
+        fragment that got no additions (`FRAGMENT_VARY`). A page from the gated-page cache gets what
         its start decided when it was gated."""
         cached = self.cached
         if cached is not None:
@@ -374,7 +375,7 @@ class GatedRelay(Relay):
         if content_type is not None:
             headers[hdrs.CONTENT_TYPE] = content_type
         if fragment:
-            add_vary(headers, ("Sec-Fetch-Dest",))
+            add_vary(headers, FRAGMENT_VARY)
         if fail_safe:
             self.stages.fail_safe_headers(headers, "xml_document")
 

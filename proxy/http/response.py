@@ -83,6 +83,9 @@ def make_private(headers: CIMultiDict[str]) -> None:
 
 def add_vary(headers: CIMultiDict[str], names: Iterable[str] = VARY_ON) -> None:
     """Append to Vary (never replace it), without repeating a name already there."""
+    names = tuple(names)
+    if not names:
+        return
     if hdrs.VARY not in headers:
         headers[hdrs.VARY] = ", ".join(names)
         return

@@ -42,6 +42,7 @@ from .header_filters import (
     NO_FETCH_METADATA,
     FetchMetadata,
     alt_svc,
+    from_page_code,
     refresh_header,
     refused_redirect,
     reporting_headers,
@@ -309,8 +310,8 @@ def gated_page_marks(h: HeaderStep) -> None:
     if not gated:
         return
     h.dependent = True
-    if h.status == 304 and not stages.report_only and (vary := not_modified_vary(stages.additions, h.request_headers)):
-        add_vary(h.headers, vary)
+    if h.status == 304 and not stages.report_only:
+        add_vary(h.headers, not_modified_vary(stages.additions, h.request_headers, h.fetch))
     etag = h.headers.get(hdrs.ETAG)
     if etag is not None:
         h.headers[hdrs.ETAG] = consent_etag(etag, h.visitor.etag_key)
@@ -373,13 +374,12 @@ def csp_layer(h: HeaderStep) -> None:
 
 
 def fetched_by_the_page(h: HeaderStep) -> None:
-    """A gated page's additions, for the page's own code (`Sec-Fetch-Dest: empty`: htmx,
-    Turbo...), go in only if the body is a whole document (`Additions.documents_only`),
-    never into a fragment; a fragment answered so says `Vary: Sec-Fetch-Dest` (the
-    relay, from `DocumentStart`: a whole document is the same either way, and a
-    prefetch, sent as `empty`, stays usable for the navigation)."""
+    """A gated page's additions, for the page's own code (`from_page_code`: htmx, Turbo),
+    go in only if the body is a whole document (`Additions.documents_only`); a fragment
+    answered so says `FRAGMENT_VARY` in `Vary` (the relay, from `DocumentStart`; a whole
+    document is the same either way: a prefetch serves the navigation)."""
     additions = h.plan.additions
-    if h.plan.body is Body.GATE and h.fetch.dest == "empty" and additions is not NO_ADDITIONS:
+    if h.plan.body is Body.GATE and additions is not NO_ADDITIONS and from_page_code(h.fetch, h.request_headers):
         h.plan.additions = replace(additions, documents_only=True)
 
 
