@@ -38,6 +38,7 @@ def plan(
     path: str = "/p",
     encoding: str | None = None,
     accept: str | None = None,
+    status: int = 200,
 ) -> tuple[ResponsePlan, CIMultiDict[str]]:
     headers: CIMultiDict[str] = CIMultiDict({"Content-Type": content_type})
     if encoding:
@@ -47,7 +48,7 @@ def plan(
     visitor = s.visitor((cookie,) if cookie else (), None)
     result = s.plan_response(
         method="GET",
-        status=200,
+        status=status,
         path=path,
         headers=headers,
         visitor=visitor,
@@ -186,6 +187,21 @@ def test_worker_scripts_get_the_policy_with_script_src_and_vary_on_their_destina
     assert CSP_RO not in plain and "Vary" not in plain
     _, granted = plan(s, content_type="text/javascript", fetch_dest="worker", cookie="tg_consent=f.a")
     assert CSP_RO in granted  # "f.a" grants nothing known: still refusable
+
+
+@pytest.mark.parametrize("sample", [1, 0.0001])
+def test_a_304_for_a_worker_script_says_the_vary_its_200_says(sample: float) -> None:
+    """A cache replaces the stored response's `Vary` with a 304's (RFC 9110 15.4.5): the
+    304 for a worker script says `Sec-Fetch-Dest, Cookie, Sec-GPC` as its 200 does (when
+    that was sampled: a 304 cannot tell), or a stored script with one visitor's policy
+    would serve another consent (a site's `Vary: Accept-Encoding` on the 304 would be the
+    stored response's whole `Vary`). It gets no policy of its own: the stored one stays."""
+    s = stages(csp={"sample": sample})
+    _, headers = plan(s, content_type="text/javascript", fetch_dest="worker", status=304)
+    assert {v.strip() for v in headers["Vary"].split(",")} == {"Sec-Fetch-Dest", "Cookie", "Sec-GPC"}
+    assert CSP_RO not in headers and headers["Cache-Control"].startswith("private")
+    _, plain = plan(s, content_type="text/javascript", fetch_dest="script", status=304)
+    assert "Vary" not in plain
 
 
 def test_the_header_goes_on_the_sampled_fraction_of_pages() -> None:

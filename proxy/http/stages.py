@@ -353,14 +353,12 @@ def csp_layer(h: HeaderStep) -> None:
         return
     if h.plan.body is Body.GATE:
         worker = False
-    elif (
-        h.fetch.dest in _WORKER_DESTS
-        and h.status == 200
-        and not h.stages.report_only
-        and h.stages.policy.refusable(h.visitor.consent)
-    ):
+    elif h.fetch.dest in _WORKER_DESTS and h.status in (200, 304) and not h.stages.report_only and h.refusable():
         worker = True
         add_vary(h.headers, ("Sec-Fetch-Dest",))
+        if h.status == 304:  # the Vary its 200 says, sampled or not (RFC 9110 15.4.5)
+            h.dependent = True
+            return
     else:
         return
     if not layers.sampled():
