@@ -70,6 +70,24 @@ CONSENT_RECORD_OUTCOMES: Final = ("written", "not_kept", "invalid", "too_large",
 """What became of a POST to /__tag-gate/consent (proxy.http.proof)."""
 GUARD_DELIVERIES: Final = ("inline", "external", "none")
 """How the runtime guard went into a gated page (proxy.http.layers)."""
+GUARD_ERROR_NAMES: Final = (
+    "TypeError",
+    "RangeError",
+    "ReferenceError",
+    "SyntaxError",
+    "SecurityError",
+    "InvalidStateError",
+    "NotFoundError",
+    "HierarchyRequestError",
+    "NotSupportedError",
+    "InvalidCharacterError",
+    "Error",
+    "other",
+)
+"""`tag_gate_guard_errors{error}`: the error names a page reports as they are, anything
+else as "other" (proxy.http.guard_errors)."""
+GUARD_ERROR_REPORTS: Final = ("accepted", "invalid", "too_large", "rate_limited")
+"""What became of a POST to /__tag-gate/guard-errors."""
 GUARD_TABLE_ASKS: Final = ("stated", "cookies")
 """Why a page asked /__tag-gate/guard-table for a new rule table: `stated`, the visitor
 withdrew on the page a category granted at load; `cookies`, a consent manager's cookie
@@ -218,6 +236,21 @@ class Metrics:
             registry=r,
         )
         self.guard_pages = {k: self.guard_pages_total.labels(k) for k in GUARD_DELIVERIES}
+        self.guard_errors_total = Counter(
+            "tag_gate_guard_errors",
+            "The runtime guard's own errors in pages, as they report them: each let a call of the page's through"
+            " unchecked. By the first error's name on the page (others: other).",
+            ["error"],
+            registry=r,
+        )
+        self.guard_errors = {k: self.guard_errors_total.labels(k) for k in GUARD_ERROR_NAMES}
+        self.guard_error_reports_total = Counter(
+            "tag_gate_guard_error_reports",
+            "POSTs to /__tag-gate/guard-errors, by result: accepted, invalid, too_large, rate_limited.",
+            ["result"],
+            registry=r,
+        )
+        self.guard_error_reports = {k: self.guard_error_reports_total.labels(k) for k in GUARD_ERROR_REPORTS}
         self.guard_tables_total = Counter(
             "tag_gate_guard_tables",
             "Rule tables pages asked for after a consent change on the page, by why: stated (a category"

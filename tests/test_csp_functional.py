@@ -10,9 +10,11 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from proxy.html.guard_code import split_guard_code
+from proxy.http.guard_errors import read_guard_errors
 from tests.conftest import TagGateFactory, UpstreamFactory
 
 PAGE = (
@@ -259,3 +261,52 @@ async def test_a_slow_or_huge_report_costs_the_endpoint_nothing(
     assert stalled.startswith(b"HTTP/1.1 408") and took < 3, (stalled, took)
     huge, _ = await exchange(8_000_000, b"x" * 70_000)
     assert huge.startswith(b"HTTP/1.1 413"), huge
+
+
+# --------------------------------------------------------------------------- the guard's own errors
+
+
+@pytest.mark.parametrize(
+    ("body", "read"),
+    [
+        (b"1 TypeError", (1, "TypeError")),
+        (b"3 SecurityError\n", (3, "SecurityError")),
+        (b"250 RangeError", (100, "RangeError")),  # a page's count is capped
+        (b"2 MyOwnError", (2, "other")),  # names outside the list: a bounded label set
+        (b"0 TypeError", None),
+        (b"1", None),
+        (b"1 Type Error", None),
+        (b"-1 TypeError", None),
+        (b"1 TypeError; DROP", None),
+        (b"\xff\xfe", None),
+        (b"", None),
+    ],
+)
+def test_a_guard_error_report_is_read_or_refused(body: bytes, read: tuple[int, str] | None) -> None:
+    assert read_guard_errors(body) == read
+
+
+async def test_the_guard_error_endpoint_counts_pages_errors_within_its_limits(
+    upstream: UpstreamFactory, tag_gate: TagGateFactory
+) -> None:
+    """`/__tag-gate/guard-errors` counts what pages report of the guard's own errors by
+    name, refuses what is not a report, a body over 64 bytes (unread) and anything but a
+    POST, and answers 429 once its bucket (a burst of 50) is empty."""
+    server = await upstream(site())
+    tg = await tag_gate(f"http://127.0.0.1:{server.port}")
+    url = tg.url + "/__tag-gate/guard-errors"
+    assert await post(url, b"2 TypeError", "text/plain") == 204
+    assert await post(url, b"1 WeirdError", "text/plain;charset=UTF-8") == 204
+    assert await post(url, b"lots of errors", "text/plain") == 400
+    assert await post(url, b"1 TypeError" + b" " * 100, "text/plain") == 413
+    assert (await get(url))[0] == 405
+    counts = await metrics(tg.admin_url, "tag_gate_guard_error")
+    assert counts['tag_gate_guard_errors_total{error="TypeError"}'] == 2
+    assert counts['tag_gate_guard_errors_total{error="other"}'] == 1
+    assert counts['tag_gate_guard_error_reports_total{result="accepted"}'] == 2
+    assert counts['tag_gate_guard_error_reports_total{result="invalid"}'] == 1
+    assert counts['tag_gate_guard_error_reports_total{result="too_large"}'] == 1
+    statuses = [await post(url, b"1 TypeError", "text/plain") for _ in range(100)]
+    assert statuses.count(429) >= 1 and statuses[0] == 204, statuses
+    off = await tag_gate(f"http://127.0.0.1:{server.port}", html={"guard": {"enabled": False}})
+    assert await post(off.url + "/__tag-gate/guard-errors", b"1 TypeError", "text/plain") == 404

@@ -39,6 +39,7 @@ __all__ = [
     "CspReport",
     "Gap",
     "GapTable",
+    "GuardErrorLimits",
     "ReportSink",
     "TokenBucket",
     "Verdict",
@@ -229,6 +230,15 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+
+class GuardErrorLimits:
+    """The guard-error endpoint's rate limit (5/s, a burst of 50) and log pace (when it
+    last logged), for the life of the process (`proxy.http.guard_errors`)."""
+
+    def __init__(self) -> None:
+        self.bucket = TokenBucket(5.0, 50)
+        self.logged = float("-inf")
 
 
 class ReportSink:

@@ -36,6 +36,7 @@ from .connection import BodyError, UpstreamError
 from .csp import handle_csp_report
 from .exchange import Exchange
 from .forwarding import BadForwardRequest, forward_headers, response_headers
+from .guard_errors import handle_guard_errors
 from .header_filters import TOP_LEVEL_CSP, FetchMetadata, top_level_page
 from .pool import UpstreamResponse
 from .proof import CONSENT_PATH, handle_consent_post
@@ -187,6 +188,9 @@ class ProxyHandler:
                 if framing is not None:
                     return framing
                 return await handle_csp_report(self.state, ex, _hostname(request.headers.get(hdrs.HOST)))
+            if name == "guard-errors":
+                framing = check_framing(request)
+                return framing if framing is not None else await handle_guard_errors(self.state, ex)
             if name == "guard.js":
                 return self._serve_guard(ex)
             if name == "guard-table":

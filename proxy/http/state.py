@@ -16,7 +16,7 @@ import aiohttp
 
 from ..core.addresses import Upstream
 from ..core.config import Config
-from ..core.csp_reports import ReportSink
+from ..core.csp_reports import GuardErrorLimits, ReportSink
 from ..html.cache import GateCache
 from ..logs import AccessLog
 from ..metrics import Metrics
@@ -81,6 +81,8 @@ class ProxyState:
     proof_limiter: RateLimiter = field(default_factory=RateLimiter)
     reports: ReportSink = field(default_factory=ReportSink)
     """What the CSP report endpoint keeps (rate limit, gap and leak listings) across reloads."""
+    guard_error_limits: GuardErrorLimits = field(default_factory=GuardErrorLimits)
+    """The guard-error endpoint's rate limit and log pace."""
 
     @property
     def config(self) -> Config:

@@ -975,6 +975,29 @@ async def test_a_page_without_html_or_head_tags_is_guarded_before_its_first_elem
         assert pixel and state["site"] == 2, state
 
 
+async def test_the_guards_own_errors_reach_the_metrics(world: World) -> None:
+    """An element whose `localName` throws: the guard's checks of it fail, the page's
+    calls go through as if there were no guard, and the page reports, a second later,
+    how many errors it had and the first one's name to `/__tag-gate/guard-errors`: the
+    operator sees them in `tag_gate_guard_errors_total` without opening the page."""
+    tg = await tag_gate(world, "default")
+    reported = re.compile(r'^tag_gate_guard_errors_total\{error="RangeError"\} ([0-9.]+)$', re.M)
+    async with world.tab(port=tg.port) as tab:
+        await tab.goto(world.url(tg.port, "guard/guard-error.html?guard=0"))
+        state = await tab.page.evaluate("() => ({log: e2e.log, errors: __tagGateGuard.errors})")
+        async with aiohttp.ClientSession() as client:
+            for _ in range(50):  # the report goes a second after the first error
+                async with client.get(tg.admin_url + "/metrics") as resp:
+                    m = reported.search(await resp.text())
+                if m and float(m.group(1)) > 0:
+                    break
+                await asyncio.sleep(0.1)
+        v = await tab.snapshot()
+    assert state["log"] == ["src:/img/guard-error.svg"] and state["errors"] >= 1, state
+    assert m is not None and float(m.group(1)) == state["errors"], (m, state)
+    assert not v.console_errors, v.console_errors
+
+
 async def test_react_embeds_released_on_the_page_can_still_be_unmounted(world: World) -> None:
     """React holds the nodes it rendered and removes them itself later. A refused YouTube
     frame in a hydrated app (deferred by the HTML gate, `action = "defer"`) and in one

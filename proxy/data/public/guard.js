@@ -23,7 +23,8 @@
  *   fetch rejects with a TypeError, XHR fails like a network error, sendBeacon returns
  *   true, WebSocket/EventSource fail with `error` (and `close`), Worker/SharedWorker
  *   throw a SecurityError as a Content-Security-Policy would.
- * - Any error of its own lets the page's call proceed and counts __tagGateGuard.errors.
+ * - Any error of its own lets the page's call proceed and counts __tagGateGuard.errors;
+ *   the first of a page's is reported to /__tag-gate/guard-errors (tag_gate_guard_errors).
  * - Consent changes: when the consent cookie changes (or a `tag-gate:consent` event
  *   comes), the guard loads /__tag-gate/guard-release.js once (with its own nonce),
  *   which from then on reads the consent cookie: a withdrawal applies to the next
@@ -63,14 +64,21 @@
     T = [],
     G = (W.__tagGateGuard = { errors: 0, blocked: [], T, closed: [] }),
     // Runs f (with at most four arguments: no rest array to allocate on every hooked
-    // call); an exception of the guard's own is counted and gives undefined.
+    // call); an exception of the guard's own is counted and gives undefined. The first
+    // of a page's sends tag-gate, a second later, how many came by then and its name
+    // (proxy/http/guard_errors.py): each let a call of the page's through unchecked.
     t = (function (f, a, b, c, d) {
       try {
         return f(a, b, c, d);
       } catch (e) {
-        G.errors++;
+        if (!G.errors++) setTimeout(oops, 1000, e);
       }
-    });
+    }),
+    oops = (e) => {
+      try {
+        navigator.sendBeacon(location.origin + "/__tag-gate/guard-errors", G.errors + " " + ((e && e.name) || "Error"));
+      } catch (x) {}
+    };
   let ok,
     off = 0,
     PAGE,
