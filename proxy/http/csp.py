@@ -34,7 +34,7 @@ from aiohttp import hdrs, web
 
 from ..core.csp_reports import classify_report, parse_csp_reports, strip_query
 from .relay import error_response
-from .request_body import read_capped
+from .request_body import read_report
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -49,27 +49,11 @@ async def handle_csp_report(state: ProxyState, ex: Exchange, page_host: str | No
     csp = runtime.config.html.csp
     if csp.mode == "off":
         return error_response(404, "Not Found")
-    if ex.method != "POST":
-        resp = error_response(405, "Method Not Allowed")
-        resp.headers[hdrs.ALLOW] = "POST"
-        return resp
     sink = state.reports
     sink.configure(csp.report_rate, csp.report_burst, csp.gap_hosts)
-    now = time.monotonic()
-    if not sink.bucket.take(now):
-        metrics.csp_reports["rate_limited"].inc()
-        return error_response(429, "Too Many Requests", close=request.body_exists)
-    length = request.content_length
-    body: bytes | None = None
-    if length is None or length <= csp.max_report_size:
-        try:
-            body = await read_capped(request, csp.max_report_size, runtime.config.timeouts.client_body)
-        except TimeoutError:
-            metrics.csp_reports["invalid"].inc()
-            return error_response(408, "Request Timeout", close=True)
-    if body is None:
-        metrics.csp_reports["too_large"].inc()
-        return error_response(413, "Content Too Large", close=True)
+    body = await read_report(ex, sink.bucket, csp.max_report_size, metrics.csp_reports)
+    if not isinstance(body, bytes):
+        return body
     try:
         reports = parse_csp_reports(body, request.headers.get(hdrs.CONTENT_TYPE))
     except ValueError as exc:

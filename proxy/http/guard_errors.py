@@ -21,11 +21,11 @@ import re
 import time
 from typing import TYPE_CHECKING, Final
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
 from ..metrics import GUARD_ERROR_NAMES
 from .relay import error_response
-from .request_body import read_capped
+from .request_body import read_report
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -51,28 +51,13 @@ def read_guard_errors(body: bytes) -> tuple[int, str] | None:
 
 async def handle_guard_errors(state: ProxyState, ex: Exchange) -> web.StreamResponse:
     """`/__tag-gate/guard-errors`: count one page's report (module docstring)."""
-    request, runtime, metrics = ex.request, ex.runtime, state.metrics
-    if not runtime.config.html.guard.enabled:
+    metrics = state.metrics
+    if not ex.runtime.config.html.guard.enabled:
         return error_response(404, "Not Found")
-    if ex.method != "POST":
-        resp = error_response(405, "Method Not Allowed")
-        resp.headers[hdrs.ALLOW] = "POST"
-        return resp
     limits = state.guard_error_limits
-    now = time.monotonic()
-    if not limits.bucket.take(now):
-        metrics.guard_error_reports["rate_limited"].inc()
-        return error_response(429, "Too Many Requests", close=request.body_exists)
-    body: bytes | None = None
-    if request.content_length is None or request.content_length <= MAX_BODY:
-        try:
-            body = await read_capped(request, MAX_BODY, runtime.config.timeouts.client_body)
-        except TimeoutError:
-            metrics.guard_error_reports["invalid"].inc()
-            return error_response(408, "Request Timeout", close=True)
-    if body is None:
-        metrics.guard_error_reports["too_large"].inc()
-        return error_response(413, "Content Too Large", close=True)
+    body = await read_report(ex, limits.bucket, MAX_BODY, metrics.guard_error_reports)
+    if not isinstance(body, bytes):
+        return body
     report = read_guard_errors(body)
     if report is None:
         metrics.guard_error_reports["invalid"].inc()
@@ -80,6 +65,7 @@ async def handle_guard_errors(state: ProxyState, ex: Exchange) -> web.StreamResp
     count, name = report
     metrics.guard_error_reports["accepted"].inc()
     metrics.guard_errors[name].inc(count)
+    now = time.monotonic()
     if now - limits.logged >= 1.0:
         limits.logged = now
         log.warning(
