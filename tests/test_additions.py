@@ -420,3 +420,19 @@ def test_frame_markup_is_not_added_in_report_only_mode_or_without_a_guard() -> N
     assert gate(page, Additions(frame_markup=FRAMES), report_only=True) == page
     assert gate(page, Additions(head_start=HEAD)).count("<iframe") == 2
     assert FRAMES not in gate(page, Additions(head_start=HEAD))
+
+
+def test_a_streamed_page_holds_at_most_64_kib_while_its_first_element_is_unknown() -> None:
+    """A prologue that never ends (a comment of 100 KB, then text): the gate holds the
+    first bytes only until 64 KiB have come, then passes them on (the guard goes where
+    lol-html's handlers put it, here before the first script), and the output is the
+    whole page's."""
+    page = b"<!--" + b"x" * 100_000 + b"--><p>x</p><script src=/a.js></script>"
+    additions = Additions(head_start=HEAD, body_end=END)
+    g = HtmlGate(PLAN, NONE, page_host="shop.example", additions=additions)
+    pieces = [g.feed(page[i : i + 1024]) for i in range(0, len(page), 1024)]
+    first = next(i for i, p in enumerate(pieces) if p)
+    assert first * 1024 <= 1 << 16, first  # nothing held past 64 KiB
+    out = b"".join(pieces) + g.end()
+    assert out == HtmlGate(PLAN, NONE, page_host="shop.example", additions=additions).feed_whole(page)
+    assert out.index(HEAD.encode()) == out.index(b"<script src=/a.js>") - len(HEAD)

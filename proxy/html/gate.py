@@ -40,7 +40,7 @@ from ..core.memo import Memo
 from .attributes import may_carry_ping, srcset_urls
 from .foreign import ForeignContentError, ForeignTracker, find_tag_end
 from .handlers import DOCUMENT_HANDLER, FOREIGN_HANDLER, HANDLERS, PAGE_HANDLER, PAGE_SELECTOR
-from .prologue import first_element_spot, head_start_spot
+from .prologue import FIRST_ELEMENT_LIMIT, first_element_spot, head_start_spot
 from .run import NO_ADDITIONS, Additions, ElementRecord, GatePlan, GateRun, GateStats, head_bytes, nonce_kept
 from .selection import (
     _STREAMED,
@@ -83,8 +83,6 @@ _FOREIGN_PREFIXES: Final = frozenset(p[:n] for p in _FOREIGN_OPENERS for n in ra
 _MAX_CARRY: Final = 1 << 16
 """Most bytes of an unfinished `<svg`/`<math` tag held back from lol-html; a longer one
 goes through, and if lol-html then reads it as a start tag the gate fails safe."""
-_HOLD_LIMIT: Final = 1 << 16
-"""Most first bytes held while `first_element_spot` cannot tell where the guard goes."""
 
 
 class _Restart(Exception):
@@ -331,10 +329,9 @@ class HtmlGate:
         before it and that element's: the `head, html > *` handler has no element there,
         and the script handler's fallback left event handlers before the first script,
         and pages without one, unguarded. The first bytes are held until that is known
-        (at most 64 KiB, read again once twice as many are held)."""
+        (at most `FIRST_ELEMENT_LIMIT`, read again once twice as many are held)."""
         held = self._held + chunk if self._held else chunk
-        complete = complete or len(held) >= _HOLD_LIMIT
-        if not complete and len(held) < 2 * self._tried:
+        if not complete and len(held) < min(2 * self._tried, FIRST_ELEMENT_LIMIT):
             self._held = held
             return b""
         self._tried = len(held)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["first_element_spot", "head_start_spot", "whole_document"]
+__all__ = ["FIRST_ELEMENT_LIMIT", "first_element_spot", "head_start_spot", "whole_document"]
 
 _ATTRIBUTES: Final = (
     rb"(?:[\t\n\x0c\r ]+[^\t\n\x0c\r />\"'<=]+"
@@ -56,13 +56,17 @@ _OTHER_ELEMENT: Final = rb"(?=<(?!(?:html|head)(?![a-z\d-]))[a-z][a-z\d-]*" + _A
 """The whole start tag of an element other than `<html>` and `<head>`, looked ahead at."""
 _PROLOGUE: Final = re.compile(
     # `<head>`: after it; `<html>`, then `<head>` (after it) or another element's whole
-    # start tag (before it); or neither: before the first element (the parser makes the
-    # head there)
+    # start tag (before it)
     _BEFORE_TAGS
-    + rb"(?:<head%s|<html%s(?:%s){0,128}+(?:<head%s|%s)|%s)"
-    % (_ATTRIBUTES, _ATTRIBUTES, _WHITESPACE_OR_COMMENT, _ATTRIBUTES, _OTHER_ELEMENT, _OTHER_ELEMENT),
+    + rb"(?:<head%s|<html%s(?:%s){0,128}+(?:<head%s|%s))"
+    % (_ATTRIBUTES, _ATTRIBUTES, _WHITESPACE_OR_COMMENT, _ATTRIBUTES, _OTHER_ELEMENT),
     re.IGNORECASE,
 )
+FIRST_ELEMENT_LIMIT: Final = 1 << 16
+"""Where neither `<html>` nor `<head>` comes first, the first element's whole start tag
+must end within this many bytes for the guard to go right before it: a streamed page's
+first bytes are held until that is known (`HtmlGate._place_head`), so a whole page
+reads no further."""
 _FIRST_ELEMENT: Final = re.compile(_BEFORE_TAGS + _OTHER_ELEMENT, re.IGNORECASE)
 _PLAIN_START: Final = re.compile(_BEFORE_TAGS, re.IGNORECASE)
 _UNFINISHED: Final = re.compile(rb"<!(?:-(?:-|$)|d(?:o(?:c(?:t(?:y(?:p(?:e|$)|$)|$)|$)|$)|$)|$)", re.IGNORECASE)
@@ -72,11 +76,15 @@ _TOP_TAG: Final = re.compile(rb"<(?:html|head)[\t\n\x0c\r />]", re.IGNORECASE)
 def head_start_spot(document: bytes) -> int:
     """Where the guard goes in a document with a plain prologue (module docstring): right
     after its `<head>` start tag, or before the first element of its `<html>`, or of the
-    document when it has neither; else -1.
+    document when it has neither (`first_element_spot`); else -1.
     One regular expression: run right after lol-html, with the caches cold, a loop over
     the prologue in Python cost four times what it costs on its own."""
     m = _PROLOGUE.match(document)
-    return m.end() if m else -1
+    if m is not None:
+        return m.end()
+    spot = first_element_spot(document, True)
+    assert spot is not None  # a complete document is answered
+    return spot
 
 
 def first_element_spot(prefix: bytes, complete: bool) -> int | None:
@@ -85,13 +93,13 @@ def first_element_spot(prefix: bytes, complete: bool) -> int | None:
     charset=utf-8>...`): right before it, which is where the parser makes the head; -1
     for any other document (`<html>` or `<head>` first: the gate's `head, html > *`
     handler places it; text first; a prologue `head_start_spot` does not read); None
-    while `prefix` (not `complete`) ends before that is known: inside the prologue, or
-    in a tag's first 4 KiB. The streamed counterpart of `head_start_spot`'s last case:
-    the same expression, so a streamed page and a whole one get it at one place."""
-    m = _FIRST_ELEMENT.match(prefix)
+    while `prefix` (not `complete`) ends before that is known: inside the prologue or the
+    first start tag. Only the first `FIRST_ELEMENT_LIMIT` bytes are read (a prefix
+    that long is answered), so a streamed page and a whole one get it at one place."""
+    m = _FIRST_ELEMENT.match(prefix, 0, FIRST_ELEMENT_LIMIT)
     if m is not None:
         return m.end()
-    if complete:
+    if complete or len(prefix) >= FIRST_ELEMENT_LIMIT:
         return -1
     start = _PLAIN_START.match(prefix)
     assert start is not None  # every part is optional
@@ -101,7 +109,7 @@ def first_element_spot(prefix: bytes, complete: bool) -> int | None:
         return None  # the prologue may go on (a byte order mark, cut), a tag may start
     if rest.startswith(b"<!") and _UNFINISHED.match(rest):
         return None  # a comment or DOCTYPE not read whole: unfinished (or the 129th item)
-    if rest[:1] == b"<" and rest[1:2].isalpha() and _TOP_TAG.match(rest) is None and len(prefix) - end < 4096:
+    if rest[:1] == b"<" and rest[1:2].isalpha() and _TOP_TAG.match(rest) is None:
         return None  # a start tag, maybe unfinished (a quoted value may hold a `>`)
     return -1
 
