@@ -141,14 +141,22 @@ async def test_slow_client_gets_every_byte(content_type: str, coding: str | None
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("minified", [False, True], ids=["head", "minified"])
 @pytest.mark.parametrize("coding", [None, "gzip", "zstd"])
-async def test_slow_client_gets_every_byte_of_a_strict_csp_page_with_the_guard(coding: str | None) -> None:
+async def test_slow_client_gets_every_byte_of_a_strict_csp_page_with_the_guard(
+    coding: str | None, minified: bool
+) -> None:
     """An 8 MB page that streams, from a strict-CSP site (a nonce new for every
     response), to a client reading at 8 MB/s: every row arrives, and the guard once,
-    first in the head, its tag carrying this response's nonce (in a compressed page the
-    tag goes in with the page, the rest from its compressed form; a zstd body is then
-    several frames)."""
+    first in the head (`minified`: a page without `<html>`, `<head>` and `<body>` tags,
+    right before its first element), its tag carrying this response's nonce (in a
+    compressed page the tag goes in with the page, the rest from its compressed form; a
+    zstd body is then several frames)."""
     body = html_page(8_000_000)
+    start = b"<!doctype html><html><head>"
+    if minified:
+        body = body.replace(start, b"<!doctype html><meta charset=utf-8>", 1).replace(b"</head><body>", b"", 1)
+        start = b"<!doctype html>"
     origin = await start_origin(body, "text/html", coding, nonce=True)
     try:
         _, sent = await read_slowly_through_proxy(origin, coding)
@@ -164,7 +172,7 @@ async def test_slow_client_gets_every_byte_of_a_strict_csp_page_with_the_guard(c
     assert got.endswith(b"</ul></body></html>")
     assert b"googletagmanager" not in strip_guard(got)
     guards = list(GUARD_ELEMENT.finditer(got))
-    assert len(guards) == 1 and guards[0].start() == len(b"<!doctype html><html><head>")
+    assert len(guards) == 1 and guards[0].start() == len(start)
     assert guards[0].group().startswith(b'<script nonce="n0">')
 
 
