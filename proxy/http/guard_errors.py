@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tag_gate")
 
-GUARD_ERRORS_PATH: Final = "/__tag-gate/guard-errors"
 MAX_BODY: Final = 64
 MAX_COUNT: Final = 100
 _REPORT: Final = re.compile(r"([1-9][0-9]{0,5}) ([A-Za-z][A-Za-z0-9]{0,39})")
