@@ -157,7 +157,12 @@ def _finish_ascii_host(host: str) -> str | None:
     last = labels[-1]
     if last and (last.isdigit() or (last[:2] == "0x" and _HEX.issuperset(last[2:]))):
         return _ipv4(labels)
-    return host.rstrip(".") or None
+    stripped = host.rstrip(".")
+    if stripped and host.endswith(".."):
+        # Several trailing dots: a name no resolver takes. It is read as what is left is
+        # read (`0..` as `0`, an IPv4 address), so that what comes out reads the same again.
+        return _finish_ascii_host(stripped)
+    return stripped or None
 
 
 def _ipv4(parts: list[str]) -> str | None:
