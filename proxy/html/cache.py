@@ -55,7 +55,8 @@ class CachedPage:
     fail_safe: bool = False
     """The start found an XML document by sniffing: the strict CSP applies."""
     fragment: bool = False
-    """A fetched fragment without additions (`StartOutcome.fragment`): Vary: Sec-Fetch-Dest."""
+    """A fetched fragment without additions (`StartOutcome.fragment`): its `Vary` names
+    what tells the page's fetch from a navigation (`FRAGMENT_VARY`)."""
 
 
 CacheKey = tuple[

@@ -59,7 +59,7 @@ class StartOutcome:
     charset: Charset
     fragment: bool = False
     """A fragment the page's code fetched, which got no additions: a navigation to the
-    same URL gets them, so the response varies by `Sec-Fetch-Dest`."""
+    same URL gets them, so the response varies by what tells the two apart."""
 
 
 class Downstream(Protocol):

@@ -125,7 +125,7 @@ class PageAdditions:
         final = self.gpc_refuses if consent.gpc else ()
         tags = self.tags.render(path, consent.allows, final, nonce) if self.tags else None
         banner = None
-        if self.banner is not None and request_headers.get("Sec-Fetch-Dest", "") not in NESTED_DESTINATIONS:
+        if self.shows_banner(request_headers):
             banner = self._banner(request_headers.get(hdrs.ACCEPT_LANGUAGE), banner_open, nonce)
         if banner is None and (tags is None or not (tags.head_end or tags.body_end)):
             return None
@@ -136,6 +136,11 @@ class PageAdditions:
             activation=bool(tags and tags.deferred),
         )
         return additions, banner is not None and self.vary_language
+
+    def shows_banner(self, request_headers: Mapping[str, str]) -> bool:
+        """Whether a gated page answering this request gets the banner: it is on, and the
+        page is not shown inside another (`NESTED_DESTINATIONS`)."""
+        return self.banner is not None and request_headers.get("Sec-Fetch-Dest", "") not in NESTED_DESTINATIONS
 
     def _banner(self, accept_language: str | None, open_now: bool, nonce: str | None) -> Callable[[str | None], str]:
         settings = self.banner
@@ -160,7 +165,6 @@ def not_modified_vary(
     whose 200 says them when the body is a fragment, which a 304 does not show (the
     superset only keeps a stored fetch from serving a navigation)."""
     names = list(FRAGMENT_VARY) if from_page_code(fetch, request_headers) else []
-    banner = additions is not None and additions.banner is not None and additions.vary_language
-    if banner and request_headers.get("Sec-Fetch-Dest", "") not in NESTED_DESTINATIONS:
+    if additions is not None and additions.vary_language and additions.shows_banner(request_headers):
         names.append(hdrs.ACCEPT_LANGUAGE)
     return names

@@ -359,9 +359,9 @@ class GatedRelay(Relay):
     def _settle_head(self) -> None:
         """Apply what the start of the body decided (`proxy.html.start`) to the head,
         just before it goes out: a Content-Type naming the encoding, the fail-safe CSP
-        for an XML document found by sniffing, `Vary: Sec-Fetch-Dest` for a fetched
-        fragment that got no additions (`FRAGMENT_VARY`). A page from the gated-page cache gets what
-        its start decided when it was gated."""
+        for an XML document found by sniffing, `FRAGMENT_VARY` in `Vary` for a fetched
+        fragment that got no additions. A page from the gated-page cache gets what its
+        start decided when it was gated."""
         cached = self.cached
         if cached is not None:
             content_type, fail_safe, fragment = cached.content_type, cached.fail_safe, cached.fragment
