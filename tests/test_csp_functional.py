@@ -236,17 +236,19 @@ async def test_the_endpoint_is_gone_when_the_layer_is_off(upstream: UpstreamFact
     assert CSP_RO not in headers
 
 
+@pytest.mark.parametrize(
+    ("path", "start"), [("csp", b'{"csp-report":'), ("guard-errors", b"1 Ty")], ids=["csp", "guard-errors"]
+)
 async def test_a_slow_or_huge_report_costs_the_endpoint_nothing(
-    upstream: UpstreamFactory, tag_gate: TagGateFactory
+    upstream: UpstreamFactory, tag_gate: TagGateFactory, path: str, start: bytes
 ) -> None:
     """A report body that stops arriving gets 408 after `timeouts.client_body`; one of
-    8 MB announced is refused at the cap (413) without reading the rest."""
+    8 MB announced is refused at the cap (413) without reading the rest. Both public
+    report endpoints: CSP reports and the guard's errors."""
     server = await upstream(site())
     tg = await tag_gate(f"http://127.0.0.1:{server.port}", timeouts={"client_body": 0.5})
     port = int(tg.url.rsplit(":", 1)[1])
-    head = (
-        "POST /__tag-gate/csp HTTP/1.1\r\nHost: s\r\nContent-Type: application/csp-report\r\nContent-Length: {}\r\n\r\n"
-    )
+    head = f"POST /__tag-gate/{path} HTTP/1.1\r\nHost: s\r\nContent-Type: text/plain\r\nContent-Length: {{}}\r\n\r\n"
 
     async def exchange(length: int, body: bytes) -> tuple[bytes, float]:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -257,7 +259,7 @@ async def test_a_slow_or_huge_report_costs_the_endpoint_nothing(
         writer.close()
         return answer, time.monotonic() - started
 
-    stalled, took = await exchange(1000, b'{"csp-report":')
+    stalled, took = await exchange(40, start)
     assert stalled.startswith(b"HTTP/1.1 408") and took < 3, (stalled, took)
     huge, _ = await exchange(8_000_000, b"x" * 70_000)
     assert huge.startswith(b"HTTP/1.1 413"), huge
